@@ -1,0 +1,122 @@
+# OpenStack image tools: build, test, install.
+#
+#   make demo      build, then run imginfo-parse over the bundled samples
+#   make test      build, then run every test
+#   make check     fmt, clippy, tests, man page drift, staged install (what CI runs)
+#   make install   copy built binaries, man pages and completions (never compiles)
+#
+# Packagers: PREFIX, DESTDIR, BINDIR, MANDIR, DATAROOTDIR, CARGO, CARGOFLAGS,
+# PROFILE and CARGO_TARGET_DIR are honoured.
+
+TOOLS       := imginfo-parse
+
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+DATAROOTDIR ?= $(PREFIX)/share
+MANDIR      ?= $(DATAROOTDIR)/man
+BASHDIR     ?= $(DATAROOTDIR)/bash-completion/completions
+ZSHDIR      ?= $(DATAROOTDIR)/zsh/vendor-completions
+FISHDIR     ?= $(DATAROOTDIR)/fish/vendor_completions.d
+INSTALL     ?= install
+CARGO       ?= cargo
+CARGOFLAGS  ?= --locked
+PROFILE     ?= release
+
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+DEBUG_DIR   := $(TARGET_DIR)/debug
+COMP_DIR    := $(TARGET_DIR)/completions
+
+.PHONY: all build build-debug test check fmt-check clippy man man-check \
+	completions install uninstall install-check demo bench clean
+
+all: build man completions
+
+build:
+	$(CARGO) build $(CARGOFLAGS) --profile $(PROFILE) --bins
+
+build-debug:
+	$(CARGO) build $(CARGOFLAGS) --workspace --bins
+
+# Pipeline tests in tests/ run the built binaries, so build them first.
+test: build-debug
+	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) --workspace
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy $(CARGOFLAGS) --workspace --all-targets -- -D warnings
+
+check: fmt-check clippy test man-check install-check
+
+# Man pages are generated from the clap definitions plus doc/*.roff and
+# committed, so packagers never need to run a binary for the target.
+man: build-debug
+	@for t in $(TOOLS); do \
+		$(DEBUG_DIR)/$$t --generate man > man/$$t.1 || exit 1; \
+		echo "man/$$t.1"; \
+	done
+
+man-check: build-debug
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	for t in $(TOOLS); do \
+		$(DEBUG_DIR)/$$t --generate man > "$$tmp/$$t.1" || exit 1; \
+		if ! diff -u "man/$$t.1" "$$tmp/$$t.1"; then \
+			echo "man/$$t.1 is out of date: run 'make man' and commit it" >&2; exit 1; \
+		fi; \
+	done && echo "man pages up to date"
+
+completions: build
+	@mkdir -p $(COMP_DIR)
+	@for t in $(TOOLS); do \
+		$(OUT_DIR)/$$t --generate bash > $(COMP_DIR)/$$t || exit 1; \
+		$(OUT_DIR)/$$t --generate zsh  > $(COMP_DIR)/_$$t || exit 1; \
+		$(OUT_DIR)/$$t --generate fish > $(COMP_DIR)/$$t.fish || exit 1; \
+	done
+
+# Copies only: run `make` (or `make build completions`) first.
+install:
+	@for t in $(TOOLS); do \
+		test -x $(OUT_DIR)/$$t || { echo "$(OUT_DIR)/$$t missing: run 'make' first" >&2; exit 1; }; \
+		test -f $(COMP_DIR)/$$t || { echo "$(COMP_DIR)/$$t missing: run 'make' first" >&2; exit 1; }; \
+		$(INSTALL) -Dm755 $(OUT_DIR)/$$t "$(DESTDIR)$(BINDIR)/$$t"; \
+		$(INSTALL) -Dm644 man/$$t.1 "$(DESTDIR)$(MANDIR)/man1/$$t.1"; \
+		$(INSTALL) -Dm644 $(COMP_DIR)/$$t "$(DESTDIR)$(BASHDIR)/$$t"; \
+		$(INSTALL) -Dm644 $(COMP_DIR)/_$$t "$(DESTDIR)$(ZSHDIR)/_$$t"; \
+		$(INSTALL) -Dm644 $(COMP_DIR)/$$t.fish "$(DESTDIR)$(FISHDIR)/$$t.fish"; \
+	done
+
+uninstall:
+	@for t in $(TOOLS); do \
+		rm -f "$(DESTDIR)$(BINDIR)/$$t" "$(DESTDIR)$(MANDIR)/man1/$$t.1" \
+			"$(DESTDIR)$(BASHDIR)/$$t" "$(DESTDIR)$(ZSHDIR)/_$$t" \
+			"$(DESTDIR)$(FISHDIR)/$$t.fish"; \
+	done
+
+# A staged install and uninstall must add, then remove, exactly our files.
+install-check: build completions
+	@stage=$$(mktemp -d) && trap 'rm -rf "$$stage"' EXIT && \
+	$(MAKE) --no-print-directory install DESTDIR="$$stage" PREFIX=/usr && \
+	for t in $(TOOLS); do \
+		for f in usr/bin/$$t usr/share/man/man1/$$t.1 \
+			usr/share/bash-completion/completions/$$t \
+			usr/share/zsh/vendor-completions/_$$t \
+			usr/share/fish/vendor_completions.d/$$t.fish; do \
+			test -s "$$stage/$$f" || { echo "install-check: $$f missing" >&2; exit 1; }; \
+		done; \
+		"$$stage/usr/bin/$$t" --version >/dev/null || exit 1; \
+	done && \
+	$(MAKE) --no-print-directory uninstall DESTDIR="$$stage" PREFIX=/usr && \
+	left=$$(find "$$stage" -type f) && \
+	{ [ -z "$$left" ] || { echo "install-check: uninstall left: $$left" >&2; exit 1; }; } && \
+	echo "install-check: staged install and uninstall ok"
+
+demo: build
+	@sh examples/demo.sh "$(abspath $(OUT_DIR))"
+
+bench: build
+	@sh bench/run.sh "$(abspath $(OUT_DIR))"
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,306 @@
+//! What every tool's command line shares: `--quiet`, `--version`, the hidden
+//! `--generate man|bash|zsh|fish`, and the one `main` wrapper that maps
+//! results to exit statuses (DESIGN.md section 2).
+
+use crate::jsonl::RecordWriter;
+use crate::record::{ErrorFacet, Record};
+use crate::status::Status;
+use clap::{ArgMatches, Command};
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// The one version all tools report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Flags every tool has; flatten into the tool's clap struct with
+/// `#[command(flatten)]`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SharedArgs {
+    /// Do not print error lines on stderr (the records still carry them,
+    /// and the exit status still tells)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Write a man page or a shell completion script to stdout and exit
+    #[arg(long, value_name = "WHAT", hide = true, value_enum)]
+    pub generate: Option<Generate>,
+}
+
+/// What `--generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The roff man page.
+    Man,
+    /// bash completion.
+    Bash,
+    /// zsh completion.
+    Zsh,
+    /// fish completion.
+    Fish,
+}
+
+/// A tool: its clap definition plus how to run it.
+pub trait Tool: clap::Parser {
+    /// The binary name (`imginfo-parse`).
+    const NAME: &'static str;
+    /// Hand-written roff sections appended to the generated man page
+    /// (OUTPUT FORMAT, EXIT STATUS, EXAMPLES, ...).
+    const MAN_EXTRA: &'static str = "";
+    /// The shared flags inside the parsed arguments.
+    fn shared(&self) -> &SharedArgs;
+    /// Do the work, writing records through `ctx`.
+    fn run(self, ctx: &mut Ctx) -> anyhow::Result<()>;
+}
+
+/// The tool's clap command with the shared version.
+pub fn command<T: Tool>() -> Command {
+    T::command()
+        .name(T::NAME)
+        .bin_name(T::NAME)
+        .version(VERSION)
+}
+
+/// The running tool's output side: the record writer, stderr messages and
+/// the exit status being accumulated.
+pub struct Ctx {
+    tool: &'static str,
+    quiet: bool,
+    out: RecordWriter<Box<dyn Write>>,
+    status: Status,
+}
+
+impl Ctx {
+    /// A context writing records to `out`.
+    pub fn new(tool: &'static str, quiet: bool, out: Box<dyn Write>) -> Self {
+        Ctx {
+            tool,
+            quiet,
+            out: RecordWriter::new(out),
+            status: Status::Ok,
+        }
+    }
+
+    /// The tool's name, for error facets.
+    pub fn tool(&self) -> &'static str {
+        self.tool
+    }
+
+    /// Write one record.
+    pub fn emit(&mut self, rec: &Record) -> io::Result<()> {
+        self.out.write(rec)
+    }
+
+    /// Attach `err` to `rec`, emit it, say so on stderr, and remember that
+    /// the run failed (exit 2).
+    pub fn fail(&mut self, mut rec: Record, err: ErrorFacet) -> io::Result<()> {
+        let what = match (rec.path(), err.line) {
+            (Some(p), _) => format!("{p}: "),
+            (None, Some(l)) => format!("line {l}: "),
+            (None, None) => String::new(),
+        };
+        self.warn(&format!("{what}{}", err.message));
+        rec.set_error(&err);
+        self.status.merge(Status::Error);
+        self.emit(&rec)
+    }
+
+    /// A new error facet from this tool.
+    pub fn error(&self, kind: crate::ErrorKind, message: impl Into<String>) -> ErrorFacet {
+        ErrorFacet::new(self.tool, kind, message)
+    }
+
+    /// One line on stderr, `tool: message`, unless `--quiet`. A closed
+    /// stderr is ignored: there is nobody left to tell.
+    pub fn warn(&self, message: &str) {
+        if !self.quiet {
+            warn(self.tool, message);
+        }
+    }
+
+    /// Merge a status into the run's exit status.
+    pub fn merge(&mut self, s: Status) {
+        self.status.merge(s);
+    }
+
+    /// The exit status so far.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+}
+
+/// Write `tool: message` to stderr, with control characters made visible
+/// so a hostile file name cannot forge lines or move the cursor.
+pub fn warn(tool: &str, message: &str) {
+    let clean: String = message
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect();
+    let _ = writeln!(io::stderr().lock(), "{tool}: {clean}");
+}
+
+/// Whether an error is, somewhere in its chain, a closed pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Render the man page: clap's NAME, SYNOPSIS, DESCRIPTION and OPTIONS,
+/// then the tool's hand-written sections, then the version. No date, so the
+/// page is reproducible.
+pub fn man_page<T: Tool>() -> io::Result<Vec<u8>> {
+    let cmd = command::<T>();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(&mut out)?;
+    }
+    out.extend_from_slice(T::MAN_EXTRA.as_bytes());
+    if !T::MAN_EXTRA.is_empty() && !T::MAN_EXTRA.ends_with('\n') {
+        out.push(b'\n');
+    }
+    man.render_version_section(&mut out)?;
+    Ok(out)
+}
+
+fn generate<T: Tool>(what: Generate, out: &mut dyn Write) -> io::Result<()> {
+    use clap_complete::Shell;
+    let shell = match what {
+        Generate::Man => return out.write_all(&man_page::<T>()?),
+        Generate::Bash => Shell::Bash,
+        Generate::Zsh => Shell::Zsh,
+        Generate::Fish => Shell::Fish,
+    };
+    let mut cmd = command::<T>();
+    clap_complete::generate(shell, &mut cmd, T::NAME, out);
+    Ok(())
+}
+
+/// Parse arguments, run the tool, and turn the outcome into an exit
+/// status. Every tool's `main.rs` is one call to this.
+///
+/// - `--help`/`--version`: 0; bad usage: 2 (clap's message on stderr);
+/// - the tool's accumulated [`Status`] otherwise;
+/// - an error returned by the tool: `tool: message` on stderr, 2;
+/// - stdout closed by the reader (`| head -1`): quiet 0.
+pub fn main<T: Tool>() -> ExitCode {
+    let matches = match command::<T>().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    run_matches::<T>(&matches)
+}
+
+fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
+    let cli = match T::from_arg_matches(matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(what) = cli.shared().generate {
+        let mut out = io::stdout().lock();
+        return match generate::<T>(what, &mut out).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                warn(T::NAME, &e.to_string());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let mut ctx = Ctx::new(T::NAME, cli.shared().quiet, Box::new(io::stdout().lock()));
+    match cli.run(&mut ctx) {
+        Ok(()) => ctx.status().into(),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            warn(T::NAME, &format!("{e:#}"));
+            ExitCode::from(Status::Error.code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_pipe_found_in_chain() {
+        let e = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(&e));
+        let e = anyhow::anyhow!("other");
+        assert!(!is_broken_pipe(&e));
+    }
+
+    #[derive(Debug, clap::Parser)]
+    #[command(about = "A test tool")]
+    struct Demo {
+        #[command(flatten)]
+        shared: SharedArgs,
+        /// A file
+        file: Vec<String>,
+    }
+
+    impl Tool for Demo {
+        const NAME: &'static str = "demo";
+        const MAN_EXTRA: &'static str = ".SH \"EXIT STATUS\"\n0 fine\n";
+        fn shared(&self) -> &SharedArgs {
+            &self.shared
+        }
+        fn run(self, _ctx: &mut Ctx) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn man_page_has_generated_and_hand_written_sections() {
+        let page = String::from_utf8(man_page::<Demo>().unwrap()).unwrap();
+        assert!(page.contains(".TH demo 1"), "{page}");
+        assert!(page.contains("\\-\\-quiet"));
+        assert!(!page.contains("generate"), "hidden flag leaked: {page}");
+        let status = page.find("EXIT STATUS").unwrap();
+        assert!(page.find("OPTIONS").unwrap() < status);
+        assert!(page.contains(VERSION));
+    }
+
+    #[test]
+    fn completions_render_for_each_shell() {
+        for g in [Generate::Bash, Generate::Zsh, Generate::Fish] {
+            let mut out = Vec::new();
+            generate::<Demo>(g, &mut out).unwrap();
+            let s = String::from_utf8(out).unwrap();
+            assert!(s.contains("quiet"), "{g:?}: {s}");
+        }
+    }
+
+    #[test]
+    fn warn_neutralises_control_characters() {
+        let clean: String = "a\nb\x1b[2J"
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
+            .collect();
+        assert!(!clean.contains('\n') && !clean.contains('\x1b'));
+    }
+}

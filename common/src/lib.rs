@@ -1,0 +1,25 @@
+//! Shared foundation of the OpenStack image tools.
+//!
+//! Every tool is a filter over JSON Lines records (DESIGN.md section 2). This
+//! crate holds the pieces all of them need, once:
+//!
+//! - [`record`]: the record (a bag of facets), the error facet and its fixed
+//!   `kind` codes;
+//! - [`jsonl`]: a tolerant JSON Lines reader and a per-record-flushing writer;
+//! - [`status`]: the exit-status policy (0/1/2/75);
+//! - [`cli`]: shared flags, `--generate man|bash|zsh|fish`, and the one
+//!   [`cli::main`] wrapper every tool's `main.rs` calls;
+//! - [`exec`]: running child programs (no shell, fixed locale, limits);
+//! - [`size`]: exact byte sizes (`10G`, `1.5 GiB`) and qemu's human sizes;
+//! - [`text`]: byte strings that may not be UTF-8, base64, RFC 3339 times.
+
+pub mod cli;
+pub mod exec;
+pub mod jsonl;
+pub mod record;
+pub mod size;
+pub mod status;
+pub mod text;
+
+pub use record::{ErrorFacet, ErrorKind, Record};
+pub use status::Status;

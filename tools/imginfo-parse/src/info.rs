@@ -1,0 +1,178 @@
+//! The `info` facet: what `qemu-img info` says about one image, with qemu's
+//! JSON key names in snake_case, whichever source it came from.
+
+use serde_json::{Map, Value};
+
+/// Where an `info` facet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `qemu-img info --output=json` (read from stdin, or run with `--qemu`).
+    QemuJson,
+    /// The human text of `qemu-img info`, any QEMU generation.
+    QemuHuman,
+}
+
+impl Source {
+    /// The value of `info.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::QemuJson => "qemu_json",
+            Source::QemuHuman => "qemu_human",
+        }
+    }
+}
+
+/// Keys of an info object in the order they are written; anything else
+/// qemu reports follows them, then our own markers.
+const ORDER: &[&str] = &[
+    "source",
+    "filename",
+    "filename_bytes",
+    "format",
+    "glance_disk_format",
+    "virtual_size",
+    "actual_size",
+    "cluster_size",
+    "encrypted",
+    "dirty_flag",
+    "backing_filename",
+    "backing_filename_bytes",
+    "full_backing_filename",
+    "full_backing_filename_bytes",
+    "backing_filename_format",
+    "backing_chain_depth",
+    "snapshots",
+    "format_specific",
+    "children",
+];
+
+/// Keys of a snapshot in the order they are written.
+const SNAPSHOT_ORDER: &[&str] = &[
+    "id",
+    "id_bytes",
+    "name",
+    "name_bytes",
+    "vm_state_size",
+    "date",
+    "date_sec",
+    "date_nsec",
+    "date_local",
+    "vm_clock_sec",
+    "vm_clock_nsec",
+    "icount",
+];
+
+/// Our own markers, written last.
+const TRAILER: &[&str] = &["approximate", "non_utf8", "ambiguous"];
+
+/// The Glance `disk_format` for a qemu format name, where Glance has one.
+/// Glance calls VHD `vhd` (qemu: `vpc`) and Virtuozzo `ploop` (qemu:
+/// `parallels`); ISO images are `raw` to qemu.
+pub fn glance_disk_format(qemu_format: &str) -> Option<&'static str> {
+    Some(match qemu_format {
+        "raw" => "raw",
+        "qcow2" => "qcow2",
+        "vpc" => "vhd",
+        "vhdx" => "vhdx",
+        "vmdk" => "vmdk",
+        "vdi" => "vdi",
+        "parallels" => "ploop",
+        _ => return None,
+    })
+}
+
+/// Put an info object's keys in the documented order; for the image itself
+/// (`source` given) add `source` and the derived `glance_disk_format`.
+/// Children are ordered the same way.
+pub fn finish(mut m: Map<String, Value>, source: Option<Source>) -> Map<String, Value> {
+    if let Some(s) = source {
+        // Only the image itself gets these; children are layers of it.
+        m.insert("source".into(), Value::String(s.as_str().into()));
+        if let Some(fmt) = m.get("format").and_then(Value::as_str) {
+            let g = glance_disk_format(fmt).map_or(Value::Null, |g| Value::String(g.into()));
+            m.insert("glance_disk_format".into(), g);
+        }
+    }
+    if let Some(Value::Array(children)) = m.get_mut("children") {
+        for c in children.iter_mut() {
+            if let Some(Value::Object(ci)) = c.get_mut("info") {
+                let inner = std::mem::take(ci);
+                *ci = finish(inner, None);
+            }
+        }
+    }
+    if let Some(Value::Array(snaps)) = m.get_mut("snapshots") {
+        for s in snaps.iter_mut() {
+            if let Value::Object(sm) = s {
+                let inner = std::mem::take(sm);
+                *sm = reorder(inner, SNAPSHOT_ORDER);
+            }
+        }
+    }
+    reorder(m, ORDER)
+}
+
+/// Known keys in `order`, then the others as they came, then the markers.
+fn reorder(mut m: Map<String, Value>, order: &[&str]) -> Map<String, Value> {
+    let mut out = Map::with_capacity(m.len());
+    for k in order {
+        if let Some(v) = m.shift_remove(*k) {
+            out.insert((*k).into(), v);
+        }
+    }
+    let trailer: Vec<(String, Value)> = TRAILER
+        .iter()
+        .filter_map(|k| m.shift_remove(*k).map(|v| ((*k).to_string(), v)))
+        .collect();
+    out.extend(m);
+    out.extend(trailer);
+    out
+}
+
+/// `virtual-size` → `virtual_size`.
+pub fn snake(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '-' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn orders_known_keys_then_extras_then_markers() {
+        let Value::Object(m) = json!({
+            "ambiguous": true, "zzz": 1, "virtual_size": 5, "format": "vpc", "filename": "a"
+        }) else {
+            unreachable!()
+        };
+        let out = finish(m, Some(Source::QemuHuman));
+        let keys: Vec<&str> = out.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "source",
+                "filename",
+                "format",
+                "glance_disk_format",
+                "virtual_size",
+                "zzz",
+                "ambiguous"
+            ]
+        );
+        assert_eq!(out["glance_disk_format"], "vhd");
+    }
+
+    #[test]
+    fn glance_names() {
+        assert_eq!(glance_disk_format("parallels"), Some("ploop"));
+        assert_eq!(glance_disk_format("vpc"), Some("vhd"));
+        assert_eq!(glance_disk_format("qed"), None);
+        assert_eq!(snake("Full-Backing filename"), "full_backing_filename");
+    }
+}

@@ -1,0 +1,419 @@
+//! Splitting stdin into documents: JSON values (one-line records, or
+//! qemu-img's pretty-printed objects and arrays, possibly concatenated) and
+//! blocks of human `qemu-img info` text, one per image.
+//!
+//! JSON documents are found by bracket depth, so pretty-printed documents
+//! need no framing. A document that never closes is reported (with the line
+//! it started on) when the next one starts at column 0, as qemu-img and
+//! JSON Lines always do, so one bad line never swallows the rest.
+
+use crate::human::Line;
+use common::ErrorKind;
+use common::jsonl::MAX_LINE;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::io::{self, BufRead, Read};
+
+/// Largest JSON document accepted (qemu-img's output for one image is a few
+/// KiB; a chain of hundreds stays far below this).
+pub const MAX_DOC: usize = 64 << 20;
+
+/// How stdin is interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputMode {
+    /// Decide from the first document: JSON if it starts with `{` or `[`,
+    /// human text otherwise.
+    Auto,
+    /// JSON: qemu-img's `--output=json`, or JSON Lines records.
+    Json,
+    /// qemu-img's human text.
+    Human,
+}
+
+/// One unit of input.
+#[derive(Debug)]
+pub enum Doc {
+    /// A JSON value and the line it started on.
+    Json {
+        /// The value.
+        value: Value,
+        /// First line.
+        line: u64,
+    },
+    /// Input that is not valid JSON where JSON was expected.
+    Bad {
+        /// The line the problem starts on.
+        line: u64,
+        /// `bad_json` or `too_large`.
+        kind: ErrorKind,
+        /// What is wrong.
+        message: String,
+    },
+    /// The lines of one image in human text.
+    Human {
+        /// The lines, without blank ones.
+        lines: Vec<Line>,
+        /// Whether a blank line came before it (`--backing-chain` separates
+        /// chain members with one).
+        blank_before: bool,
+    },
+}
+
+#[derive(Default)]
+struct JsonAcc {
+    buf: Vec<u8>,
+    start: u64,
+    depth: u64,
+    in_str: bool,
+    esc: bool,
+    /// After an oversized document: ignore lines until one opens a new
+    /// document at column 0.
+    skipping: bool,
+}
+
+/// Reads documents from a byte stream.
+pub struct DocReader<R> {
+    r: R,
+    mode: InputMode,
+    line: u64,
+    buf: Vec<u8>,
+    out: VecDeque<Doc>,
+    json: JsonAcc,
+    block: Vec<Line>,
+    block_blank_before: bool,
+    saw_blank: bool,
+    eof: bool,
+}
+
+impl<R: BufRead> DocReader<R> {
+    /// Read from `r` in the given mode.
+    pub fn new(r: R, mode: InputMode) -> Self {
+        DocReader {
+            r,
+            mode,
+            line: 0,
+            buf: Vec::new(),
+            out: VecDeque::new(),
+            json: JsonAcc::default(),
+            block: Vec::new(),
+            block_blank_before: false,
+            saw_blank: false,
+            eof: false,
+        }
+    }
+
+    /// The next document, `None` at the end.
+    pub fn next_doc(&mut self) -> io::Result<Option<Doc>> {
+        loop {
+            if let Some(d) = self.out.pop_front() {
+                return Ok(Some(d));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            self.buf.clear();
+            let n = (&mut self.r)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut self.buf)?;
+            if n == 0 {
+                self.eof = true;
+                self.finish();
+                continue;
+            }
+            self.line += 1;
+            if self.buf.last() == Some(&b'\n') {
+                self.buf.pop();
+                if self.buf.last() == Some(&b'\r') {
+                    self.buf.pop();
+                }
+            } else if n == MAX_LINE {
+                self.skip_rest_of_line()?;
+                self.flush_block();
+                self.json = JsonAcc::default();
+                self.out.push_back(Doc::Bad {
+                    line: self.line,
+                    kind: ErrorKind::TooLarge,
+                    message: format!("line longer than {MAX_LINE} bytes"),
+                });
+                continue;
+            }
+            let text = std::mem::take(&mut self.buf);
+            self.handle_line(&text);
+            self.buf = text;
+        }
+    }
+
+    fn skip_rest_of_line(&mut self) -> io::Result<()> {
+        loop {
+            let (done, used) = {
+                let avail = self.r.fill_buf()?;
+                match avail.iter().position(|&b| b == b'\n') {
+                    _ if avail.is_empty() => (true, 0),
+                    Some(i) => (true, i + 1),
+                    None => (false, avail.len()),
+                }
+            };
+            self.r.consume(used);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_line(&mut self, text: &[u8]) {
+        let no = self.line;
+        if !self.json.buf.is_empty() || self.json.skipping {
+            self.feed_json(text, no);
+            return;
+        }
+        let trimmed = text.trim_ascii_start();
+        if trimmed.is_empty() {
+            self.flush_block();
+            self.saw_blank = true;
+            return;
+        }
+        let opens_json = matches!(trimmed[0], b'{' | b'[');
+        if self.mode != InputMode::Human && opens_json {
+            self.flush_block();
+            self.mode = InputMode::Json;
+            self.feed_json(text, no);
+            return;
+        }
+        if self.mode == InputMode::Json {
+            self.out.push_back(Doc::Bad {
+                line: no,
+                kind: ErrorKind::BadJson,
+                message: "not JSON (expected `{` or `[`)".into(),
+            });
+            return;
+        }
+        self.mode = InputMode::Human;
+        if text.starts_with(b"image:") && !self.block.is_empty() {
+            self.flush_block();
+        }
+        if self.block.is_empty() {
+            self.block_blank_before = self.saw_blank;
+            self.saw_blank = false;
+        }
+        self.block.push(Line {
+            no,
+            text: text.to_vec(),
+        });
+    }
+
+    fn flush_block(&mut self) {
+        if !self.block.is_empty() {
+            self.out.push_back(Doc::Human {
+                lines: std::mem::take(&mut self.block),
+                blank_before: self.block_blank_before,
+            });
+        }
+    }
+
+    fn feed_json(&mut self, text: &[u8], no: u64) {
+        let col0_open = matches!(text.first(), Some(b'{' | b'['));
+        if self.json.skipping {
+            if !col0_open {
+                return;
+            }
+            self.json.skipping = false;
+        }
+        if !self.json.buf.is_empty() && col0_open && !self.json.in_str {
+            self.out.push_back(Doc::Bad {
+                line: self.json.start,
+                kind: ErrorKind::BadJson,
+                message: "JSON document not closed before the next one starts".into(),
+            });
+            self.json = JsonAcc::default();
+        }
+        let mut i = 0;
+        while i < text.len() {
+            let b = text[i];
+            let acc = &mut self.json;
+            if acc.buf.is_empty() {
+                if b.is_ascii_whitespace() {
+                    i += 1;
+                    continue;
+                }
+                if b != b'{' && b != b'[' {
+                    self.out.push_back(Doc::Bad {
+                        line: no,
+                        kind: ErrorKind::BadJson,
+                        message: "unexpected text after a JSON document".into(),
+                    });
+                    return;
+                }
+                acc.start = no;
+            }
+            acc.buf.push(b);
+            if acc.in_str {
+                if acc.esc {
+                    acc.esc = false;
+                } else if b == b'\\' {
+                    acc.esc = true;
+                } else if b == b'"' {
+                    acc.in_str = false;
+                }
+            } else {
+                match b {
+                    b'"' => acc.in_str = true,
+                    b'{' | b'[' => acc.depth += 1,
+                    b'}' | b']' => {
+                        acc.depth = acc.depth.saturating_sub(1);
+                        if acc.depth == 0 {
+                            self.complete_json();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            i += 1;
+            if self.json.buf.len() > MAX_DOC {
+                self.out.push_back(Doc::Bad {
+                    line: self.json.start,
+                    kind: ErrorKind::TooLarge,
+                    message: format!("JSON document larger than {MAX_DOC} bytes"),
+                });
+                self.json = JsonAcc {
+                    skipping: true,
+                    ..JsonAcc::default()
+                };
+                return;
+            }
+        }
+        if !self.json.buf.is_empty() {
+            if self.json.in_str {
+                self.out.push_back(Doc::Bad {
+                    line: self.json.start,
+                    kind: ErrorKind::BadJson,
+                    message: "line break inside a JSON string".into(),
+                });
+                self.json = JsonAcc::default();
+            } else {
+                self.json.buf.push(b'\n');
+            }
+        }
+    }
+
+    fn complete_json(&mut self) {
+        let acc = std::mem::take(&mut self.json);
+        let doc = match serde_json::from_slice::<Value>(&acc.buf) {
+            Ok(value) => Doc::Json {
+                value,
+                line: acc.start,
+            },
+            Err(e) => Doc::Bad {
+                line: acc.start + (e.line() as u64).saturating_sub(1),
+                kind: ErrorKind::BadJson,
+                message: format!("invalid JSON: {e}"),
+            },
+        };
+        self.out.push_back(doc);
+    }
+
+    fn finish(&mut self) {
+        self.flush_block();
+        if !self.json.buf.is_empty() {
+            self.out.push_back(Doc::Bad {
+                line: self.json.start,
+                kind: ErrorKind::BadJson,
+                message: "input ends inside a JSON document".into(),
+            });
+            self.json = JsonAcc::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(input: &[u8], mode: InputMode) -> Vec<Doc> {
+        let mut r = DocReader::new(input, mode);
+        let mut out = Vec::new();
+        while let Some(d) = r.next_doc().unwrap() {
+            out.push(d);
+        }
+        out
+    }
+
+    #[test]
+    fn concatenated_pretty_documents() {
+        let d = docs(
+            b"{\n    \"a\": \"}{\",\n    \"b\": [\n    ]\n}\n[\n    {}\n]\n{\"c\":1} {\"d\":2}\n",
+            InputMode::Auto,
+        );
+        assert_eq!(d.len(), 4, "{d:?}");
+        assert!(matches!(&d[0], Doc::Json { line: 1, value } if value["a"] == "}{"));
+        assert!(matches!(&d[1], Doc::Json { line: 6, value } if value.is_array()));
+        assert!(matches!(&d[3], Doc::Json { line: 9, value } if value["d"] == 2));
+    }
+
+    #[test]
+    fn unclosed_document_does_not_swallow_the_next() {
+        let d = docs(
+            b"{\"a\": 1\n{\"b\": 2}\n{\"c\": \"x\n{\"d\": 4}\n",
+            InputMode::Auto,
+        );
+        let kinds: Vec<String> = d
+            .iter()
+            .map(|d| match d {
+                Doc::Json { line, .. } => format!("ok@{line}"),
+                Doc::Bad { line, .. } => format!("bad@{line}"),
+                Doc::Human { .. } => "human".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["bad@1", "ok@2", "bad@3", "ok@4"]);
+    }
+
+    #[test]
+    fn json_mode_rejects_text_lines() {
+        let d = docs(b"{\"a\":1}\nnot json\n", InputMode::Auto);
+        assert!(matches!(
+            d[1],
+            Doc::Bad {
+                line: 2,
+                kind: ErrorKind::BadJson,
+                ..
+            }
+        ));
+        let d = docs(b"{\"a\":1}}\n", InputMode::Auto);
+        assert!(matches!(d[1], Doc::Bad { line: 1, .. }));
+        let d = docs(b"{\"a\":", InputMode::Auto);
+        assert!(matches!(d[0], Doc::Bad { line: 1, .. }));
+    }
+
+    #[test]
+    fn human_blocks_split_on_image_and_blank_lines() {
+        let d = docs(
+            b"image: a\nfile format: raw\nimage: b\nfile format: qcow2\n\nimage: c\nfile format: raw\n",
+            InputMode::Auto,
+        );
+        let shape: Vec<(usize, bool)> = d
+            .iter()
+            .map(|d| match d {
+                Doc::Human {
+                    lines,
+                    blank_before,
+                } => (lines.len(), *blank_before),
+                _ => (0, false),
+            })
+            .collect();
+        assert_eq!(shape, [(2, false), (2, false), (2, true)]);
+    }
+
+    #[test]
+    fn crlf_is_accepted() {
+        let d = docs(b"image: a\r\nfile format: raw\r\n", InputMode::Auto);
+        let Doc::Human { lines, .. } = &d[0] else {
+            panic!()
+        };
+        assert_eq!(lines[0].text, b"image: a");
+    }
+
+    #[test]
+    fn forced_human_reads_brackets_as_text() {
+        let d = docs(b"[0]: x\n", InputMode::Human);
+        assert!(matches!(d[0], Doc::Human { .. }));
+    }
+}

@@ -1,0 +1,450 @@
+//! imginfo-parse: what `qemu-img info` says about images, as JSON Lines
+//! records with an `info` facet, from qemu-img's output of any QEMU version
+//! (JSON or human text) or by running qemu-img itself (`--qemu`).
+
+pub mod human;
+pub mod info;
+pub mod input;
+pub mod qemu;
+pub mod qjson;
+
+use anyhow::Context;
+use clap::Parser;
+use common::cli::{Ctx, SharedArgs, Tool};
+use common::exec::ExecError;
+use common::{ErrorKind, Record};
+use human::HumanImage;
+use info::{Source, finish};
+use input::{Doc, DocReader, InputMode};
+use serde_json::{Map, Value};
+use std::ffi::OsString;
+use std::io;
+use std::time::Duration;
+
+/// The facet this tool owns.
+pub const FACET: &str = "info";
+
+const AFTER_HELP: &str = "\
+Input: qemu-img info output on stdin, detected without flags: a JSON object,
+a --backing-chain JSON array, several concatenated documents, or the human
+text of any QEMU version (including --backing-chain, split per image).
+With --qemu, FILEs (or records with a \"path\" on stdin) are run through
+`qemu-img info --output=json` instead.
+
+Output: one JSON line per image: {\"info\": {...}} (other keys of an input
+record are kept). info holds qemu's JSON fields in snake_case: filename,
+format, glance_disk_format, virtual_size, actual_size, cluster_size,
+encrypted, dirty_flag, backing_filename, full_backing_filename,
+backing_filename_format, backing_chain_depth, snapshots[], format_specific,
+children[], plus source (qemu_json|qemu_human), approximate (human sizes
+rounded by qemu), non_utf8 and ambiguous. See `man imginfo-parse`.
+
+Examples:
+  qemu-img info --output=json --backing-chain top.qcow2 | imginfo-parse
+  qemu-img info disk.img | imginfo-parse | jq .info.virtual_size
+  imginfo-parse --qemu -f qcow2 *.qcow2 | jq -r 'select(.info.backing_filename) | .path'
+
+Exit status: 0 all fine, 2 any error record (or bad usage).";
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    about = "Turn qemu-img info output (any QEMU version, JSON or human) into JSON Lines records",
+    long_about = "Turn qemu-img info output (any QEMU version, JSON or human text) into JSON \
+Lines records with an `info` facet, one per image, for jq and the other image tools. \
+With --qemu, run qemu-img info on files or on records' paths (no shell, C locale, \
+time, CPU and memory limits).",
+    after_help = "Run with --help for input, output and examples.",
+    after_long_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Images to inspect (needs --qemu; without FILEs, stdin is read)
+    #[arg(value_name = "FILE")]
+    pub files: Vec<String>,
+
+    /// Run `qemu-img info --output=json` on each FILE, or on the `path` of
+    /// each record read from stdin
+    #[arg(long)]
+    pub qemu: bool,
+
+    /// How to read stdin: auto (from the first document), json, or human
+    #[arg(long, value_enum, default_value = "auto", value_name = "KIND")]
+    pub input: InputMode,
+
+    /// With --qemu: the image format, passed as `qemu-img -f` so qemu does
+    /// not guess it (a guessed format is how a raw disk written by a guest
+    /// gets read as qcow2)
+    #[arg(short = 'f', long = "format", value_name = "FMT", requires = "qemu")]
+    pub format: Option<String>,
+
+    /// With --qemu: describe the whole backing chain, one record per image
+    #[arg(long, requires = "qemu")]
+    pub backing_chain: bool,
+
+    /// With --qemu: open images that another process holds (qemu-img -U)
+    #[arg(short = 'U', long, requires = "qemu")]
+    pub force_share: bool,
+
+    /// The qemu-img program to run
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "QEMU_IMG",
+        default_value = "qemu-img"
+    )]
+    pub qemu_img: OsString,
+
+    /// Kill qemu-img after this many seconds of wall-clock time
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+
+    /// CPU-time limit for qemu-img, seconds (0: none)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub cpu_limit: u64,
+
+    /// Address-space limit for qemu-img (e.g. 1G; 0: none)
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size_arg)]
+    pub memory_limit: u64,
+
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    common::size::parse_size(s).map_err(|e| e.to_string())
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "imginfo-parse";
+    const MAN_EXTRA: &'static str = include_str!("../doc/imginfo-parse.extra.roff");
+
+    fn shared(&self) -> &SharedArgs {
+        &self.shared
+    }
+
+    fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
+        run(self, ctx)
+    }
+}
+
+struct Runner<'a> {
+    ctx: &'a mut Ctx,
+    cli: &'a Cli,
+    /// A human image held back until we know whether the next block is
+    /// the next member of its `--backing-chain`.
+    pending: Option<(HumanImage, Option<u64>)>,
+}
+
+fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
+    if !cli.files.is_empty() && !cli.qemu {
+        anyhow::bail!(
+            "FILE arguments need --qemu (this version reads images only through qemu-img); \
+to parse saved qemu-img output, pipe it to stdin"
+        );
+    }
+    let mut r = Runner {
+        ctx,
+        cli: &cli,
+        pending: None,
+    };
+    if !cli.files.is_empty() {
+        for f in &cli.files {
+            r.qemu_record(Record::from_path(f))?;
+        }
+        return Ok(());
+    }
+    let stdin = io::stdin().lock();
+    let mut docs = DocReader::new(stdin, cli.input);
+    let mut any = false;
+    while let Some(doc) = docs.next_doc().context("reading stdin")? {
+        any = true;
+        r.doc(doc)?;
+    }
+    r.flush_pending()?;
+    if !any {
+        let e = r.ctx.error(
+            ErrorKind::EmptyInput,
+            "no input: expected qemu-img info output (JSON or text) or records on stdin",
+        );
+        r.ctx.fail(Record::new(), e)?;
+    }
+    Ok(())
+}
+
+impl Runner<'_> {
+    fn doc(&mut self, doc: Doc) -> io::Result<()> {
+        match doc {
+            Doc::Human {
+                lines,
+                blank_before,
+            } => self.human(human::parse_block(&lines), blank_before),
+            other => {
+                self.flush_pending()?;
+                match other {
+                    Doc::Json { value, line } => self.json(value, line),
+                    Doc::Bad {
+                        line,
+                        kind,
+                        message,
+                    } => {
+                        let e = self.ctx.error(kind, message).at_line(line);
+                        self.ctx.fail(Record::new(), e)
+                    }
+                    Doc::Human { .. } => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn json(&mut self, value: Value, line: u64) -> io::Result<()> {
+        match value {
+            Value::Object(m) if qjson::looks_like_qemu_info(&m) => {
+                self.qemu_object(Record::new(), &m, None, line)
+            }
+            Value::Object(m) => {
+                let rec = Record::from_map(m);
+                if rec.has_error() {
+                    return self.ctx.emit(&rec);
+                }
+                if self.cli.qemu {
+                    return self.qemu_record(rec);
+                }
+                let msg = if rec.path().is_some() {
+                    "a record with a path: add --qemu to run qemu-img on it"
+                } else {
+                    "not qemu-img info output (no `format`) and not a record with a `path`"
+                };
+                let e = self.ctx.error(ErrorKind::BadRecord, msg).at_line(line);
+                self.ctx.fail(rec, e)
+            }
+            Value::Array(items) => self.chain(Record::new(), items, line),
+            other => {
+                let e = self
+                    .ctx
+                    .error(
+                        ErrorKind::BadRecord,
+                        format!(
+                            "expected a JSON object or array, found {}",
+                            common::jsonl::json_type(&other)
+                        ),
+                    )
+                    .at_line(line);
+                self.ctx.fail(Record::new(), e)
+            }
+        }
+    }
+
+    /// A `--backing-chain` array: one record per image, with its depth.
+    /// `base` is the record the top image belongs to.
+    fn chain(&mut self, base: Record, items: Vec<Value>, line: u64) -> io::Result<()> {
+        if items.is_empty() {
+            let e = self
+                .ctx
+                .error(ErrorKind::ParseError, "an empty --backing-chain array")
+                .at_line(line);
+            return self.ctx.fail(base, e);
+        }
+        for (depth, item) in items.into_iter().enumerate() {
+            let rec = if depth == 0 {
+                base.clone()
+            } else {
+                member_record(&item)
+            };
+            match item {
+                Value::Object(m) if qjson::looks_like_qemu_info(&m) => {
+                    self.qemu_object(rec, &m, Some(depth as u64), line)?
+                }
+                _ => {
+                    let e = self
+                        .ctx
+                        .error(
+                            ErrorKind::ParseError,
+                            format!("backing chain element {depth} is not a qemu-img image object"),
+                        )
+                        .at_line(line);
+                    self.ctx.fail(rec, e)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn qemu_object(
+        &mut self,
+        mut rec: Record,
+        m: &Map<String, Value>,
+        depth: Option<u64>,
+        line: u64,
+    ) -> io::Result<()> {
+        match qjson::convert(m) {
+            Ok(mut info) => {
+                if let Some(d) = depth {
+                    info.insert("backing_chain_depth".into(), d.into());
+                }
+                rec.set(FACET, Value::Object(finish(info, Some(Source::QemuJson))));
+                self.ctx.emit(&rec)
+            }
+            Err(msg) => {
+                let e = self
+                    .ctx
+                    .error(ErrorKind::ParseError, format!("qemu-img JSON: {msg}"))
+                    .at_line(line);
+                self.ctx.fail(rec, e)
+            }
+        }
+    }
+
+    fn human(&mut self, img: HumanImage, blank_before: bool) -> io::Result<()> {
+        let mut depth = None;
+        if let Some((mut prev, prev_depth)) = self.pending.take() {
+            let img_ok = img.info.contains_key("format");
+            if blank_before && img_ok && prev.has_backing() && prev.ambiguous.is_empty() {
+                let d = prev_depth.unwrap_or(0);
+                depth = Some(d + 1);
+                self.emit_human(prev, Some(d))?;
+            } else {
+                if !blank_before && !img_ok {
+                    prev.ambiguous.push(format!(
+                        "line {}: followed by an `image:` line without `file format:` (a name with a newline?)",
+                        img.line
+                    ));
+                }
+                self.emit_human(prev, prev_depth)?;
+            }
+        }
+        self.pending = Some((img, depth));
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        match self.pending.take() {
+            Some((img, depth)) => self.emit_human(img, depth),
+            None => Ok(()),
+        }
+    }
+
+    fn emit_human(&mut self, img: HumanImage, depth: Option<u64>) -> io::Result<()> {
+        let mut rec = Record::new();
+        let looks_like_info = img.info.contains_key("format")
+            || img.info.contains_key("filename")
+            || img.info.contains_key("virtual_size");
+        if !looks_like_info {
+            let e = self
+                .ctx
+                .error(
+                    ErrorKind::ParseError,
+                    "not qemu-img info output (no `image:` or `file format:` line)",
+                )
+                .at_line(img.line);
+            return self.ctx.fail(rec, e);
+        }
+        let mut info = img.info;
+        if let Some(d) = depth {
+            info.insert("backing_chain_depth".into(), d.into());
+        }
+        if !img.ambiguous.is_empty() {
+            info.insert("ambiguous".into(), Value::Bool(true));
+        }
+        rec.set(FACET, Value::Object(finish(info, Some(Source::QemuHuman))));
+        if !img.ambiguous.is_empty() {
+            let e = self
+                .ctx
+                .error(
+                    ErrorKind::AmbiguousHumanOutput,
+                    format!(
+                        "qemu-img's text output cannot be trusted here ({}); use `qemu-img info --output=json`",
+                        img.ambiguous.join("; ")
+                    ),
+                )
+                .at_line(img.line)
+                .with("reasons", img.ambiguous);
+            return self.ctx.fail(rec, e);
+        }
+        if !img.errors.is_empty() {
+            let e = self
+                .ctx
+                .error(ErrorKind::ParseError, img.errors.join("; "))
+                .at_line(img.line);
+            return self.ctx.fail(rec, e);
+        }
+        self.ctx.emit(&rec)
+    }
+
+    /// `--qemu`: run qemu-img on a record's `path`.
+    fn qemu_record(&mut self, rec: Record) -> io::Result<()> {
+        let Some(path) = rec.path().map(str::to_owned) else {
+            let e = self
+                .ctx
+                .error(ErrorKind::BadRecord, "record has no string `path`");
+            return self.ctx.fail(rec, e);
+        };
+        if let Err(err) = std::fs::metadata(&path) {
+            let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
+            return self.ctx.fail(rec, e);
+        }
+        let cli = self.cli;
+        let opts = qemu::QemuOpts {
+            program: cli.qemu_img.clone(),
+            format: cli.format.clone(),
+            backing_chain: cli.backing_chain,
+            force_share: cli.force_share,
+            timeout: Duration::from_secs(cli.timeout.max(1)),
+            cpu_limit: (cli.cpu_limit > 0).then_some(cli.cpu_limit),
+            address_space: (cli.memory_limit > 0).then_some(cli.memory_limit),
+        };
+        let out = match qemu::info(&opts, &path) {
+            Ok(out) => out,
+            Err(err) => {
+                let e = exec_error(self.ctx, &err);
+                return self.ctx.fail(rec, e);
+            }
+        };
+        match serde_json::from_slice::<Value>(&out) {
+            Ok(Value::Object(m)) => self.qemu_object(rec, &m, None, 0),
+            Ok(Value::Array(items)) => self.chain(rec, items, 0),
+            Ok(_) | Err(_) => {
+                let e = self.ctx.error(
+                    ErrorKind::QemuImgFailed,
+                    "qemu-img printed something that is not its JSON image description",
+                );
+                self.ctx.fail(rec, e)
+            }
+        }
+    }
+}
+
+/// The record of a backing-chain member below the top: its `path` when
+/// qemu names a plain local file.
+fn member_record(item: &Value) -> Record {
+    match item.get("filename").and_then(Value::as_str) {
+        Some(f) if qemu::is_local_path(f) => Record::from_path(f),
+        _ => Record::new(),
+    }
+}
+
+fn exec_error(ctx: &Ctx, err: &ExecError) -> common::ErrorFacet {
+    let kind = match err {
+        ExecError::NotFound { .. } => {
+            return ctx.error(
+                ErrorKind::QemuImgMissing,
+                format!(
+                    "{err}: install qemu-utils (Debian, Ubuntu) or qemu-img (Fedora, RHEL), \
+or name the program with --qemu-img or QEMU_IMG"
+                ),
+            );
+        }
+        ExecError::Timeout { .. } => ErrorKind::Timeout,
+        _ => ErrorKind::QemuImgFailed,
+    };
+    let mut e = ctx.error(kind, err.to_string());
+    if let Some(c) = err.exit_code() {
+        e = e.with("exit_status", c);
+    }
+    if let Some(s) = err.signal() {
+        e = e.with("signal", s);
+    }
+    if let Some(t) = err.stderr_tail() {
+        e = e.with("stderr", t);
+    }
+    e
+}

@@ -1,0 +1,120 @@
+//! Helpers shared by imginfo-parse's integration tests.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_imginfo-parse");
+
+/// The committed qemu-img corpus.
+pub fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qemu")
+}
+
+pub struct Run {
+    pub code: i32,
+    pub records: Vec<Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run imginfo-parse with `args`, feeding `stdin`, in a clean environment.
+pub fn run_in(dir: Option<&Path>, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("QEMU_IMG")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
+    let records = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        records,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn run(args: &[&str], stdin: &[u8]) -> Run {
+    run_in(None, args, &[], stdin)
+}
+
+pub fn run_file(path: &Path) -> Run {
+    run(&["-q"], &std::fs::read(path).unwrap())
+}
+
+/// qemu-img, when installed. CI installs it, so there a missing qemu-img
+/// fails the test instead of skipping it.
+pub fn qemu_img() -> Option<PathBuf> {
+    let found = common::exec::which(std::ffi::OsStr::new("qemu-img"));
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "qemu-img is required in CI (apt-get install qemu-utils)"
+        );
+        eprintln!("skipping: qemu-img is not installed");
+    }
+    found
+}
+
+/// Run a command that must succeed (image creation in tests).
+pub fn sh(dir: &Path, argv: &[&str]) {
+    let st = Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir(dir)
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .status()
+        .unwrap();
+    assert!(st.success(), "{argv:?} failed");
+}
+
+/// The capture files of the corpus for one QEMU version, sorted.
+pub fn captures(version_dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(version_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Exit status of a capture, from MANIFEST.tsv.
+pub fn capture_status(version_dir: &Path, file: &str) -> i32 {
+    let manifest = std::fs::read_to_string(version_dir.join("MANIFEST.tsv")).unwrap();
+    manifest
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split('\t');
+            (f.next() == Some(file)).then(|| f.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("{file} not in MANIFEST.tsv"))
+}
