@@ -226,7 +226,10 @@ impl<R: BufRead> DocReader<R> {
             });
             self.json = JsonAcc::default();
         }
+        // Scan the line byte by byte for the document structure, but copy
+        // it into the document buffer a slice at a time.
         let mut i = 0;
+        let mut from = 0; // start of the part of `text` not yet copied
         while i < text.len() {
             let b = text[i];
             let acc = &mut self.json;
@@ -244,8 +247,12 @@ impl<R: BufRead> DocReader<R> {
                     return;
                 }
                 acc.start = no;
+                acc.buf.push(b);
+                acc.depth = 1;
+                i += 1;
+                from = i;
+                continue;
             }
-            acc.buf.push(b);
             if acc.in_str {
                 if acc.esc {
                     acc.esc = false;
@@ -253,45 +260,51 @@ impl<R: BufRead> DocReader<R> {
                     acc.esc = true;
                 } else if b == b'"' {
                     acc.in_str = false;
+                } else {
+                    // Jump to the next quote or backslash.
+                    i += memchr::memchr2(b'"', b'\\', &text[i..]).unwrap_or(text.len() - i);
+                    continue;
                 }
             } else {
                 match b {
                     b'"' => acc.in_str = true,
                     b'{' | b'[' => acc.depth += 1,
                     b'}' | b']' => {
-                        acc.depth = acc.depth.saturating_sub(1);
+                        acc.depth -= 1;
                         if acc.depth == 0 {
+                            acc.buf.extend_from_slice(&text[from..=i]);
                             self.complete_json();
+                            from = i + 1;
                         }
                     }
                     _ => {}
                 }
             }
             i += 1;
-            if self.json.buf.len() > MAX_DOC {
-                self.out.push_back(Doc::Bad {
-                    line: self.json.start,
-                    kind: ErrorKind::TooLarge,
-                    message: format!("JSON document larger than {MAX_DOC} bytes"),
-                });
-                self.json = JsonAcc {
-                    skipping: true,
-                    ..JsonAcc::default()
-                };
-                return;
-            }
         }
-        if !self.json.buf.is_empty() {
-            if self.json.in_str {
-                self.out.push_back(Doc::Bad {
-                    line: self.json.start,
-                    kind: ErrorKind::BadJson,
-                    message: "line break inside a JSON string".into(),
-                });
-                self.json = JsonAcc::default();
-            } else {
-                self.json.buf.push(b'\n');
-            }
+        if self.json.buf.is_empty() {
+            return;
+        }
+        self.json.buf.extend_from_slice(&text[from..]);
+        if self.json.buf.len() > MAX_DOC {
+            self.out.push_back(Doc::Bad {
+                line: self.json.start,
+                kind: ErrorKind::TooLarge,
+                message: format!("JSON document larger than {MAX_DOC} bytes"),
+            });
+            self.json = JsonAcc {
+                skipping: true,
+                ..JsonAcc::default()
+            };
+        } else if self.json.in_str {
+            self.out.push_back(Doc::Bad {
+                line: self.json.start,
+                kind: ErrorKind::BadJson,
+                message: "line break inside a JSON string".into(),
+            });
+            self.json = JsonAcc::default();
+        } else {
+            self.json.buf.push(b'\n');
         }
     }
 

@@ -199,7 +199,7 @@ impl Runner<'_> {
     fn json(&mut self, value: Value, line: u64) -> io::Result<()> {
         match value {
             Value::Object(m) if qjson::looks_like_qemu_info(&m) => {
-                self.qemu_object(Record::new(), &m, None, line)
+                self.qemu_object(Record::new(), m, None, line)
             }
             Value::Object(m) => {
                 let rec = Record::from_map(m);
@@ -252,7 +252,7 @@ impl Runner<'_> {
             };
             match item {
                 Value::Object(m) if qjson::looks_like_qemu_info(&m) => {
-                    self.qemu_object(rec, &m, Some(depth as u64), line)?
+                    self.qemu_object(rec, m, Some(depth as u64), line)?
                 }
                 _ => {
                     let e = self
@@ -272,7 +272,7 @@ impl Runner<'_> {
     fn qemu_object(
         &mut self,
         mut rec: Record,
-        m: &Map<String, Value>,
+        m: Map<String, Value>,
         depth: Option<u64>,
         line: u64,
     ) -> io::Result<()> {
@@ -400,7 +400,7 @@ impl Runner<'_> {
             }
         };
         match serde_json::from_slice::<Value>(&out) {
-            Ok(Value::Object(m)) => self.qemu_object(rec, &m, None, 0),
+            Ok(Value::Object(m)) => self.qemu_object(rec, m, None, 0),
             Ok(Value::Array(items)) => self.chain(rec, items, 0),
             Ok(_) | Err(_) => {
                 let e = self.ctx.error(

@@ -15,11 +15,11 @@ pub fn looks_like_qemu_info(m: &Map<String, Value>) -> bool {
 }
 
 /// Convert one image object. Errors name the field at fault.
-pub fn convert(m: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+pub fn convert(m: Map<String, Value>) -> Result<Map<String, Value>, String> {
     convert_at(m, "")
 }
 
-fn convert_at(m: &Map<String, Value>, at: &str) -> Result<Map<String, Value>, String> {
+fn convert_at(m: Map<String, Value>, at: &str) -> Result<Map<String, Value>, String> {
     match m.get("format") {
         Some(Value::String(_)) => {}
         Some(_) => return Err(format!("{at}format is not a string")),
@@ -45,7 +45,7 @@ fn convert_at(m: &Map<String, Value>, at: &str) -> Result<Map<String, Value>, St
     }
     let mut out = Map::with_capacity(m.len() + 2);
     for (k, v) in m {
-        let key = snake(k);
+        let key = snake(&k);
         let value = match key.as_str() {
             "snapshots" => snapshots(v, at)?,
             "children" => children(v, at)?,
@@ -59,18 +59,19 @@ fn convert_at(m: &Map<String, Value>, at: &str) -> Result<Map<String, Value>, St
     Ok(out)
 }
 
-fn snapshots(v: &Value, at: &str) -> Result<Value, String> {
+fn snapshots(v: Value, at: &str) -> Result<Value, String> {
     let Value::Array(list) = v else {
         return Err(format!("{at}snapshots is not a list"));
     };
     let mut out = Vec::with_capacity(list.len());
-    for (i, s) in list.iter().enumerate() {
+    for (i, s) in list.into_iter().enumerate() {
         let Value::Object(s) = s else {
             return Err(format!("{at}snapshots[{i}] is not an object"));
         };
-        let Value::Object(mut snap) = snake_keys(&Value::Object(s.clone())) else {
-            unreachable!("an object stays an object")
-        };
+        let mut snap: Map<String, Value> = s
+            .into_iter()
+            .map(|(k, v)| (snake(&k), snake_keys(v)))
+            .collect();
         let sec = snap.get("date_sec").and_then(Value::as_i64);
         let nsec = snap.get("date_nsec").and_then(Value::as_u64).unwrap_or(0);
         if let Some(sec) = sec
@@ -84,19 +85,23 @@ fn snapshots(v: &Value, at: &str) -> Result<Value, String> {
     Ok(Value::Array(out))
 }
 
-fn children(v: &Value, at: &str) -> Result<Value, String> {
+fn children(v: Value, at: &str) -> Result<Value, String> {
     let Value::Array(list) = v else {
         return Err(format!("{at}children is not a list"));
     };
     let mut out = Vec::with_capacity(list.len());
-    for (i, c) in list.iter().enumerate() {
-        let (Some(Value::String(name)), Some(Value::Object(info))) = (c.get("name"), c.get("info"))
+    for (i, c) in list.into_iter().enumerate() {
+        let Value::Object(mut c) = c else {
+            return Err(format!("{at}children[{i}] is not an object"));
+        };
+        let (Some(Value::String(name)), Some(Value::Object(info))) =
+            (c.shift_remove("name"), c.shift_remove("info"))
         else {
             return Err(format!("{at}children[{i}] lacks name or info"));
         };
         let info = convert_at(info, &format!("{at}children[{i}].info."))?;
         let mut child = Map::new();
-        child.insert("name".into(), Value::String(name.clone()));
+        child.insert("name".into(), Value::String(name));
         child.insert("info".into(), Value::Object(info));
         out.push(Value::Object(child));
     }
@@ -104,13 +109,15 @@ fn children(v: &Value, at: &str) -> Result<Value, String> {
 }
 
 /// Snake-case every object key below `v`; values are kept as they are.
-pub fn snake_keys(v: &Value) -> Value {
+pub fn snake_keys(v: Value) -> Value {
     match v {
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (snake(k), snake_keys(v))).collect())
-        }
-        Value::Array(a) => Value::Array(a.iter().map(snake_keys).collect()),
-        other => other.clone(),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (snake(&k), snake_keys(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(snake_keys).collect()),
+        other => other,
     }
 }
 
@@ -132,7 +139,7 @@ mod tests {
             "some-new-key": {"inner-key": 1},
             "snapshots": [{"id": "1", "name": "s", "date-sec": 1763830800, "date-nsec": 5000, "vm-state-size": 0}]
         }));
-        let out = convert(&m).unwrap();
+        let out = convert(m).unwrap();
         assert_eq!(out["format_specific"]["data"]["data_file"], "x");
         assert_eq!(out["some_new_key"]["inner_key"], 1);
         assert_eq!(out["encrypted"], false);
@@ -151,7 +158,7 @@ mod tests {
             json!({"filename": "a", "format": "raw", "virtual-size": 1, "snapshots": {}}),
             json!({"filename": "a", "format": "raw", "virtual-size": 1, "children": [{"name": "file"}]}),
         ] {
-            assert!(convert(&obj(bad.clone())).is_err(), "{bad}");
+            assert!(convert(obj(bad.clone())).is_err(), "{bad}");
         }
     }
 
@@ -159,6 +166,6 @@ mod tests {
     fn big_sizes_are_exact() {
         let m =
             obj(json!({"filename": "a", "format": "qcow2", "virtual-size": 18014398509481984u64}));
-        assert_eq!(convert(&m).unwrap()["virtual_size"].as_u64(), Some(1 << 54));
+        assert_eq!(convert(m).unwrap()["virtual_size"].as_u64(), Some(1 << 54));
     }
 }

@@ -50,10 +50,18 @@ pub fn run_in(dir: Option<&Path>, args: &[&str], envs: &[(&str, &str)], stdin: &
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
-    let records = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect();
+    // Records must be JSON lines, except for help, version and --generate.
+    let text_out = args
+        .iter()
+        .any(|a| matches!(*a, "--help" | "-h" | "--version" | "-V" | "--generate"));
+    let records = if text_out {
+        Vec::new()
+    } else {
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    };
     Run {
         code: out.status.code().unwrap_or(-1),
         records,
