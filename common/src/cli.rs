@@ -131,7 +131,12 @@ impl Ctx {
 /// Write `tool: message` to stderr, with control characters made visible
 /// so a hostile file name cannot forge lines or move the cursor.
 pub fn warn(tool: &str, message: &str) {
-    let clean: String = message
+    let _ = writeln!(io::stderr().lock(), "{tool}: {}", visible(message));
+}
+
+/// Control characters (but tab) replaced by U+FFFD.
+fn visible(message: &str) -> String {
+    message
         .chars()
         .map(|c| {
             if c.is_control() && c != '\t' {
@@ -140,8 +145,7 @@ pub fn warn(tool: &str, message: &str) {
                 c
             }
         })
-        .collect();
-    let _ = writeln!(io::stderr().lock(), "{tool}: {clean}");
+        .collect()
 }
 
 /// Whether an error is, somewhere in its chain, a closed pipe.
@@ -291,16 +295,7 @@ mod tests {
 
     #[test]
     fn warn_neutralises_control_characters() {
-        let clean: String = "a\nb\x1b[2J"
-            .chars()
-            .map(|c| {
-                if c.is_control() && c != '\t' {
-                    char::REPLACEMENT_CHARACTER
-                } else {
-                    c
-                }
-            })
-            .collect();
-        assert!(!clean.contains('\n') && !clean.contains('\x1b'));
+        let clean = visible("a\nb\x1b[2J\tc");
+        assert_eq!(clean, "a\u{fffd}b\u{fffd}[2J\tc");
     }
 }

@@ -131,10 +131,9 @@ fn split_number_unit(s: &str) -> (&str, &str) {
     (num, unit)
 }
 
-/// Parse a user-given size exactly: `512`, `10G`, `10GiB`, `1.5 GiB`,
-/// `64M`, `2e3` (bytes). A fraction of a byte is refused.
-pub fn parse_size(text: &str) -> Result<u64, SizeError> {
-    let s = text.trim();
+/// The number and unit shift of trimmed size text `s` (`text` as given,
+/// for messages).
+fn number_and_unit(text: &str, s: &str) -> Result<(Decimal, u32), SizeError> {
     if s.is_empty() {
         return Err(SizeError::Empty);
     }
@@ -151,6 +150,13 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
         }
     })?;
     let d = parse_decimal(num).ok_or_else(|| SizeError::Invalid(text.into()))?;
+    Ok((d, shift))
+}
+
+/// Parse a user-given size exactly: `512`, `10G`, `10GiB`, `1.5 GiB`,
+/// `64M`, `2e3` (bytes). A fraction of a byte is refused.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let (d, shift) = number_and_unit(text, text.trim())?;
     let (v, exact) = scale(&d, shift, false).ok_or_else(|| SizeError::Overflow(text.into()))?;
     if !exact {
         return Err(SizeError::Fractional(text.into()));
@@ -194,16 +200,7 @@ pub fn parse_human_size(text: &str) -> Result<HumanSize, SizeError> {
         }
         return Err(SizeError::Invalid(text.into()));
     }
-    if s.is_empty() {
-        return Err(SizeError::Empty);
-    }
-    let lower = s.to_ascii_lowercase();
-    if lower.contains("inf") || lower.contains("nan") {
-        return Err(SizeError::NotFinite(text.into()));
-    }
-    let (num, unit) = split_number_unit(s);
-    let shift = unit_shift(unit).ok_or_else(|| SizeError::Unit(text.into()))?;
-    let d = parse_decimal(num).ok_or_else(|| SizeError::Invalid(text.into()))?;
+    let (d, shift) = number_and_unit(text, s)?;
     let (v, exact_math) = scale(&d, shift, true).ok_or_else(|| SizeError::Overflow(text.into()))?;
     let bytes = u64::try_from(v).map_err(|_| SizeError::Overflow(text.into()))?;
     // Below 1 KiB qemu prints whole bytes; any larger unit was rounded.

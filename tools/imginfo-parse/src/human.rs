@@ -454,26 +454,25 @@ fn scalar(key: Option<&str>, text: &[u8], node: &mut Node) -> Value {
 
 const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 
-fn is_date(t: &[u8]) -> bool {
-    t.len() == 10
-        && t.iter().enumerate().all(|(i, &b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
+/// Whether `t` fits `pattern`, where `9` stands for any digit and other
+/// bytes for themselves (`9999-99-99` is a date).
+fn fits(t: &[u8], pattern: &[u8]) -> bool {
+    t.len() == pattern.len()
+        && t.iter().zip(pattern).all(|(&b, &p)| {
+            if p == b'9' {
                 b.is_ascii_digit()
+            } else {
+                b == p
             }
         })
 }
 
+fn is_date(t: &[u8]) -> bool {
+    fits(t, b"9999-99-99")
+}
+
 fn is_time(t: &[u8]) -> bool {
-    t.len() == 8
-        && t.iter().enumerate().all(|(i, &b)| {
-            if i == 2 || i == 5 {
-                b == b':'
-            } else {
-                b.is_ascii_digit()
-            }
-        })
+    fits(t, b"99:99:99")
 }
 
 /// `HH:MM:SS.mmm` with any number of hour digits → (seconds, nanoseconds).
