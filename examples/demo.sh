@@ -28,5 +28,15 @@ echo "exit status: $status"
 [ "$status" -eq 2 ]
 
 echo
+echo "# image files read natively (no qemu-img), judged as an upload gate would (exit 2: one header is broken)"
+hostile=../tests/fixtures/hostile/images
+status=0
+out=$(imginfo-parse --quiet --check "$hostile/clean-v3.qcow2" "$hostile/backing-passwd.qcow2" \
+  "$hostile/datafile.qcow2" "$hostile/abs-extent.vmdk" "$hostile/poly.iso" "$hostile/truncated.qcow2") || status=$?
+printf '%s\n' "$out" | pretty '{path: (.path | split("/") | last), format: .info.format, acceptable: .check.acceptable, failures: [.check.failures[].check]}'
+echo "exit status: $status"
+[ "$status" -eq 2 ]
+
+echo
 echo "# the whole record, as tools down the pipe see it"
 imginfo-parse < snapshots.json

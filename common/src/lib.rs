@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod exec;
+pub mod formats;
 pub mod jsonl;
 pub mod record;
 pub mod size;

@@ -119,6 +119,9 @@ pub enum ErrorKind {
     AmbiguousHumanOutput,
     /// A format the tool does not handle.
     UnsupportedFormat,
+    /// An image whose header is broken or hostile (truncated, offsets
+    /// outside the file, impossible sizes).
+    BadImage,
     /// The `qemu-img` program was not found.
     QemuImgMissing,
     /// `qemu-img` ran and failed (non-zero exit, signal, bad output).
@@ -143,6 +146,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::AmbiguousHumanOutput => "ambiguous_human_output",
             ErrorKind::UnsupportedFormat => "unsupported_format",
+            ErrorKind::BadImage => "bad_image",
             ErrorKind::QemuImgMissing => "qemu_img_missing",
             ErrorKind::QemuImgFailed => "qemu_img_failed",
             ErrorKind::Timeout => "timeout",
@@ -162,6 +166,7 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::AmbiguousHumanOutput,
         ErrorKind::UnsupportedFormat,
+        ErrorKind::BadImage,
         ErrorKind::QemuImgMissing,
         ErrorKind::QemuImgFailed,
         ErrorKind::Timeout,

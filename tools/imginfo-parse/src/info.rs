@@ -10,6 +10,8 @@ pub enum Source {
     QemuJson,
     /// The human text of `qemu-img info`, any QEMU generation.
     QemuHuman,
+    /// Read from the image's headers by this tool.
+    Native,
 }
 
 impl Source {
@@ -18,6 +20,7 @@ impl Source {
         match self {
             Source::QemuJson => "qemu_json",
             Source::QemuHuman => "qemu_human",
+            Source::Native => "native",
         }
     }
 }
@@ -44,6 +47,10 @@ const ORDER: &[&str] = &[
     "snapshots",
     "format_specific",
     "children",
+    "detected_formats",
+    "iso",
+    "partition_table",
+    "header",
 ];
 
 /// Keys of a snapshot in the order they are written.

@@ -2,6 +2,7 @@
 //! records with an `info` facet, from qemu-img's output of any QEMU version
 //! (JSON or human text) or by running qemu-img itself (`--qemu`).
 
+pub mod check;
 pub mod human;
 pub mod info;
 pub mod input;
@@ -12,6 +13,8 @@ use anyhow::Context;
 use clap::Parser;
 use common::cli::{Ctx, SharedArgs, Tool};
 use common::exec::ExecError;
+use common::formats::{self, FileSource, FormatError};
+use common::status::Status;
 use common::{ErrorKind, Record};
 use human::HumanImage;
 use info::{Source, finish};
@@ -23,47 +26,58 @@ use std::time::Duration;
 
 /// The facet this tool owns.
 pub const FACET: &str = "info";
+/// The facet `--check` adds.
+pub const CHECK: &str = "check";
 
 const AFTER_HELP: &str = "\
-Input: qemu-img info output on stdin, detected without flags: a JSON object,
-a --backing-chain JSON array, several concatenated documents, or the human
-text of any QEMU version (including --backing-chain, split per image).
-With --qemu, FILEs (or records with a \"path\" on stdin) are run through
-`qemu-img info --output=json` instead.
+Input: FILE arguments (or records with a \"path\" on stdin) are images: their
+headers are read natively (nothing is spawned, no backing file, data file or
+extent is ever opened), or with --qemu through `qemu-img info --output=json`.
+Without FILEs, stdin may also hold qemu-img info output, detected without
+flags: a JSON object, a --backing-chain array, several concatenated documents,
+or the human text of any QEMU version (one record per image).
 
 Output: one JSON line per image: {\"info\": {...}} (other keys of an input
 record are kept). info holds qemu's JSON fields in snake_case: filename,
 format, glance_disk_format, virtual_size, actual_size, cluster_size,
 encrypted, dirty_flag, backing_filename, full_backing_filename,
 backing_filename_format, backing_chain_depth, snapshots[], format_specific,
-children[], plus source (qemu_json|qemu_human), approximate (human sizes
-rounded by qemu), non_utf8 and ambiguous. See `man imginfo-parse`.
+children[], plus source (native|qemu_json|qemu_human), detected_formats,
+iso, partition_table, header (native), approximate (human sizes rounded by
+qemu), non_utf8 and ambiguous. With --check: check {acceptable, failures:
+[{check, reason}]}, checks backing_file, data_file, unknown_features,
+version, corrupt, legacy_aes, create_type, extents, banned, format_mismatch,
+require_format, multiple_formats, virtual_size, ambiguous, info.
+See `man imginfo-parse`.
 
 Examples:
+  imginfo-parse --check --expect-format qcow2 --max-virtual-size 20G *.img
   qemu-img info --output=json --backing-chain top.qcow2 | imginfo-parse
   qemu-img info disk.img | imginfo-parse | jq .info.virtual_size
-  imginfo-parse --qemu -f qcow2 *.qcow2 | jq -r 'select(.info.backing_filename) | .path'
 
-Exit status: 0 all fine, 2 any error record (or bad usage).";
+Exit status: 0 all fine, 1 an image is not acceptable (--check), 2 an error.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
-    about = "Turn qemu-img info output (any QEMU version, JSON or human) into JSON Lines records",
-    long_about = "Turn qemu-img info output (any QEMU version, JSON or human text) into JSON \
-Lines records with an `info` facet, one per image, for jq and the other image tools. \
-With --qemu, run qemu-img info on files or on records' paths (no shell, C locale, \
-time, CPU and memory limits).",
+    about = "What qemu-img info says about images, as JSON Lines: read natively, by qemu-img, \
+or from its output (any QEMU version)",
+    long_about = "What `qemu-img info` says about images, as JSON Lines records with an \
+`info` facet, one per image, for jq and the other image tools. Image files are read \
+natively from their headers (qemu-img's answer, without spawning it or opening any other \
+file), or with --qemu by qemu-img itself (no shell, C locale, time, CPU and memory \
+limits). qemu-img's own output, JSON or human text of any QEMU version, is parsed from \
+stdin. --check adds the acceptance verdict Cinder, Nova and Glance apply to uploads.",
     after_help = "Run with --help for input, output and examples.",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// Images to inspect (needs --qemu; without FILEs, stdin is read)
+    /// Images to inspect, read natively (without FILEs, stdin is read)
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
 
     /// Run `qemu-img info --output=json` on each FILE, or on the `path` of
-    /// each record read from stdin
+    /// each record read from stdin, instead of reading headers natively
     #[arg(long)]
     pub qemu: bool,
 
@@ -71,13 +85,68 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "auto", value_name = "KIND")]
     pub input: InputMode,
 
-    /// With --qemu: the image format, passed as `qemu-img -f` so qemu does
-    /// not guess it (a guessed format is how a raw disk written by a guest
-    /// gets read as qcow2)
-    #[arg(short = 'f', long = "format", value_name = "FMT", requires = "qemu")]
+    /// The image format (qemu's names: raw, qcow2, vpc, vmdk, ...): read
+    /// the file as that format instead of guessing (with --qemu, passed as
+    /// `qemu-img -f`). A guessed format is how a raw disk written by a guest
+    /// gets read as qcow2
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
 
+    /// Add the `check` facet: is the image acceptable as an upload (no
+    /// backing or data file, known features, allowed format and size...)?
+    /// Exit 1 when one is not
+    #[arg(long)]
+    pub check: bool,
+
+    /// With --check: the format the image is claimed to be (Glance
+    /// disk_format: qcow2, raw, vhd, vmdk, ploop, iso, ...; ami is exempt)
+    #[arg(long, value_name = "FMT", requires = "check")]
+    pub expect_format: Option<String>,
+
+    /// With --check: the format the image must be, e.g. raw after a
+    /// conversion
+    #[arg(long, value_name = "FMT", requires = "check")]
+    pub require_format: Option<String>,
+
+    /// With --check: the largest acceptable virtual size (e.g. 20G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, requires = "check")]
+    pub max_virtual_size: Option<u64>,
+
+    /// With --check: the image must fit a volume of N GiB (its virtual size
+    /// rounded up to whole GiB, as Cinder does)
+    #[arg(long, value_name = "N", requires = "check")]
+    pub volume_size_gb: Option<u64>,
+
+    /// With --check: other formats a file may also match, e.g. iso,mbr for
+    /// hybrid install ISOs
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "check")]
+    pub allow_multi: Vec<String>,
+
+    /// With --check: accepted VMDK create types (empty: no VMDK at all)
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "monolithicSparse,streamOptimized"
+    )]
+    pub vmdk_create_types: Vec<String>,
+
+    /// With --check: formats refused outright
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "qed"
+    )]
+    pub banned_formats: Vec<String>,
+
+    /// With --check: accept a backing file (data files and unknown features
+    /// are still refused)
+    #[arg(long, requires = "check")]
+    pub allow_backing_file: bool,
+
     /// With --qemu: describe the whole backing chain, one record per image
+    /// (the native reader never opens a backing file)
     #[arg(long, requires = "qemu")]
     pub backing_chain: bool,
 
@@ -130,26 +199,42 @@ impl Tool for Cli {
 struct Runner<'a> {
     ctx: &'a mut Ctx,
     cli: &'a Cli,
+    policy: check::Policy,
     /// A human image held back until we know whether the next block is
     /// the next member of its `--backing-chain`.
     pending: Option<(HumanImage, Option<u64>)>,
 }
 
 fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
-    if !cli.files.is_empty() && !cli.qemu {
-        anyhow::bail!(
-            "FILE arguments need --qemu (this version reads images only through qemu-img); \
-to parse saved qemu-img output, pipe it to stdin"
-        );
-    }
+    let policy = check::Policy {
+        expect_format: cli.expect_format.clone(),
+        require_format: cli.require_format.clone(),
+        max_virtual_size: cli.max_virtual_size,
+        volume_size_gb: cli.volume_size_gb,
+        allow_multi: cli.allow_multi.clone(),
+        vmdk_create_types: cli
+            .vmdk_create_types
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect(),
+        banned: cli
+            .banned_formats
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect(),
+        allow_backing_file: cli.allow_backing_file,
+    };
     let mut r = Runner {
         ctx,
         cli: &cli,
+        policy,
         pending: None,
     };
     if !cli.files.is_empty() {
         for f in &cli.files {
-            r.qemu_record(Record::from_path(f))?;
+            r.path_record(Record::from_path(f))?;
         }
         return Ok(());
     }
@@ -166,7 +251,7 @@ to parse saved qemu-img output, pipe it to stdin"
             ErrorKind::EmptyInput,
             "no input: expected qemu-img info output (JSON or text) or records on stdin",
         );
-        r.ctx.fail(Record::new(), e)?;
+        r.fail(Record::new(), e)?;
     }
     Ok(())
 }
@@ -188,7 +273,7 @@ impl Runner<'_> {
                         message,
                     } => {
                         let e = self.ctx.error(kind, message).at_line(line);
-                        self.ctx.fail(Record::new(), e)
+                        self.fail(Record::new(), e)
                     }
                     Doc::Human { .. } => Ok(()),
                 }
@@ -202,20 +287,28 @@ impl Runner<'_> {
                 self.qemu_object(Record::new(), m, None, line)
             }
             Value::Object(m) => {
-                let rec = Record::from_map(m);
+                let mut rec = Record::from_map(m);
                 if rec.has_error() {
+                    // Upstream failures pass through; with --check they
+                    // are not acceptable either.
+                    if self.cli.check {
+                        let msg = rec
+                            .get(common::record::ERROR)
+                            .and_then(|e| e.get("message"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("upstream error")
+                            .to_owned();
+                        rec.set(CHECK, check::no_info(&msg));
+                        self.ctx.merge(Status::No);
+                    }
                     return self.ctx.emit(&rec);
                 }
-                if self.cli.qemu {
-                    return self.qemu_record(rec);
+                if rec.path().is_some() {
+                    return self.path_record(rec);
                 }
-                let msg = if rec.path().is_some() {
-                    "a record with a path: add --qemu to run qemu-img on it"
-                } else {
-                    "not qemu-img info output (no `format`) and not a record with a `path`"
-                };
+                let msg = "not qemu-img info output (no `format`) and not a record with a `path`";
                 let e = self.ctx.error(ErrorKind::BadRecord, msg).at_line(line);
-                self.ctx.fail(rec, e)
+                self.fail(rec, e)
             }
             Value::Array(items) => self.chain(Record::new(), items, line),
             other => {
@@ -229,7 +322,7 @@ impl Runner<'_> {
                         ),
                     )
                     .at_line(line);
-                self.ctx.fail(Record::new(), e)
+                self.fail(Record::new(), e)
             }
         }
     }
@@ -242,7 +335,7 @@ impl Runner<'_> {
                 .ctx
                 .error(ErrorKind::ParseError, "an empty --backing-chain array")
                 .at_line(line);
-            return self.ctx.fail(base, e);
+            return self.fail(base, e);
         }
         for (depth, item) in items.into_iter().enumerate() {
             let rec = if depth == 0 {
@@ -262,7 +355,7 @@ impl Runner<'_> {
                             format!("backing chain element {depth} is not a qemu-img image object"),
                         )
                         .at_line(line);
-                    self.ctx.fail(rec, e)?
+                    self.fail(rec, e)?
                 }
             }
         }
@@ -282,14 +375,14 @@ impl Runner<'_> {
                     info.insert("backing_chain_depth".into(), d.into());
                 }
                 rec.set(FACET, Value::Object(finish(info, Some(Source::QemuJson))));
-                self.ctx.emit(&rec)
+                self.emit_info(rec)
             }
             Err(msg) => {
                 let e = self
                     .ctx
                     .error(ErrorKind::ParseError, format!("qemu-img JSON: {msg}"))
                     .at_line(line);
-                self.ctx.fail(rec, e)
+                self.fail(rec, e)
             }
         }
     }
@@ -336,7 +429,7 @@ impl Runner<'_> {
                     "not qemu-img info output (no `image:` or `file format:` line)",
                 )
                 .at_line(img.line);
-            return self.ctx.fail(rec, e);
+            return self.fail(rec, e);
         }
         let mut info = img.info;
         if let Some(d) = depth {
@@ -358,16 +451,98 @@ impl Runner<'_> {
                 )
                 .at_line(img.line)
                 .with("reasons", img.ambiguous);
-            return self.ctx.fail(rec, e);
+            return self.fail(rec, e);
         }
         if !img.errors.is_empty() {
             let e = self
                 .ctx
                 .error(ErrorKind::ParseError, img.errors.join("; "))
                 .at_line(img.line);
-            return self.ctx.fail(rec, e);
+            return self.fail(rec, e);
+        }
+        self.emit_info(rec)
+    }
+
+    /// Emit a record that carries `info`, adding the verdict with --check.
+    fn emit_info(&mut self, mut rec: Record) -> io::Result<()> {
+        if self.cli.check
+            && let Some(info) = rec.get(FACET)
+        {
+            let verdict = check::check(info, &self.policy);
+            if verdict["acceptable"] != true {
+                self.ctx.merge(Status::No);
+            }
+            rec.set(CHECK, verdict);
         }
         self.ctx.emit(&rec)
+    }
+
+    /// Emit an error record (with a failed verdict under --check).
+    fn fail(&mut self, mut rec: Record, e: common::ErrorFacet) -> io::Result<()> {
+        if self.cli.check {
+            let verdict = match rec.get(FACET) {
+                Some(info) => check::check(info, &self.policy),
+                None => check::no_info(&e.message),
+            };
+            rec.set(CHECK, verdict);
+        }
+        self.ctx.fail(rec, e)
+    }
+
+    /// A record naming a local file: read it natively, or with qemu-img.
+    fn path_record(&mut self, rec: Record) -> io::Result<()> {
+        if self.cli.qemu {
+            self.qemu_record(rec)
+        } else {
+            self.native_record(rec)
+        }
+    }
+
+    /// Read the image's headers ourselves.
+    fn native_record(&mut self, mut rec: Record) -> io::Result<()> {
+        let Some(path) = rec.path().map(str::to_owned) else {
+            let e = self
+                .ctx
+                .error(ErrorKind::BadRecord, "record has no string `path`");
+            return self.fail(rec, e);
+        };
+        let src = match FileSource::open(std::path::Path::new(&path)) {
+            Ok(s) => s,
+            Err(err) => {
+                let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
+                return self.fail(rec, e);
+            }
+        };
+        let mut probed = formats::probe(&src, &path, self.cli.format.as_deref());
+        // A claimed format the bytes also match is read as that format, as
+        // Cinder passes `-f`: a fixed VHD claimed as vhd is a VHD.
+        if let (Ok(p), None, Some(claimed)) = (&probed, &self.cli.format, &self.cli.expect_format) {
+            let want = check::qemu_format_name(claimed);
+            let matches = p
+                .info
+                .get("detected_formats")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
+            if matches && p.info.get("format").and_then(Value::as_str) != Some(want.as_str()) {
+                probed = formats::probe(&src, &path, Some(&want));
+            }
+        }
+        match probed {
+            Ok(p) => {
+                let mut info = p.info;
+                info.insert("children".into(), file_child(&path, &src));
+                rec.set(FACET, Value::Object(finish(info, Some(Source::Native))));
+                self.emit_info(rec)
+            }
+            Err(FormatError::Io(err)) => {
+                let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
+                self.fail(rec, e)
+            }
+            Err(err) => {
+                let e = self.ctx.error(ErrorKind::BadImage, err.to_string());
+                self.fail(rec, e)
+            }
+        }
     }
 
     /// `--qemu`: run qemu-img on a record's `path`.
@@ -376,11 +551,11 @@ impl Runner<'_> {
             let e = self
                 .ctx
                 .error(ErrorKind::BadRecord, "record has no string `path`");
-            return self.ctx.fail(rec, e);
+            return self.fail(rec, e);
         };
         if let Err(err) = std::fs::metadata(&path) {
             let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
-            return self.ctx.fail(rec, e);
+            return self.fail(rec, e);
         }
         let cli = self.cli;
         let opts = qemu::QemuOpts {
@@ -396,7 +571,7 @@ impl Runner<'_> {
             Ok(out) => out,
             Err(err) => {
                 let e = exec_error(self.ctx, &err);
-                return self.ctx.fail(rec, e);
+                return self.fail(rec, e);
             }
         };
         match serde_json::from_slice::<Value>(&out) {
@@ -407,7 +582,7 @@ impl Runner<'_> {
                     ErrorKind::QemuImgFailed,
                     "qemu-img printed something that is not its JSON image description",
                 );
-                self.ctx.fail(rec, e)
+                self.fail(rec, e)
             }
         }
     }
@@ -420,6 +595,29 @@ fn member_record(item: &Value) -> Record {
         Some(f) if qemu::is_local_path(f) => Record::from_path(f),
         _ => Record::new(),
     }
+}
+
+/// The protocol node qemu lists under every image read from a file.
+fn file_child(path: &str, src: &FileSource) -> Value {
+    use common::formats::Source as _;
+    let mut info = Map::new();
+    info.insert("filename".into(), path.into());
+    info.insert("format".into(), "file".into());
+    info.insert("virtual_size".into(), src.len().into());
+    if let Some(a) = src.allocated() {
+        info.insert("actual_size".into(), a.into());
+    }
+    info.insert("encrypted".into(), false.into());
+    info.insert("dirty_flag".into(), false.into());
+    info.insert(
+        "format_specific".into(),
+        serde_json::json!({"type": "file", "data": {}}),
+    );
+    info.insert("children".into(), Value::Array(Vec::new()));
+    let mut child = Map::new();
+    child.insert("name".into(), "file".into());
+    child.insert("info".into(), Value::Object(info));
+    Value::Array(vec![Value::Object(child)])
 }
 
 fn exec_error(ctx: &Ctx, err: &ExecError) -> common::ErrorFacet {

@@ -35,12 +35,18 @@ fn help_and_version_exit_zero_usage_errors_exit_two() {
     let bad = run(&["--no-such-flag"], b"");
     assert_eq!(bad.code, 2);
     assert!(bad.stdout.is_empty());
-    // -f only makes sense with --qemu.
-    assert_eq!(run(&["-f", "raw"], b"").code, 2);
-    // File arguments without --qemu: a clear message, no records.
+    // --backing-chain only makes sense with --qemu; check options need --check.
+    assert_eq!(run(&["--backing-chain", "x"], b"").code, 2);
+    assert_eq!(run(&["--volume-size-gb", "1", "x"], b"").code, 2);
+    // A missing file is an error record, and the stream goes on.
     let f = run(&["disk.img"], b"");
     assert_eq!(f.code, 2);
-    assert!(f.stderr.contains("--qemu"), "{}", f.stderr);
+    assert_eq!(f.records[0]["error"]["kind"], "not_found");
+    assert!(
+        f.stderr.starts_with("imginfo-parse: disk.img: "),
+        "{}",
+        f.stderr
+    );
 }
 
 #[test]
@@ -197,29 +203,10 @@ fn huge_sizes_stay_exact() {
 // ---- --qemu against the real qemu-img -----------------------------------
 
 fn qemu_dir() -> Option<tempfile::TempDir> {
-    qemu_img()?;
-    let d = tempfile::tempdir().unwrap();
-    sh(
-        d.path(),
-        &["qemu-img", "create", "-q", "-f", "raw", "base.raw", "64M"],
-    );
-    sh(
-        d.path(),
-        &[
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            "top.qcow2",
-            "1G",
-        ],
-    );
-    Some(d)
+    qemu_images(&[
+        "-f raw base.raw 64M",
+        "-f qcow2 -b base.raw -F raw top.qcow2 1G",
+    ])
 }
 
 fn in_dir(d: &Path, args: &[&str], stdin: &[u8]) -> Run {

@@ -1,0 +1,752 @@
+//! VHDX (Hyper-V): the file identifier, the two headers, the region tables,
+//! the metadata region and the BAT, read the way qemu 10.0's
+//! `block/vhdx.c` opens an image.
+//!
+//! qemu probes VHDX on `vhdxfile` at offset 0. Opening:
+//! - reads both 4 KiB headers (64 KiB and 128 KiB); a header is valid if
+//!   its CRC32C, signature `head` and version 1 check out. The current one
+//!   is the valid one, or the one with the higher sequence number; equal
+//!   sequence numbers are accepted only for byte-identical headers
+//!   (Disk2VHD writes those). No valid header is an error;
+//! - checks the log: its offset must be a non-zero multiple of 1 MiB and
+//!   its version 0. If the log GUID and length are non-zero and the log
+//!   holds a valid entry, a read-only open (`qemu-img info`) fails ("contains
+//!   a log that needs to be replayed"). We scan the log for any entry with
+//!   the `loge` signature, the header's log GUID, a whole number of 4 KiB
+//!   sectors and a valid CRC32C, and refuse the image if one is found
+//!   (qemu also follows the sequence; a log above 64 MiB is refused here);
+//! - reads **only the first region table** (192 KiB): CRC32C, signature
+//!   `regi`, at most 2047 entries, no entry overlapping another region or
+//!   the log, exactly one BAT and one metadata region, no unknown region
+//!   marked required. The second copy (256 KiB) is checked and reported
+//!   but, as in qemu, never used. We also refuse regions overlapping the
+//!   1 MiB header section, which qemu does not check;
+//! - reads the metadata table (signature `metadata`, entries fitting in
+//!   64 KiB): the five required items exactly once each (file parameters,
+//!   virtual disk size, page 83 data, logical and physical sector size); a
+//!   parent locator or the has-parent bit (differencing VHDX) is refused,
+//!   as are unknown required items, block sizes outside 1..256 MiB or not
+//!   a power of two, and logical sector sizes other than 512 (qemu 10
+//!   refuses 4096 with "Operation not supported");
+//! - sizes the disk as qemu does: the virtual disk size rounded down to
+//!   whole 512-byte sectors, refused above 2^63 - 2^30 bytes; counts BAT entries
+//!   with qemu's 32-bit arithmetic; refuses a BAT region too small for them
+//!   or larger than one qemu read, and fully-present payload blocks that
+//!   lie outside the file or overlap a region. Only the first 6 MiB of BAT
+//!   entries are checked (the read budget), see `bat_fully_checked`.
+//!
+//! Reads past the end of the file give zeros, as in qemu.
+//!
+//! `info` keys: `format` (`vhdx`), `virtual_size`, `cluster_size` (the
+//! block size), `encrypted` (false), `dirty_flag` (false: qemu has no
+//! dirty flag for VHDX; see `header.log_guid_nonzero`).
+//!
+//! `header` keys:
+//! - `creator`: the UTF-16LE creator string of the file identifier;
+//! - `headers_valid`: `[bool, bool]` for the headers at 64 and 128 KiB;
+//!   `active_header`: 1 or 2; `sequence_number` of the active header;
+//! - `log_guid_nonzero` (the image was not closed cleanly, but its log
+//!   holds nothing to replay), `log_offset`, `log_length`, `log_version`;
+//! - `data_write_guid`, `file_write_guid` (Microsoft GUID text form);
+//! - `region_table_ok`: `[bool, bool]` for the tables at 192 and 256 KiB
+//!   (CRC32C and signature); `region_tables_match`: whether their bytes
+//!   are equal;
+//! - `bat_offset`, `bat_length`, `metadata_offset`, `metadata_length`;
+//! - `block_size`, `logical_sector_size`, `physical_sector_size`,
+//!   `leave_blocks_allocated` (fixed VHDX), `has_parent`,
+//!   `virtual_disk_size` (as stored), `bat_entries`, `present_blocks`
+//!   (fully present payload blocks among those checked),
+//!   `bat_fully_checked` (false when the BAT is larger than 6 MiB).
+
+use super::bytes::{le16, le32, le64};
+use super::{FormatError, MAX_READ, Parsed, Reader};
+use serde_json::{Map, Value};
+
+const HEADER1: u64 = 64 << 10;
+const HEADER2: u64 = 128 << 10;
+const HEADER_SIZE: usize = 4096;
+const REGION1: u64 = 192 << 10;
+const REGION2: u64 = 256 << 10;
+const BLOCK64K: usize = 64 << 10;
+const MIB: u64 = 1 << 20;
+const MAX_LOG_SCAN: u64 = 64 << 20;
+/// The most BAT bytes we check (the read budget is 8 MiB in all).
+const MAX_BAT_CHECK: u64 = 6 << 20;
+/// qemu's BDRV_REQUEST_MAX_BYTES.
+const REQUEST_MAX: u64 = 0x7fff_fe00;
+/// qemu's BDRV_MAX_LENGTH.
+const MAX_LENGTH: u64 = (1u64 << 63) - (1 << 30);
+
+/// A Microsoft GUID (data1..3 little-endian) as its 16 stored bytes.
+const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> [u8; 16] {
+    let a = d1.to_le_bytes();
+    let b = d2.to_le_bytes();
+    let c = d3.to_le_bytes();
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
+        d4[6], d4[7],
+    ]
+}
+
+const BAT_GUID: [u8; 16] = guid(
+    0x2dc2_7766,
+    0xf623,
+    0x4200,
+    [0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08],
+);
+const METADATA_GUID: [u8; 16] = guid(
+    0x8b7c_a206,
+    0x4790,
+    0x4b9a,
+    [0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e],
+);
+const FILE_PARAM_GUID: [u8; 16] = guid(
+    0xcaa1_6737,
+    0xfa36,
+    0x4d43,
+    [0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b],
+);
+const VIRTUAL_SIZE_GUID: [u8; 16] = guid(
+    0x2fa5_4224,
+    0xcd1b,
+    0x4876,
+    [0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8],
+);
+const PAGE83_GUID: [u8; 16] = guid(
+    0xbeca_12ab,
+    0xb2e6,
+    0x4523,
+    [0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46],
+);
+const PHYS_SECTOR_GUID: [u8; 16] = guid(
+    0xcda3_48c7,
+    0x445d,
+    0x4471,
+    [0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5, 0x56],
+);
+const LOGICAL_SECTOR_GUID: [u8; 16] = guid(
+    0x8141_bf1d,
+    0xa96f,
+    0x4709,
+    [0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f],
+);
+const PARENT_LOCATOR_GUID: [u8; 16] = guid(
+    0xa8d3_5f2d,
+    0xb30b,
+    0x454d,
+    [0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c],
+);
+
+const META_FILE_PARAMETER: u32 = 0x01;
+const META_VIRTUAL_DISK_SIZE: u32 = 0x02;
+const META_PAGE_83: u32 = 0x04;
+const META_LOGICAL_SECTOR_SIZE: u32 = 0x08;
+const META_PHYS_SECTOR_SIZE: u32 = 0x10;
+const META_PARENT_LOCATOR: u32 = 0x20;
+const META_ALL: u32 = 0x1f;
+
+fn crc32c_update(c: u32, data: &[u8]) -> u32 {
+    super::crc::CASTAGNOLI.update(c, data)
+}
+
+/// CRC32C (Castagnoli), as VHDX uses it (the tests build checksums with it).
+#[cfg(test)]
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    !crc32c_update(0xffff_ffff, data)
+}
+
+/// Whether the CRC32C stored at offset 4 matches `buf` (that field zeroed).
+fn checksum_ok(buf: &[u8]) -> bool {
+    let (Some(head), Some(tail)) = (buf.get(..4), buf.get(8..)) else {
+        return false;
+    };
+    let c = crc32c_update(0xffff_ffff, head);
+    let c = crc32c_update(c, &[0; 4]);
+    !crc32c_update(c, tail) == le32(buf, 4)
+}
+
+fn read_padded(r: &Reader, offset: u64, len: usize) -> Result<Vec<u8>, FormatError> {
+    let mut v = r.read_upto(offset, len)?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
+/// A Microsoft GUID in its usual text form.
+fn guid_string(b: &[u8]) -> String {
+    let mut u = [0u8; 16];
+    if let Some(s) = b.get(..16) {
+        u.copy_from_slice(s);
+    }
+    u[..4].reverse();
+    u[4..6].reverse();
+    u[6..8].reverse();
+    super::vhd::uuid_string(&u)
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    b.iter().all(|x| *x == 0)
+}
+
+/// Registered file ranges, checked for overlap with C's wrapping `end`.
+struct Regions(Vec<(u64, u64)>);
+
+impl Regions {
+    fn overlaps(&self, start: u64, len: u64) -> bool {
+        let end = start.wrapping_add(len);
+        self.0.iter().any(|&(s, e)| !(start >= e || end <= s))
+    }
+    fn add(&mut self, start: u64, len: u64) {
+        self.0.push((start, start.wrapping_add(len)));
+    }
+}
+
+/// Parse the VHDX headers, if the bytes are VHDX.
+pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
+    let id = r.read_upto(0, 8)?;
+    if id != b"vhdxfile" {
+        return Ok(None);
+    }
+    // qemu sees the file in whole sectors.
+    let len = r.len().div_ceil(512) * 512;
+    let mut hd = Map::new();
+    let creator = read_padded(r, 8, 512)?;
+    let units: Vec<u16> = creator
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|u| *u != 0)
+        .collect();
+    hd.insert("creator".into(), String::from_utf16_lossy(&units).into());
+
+    // Headers.
+    let h1 = read_padded(r, HEADER1, HEADER_SIZE)?;
+    let h2 = read_padded(r, HEADER2, HEADER_SIZE)?;
+    let valid = |h: &[u8]| checksum_ok(h) && h.starts_with(b"head") && le16(h, 66) == 1;
+    let (v1, v2) = (valid(&h1), valid(&h2));
+    hd.insert("headers_valid".into(), Value::from(vec![v1, v2]));
+    let cur = match (v1, v2) {
+        (true, false) => 1,
+        (false, true) => 2,
+        (false, false) => return Err(r.invalid("no valid VHDX header found")),
+        (true, true) => {
+            let (s1, s2) = (le64(&h1, 8), le64(&h2, 8));
+            if s1 > s2 {
+                1
+            } else if s2 > s1 {
+                2
+            } else if h1 == h2 {
+                1
+            } else {
+                return Err(r.invalid("both VHDX headers have the same sequence number"));
+            }
+        }
+    };
+    let h = if cur == 1 { &h1 } else { &h2 };
+    hd.insert("active_header".into(), cur.into());
+    hd.insert("sequence_number".into(), le64(h, 8).into());
+    hd.insert(
+        "file_write_guid".into(),
+        guid_string(h.get(16..32).unwrap_or(&[])).into(),
+    );
+    hd.insert(
+        "data_write_guid".into(),
+        guid_string(h.get(32..48).unwrap_or(&[])).into(),
+    );
+    let log_guid = h.get(48..64).unwrap_or(&[]).to_vec();
+    let log_version = le16(h, 64);
+    let log_length = le32(h, 68);
+    let log_offset = le64(h, 72);
+    hd.insert("log_guid_nonzero".into(), (!is_zero(&log_guid)).into());
+    hd.insert("log_offset".into(), log_offset.into());
+    hd.insert("log_length".into(), log_length.into());
+    hd.insert("log_version".into(), log_version.into());
+    let mut regions = Regions(Vec::new());
+    // Not in qemu: nothing may overlap the 1 MiB header section.
+    regions.add(0, MIB);
+    regions.add(log_offset, u64::from(log_length));
+
+    // Log.
+    if log_offset < MIB || !log_offset.is_multiple_of(MIB) {
+        return Err(r.invalid(format!("invalid log offset {log_offset}")));
+    }
+    if log_version != 0 {
+        return Err(r.invalid(format!("unsupported log version {log_version}")));
+    }
+    if !is_zero(&log_guid) && log_length != 0 {
+        check_log(r, log_offset, log_length, &log_guid)?;
+    }
+
+    // Region tables: only the first is used, as in qemu.
+    let rt1 = read_padded(r, REGION1, BLOCK64K)?;
+    let rt2 = read_padded(r, REGION2, BLOCK64K)?;
+    let rt_ok = |t: &[u8]| checksum_ok(t) && t.starts_with(b"regi");
+    hd.insert(
+        "region_table_ok".into(),
+        Value::from(vec![rt_ok(&rt1), rt_ok(&rt2)]),
+    );
+    hd.insert("region_tables_match".into(), (rt1 == rt2).into());
+    if !checksum_ok(&rt1) {
+        return Err(r.invalid("region table checksum mismatch"));
+    }
+    if !rt1.starts_with(b"regi") {
+        return Err(r.invalid("region table signature mismatch"));
+    }
+    let count = le32(&rt1, 8);
+    if count > 2047 {
+        return Err(r.invalid(format!("region table has {count} entries (max 2047)")));
+    }
+    let mut bat_rt: Option<(u64, u32)> = None;
+    let mut meta_rt: Option<(u64, u32)> = None;
+    for i in 0..count as usize {
+        let e = rt1.get(16 + 32 * i..48 + 32 * i).unwrap_or(&[]);
+        let off = le64(e, 16);
+        let rlen = le32(e, 24);
+        if regions.overlaps(off, u64::from(rlen)) {
+            return Err(r.invalid(format!("region {off}+{rlen} overlaps another region")));
+        }
+        regions.add(off, u64::from(rlen));
+        let g = e.get(..16).unwrap_or(&[]);
+        if g == BAT_GUID {
+            if bat_rt.replace((off, rlen)).is_some() {
+                return Err(r.invalid("duplicate BAT region"));
+            }
+        } else if g == METADATA_GUID {
+            if meta_rt.replace((off, rlen)).is_some() {
+                return Err(r.invalid("duplicate metadata region"));
+            }
+        } else if le32(e, 28) & 1 != 0 {
+            return Err(r.invalid("unknown required region"));
+        }
+    }
+    let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat_rt, meta_rt) else {
+        return Err(r.invalid("missing BAT or metadata region"));
+    };
+    hd.insert("bat_offset".into(), bat_off.into());
+    hd.insert("bat_length".into(), bat_len.into());
+    hd.insert("metadata_offset".into(), meta_off.into());
+    hd.insert("metadata_length".into(), meta_len.into());
+
+    // Metadata.
+    let md = read_padded(r, meta_off, BLOCK64K)?;
+    if !md.starts_with(b"metadata") {
+        return Err(r.invalid("metadata table signature mismatch"));
+    }
+    let md_count = usize::from(le16(&md, 10));
+    if md_count * 32 > BLOCK64K - 32 {
+        return Err(r.invalid(format!("metadata table has {md_count} entries")));
+    }
+    let mut present = 0u32;
+    let mut item_off = [0u32; 6];
+    for i in 0..md_count {
+        let e = md.get(32 + 32 * i..64 + 32 * i).unwrap_or(&[]);
+        let g = e.get(..16).unwrap_or(&[]);
+        let bit = match g {
+            x if x == FILE_PARAM_GUID => META_FILE_PARAMETER,
+            x if x == VIRTUAL_SIZE_GUID => META_VIRTUAL_DISK_SIZE,
+            x if x == PAGE83_GUID => META_PAGE_83,
+            x if x == LOGICAL_SECTOR_GUID => META_LOGICAL_SECTOR_SIZE,
+            x if x == PHYS_SECTOR_GUID => META_PHYS_SECTOR_SIZE,
+            x if x == PARENT_LOCATOR_GUID => META_PARENT_LOCATOR,
+            _ => {
+                if le32(e, 24) & 4 != 0 {
+                    return Err(r.invalid("unknown required metadata item"));
+                }
+                continue;
+            }
+        };
+        if present & bit != 0 {
+            return Err(r.invalid("duplicate metadata item"));
+        }
+        present |= bit;
+        item_off[bit.trailing_zeros() as usize] = le32(e, 16);
+    }
+    if present & META_PARENT_LOCATOR != 0 {
+        return Err(r.invalid("differencing VHDX (parent locator) is not supported by qemu"));
+    }
+    if present != META_ALL {
+        return Err(r.invalid("required metadata items missing"));
+    }
+    let item = |bit: u32, n: usize| -> Result<Vec<u8>, FormatError> {
+        let at = meta_off.wrapping_add(u64::from(item_off[bit.trailing_zeros() as usize]));
+        read_padded(r, at, n)
+    };
+    let params = item(META_FILE_PARAMETER, 8)?;
+    let block_size = le32(&params, 0);
+    let data_bits = le32(&params, 4);
+    hd.insert("leave_blocks_allocated".into(), (data_bits & 1 != 0).into());
+    hd.insert("has_parent".into(), (data_bits & 2 != 0).into());
+    if data_bits & 2 != 0 {
+        return Err(r.invalid("has-parent set without a parent locator"));
+    }
+    let vds = le64(&item(META_VIRTUAL_DISK_SIZE, 8)?, 0);
+    let lss = le32(&item(META_LOGICAL_SECTOR_SIZE, 4)?, 0);
+    let pss = le32(&item(META_PHYS_SECTOR_SIZE, 4)?, 0);
+    hd.insert("block_size".into(), block_size.into());
+    hd.insert("logical_sector_size".into(), lss.into());
+    hd.insert("physical_sector_size".into(), pss.into());
+    hd.insert("virtual_disk_size".into(), vds.into());
+    if !(MIB..=256 * MIB).contains(&u64::from(block_size)) || !block_size.is_power_of_two() {
+        return Err(r.invalid(format!("invalid block size {block_size}")));
+    }
+    if lss != 512 && lss != 4096 {
+        return Err(r.invalid(format!("invalid logical sector size {lss}")));
+    }
+    // qemu 10 opens only 512-byte logical sectors ("Operation not
+    // supported" for 4096, verified).
+    if lss != 512 {
+        return Err(r.invalid(format!(
+            "logical sector size {lss} is not supported by qemu"
+        )));
+    }
+    let chunk_ratio = (1u64 << 23) * u64::from(lss) / u64::from(block_size);
+    let total_sectors = vds >> lss.trailing_zeros();
+    if total_sectors > MAX_LENGTH / 512 {
+        return Err(r.invalid(format!("virtual size {vds} is too large")));
+    }
+    let total_bytes = total_sectors * 512;
+
+    // BAT entries, with qemu's 32-bit arithmetic.
+    let data_blocks = (vds.wrapping_add(u64::from(block_size) - 1) / u64::from(block_size)) as u32;
+    let bat_entries =
+        data_blocks.wrapping_add(data_blocks.wrapping_sub(1) >> chunk_ratio.trailing_zeros());
+    hd.insert("bat_entries".into(), bat_entries.into());
+    if u64::from(bat_entries) > u64::from(bat_len) / 8 {
+        return Err(r.invalid(format!(
+            "BAT region of {bat_len} bytes too small for {bat_entries} entries"
+        )));
+    }
+    if u64::from(bat_len) > REQUEST_MAX {
+        return Err(r.invalid(format!("BAT region of {bat_len} bytes is too large")));
+    }
+    // qemu checks every entry; within the read budget we check the first
+    // 6 MiB of them (786432 entries: all of them below ~48 TiB at the
+    // default block sizes) and say so in `bat_fully_checked`.
+    let bat_bytes = (u64::from(bat_entries) * 8).min(MAX_BAT_CHECK);
+    hd.insert(
+        "bat_fully_checked".into(),
+        (u64::from(bat_entries) * 8 <= MAX_BAT_CHECK).into(),
+    );
+    let mut payblocks = chunk_ratio;
+    let mut present_blocks = 0u64;
+    let mut done = 0u64;
+    let mut i = 0u64;
+    while done < bat_bytes {
+        let n = usize::try_from((bat_bytes - done).min(MAX_READ as u64)).unwrap_or(0);
+        let chunk = read_padded(r, bat_off.wrapping_add(done), n)?;
+        for e in chunk.chunks_exact(8) {
+            let v = le64(e, 0);
+            if v & 7 == 6 {
+                present_blocks += 1;
+                let off = v & 0xffff_ffff_fff0_0000;
+                let rest = total_bytes.wrapping_sub(i.wrapping_mul(u64::from(block_size)));
+                let blen = rest.min(u64::from(block_size)) & 0xffff_ffff;
+                if off > i64::MAX as u64 - u64::from(block_size) {
+                    return Err(r.invalid(format!("BAT entry {i} offset overflows")));
+                }
+                if off >= len || off + blen > len {
+                    return Err(
+                        r.truncated(format!("BAT entry {i} points past the end of the file"))
+                    );
+                }
+                if payblocks != 0 {
+                    payblocks -= 1;
+                    if regions.overlaps(off, u64::from(block_size)) {
+                        return Err(r.invalid(format!("BAT entry {i} overlaps a region")));
+                    }
+                } else {
+                    payblocks = chunk_ratio;
+                }
+            }
+            i += 1;
+        }
+        done += n as u64;
+    }
+    hd.insert("present_blocks".into(), present_blocks.into());
+
+    let mut info = Map::new();
+    info.insert("format".into(), "vhdx".into());
+    info.insert("virtual_size".into(), total_bytes.into());
+    info.insert("cluster_size".into(), block_size.into());
+    info.insert("encrypted".into(), false.into());
+    info.insert("dirty_flag".into(), false.into());
+    info.insert("header".into(), Value::Object(hd));
+    Ok(Some(Parsed {
+        kind: "vhdx",
+        qemu_probes: true,
+        info,
+    }))
+}
+
+/// Refuse an image whose log holds a valid entry (qemu would need to
+/// replay it, which a read-only open cannot).
+fn check_log(r: &Reader, offset: u64, length: u32, guid: &[u8]) -> Result<(), FormatError> {
+    let length = u64::from(length);
+    if length > MAX_LOG_SCAN {
+        return Err(r.invalid(format!("log of {length} bytes is too large to check")));
+    }
+    // Entry headers sit on 4 KiB boundaries: read 64 bytes at each, and the
+    // whole entry only for a candidate.
+    let mut at = 0u64;
+    while at + 64 <= length {
+        let e = read_padded(r, offset.wrapping_add(at), 64)?;
+        let elen = u64::from(le32(&e, 8));
+        if e.starts_with(b"loge")
+            && e.get(32..48) == Some(guid)
+            && elen != 0
+            && elen.is_multiple_of(4096)
+            && elen <= length - at
+        {
+            // CRC32C over the whole entry, its checksum field as zero,
+            // read in bounded chunks.
+            let start = offset.wrapping_add(at);
+            let mut c = crc32c_update(0xffff_ffff, e.get(..4).unwrap_or(&[]));
+            c = crc32c_update(c, &[0; 4]);
+            let mut done = 8u64;
+            while done < elen {
+                let n = usize::try_from((elen - done).min(MAX_READ as u64)).unwrap_or(0);
+                c = crc32c_update(c, &read_padded(r, start.wrapping_add(done), n)?);
+                done += n as u64;
+            }
+            if !c == le32(&e, 4) {
+                return Err(r.invalid("the log holds entries that need to be replayed"));
+            }
+        }
+        at += 4096;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_crc(b: &mut [u8]) {
+        b[4..8].fill(0);
+        let c = crc32c(b);
+        b[4..8].copy_from_slice(&c.to_le_bytes());
+    }
+
+    /// A minimal dynamic VHDX: headers, region tables, log at 1 MiB,
+    /// metadata at 2 MiB, BAT at 3 MiB; 4 MiB long.
+    fn image(vds: u64, block: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 4 << 20];
+        b[..8].copy_from_slice(b"vhdxfile");
+        for (i, off) in [HEADER1, HEADER2].iter().enumerate() {
+            let o = *off as usize;
+            let h = &mut b[o..o + 4096];
+            h[..4].copy_from_slice(b"head");
+            h[8..16].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            h[66..68].copy_from_slice(&1u16.to_le_bytes());
+            h[68..72].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            h[72..80].copy_from_slice(&(1u64 << 20).to_le_bytes());
+            put_crc(h);
+        }
+        for off in [REGION1, REGION2] {
+            let o = off as usize;
+            let t = &mut b[o..o + BLOCK64K];
+            t[..4].copy_from_slice(b"regi");
+            t[8..12].copy_from_slice(&2u32.to_le_bytes());
+            t[16..32].copy_from_slice(&BAT_GUID);
+            t[32..40].copy_from_slice(&(3u64 << 20).to_le_bytes());
+            t[40..44].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            t[44..48].copy_from_slice(&1u32.to_le_bytes());
+            t[48..64].copy_from_slice(&METADATA_GUID);
+            t[64..72].copy_from_slice(&(2u64 << 20).to_le_bytes());
+            t[72..76].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            t[76..80].copy_from_slice(&1u32.to_le_bytes());
+            put_crc(t);
+        }
+        let m = 2 << 20;
+        b[m..m + 8].copy_from_slice(b"metadata");
+        b[m + 10..m + 12].copy_from_slice(&5u16.to_le_bytes());
+        let items: [([u8; 16], u32, Vec<u8>); 5] = [
+            (
+                FILE_PARAM_GUID,
+                0x10000,
+                [block.to_le_bytes(), 0u32.to_le_bytes()].concat(),
+            ),
+            (VIRTUAL_SIZE_GUID, 0x10008, vds.to_le_bytes().to_vec()),
+            (PAGE83_GUID, 0x10010, vec![7; 16]),
+            (LOGICAL_SECTOR_GUID, 0x10020, 512u32.to_le_bytes().to_vec()),
+            (PHYS_SECTOR_GUID, 0x10024, 4096u32.to_le_bytes().to_vec()),
+        ];
+        for (i, (g, off, data)) in items.iter().enumerate() {
+            let e = m + 32 + 32 * i;
+            b[e..e + 16].copy_from_slice(g);
+            b[e + 16..e + 20].copy_from_slice(&off.to_le_bytes());
+            b[e + 20..e + 24].copy_from_slice(&(data.len() as u32).to_le_bytes());
+            b[e + 24..e + 28].copy_from_slice(&4u32.to_le_bytes());
+            let d = m + *off as usize;
+            b[d..d + data.len()].copy_from_slice(data);
+        }
+        b
+    }
+
+    fn parse_buf(b: &[u8]) -> Result<Option<Parsed>, FormatError> {
+        let v = b.to_vec();
+        parse(&Reader::new(&v, "vhdx"), "x.vhdx")
+    }
+
+    #[test]
+    fn crc32c_known_value() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn valid_image() {
+        let p = parse_buf(&image(64 << 20, 8 << 20)).unwrap().unwrap();
+        assert_eq!(p.info["virtual_size"], 64u64 << 20);
+        assert_eq!(p.info["cluster_size"], 8 << 20);
+        let h = &p.info["header"];
+        assert_eq!(h["active_header"], 2);
+        assert_eq!(h["sequence_number"], 2);
+        assert_eq!(h["region_table_ok"], serde_json::json!([true, true]));
+        assert_eq!(h["logical_sector_size"], 512);
+        assert_eq!(h["bat_entries"], 8);
+    }
+
+    #[test]
+    fn header_choice() {
+        // header 2 broken: header 1 is used
+        let mut img = image(64 << 20, 8 << 20);
+        img[HEADER2 as usize + 100] ^= 1;
+        let p = parse_buf(&img).unwrap().unwrap();
+        assert_eq!(p.info["header"]["active_header"], 1);
+        // both broken
+        img[HEADER1 as usize + 100] ^= 1;
+        assert!(parse_buf(&img).is_err());
+        // equal sequence numbers, different headers
+        let mut img = image(64 << 20, 8 << 20);
+        let o = HEADER2 as usize;
+        img[o + 8..o + 16].copy_from_slice(&1u64.to_le_bytes());
+        put_crc(&mut img[o..o + 4096]);
+        let o1 = HEADER1 as usize;
+        img[o1 + 16] = 9;
+        put_crc(&mut img[o1..o1 + 4096]);
+        assert!(parse_buf(&img).is_err());
+    }
+
+    #[test]
+    fn second_region_table_is_reported_not_used() {
+        let mut img = image(64 << 20, 8 << 20);
+        img[REGION2 as usize + 100] ^= 1;
+        let p = parse_buf(&img).unwrap().unwrap();
+        assert_eq!(
+            p.info["header"]["region_table_ok"],
+            serde_json::json!([true, false])
+        );
+        let mut img = image(64 << 20, 8 << 20);
+        img[REGION1 as usize + 100] ^= 1;
+        assert!(parse_buf(&img).is_err());
+    }
+
+    fn with_region(img: &mut [u8], f: impl Fn(&mut [u8])) {
+        let o = REGION1 as usize;
+        f(&mut img[o..o + BLOCK64K]);
+        put_crc(&mut img[o..o + BLOCK64K]);
+    }
+
+    #[test]
+    fn hostile_region_tables() {
+        let mut img = image(64 << 20, 8 << 20);
+        with_region(&mut img, |t| {
+            t[8..12].copy_from_slice(&2048u32.to_le_bytes())
+        });
+        assert!(parse_buf(&img).is_err());
+        let mut img = image(64 << 20, 8 << 20);
+        with_region(&mut img, |t| {
+            t[8..12].copy_from_slice(&u32::MAX.to_le_bytes())
+        });
+        assert!(parse_buf(&img).is_err());
+        // overlapping the header section
+        let mut img = image(64 << 20, 8 << 20);
+        with_region(&mut img, |t| {
+            t[32..40].copy_from_slice(&4096u64.to_le_bytes())
+        });
+        assert!(parse_buf(&img).is_err());
+        // overlapping the log
+        let mut img = image(64 << 20, 8 << 20);
+        with_region(&mut img, |t| {
+            t[64..72].copy_from_slice(&(1u64 << 20).to_le_bytes())
+        });
+        assert!(parse_buf(&img).is_err());
+        // offset near 2^64
+        let mut img = image(64 << 20, 8 << 20);
+        with_region(&mut img, |t| {
+            t[64..72].copy_from_slice(&(u64::MAX - 5).to_le_bytes())
+        });
+        assert!(parse_buf(&img).is_err());
+        // BAT region too small
+        let mut img = image(64 << 20, 8 << 20);
+        with_region(&mut img, |t| t[40..44].copy_from_slice(&8u32.to_le_bytes()));
+        assert!(parse_buf(&img).is_err());
+    }
+
+    #[test]
+    fn hostile_metadata() {
+        let m = 2 << 20;
+        // huge virtual size
+        let mut img = image(u64::MAX, 8 << 20);
+        assert!(parse_buf(&img).is_err());
+        // bad block size
+        img = image(64 << 20, 3 << 20);
+        assert!(parse_buf(&img).is_err());
+        // too many metadata entries
+        let mut img = image(64 << 20, 8 << 20);
+        img[m + 10..m + 12].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert!(parse_buf(&img).is_err());
+        // has_parent
+        let mut img = image(64 << 20, 8 << 20);
+        img[m + 0x10004] = 2;
+        assert!(parse_buf(&img).is_err());
+        // present block past the end of the file
+        let mut img = image(64 << 20, 8 << 20);
+        let b = 3 << 20;
+        img[b..b + 8].copy_from_slice(&((1u64 << 40) | 6).to_le_bytes());
+        assert!(parse_buf(&img).is_err());
+        // present block overlapping the metadata region
+        let mut img = image(64 << 20, 8 << 20);
+        img[b..b + 8].copy_from_slice(&((2u64 << 20) | 6).to_le_bytes());
+        assert!(parse_buf(&img).is_err());
+    }
+
+    #[test]
+    fn huge_bat_is_checked_within_the_budget() {
+        // 800000 MiB at 1 MiB blocks: 800196 entries, 6.4 MB of BAT
+        let mut img = image(800_000 << 20, 1 << 20);
+        with_region(&mut img, |t| {
+            t[40..44].copy_from_slice(&(8u32 << 20).to_le_bytes())
+        });
+        let p = parse_buf(&img).unwrap().unwrap();
+        assert_eq!(p.info["virtual_size"], 800_000u64 << 20);
+        assert_eq!(p.info["header"]["bat_fully_checked"], false);
+    }
+
+    #[test]
+    fn log_with_entries_is_refused() {
+        let mut img = image(64 << 20, 8 << 20);
+        let o = HEADER2 as usize;
+        img[o + 48..o + 64].copy_from_slice(&[5; 16]);
+        put_crc(&mut img[o..o + 4096]);
+        // a non-zero log GUID with an empty log is fine
+        let p = parse_buf(&img).unwrap().unwrap();
+        assert_eq!(p.info["header"]["log_guid_nonzero"], true);
+        let l = 1 << 20;
+        img[l..l + 4].copy_from_slice(b"loge");
+        img[l + 8..l + 12].copy_from_slice(&4096u32.to_le_bytes());
+        img[l + 32..l + 48].copy_from_slice(&[5; 16]);
+        put_crc(&mut img[l..l + 4096]);
+        assert!(parse_buf(&img).is_err());
+    }
+
+    #[test]
+    fn every_prefix_is_handled() {
+        let img = image(64 << 20, 8 << 20);
+        let mut n = 0;
+        while n < img.len() {
+            let _ = parse_buf(&img[..n]);
+            n += if n < 4096 { 1 } else { 4093 };
+        }
+        assert!(parse_buf(&img[..7]).unwrap().is_none());
+        assert!(parse_buf(&img[..1000]).is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Property tests (run in CI as part of `make test`): the native probe
+//! never panics and never reads without bound, whatever the bytes: random
+//! data, and real images (the committed hostile corpus) with random bytes
+//! overwritten, extreme integers planted in header fields, and truncation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use common::formats::probe;
+use proptest::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The first 64 KiB of every image of the hostile corpus.
+fn seeds() -> &'static Vec<Vec<u8>> {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hostile/images");
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e != "tsv"))
+            .map(|p| {
+                let mut b = std::fs::read(&p).unwrap();
+                b.truncate(64 << 10);
+                (p.to_string_lossy().into_owned(), b)
+            })
+            .collect();
+        v.sort();
+        assert!(v.len() >= 20);
+        v.into_iter().map(|(_, b)| b).collect()
+    })
+}
+
+fn extreme() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(u64::MAX),
+        Just(u64::MAX - 511),
+        Just(1 << 63),
+        Just(u32::MAX as u64),
+        Just(0x7fff_ffff),
+        any::<u64>(),
+    ]
+}
+
+/// `PROPTEST_CASES` raises the count for a longer run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(3000), ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = probe(&data, "x", None);
+    }
+
+    #[test]
+    fn mutated_real_headers_never_panic(
+        seed in 0usize..64,
+        flips in proptest::collection::vec((0usize..4096, any::<u8>()), 0..8),
+        plants in proptest::collection::vec((0usize..1024, extreme(), any::<bool>()), 0..4),
+        cut in proptest::option::of(0usize..70000),
+    ) {
+        let seeds = seeds();
+        let mut data = seeds[seed % seeds.len()].clone();
+        for (off, b) in flips {
+            if let Some(x) = data.get_mut(off) { *x = b; }
+        }
+        for (off, v, big_endian) in plants {
+            let bytes = if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+            if off + 8 <= data.len() { data[off..off + 8].copy_from_slice(&bytes); }
+        }
+        if let Some(c) = cut { data.truncate(c); }
+        if let Ok(p) = probe(&data, "dir/x", None) {
+            prop_assert!(p.info.contains_key("format"));
+            prop_assert!(p.info["virtual_size"].is_u64());
+        }
+    }
+
+    #[test]
+    fn forced_formats_never_panic(
+        seed in 0usize..64,
+        fmt in prop::sample::select(common::formats::known_formats()),
+        cut in 0usize..70000,
+    ) {
+        let seeds = seeds();
+        let mut data = seeds[seed % seeds.len()].clone();
+        data.truncate(cut);
+        let _ = probe(&data, "x", Some(fmt));
+    }
+}

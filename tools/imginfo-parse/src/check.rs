@@ -1,0 +1,453 @@
+//! `--check`: the acceptance verdict Cinder, Nova and Glance apply to an
+//! uploaded image, with reasons, as the `check` facet
+//! `{acceptable, failures: [{check, reason, ...}]}`.
+//!
+//! The rules work on the `info` facet whatever its source. The native
+//! probe also gives `info.header` (raw header facts qemu does not print:
+//! unknown qcow2 feature bits, VMDK extent paths), so some checks are only
+//! as strong as their source: qemu-img's JSON has no feature bits, but
+//! qemu refuses to open such images anyway.
+
+use serde_json::{Map, Value, json};
+
+/// The Glance `disk_format` names that are raw data to qemu.
+const RAW_ALIASES: &[&str] = &["raw", "iso"];
+
+/// What the checks are asked to enforce.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// `--expect-format`: the format the image is claimed to be, in
+    /// Glance's names (`vhd`, `ploop`, `iso`) or qemu's.
+    pub expect_format: Option<String>,
+    /// `--require-format`: the format it must be (after a conversion).
+    pub require_format: Option<String>,
+    /// `--max-virtual-size`, bytes.
+    pub max_virtual_size: Option<u64>,
+    /// `--volume-size-gb`: the volume it must fit, GiB (Cinder rounds the
+    /// image's size up to whole GiB).
+    pub volume_size_gb: Option<u64>,
+    /// `--allow-multi`: extra formats a file may match besides its own
+    /// (`iso,mbr` for hybrid install ISOs).
+    pub allow_multi: Vec<String>,
+    /// `--vmdk-create-types`: accepted VMDK create types.
+    pub vmdk_create_types: Vec<String>,
+    /// `--banned-formats`.
+    pub banned: Vec<String>,
+    /// `--allow-backing-file`: accept a backing file (Cinder's remotefs
+    /// drivers keep qcow2 chains); the data-file and feature checks stay.
+    pub allow_backing_file: bool,
+}
+
+/// Map a Glance `disk_format` to qemu's driver name.
+pub fn qemu_format_name(glance: &str) -> String {
+    match glance.to_ascii_lowercase().as_str() {
+        "vhd" => "vpc".into(),
+        "ploop" => "parallels".into(),
+        f if RAW_ALIASES.contains(&f) => "raw".into(),
+        f => f.into(),
+    }
+}
+
+fn fail(check: &str, reason: impl Into<String>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("check".into(), check.into());
+    m.insert("reason".into(), reason.into().into());
+    m
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn backing_flags(name: &str, info: &Value) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    if info.get("backing_filename_format").is_none() {
+        flags.push("no_backing_format");
+    }
+    if name.contains("://") {
+        flags.push("url");
+    }
+    if name.starts_with("json:") {
+        flags.push("json");
+    }
+    if name.starts_with('/') {
+        flags.push("absolute");
+    }
+    if name.split('/').any(|c| c == "..") {
+        flags.push("parent_directory");
+    }
+    if name.contains('\n') || name.contains('\r') {
+        flags.push("newline");
+    }
+    flags
+}
+
+/// The verdict for one `info` facet.
+pub fn check(info: &Value, p: &Policy) -> Value {
+    let mut failures: Vec<Map<String, Value>> = Vec::new();
+    let format = info.get("format").and_then(Value::as_str).unwrap_or("");
+    let data = get(info, &["format_specific", "data"]);
+    let header = info.get("header");
+
+    // Backing files: any, with what makes them worse.
+    let vmdk_parent_cid = data
+        .and_then(|d| d.get("parent_cid"))
+        .and_then(Value::as_u64)
+        .filter(|&c| c != 0xffff_ffff);
+    if let Some(name) = info.get("backing_filename").and_then(Value::as_str) {
+        if !p.allow_backing_file {
+            let mut f = fail(
+                "backing_file",
+                format!("{format} image has a backing file: {name:?}"),
+            );
+            f.insert("flags".into(), json!(backing_flags(name, info)));
+            failures.push(f);
+        }
+    } else if format == "vmdk" && vmdk_parent_cid.is_some() && !p.allow_backing_file {
+        failures.push(fail(
+            "backing_file",
+            "VMDK descriptor has a parent (parentCID is set): a backing file",
+        ));
+    }
+
+    // qcow2 external data file (CVE-2024-32498).
+    let data_file = data
+        .and_then(|d| d.get("data_file"))
+        .and_then(Value::as_str);
+    let data_file_bit = header
+        .and_then(|h| h.get("has_data_file"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if data_file.is_some() || data_file_bit {
+        failures.push(fail(
+            "data_file",
+            match data_file {
+                Some(n) => format!("qcow2 image has an external data file: {n:?}"),
+                None => "qcow2 image has the external data file bit set".into(),
+            },
+        ));
+    }
+    if format == "qcow2"
+        && data.is_none()
+        && info.get("source").and_then(Value::as_str) != Some("native")
+    {
+        // Cinder fails closed: without format-specific data it cannot tell.
+        failures.push(fail(
+            "data_file",
+            "cannot determine format-specific information (data file)",
+        ));
+    }
+
+    // qcow2 header sanity.
+    if let Some(h) = header {
+        if let Some(bits) = h
+            .get("unknown_incompatible_features")
+            .and_then(Value::as_u64)
+            && bits != 0
+        {
+            failures.push(fail(
+                "unknown_features",
+                format!("unknown qcow2 incompatible feature bits {bits:#x}"),
+            ));
+        }
+        if format == "qcow2"
+            && let Some(v) = h.get("version").and_then(Value::as_u64)
+            && v != 2
+            && v != 3
+        {
+            failures.push(fail("version", format!("unsupported qcow2 version {v}")));
+        }
+    }
+    if format == "qcow" {
+        failures.push(fail(
+            "version",
+            "qcow version 1 image (qemu driver qcow), not qcow2",
+        ));
+    }
+    if data.and_then(|d| d.get("corrupt")).and_then(Value::as_bool) == Some(true) {
+        failures.push(fail("corrupt", "qcow2 image is marked corrupt"));
+    }
+    let aes = get(info, &["format_specific", "data", "encrypt", "format"]).and_then(Value::as_str)
+        == Some("aes")
+        || (format == "qcow"
+            && header
+                .and_then(|h| h.get("crypt_method"))
+                .and_then(Value::as_u64)
+                == Some(1));
+    if aes {
+        failures.push(fail(
+            "legacy_aes",
+            "legacy AES-CBC encryption, which QEMU's system emulators refuse",
+        ));
+    }
+
+    // VMDK: subformat allow-list and extent paths.
+    if format == "vmdk" {
+        let ct = data
+            .and_then(|d| d.get("create_type"))
+            .or_else(|| header.and_then(|h| h.get("create_type")))
+            .and_then(Value::as_str);
+        match ct {
+            None => failures.push(fail("create_type", "VMDK create type unknown")),
+            Some(t)
+                if !p
+                    .vmdk_create_types
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(t)) =>
+            {
+                failures.push(fail(
+                    "create_type",
+                    format!(
+                        "VMDK create type {t:?} not allowed (allowed: {})",
+                        if p.vmdk_create_types.is_empty() {
+                            "none".to_string()
+                        } else {
+                            p.vmdk_create_types.join(", ")
+                        }
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        let mut bad: Vec<String> = Vec::new();
+        let image = info.get("filename").and_then(Value::as_str).unwrap_or("");
+        let image_base = image.rsplit('/').next().unwrap_or(image);
+        let extent_names = header
+            .and_then(|h| h.get("extents"))
+            .or_else(|| data.and_then(|d| d.get("extents")))
+            .and_then(Value::as_array);
+        for e in extent_names.into_iter().flatten() {
+            if let Some(n) = e.get("filename").and_then(Value::as_str) {
+                let sibling = !n.contains('/') && !n.is_empty();
+                // qemu's JSON names extents relative to the image's directory.
+                let same_dir = image.contains('/')
+                    && n.rsplit_once('/').map(|(d, _)| d) == image.rsplit_once('/').map(|(d, _)| d);
+                if !(sibling || same_dir || n == image || n == image_base) {
+                    bad.push(n.to_owned());
+                }
+            }
+        }
+        if !bad.is_empty() {
+            failures.push(fail(
+                "extents",
+                format!("VMDK extents outside the image's directory: {bad:?}"),
+            ));
+        }
+    }
+
+    if p.banned.iter().any(|b| b == format) {
+        failures.push(fail("banned", format!("{format} images are not allowed")));
+    }
+
+    if let Some(claimed) = &p.expect_format
+        && !claimed.eq_ignore_ascii_case("ami")
+        && qemu_format_name(claimed) != format
+    {
+        failures.push(fail(
+            "format_mismatch",
+            format!(
+                "the image was claimed to be {claimed:?} but the data appears to be {format:?}"
+            ),
+        ));
+    }
+    if let Some(req) = &p.require_format
+        && qemu_format_name(req) != format
+    {
+        failures.push(fail(
+            "require_format",
+            format!("format must be {req:?}, but it is {format:?}"),
+        ));
+    }
+
+    // Several layouts in one file: polyglots, hybrid ISOs. One layout that
+    // qemu reads as raw (a plain ISO, a partitioned disk, a fixed VHD's
+    // footer) is not "multiple".
+    if let Some(det) = info.get("detected_formats").and_then(Value::as_array) {
+        let kinds: Vec<&str> = det
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|k| *k != "raw")
+            .collect();
+        let extra: Vec<&str> = kinds
+            .iter()
+            .copied()
+            .filter(|k| *k != format && !p.allow_multi.iter().any(|a| a == k))
+            .collect();
+        if kinds.len() > 1 && !extra.is_empty() {
+            failures.push(fail(
+                "multiple_formats",
+                format!(
+                    "the data matches {} at once (allow with --allow-multi {})",
+                    kinds.join(", "),
+                    extra.join(",")
+                ),
+            ));
+        }
+    }
+
+    if let Some(vs) = info.get("virtual_size").and_then(Value::as_u64) {
+        if let Some(max) = p.max_virtual_size
+            && vs > max
+        {
+            failures.push(fail(
+                "virtual_size",
+                format!("virtual size {vs} bytes is over the limit of {max} bytes"),
+            ));
+        }
+        if let Some(gb) = p.volume_size_gb {
+            let need = vs.div_ceil(1 << 30);
+            if need > gb {
+                failures.push(fail(
+                    "virtual_size",
+                    format!(
+                        "image virtual size is {need}GB and doesn't fit in a volume of size {gb}GB"
+                    ),
+                ));
+            }
+        }
+    }
+    if info.get("ambiguous").and_then(Value::as_bool) == Some(true) {
+        failures.push(fail(
+            "ambiguous",
+            "qemu-img's text output was forged or damaged; its fields cannot be trusted",
+        ));
+    }
+    verdict(failures)
+}
+
+/// The verdict for a record that has no usable `info` (an error record).
+pub fn no_info(message: &str) -> Value {
+    verdict(vec![fail(
+        "info",
+        format!("no image information: {message}"),
+    )])
+}
+
+fn verdict(failures: Vec<Map<String, Value>>) -> Value {
+    json!({"acceptable": failures.is_empty(), "failures": failures})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            vmdk_create_types: vec!["monolithicSparse".into(), "streamOptimized".into()],
+            banned: vec!["qed".into()],
+            ..Policy::default()
+        }
+    }
+
+    fn names(v: &Value) -> Vec<String> {
+        v["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["check"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn clean_qcow2_is_acceptable() {
+        let info = json!({"format": "qcow2", "virtual_size": 1 << 30,
+            "format_specific": {"type": "qcow2", "data": {"compat": "1.1", "corrupt": false}}});
+        let v = check(&info, &policy());
+        assert_eq!(v["acceptable"], true, "{v}");
+    }
+
+    #[test]
+    fn backing_file_flags() {
+        let info = json!({"format": "qcow2", "virtual_size": 1,
+            "backing_filename": "/etc/passwd",
+            "format_specific": {"type": "qcow2", "data": {}}});
+        let v = check(&info, &policy());
+        assert_eq!(names(&v), ["backing_file"]);
+        assert_eq!(
+            v["failures"][0]["flags"],
+            json!(["no_backing_format", "absolute"])
+        );
+        let mut p = policy();
+        p.allow_backing_file = true;
+        assert_eq!(check(&info, &p)["acceptable"], true);
+    }
+
+    #[test]
+    fn cinder_size_rule_rounds_up() {
+        let mut p = policy();
+        p.volume_size_gb = Some(1);
+        let info = |vs: u64| json!({"format": "raw", "virtual_size": vs});
+        assert_eq!(check(&info(1 << 30), &p)["acceptable"], true);
+        let v = check(&info((1 << 30) + 512), &p);
+        assert_eq!(names(&v), ["virtual_size"]);
+        assert!(v["failures"][0]["reason"].as_str().unwrap().contains("2GB"));
+    }
+
+    #[test]
+    fn format_names_and_ami() {
+        let mut p = policy();
+        let info = json!({"format": "vpc", "virtual_size": 1});
+        p.expect_format = Some("vhd".into());
+        assert_eq!(check(&info, &p)["acceptable"], true);
+        p.expect_format = Some("qcow2".into());
+        assert_eq!(names(&check(&info, &p)), ["format_mismatch"]);
+        p.expect_format = Some("AMI".into());
+        assert_eq!(check(&info, &p)["acceptable"], true);
+        p.expect_format = None;
+        p.require_format = Some("raw".into());
+        assert_eq!(names(&check(&info, &p)), ["require_format"]);
+    }
+
+    #[test]
+    fn multiple_formats_unless_allowed() {
+        let mut p = policy();
+        let info =
+            json!({"format": "raw", "virtual_size": 1, "detected_formats": ["raw", "iso", "mbr"]});
+        assert_eq!(names(&check(&info, &p)), ["multiple_formats"]);
+        p.allow_multi = vec!["iso".into(), "mbr".into()];
+        assert_eq!(check(&info, &p)["acceptable"], true);
+        let plain = json!({"format": "raw", "virtual_size": 1, "detected_formats": ["raw", "iso"]});
+        assert_eq!(check(&plain, &policy())["acceptable"], true);
+        let poly = json!({"format": "qcow2", "virtual_size": 1, "detected_formats": ["qcow2", "iso"],
+            "format_specific": {"type": "qcow2", "data": {}}});
+        p.allow_multi = vec!["mbr".into()];
+        assert_eq!(names(&check(&poly, &p)), ["multiple_formats"]);
+    }
+
+    #[test]
+    fn vmdk_rules() {
+        let p = policy();
+        let info = json!({"format": "vmdk", "virtual_size": 1, "filename": "d/x.vmdk",
+            "format_specific": {"type": "vmdk", "data": {"create_type": "monolithicFlat",
+                "parent_cid": 12, "extents": [{"filename": "/dev/sda"}]}}});
+        assert_eq!(
+            names(&check(&info, &p)),
+            ["backing_file", "create_type", "extents"]
+        );
+        let ok = json!({"format": "vmdk", "virtual_size": 1, "filename": "d/x.vmdk",
+            "format_specific": {"type": "vmdk", "data": {"create_type": "monolithicSparse",
+                "parent_cid": 4294967295u64, "extents": [{"filename": "d/x.vmdk"}]}}});
+        assert_eq!(check(&ok, &p)["acceptable"], true, "{}", check(&ok, &p));
+    }
+
+    #[test]
+    fn qcow2_hazards() {
+        let p = policy();
+        let info = json!({"format": "qcow2", "virtual_size": 1, "source": "native",
+            "header": {"version": 3, "unknown_incompatible_features": 32, "has_data_file": true},
+            "format_specific": {"type": "qcow2", "data": {"corrupt": true, "data_file": "x",
+                "encrypt": {"format": "aes"}}}});
+        assert_eq!(
+            names(&check(&info, &p)),
+            ["data_file", "unknown_features", "corrupt", "legacy_aes"]
+        );
+        assert_eq!(
+            names(&check(&json!({"format": "qed", "virtual_size": 1}), &p)),
+            ["banned"]
+        );
+        assert_eq!(
+            names(&check(&json!({"format": "qcow", "virtual_size": 1}), &p)),
+            ["version"]
+        );
+    }
+}
