@@ -45,6 +45,13 @@ pub trait Source {
     fn allocated(&self) -> Option<u64> {
         None
     }
+    /// Up to `len` bytes at `offset` as a new buffer (fewer at the end).
+    fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let n = self.read_at(offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
     /// Whether there is nothing to read.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -125,6 +132,78 @@ impl Source for FileSource {
     }
     fn allocated(&self) -> Option<u64> {
         Some(self.allocated)
+    }
+}
+
+/// A block cache in front of a [`Source`]: every parser probes the same
+/// few places (the first sectors, 32 KiB for ISO, the last sector for VHD
+/// and VMDK footers), so each 4 KiB block is read from the file once.
+struct Cached<'a> {
+    src: &'a dyn Source,
+    blocks: std::cell::RefCell<Vec<(u64, Vec<u8>)>>,
+}
+
+impl Cached<'_> {
+    const BLOCK: u64 = 4 << 10;
+    /// At most this many blocks (256 KiB) are kept; the oldest goes first.
+    const KEEP: usize = 64;
+
+    /// Append up to `want` bytes from block `index` at `within` to `out`;
+    /// loads the block on a miss. Returns the bytes appended (0 at the end
+    /// of the file).
+    fn append_from(
+        &self,
+        index: u64,
+        within: usize,
+        want: usize,
+        out: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        let mut blocks = self.blocks.borrow_mut();
+        let pos = match blocks.iter().position(|(i, _)| *i == index) {
+            Some(p) => p,
+            None => {
+                let start = index * Self::BLOCK;
+                let len = Self::BLOCK.min(self.src.len().saturating_sub(start)) as usize;
+                let mut buf = vec![0u8; len];
+                let n = self.src.read_at(start, &mut buf)?;
+                buf.truncate(n);
+                if blocks.len() >= Self::KEEP {
+                    blocks.remove(0);
+                }
+                blocks.push((index, buf));
+                blocks.len() - 1
+            }
+        };
+        let avail = blocks[pos].1.get(within..).unwrap_or(&[]);
+        let n = avail.len().min(want);
+        out.extend_from_slice(&avail[..n]);
+        Ok(n)
+    }
+}
+
+impl Source for Cached<'_> {
+    fn len(&self) -> u64 {
+        self.src.len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let v = self.read_vec(offset, buf.len())?;
+        buf[..v.len()].copy_from_slice(&v);
+        Ok(v.len())
+    }
+    fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len.min(MAX_READ));
+        while out.len() < len {
+            let at = offset.saturating_add(out.len() as u64);
+            let (index, within) = (at / Self::BLOCK, (at % Self::BLOCK) as usize);
+            let want = len - out.len();
+            if self.append_from(index, within, want, &mut out)? == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+    fn allocated(&self) -> Option<u64> {
+        self.src.allocated()
     }
 }
 
@@ -226,10 +305,7 @@ impl<'a> Reader<'a> {
         let avail = self.len().saturating_sub(offset);
         let len = len.min(usize::try_from(avail).unwrap_or(usize::MAX));
         self.charge(offset, len)?;
-        let mut buf = vec![0u8; len];
-        let n = self.src.read_at(offset, &mut buf)?;
-        buf.truncate(n);
-        Ok(buf)
+        Ok(self.src.read_vec(offset, len)?)
     }
 
     /// A `Truncated` error for this format.
@@ -371,6 +447,11 @@ fn raw_info(len: u64) -> Map<String, Value> {
 /// Probe `src` (named `name`, as given by the user) the way `qemu-img info`
 /// would, or as `forced` (a qemu format name, like `-f`).
 pub fn probe(src: &dyn Source, name: &str, forced: Option<&str>) -> Result<Probe, FormatError> {
+    let cached = Cached {
+        src,
+        blocks: std::cell::RefCell::new(Vec::new()),
+    };
+    let src: &dyn Source = &cached;
     // Every parser runs, so that all matches are reported. A parser that
     // fails on bytes carrying its magic stops the probe only where qemu
     // would have chosen that format: forced, or ahead of the winner.
@@ -399,39 +480,38 @@ pub fn probe(src: &dyn Source, name: &str, forced: Option<&str>) -> Result<Probe
         // ISO and partition-table readers never return one.
         return Err(e);
     }
-    let mut info = match forced {
-        Some("raw") => raw_info(src.len()),
-        Some(f) => match found.first() {
-            Some(p) => p.info.clone(),
-            None if known_formats().contains(&f) => {
-                return Err(FormatError::Invalid {
-                    format: "probe",
-                    what: format!("not a {f} image"),
-                });
-            }
-            None => {
-                return Err(FormatError::Invalid {
-                    format: "probe",
-                    what: format!("unknown format {f:?}"),
-                });
-            }
-        },
-        None => match found.iter().find(|p| p.qemu_probes) {
-            Some(p) => p.info.clone(),
-            None => raw_info(src.len()),
-        },
-    };
     let mut detected: Vec<Value> = found.iter().map(|p| Value::from(p.kind)).collect();
     if forced.is_none() && !found.iter().any(|p| p.qemu_probes) {
         detected.insert(0, "raw".into());
     }
-    for p in &found {
+    // The winner's fields become the info; layouts qemu reads as raw are
+    // attached as details. Moved, not copied.
+    let winner = match forced {
+        Some("raw") => None,
+        Some(f) if found.is_empty() => {
+            return Err(FormatError::Invalid {
+                format: "probe",
+                what: if known_formats().contains(&f) {
+                    format!("not a {f} image")
+                } else {
+                    format!("unknown format {f:?}")
+                },
+            });
+        }
+        Some(_) => Some(0),
+        None => found.iter().position(|p| p.qemu_probes),
+    };
+    let mut info = match winner {
+        Some(i) => std::mem::take(&mut found[i].info),
+        None => raw_info(src.len()),
+    };
+    for p in found {
         match p.kind {
             "iso" => {
-                info.insert("iso".into(), Value::Object(p.info.clone()));
+                info.insert("iso".into(), Value::Object(p.info));
             }
             "gpt" | "mbr" => {
-                info.insert("partition_table".into(), Value::Object(p.info.clone()));
+                info.insert("partition_table".into(), Value::Object(p.info));
             }
             _ => {}
         }

@@ -483,11 +483,19 @@ fn check_log(r: &Reader, offset: u64, length: u32, guid: &[u8]) -> Result<(), Fo
     if length > MAX_LOG_SCAN {
         return Err(r.invalid(format!("log of {length} bytes is too large to check")));
     }
-    // Entry headers sit on 4 KiB boundaries: read 64 bytes at each, and the
-    // whole entry only for a candidate.
+    // Entry headers sit on 4 KiB boundaries. The log is read a chunk at a
+    // time (not 64 bytes per boundary: a 1 MiB log is 256 of them).
     let mut at = 0u64;
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut chunk_at = 0u64;
     while at + 64 <= length {
-        let e = read_padded(r, offset.wrapping_add(at), 64)?;
+        if at < chunk_at || at + 64 > chunk_at + chunk.len() as u64 {
+            chunk_at = at;
+            let n = usize::try_from((length - at).min(MAX_READ as u64)).unwrap_or(0);
+            chunk = read_padded(r, offset.wrapping_add(at), n)?;
+        }
+        let from = (at - chunk_at) as usize;
+        let e = chunk.get(from..from + 64).unwrap_or(&[]).to_vec();
         let elen = u64::from(le32(&e, 8));
         if e.starts_with(b"loge")
             && e.get(32..48) == Some(guid)

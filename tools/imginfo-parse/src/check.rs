@@ -108,6 +108,23 @@ pub fn check(info: &Value, p: &Policy) -> Value {
             "backing_file",
             "VMDK descriptor has a parent (parentCID is set): a backing file",
         ));
+    } else if format == "vpc"
+        && header
+            .and_then(|h| h.get("disk_type"))
+            .and_then(Value::as_str)
+            == Some("differencing")
+        && !p.allow_backing_file
+    {
+        // qemu reads it as a plain dynamic disk, but its data is only
+        // whole with its parent (vhd-util and XenServer chains follow it).
+        let parent = header
+            .and_then(|h| h.get("parent_name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        failures.push(fail(
+            "backing_file",
+            format!("differencing VHD: its data depends on a parent {parent:?}"),
+        ));
     }
 
     // qcow2 external data file (CVE-2024-32498).
@@ -428,6 +445,16 @@ mod tests {
             "format_specific": {"type": "vmdk", "data": {"create_type": "monolithicSparse",
                 "parent_cid": 4294967295u64, "extents": [{"filename": "d/x.vmdk"}]}}});
         assert_eq!(check(&ok, &p)["acceptable"], true, "{}", check(&ok, &p));
+    }
+
+    #[test]
+    fn differencing_vhd_has_a_parent() {
+        let info = json!({"format": "vpc", "virtual_size": 1,
+            "header": {"disk_type": "differencing", "parent_name": "base.vhd"}});
+        assert_eq!(names(&check(&info, &policy())), ["backing_file"]);
+        let dynamic =
+            json!({"format": "vpc", "virtual_size": 1, "header": {"disk_type": "dynamic"}});
+        assert_eq!(check(&dynamic, &policy())["acceptable"], true);
     }
 
     #[test]

@@ -119,21 +119,21 @@ pub fn finish(mut m: Map<String, Value>, source: Option<Source>) -> Map<String, 
     reorder(m, ORDER)
 }
 
-/// Known keys in `order`, then the others as they came, then the markers.
-fn reorder(mut m: Map<String, Value>, order: &[&str]) -> Map<String, Value> {
-    let mut out = Map::with_capacity(m.len());
-    for k in order {
-        if let Some(v) = m.shift_remove(*k) {
-            out.insert((*k).into(), v);
+/// Known keys in `order`, then the others as they came, then the markers
+/// (one stable sort; the keys are moved, not copied).
+fn reorder(m: Map<String, Value>, order: &[&str]) -> Map<String, Value> {
+    let rank = |k: &str| -> usize {
+        if let Some(i) = order.iter().position(|o| *o == k) {
+            i
+        } else if let Some(i) = TRAILER.iter().position(|t| *t == k) {
+            order.len() + 1 + i
+        } else {
+            order.len()
         }
-    }
-    let trailer: Vec<(String, Value)> = TRAILER
-        .iter()
-        .filter_map(|k| m.shift_remove(*k).map(|v| ((*k).to_string(), v)))
-        .collect();
-    out.extend(m);
-    out.extend(trailer);
-    out
+    };
+    let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+    entries.sort_by_key(|(k, _)| rank(k));
+    entries.into_iter().collect()
 }
 
 /// `virtual-size` → `virtual_size`.
