@@ -148,6 +148,12 @@ fn visible(message: &str) -> String {
         .collect()
 }
 
+/// Returned (through `anyhow`) by a tool that stopped on a signal after
+/// cleaning up: the process exits 128+N.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by signal {0}; cleaned up")]
+pub struct Interrupted(pub i32);
+
 /// Whether an error is, somewhere in its chain, a closed pipe.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -233,6 +239,11 @@ fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
     match cli.run(&mut ctx) {
         Ok(()) => ctx.status().into(),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            let sig = e.downcast_ref::<Interrupted>().map_or(0, |i| i.0);
+            warn(T::NAME, &e.to_string());
+            ExitCode::from(crate::signal::exit_code(sig))
+        }
         Err(e) => {
             warn(T::NAME, &format!("{e:#}"));
             ExitCode::from(Status::Error.code())

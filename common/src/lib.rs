@@ -13,11 +13,15 @@
 //! - [`size`]: exact byte sizes (`10G`, `1.5 GiB`) and qemu's human sizes;
 //! - [`text`]: byte strings that may not be UTF-8, base64, RFC 3339 times.
 
+pub mod atomic;
 pub mod cli;
 pub mod exec;
 pub mod formats;
+pub mod hash;
 pub mod jsonl;
+pub mod lock;
 pub mod record;
+pub mod signal;
 pub mod size;
 pub mod status;
 pub mod text;

@@ -1,0 +1,284 @@
+//! Image digests in one pass: every algorithm on its own thread, fed the
+//! same reference-counted chunks, so the pass runs at the speed of the
+//! slowest hash rather than the sum of them.
+
+use bytes::Bytes;
+use digest::Digest;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+/// A digest algorithm. Names follow Glance's `os_hash_algo` (Python
+/// hashlib): `md5`, `sha1`, `sha256`, `sha512`, `sha3_512`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Algorithm {
+    /// MD5: Glance's `checksum`.
+    Md5,
+    /// SHA-1: Nova's legacy `.sha1`/`.info` content hash.
+    Sha1,
+    /// SHA-224.
+    Sha224,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512: Glance's default multihash.
+    Sha512,
+    /// SHA3-224.
+    Sha3_224,
+    /// SHA3-256.
+    Sha3_256,
+    /// SHA3-384.
+    Sha3_384,
+    /// SHA3-512.
+    Sha3_512,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order reports list them.
+    pub const ALL: &'static [Algorithm] = &[
+        Algorithm::Md5,
+        Algorithm::Sha1,
+        Algorithm::Sha224,
+        Algorithm::Sha256,
+        Algorithm::Sha384,
+        Algorithm::Sha512,
+        Algorithm::Sha3_224,
+        Algorithm::Sha3_256,
+        Algorithm::Sha3_384,
+        Algorithm::Sha3_512,
+    ];
+
+    /// hashlib's (and Glance's) name; also the record key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "md5",
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha224 => "sha224",
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha384 => "sha384",
+            Algorithm::Sha512 => "sha512",
+            Algorithm::Sha3_224 => "sha3_224",
+            Algorithm::Sha3_256 => "sha3_256",
+            Algorithm::Sha3_384 => "sha3_384",
+            Algorithm::Sha3_512 => "sha3_512",
+        }
+    }
+
+    /// Length of the hex digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Md5 => 32,
+            Algorithm::Sha1 => 40,
+            Algorithm::Sha224 | Algorithm::Sha3_224 => 56,
+            Algorithm::Sha256 | Algorithm::Sha3_256 => 64,
+            Algorithm::Sha384 | Algorithm::Sha3_384 => 96,
+            Algorithm::Sha512 | Algorithm::Sha3_512 => 128,
+        }
+    }
+
+    fn hasher(self) -> Box<dyn Hasher> {
+        match self {
+            Algorithm::Md5 => Box::new(md5::Md5::new()),
+            Algorithm::Sha1 => Box::new(sha1::Sha1::new()),
+            Algorithm::Sha224 => Box::new(sha2::Sha224::new()),
+            Algorithm::Sha256 => Box::new(sha2::Sha256::new()),
+            Algorithm::Sha384 => Box::new(sha2::Sha384::new()),
+            Algorithm::Sha512 => Box::new(sha2::Sha512::new()),
+            Algorithm::Sha3_224 => Box::new(sha3::Sha3_224::new()),
+            Algorithm::Sha3_256 => Box::new(sha3::Sha3_256::new()),
+            Algorithm::Sha3_384 => Box::new(sha3::Sha3_384::new()),
+            Algorithm::Sha3_512 => Box::new(sha3::Sha3_512::new()),
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+    /// `md5`, `SHA512`, `sha-512`, `sha3-256`, `sha3_256` all parse.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let norm: String = s
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c == '-' { '_' } else { c })
+            .collect();
+        let norm = match norm.as_str() {
+            "sha_1" => "sha1".to_string(),
+            "sha_224" | "sha_256" | "sha_384" | "sha_512" => norm.replacen('_', "", 1),
+            _ => norm,
+        };
+        Algorithm::ALL
+            .iter()
+            .copied()
+            .find(|a| a.name() == norm)
+            .ok_or_else(|| {
+                format!(
+                    "unknown algorithm {s:?} (known: {})",
+                    Algorithm::ALL
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    }
+}
+
+/// An object-safe digest, so one thread type serves every algorithm.
+trait Hasher: Send {
+    fn update(&mut self, data: &[u8]);
+    fn finish_hex(self: Box<Self>) -> String;
+}
+
+impl<D: Digest + Send> Hasher for D {
+    fn update(&mut self, data: &[u8]) {
+        Digest::update(self, data);
+    }
+    fn finish_hex(self: Box<Self>) -> String {
+        hex(&self.finalize())
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// SHA-1 of a string, as hex: Nova's cache name for an image id.
+pub fn sha1_hex(text: &str) -> String {
+    hex(&sha1::Sha1::digest(text.as_bytes()))
+}
+
+/// Chunks queued per hashing thread: bounds memory to a few chunks
+/// whatever the input size, and lets a fast hash run ahead a little.
+const QUEUE: usize = 4;
+
+/// Several digests computed in parallel over the same stream.
+pub struct MultiHasher {
+    workers: Vec<(Algorithm, SyncSender<Bytes>, JoinHandle<String>)>,
+    bytes: u64,
+}
+
+impl MultiHasher {
+    /// Start one thread per algorithm (duplicates are ignored).
+    pub fn new(algorithms: &[Algorithm]) -> Self {
+        let mut algs = algorithms.to_vec();
+        algs.sort();
+        algs.dedup();
+        let workers = algs
+            .into_iter()
+            .map(|alg| {
+                let (tx, rx): (SyncSender<Bytes>, Receiver<Bytes>) = sync_channel(QUEUE);
+                let handle = std::thread::spawn(move || {
+                    let mut h = alg.hasher();
+                    for chunk in rx {
+                        h.update(&chunk);
+                    }
+                    h.finish_hex()
+                });
+                (alg, tx, handle)
+            })
+            .collect();
+        MultiHasher { workers, bytes: 0 }
+    }
+
+    /// Feed a chunk to every hash (shared, not copied).
+    pub fn update(&mut self, chunk: &Bytes) {
+        self.bytes += chunk.len() as u64;
+        for (_, tx, _) in &self.workers {
+            // A worker only stops when its sender is dropped; a failed send
+            // means it panicked, which finish() reports.
+            let _ = tx.send(chunk.clone());
+        }
+    }
+
+    /// Bytes fed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The hex digests, in algorithm order.
+    pub fn finish(self) -> Vec<(Algorithm, String)> {
+        self.workers
+            .into_iter()
+            .map(|(alg, tx, handle)| {
+                drop(tx);
+                let hex = handle.join().unwrap_or_default();
+                (alg, hex)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        let mut m = MultiHasher::new(Algorithm::ALL);
+        m.update(&Bytes::from_static(b"ab"));
+        m.update(&Bytes::from_static(b"c"));
+        assert_eq!(m.bytes(), 3);
+        let d: std::collections::BTreeMap<Algorithm, String> = m.finish().into_iter().collect();
+        assert_eq!(d[&Algorithm::Md5], "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            d[&Algorithm::Sha1],
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            d[&Algorithm::Sha256],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(d[&Algorithm::Sha512].starts_with("ddaf35a193617aba"));
+        assert_eq!(
+            d[&Algorithm::Sha3_256],
+            "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532"
+        );
+        assert_eq!(d.len(), Algorithm::ALL.len());
+        for (a, h) in &d {
+            assert_eq!(h.len(), a.hex_len(), "{a}");
+        }
+    }
+
+    #[test]
+    fn empty_input_and_names() {
+        let d = MultiHasher::new(&[Algorithm::Md5, Algorithm::Md5]).finish();
+        assert_eq!(
+            d,
+            [(
+                Algorithm::Md5,
+                "d41d8cd98f00b204e9800998ecf8427e".to_string()
+            )]
+        );
+        for (s, a) in [
+            ("md5", Algorithm::Md5),
+            ("SHA512", Algorithm::Sha512),
+            ("sha-512", Algorithm::Sha512),
+            ("sha3-256", Algorithm::Sha3_256),
+            ("sha3_512", Algorithm::Sha3_512),
+            ("sha-1", Algorithm::Sha1),
+        ] {
+            assert_eq!(s.parse::<Algorithm>().unwrap(), a, "{s}");
+        }
+        assert!("crc32".parse::<Algorithm>().is_err());
+        assert_eq!(
+            sha1_hex("fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0"),
+            "0d5e6b61602d758984b3bf038267614d6016eb2a"
+        );
+    }
+}

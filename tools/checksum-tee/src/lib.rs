@@ -1,0 +1,470 @@
+//! checksum-tee: every digest Glance and Nova use, in one pass over a
+//! stream, each on its own thread; byte-exact pass-through (tee), atomic
+//! files (sink), and re-verification of files named by records.
+
+pub mod pump;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use common::cli::{Ctx, Interrupted, SharedArgs, Tool};
+use common::hash::{Algorithm, sha1_hex};
+use common::status::Status;
+use common::{ErrorKind, Record};
+use pump::{Expected, Outcome, PumpError, Sink};
+use serde_json::{Map, Value};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The facet this tool owns.
+pub const FACET: &str = "checksums";
+
+const AFTER_HELP: &str = "\
+Modes:
+  tee     producer | checksum-tee [-a md5,sha1,sha512] | consumer
+          bytes pass through unchanged; the report goes to --report (stderr)
+  sink    checksum-tee -o FILE [-o FILE...] < data
+          each FILE written atomically (temp, fsync, verify, rename); the
+          report record goes to stdout
+  verify  checksum-tee --verify FILE...   or records with \"path\" on stdin
+          expected values from --expect or the record's Glance \"image\" facet
+
+The report is the \"checksums\" facet: bytes, one hex digest per algorithm,
+os_hash_algo/os_hash_value (Glance's multihash), nova_cache_name (with
+--image-id), expected, verified (true, false, or null when there was nothing
+to compare), mismatch[], state (passed, committed, invalid, aborted,
+verified_in_place), final_path.
+
+Exit status: 0 fine, 1 a digest or size did not match, 2 an error,
+128+N stopped by signal N (nothing committed).";
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    about = "Every image digest in one pass: tee, atomic sink, or verify",
+    long_about = "Compute MD5, SHA-1 and the SHA-2/SHA-3 family in one pass, each on its own \
+thread, while passing the bytes through (tee), writing them atomically to files (sink), or \
+re-reading files named by records (verify); compare with expected values; report one JSON \
+record.",
+    after_help = "Run with --help for modes, the report and exit statuses.",
+    after_long_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// With --verify: files to re-read (without FILEs, records are read
+    /// from stdin)
+    #[arg(value_name = "FILE", requires = "verify")]
+    pub files: Vec<String>,
+
+    /// Digests to compute (md5, sha1, sha224, sha256, sha384, sha512,
+    /// sha3_224, sha3_256, sha3_384, sha3_512)
+    #[arg(
+        short,
+        long = "algorithms",
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "md5,sha1,sha512"
+    )]
+    pub algorithms: Vec<Algorithm>,
+
+    /// Glance's multihash algorithm, reported as os_hash_algo/os_hash_value
+    /// (added to the digests computed)
+    #[arg(long, value_name = "ALG", default_value = "sha512")]
+    pub os_hash_algo: Algorithm,
+
+    /// Write the stream to FILE atomically (repeatable); stdout then carries
+    /// the report record
+    #[arg(short, long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
+
+    /// Replace an existing output file (it is never replaced otherwise)
+    #[arg(long)]
+    pub force: bool,
+
+    /// With -o: also pass the bytes to stdout (the report then goes to
+    /// --report)
+    #[arg(long)]
+    pub tee: bool,
+
+    /// Where the report goes when stdout carries data (default: stderr)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// An expected digest, ALG:HEX (repeatable)
+    #[arg(long = "expect", value_name = "ALG:HEX", value_parser = parse_expect)]
+    pub expect: Vec<(Algorithm, String)>,
+
+    /// The expected size (e.g. 1073741824, 1G): a short stream fails
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub expect_size: Option<u64>,
+
+    /// Re-read FILEs (or records' paths) and compare with expected values
+    #[arg(long)]
+    pub verify: bool,
+
+    /// The image id: reports Nova's cache name for it (SHA-1 of the id)
+    #[arg(long, value_name = "ID")]
+    pub image_id: Option<String>,
+
+    /// When stdout closes early, keep reading to finish the digests and
+    /// commit the files (default: stop and commit nothing)
+    #[arg(long)]
+    pub drain: bool,
+
+    /// With --tee: a failing output file does not stop the bytes flowing
+    /// to stdout (Glance's behaviour); the report says the copy failed
+    #[arg(long, requires = "tee")]
+    pub best_effort_cache: bool,
+
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    common::size::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_expect(s: &str) -> Result<(Algorithm, String), String> {
+    let (alg, hex) = s.split_once(':').ok_or_else(|| {
+        format!("{s:?}: expected ALG:HEX, e.g. md5:d41d8cd98f00b204e9800998ecf8427e")
+    })?;
+    let alg: Algorithm = alg.parse()?;
+    let hex = hex.trim().to_ascii_lowercase();
+    if hex.len() != alg.hex_len() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?}: a {alg} digest is {} hex digits",
+            alg.hex_len()
+        ));
+    }
+    Ok((alg, hex))
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "checksum-tee";
+    const MAN_EXTRA: &'static str = include_str!("../doc/checksum-tee.extra.roff");
+
+    fn shared(&self) -> &SharedArgs {
+        &self.shared
+    }
+
+    fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
+        common::signal::install();
+        if self.verify {
+            verify(&self, ctx)
+        } else if self.outputs.is_empty() {
+            if self.report.as_deref() == Some(Path::new("-")) {
+                bail!("--report - would mix the report into the data on stdout; name a file");
+            }
+            tee(&self, ctx)
+        } else {
+            sink(&self, ctx)
+        }
+    }
+}
+
+impl Cli {
+    fn algorithms(&self, extra: &[Algorithm]) -> Vec<Algorithm> {
+        let mut v = self.algorithms.clone();
+        v.push(self.os_hash_algo);
+        v.extend(self.expect.iter().map(|(a, _)| *a));
+        v.extend_from_slice(extra);
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn expected(&self) -> Expected {
+        Expected {
+            size: self.expect_size,
+            digests: self.expect.clone(),
+        }
+    }
+}
+
+/// The `checksums` facet for an outcome.
+fn facet(cli: &Cli, out: &Outcome, expected: &Expected, state: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("bytes".into(), out.bytes.into());
+    for (alg, hex) in &out.digests {
+        m.insert(alg.name().into(), hex.clone().into());
+    }
+    if let Some((_, v)) = out.digests.iter().find(|(a, _)| *a == cli.os_hash_algo) {
+        m.insert("os_hash_algo".into(), cli.os_hash_algo.name().into());
+        m.insert("os_hash_value".into(), v.clone().into());
+    }
+    if let Some(id) = &cli.image_id {
+        m.insert("image_id".into(), id.clone().into());
+        m.insert("nova_cache_name".into(), sha1_hex(id).into());
+    }
+    if !expected.is_empty() {
+        let mut e = Map::new();
+        if let Some(s) = expected.size {
+            e.insert("size".into(), s.into());
+        }
+        for (a, h) in &expected.digests {
+            e.insert(a.name().into(), h.clone().into());
+        }
+        m.insert("expected".into(), Value::Object(e));
+    }
+    let (verified, mismatch) = expected.verdict(out);
+    m.insert("verified".into(), verified.map_or(Value::Null, Value::Bool));
+    m.insert(
+        "mismatch".into(),
+        Value::Array(mismatch.into_iter().map(Value::from).collect()),
+    );
+    m.insert("state".into(), state.into());
+    m
+}
+
+fn stop_on_signal(out: &Outcome) -> anyhow::Result<()> {
+    if let Some(sig) = out.signal {
+        return Err(Interrupted(sig).into());
+    }
+    Ok(())
+}
+
+/// Tee: stdin to stdout, report to --report or stderr.
+fn tee(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let expected = cli.expected();
+    let stdin = io::stdin().lock();
+    let stdout = io::stdout().lock();
+    let out = pump::pump(
+        stdin,
+        Some(Box::new(stdout)),
+        Vec::new(),
+        &cli.algorithms(&[]),
+        cli.drain,
+        false,
+    );
+    let state = if out.complete() { "passed" } else { "aborted" };
+    let mut rec = Record::new();
+    rec.set(FACET, Value::Object(facet(cli, &out, &expected, state)));
+    let status = report_status(ctx, &mut rec, &out, &expected);
+    write_report(cli, &rec)?;
+    ctx.merge(status);
+    stop_on_signal(&out)
+}
+
+/// Sink: stdin to files, committed only when everything verified.
+fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let expected = cli.expected();
+    let mut sinks = Vec::new();
+    for p in &cli.outputs {
+        let s =
+            Sink::create(p, cli.force).with_context(|| format!("cannot write {}", p.display()))?;
+        sinks.push(s);
+    }
+    let stdin = io::stdin().lock();
+    let passthrough: Option<Box<dyn Write>> = if cli.tee {
+        Some(Box::new(io::stdout().lock()))
+    } else {
+        None
+    };
+    let mut out = pump::pump(
+        stdin,
+        passthrough,
+        sinks,
+        &cli.algorithms(&[]),
+        cli.drain,
+        cli.best_effort_cache,
+    );
+    // With --best-effort-cache a failed copy did not stop the stream; it
+    // still failed.
+    let copy_errors: Vec<PumpError> = out
+        .sinks
+        .iter()
+        .filter_map(|s| s.error.clone())
+        .map(PumpError::Output)
+        .filter(|e| !out.errors.contains(e))
+        .collect();
+    out.errors.extend(copy_errors);
+    let (verified, _) = expected.verdict(&out);
+    let short = expected.size.is_some_and(|s| out.bytes < s);
+    let commit = out.complete() && verified != Some(false) && !short;
+    let mut finals = Vec::new();
+    let mut commit_error = None;
+    for s in std::mem::take(&mut out.sinks) {
+        if commit && s.error.is_none() {
+            match s.commit() {
+                Ok(p) => finals.push(p),
+                Err(e) => commit_error = Some(e),
+            }
+        } else {
+            let _ = s.abort();
+        }
+    }
+    let state = match (commit, &commit_error) {
+        (true, None) if finals.len() == cli.outputs.len() => "committed",
+        _ if verified == Some(false) && out.complete() && !short => "invalid",
+        _ => "aborted",
+    };
+    let mut rec = Record::new();
+    if let Some(first) = finals.first() {
+        rec.set(common::record::PATH, first.to_string_lossy().into_owned());
+    }
+    let mut f = facet(cli, &out, &expected, state);
+    if !finals.is_empty() {
+        f.insert(
+            "final_path".into(),
+            Value::Array(
+                finals
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned().into())
+                    .collect(),
+            ),
+        );
+    }
+    rec.set(FACET, Value::Object(f));
+    if let Some(e) = commit_error {
+        out.errors
+            .push(PumpError::Output(format!("commit failed: {e}")));
+    }
+    let status = report_status(ctx, &mut rec, &out, &expected);
+    if cli.tee {
+        write_report(cli, &rec)?;
+    } else {
+        ctx.emit(&rec)?;
+    }
+    ctx.merge(status);
+    stop_on_signal(&out)
+}
+
+/// Attach an error facet for failures; the status for the run. A stream
+/// that ended before the expected size is a failed read (Glance's "corrupt
+/// image download"), not merely a mismatch.
+fn report_status(ctx: &Ctx, rec: &mut Record, out: &Outcome, expected: &Expected) -> Status {
+    let short = expected
+        .size
+        .filter(|&s| out.eof && out.bytes < s)
+        .map(|s| {
+            PumpError::Input(format!(
+                "the stream ended after {} of the {s} bytes expected",
+                out.bytes
+            ))
+        });
+    if let Some(e) = out.errors.first().or(short.as_ref()) {
+        let kind = match e {
+            PumpError::Input(_) => ErrorKind::Io,
+            PumpError::Output(_) => ErrorKind::Io,
+            PumpError::DownstreamClosed => ErrorKind::Io,
+        };
+        let mut err = ctx.error(kind, e.to_string()).with("bytes_read", out.bytes);
+        if let Some(s) = expected.size {
+            err = err.with("expected_size", s);
+        }
+        ctx.warn(&e.to_string());
+        rec.set_error(&err);
+        return Status::Error;
+    }
+    match expected.verdict(out).0 {
+        Some(false) => {
+            let (_, mismatch) = expected.verdict(out);
+            ctx.warn(&format!("mismatch: {}", mismatch.join(", ")));
+            Status::No
+        }
+        _ => Status::Ok,
+    }
+}
+
+fn write_report(cli: &Cli, rec: &Record) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(rec)?;
+    line.push(b'\n');
+    match &cli.report {
+        Some(p) => {
+            let mut f = std::fs::File::create(p)
+                .with_context(|| format!("cannot write the report to {}", p.display()))?;
+            f.write_all(&line)?;
+            f.sync_all()?;
+        }
+        None => {
+            let _ = io::stderr().lock().write_all(&line);
+        }
+    }
+    Ok(())
+}
+
+/// Expected values from a record's Glance `image` facet.
+fn expected_from_image(image: &Value) -> Expected {
+    let mut e = Expected {
+        size: image.get("size").and_then(Value::as_u64),
+        ..Expected::default()
+    };
+    if let Some(md5) = image.get("checksum").and_then(Value::as_str) {
+        e.digests.push((Algorithm::Md5, md5.to_ascii_lowercase()));
+    }
+    if let (Some(algo), Some(value)) = (
+        image.get("os_hash_algo").and_then(Value::as_str),
+        image.get("os_hash_value").and_then(Value::as_str),
+    ) && let Ok(a) = algo.parse::<Algorithm>()
+    {
+        e.digests.push((a, value.to_ascii_lowercase()));
+    }
+    e
+}
+
+/// Verify: re-read each file and compare.
+fn verify(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
+    if !cli.files.is_empty() {
+        for f in &cli.files {
+            verify_record(cli, ctx, Record::from_path(f))?;
+        }
+        return Ok(());
+    }
+    let stdin = io::stdin().lock();
+    let mut reader = common::jsonl::RecordReader::new(stdin);
+    while let Some(item) = reader.next_record().context("reading stdin")? {
+        match item {
+            Ok(rec) if rec.has_error() => ctx.emit(&rec)?,
+            Ok(rec) => verify_record(cli, ctx, rec)?,
+            Err(bad) => {
+                let e = ctx.error(bad.kind, bad.message).at_line(bad.line);
+                ctx.fail(Record::new(), e)?;
+            }
+        }
+        if let Some(sig) = common::signal::pending() {
+            return Err(Interrupted(sig).into());
+        }
+    }
+    Ok(())
+}
+
+fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record) -> anyhow::Result<()> {
+    let Some(path) = rec.path().map(str::to_owned) else {
+        let e = ctx.error(ErrorKind::BadRecord, "record has no string `path`");
+        ctx.fail(rec, e)?;
+        return Ok(());
+    };
+    let mut expected = cli.expected();
+    if expected.is_empty()
+        && let Some(image) = rec.get("image")
+    {
+        expected = expected_from_image(image);
+    }
+    let extra: Vec<Algorithm> = expected.digests.iter().map(|(a, _)| *a).collect();
+    let (file, noatime) = match pump::open_noatime(Path::new(&path)) {
+        Ok(f) => f,
+        Err(err) => {
+            let e = ctx.error(ErrorKind::from_io(&err), err.to_string());
+            ctx.fail(rec, e)?;
+            return Ok(());
+        }
+    };
+    let out = pump::pump(
+        file,
+        None,
+        Vec::new(),
+        &cli.algorithms(&extra),
+        false,
+        false,
+    );
+    let state = if out.complete() {
+        "verified_in_place"
+    } else {
+        "aborted"
+    };
+    let mut f = facet(cli, &out, &expected, state);
+    f.insert("noatime".into(), noatime.into());
+    rec.set(FACET, Value::Object(f));
+    let status = report_status(ctx, &mut rec, &out, &expected);
+    ctx.emit(&rec)?;
+    ctx.merge(status);
+    stop_on_signal(&out)
+}

@@ -1,0 +1,246 @@
+//! The pass over the bytes: read big chunks, hand each (shared, not
+//! copied) to every hashing thread, write it downstream and to the output
+//! files, and stop cleanly on errors and signals.
+
+use bytes::BytesMut;
+use common::atomic::AtomicFile;
+use common::hash::{Algorithm, MultiHasher};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes read per chunk: large reads keep syscalls and channel traffic
+/// negligible next to hashing; a few chunks in flight bound memory.
+pub const CHUNK: usize = 1 << 20;
+
+/// What the stream should have been.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// Digests, lower-case hex.
+    pub digests: Vec<(Algorithm, String)>,
+}
+
+impl Expected {
+    /// Nothing to compare with.
+    pub fn is_empty(&self) -> bool {
+        self.size.is_none() && self.digests.is_empty()
+    }
+
+    /// `Some(true)` all match, `Some(false)` some do not (listed), `None`
+    /// nothing was expected: never a silent "verified".
+    pub fn verdict(&self, out: &Outcome) -> (Option<bool>, Vec<String>) {
+        if self.is_empty() {
+            return (None, Vec::new());
+        }
+        let mut mismatch = Vec::new();
+        if self.size.is_some_and(|s| s != out.bytes) {
+            mismatch.push("size".to_string());
+        }
+        for (alg, want) in &self.digests {
+            let got = out.digests.iter().find(|(a, _)| a == alg).map(|(_, h)| h);
+            if got != Some(want) {
+                mismatch.push(alg.name().to_string());
+            }
+        }
+        (Some(mismatch.is_empty()), mismatch)
+    }
+}
+
+/// Why the pass did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PumpError {
+    /// Reading the input failed.
+    Input(String),
+    /// Writing an output file failed.
+    Output(String),
+    /// The downstream reader went away before the end.
+    DownstreamClosed,
+}
+
+impl fmt::Display for PumpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PumpError::Input(e) => write!(f, "reading the input failed: {e}"),
+            PumpError::Output(e) => write!(f, "writing an output failed: {e}"),
+            PumpError::DownstreamClosed => {
+                f.write_str("the reader of stdout stopped before the end; nothing committed (--drain finishes instead)")
+            }
+        }
+    }
+}
+
+/// An output file being written atomically.
+pub struct Sink {
+    file: AtomicFile,
+    /// Where it goes when committed.
+    pub path: PathBuf,
+    /// Set when a write failed (the file is then never committed).
+    pub error: Option<String>,
+}
+
+impl Sink {
+    /// A temporary file next to `path`; an existing `path` is refused
+    /// unless `force`.
+    pub fn create(path: &Path, force: bool) -> io::Result<Sink> {
+        Ok(Sink {
+            file: AtomicFile::create(path, force)?,
+            path: path.to_owned(),
+            error: None,
+        })
+    }
+
+    /// Move into place (fsync, rename, fsync the directory).
+    pub fn commit(self) -> io::Result<PathBuf> {
+        self.file.commit()
+    }
+
+    /// Remove the temporary file.
+    pub fn abort(self) -> io::Result<()> {
+        self.file.abort()
+    }
+}
+
+/// What the pass did.
+pub struct Outcome {
+    /// Bytes read from the input.
+    pub bytes: u64,
+    /// Hex digests.
+    pub digests: Vec<(Algorithm, String)>,
+    /// What went wrong, first first.
+    pub errors: Vec<PumpError>,
+    /// The output files, to commit or abort.
+    pub sinks: Vec<Sink>,
+    /// The input reached its end.
+    pub eof: bool,
+    /// The downstream reader went away (with --drain the pass went on).
+    pub downstream_closed: bool,
+    /// A signal stopped the pass.
+    pub signal: Option<i32>,
+}
+
+impl Outcome {
+    /// Whole input read, no error, no signal.
+    pub fn complete(&self) -> bool {
+        self.eof && self.errors.is_empty() && self.signal.is_none()
+    }
+}
+
+/// Read up to a chunk, retrying short reads (pipes deliver 64 KiB at a
+/// time) so each chunk is large; stop at EOF or on a signal.
+fn fill(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if common::signal::pending().is_some() {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Pass `input` through the hashes, to `passthrough` and to `sinks`.
+/// `drain`: keep going after the downstream reader left; `best_effort`:
+/// keep serving the downstream reader after an output file failed.
+pub fn pump(
+    mut input: impl Read,
+    mut passthrough: Option<Box<dyn Write>>,
+    mut sinks: Vec<Sink>,
+    algorithms: &[Algorithm],
+    drain: bool,
+    best_effort: bool,
+) -> Outcome {
+    let mut hasher = MultiHasher::new(algorithms);
+    let mut errors = Vec::new();
+    let mut eof = false;
+    let mut downstream_closed = false;
+    let mut signal = None;
+    loop {
+        if let Some(s) = common::signal::pending() {
+            signal = Some(s);
+            break;
+        }
+        let mut buf = BytesMut::zeroed(CHUNK);
+        let n = match fill(&mut input, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(PumpError::Input(e.to_string()));
+                break;
+            }
+        };
+        if n == 0 {
+            eof = common::signal::pending().is_none();
+            if !eof {
+                signal = common::signal::pending();
+            }
+            break;
+        }
+        buf.truncate(n);
+        let chunk = buf.freeze();
+        hasher.update(&chunk);
+        if let Some(out) = passthrough.as_mut()
+            && let Err(e) = out.write_all(&chunk).and_then(|()| out.flush())
+        {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                errors.push(PumpError::Output(format!("stdout: {e}")));
+                break;
+            }
+            downstream_closed = true;
+            passthrough = None;
+            if !drain {
+                break;
+            }
+        }
+        for s in sinks.iter_mut().filter(|s| s.error.is_none()) {
+            if let Err(e) = s.file.write_all(&chunk) {
+                s.error = Some(format!("{}: {e}", s.path.display()));
+            }
+        }
+        if let Some(e) = sinks.iter().find_map(|s| s.error.clone())
+            && (passthrough.is_none() || !best_effort)
+        {
+            // A failed output ends the pass, unless the bytes still have a
+            // reader and the caller asked to keep serving it (Glance's
+            // best-effort cache).
+            errors.push(PumpError::Output(e));
+            break;
+        }
+    }
+    if downstream_closed && !drain && !sinks.is_empty() {
+        errors.push(PumpError::DownstreamClosed);
+    }
+    let bytes = hasher.bytes();
+    Outcome {
+        bytes,
+        digests: hasher.finish(),
+        errors,
+        sinks,
+        eof,
+        downstream_closed,
+        signal,
+    }
+}
+
+/// Open for reading without touching the access time (`O_NOATIME`, for
+/// the owner or root); falls back to a plain open where that is refused.
+/// Returns whether the atime was spared.
+pub fn open_noatime(path: &Path) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok((File::open(path)?, false)),
+        Err(e) => Err(e),
+    }
+}
