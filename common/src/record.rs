@@ -128,6 +128,13 @@ pub enum ErrorKind {
     QemuImgFailed,
     /// A child program ran past its time limit and was killed.
     Timeout,
+    /// Someone else holds the resource (a lock, a file being written): try
+    /// again later (exit 75).
+    Busy,
+    /// The target already exists and is never replaced.
+    AlreadyExists,
+    /// The request was refused as unsafe or impossible here.
+    Refused,
     /// A bug: a state the tool should never reach.
     Internal,
 }
@@ -150,6 +157,9 @@ impl ErrorKind {
             ErrorKind::QemuImgMissing => "qemu_img_missing",
             ErrorKind::QemuImgFailed => "qemu_img_failed",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Busy => "busy",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Refused => "refused",
             ErrorKind::Internal => "internal",
         }
     }
@@ -170,6 +180,9 @@ impl ErrorKind {
         ErrorKind::QemuImgMissing,
         ErrorKind::QemuImgFailed,
         ErrorKind::Timeout,
+        ErrorKind::Busy,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Refused,
         ErrorKind::Internal,
     ];
 

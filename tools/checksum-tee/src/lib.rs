@@ -2,6 +2,7 @@
 //! stream, each on its own thread; byte-exact pass-through (tee), atomic
 //! files (sink), and re-verification of files named by records.
 
+pub mod caches;
 pub mod pump;
 
 use anyhow::{Context, bail};
@@ -114,6 +115,54 @@ pub struct Cli {
     #[arg(long, requires = "tee")]
     pub best_effort_cache: bool,
 
+    /// Fill the Glance image cache DIR (image_cache_dir) with image
+    /// --image-id: incomplete/ID, then ID, or invalid/ID on any failure
+    #[arg(long, value_name = "DIR", requires = "image_id", conflicts_with_all = ["outputs", "verify", "nova_base"])]
+    pub glance_cache: Option<PathBuf>,
+
+    /// With --glance-cache: the cache's metadata driver
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        value_name = "DRIVER",
+        requires = "glance_cache"
+    )]
+    pub cache_driver: caches::Driver,
+
+    /// With --glance-cache: write no metadata (Glance never prunes such a
+    /// file)
+    #[arg(long, requires = "glance_cache")]
+    pub no_metadata: bool,
+
+    /// Fill Nova's _base under INSTANCES_PATH with image --image-id, as
+    /// _base/<sha1(id)>, under Nova's lock
+    #[arg(long, value_name = "INSTANCES_PATH", requires = "image_id", conflicts_with_all = ["outputs", "verify"])]
+    pub nova_base: Option<PathBuf>,
+
+    /// With --nova-base: also write the legacy _base/<name>.info side file
+    #[arg(long, requires = "nova_base")]
+    pub sidecar: bool,
+
+    /// With --nova-base: formats accepted besides raw (Nova expects raw
+    /// base files unless force_raw_images is off)
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        requires = "nova_base"
+    )]
+    pub allow_format: Vec<String>,
+
+    /// With --nova-base: how long to wait for Nova's lock
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        requires = "nova_base"
+    )]
+    pub lock_timeout: u64,
+
     #[command(flatten)]
     pub shared: SharedArgs,
 }
@@ -149,6 +198,8 @@ impl Tool for Cli {
         common::signal::install();
         if self.verify {
             verify(&self, ctx)
+        } else if self.glance_cache.is_some() || self.nova_base.is_some() {
+            cache_fill(&self, ctx)
         } else if self.outputs.is_empty() {
             if self.report.as_deref() == Some(Path::new("-")) {
                 bail!("--report - would mix the report into the data on stdout; name a file");
@@ -318,13 +369,196 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             .push(PumpError::Output(format!("commit failed: {e}")));
     }
     let status = report_status(ctx, &mut rec, &out, &expected);
-    if cli.tee {
-        write_report(cli, &rec)?;
-    } else {
-        ctx.emit(&rec)?;
-    }
+    emit_report(cli, ctx, &rec)?;
     ctx.merge(status);
     stop_on_signal(&out)
+}
+
+/// Which cache is being filled.
+enum Fill {
+    Glance(caches::GlanceFill),
+    Nova(caches::NovaFill),
+}
+
+/// Fill the Glance or Nova cache from stdin.
+fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let expected = cli.expected();
+    let id = cli.image_id.clone().unwrap_or_default();
+    let started = match (&cli.glance_cache, &cli.nova_base) {
+        (Some(root), _) => caches::GlanceFill::start(root, &id, cli.cache_driver, cli.no_metadata)
+            .map(|(f, file)| (Fill::Glance(f), file)),
+        (None, Some(inst)) => {
+            caches::NovaFill::start(inst, &id, std::time::Duration::from_secs(cli.lock_timeout))
+                .map(|(f, file)| (Fill::Nova(f), file))
+        }
+        (None, None) => bail!("no cache to fill"),
+    };
+    let (fill, file) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            let (kind, status) = match &e {
+                caches::CacheError::Busy(_) => (ErrorKind::Busy, Status::TempFail),
+                caches::CacheError::Exists(_) => (ErrorKind::AlreadyExists, Status::Error),
+                caches::CacheError::Refused(_) => (ErrorKind::Refused, Status::Error),
+                caches::CacheError::Io(_) => (ErrorKind::Io, Status::Error),
+            };
+            let mut rec = Record::new();
+            let mut f = Map::new();
+            f.insert("image_id".into(), id.clone().into());
+            f.insert("nova_cache_name".into(), sha1_hex(&id).into());
+            f.insert("state".into(), "refused".into());
+            rec.set(FACET, Value::Object(f));
+            let err = ctx.error(kind, e.to_string());
+            ctx.warn(&e.to_string());
+            rec.set_error(&err);
+            emit_report(cli, ctx, &rec)?;
+            ctx.merge(status);
+            return Ok(());
+        }
+    };
+    let temp_path = file.temp_path().to_owned();
+    let sink = pump::Sink::from_atomic(file, &temp_path);
+    let passthrough: Option<Box<dyn Write>> = if cli.tee {
+        Some(Box::new(io::stdout().lock()))
+    } else {
+        None
+    };
+    let extra: &[Algorithm] = if cli.sidecar { &[Algorithm::Sha1] } else { &[] };
+    let mut out = pump::pump(
+        io::stdin().lock(),
+        passthrough,
+        vec![sink],
+        &cli.algorithms(extra),
+        cli.drain,
+        cli.best_effort_cache,
+    );
+    let mut sinks = std::mem::take(&mut out.sinks);
+    let Some(sink) = sinks.pop() else {
+        bail!("internal: the cache file went missing");
+    };
+    if let Some(e) = sink.error.clone()
+        && !out.errors.contains(&PumpError::Output(e.clone()))
+    {
+        out.errors.push(PumpError::Output(e));
+    }
+    let (verified, mismatch) = expected.verdict(&out);
+    let short = expected.size.is_some_and(|s| out.bytes < s);
+    let mut ok = out.complete() && verified != Some(false) && !short;
+    let file = sink.into_atomic();
+    let mut rec = Record::new();
+    let mut extra_fields = Map::new();
+    // Nova expects raw base files: refuse other formats unless allowed.
+    if ok && let Fill::Nova(_) = &fill {
+        let format = common::formats::FileSource::open(&temp_path)
+            .ok()
+            .and_then(|src| common::formats::probe(&src, "", None).ok())
+            .and_then(|p| {
+                p.info
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "unknown".into());
+        extra_fields.insert("format".into(), format.clone().into());
+        if format != "raw" && !cli.allow_format.iter().any(|a| a == &format) {
+            ok = false;
+            out.errors.push(PumpError::Output(format!(
+                "the data is {format}, and Nova expects raw base files (--allow-format {format} to accept it)"
+            )));
+        }
+    }
+    let reason = match (out.errors.first(), &mismatch) {
+        (Some(e), _) => e.to_string(),
+        (None, m) if !m.is_empty() => format!("checksum mismatch: {}", m.join(", ")),
+        _ if short => format!("short read: {} bytes", out.bytes),
+        _ => "incomplete fetch".to_string(),
+    };
+    let state = match fill {
+        Fill::Glance(g) => {
+            if ok {
+                match g.commit(file, out.bytes) {
+                    Ok((p, meta)) => {
+                        rec.set(common::record::PATH, p.to_string_lossy().into_owned());
+                        extra_fields
+                            .insert("final_path".into(), p.to_string_lossy().into_owned().into());
+                        extra_fields.insert("metadata".into(), meta.into());
+                        "committed"
+                    }
+                    Err(e) => {
+                        out.errors.push(PumpError::Output(e.to_string()));
+                        "aborted"
+                    }
+                }
+            } else {
+                match g.invalidate(file, &reason) {
+                    Ok(p) => {
+                        extra_fields.insert(
+                            "invalid_path".into(),
+                            p.to_string_lossy().into_owned().into(),
+                        );
+                    }
+                    Err(e) => out.errors.push(PumpError::Output(e.to_string())),
+                }
+                "invalid"
+            }
+        }
+        Fill::Nova(n) => {
+            extra_fields.insert("removed_stale_part".into(), n.removed_stale_part.into());
+            if ok {
+                match file.commit() {
+                    Ok(p) => {
+                        rec.set(common::record::PATH, p.to_string_lossy().into_owned());
+                        extra_fields
+                            .insert("final_path".into(), p.to_string_lossy().into_owned().into());
+                        if cli.sidecar
+                            && let Some((_, sha1)) =
+                                out.digests.iter().find(|(a, _)| *a == Algorithm::Sha1)
+                        {
+                            match caches::write_sidecar(&n.final_path, sha1) {
+                                Ok(p) => {
+                                    extra_fields.insert(
+                                        "sidecar".into(),
+                                        p.to_string_lossy().into_owned().into(),
+                                    );
+                                }
+                                Err(e) => {
+                                    out.errors.push(PumpError::Output(format!("sidecar: {e}")))
+                                }
+                            }
+                        }
+                        "committed"
+                    }
+                    Err(e) => {
+                        out.errors.push(PumpError::Output(e.to_string()));
+                        "aborted"
+                    }
+                }
+            } else {
+                let _ = file.abort();
+                if verified == Some(false) && out.complete() {
+                    "invalid"
+                } else {
+                    "aborted"
+                }
+            }
+        }
+    };
+    let mut f = facet(cli, &out, &expected, state);
+    f.extend(extra_fields);
+    rec.set(FACET, Value::Object(f));
+    let status = report_status(ctx, &mut rec, &out, &expected);
+    emit_report(cli, ctx, &rec)?;
+    ctx.merge(status);
+    stop_on_signal(&out)
+}
+
+/// The report goes to stdout, unless stdout carries the data (--tee).
+fn emit_report(cli: &Cli, ctx: &mut Ctx, rec: &Record) -> anyhow::Result<()> {
+    if cli.tee {
+        write_report(cli, rec)
+    } else {
+        Ok(ctx.emit(rec)?)
+    }
 }
 
 /// Attach an error facet for failures; the status for the run. A stream

@@ -92,6 +92,20 @@ impl Sink {
         })
     }
 
+    /// Write into an already created atomic file (a cache's own temp).
+    pub fn from_atomic(file: AtomicFile, path: &Path) -> Sink {
+        Sink {
+            file,
+            path: path.to_owned(),
+            error: None,
+        }
+    }
+
+    /// The atomic file, for a cache's own commit.
+    pub fn into_atomic(self) -> AtomicFile {
+        self.file
+    }
+
     /// Move into place (fsync, rename, fsync the directory).
     pub fn commit(self) -> io::Result<PathBuf> {
         self.file.commit()

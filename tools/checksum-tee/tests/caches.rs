@@ -1,0 +1,456 @@
+//! Filling the Glance image cache and Nova's `_base` with their own state
+//! machines: the Glance caching iterator's outcomes (upstream
+//! glance/tests/unit/test_image_cache.py: checksum verified, mismatch,
+//! failed read, consumer stopping early) and Nova's lock, as pipes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_checksum-tee");
+const HELLO_MD5: &str = "5d41402abc4b2a76b9719d911017c592";
+
+fn run(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    out
+}
+
+fn record(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap()
+}
+
+/// A Glance cache as glance-api's sqlite driver leaves it.
+fn glance_cache(dir: &Path) {
+    std::fs::create_dir_all(dir.join("cache/queue")).unwrap();
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE cached_images (image_id TEXT PRIMARY KEY, last_accessed REAL DEFAULT 0.0, last_modified REAL DEFAULT 0.0, size INTEGER DEFAULT 0, hits INTEGER DEFAULT 0, checksum TEXT)'); c.commit()",
+        ])
+        .arg(dir.join("cache/cache.db"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn rows(dir: &Path) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; print([(r[0], r[3], r[4], r[1] == r[2] and r[1] > 0) for r in sqlite3.connect(sys.argv[1]).execute('select image_id, last_accessed, last_modified, size, hits from cached_images order by image_id')])",
+        ])
+        .arg(dir.join("cache/cache.db"))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn glance_fill_commits_verified_data_with_its_metadata_row() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    glance_cache(p);
+    std::fs::write(p.join("cache/queue/img1"), b"").unwrap();
+    let out = run(
+        p,
+        &[
+            "--glance-cache",
+            "cache",
+            "--image-id",
+            "img1",
+            "--expect",
+            &format!("md5:{HELLO_MD5}"),
+        ],
+        b"hello",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = record(&out);
+    assert_eq!(r["path"], "cache/img1");
+    assert_eq!(r["checksums"]["state"], "committed");
+    assert_eq!(r["checksums"]["metadata"], true);
+    assert_eq!(std::fs::read(p.join("cache/img1")).unwrap(), b"hello");
+    assert!(
+        names(&p.join("cache/queue")).is_empty(),
+        "queue marker removed"
+    );
+    assert!(names(&p.join("cache/incomplete")).is_empty());
+    // Glance's row: hits 0, size, last_accessed = last_modified = now.
+    assert_eq!(rows(p), "[('img1', 5, 0, True)]");
+    // Never replaced.
+    let again = run(
+        p,
+        &["--glance-cache", "cache", "--image-id", "img1"],
+        b"other",
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(record(&again)["error"]["kind"], "already_exists");
+    assert_eq!(std::fs::read(p.join("cache/img1")).unwrap(), b"hello");
+}
+
+#[test]
+fn glance_fill_moves_failures_to_invalid() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    glance_cache(p);
+    // test_checksum_v1_mismatch: checksum verification failed.
+    let bad = run(
+        p,
+        &[
+            "-q",
+            "--glance-cache",
+            "cache",
+            "--image-id",
+            "bad",
+            "--expect",
+            &format!("md5:{HELLO_MD5}"),
+        ],
+        b"hellx",
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(record(&bad)["checksums"]["state"], "invalid");
+    assert_eq!(
+        std::fs::read(p.join("cache/invalid/bad")).unwrap(),
+        b"hellx"
+    );
+    assert!(!p.join("cache/bad").exists());
+    // A short stream (Glance's "Corrupt image download").
+    let short = run(
+        p,
+        &[
+            "-q",
+            "--glance-cache",
+            "cache",
+            "--image-id",
+            "short",
+            "--expect-size",
+            "10",
+        ],
+        b"hello",
+    );
+    assert_eq!(short.status.code(), Some(2));
+    assert!(p.join("cache/invalid/short").exists());
+    // test_gate_caching_iter_fall_off_end / consumer stops early: the
+    // reader of the bytes leaves; nothing is committed.
+    let big: Vec<u8> = (0..8u32 << 20).map(|i| i as u8).collect();
+    std::fs::write(p.join("big"), &big).unwrap();
+    let sh = format!(
+        "'{BIN}' -q --glance-cache cache --image-id early --tee --report r.json < big | head -c 100 > /dev/null; echo ${{PIPESTATUS[0]}}"
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&sh)
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    assert!(!p.join("cache/early").exists());
+    assert!(p.join("cache/invalid/early").exists());
+    // No rows for any of them.
+    assert_eq!(rows(p), "[]");
+    assert!(names(&p.join("cache/incomplete")).is_empty());
+}
+
+#[test]
+fn glance_fill_refusals() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    glance_cache(p);
+    // Another download in progress: busy, exit 75, nothing touched.
+    std::fs::create_dir_all(p.join("cache/incomplete")).unwrap();
+    std::fs::write(p.join("cache/incomplete/img"), b"partial").unwrap();
+    let busy = run(
+        p,
+        &["--glance-cache", "cache", "--image-id", "img"],
+        b"hello",
+    );
+    assert_eq!(busy.status.code(), Some(75));
+    assert_eq!(record(&busy)["error"]["kind"], "busy");
+    assert_eq!(
+        std::fs::read(p.join("cache/incomplete/img")).unwrap(),
+        b"partial"
+    );
+    // Hostile ids never become paths.
+    for id in ["../x", ".", "a/b", ""] {
+        let r = run(p, &["--glance-cache", "cache", "--image-id", id], b"hello");
+        assert_eq!(r.status.code(), Some(2), "{id:?}");
+    }
+    // Without cache.db the driver is xattr or centralized_db: say which.
+    let e = tempfile::tempdir().unwrap();
+    std::fs::create_dir(e.path().join("cache")).unwrap();
+    let r = run(
+        e.path(),
+        &["--glance-cache", "cache", "--image-id", "x"],
+        b"hello",
+    );
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--cache-driver"));
+    let r = run(
+        e.path(),
+        &[
+            "--glance-cache",
+            "cache",
+            "--image-id",
+            "x",
+            "--cache-driver",
+            "centralized-db",
+        ],
+        b"hello",
+    );
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("never be pruned"));
+    let r = run(
+        e.path(),
+        &[
+            "--glance-cache",
+            "cache",
+            "--image-id",
+            "x",
+            "--cache-driver",
+            "centralized-db",
+            "--no-metadata",
+        ],
+        b"hello",
+    );
+    assert_eq!(r.status.code(), Some(0));
+    assert_eq!(record(&r)["checksums"]["metadata"], false);
+}
+
+#[test]
+fn glance_xattr_driver_sets_hits() {
+    let e = tempfile::tempdir().unwrap();
+    std::fs::create_dir(e.path().join("cache")).unwrap();
+    let r = run(
+        e.path(),
+        &[
+            "--glance-cache",
+            "cache",
+            "--image-id",
+            "x",
+            "--cache-driver",
+            "xattr",
+        ],
+        b"hello",
+    );
+    if r.status.code() == Some(2)
+        && String::from_utf8_lossy(&r.stderr).contains("Operation not supported")
+    {
+        eprintln!("skipping: this file system has no user xattrs");
+        return;
+    }
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; print(os.getxattr(sys.argv[1], 'user.hits').decode())",
+        ])
+        .arg(e.path().join("cache/x"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+}
+
+const ID: &str = "fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0";
+const NAME: &str = "0d5e6b61602d758984b3bf038267614d6016eb2a";
+
+fn nova(dir: &Path) {
+    std::fs::create_dir_all(dir.join("inst/_base")).unwrap();
+}
+
+#[test]
+fn nova_fill_under_the_lock_with_sidecar() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    nova(p);
+    // A .part left by a download that died is replaced under the lock.
+    std::fs::write(p.join(format!("inst/_base/{NAME}.part")), b"stale").unwrap();
+    let out = run(
+        p,
+        &["--nova-base", "inst", "--image-id", ID, "--sidecar"],
+        b"raw disk bytes",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = record(&out);
+    assert_eq!(r["checksums"]["nova_cache_name"], NAME);
+    assert_eq!(r["checksums"]["state"], "committed");
+    assert_eq!(r["checksums"]["format"], "raw");
+    assert_eq!(r["checksums"]["removed_stale_part"], true);
+    assert_eq!(r["path"], format!("inst/_base/{NAME}"));
+    assert_eq!(
+        std::fs::read(p.join(format!("inst/_base/{NAME}"))).unwrap(),
+        b"raw disk bytes"
+    );
+    assert!(p.join(format!("inst/locks/nova-{NAME}")).exists());
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(p.join(format!("inst/_base/{NAME}.info"))).unwrap())
+            .unwrap();
+    assert_eq!(info["sha1"], r["checksums"]["sha1"]);
+    assert!(info["sha1-timestamp"].as_f64().unwrap() > 1.7e9);
+    assert_eq!(
+        names(&p.join("inst/_base")),
+        [NAME.to_string(), format!("{NAME}.info")]
+    );
+    // Never replaced.
+    let again = run(p, &["--nova-base", "inst", "--image-id", ID], b"x");
+    assert_eq!(record(&again)["error"]["kind"], "already_exists");
+}
+
+#[test]
+fn nova_fill_refuses_non_raw_unless_allowed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    nova(p);
+    let qcow2 = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/hostile/images/clean-v3.qcow2"),
+    )
+    .unwrap();
+    let r = run(p, &["-q", "--nova-base", "inst", "--image-id", ID], &qcow2);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        record(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("qcow2")
+    );
+    assert!(
+        names(&p.join("inst/_base")).is_empty(),
+        "nothing left behind"
+    );
+    let r = run(
+        p,
+        &[
+            "--nova-base",
+            "inst",
+            "--image-id",
+            ID,
+            "--allow-format",
+            "qcow2",
+        ],
+        &qcow2,
+    );
+    assert_eq!(r.status.code(), Some(0));
+    assert_eq!(record(&r)["checksums"]["format"], "qcow2");
+}
+
+#[test]
+fn nova_lock_held_by_python_means_busy_then_success() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    nova(p);
+    std::fs::create_dir(p.join("inst/locks")).unwrap();
+    let lock = p.join(format!("inst/locks/nova-{NAME}"));
+    // Nova's way: fasteners opens in append mode and takes lockf.
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl,sys; f=open(sys.argv[1],'a'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+        ])
+        .arg(&lock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let busy = run(
+        p,
+        &[
+            "--nova-base",
+            "inst",
+            "--image-id",
+            ID,
+            "--lock-timeout",
+            "0",
+        ],
+        b"data",
+    );
+    assert_eq!(busy.status.code(), Some(75));
+    assert_eq!(record(&busy)["error"]["kind"], "busy");
+    assert!(names(&p.join("inst/_base")).is_empty());
+    // Waiting: released while we wait, then we write.
+    let mut waiter = Command::new(BIN)
+        .args([
+            "--nova-base",
+            "inst",
+            "--image-id",
+            ID,
+            "--lock-timeout",
+            "20",
+        ])
+        .current_dir(p)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    waiter.stdin.take().unwrap().write_all(b"data").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(holder.stdin.take()); // the Python holder exits, releasing the lock
+    holder.wait().unwrap();
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(p.join(format!("inst/_base/{NAME}"))).unwrap(),
+        b"data"
+    );
+}
+
+#[test]
+fn nova_fill_needs_a_real_instances_path() {
+    let d = tempfile::tempdir().unwrap();
+    let r = run(
+        d.path(),
+        &["--nova-base", "nowhere", "--image-id", ID],
+        b"x",
+    );
+    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(record(&r)["error"]["kind"], "refused");
+}
