@@ -606,7 +606,10 @@ fn write_report(cli: &Cli, rec: &Record) -> anyhow::Result<()> {
             let mut f = std::fs::File::create(p)
                 .with_context(|| format!("cannot write the report to {}", p.display()))?;
             f.write_all(&line)?;
-            f.sync_all()?;
+            // A report file is made durable; /dev/null and pipes cannot be.
+            if f.metadata().is_ok_and(|m| m.is_file()) {
+                f.sync_all()?;
+            }
         }
         None => {
             let _ = io::stderr().lock().write_all(&line);

@@ -11,7 +11,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Bytes read per chunk: large reads keep syscalls and channel traffic
-/// negligible next to hashing; a few chunks in flight bound memory.
+/// negligible next to hashing (measured: 1 MiB beat 256 KiB here); a few
+/// chunks in flight bound memory.
 pub const CHUNK: usize = 1 << 20;
 
 /// What the stream should have been.
