@@ -14,27 +14,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_checksum-tee");
-const HELLO_MD5: &str = "5d41402abc4b2a76b9719d911017c592";
+mod support;
 
-fn run(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    out
-}
+use support::{BIN, run};
+const HELLO_MD5: &str = "5d41402abc4b2a76b9719d911017c592";
 
 fn record(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);
