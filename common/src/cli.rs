@@ -128,6 +128,27 @@ impl Ctx {
     }
 }
 
+/// Read JSON Lines records from stdin and hand each to `f`: records that
+/// already carry an `error` pass through unchanged, malformed lines become
+/// error records with their line number, and the stream goes on.
+pub fn each_stdin_record(
+    ctx: &mut Ctx,
+    mut f: impl FnMut(&mut Ctx, Record) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut reader = crate::jsonl::RecordReader::new(io::stdin().lock());
+    while let Some(item) = reader.next_record()? {
+        match item {
+            Ok(rec) if rec.has_error() => ctx.emit(&rec)?,
+            Ok(rec) => f(ctx, rec)?,
+            Err(bad) => {
+                let e = ctx.error(bad.kind, bad.message).at_line(bad.line);
+                ctx.fail(Record::new(), e)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Write `tool: message` to stderr, with control characters made visible
 /// so a hostile file name cannot forge lines or move the cursor.
 pub fn warn(tool: &str, message: &str) {

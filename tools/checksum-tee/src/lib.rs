@@ -645,22 +645,13 @@ fn verify(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let stdin = io::stdin().lock();
-    let mut reader = common::jsonl::RecordReader::new(stdin);
-    while let Some(item) = reader.next_record().context("reading stdin")? {
-        match item {
-            Ok(rec) if rec.has_error() => ctx.emit(&rec)?,
-            Ok(rec) => verify_record(cli, ctx, rec)?,
-            Err(bad) => {
-                let e = ctx.error(bad.kind, bad.message).at_line(bad.line);
-                ctx.fail(Record::new(), e)?;
-            }
-        }
+    common::cli::each_stdin_record(ctx, |ctx, rec| {
+        verify_record(cli, ctx, rec)?;
         if let Some(sig) = common::signal::pending() {
             return Err(Interrupted(sig).into());
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record) -> anyhow::Result<()> {
