@@ -135,6 +135,24 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The request was refused as unsafe or impossible here.
     Refused,
+    /// Not a (gzip'd) tar archive.
+    NotATarball,
+    /// An archive member that could write outside its directory or is not a plain file (absolute, `..`, link, device).
+    UnsafeMember,
+    /// An archive member the format does not allow (XenServer: only `N.vhd`).
+    UnexpectedMember,
+    /// A byte, member or size limit was reached.
+    LimitExceeded,
+    /// No chain members (no `0.vhd`).
+    ChainEmpty,
+    /// A numbered chain member is missing while later ones exist.
+    ChainGap,
+    /// The base of a chain is itself differencing: its parent is missing.
+    ChainIncomplete,
+    /// A chain member that should have a parent (all but the base) does not.
+    NotDifferencing,
+    /// A file that should be a VHD is not one.
+    NotAVhd,
     /// A bug: a state the tool should never reach.
     Internal,
 }
@@ -160,6 +178,15 @@ impl ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::AlreadyExists => "already_exists",
             ErrorKind::Refused => "refused",
+            ErrorKind::NotATarball => "not_a_tarball",
+            ErrorKind::UnsafeMember => "unsafe_member",
+            ErrorKind::UnexpectedMember => "unexpected_member",
+            ErrorKind::LimitExceeded => "limit_exceeded",
+            ErrorKind::ChainEmpty => "chain_empty",
+            ErrorKind::ChainGap => "chain_gap",
+            ErrorKind::ChainIncomplete => "chain_incomplete",
+            ErrorKind::NotDifferencing => "not_differencing",
+            ErrorKind::NotAVhd => "not_a_vhd",
             ErrorKind::Internal => "internal",
         }
     }
@@ -183,6 +210,15 @@ impl ErrorKind {
         ErrorKind::Busy,
         ErrorKind::AlreadyExists,
         ErrorKind::Refused,
+        ErrorKind::NotATarball,
+        ErrorKind::UnsafeMember,
+        ErrorKind::UnexpectedMember,
+        ErrorKind::LimitExceeded,
+        ErrorKind::ChainEmpty,
+        ErrorKind::ChainGap,
+        ErrorKind::ChainIncomplete,
+        ErrorKind::NotDifferencing,
+        ErrorKind::NotAVhd,
         ErrorKind::Internal,
     ];
 
