@@ -1,0 +1,191 @@
+//! `vhd-chain info` and `discover` on real VHDs made by qemu-img (children
+//! turned into differencing disks by patching their footers and headers,
+//! as XenServer writes them), and Cinder's chain-discovery tests
+//! (test_empty_chain, test_single_vhd_file_chain,
+//! test_chain_with_two_elements) as directories.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhd-chain");
+
+fn have_qemu() -> bool {
+    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "qemu-img is required in CI"
+        );
+        eprintln!("skipping: qemu-img is not installed");
+    }
+    ok
+}
+
+fn vhd(dir: &Path, name: &str, size: &str, subformat: &str) {
+    let st = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            &format!("subformat={subformat}"),
+            name,
+            size,
+        ])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Make `child` a differencing disk of `parent`: disk type 4 in both footer
+/// copies, the parent's UUID in the dynamic header, checksums redone.
+fn make_differencing(dir: &Path, child: &str, parent: &str) {
+    let script = r#"
+import struct, sys
+def fix(b, at):
+    b[at:at + 4] = b'\0' * 4
+    b[at:at + 4] = struct.pack('>I', (~sum(b)) & 0xffffffff)
+child, parent = sys.argv[1], sys.argv[2]
+p = open(parent, 'rb').read()
+puuid = p[len(p) - 512 + 68:len(p) - 512 + 84]
+b = bytearray(open(child, 'rb').read())
+for off in (0, len(b) - 512):
+    f = bytearray(b[off:off + 512]); f[60:64] = struct.pack('>I', 4); fix(f, 64); b[off:off + 512] = f
+h = bytearray(b[512:1536]); h[40:56] = puuid; fix(h, 36); b[512:1536] = h
+open(child, 'wb').write(b)
+"#;
+    let st = Command::new("python3")
+        .args(["-c", script, child, parent])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn run(dir: &Path, args: &[&str]) -> (i32, Vec<Value>) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let recs = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code().unwrap_or(-1), recs)
+}
+
+#[test]
+fn info_reports_what_qemu_believes() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    vhd(p, "dyn.vhd", "100M", "dynamic");
+    vhd(p, "fixed.vhd", "100M", "fixed");
+    std::fs::write(p.join("text.vhd"), b"not a vhd at all").unwrap();
+    let (code, recs) = run(p, &["info", "dyn.vhd", "fixed.vhd", "text.vhd"]);
+    assert_eq!(code, 2);
+    for (rec, file) in recs.iter().zip(["dyn.vhd", "fixed.vhd"]) {
+        let q = Command::new("qemu-img")
+            .args(["info", "-f", "vpc", "--output=json", file])
+            .current_dir(p)
+            .output()
+            .unwrap();
+        let q: Value = serde_json::from_slice(&q.stdout).unwrap();
+        assert_eq!(rec["vhd"]["virtual_size"], q["virtual-size"], "{file}");
+        assert_eq!(rec["vhd"]["creator_app"], "qemu");
+    }
+    assert_eq!(recs[0]["vhd"]["disk_type"], "dynamic");
+    assert_eq!(recs[1]["vhd"]["disk_type"], "fixed");
+    assert_eq!(recs[2]["error"]["kind"], "not_a_vhd");
+}
+
+#[test]
+fn discover_a_three_member_chain_leaf_first() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    for n in ["0.vhd", "1.vhd", "2.vhd"] {
+        vhd(p, n, "64M", "dynamic");
+    }
+    make_differencing(p, "1.vhd", "2.vhd");
+    make_differencing(p, "0.vhd", "1.vhd");
+    let (code, recs) = run(p, &["discover", "."]);
+    assert_eq!(code, 0, "{recs:?}");
+    let roles: Vec<&str> = recs
+        .iter()
+        .map(|r| r["vhd"]["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["leaf", "middle", "base"]);
+    assert_eq!(recs[0]["path"], "./0.vhd");
+    assert_eq!(recs[0]["vhd"]["chain_length"], 3);
+    assert_eq!(recs[0]["vhd"]["parent_uuid_matches"], true);
+    assert_eq!(recs[1]["vhd"]["parent_uuid_matches"], true);
+    assert!(recs[2]["vhd"].get("parent_uuid_matches").is_none());
+    assert_eq!(recs[2]["vhd"]["disk_type"], "dynamic");
+}
+
+#[test]
+fn cinder_discovery_cases() {
+    if !have_qemu() {
+        return;
+    }
+    // test_empty_chain: nothing → chain_empty (Cinder returned []).
+    let d = tempfile::tempdir().unwrap();
+    let (code, recs) = run(d.path(), &["discover", "."]);
+    assert_eq!(
+        (code, recs[0]["error"]["kind"].as_str()),
+        (2, Some("chain_empty"))
+    );
+    // test_single_vhd_file_chain: 0.vhd alone.
+    vhd(d.path(), "0.vhd", "64M", "dynamic");
+    let (code, recs) = run(d.path(), &["discover", "."]);
+    assert_eq!((code, recs.len()), (0, 1));
+    assert_eq!(recs[0]["vhd"]["role"], "single");
+    // test_chain_with_two_elements.
+    vhd(d.path(), "1.vhd", "64M", "dynamic");
+    make_differencing(d.path(), "0.vhd", "1.vhd");
+    let (code, recs) = run(d.path(), &["discover", "."]);
+    assert_eq!((code, recs.len()), (0, 2));
+    // A numbered member past a gap is an error, never dropped.
+    vhd(d.path(), "3.vhd", "64M", "dynamic");
+    let (code, recs) = run(d.path(), &["discover", "."]);
+    assert_eq!(
+        (code, recs[0]["error"]["kind"].as_str()),
+        (2, Some("chain_gap"))
+    );
+    std::fs::remove_file(d.path().join("3.vhd")).unwrap();
+    // A differencing base: its parent is missing.
+    vhd(d.path(), "2.vhd", "64M", "dynamic");
+    make_differencing(d.path(), "1.vhd", "2.vhd");
+    std::fs::remove_file(d.path().join("2.vhd")).unwrap();
+    let (code, recs) = run(d.path(), &["discover", "."]);
+    assert_eq!(
+        (code, recs[0]["error"]["kind"].as_str()),
+        (2, Some("chain_incomplete"))
+    );
+    // A plain dynamic disk in front of another member.
+    let e = tempfile::tempdir().unwrap();
+    vhd(e.path(), "0.vhd", "64M", "dynamic");
+    vhd(e.path(), "1.vhd", "64M", "dynamic");
+    let (code, recs) = run(e.path(), &["discover", "."]);
+    assert_eq!(
+        (code, recs[0]["error"]["kind"].as_str()),
+        (2, Some("not_differencing"))
+    );
+    assert_eq!(recs[0]["path"], "./0.vhd");
+}
