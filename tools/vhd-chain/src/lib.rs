@@ -1,9 +1,11 @@
 //! vhd-chain: XenServer VHD chains without vhd-util. This release:
 //! `info` (the `vhd-util query` facts of each file), `extract` (a safe,
-//! streaming replacement for Cinder's `tar -xzf`) and `discover` (Cinder's
-//! `0.vhd, 1.vhd, ...` rule, with the broken cases as errors).
+//! streaming replacement for Cinder's `tar -xzf`), `discover` (Cinder's
+//! `0.vhd, 1.vhd, ...` rule, with the broken cases as errors), and
+//! `set-parent` / `fix` (`vhd-util modify -p`, guarded by UUIDs).
 
 pub mod extract;
+pub mod relink;
 
 use clap::{Parser, Subcommand};
 use common::cli::{Ctx, SharedArgs, Tool};
@@ -28,6 +30,7 @@ chain_incomplete, not_differencing, io.
 
 Examples:
   vhd-chain extract image.tgz scratch/ && vhd-chain discover scratch/
+  vhd-chain fix scratch/
   vhd-chain info disk.vhd | jq .vhd.virtual_size
 
 Exit status: 0 fine, 2 an error record was written (or bad usage).";
@@ -84,6 +87,30 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Make PARENT the parent of the differencing disk CHILD (vhd-util
+    /// modify -p), on a copy renamed into place; refuses when CHILD's
+    /// recorded parent UUID is not PARENT's, unless --force
+    SetParent {
+        /// The differencing VHD to change
+        #[arg(value_name = "CHILD")]
+        child: PathBuf,
+        /// Its new parent
+        #[arg(value_name = "PARENT")]
+        parent: PathBuf,
+        /// Link even when the UUIDs disagree (the old UUID is recorded)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Link every member of the chain in DIR to the next one (Cinder's
+    /// fix_vhd_chain; a chain of one or none is left alone)
+    Fix {
+        /// The directory holding N.vhd files
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Link even when the UUIDs disagree
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -120,6 +147,22 @@ impl Tool for Cli {
                 extract_cmd(ctx, &tarball, &dir, &limits)
             }
             Command::Discover { dir } => discover_cmd(ctx, &dir),
+            Command::SetParent {
+                child,
+                parent,
+                force,
+            } => {
+                let r = relink::set_parent(&child, &parent, force);
+                relink_records(ctx, &child, r.map(|x| vec![x]))
+            }
+            Command::Fix { dir, force } => match discover(&dir) {
+                Ok(chain) => relink_records(ctx, &dir, relink::fix(&chain, force)),
+                Err((kind, msg)) => {
+                    let e = ctx.error(kind, msg);
+                    ctx.fail(Record::from_path(&dir.to_string_lossy()), e)?;
+                    Ok(())
+                }
+            },
         }
     }
 }
@@ -207,6 +250,32 @@ fn extract_cmd(
             }
             ctx.fail(rec.clone(), e)?;
             rec.remove(common::record::PATH);
+        }
+    }
+    Ok(())
+}
+
+fn relink_records(
+    ctx: &mut Ctx,
+    target: &Path,
+    result: Result<Vec<relink::Relinked>, relink::RelinkError>,
+) -> anyhow::Result<()> {
+    match result {
+        Ok(done) => {
+            for r in done {
+                let mut rec = Record::from_path(&r.child.to_string_lossy());
+                let mut f = match serde_json::to_value(&r)? {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
+                f.insert("step".into(), "relink".into());
+                rec.set(FACET, Value::Object(f));
+                ctx.emit(&rec)?;
+            }
+        }
+        Err(err) => {
+            let e = ctx.error(err.kind(), err.to_string());
+            ctx.fail(Record::from_path(&target.to_string_lossy()), e)?;
         }
     }
     Ok(())

@@ -189,3 +189,49 @@ fn cinder_discovery_cases() {
     );
     assert_eq!(recs[0]["path"], "./0.vhd");
 }
+
+#[test]
+fn fix_links_the_discovered_chain_and_set_parent_guards_uuids() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    for n in ["0.vhd", "1.vhd", "2.vhd", "other.vhd"] {
+        vhd(p, n, "64M", "dynamic");
+    }
+    make_differencing(p, "1.vhd", "2.vhd");
+    make_differencing(p, "0.vhd", "1.vhd");
+    // Cinder's fix_vhd_chain: each member linked to the next.
+    let (code, recs) = run(p, &["fix", "."]);
+    assert_eq!(code, 0, "{recs:?}");
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["vhd"]["step"], "relink");
+    assert_eq!(recs[0]["path"], "./0.vhd");
+    assert_eq!(recs[0]["vhd"]["parent_name"], "1.vhd");
+    let (_, chain) = run(p, &["discover", "."]);
+    assert!(
+        chain[..2]
+            .iter()
+            .all(|r| r["vhd"]["parent_uuid_matches"] == true)
+    );
+    // Linking to a disk that is not the recorded parent is refused...
+    let (code, recs) = run(p, &["set-parent", "0.vhd", "other.vhd"]);
+    assert_eq!(
+        (code, recs[0]["error"]["kind"].as_str()),
+        (2, Some("refused"))
+    );
+    // ...unless forced, and then the old UUID is on record.
+    let (code, recs) = run(p, &["set-parent", "--force", "0.vhd", "other.vhd"]);
+    assert_eq!(code, 0);
+    assert_eq!(recs[0]["vhd"]["forced"], true);
+    assert_ne!(
+        recs[0]["vhd"]["old_parent_uuid"],
+        recs[0]["vhd"]["new_parent_uuid"]
+    );
+    // A chain of one is left alone.
+    let e = tempfile::tempdir().unwrap();
+    vhd(e.path(), "0.vhd", "64M", "dynamic");
+    let (code, recs) = run(e.path(), &["fix", "."]);
+    assert_eq!((code, recs.len()), (0, 0));
+}

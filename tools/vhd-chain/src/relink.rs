@@ -1,0 +1,793 @@
+//! Re-parenting a differencing VHD: `vhd-util modify -n CHILD -p PARENT`
+//! (notes/vhd.md section 3.2), without ever writing into the child in place.
+//!
+//! What is rewritten, all in the child's dynamic header and in the data
+//! areas of its existing parent locators, exactly as libvhd's
+//! `vhd_change_parent` does:
+//! - parent unique id (header + 40): the parent's footer UUID;
+//! - parent timestamp (header + 56): the parent file's mtime minus
+//!   946684800, as a u32 (or a caller-supplied mtime, e.g. the tar member's,
+//!   see [`Options::parent_mtime`]);
+//! - parent unicode name (header + 64, 512 bytes): zeroed, then the UTF-16BE
+//!   basename of the canonical parent path;
+//! - every existing `MacX`, `W2ku` and `W2ru` locator: rewritten in place at
+//!   its data offset with the parent's path relative to the child
+//!   (`file://./NAME` UTF-8; `.\NAME` UTF-16LE, no BOM, no terminator),
+//!   zero-padded to whole sectors; `data length` = the payload length,
+//!   `data space` = the padded size in bytes. Bytes past the padded size are
+//!   left as they were. Other locators are untouched; none are added.
+//! - the header checksum.
+//!
+//! The footer (both copies), the BAT, the data and the file length are not
+//! changed.
+//!
+//! Where we differ from vhd-util, deliberately:
+//! - **Copy, then rename.** The whole child is copied to a temporary file
+//!   next to it ([`AtomicFile`]), patched there, fsynced and renamed over
+//!   the child (then the directory is fsynced). A crash leaves the old child
+//!   or the new one. The copy keeps the child's permission bits.
+//! - **Identity check.** The child's current parent UUID must equal the new
+//!   parent's UUID, unless forced ([`RelinkError::UuidMismatch`]); the result
+//!   records both.
+//! - **Hostile input.** Every offset is checked against the file length. A
+//!   locator whose data area would leave the file or overlap the footers,
+//!   the dynamic header or the BAT is refused ([`RelinkError::BadLocator`]),
+//!   as is one with an unusable `data space` (vhd-util would then write
+//!   without a limit).
+//! - Non-ASCII parent names are encoded as UTF-16 (vhd-util's iconv from
+//!   ASCII fails on them); names that are not UTF-8 are refused.
+
+use common::ErrorKind;
+use common::atomic::AtomicFile;
+use common::formats::{FormatError, Source, probe};
+use serde::Serialize;
+use serde_json::Value;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+const SECTOR: u64 = 512;
+const FOOTER: u64 = 512;
+const HEADER: usize = 1024;
+/// Seconds between the Unix epoch and the VHD epoch (2000-01-01 UTC).
+const VHD_EPOCH: i64 = 946_684_800;
+/// Header offsets.
+const H_CHECKSUM: usize = 36;
+const H_PARENT_UUID: usize = 40;
+const H_PARENT_TS: usize = 56;
+const H_PARENT_NAME: usize = 64;
+const PARENT_NAME_LEN: usize = 512;
+const H_LOCATORS: usize = 576;
+const LOCATOR_ENTRY: usize = 24;
+const LOCATORS: usize = 8;
+/// Largest locator data area we write (vhd-util's paths are < 1 KiB).
+const MAX_LOCATOR_SPACE: u64 = 64 * 1024;
+
+/// One re-parented child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Relinked {
+    /// The child that was rewritten (as given).
+    pub child: PathBuf,
+    /// Its new parent (as given).
+    pub parent: PathBuf,
+    /// The child's parent UUID before (lower-case, hyphenated).
+    pub old_parent_uuid: String,
+    /// The new parent's footer UUID, now in the child's header.
+    pub new_parent_uuid: String,
+    /// The parent name written into the header (the parent's basename).
+    pub parent_name: String,
+    /// The relative path written into the locators (`./1.vhd`).
+    pub locator_path: String,
+    /// The parent timestamp written (seconds since 2000-01-01 UTC).
+    pub parent_timestamp_epoch2000: u32,
+    /// Platform codes of the locators rewritten, in header order.
+    pub locators_rewritten: Vec<String>,
+    /// Whether the UUIDs differed and `force` made us go on.
+    pub forced: bool,
+}
+
+/// Options for [`set_parent_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Go on when the child's parent UUID is not the new parent's UUID.
+    pub force: bool,
+    /// The parent's mtime (Unix seconds) to use instead of the file's,
+    /// e.g. the tar member's mtime (deterministic, notes section 6).
+    pub parent_mtime: Option<i64>,
+}
+
+/// Why a child was not re-parented. Nothing was written in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum RelinkError {
+    /// The child is not a differencing disk.
+    #[error("{path}: would-be child is {disk_type}, not a differencing disk")]
+    NotDifferencing {
+        /// The child.
+        path: PathBuf,
+        /// What it is (`dynamic`, `fixed`, ...).
+        disk_type: String,
+    },
+    /// A file that should be a VHD is not one (or is broken).
+    #[error("{path}: not a usable VHD: {why}")]
+    NotAVhd {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The child's parent UUID is not the new parent's UUID.
+    #[error(
+        "{child}: its parent UUID is {old}, but {parent} has UUID {new}; refusing to relink (force to override)"
+    )]
+    UuidMismatch {
+        /// The child.
+        child: PathBuf,
+        /// The would-be parent.
+        parent: PathBuf,
+        /// The child's current parent UUID.
+        old: String,
+        /// The new parent's UUID.
+        new: String,
+    },
+    /// The new name does not fit (a locator's old space, or the 512-byte
+    /// name field).
+    #[error(
+        "{path}: the new parent path does not fit in the {code} field ({need} bytes, room for {room})"
+    )]
+    NameTooLong {
+        /// The child.
+        path: PathBuf,
+        /// The locator code (`MacX`, `W2ku`, `W2ru`) or `parent_name`.
+        code: String,
+        /// Bytes needed (padded, for locators).
+        need: u64,
+        /// Bytes available.
+        room: u64,
+    },
+    /// The parent's name cannot be written (not UTF-8, empty).
+    #[error("{path}: parent name cannot be encoded: {why}")]
+    BadName {
+        /// The parent.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A locator entry points somewhere it must not be written.
+    #[error("{path}: {code} locator #{index}: {why}")]
+    BadLocator {
+        /// The child.
+        path: PathBuf,
+        /// Its platform code.
+        code: String,
+        /// Its index (0..8).
+        index: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// The child is its own would-be parent.
+    #[error("{path}: a VHD cannot be its own parent")]
+    SelfParent {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The child changed (or was replaced) while we worked on it.
+    #[error("{path}: changed while being relinked; nothing was replaced")]
+    Changed {
+        /// The child.
+        path: PathBuf,
+    },
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl RelinkError {
+    /// The record's `error.kind`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RelinkError::NotDifferencing { .. } => ErrorKind::NotDifferencing,
+            RelinkError::NotAVhd { .. } => ErrorKind::NotAVhd,
+            RelinkError::UuidMismatch { .. }
+            | RelinkError::NameTooLong { .. }
+            | RelinkError::BadName { .. }
+            | RelinkError::SelfParent { .. } => ErrorKind::Refused,
+            RelinkError::BadLocator { .. } => ErrorKind::BadImage,
+            RelinkError::Changed { .. } => ErrorKind::Busy,
+            RelinkError::Io { source, .. } => ErrorKind::from_io(source),
+        }
+    }
+
+    /// For [`RelinkError::UuidMismatch`]: the child's current parent UUID
+    /// and the new parent's UUID, for the error record.
+    pub fn uuids(&self) -> Option<(&str, &str)> {
+        match self {
+            RelinkError::UuidMismatch { old, new, .. } => Some((old, new)),
+            _ => None,
+        }
+    }
+
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            RelinkError::NotDifferencing { path, .. }
+            | RelinkError::NotAVhd { path, .. }
+            | RelinkError::NameTooLong { path, .. }
+            | RelinkError::BadName { path, .. }
+            | RelinkError::BadLocator { path, .. }
+            | RelinkError::SelfParent { path }
+            | RelinkError::Changed { path }
+            | RelinkError::Io { path, .. } => path,
+            RelinkError::UuidMismatch { child, .. } => child,
+        }
+    }
+}
+
+/// `vhd-util modify -n CHILD -p PARENT`, on a copy of `child` renamed into
+/// place. Refuses a parent-UUID mismatch unless `force`.
+pub fn set_parent(child: &Path, parent: &Path, force: bool) -> Result<Relinked, RelinkError> {
+    set_parent_with(
+        child,
+        parent,
+        &Options {
+            force,
+            parent_mtime: None,
+        },
+    )
+}
+
+/// [`set_parent`] with all the options.
+pub fn set_parent_with(
+    child: &Path,
+    parent: &Path,
+    opts: &Options,
+) -> Result<Relinked, RelinkError> {
+    plan(child, parent, opts)?.apply()
+}
+
+/// Cinder's `fix_vhd_chain`: link `chain[i]` to `chain[i + 1]` for every
+/// member but the last (`0.vhd` is the leaf). Every link is checked before
+/// anything is written; a chain of 0 or 1 members is a no-op.
+pub fn fix(chain: &[PathBuf], force: bool) -> Result<Vec<Relinked>, RelinkError> {
+    fix_with(chain, force, &[])
+}
+
+/// [`fix`] with per-member mtimes (Unix seconds, index = chain index, e.g.
+/// from extraction): `mtimes[i + 1]`, when present, is used as the parent
+/// timestamp of `chain[i]`.
+pub fn fix_with(
+    chain: &[PathBuf],
+    force: bool,
+    mtimes: &[Option<i64>],
+) -> Result<Vec<Relinked>, RelinkError> {
+    let mut plans = Vec::with_capacity(chain.len().saturating_sub(1));
+    for (i, pair) in chain.windows(2).enumerate() {
+        let opts = Options {
+            force,
+            parent_mtime: mtimes.get(i + 1).copied().flatten(),
+        };
+        plans.push(plan(&pair[0], &pair[1], &opts)?);
+    }
+    plans.into_iter().map(Plan::apply).collect()
+}
+
+/// A read-only handle on an open file for `probe`.
+struct FdSource<'a> {
+    file: &'a File,
+    len: u64,
+}
+
+impl Source for FdSource<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self
+                .file
+                .read_at(&mut buf[done..], offset.saturating_add(done as u64))
+            {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Everything decided, nothing written yet.
+struct Plan {
+    /// The child as given (for messages).
+    child: PathBuf,
+    /// Its canonical path: what is replaced (a symlink stays a symlink,
+    /// as vhd-util writes through it).
+    target: PathBuf,
+    file: File,
+    meta: std::fs::Metadata,
+    header_offset: u64,
+    header: Vec<u8>,
+    /// (offset, padded payload) per rewritten locator.
+    writes: Vec<(u64, Vec<u8>)>,
+    result: Relinked,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RelinkError + '_ {
+    move |source| RelinkError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn probe_header(
+    path: &Path,
+    file: &File,
+    len: u64,
+) -> Result<serde_json::Map<String, Value>, RelinkError> {
+    let src = FdSource { file, len };
+    let p = probe(&src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
+        FormatError::Io(source) => RelinkError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        other => RelinkError::NotAVhd {
+            path: path.to_owned(),
+            why: other.to_string(),
+        },
+    })?;
+    match p.info.get("header") {
+        Some(Value::Object(h)) => Ok(h.clone()),
+        _ => Err(RelinkError::NotAVhd {
+            path: path.to_owned(),
+            why: "no VHD footer".into(),
+        }),
+    }
+}
+
+fn str_field<'a>(h: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
+    h.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn be32(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
+fn be64(b: &[u8], o: usize) -> u64 {
+    b.get(o..o + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn put(b: &mut [u8], o: usize, v: &[u8]) {
+    if let Some(d) = b.get_mut(o..o + v.len()) {
+        d.copy_from_slice(v);
+    }
+}
+
+/// The VHD checksum: NOT of the byte sum, the 4 bytes at `skip` as zero.
+fn checksum(buf: &[u8], skip: usize) -> u32 {
+    let sum = buf
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < skip || *i >= skip + 4)
+        .fold(0u32, |s, (_, b)| s.wrapping_add(u32::from(*b)));
+    !sum
+}
+
+/// A 16-byte id as lower-case hyphenated hex, in stored byte order.
+fn uuid_string(b: &[u8]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, v) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{v:02x}"));
+    }
+    s
+}
+
+/// The inverse of [`uuid_string`].
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|c| *c != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let t = std::str::from_utf8(pair).ok()?;
+        *out.get_mut(i)? = u8::from_str_radix(t, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// libvhd's `vhd_parent_locator_size`: below 512 the space is in sectors,
+/// a multiple of 512 is bytes, anything else is invalid (0).
+fn locator_space(data_space: u32) -> u64 {
+    let s = u64::from(data_space);
+    if s < SECTOR {
+        s * SECTOR
+    } else if s.is_multiple_of(SECTOR) {
+        s
+    } else {
+        0
+    }
+}
+
+/// Whole sectors, at least one (libvhd's `vhd_bytes_padded`).
+fn padded(len: u64) -> u64 {
+    len.div_ceil(SECTOR).max(1) * SECTOR
+}
+
+/// blktap's `relative_path_to(child, parent)`: from the child's directory
+/// to the parent, both canonical: `./NAME` in the same directory, else
+/// `../` per level up, then the rest of the parent's path.
+fn relative_path(child_dir: &Path, parent: &Path) -> Option<String> {
+    let names = |p: &Path| -> Option<Vec<String>> {
+        p.components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .map(|c| c.as_os_str().to_str().map(str::to_owned))
+            .collect()
+    };
+    let from = names(child_dir)?;
+    let to = names(parent)?;
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let up = from.len() - common;
+    let mut s = if up == 0 {
+        "./".to_string()
+    } else {
+        "../".repeat(up)
+    };
+    s.push_str(&to.get(common..)?.join("/"));
+    Some(s)
+}
+
+/// libvhd's `vhd_macx_encode_location`.
+fn encode_macx(rel: &str) -> Vec<u8> {
+    format!("file://{rel}").into_bytes()
+}
+
+/// libvhd's `vhd_w2u_encode_location`: a relative path gets `.\` in front
+/// (replacing a leading `./`), every `/` becomes `\`; UTF-16LE.
+fn encode_w2u(rel: &str) -> Vec<u8> {
+    let s = if rel.starts_with('/') {
+        rel.to_string()
+    } else {
+        format!(".\\{}", rel.strip_prefix("./").unwrap_or(rel))
+    };
+    s.replace('/', "\\")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect()
+}
+
+/// Whether `[a, a + alen)` and `[b, b + blen)` overlap.
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError> {
+    let child_real = std::fs::canonicalize(child).map_err(io_err(child))?;
+    let parent_real = std::fs::canonicalize(parent).map_err(io_err(parent))?;
+    if child_real == parent_real {
+        return Err(RelinkError::SelfParent {
+            path: child.to_owned(),
+        });
+    }
+
+    // The child: one open file for every read and the copy.
+    let file = File::open(&child_real).map_err(io_err(child))?;
+    let meta = file.metadata().map_err(io_err(child))?;
+    if !meta.is_file() {
+        return Err(RelinkError::NotAVhd {
+            path: child.to_owned(),
+            why: "not a regular file".into(),
+        });
+    }
+    let len = meta.len();
+    let h = probe_header(child, &file, len)?;
+    let disk_type = str_field(&h, "disk_type");
+    if disk_type != "differencing" || str_field(&h, "footer_source") != "start" {
+        return Err(RelinkError::NotDifferencing {
+            path: child.to_owned(),
+            disk_type: disk_type.to_string(),
+        });
+    }
+    let header_offset = h
+        .get("dynamic_header_offset")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| RelinkError::NotAVhd {
+            path: child.to_owned(),
+            why: "no dynamic header".into(),
+        })?;
+    let not_vhd = |why: &str| RelinkError::NotAVhd {
+        path: child.to_owned(),
+        why: why.to_string(),
+    };
+    // The whole header must be in the file, clear of both footers.
+    let header_end = header_offset
+        .checked_add(HEADER as u64)
+        .ok_or_else(|| not_vhd("dynamic header offset out of range"))?;
+    if header_offset < FOOTER || len < FOOTER || header_end > len - FOOTER {
+        return Err(not_vhd(
+            "dynamic header overlaps a footer or is past the end",
+        ));
+    }
+    let mut header = vec![0u8; HEADER];
+    file.read_exact_at(&mut header, header_offset)
+        .map_err(io_err(child))?;
+    if !header.starts_with(b"cxsparse") {
+        return Err(not_vhd("no dynamic header (cxsparse)"));
+    }
+    let table_offset = be64(&header, 16);
+    let table_len = padded(u64::from(be32(&header, 28)) * 4);
+
+    // The parent: its footer UUID.
+    let pfile = File::open(&parent_real).map_err(io_err(parent))?;
+    let pmeta = pfile.metadata().map_err(io_err(parent))?;
+    if !pmeta.is_file() && !pmeta.file_type().is_block_device() {
+        return Err(RelinkError::NotAVhd {
+            path: parent.to_owned(),
+            why: "not a regular file or block device".into(),
+        });
+    }
+    let plen = if pmeta.is_file() {
+        pmeta.len()
+    } else {
+        block_len(&pfile).map_err(io_err(parent))?
+    };
+    let ph = probe_header(parent, &pfile, plen)?;
+    let new_uuid = str_field(&ph, "uuid").to_string();
+    let new_uuid_bytes = uuid_bytes(&new_uuid).ok_or_else(|| RelinkError::NotAVhd {
+        path: parent.to_owned(),
+        why: "no footer UUID".into(),
+    })?;
+    let old_uuid = uuid_string(header.get(H_PARENT_UUID..H_PARENT_UUID + 16).unwrap_or(&[]));
+    let mismatch = old_uuid != new_uuid;
+    if mismatch && !opts.force {
+        return Err(RelinkError::UuidMismatch {
+            child: child.to_owned(),
+            parent: parent.to_owned(),
+            old: old_uuid,
+            new: new_uuid,
+        });
+    }
+
+    // Parent name: UTF-16BE basename of the canonical path.
+    let bad_name = |why: &str| RelinkError::BadName {
+        path: parent.to_owned(),
+        why: why.to_string(),
+    };
+    let base = parent_real
+        .file_name()
+        .ok_or_else(|| bad_name("no file name"))?
+        .to_str()
+        .ok_or_else(|| bad_name("not UTF-8"))?
+        .to_string();
+    let name16: Vec<u8> = base.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    if name16.len() > PARENT_NAME_LEN {
+        return Err(RelinkError::NameTooLong {
+            path: child.to_owned(),
+            code: "parent_name".into(),
+            need: name16.len() as u64,
+            room: PARENT_NAME_LEN as u64,
+        });
+    }
+    let child_dir = child_real.parent().unwrap_or(Path::new("/"));
+    let rel = relative_path(child_dir, &parent_real).ok_or_else(|| bad_name("not UTF-8"))?;
+
+    // Parent timestamp: mtime - 946684800 as u32 (C's truncation).
+    let mtime = opts.parent_mtime.unwrap_or_else(|| pmeta.mtime());
+    let ts = mtime.wrapping_sub(VHD_EPOCH) as u32;
+
+    put(&mut header, H_PARENT_UUID, &new_uuid_bytes);
+    put(&mut header, H_PARENT_TS, &ts.to_be_bytes());
+    put(&mut header, H_PARENT_NAME, &[0u8; PARENT_NAME_LEN]);
+    put(&mut header, H_PARENT_NAME, &name16);
+
+    // Locators, in place.
+    let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut codes = Vec::new();
+    for i in 0..LOCATORS {
+        let e = H_LOCATORS + LOCATOR_ENTRY * i;
+        let code_bytes: [u8; 4] = be32(&header, e).to_be_bytes();
+        let payload = match &code_bytes {
+            b"MacX" => encode_macx(&rel),
+            b"W2ku" | b"W2ru" => encode_w2u(&rel),
+            _ => continue,
+        };
+        let code = String::from_utf8_lossy(&code_bytes).into_owned();
+        let bad = |why: String| RelinkError::BadLocator {
+            path: child.to_owned(),
+            code: code.clone(),
+            index: i,
+            why,
+        };
+        let space = locator_space(be32(&header, e + 4));
+        let off = be64(&header, e + 16);
+        let need = padded(payload.len() as u64);
+        if space == 0 || need > space {
+            return Err(RelinkError::NameTooLong {
+                path: child.to_owned(),
+                code,
+                need,
+                room: space,
+            });
+        }
+        if space > MAX_LOCATOR_SPACE {
+            return Err(bad(format!("data space {space} is implausibly large")));
+        }
+        if !off.is_multiple_of(SECTOR) {
+            return Err(bad(format!("data offset {off} is not sector-aligned")));
+        }
+        // Written: [off, off + need). It must be inside the file and miss
+        // both footers, the dynamic header and the BAT.
+        if off
+            .checked_add(need)
+            .is_none_or(|end| end > len.saturating_sub(FOOTER))
+        {
+            return Err(bad(format!(
+                "data area at {off} ({need} bytes) is past the end of the data"
+            )));
+        }
+        if overlaps(off, need, 0, FOOTER)
+            || overlaps(off, need, header_offset, HEADER as u64)
+            || overlaps(off, need, table_offset, table_len)
+        {
+            return Err(bad(format!(
+                "data area at {off} ({need} bytes) overlaps the footer, header or BAT"
+            )));
+        }
+        if writes
+            .iter()
+            .any(|(o, d)| overlaps(off, need, *o, d.len() as u64))
+        {
+            return Err(bad(format!(
+                "data area at {off} overlaps another locator's"
+            )));
+        }
+        let data_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let space_bytes = u32::try_from(need).unwrap_or(u32::MAX);
+        put(&mut header, e + 4, &space_bytes.to_be_bytes());
+        put(&mut header, e + 8, &data_len.to_be_bytes());
+        let mut data = payload;
+        data.resize(usize::try_from(need).unwrap_or(0), 0);
+        writes.push((off, data));
+        codes.push(code);
+    }
+
+    let sum = checksum(&header, H_CHECKSUM);
+    put(&mut header, H_CHECKSUM, &sum.to_be_bytes());
+
+    Ok(Plan {
+        child: child.to_owned(),
+        target: child_real,
+        file,
+        meta,
+        header_offset,
+        header,
+        writes,
+        result: Relinked {
+            child: child.to_owned(),
+            parent: parent.to_owned(),
+            old_parent_uuid: old_uuid,
+            new_parent_uuid: new_uuid,
+            parent_name: base,
+            locator_path: rel,
+            parent_timestamp_epoch2000: ts,
+            locators_rewritten: codes,
+            forced: mismatch,
+        },
+    })
+}
+
+/// A block device's size (seek to the end; vhd-util accepts block devices
+/// as parents).
+fn block_len(f: &File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f;
+    let n = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(n)
+}
+
+impl Plan {
+    fn apply(self) -> Result<Relinked, RelinkError> {
+        let child = &self.child;
+        let err = io_err(child);
+        let mut out = AtomicFile::create(&self.target, true).map_err(io_err(child))?;
+        let perm = std::fs::Permissions::from_mode(self.meta.mode() & 0o7777);
+        out.file().set_permissions(perm).map_err(io_err(child))?;
+        // Copy the whole child from offset 0 (std uses copy_file_range).
+        let mut src = &self.file;
+        {
+            use std::io::{Seek, SeekFrom};
+            src.seek(SeekFrom::Start(0)).map_err(io_err(child))?;
+        }
+        let copied = io::copy(&mut src, out.file()).map_err(io_err(child))?;
+        if copied != self.meta.len() {
+            return Err(RelinkError::Changed {
+                path: child.clone(),
+            });
+        }
+        for (off, data) in &self.writes {
+            out.file().write_all_at(data, *off).map_err(io_err(child))?;
+        }
+        out.file()
+            .write_all_at(&self.header, self.header_offset)
+            .map_err(io_err(child))?;
+        // The path must still be the file we copied, unchanged.
+        let now = std::fs::symlink_metadata(&self.target).map_err(io_err(child))?;
+        let fd_now = self.file.metadata().map_err(io_err(child))?;
+        let same = now.dev() == self.meta.dev()
+            && now.ino() == self.meta.ino()
+            && fd_now.len() == self.meta.len()
+            && fd_now.mtime() == self.meta.mtime()
+            && fd_now.mtime_nsec() == self.meta.mtime_nsec();
+        if !same {
+            return Err(RelinkError::Changed {
+                path: child.clone(),
+            });
+        }
+        out.commit().map_err(err)?;
+        Ok(self.result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn relative_paths_follow_blktap() {
+        let r = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b)).unwrap();
+        assert_eq!(r("/s/x", "/s/x/1.vhd"), "./1.vhd");
+        assert_eq!(r("/s/x", "/s/y/1.vhd"), "../y/1.vhd");
+        assert_eq!(r("/s/x/z", "/s/1.vhd"), "../../1.vhd");
+        assert_eq!(r("/", "/1.vhd"), "./1.vhd");
+    }
+
+    #[test]
+    fn locator_encodings_match_libvhd() {
+        assert_eq!(encode_macx("./base.vhd"), b"file://./base.vhd");
+        let w: Vec<u8> = ".\\base.vhd"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(encode_w2u("./base.vhd"), w);
+        let w: Vec<u8> = ".\\..\\y\\b.vhd"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(encode_w2u("../y/b.vhd"), w);
+    }
+
+    #[test]
+    fn space_and_padding() {
+        assert_eq!(locator_space(1), 512);
+        assert_eq!(locator_space(512), 512);
+        assert_eq!(locator_space(1024), 1024);
+        assert_eq!(locator_space(513), 0);
+        assert_eq!(locator_space(0), 0);
+        assert_eq!(padded(0), 512);
+        assert_eq!(padded(17), 512);
+        assert_eq!(padded(513), 1024);
+    }
+
+    #[test]
+    fn uuid_round_trip() {
+        let b: Vec<u8> = (0u8..16).collect();
+        let s = uuid_string(&b);
+        assert_eq!(uuid_bytes(&s).unwrap().to_vec(), b);
+        assert!(uuid_bytes("xyz").is_none());
+    }
+}
