@@ -235,3 +235,102 @@ fn fix_links_the_discovered_chain_and_set_parent_guards_uuids() {
     let (code, recs) = run(e.path(), &["fix", "."]);
     assert_eq!((code, recs.len()), (0, 0));
 }
+
+#[test]
+fn check_answers_yes_or_no_like_xenserver_import() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    vhd(p, "ok.vhd", "64M", "dynamic");
+    let st = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            "force_size=on",
+            "q2.vhd",
+            "64M",
+        ])
+        .current_dir(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, recs) = run(p, &["check", "ok.vhd"]);
+    assert_eq!(
+        (code, recs[0]["vhd"]["valid"].clone()),
+        (0, Value::Bool(true))
+    );
+    // qemu's force_size images are refused by XenServer's import.
+    let (code, recs) = run(p, &["check", "ok.vhd", "q2.vhd"]);
+    assert_eq!(code, 1);
+    assert_eq!(recs[1]["vhd"]["valid"], false);
+    assert_eq!(recs[1]["vhd"]["findings"][0]["rule"], "geometry_too_large");
+    // A chain whose link is wrong.
+    let c = tempfile::tempdir().unwrap();
+    for n in ["0.vhd", "1.vhd", "x.vhd"] {
+        vhd(c.path(), n, "64M", "dynamic");
+    }
+    make_differencing(c.path(), "0.vhd", "x.vhd");
+    let (code, recs) = run(c.path(), &["check", "--chain", "."]);
+    assert_eq!(code, 1, "{recs:?}");
+    let rules: Vec<&str> = recs[0]["vhd"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"parent_uuid_mismatch"), "{rules:?}");
+}
+
+#[test]
+fn cat_streams_what_qemu_reads() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    vhd(p, "d.vhd", "64M", "dynamic");
+    let st = Command::new("qemu-io")
+        .args([
+            "-f",
+            "vpc",
+            "-c",
+            "write -P 0xab 1M 3M",
+            "-c",
+            "write -P 0x5a 40M 512",
+            "d.vhd",
+        ])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let ours = Command::new(BIN)
+        .args(["cat", "d.vhd"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert_eq!(ours.status.code(), Some(0));
+    let st = Command::new("qemu-img")
+        .args(["convert", "-f", "vpc", "-O", "raw", "d.vhd", "d.raw"])
+        .current_dir(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let theirs = std::fs::read(p.join("d.raw")).unwrap();
+    assert!(ours.stdout == theirs, "cat differs from qemu-img convert");
+    // A closed pipe ends quietly.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{BIN}' cat d.vhd | head -c 10 > /dev/null; echo ${{PIPESTATUS[0]}}"
+        ))
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    assert!(out.stderr.is_empty());
+}

@@ -1,0 +1,1156 @@
+//! `vhd-chain check FILE...`: what `vhd-util check [-p] [-t] [-c]` validates
+//! before XenServer imports a VHD (notes/vhd.md section 3.5), as findings
+//! with stable rule names instead of the first error message.
+//!
+//! Why raw bytes and not only `common::formats::probe`: the probe opens a
+//! file the way qemu does and *refuses* what qemu refuses (a bad footer
+//! checksum at offset 0 is an error, a bad end footer makes a fixed disk
+//! "not a VHD"), while a checker must report those as findings and go on.
+//! It also does not report reserved bytes, feature bits, versions, data
+//! offsets, the batmap or the raw locator fields. So the footer (both
+//! copies), the dynamic header, the BAT (read once), the batmap and, per
+//! allocated block, the sector bitmap are read here, with bounded reads.
+//!
+//! Which footer: the last 512 bytes (the last 511 when the file length is
+//! `512k + 511`), as blktap; for dynamic and differencing disks also the
+//! copy at offset 0, which must match (blktap's hidden-flag quirk allowed).
+//! When the end footer is missing (a truncated file), the copy at 0 drives
+//! the remaining checks. Neither copy carrying a `conectix` (or
+//! `v_poison`) cookie is [`CheckError::NotAVhd`].
+//!
+//! Rules (`Finding::rule`), by group (`Report::checked`):
+//! - `footer`: `footer_cookie`, `footer_poisoned`, `footer_checksum`,
+//!   `footer_features`, `footer_version`, `footer_data_offset`,
+//!   `footer_timestamp_future`, `tap_creator_version`, `geometry_too_large`,
+//!   `disk_type`, `footer_saved_state`, `footer_hidden`, `footer_reserved`,
+//!   `uuid_null`, `footer_copies_differ`, `fixed_size_mismatch`;
+//! - `header`: `header_offset`, `header_cookie`, `header_checksum`,
+//!   `header_version`, `header_data_offset`, `table_offset`,
+//!   `bat_outside_file`, `block_size_not_power_of_two`,
+//!   `block_size_too_small`, `block_size_too_large`, `header_reserved`,
+//!   `parent_timestamp_future`, `parent_name`, `parent_name_not_ascii`,
+//!   `parent_fields_nonzero`;
+//! - `locators`: `locator_code`, `locator_empty_not_zero`, `locator_fields`,
+//!   `locator_outside_file`;
+//! - `bat`: `bat_too_small`, `bat_too_large`, `block_outside_file`,
+//!   `bat_overlaps_metadata`, `bat_overlap`;
+//! - `batmap` (`tap` creator >= 1.2, or 1.1 with a batmap present):
+//!   `batmap_outside_file`, `batmap_cookie`, `batmap_version`,
+//!   `batmap_size`, `batmap_checksum`, `batmap_bit_unallocated`,
+//!   `batmap_bit_not_full`;
+//! - `data` (only with [`Options::data`], dynamic disks):
+//!   `data_under_clear_bits`;
+//! - `parent` ([`check_chain`]): `parent_uuid_mismatch`,
+//!   `chain_not_differencing`, `parent_missing`.
+//!
+//! Deliberate differences from vhd-util: every finding is reported, not the
+//! first; a `v_poison` footer (interrupted `vhd-util resize`) is a finding;
+//! the BAT must cover `ceil(current_size / block_size)` blocks (vhd-util
+//! assumes 2 MiB blocks); a block size under 512 bytes is a finding.
+//! One rule reports at most [`MAX_PER_RULE`] findings, then one summary.
+
+use common::ErrorKind;
+use common::formats::{FileSource, Source};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// At most this many findings per rule (then one "... more" finding).
+pub const MAX_PER_RULE: usize = 16;
+/// The most BAT entries we read (16 MiB of BAT; 2040 GiB needs 1 044 480
+/// entries of 2 MiB, 4 177 920 of 512 KiB).
+pub const MAX_BAT_ENTRIES: u32 = 1 << 22;
+
+const SECTOR: u64 = 512;
+const FOOTER: usize = 512;
+const HEADER: usize = 1024;
+/// Seconds between the Unix epoch and the VHD epoch (2000-01-01 UTC).
+const VHD_EPOCH: u64 = 946_684_800;
+const FUTURE_SLACK: i64 = 1800;
+const MAX_BLOCK: u32 = 2 << 20;
+/// Largest single read.
+const CHUNK: usize = 1 << 20;
+/// blktap's VHD_CURRENT_VERSION, 1.3.
+const TAP_CURRENT: u32 = 0x0001_0003;
+const BATMAP_CURRENT: u32 = 0x0001_0002;
+const BATMAP_V11: u32 = 0x0001_0001;
+const UNUSED: u32 = 0xffff_ffff;
+
+/// One broken rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Stable snake_case rule name (see the module documentation).
+    pub rule: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+/// The result of checking one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// No findings.
+    pub valid: bool,
+    /// Every broken rule (at most [`MAX_PER_RULE`] per rule, plus a summary).
+    pub findings: Vec<Finding>,
+    /// Rule groups that were checked: `footer`, `header`, `locators`,
+    /// `bat`, `batmap`, `data`, `parent`.
+    pub checked: Vec<String>,
+}
+
+/// Operational failures only: invalid content is a [`Report`].
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Opening or reading failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// No VHD footer anywhere: nothing to check.
+    #[error("{}: not a VHD: {why}", path.display())]
+    NotAVhd {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+impl CheckError {
+    /// The record's `error.kind`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CheckError::Io { source, .. } => ErrorKind::from_io(source),
+            CheckError::NotAVhd { .. } => ErrorKind::NotAVhd,
+        }
+    }
+
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            CheckError::Io { path, .. } | CheckError::NotAVhd { path, .. } => path,
+        }
+    }
+}
+
+/// What to check beyond the metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Like `vhd-util check -c`: read every allocated block of a dynamic
+    /// disk and report non-zero data under clear bitmap bits.
+    pub data: bool,
+    /// Like `-t`: do not compare timestamps with the clock.
+    pub ignore_timestamps: bool,
+}
+
+/// Check one VHD.
+pub fn check_file(path: &Path, opts: &Options) -> Result<Report, CheckError> {
+    Ok(check_inner(path, opts)?.0)
+}
+
+/// Like `vhd-util check -p`: check every member, and that each child's
+/// parent UUID equals the next member's footer UUID (`chain[0]` is the
+/// leaf, the last member the base). Every member but the base must be
+/// differencing, the base must not be.
+pub fn check_chain(chain: &[PathBuf], opts: &Options) -> Result<Vec<Report>, CheckError> {
+    let mut checked = Vec::with_capacity(chain.len());
+    for p in chain {
+        checked.push(check_inner(p, opts)?);
+    }
+    let n = checked.len();
+    for i in 0..n {
+        let parent = checked.get(i + 1).map(|(_, f)| f.clone());
+        let Some((report, facts)) = checked.get_mut(i) else {
+            continue;
+        };
+        let mut c = Collector::default();
+        let diff = facts.disk_type == Some(4);
+        match parent {
+            Some(pf) => {
+                if !diff {
+                    c.add(
+                        "chain_not_differencing",
+                        format!(
+                            "chain member {i} is not a differencing disk (type {}) but member {} follows it",
+                            facts.disk_type.unwrap_or(0),
+                            i + 1
+                        ),
+                    );
+                } else if let (Some(pu), Some(u)) = (facts.parent_uuid, pf.uuid)
+                    && pu != u
+                {
+                    c.add(
+                        "parent_uuid_mismatch",
+                        format!(
+                            "parent UUID {} is not the footer UUID {} of chain member {}",
+                            uuid_string(&pu),
+                            uuid_string(&u),
+                            i + 1
+                        ),
+                    );
+                }
+            }
+            None if diff => c.add(
+                "parent_missing",
+                format!("chain member {i}, the base, is differencing: its parent is missing"),
+            ),
+            None => {}
+        }
+        report.checked.push("parent".into());
+        report.findings.extend(c.finish());
+        report.valid = report.findings.is_empty();
+    }
+    Ok(checked.into_iter().map(|(r, _)| r).collect())
+}
+
+/// What a chain check needs from each member.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    disk_type: Option<u32>,
+    uuid: Option<[u8; 16]>,
+    parent_uuid: Option<[u8; 16]>,
+}
+
+#[derive(Default)]
+struct Collector {
+    findings: Vec<Finding>,
+    counts: HashMap<&'static str, usize>,
+    order: Vec<&'static str>,
+}
+
+impl Collector {
+    fn add(&mut self, rule: &'static str, message: impl Into<String>) {
+        let n = self.counts.entry(rule).or_insert(0);
+        if *n == 0 {
+            self.order.push(rule);
+        }
+        *n += 1;
+        if *n <= MAX_PER_RULE {
+            self.findings.push(Finding {
+                rule: rule.into(),
+                message: message.into(),
+            });
+        }
+    }
+
+    fn has(&self, rule: &str) -> bool {
+        self.counts.contains_key(rule)
+    }
+
+    fn finish(mut self) -> Vec<Finding> {
+        for rule in &self.order {
+            let n = self.counts.get(rule).copied().unwrap_or(0);
+            if n > MAX_PER_RULE {
+                self.findings.push(Finding {
+                    rule: (*rule).into(),
+                    message: format!("... and {} more", n - MAX_PER_RULE),
+                });
+            }
+        }
+        self.findings
+    }
+}
+
+fn be32(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
+fn be64(b: &[u8], o: usize) -> u64 {
+    b.get(o..o + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn uuid16(b: &[u8], o: usize) -> [u8; 16] {
+    b.get(o..o + 16)
+        .and_then(|s| <[u8; 16]>::try_from(s).ok())
+        .unwrap_or([0; 16])
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|x| *x == 0)
+}
+
+/// NOT of the byte sum, the 4 bytes at `skip` taken as zero.
+fn checksum(buf: &[u8], skip: usize) -> u32 {
+    let mut sum: u32 = 0;
+    for (i, b) in buf.iter().enumerate() {
+        if i < skip || i >= skip + 4 {
+            sum = sum.wrapping_add(u32::from(*b));
+        }
+    }
+    !sum
+}
+
+fn uuid_string(b: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, v) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{v:02x}"));
+    }
+    s
+}
+
+fn padded(n: u64) -> u64 {
+    n.div_ceil(SECTOR).saturating_mul(SECTOR)
+}
+
+/// blktap's `vhd_chs`: the geometry for `size` bytes, packed C<<16|H<<8|S.
+pub fn vhd_chs(size: u64) -> u32 {
+    let secs = size.div_ceil(SECTOR).clamp(1, 65535 * 16 * 255);
+    let (spt, heads, cth);
+    if secs >= 65535 * 16 * 63 {
+        spt = 255;
+        heads = 16;
+        cth = secs / spt;
+    } else {
+        let mut s = 17;
+        let mut c = secs / s;
+        let mut h = c.div_ceil(1024).max(4);
+        if c >= h * 1024 || h > 16 {
+            s = 31;
+            h = 16;
+            c = secs / s;
+        }
+        if c >= h * 1024 {
+            s = 63;
+            h = 16;
+            c = secs / s;
+        }
+        spt = s;
+        heads = h;
+        cth = c;
+    }
+    let cyl = cth / heads;
+    // cyl < 65536, heads <= 16, spt <= 255 by construction
+    ((cyl as u32) << 16) | ((heads as u32) << 8) | spt as u32
+}
+
+fn now_vhd() -> i64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    unix as i64 - VHD_EPOCH as i64
+}
+
+/// blktap's `vhd_parent_locator_size`: data space in sectors below 512,
+/// in bytes when a multiple of 512, invalid (0) otherwise.
+fn locator_size(space: u32) -> u64 {
+    if space < 512 {
+        u64::from(space) * SECTOR
+    } else if space.is_multiple_of(512) {
+        u64::from(space)
+    } else {
+        0
+    }
+}
+
+struct File<'a> {
+    path: &'a Path,
+    src: FileSource,
+    len: u64,
+}
+
+impl File<'_> {
+    fn io(&self, source: io::Error) -> CheckError {
+        CheckError::Io {
+            path: self.path.to_owned(),
+            source,
+        }
+    }
+
+    /// `len` bytes at `off`, zero-filled past the end (`len` <= CHUNK).
+    fn read(&self, off: u64, len: usize) -> Result<Vec<u8>, CheckError> {
+        let mut v = if off >= self.len {
+            Vec::new()
+        } else {
+            self.src.read_vec(off, len).map_err(|e| self.io(e))?
+        };
+        v.resize(len, 0);
+        Ok(v)
+    }
+}
+
+/// What is wrong with one footer copy (`what` names it in messages).
+fn footer_rules(c: &mut Collector, f: &[u8], what: &str, opts: &Options) {
+    let cookie = f.get(..8).unwrap_or(&[]);
+    if cookie == b"v_poison" {
+        c.add(
+            "footer_poisoned",
+            format!("{what}: cookie v_poison: an interrupted vhd-util resize (revert it with its journal)"),
+        );
+    } else if cookie != b"conectix" {
+        c.add("footer_cookie", format!("{what}: no conectix cookie"));
+        return;
+    }
+    let creator = f.get(28..32).unwrap_or(&[]);
+    let tap = creator.starts_with(b"tap");
+    let crtr_ver = be32(f, 32);
+    let hidden = f.get(85).copied().unwrap_or(0);
+    let stored = be32(f, 64);
+    if checksum(f, 64) != stored {
+        let quirk = hidden != 0 && tap && (crtr_ver == 0x0000_0001 || crtr_ver == 0x0001_0001) && {
+            let mut g = f.to_vec();
+            if let Some(b) = g.get_mut(85) {
+                *b = 0;
+            }
+            checksum(&g, 64) == stored
+        };
+        if !quirk {
+            c.add(
+                "footer_checksum",
+                format!(
+                    "{what}: checksum {stored:#010x}, computed {:#010x}",
+                    checksum(f, 64)
+                ),
+            );
+        }
+    }
+    let features = be32(f, 8);
+    if features & 2 == 0 || features & !3 != 0 {
+        c.add(
+            "footer_features",
+            format!("{what}: features {features:#x}: bit 0x2 must be set, only 0x1 may be added"),
+        );
+    }
+    let version = be32(f, 12);
+    if version != 0x0001_0000 {
+        c.add(
+            "footer_version",
+            format!("{what}: file format version {version:#010x}, not 0x00010000"),
+        );
+    }
+    let dtype = be32(f, 60);
+    let data_offset = be64(f, 16);
+    if dtype != 3 && dtype != 4 && data_offset != u64::MAX {
+        c.add(
+            "footer_data_offset",
+            format!(
+                "{what}: data offset {data_offset:#x} of a disk of type {dtype} is not all ones"
+            ),
+        );
+    }
+    let ts = be32(f, 24);
+    if !opts.ignore_timestamps && i64::from(ts) > now_vhd() + FUTURE_SLACK {
+        c.add(
+            "footer_timestamp_future",
+            format!("{what}: creation time {ts} (seconds since 2000) is in the future"),
+        );
+    }
+    if tap && crtr_ver > TAP_CURRENT {
+        c.add(
+            "tap_creator_version",
+            format!(
+                "{what}: tap creator version {}.{} is newer than 1.3",
+                crtr_ver >> 16,
+                crtr_ver & 0xffff
+            ),
+        );
+    }
+    let size = be64(f, 48);
+    let geometry = be32(f, 56);
+    let want = vhd_chs(size);
+    if want < geometry {
+        c.add(
+            "geometry_too_large",
+            format!(
+                "{what}: geometry {}/{}/{} is larger than {}/{}/{} for the current size {size}",
+                geometry >> 16,
+                (geometry >> 8) & 0xff,
+                geometry & 0xff,
+                want >> 16,
+                (want >> 8) & 0xff,
+                want & 0xff
+            ),
+        );
+    }
+    if !matches!(dtype, 2..=4) {
+        c.add(
+            "disk_type",
+            format!("{what}: disk type {dtype} is not fixed (2), dynamic (3) or differencing (4)"),
+        );
+    }
+    let saved = f.get(84).copied().unwrap_or(0);
+    if saved > 1 {
+        c.add(
+            "footer_saved_state",
+            format!("{what}: saved state {saved}, not 0 or 1"),
+        );
+    }
+    if hidden > 1 {
+        c.add(
+            "footer_hidden",
+            format!("{what}: hidden {hidden}, not 0 or 1"),
+        );
+    }
+    if !all_zero(f.get(86..FOOTER).unwrap_or(&[])) {
+        c.add(
+            "footer_reserved",
+            format!("{what}: reserved bytes 86..511 are not zero"),
+        );
+    }
+    if all_zero(f.get(68..84).unwrap_or(&[])) {
+        c.add("uuid_null", format!("{what}: unique id is all zero"));
+    }
+}
+
+fn has_cookie(f: &[u8]) -> bool {
+    f.starts_with(b"conectix") || f.starts_with(b"v_poison")
+}
+
+fn footer_ok(f: &[u8]) -> bool {
+    has_cookie(f) && checksum(f, 64) == be32(f, 64)
+}
+
+/// The footers equal, allowing blktap's old hidden-flag quirk.
+fn footers_match(primary: &[u8], backup: &[u8]) -> bool {
+    if primary == backup {
+        return true;
+    }
+    let ver = be32(backup, 32);
+    if backup.get(85).copied().unwrap_or(0) != 0
+        && backup.get(28..31) == Some(b"tap".as_slice())
+        && (ver == 0x0000_0001 || ver == 0x0001_0001)
+    {
+        let mut b = backup.to_vec();
+        if let Some(x) = b.get_mut(85) {
+            *x = 0;
+        }
+        return primary == b.as_slice();
+    }
+    false
+}
+
+/// A named byte range of metadata.
+struct Extent {
+    start: u64,
+    len: u64,
+    what: String,
+}
+
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+fn check_inner(path: &Path, opts: &Options) -> Result<(Report, Facts), CheckError> {
+    let src = FileSource::open(path).map_err(|source| CheckError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let len = src.len();
+    let file = File { path, src, len };
+    let not_vhd = |why: &str| CheckError::NotAVhd {
+        path: path.to_owned(),
+        why: why.to_owned(),
+    };
+    if len < 511 {
+        return Err(not_vhd("shorter than a footer"));
+    }
+    // blktap: a 511-byte footer in a file of 512k + 511 bytes.
+    let footer_start = if len % SECTOR == 511 {
+        len - 511
+    } else {
+        len - 512
+    };
+    let primary = file.read(footer_start, FOOTER)?;
+    let backup = file.read(0, FOOTER)?;
+    if !has_cookie(&primary) && !has_cookie(&backup) {
+        return Err(not_vhd(
+            "no footer (conectix) at the end of the file or at offset 0",
+        ));
+    }
+
+    let mut c = Collector::default();
+    let mut checked = vec!["footer".to_string()];
+    let mut facts = Facts::default();
+    let end_what = format!("footer at the end (offset {footer_start})");
+    if has_cookie(&primary) {
+        footer_rules(&mut c, &primary, &end_what, opts);
+    } else {
+        c.add(
+            "footer_cookie",
+            format!("{end_what}: no conectix cookie (truncated, or the copy at 0 is stray)"),
+        );
+    }
+    let footer: &[u8] = if footer_ok(&primary) || (has_cookie(&primary) && !footer_ok(&backup)) {
+        &primary
+    } else {
+        &backup
+    };
+    let dtype = be32(footer, 60);
+    facts.disk_type = Some(dtype);
+    facts.uuid = Some(uuid16(footer, 68));
+    let current_size = be64(footer, 48);
+
+    if dtype == 2 {
+        if footer_start != current_size {
+            c.add(
+                "fixed_size_mismatch",
+                format!(
+                    "fixed disk of current size {current_size} has {footer_start} bytes of data"
+                ),
+            );
+        }
+        return Ok((finish(c, checked), facts));
+    }
+    if dtype != 3 && dtype != 4 {
+        return Ok((finish(c, checked), facts));
+    }
+    // Dynamic and differencing disks keep a copy at 0.
+    if has_cookie(&primary) {
+        if has_cookie(&backup) {
+            footer_rules(&mut c, &backup, "footer copy at offset 0", opts);
+            if !footers_match(&primary, &backup) {
+                c.add(
+                    "footer_copies_differ",
+                    "the footer at the end and its copy at offset 0 differ",
+                );
+            }
+        } else {
+            c.add(
+                "footer_cookie",
+                "footer copy at offset 0: no conectix cookie",
+            );
+        }
+    } else {
+        footer_rules(&mut c, &backup, "footer copy at offset 0", opts);
+    }
+
+    // Dynamic header.
+    let data_offset = be64(footer, 16);
+    checked.push("header".into());
+    if data_offset < FOOTER as u64
+        || data_offset
+            .checked_add(HEADER as u64)
+            .is_none_or(|e| e > footer_start)
+    {
+        c.add(
+            "header_offset",
+            format!("dynamic header offset {data_offset} is not between the footers"),
+        );
+        return Ok((finish(c, checked), facts));
+    }
+    let hdr = file.read(data_offset, HEADER)?;
+    if !hdr.starts_with(b"cxsparse") {
+        c.add(
+            "header_cookie",
+            format!("no cxsparse cookie at offset {data_offset}"),
+        );
+        return Ok((finish(c, checked), facts));
+    }
+    let stored = be32(&hdr, 36);
+    if checksum(&hdr, 36) != stored {
+        c.add(
+            "header_checksum",
+            format!(
+                "header checksum {stored:#010x}, computed {:#010x}",
+                checksum(&hdr, 36)
+            ),
+        );
+    }
+    let hver = be32(&hdr, 24);
+    if hver != 0x0001_0000 {
+        c.add(
+            "header_version",
+            format!("header version {hver:#010x}, not 0x00010000"),
+        );
+    }
+    if be64(&hdr, 8) != u64::MAX {
+        c.add(
+            "header_data_offset",
+            format!("header data offset {:#x} is not all ones", be64(&hdr, 8)),
+        );
+    }
+    let table_offset = be64(&hdr, 16);
+    let entries = be32(&hdr, 28);
+    let bat_bytes = padded(u64::from(entries) * 4);
+    if table_offset == 0 || !table_offset.is_multiple_of(SECTOR) {
+        c.add(
+            "table_offset",
+            format!("table offset {table_offset} is zero or not sector-aligned"),
+        );
+    }
+    let bat_end = table_offset.checked_add(bat_bytes);
+    let bat_fits = bat_end.is_some_and(|e| e <= footer_start) && table_offset >= FOOTER as u64;
+    if !bat_fits {
+        c.add(
+            "bat_outside_file",
+            format!(
+                "BAT of {entries} entries at {table_offset} does not fit between offset 512 and the end footer at {footer_start}"
+            ),
+        );
+    }
+    let block_size = be32(&hdr, 32);
+    let block_ok = block_size.is_power_of_two() && block_size >= 512;
+    if !block_size.is_power_of_two() {
+        c.add(
+            "block_size_not_power_of_two",
+            format!("block size {block_size} is not a power of two"),
+        );
+    } else if block_size < 512 {
+        c.add(
+            "block_size_too_small",
+            format!("block size {block_size} is smaller than a sector"),
+        );
+    }
+    if block_size > MAX_BLOCK {
+        c.add(
+            "block_size_too_large",
+            format!("block size {block_size} is larger than 2 MiB (blktap refuses it)"),
+        );
+    }
+    if be32(&hdr, 60) != 0 || !all_zero(hdr.get(768..HEADER).unwrap_or(&[])) {
+        c.add(
+            "header_reserved",
+            "reserved header bytes (60..63, 768..1023) are not zero",
+        );
+    }
+
+    // Parent fields and locators.
+    let mut meta = vec![
+        Extent {
+            start: 0,
+            len: FOOTER as u64,
+            what: "the footer copy".into(),
+        },
+        Extent {
+            start: data_offset,
+            len: HEADER as u64,
+            what: "the dynamic header".into(),
+        },
+        Extent {
+            start: table_offset,
+            len: bat_bytes,
+            what: "the BAT".into(),
+        },
+    ];
+    let name_field = hdr.get(64..576).unwrap_or(&[]);
+    if dtype == 4 {
+        facts.parent_uuid = Some(uuid16(&hdr, 40));
+        let pts = be32(&hdr, 56);
+        if !opts.ignore_timestamps && i64::from(pts) > now_vhd() {
+            c.add(
+                "parent_timestamp_future",
+                format!("parent timestamp {pts} (seconds since 2000) is in the future"),
+            );
+        }
+        let units: Vec<u16> = name_field
+            .chunks_exact(2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+            .take_while(|u| *u != 0)
+            .collect();
+        match String::from_utf16(&units) {
+            Err(_) => c.add("parent_name", "parent name is not valid UTF-16BE"),
+            Ok(s) if !s.is_ascii() => c.add(
+                "parent_name_not_ascii",
+                format!("parent name {s:?} is not ASCII (vhd-util cannot decode it)"),
+            ),
+            Ok(_) => {}
+        }
+        checked.push("locators".into());
+        locator_rules(&mut c, &hdr, footer_start, &mut meta);
+    } else {
+        let mut bad = Vec::new();
+        if !all_zero(name_field) {
+            bad.push("name");
+        }
+        if !all_zero(hdr.get(576..768).unwrap_or(&[])) {
+            bad.push("locators");
+        }
+        if !all_zero(hdr.get(40..56).unwrap_or(&[])) {
+            bad.push("UUID");
+        }
+        if be32(&hdr, 56) != 0 {
+            bad.push("timestamp");
+        }
+        if !bad.is_empty() {
+            c.add(
+                "parent_fields_nonzero",
+                format!(
+                    "a disk that is not differencing has a parent {}",
+                    bad.join(", ")
+                ),
+            );
+        }
+    }
+
+    // BAT.
+    if !bat_fits || !block_ok {
+        return Ok((finish(c, checked), facts));
+    }
+    checked.push("bat".into());
+    let needed = current_size.div_ceil(u64::from(block_size));
+    if u64::from(entries) < needed {
+        c.add(
+            "bat_too_small",
+            format!(
+                "{entries} BAT entries cannot map {current_size} bytes in blocks of {block_size}"
+            ),
+        );
+    }
+    if entries > MAX_BAT_ENTRIES {
+        c.add(
+            "bat_too_large",
+            format!("{entries} BAT entries: more than {MAX_BAT_ENTRIES}, not read"),
+        );
+        return Ok((finish(c, checked), facts));
+    }
+    let bat = read_bat(&file, table_offset, entries)?;
+    let bitmap_bytes = padded(u64::from(block_size / 512).div_ceil(8));
+    let block_len = bitmap_bytes + u64::from(block_size);
+
+    // Batmap (adds metadata extents before the overlap check).
+    let batmap = batmap_rules(
+        &mut c,
+        &mut checked,
+        &file,
+        footer,
+        table_offset + bat_bytes,
+        entries,
+        footer_start,
+        &mut meta,
+    )?;
+
+    let mut blocks: Vec<(u64, u32)> = Vec::new();
+    for (i, &v) in bat.iter().enumerate() {
+        if v == UNUSED {
+            continue;
+        }
+        let i = i as u32;
+        let start = u64::from(v) * SECTOR;
+        if start + block_len > footer_start {
+            c.add(
+                "block_outside_file",
+                format!(
+                    "block {i} at {start} ({block_len} bytes) runs into the end footer at {footer_start}"
+                ),
+            );
+        }
+        for m in &meta {
+            if overlaps(start, block_len, m.start, m.len) {
+                c.add(
+                    "bat_overlaps_metadata",
+                    format!("block {i} at {start} overlaps {}", m.what),
+                );
+            }
+        }
+        blocks.push((start, i));
+    }
+    blocks.sort_unstable();
+    let mut prev: Option<(u64, u32)> = None;
+    for &(start, i) in &blocks {
+        if let Some((pstart, pi)) = prev
+            && start < pstart + block_len
+        {
+            c.add(
+                "bat_overlap",
+                format!("block {i} at {start} overlaps block {pi} at {pstart}"),
+            );
+            // keep the block reaching furthest
+            if start + block_len <= pstart + block_len {
+                continue;
+            }
+        }
+        prev = Some((start, i));
+    }
+
+    // Batmap bits against the BAT and the sector bitmaps.
+    if let Some(map) = batmap {
+        let spb = u64::from(block_size / 512);
+        for (i, &v) in bat.iter().enumerate() {
+            let byte = map.get(i / 8).copied().unwrap_or(0);
+            if byte & (0x80 >> (i % 8)) == 0 {
+                continue;
+            }
+            if v == UNUSED {
+                c.add(
+                    "batmap_bit_unallocated",
+                    format!("batmap marks block {i} full but it is not allocated"),
+                );
+                continue;
+            }
+            let start = u64::from(v) * SECTOR;
+            if start + block_len > footer_start {
+                continue;
+            }
+            let bm = read_bitmap(&file, start, bitmap_bytes)?;
+            if !(0..spb).all(|s| bit(&bm, s)) {
+                c.add(
+                    "batmap_bit_not_full",
+                    format!("batmap marks block {i} full but its sector bitmap is not"),
+                );
+            }
+        }
+    }
+
+    // Data under clear bits (dynamic disks only).
+    if opts.data && dtype == 3 {
+        checked.push("data".into());
+        let spb = u64::from(block_size / 512);
+        for (i, &v) in bat.iter().enumerate() {
+            if v == UNUSED {
+                continue;
+            }
+            let start = u64::from(v) * SECTOR;
+            if start + block_len > footer_start {
+                continue;
+            }
+            let bm = read_bitmap(&file, start, bitmap_bytes)?;
+            let data = start + bitmap_bytes;
+            let mut s = 0u64;
+            while s < spb {
+                if bit(&bm, s) {
+                    s += 1;
+                    continue;
+                }
+                let mut e = s;
+                while e < spb && !bit(&bm, e) && (e - s) * SECTOR < CHUNK as u64 {
+                    e += 1;
+                }
+                let n = ((e - s) * SECTOR) as usize;
+                let buf = file.read(data + s * SECTOR, n)?;
+                if let Some(pos) = buf.iter().position(|b| *b != 0) {
+                    let sector = s + pos as u64 / SECTOR;
+                    c.add(
+                        "data_under_clear_bits",
+                        format!(
+                            "block {i}, sector {sector} (virtual sector {}) has data where the bitmap is clear",
+                            i as u64 * spb + sector
+                        ),
+                    );
+                    // one finding per block
+                    break;
+                }
+                s = e;
+            }
+        }
+    }
+    Ok((finish(c, checked), facts))
+}
+
+fn finish(c: Collector, checked: Vec<String>) -> Report {
+    let findings = c.finish();
+    Report {
+        valid: findings.is_empty(),
+        findings,
+        checked,
+    }
+}
+
+fn bit(bm: &[u8], s: u64) -> bool {
+    let byte = bm.get((s / 8) as usize).copied().unwrap_or(0);
+    byte & (0x80 >> (s % 8)) != 0
+}
+
+fn read_bitmap(file: &File, start: u64, bytes: u64) -> Result<Vec<u8>, CheckError> {
+    // block_size <= 2^31: the bitmap is at most 512 KiB
+    file.read(start, usize::try_from(bytes).unwrap_or(0).min(CHUNK))
+}
+
+fn read_bat(file: &File, table_offset: u64, entries: u32) -> Result<Vec<u32>, CheckError> {
+    let total = u64::from(entries) * 4;
+    let mut bat = Vec::with_capacity(entries as usize);
+    let mut off = 0u64;
+    while off < total {
+        let n = (total - off).min(CHUNK as u64) as usize;
+        let chunk = file.read(table_offset + off, n)?;
+        bat.extend(
+            chunk
+                .chunks_exact(4)
+                .map(|e| u32::from_be_bytes([e[0], e[1], e[2], e[3]])),
+        );
+        off += n as u64;
+    }
+    Ok(bat)
+}
+
+fn locator_rules(c: &mut Collector, hdr: &[u8], footer_start: u64, meta: &mut Vec<Extent>) {
+    for i in 0..8usize {
+        let e = 576 + 24 * i;
+        let code = be32(hdr, e);
+        let space = be32(hdr, e + 4);
+        let dlen = be32(hdr, e + 8);
+        let reserved = be32(hdr, e + 12);
+        let off = be64(hdr, e + 16);
+        let name = String::from_utf8_lossy(hdr.get(e..e + 4).unwrap_or(&[])).into_owned();
+        if code == 0 {
+            if space != 0 || dlen != 0 || reserved != 0 || off != 0 {
+                c.add(
+                    "locator_empty_not_zero",
+                    format!("locator {i} has no platform code but non-zero fields"),
+                );
+            }
+            continue;
+        }
+        if !matches!(
+            &code.to_be_bytes(),
+            b"Wi2r" | b"Wi2k" | b"W2ru" | b"W2ku" | b"Mac " | b"MacX"
+        ) {
+            c.add(
+                "locator_code",
+                format!("locator {i}: unknown platform code {code:#010x} ({name:?})"),
+            );
+        }
+        let size = locator_size(space);
+        let mut bad = Vec::new();
+        if off == 0 {
+            bad.push("zero data offset".to_string());
+        }
+        if space == 0 || size == 0 {
+            bad.push(format!("invalid data space {space}"));
+        }
+        if dlen == 0 {
+            bad.push("zero data length".to_string());
+        } else if size != 0 && u64::from(dlen) > size {
+            bad.push(format!("data length {dlen} exceeds its space {size}"));
+        }
+        if reserved != 0 {
+            bad.push("non-zero reserved field".to_string());
+        }
+        if !bad.is_empty() {
+            c.add(
+                "locator_fields",
+                format!("locator {i} ({name}): {}", bad.join(", ")),
+            );
+        }
+        let span = size.max(u64::from(dlen));
+        if off != 0 && off.checked_add(span).is_none_or(|e| e > footer_start) {
+            c.add(
+                "locator_outside_file",
+                format!(
+                    "locator {i} ({name}): data at {off} ({span} bytes) does not end before the end footer at {footer_start}"
+                ),
+            );
+        } else if off != 0 && span != 0 {
+            meta.push(Extent {
+                start: off,
+                len: span,
+                what: format!("the data of locator {i} ({name})"),
+            });
+        }
+    }
+}
+
+/// The batmap of `tap` images; returns the map bits (one per BAT entry)
+/// when the batmap is usable.
+#[allow(clippy::too_many_arguments)]
+fn batmap_rules(
+    c: &mut Collector,
+    checked: &mut Vec<String>,
+    file: &File,
+    footer: &[u8],
+    header_off: u64,
+    entries: u32,
+    footer_start: u64,
+    meta: &mut Vec<Extent>,
+) -> Result<Option<Vec<u8>>, CheckError> {
+    if footer.get(28..31).is_none_or(|t| t != b"tap") {
+        return Ok(None);
+    }
+    let ver = be32(footer, 32);
+    let fits = header_off + SECTOR <= footer_start;
+    let required = ver >= 0x0001_0002;
+    let hdr = if fits {
+        file.read(header_off, 512)?
+    } else {
+        Vec::new()
+    };
+    // 1.1 images have a batmap only when its header is there.
+    if !required && (ver != 0x0001_0001 || !hdr.starts_with(b"tdbatmap")) {
+        return Ok(None);
+    }
+    checked.push("batmap".into());
+    if !fits {
+        c.add(
+            "batmap_outside_file",
+            format!("batmap header at {header_off} does not fit before the end footer"),
+        );
+        return Ok(None);
+    }
+    if !hdr.starts_with(b"tdbatmap") {
+        c.add(
+            "batmap_cookie",
+            format!("no tdbatmap cookie at {header_off} (required for tap 1.2 and later)"),
+        );
+        return Ok(None);
+    }
+    meta.push(Extent {
+        start: header_off,
+        len: SECTOR,
+        what: "the batmap header".into(),
+    });
+    let map_off = be64(&hdr, 8);
+    let map_secs = be32(&hdr, 16);
+    let bver = be32(&hdr, 20);
+    let stored = be32(&hdr, 24);
+    let mut usable = true;
+    if bver > BATMAP_CURRENT {
+        c.add(
+            "batmap_version",
+            format!("batmap version {bver:#010x} is newer than 1.2"),
+        );
+        usable = false;
+    }
+    let map_len = u64::from(map_secs) * SECTOR;
+    if map_secs == 0 || map_len * 8 < u64::from(entries) {
+        c.add(
+            "batmap_size",
+            format!("batmap of {map_secs} sectors does not cover {entries} BAT entries"),
+        );
+        usable = false;
+    }
+    if map_off
+        .checked_add(map_len)
+        .is_none_or(|e| e > footer_start)
+        || map_off < FOOTER as u64
+    {
+        c.add(
+            "batmap_outside_file",
+            format!("batmap at {map_off} ({map_secs} sectors) does not fit before the end footer"),
+        );
+        return Ok(None);
+    }
+    meta.push(Extent {
+        start: map_off,
+        len: map_len,
+        what: "the batmap".into(),
+    });
+    // The checksum covers current_size >> 24 bytes in whole sectors (at
+    // least one); never more than 128 KiB for 2040 GiB.
+    let sum_len = padded((be64(footer, 48) >> 24).max(1));
+    let bits_len = u64::from(entries).div_ceil(8);
+    let want = sum_len.max(bits_len).min(CHUNK as u64 * 4);
+    let mut map = Vec::new();
+    let mut off = 0u64;
+    while off < want {
+        let n = (want - off).min(CHUNK as u64) as usize;
+        map.extend(file.read(map_off + off, n)?);
+        off += n as u64;
+    }
+    let mut sum: u32 = 0;
+    for b in map.iter().take(sum_len as usize) {
+        let v = if bver == BATMAP_V11 {
+            (*b as i8) as i32 as u32
+        } else {
+            u32::from(*b)
+        };
+        sum = sum.wrapping_add(v);
+    }
+    if !sum != stored {
+        c.add(
+            "batmap_checksum",
+            format!("batmap checksum {stored:#010x}, computed {:#010x}", !sum),
+        );
+    }
+    if !usable || c.has("batmap_checksum") {
+        return Ok(None);
+    }
+    Ok(Some(map))
+}
