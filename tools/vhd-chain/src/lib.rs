@@ -2,12 +2,16 @@
 //! `info` (the `vhd-util query` facts of each file), `extract` (a safe,
 //! streaming replacement for Cinder's `tar -xzf`), `discover` (Cinder's
 //! `0.vhd, 1.vhd, ...` rule, with the broken cases as errors), and
-//! `set-parent` / `fix` (`vhd-util modify -p`, guarded by UUIDs).
+//! `set-parent` / `fix` (`vhd-util modify -p`, guarded by UUIDs), `check`
+//! (XenServer's import rules), `cat` (the chain's virtual disk) and
+//! `flatten` (the whole import, verified and atomic).
 
 pub mod check;
 pub mod extract;
+pub mod flatten;
 pub mod read;
 pub mod relink;
+pub mod write;
 
 use clap::{Parser, Subcommand};
 use common::cli::{Ctx, SharedArgs, Tool};
@@ -33,6 +37,7 @@ chain_incomplete, not_differencing, io.
 Examples:
   vhd-chain extract image.tgz scratch/ && vhd-chain discover scratch/
   vhd-chain fix scratch/
+  vhd-chain flatten image.tgz -o disk.vhd && imginfo-parse --check disk.vhd
   vhd-chain info disk.vhd | jq .vhd.virtual_size
 
 Exit status: 0 fine, 2 an error record was written (or bad usage).";
@@ -114,6 +119,20 @@ pub enum Command {
         #[arg(value_name = "DIR|FILE")]
         source: PathBuf,
     },
+    /// Cinder's whole XenServer import: extract the tarball (or take the
+    /// chain DIR), check the links, merge the chain into one dynamic VHD
+    /// with the leaf's virtual size, verify it, and rename it into place
+    Flatten {
+        /// A XenServer .tgz/.tar, or a directory holding 0.vhd ...
+        #[arg(value_name = "TARBALL|DIR")]
+        source: PathBuf,
+        /// The VHD to write
+        #[arg(short, long, value_name = "OUT.vhd")]
+        output: PathBuf,
+        /// Replace an existing output file
+        #[arg(long)]
+        force: bool,
+    },
     /// Make PARENT the parent of the differencing disk CHILD (vhd-util
     /// modify -p), on a copy renamed into place; refuses when CHILD's
     /// recorded parent UUID is not PARENT's, unless --force
@@ -181,6 +200,11 @@ impl Tool for Cli {
                 ignore_timestamps,
             } => check_cmd(ctx, &files, chain, data, ignore_timestamps),
             Command::Cat { source } => cat_cmd(ctx, &source),
+            Command::Flatten {
+                source,
+                output,
+                force,
+            } => flatten_cmd(ctx, &source, &output, force),
             Command::SetParent {
                 child,
                 parent,
@@ -371,6 +395,30 @@ fn cat_cmd(ctx: &mut Ctx, source: &Path) -> anyhow::Result<()> {
     })?;
     io::Write::flush(&mut out)?;
     let _ = ctx; // no records: the bytes are the output
+    Ok(())
+}
+
+fn flatten_cmd(ctx: &mut Ctx, source: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
+    match flatten::flatten(source, output, force) {
+        Ok(done) => {
+            let mut rec = Record::from_path(&output.to_string_lossy());
+            let mut f = match serde_json::to_value(&done)? {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            f.insert("step".into(), "flatten".into());
+            f.insert(
+                "source".into(),
+                source.to_string_lossy().into_owned().into(),
+            );
+            rec.set(FACET, Value::Object(f));
+            ctx.emit(&rec)?;
+        }
+        Err(err) => {
+            let e = ctx.error(err.kind(), err.to_string());
+            ctx.fail(Record::from_path(&source.to_string_lossy()), e)?;
+        }
+    }
     Ok(())
 }
 

@@ -334,3 +334,79 @@ fn cat_streams_what_qemu_reads() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
     assert!(out.stderr.is_empty());
 }
+
+#[test]
+fn flatten_a_tarball_into_one_verified_vhd() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::create_dir(p.join("src")).unwrap();
+    vhd(&p.join("src"), "1.vhd", "64M", "dynamic");
+    vhd(&p.join("src"), "0.vhd", "64M", "dynamic");
+    for (file, cmd) in [
+        ("1.vhd", "write -P 0x11 0 4M"),
+        ("0.vhd", "write -P 0x22 2M 1M"),
+    ] {
+        let st = Command::new("qemu-io")
+            .args(["-f", "vpc", "-c", cmd, file])
+            .current_dir(p.join("src"))
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+    }
+    make_differencing(&p.join("src"), "0.vhd", "1.vhd");
+    let st = Command::new("tar")
+        .args(["-czf", "image.tgz", "-C", "src", "."])
+        .current_dir(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, recs) = run(p, &["flatten", "image.tgz", "-o", "disk.vhd"]);
+    assert_eq!(code, 0, "{recs:?}");
+    assert_eq!(recs[0]["path"], "disk.vhd");
+    assert_eq!(recs[0]["vhd"]["chain_length"], 2);
+    // The chain's content, as our reader and an overlay model see it.
+    let flat = Command::new(BIN)
+        .args(["cat", "disk.vhd"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    let chain = Command::new(BIN)
+        .args(["cat", "src"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(flat.stdout == chain.stdout);
+    let mut model = vec![0u8; flat.stdout.len()];
+    model[..2 << 20].fill(0x11);
+    // qemu-io allocates whole 2 MiB blocks with full bitmaps: the child's
+    // block 1 (2-4 MiB) hides the base there, its unwritten half as zeros.
+    model[2 << 20..3 << 20].fill(0x22);
+    assert!(
+        flat.stdout == model,
+        "flattened content differs from the model"
+    );
+    // qemu reads the result as one plain dynamic VHD of the same size.
+    let info = Command::new("qemu-img")
+        .args(["info", "-f", "vpc", "--output=json", "disk.vhd"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], recs[0]["vhd"]["virtual_size"]);
+    assert!(info.get("backing-filename").is_none());
+    // Never replaced; nothing left behind when refused.
+    let (code, recs) = run(p, &["flatten", "image.tgz", "-o", "disk.vhd"]);
+    assert_eq!(
+        (code, recs[0]["error"]["kind"].as_str()),
+        (2, Some("already_exists"))
+    );
+    let names: Vec<String> = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}

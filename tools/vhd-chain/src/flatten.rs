@@ -1,0 +1,241 @@
+//! `flatten`: a XenServer tarball (or a chain directory) to one dynamic VHD
+//! with the leaf's virtual size and no parent (notes/vhd.md section 6).
+//!
+//! Steps, nothing renamed into place unless all of them succeed:
+//! 1. the output's temporary file is created first
+//!    ([`AtomicFile::create`]), so an existing output is refused (unless
+//!    `overwrite`) before any work;
+//! 2. a tarball is extracted safely ([`crate::extract::extract`]) into a
+//!    scratch directory `.<outname>.scratch-<pid>` next to the output,
+//!    removed at the end whatever happens;
+//! 3. the chain is found ([`crate::discover`]) and opened
+//!    ([`read::Chain::open`]: linkage by UUID is checked);
+//! 4. its virtual disk is streamed through a SHA-256 into a
+//!    [`DynamicWriter`] (creator `tap\0`, hidden 0, zero blocks
+//!    unallocated);
+//! 5. the temporary output is re-opened with the native reader and its
+//!    virtual disk hashed again; a different digest is
+//!    [`FlattenError::Mismatch`] ([`ErrorKind::Internal`]);
+//! 6. commit: fsync, rename (never replacing without `overwrite`), fsync
+//!    the directory.
+//!
+//! Memory stays constant: one 2 MiB block, the BAT (4 bytes per 2 MiB of
+//! disk) and the reader's pieces.
+
+use crate::read::{self, ReadError};
+use crate::write::{DynamicWriter, random_uuid, vhd_timestamp_now};
+use common::ErrorKind;
+use common::atomic::AtomicFile;
+use common::hash::{Algorithm, MultiHasher};
+use serde::Serialize;
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// What `flatten` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flattened {
+    /// The VHD written.
+    pub output: PathBuf,
+    /// Members of the source chain.
+    pub chain_length: usize,
+    /// Virtual size in bytes (the leaf's `current_size`).
+    pub virtual_size: u64,
+    /// 2 MiB blocks holding data (all-zero blocks are left unallocated).
+    pub blocks_allocated: u64,
+    /// Size of the output file.
+    pub bytes_written: u64,
+    /// SHA-256 of the virtual disk (raw), as written and as read back.
+    pub sha256: String,
+}
+
+/// Why flattening failed. Nothing was left under the output name.
+#[derive(Debug, thiserror::Error)]
+pub enum FlattenError {
+    /// The output could not be created, written or committed (an existing
+    /// output without `overwrite` is `AlreadyExists`).
+    #[error("{}: {source}", path.display())]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The scratch directory could not be made.
+    #[error("{}: scratch directory: {source}", path.display())]
+    Scratch {
+        /// The scratch directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The tarball could not be extracted safely.
+    #[error("extract: {0}")]
+    Extract(#[from] crate::extract::ExtractError),
+    /// No usable chain in the directory (no 0.vhd: `chain_empty`; a gap).
+    #[error("{message}")]
+    Discover {
+        /// The kind discover gave.
+        kind: ErrorKind,
+        /// Its message.
+        message: String,
+    },
+    /// The chain (or the written output, on verification) could not be
+    /// read.
+    #[error("{0}")]
+    Read(#[from] ReadError),
+    /// The output read back differs from what was written: a bug.
+    #[error(
+        "{}: verification failed: wrote virtual disk sha256 {written}, read back {read}",
+        path.display()
+    )]
+    Mismatch {
+        /// The output path.
+        path: PathBuf,
+        /// SHA-256 of the stream written.
+        written: String,
+        /// SHA-256 of the output read back.
+        read: String,
+    },
+}
+
+impl FlattenError {
+    /// The record's `error.kind`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FlattenError::Output { source, .. } => match source.kind() {
+                io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                _ => ErrorKind::from_io(source),
+            },
+            FlattenError::Scratch { source, .. } => ErrorKind::from_io(source),
+            FlattenError::Extract(e) => e.kind(),
+            FlattenError::Discover { kind, .. } => *kind,
+            FlattenError::Read(e) => e.kind(),
+            FlattenError::Mismatch { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A scratch directory removed (with its contents) when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A SHA-256 over everything written through it, passed on to `inner`.
+struct HashTee<W: Write> {
+    inner: W,
+    hasher: MultiHasher,
+}
+
+impl<W: Write> HashTee<W> {
+    fn new(inner: W) -> Self {
+        HashTee {
+            inner,
+            hasher: MultiHasher::new(&[Algorithm::Sha256]),
+        }
+    }
+
+    fn finish(self) -> (W, String) {
+        let hex = self
+            .hasher
+            .finish()
+            .into_iter()
+            .find(|(a, _)| *a == Algorithm::Sha256)
+            .map(|(_, h)| h)
+            .unwrap_or_default();
+        (self.inner, hex)
+    }
+}
+
+impl<W: Write> Write for HashTee<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.inner.write_all(data)?;
+        self.hasher.update(&data.to_vec().into());
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Flatten `source` (a `.tgz`/`.tar` XenServer tarball, or a directory
+/// holding `0.vhd` ...) into one dynamic VHD at `output` (module docs).
+pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattened, FlattenError> {
+    let out_err = |source| FlattenError::Output {
+        path: output.to_path_buf(),
+        source,
+    };
+    let mut atomic = AtomicFile::create(output, overwrite).map_err(out_err)?;
+
+    // The scratch directory lives as long as the chain is being read.
+    let mut _scratch = None;
+    let dir = if source.is_dir() {
+        source.to_path_buf()
+    } else {
+        let name = output.file_name().ok_or_else(|| {
+            out_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the output has no file name",
+            ))
+        })?;
+        let mut scratch_name = OsString::from(".");
+        scratch_name.push(name);
+        scratch_name.push(format!(".scratch-{}", std::process::id()));
+        let parent = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let path = parent.join(scratch_name);
+        std::fs::create_dir(&path).map_err(|source| FlattenError::Scratch {
+            path: path.clone(),
+            source,
+        })?;
+        let guard = Scratch(path.clone());
+        crate::extract::extract(source, &path, &crate::extract::Limits::default())?;
+        _scratch = Some(guard);
+        path
+    };
+    let members = crate::discover(&dir)
+        .map_err(|(kind, message)| FlattenError::Discover { kind, message })?;
+    let mut chain = read::Chain::open(&members)?;
+    let size = chain.virtual_size();
+
+    let uuid = random_uuid().map_err(out_err)?;
+    let writer =
+        DynamicWriter::new(atomic.file(), size, uuid, vhd_timestamp_now()).map_err(out_err)?;
+    let mut tee = HashTee::new(writer);
+    chain.copy_to(&mut tee)?;
+    let (writer, written_sha) = tee.finish();
+    let (_, written) = writer.finish().map_err(out_err)?;
+    drop(chain);
+    drop(_scratch);
+
+    // Read the output back with the native reader.
+    let temp = atomic.temp_path().to_path_buf();
+    let mut back = read::Chain::open(&[temp])?;
+    let mut sink = HashTee::new(io::sink());
+    let n = back.copy_to(&mut sink)?;
+    let (_, read_sha) = sink.finish();
+    if n != size || back.virtual_size() != size || read_sha != written_sha || read_sha.is_empty() {
+        return Err(FlattenError::Mismatch {
+            path: output.to_path_buf(),
+            written: written_sha,
+            read: read_sha,
+        });
+    }
+    drop(back);
+    let output = atomic.commit().map_err(out_err)?;
+    Ok(Flattened {
+        output,
+        chain_length: members.len(),
+        virtual_size: size,
+        blocks_allocated: written.blocks_allocated,
+        bytes_written: written.file_size,
+        sha256: written_sha,
+    })
+}

@@ -1,0 +1,347 @@
+//! Writing a dynamic VHD from a raw stream of known size (notes/vhd.md
+//! sections 2.2-2.8), in constant memory.
+//!
+//! Layout, as blktap (`vhd-util create`, notes section 2.9) lays out a
+//! fresh image: the footer copy at 0, the dynamic header at 512, the BAT
+//! at 1536 (padded with zeros to a sector), the batmap header and its map
+//! (one bit per block, set for every allocated block: their sector
+//! bitmaps are full), then the allocated blocks in disk order, each a
+//! one-sector bitmap (all bits set) followed by its 2 MiB of data placed
+//! on a 4 KiB boundary, then the end footer. A block whose data is all zeros is left unallocated (BAT entry
+//! `0xFFFFFFFF`): the image has no parent, so it reads as zeros.
+//!
+//! The footer says creator `tap\0` version 1.3 (what XenServer writes),
+//! host OS 0, `current_size` exactly the size given (qemu believes
+//! `current_size` for `tap\0`, so `qemu-img info` reports it unchanged),
+//! the [`crate::check::vhd_chs`] geometry of that size, hidden 0.
+//!
+//! A `tap` 1.2+ image without a batmap fails `vhd-util check`, hence the
+//! batmap (version 1.2, checksum over `current_size >> 24` bytes in whole
+//! sectors, marker 0).
+//!
+//! Only one block is buffered; the BAT (4 bytes per block) is kept in
+//! memory and written by seeking back at [`DynamicWriter::finish`], with
+//! the header and both footers.
+
+use std::io::{self, Seek, SeekFrom, Write};
+
+/// Bytes per block (the blktap and qemu default).
+pub const BLOCK_SIZE: u64 = 2 << 20;
+const SECTOR: u64 = 512;
+const FOOTER: usize = 512;
+const HEADER: usize = 1024;
+const HEADER_OFFSET: u64 = 512;
+const TABLE_OFFSET: u64 = 1536;
+const UNALLOCATED: u32 = 0xffff_ffff;
+const BATMAP_VERSION: u32 = 0x0001_0002;
+/// Seconds from the Unix epoch to the VHD epoch (2000-01-01 00:00 UTC).
+pub const VHD_EPOCH: u64 = 946_684_800;
+
+/// What was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The virtual size (`current_size`).
+    pub virtual_size: u64,
+    /// BAT entries.
+    pub blocks: u64,
+    /// Blocks holding data (the others are all zeros and unallocated).
+    pub blocks_allocated: u64,
+    /// The size of the VHD file.
+    pub file_size: u64,
+}
+
+/// A dynamic VHD being written into `W` from the raw disk, in order,
+/// through [`Write`]; [`DynamicWriter::finish`] completes it.
+pub struct DynamicWriter<W: Write + Seek> {
+    out: W,
+    size: u64,
+    uuid: [u8; 16],
+    timestamp: u32,
+    bat: Vec<u32>,
+    /// The block being filled (always `BLOCK_SIZE` long).
+    block: Vec<u8>,
+    filled: usize,
+    /// Raw bytes received so far.
+    received: u64,
+    /// Sector where the next allocated block (its bitmap) goes.
+    next_sector: u64,
+    allocated: u64,
+    /// End of the metadata or of the last block written: the end footer
+    /// goes there.
+    data_end: u64,
+    /// Where the batmap header is (the map follows it).
+    batmap_offset: u64,
+    /// Sectors of the map.
+    batmap_sectors: u64,
+}
+
+impl<W: Write + Seek> std::fmt::Debug for DynamicWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamicWriter")
+            .field("size", &self.size)
+            .field("received", &self.received)
+            .field("allocated", &self.allocated)
+            .finish()
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// NOT of the byte sum, the 4 bytes at `skip` taken as zero.
+fn checksum(buf: &[u8], skip: usize) -> u32 {
+    let mut sum: u32 = 0;
+    for (i, b) in buf.iter().enumerate() {
+        if i < skip || i >= skip + 4 {
+            sum = sum.wrapping_add(u32::from(*b));
+        }
+    }
+    !sum
+}
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(s) = buf.get_mut(at..at + bytes.len()) {
+        s.copy_from_slice(bytes);
+    }
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    b.chunks(4096)
+        .all(|c| c.iter().fold(0u8, |a, x| a | x) == 0)
+}
+
+/// The first sector at or after `s` whose next sector starts on a 4 KiB
+/// boundary: a block's bitmap goes there so that its data is aligned.
+fn aligned(s: u64) -> u64 {
+    s + (7 - s % 8)
+}
+
+/// The current time as a VHD timestamp (seconds since 2000-01-01 UTC;
+/// 0 if the clock is before that).
+pub fn vhd_timestamp_now() -> u32 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(unix.saturating_sub(VHD_EPOCH)).unwrap_or(u32::MAX)
+}
+
+/// A random (version 4) UUID from `/dev/urandom`.
+pub fn random_uuid() -> io::Result<[u8; 16]> {
+    let mut u = [0u8; 16];
+    io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut u)?;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    Ok(u)
+}
+
+impl<W: Write + Seek> DynamicWriter<W> {
+    /// Start a dynamic VHD of `size` bytes (a multiple of 512) with this
+    /// footer UUID and timestamp (VHD epoch) at the start of `out`, which
+    /// should be empty. Nothing is written before the first full block.
+    pub fn new(out: W, size: u64, uuid: [u8; 16], timestamp: u32) -> io::Result<Self> {
+        if !size.is_multiple_of(SECTOR) {
+            return Err(invalid(format!(
+                "virtual size {size} is not a multiple of 512"
+            )));
+        }
+        let blocks = size.div_ceil(BLOCK_SIZE);
+        let entries = u32::try_from(blocks)
+            .ok()
+            // No bigger a BAT than the reader (which verifies) accepts.
+            .filter(|&b| u64::from(b) * 4 <= crate::read::MAX_BAT_BYTES)
+            .ok_or_else(|| invalid(format!("virtual size {size} needs too many blocks")))?;
+        let bat_bytes = (u64::from(entries) * 4).div_ceil(SECTOR) * SECTOR;
+        let batmap_offset = TABLE_OFFSET + bat_bytes;
+        let batmap_sectors = u64::from(entries).div_ceil(8).div_ceil(SECTOR).max(1);
+        let free = batmap_offset + SECTOR + batmap_sectors * SECTOR;
+        let block = vec![0u8; BLOCK_SIZE as usize];
+        Ok(DynamicWriter {
+            out,
+            size,
+            uuid,
+            timestamp,
+            bat: Vec::with_capacity(entries as usize),
+            block,
+            filled: 0,
+            received: 0,
+            next_sector: aligned(free / SECTOR),
+            allocated: 0,
+            data_end: free,
+            batmap_offset,
+            batmap_sectors,
+        })
+    }
+
+    /// Raw bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Write out the buffered block (padded with zeros) and start the
+    /// next one.
+    fn emit_block(&mut self) -> io::Result<()> {
+        self.block[self.filled..].fill(0);
+        if all_zero(&self.block) {
+            self.bat.push(UNALLOCATED);
+        } else {
+            let sector = u32::try_from(self.next_sector)
+                .ok()
+                .filter(|&s| s != UNALLOCATED)
+                .ok_or_else(|| invalid("the VHD would exceed 2 TiB".to_string()))?;
+            let off = self.next_sector * SECTOR;
+            self.out.seek(SeekFrom::Start(off))?;
+            self.out.write_all(&[0xffu8; SECTOR as usize])?;
+            self.out.write_all(&self.block)?;
+            self.data_end = off + SECTOR + BLOCK_SIZE;
+            self.bat.push(sector);
+            self.next_sector = aligned(self.next_sector + 1 + BLOCK_SIZE / SECTOR);
+            self.allocated += 1;
+        }
+        self.filled = 0;
+        Ok(())
+    }
+
+    fn footer(&self) -> [u8; FOOTER] {
+        let mut f = [0u8; FOOTER];
+        put(&mut f, 0, b"conectix");
+        put(&mut f, 8, &2u32.to_be_bytes());
+        put(&mut f, 12, &0x0001_0000u32.to_be_bytes());
+        put(&mut f, 16, &HEADER_OFFSET.to_be_bytes());
+        put(&mut f, 24, &self.timestamp.to_be_bytes());
+        put(&mut f, 28, b"tap\0");
+        put(&mut f, 32, &0x0001_0003u32.to_be_bytes());
+        // Host OS 0, as blktap writes.
+        put(&mut f, 40, &self.size.to_be_bytes());
+        put(&mut f, 48, &self.size.to_be_bytes());
+        put(&mut f, 56, &crate::check::vhd_chs(self.size).to_be_bytes());
+        put(&mut f, 60, &3u32.to_be_bytes());
+        put(&mut f, 68, &self.uuid);
+        // Saved state 0, hidden 0.
+        let sum = checksum(&f, 64);
+        put(&mut f, 64, &sum.to_be_bytes());
+        f
+    }
+
+    fn header(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        put(&mut h, 0, b"cxsparse");
+        put(&mut h, 8, &u64::MAX.to_be_bytes());
+        put(&mut h, 16, &TABLE_OFFSET.to_be_bytes());
+        put(&mut h, 24, &0x0001_0000u32.to_be_bytes());
+        let entries = u32::try_from(self.bat.len()).unwrap_or(u32::MAX);
+        put(&mut h, 28, &entries.to_be_bytes());
+        put(&mut h, 32, &(BLOCK_SIZE as u32).to_be_bytes());
+        let sum = checksum(&h, 36);
+        put(&mut h, 36, &sum.to_be_bytes());
+        h
+    }
+
+    /// The batmap header and its map.
+    fn batmap(&self) -> Vec<u8> {
+        let map_len = (self.batmap_sectors * SECTOR) as usize;
+        let mut map = vec![0u8; map_len];
+        for (i, e) in self.bat.iter().enumerate() {
+            if *e != UNALLOCATED
+                && let Some(b) = map.get_mut(i / 8)
+            {
+                *b |= 0x80 >> (i % 8);
+            }
+        }
+        // blktap's checksum covers current_size >> 24 bytes, in whole
+        // sectors, at least one.
+        let sum_len = ((self.size >> 24).max(1).div_ceil(SECTOR) * SECTOR) as usize;
+        let sum = map
+            .iter()
+            .take(sum_len)
+            .fold(0u32, |a, b| a.wrapping_add(u32::from(*b)));
+        let mut h = vec![0u8; SECTOR as usize];
+        put(&mut h, 0, b"tdbatmap");
+        put(&mut h, 8, &(self.batmap_offset + SECTOR).to_be_bytes());
+        let secs = u32::try_from(self.batmap_sectors).unwrap_or(u32::MAX);
+        put(&mut h, 16, &secs.to_be_bytes());
+        put(&mut h, 20, &BATMAP_VERSION.to_be_bytes());
+        put(&mut h, 24, &(!sum).to_be_bytes());
+        h.extend_from_slice(&map);
+        h
+    }
+
+    /// Complete the image: the last (partial) block, the BAT, the header
+    /// and both footers. Fails unless exactly `size` bytes were written.
+    /// Returns the output (not flushed to disk: the caller fsyncs) and
+    /// what was written.
+    pub fn finish(mut self) -> io::Result<(W, Written)> {
+        if self.received != self.size {
+            return Err(invalid(format!(
+                "{} bytes of raw data for a virtual size of {}",
+                self.received, self.size
+            )));
+        }
+        if self.filled > 0 {
+            self.emit_block()?;
+        }
+        let blocks = self.size.div_ceil(BLOCK_SIZE);
+        if self.bat.len() as u64 != blocks {
+            return Err(io::Error::other(format!(
+                "internal: {} BAT entries for {blocks} blocks",
+                self.bat.len()
+            )));
+        }
+        let mut table = Vec::with_capacity(self.bat.len() * 4 + FOOTER);
+        for e in &self.bat {
+            table.extend_from_slice(&e.to_be_bytes());
+        }
+        let padded = table.len().div_ceil(SECTOR as usize) * SECTOR as usize;
+        table.resize(padded, 0);
+        let footer = self.footer();
+        let header = self.header();
+        let end = self.data_end;
+        self.out.seek(SeekFrom::Start(end))?;
+        self.out.write_all(&footer)?;
+        self.out.seek(SeekFrom::Start(0))?;
+        self.out.write_all(&footer)?;
+        self.out.write_all(&header)?;
+        self.out.write_all(&table)?;
+        self.out.seek(SeekFrom::Start(self.batmap_offset))?;
+        self.out.write_all(&self.batmap())?;
+        self.out.flush()?;
+        let written = Written {
+            virtual_size: self.size,
+            blocks,
+            blocks_allocated: self.allocated,
+            file_size: end + FOOTER as u64,
+        };
+        Ok((self.out, written))
+    }
+}
+
+impl<W: Write + Seek> Write for DynamicWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let left = self.size - self.received;
+        if data.len() as u64 > left {
+            return Err(invalid(format!(
+                "more raw data than the virtual size of {}",
+                self.size
+            )));
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = self.block.len() - self.filled;
+            let n = room.min(rest.len());
+            self.block[self.filled..self.filled + n].copy_from_slice(&rest[..n]);
+            self.filled += n;
+            rest = &rest[n..];
+            if self.filled == self.block.len() {
+                self.emit_block()?;
+            }
+        }
+        self.received += data.len() as u64;
+        Ok(data.len())
+    }
+
+    /// Nothing to do: a partial block stays buffered until it is full or
+    /// [`DynamicWriter::finish`] pads it.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
