@@ -118,6 +118,7 @@ demo: build
 bench: build
 	@sh bench/run.sh "$(abspath $(OUT_DIR))"
 	@sh bench/checksum.sh "$(abspath $(OUT_DIR))"
+	@sh bench/vhd.sh "$(abspath $(OUT_DIR))"
 
 clean:
 	$(CARGO) clean
