@@ -4,7 +4,10 @@
 //! Steps, nothing renamed into place unless all of them succeed:
 //! 1. the output's temporary file is created first
 //!    ([`AtomicFile::create`]), so an existing output is refused (unless
-//!    `overwrite`) before any work;
+//!    `overwrite`) before any work; then the leftovers of crashed runs
+//!    for the same output (scratch directories and temporary files whose
+//!    pid is no running process) are removed and counted
+//!    ([`Flattened::stale_removed`]);
 //! 2. a tarball is extracted safely ([`crate::extract::extract`]) into a
 //!    scratch directory `.<outname>.scratch-<pid>` next to the output,
 //!    removed at the end whatever happens;
@@ -47,6 +50,10 @@ pub struct Flattened {
     pub bytes_written: u64,
     /// SHA-256 of the virtual disk (raw), as written and as read back.
     pub sha256: String,
+    /// Leftovers of crashed runs for the same output removed before
+    /// starting: scratch directories `.<outname>.scratch-<pid>` and
+    /// temporary files `.<outname>.tmp-<pid>-<n>` whose process is gone.
+    pub stale_removed: u64,
 }
 
 /// Why flattening failed. Nothing was left under the output name.
@@ -116,6 +123,72 @@ impl FlattenError {
     }
 }
 
+/// Whether process `pid` is running (`/proc/<pid>` exists).
+fn pid_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// The pid in a scratch directory name `.<outname>.scratch-<pid>`.
+fn parse_scratch_name(name: &std::ffi::OsStr, outname: &std::ffi::OsStr) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let rest = name
+        .as_bytes()
+        .strip_prefix(b".")?
+        .strip_prefix(outname.as_bytes())?
+        .strip_prefix(b".scratch-")?;
+    if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
+/// Remove the leftovers of crashed flattens to `outname` in `parent`:
+/// scratch directories and temporary files whose pid is not a running
+/// process (never our own). Best effort: an entry that cannot be removed
+/// is left alone. Nothing is done without `/proc` (no way to tell a live
+/// pid from a dead one). Returns how many were removed.
+fn remove_stale(parent: &Path, outname: &std::ffi::OsStr) -> u64 {
+    if !Path::new("/proc/self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let (pid, dir) = if let Some(pid) = parse_scratch_name(&name, outname) {
+            (pid, true)
+        } else if let Some((base, pid)) = common::atomic::parse_temp_name(&name) {
+            if base != outname {
+                continue;
+            }
+            (pid, false)
+        } else {
+            continue;
+        };
+        if pid == me || pid_alive(pid) {
+            continue;
+        }
+        // Directly in `parent` (read_dir's entries are), never followed.
+        let path = parent.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let ft = meta.file_type();
+        let ok = if dir {
+            ft.is_dir() && !ft.is_symlink() && std::fs::remove_dir_all(&path).is_ok()
+        } else {
+            ft.is_file() && std::fs::remove_file(&path).is_ok()
+        };
+        if ok {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A scratch directory removed (with its contents) when dropped.
 struct Scratch(PathBuf);
 
@@ -171,6 +244,11 @@ pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattene
         source,
     };
     let mut atomic = AtomicFile::create(output, overwrite).map_err(out_err)?;
+    let stale_removed = match (output.parent(), output.file_name()) {
+        (Some(p), Some(name)) if !p.as_os_str().is_empty() => remove_stale(p, name),
+        (_, Some(name)) => remove_stale(Path::new("."), name),
+        _ => 0,
+    };
 
     // The scratch directory lives as long as the chain is being read.
     let mut _scratch = None;
@@ -237,5 +315,72 @@ pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattene
         blocks_allocated: written.blocks_allocated,
         bytes_written: written.file_size,
         sha256: written_sha,
+        stale_removed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn scratch_names() {
+        let out = OsStr::new("out.vhd");
+        let p = |n: &str| parse_scratch_name(OsStr::new(n), out);
+        assert_eq!(p(".out.vhd.scratch-123"), Some(123));
+        for bad in [
+            "out.vhd.scratch-123",
+            ".out.vhd.scratch-",
+            ".out.vhd.scratch-12x",
+            ".out.vhd.scratch--1",
+            ".other.vhd.scratch-1",
+            ".out.vhd.tmp-1-2",
+            ".out.vhd.scratch-99999999999",
+        ] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stale_leftovers_of_dead_pids_only() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        // pid 0 is never a process; our own pid and pid 1 are alive.
+        let me = std::process::id();
+        std::fs::create_dir(d.join(".out.vhd.scratch-0")).unwrap();
+        std::fs::write(d.join(".out.vhd.scratch-0/0.vhd"), b"x").unwrap();
+        std::fs::write(d.join(".out.vhd.tmp-0-3"), b"x").unwrap();
+        std::fs::create_dir(d.join(format!(".out.vhd.scratch-{me}"))).unwrap();
+        std::fs::write(d.join(format!(".out.vhd.tmp-{me}-0")), b"x").unwrap();
+        std::fs::write(d.join(".out.vhd.tmp-1-0"), b"x").unwrap();
+        // Another output's leftovers, and a symlink posing as scratch.
+        std::fs::write(d.join(".other.vhd.tmp-0-0"), b"x").unwrap();
+        std::fs::create_dir(d.join("target")).unwrap();
+        std::fs::write(d.join("target/keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.join("target"), d.join(".out.vhd.scratch-00")).unwrap();
+        let removed = remove_stale(d, OsStr::new("out.vhd"));
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        if !Path::new("/proc/self").exists() {
+            assert_eq!(removed, 0);
+            return;
+        }
+        assert_eq!(removed, 2, "{left:?}");
+        let mut want = vec![
+            format!(".out.vhd.scratch-{me}"),
+            format!(".out.vhd.tmp-{me}-0"),
+            ".out.vhd.tmp-1-0".to_string(),
+            ".other.vhd.tmp-0-0".to_string(),
+            ".out.vhd.scratch-00".to_string(),
+            "target".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(d.join("target/keep").exists());
+    }
 }
