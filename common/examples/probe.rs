@@ -1,8 +1,9 @@
 //! Development aid: print what the native probe says about each FILE, one
 //! JSON line per file (`cargo run -p image-tools-common --example probe -- FILE...`).
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stderr)]
 
 use common::formats::{FileSource, probe};
+use std::io::Write;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,7 +18,13 @@ fn main() {
     for a in args {
         match FileSource::open(std::path::Path::new(&a)) {
             Ok(src) => match probe(&src, &a, forced.as_deref()) {
-                Ok(p) => println!("{}", serde_json::Value::Object(p.info)),
+                Ok(p) => {
+                    let line = serde_json::Value::Object(p.info).to_string();
+                    // A closed pipe ends the listing quietly.
+                    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                        return;
+                    }
+                }
                 Err(e) => eprintln!("{a}: {e}"),
             },
             Err(e) => eprintln!("{a}: {e}"),
