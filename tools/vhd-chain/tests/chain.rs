@@ -10,23 +10,14 @@
     clippy::print_stderr
 )]
 
+mod support;
+use support::have_qemu;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhd-chain");
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img is required in CI"
-        );
-        eprintln!("skipping: qemu-img is not installed");
-    }
-    ok
-}
 
 fn vhd(dir: &Path, name: &str, size: &str, subformat: &str) {
     let st = Command::new("qemu-img")

@@ -8,6 +8,9 @@
     clippy::print_stderr
 )]
 
+mod support;
+use support::have_qemu;
+
 use common::ErrorKind;
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -16,18 +19,6 @@ use std::process::Command;
 use vhd_chain::check::{CheckError, Options, Report, check_chain, check_file};
 
 const H: u64 = 512;
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img is required in CI"
-        );
-        eprintln!("skipping: qemu-img is not installed");
-    }
-    ok
-}
 
 fn create(dir: &Path, name: &str, opts: &str) -> PathBuf {
     let st = Command::new("qemu-img")

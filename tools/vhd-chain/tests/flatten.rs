@@ -10,6 +10,9 @@
     clippy::print_stderr
 )]
 
+mod support;
+use support::have_qemu;
+
 use common::ErrorKind;
 use std::fs::{self, File};
 use std::io::{Cursor, Write};
@@ -22,19 +25,6 @@ use vhd_chain::write::DynamicWriter;
 const MIB: u64 = 1 << 20;
 /// What qemu-img 10 makes for "64M" (964/8/17 sectors), as tests/read.rs.
 const SIZE_64M: u64 = 964 * 8 * 17 * 512;
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok()
-        && Command::new("qemu-io").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img and qemu-io are required in CI"
-        );
-        eprintln!("skipping: qemu-img / qemu-io are not installed");
-    }
-    ok
-}
 
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap();

@@ -12,6 +12,9 @@
     clippy::print_stderr
 )]
 
+mod support;
+use support::have_qemu;
+
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -20,19 +23,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhd-chain");
 const KILLS: usize = 60;
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok()
-        && Command::new("qemu-io").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img and qemu-io are required in CI"
-        );
-        eprintln!("skipping: qemu-img / qemu-io are not installed");
-    }
-    ok
-}
 
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap();

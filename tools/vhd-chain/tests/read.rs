@@ -10,6 +10,9 @@
     clippy::print_stderr
 )]
 
+mod support;
+use support::have_qemu;
+
 use common::ErrorKind;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -21,19 +24,6 @@ const MIB: u64 = 1 << 20;
 /// (964/8/17) and stores that product as current_size, which is also the
 /// size qemu reports (creator `qemu`: the CHS product). Both readers agree.
 const SIZE_64M: u64 = 964 * 8 * 17 * 512;
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok()
-        && Command::new("qemu-io").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img and qemu-io are required in CI"
-        );
-        eprintln!("skipping: qemu-img / qemu-io are not installed");
-    }
-    ok
-}
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();

@@ -11,6 +11,9 @@
     clippy::print_stderr
 )]
 
+mod support;
+use support::have_qemu;
+
 use common::ErrorKind;
 use common::formats::{FileSource, probe};
 use serde_json::Value;
@@ -27,18 +30,6 @@ const W2KU: u64 = 512;
 const W2RU: u64 = 1024; // two sectors of space
 const WI2K: u64 = 2048;
 const APPENDED: usize = 2560;
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img is required in CI"
-        );
-        eprintln!("skipping: qemu-img is not installed");
-    }
-    ok
-}
 
 fn vhd(dir: &Path, name: &str) -> PathBuf {
     let st = Command::new("qemu-img")
