@@ -11,7 +11,7 @@
 )]
 
 mod support;
-use support::have_qemu;
+use support::{create_dynamic as create, have_qemu, run_ok as run};
 
 use common::ErrorKind;
 use std::fs::{self, File};
@@ -25,24 +25,6 @@ use vhd_chain::write::DynamicWriter;
 const MIB: u64 = 1 << 20;
 /// What qemu-img 10 makes for "64M" (964/8/17 sectors), as tests/read.rs.
 const SIZE_64M: u64 = 964 * 8 * 17 * 512;
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn create(p: &Path, size: &str) {
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "vpc", "-o", "subformat=dynamic"])
-        .arg(p)
-        .arg(size));
-}
 
 /// `qemu-io -f vpc -c 'write -P PAT OFF LEN' ...`
 fn write(p: &Path, writes: &[(u8, u64, u64)]) {

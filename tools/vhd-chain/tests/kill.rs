@@ -13,7 +13,7 @@
 )]
 
 mod support;
-use support::have_qemu;
+use support::{create_dynamic as vhd, have_qemu, run_ok as run};
 
 use serde_json::Value;
 use std::fs;
@@ -23,24 +23,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhd-chain");
 const KILLS: usize = 60;
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn vhd(p: &Path, size: &str) {
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "vpc", "-o", "subformat=dynamic"])
-        .arg(p)
-        .arg(size));
-}
 
 fn qemu_write(p: &Path, cmd: &str) {
     run(Command::new("qemu-io")

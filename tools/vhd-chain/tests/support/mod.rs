@@ -18,3 +18,25 @@ pub fn have_qemu() -> bool {
     }
     ok
 }
+
+/// Run a command that must succeed; its stdout.
+pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A dynamic VHD made by qemu-img.
+pub fn create_dynamic(p: &std::path::Path, size: &str) {
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "vpc", "-o", "subformat=dynamic"])
+            .arg(p)
+            .arg(size),
+    );
+}
