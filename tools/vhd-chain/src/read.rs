@@ -535,41 +535,98 @@ impl Chain {
         }
     }
 
+    /// Whether sectors `s .. s + n` read as zeros without looking at any
+    /// data: no member holds an allocated block (or, fixed, any bytes)
+    /// there. Only BATs are consulted, so a hole costs no I/O.
+    pub fn is_hole(&self, s: u64, n: u64) -> bool {
+        let mut end = s.saturating_add(n);
+        for img in &self.images {
+            end = end.min(img.sectors);
+            if s >= end {
+                return true;
+            }
+            if img.kind == DiskType::Fixed {
+                return false;
+            }
+            let spb = img.sectors_per_block;
+            if (s / spb..=(end - 1) / spb).any(|b| img.entry(b) != UNALLOCATED) {
+                return false;
+            }
+            if img.kind == DiskType::Dynamic {
+                return true;
+            }
+        }
+        true
+    }
+
+    /// Fill `buf` (a whole number of sectors) with the virtual disk from
+    /// sector `s` on, one run of same-source sectors at a time.
+    fn read_into(&mut self, mut s: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut at = 0usize;
+        while at < buf.len() {
+            let (src, run) = self.resolve(s)?;
+            let left = (buf.len() - at) as u64 / SECTOR;
+            let n = run.min(left);
+            let bytes = usize::try_from(n * SECTOR).unwrap_or(usize::MAX);
+            let piece = &mut buf[at..at + bytes];
+            match src {
+                Src::Zero => piece.fill(0),
+                Src::Data(idx, off) => {
+                    let img = &self.images[idx];
+                    img.file.read_exact_at(piece, off).map_err(|e| img.io(e))?;
+                }
+            }
+            at += bytes;
+            s += n;
+        }
+        Ok(())
+    }
+
+    /// Visit the virtual disk in pieces of `piece` bytes (a multiple of
+    /// 512; the last piece may be shorter), in order: `f(offset, None,
+    /// len)` for a hole ([`Chain::is_hole`]: zeros, nothing read),
+    /// `f(offset, Some(bytes), len)` otherwise. Constant memory: one piece.
+    pub fn for_each_piece<E>(
+        &mut self,
+        piece: u64,
+        mut f: impl FnMut(u64, Option<&[u8]>, u64) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<ReadError>,
+    {
+        let total = self.virtual_size() / SECTOR;
+        let per = (piece / SECTOR).max(1);
+        let mut buf = vec![0u8; usize::try_from(per * SECTOR).unwrap_or(PIECE)];
+        let mut s = 0u64;
+        while s < total {
+            let n = per.min(total - s);
+            let len = n * SECTOR;
+            if self.is_hole(s, n) {
+                f(s * SECTOR, None, len)?;
+            } else {
+                let b = &mut buf[..usize::try_from(len).unwrap_or(usize::MAX)];
+                self.read_into(s, b)?;
+                f(s * SECTOR, Some(b), len)?;
+            }
+            s += n;
+        }
+        Ok(())
+    }
+
     /// Write the whole virtual disk, raw, to `out` in order, in constant
     /// memory; returns the bytes written ([`Chain::virtual_size`]).
     pub fn copy_to(&mut self, out: &mut dyn Write) -> Result<u64, ReadError> {
-        let total = self.virtual_size() / SECTOR;
-        let piece = PIECE as u64 / SECTOR;
-        let mut buf = vec![0u8; PIECE];
         let zeros = vec![0u8; PIECE];
         let out_err = |source| ReadError::Io {
             path: PathBuf::from("<output>"),
             source,
         };
-        let mut s = 0u64;
-        while s < total {
-            let (src, run) = self.resolve(s)?;
-            let mut left = run.min(total - s);
-            let mut off_in_run = 0u64;
-            while left > 0 {
-                let n = left.min(piece);
-                let bytes = usize::try_from(n * SECTOR).unwrap_or(PIECE).min(PIECE);
-                match src {
-                    Src::Zero => out.write_all(&zeros[..bytes]).map_err(out_err)?,
-                    Src::Data(idx, off) => {
-                        let img = &self.images[idx];
-                        img.file
-                            .read_exact_at(&mut buf[..bytes], off + off_in_run)
-                            .map_err(|e| img.io(e))?;
-                        out.write_all(&buf[..bytes]).map_err(out_err)?;
-                    }
-                }
-                off_in_run += n * SECTOR;
-                left -= n;
-                s += n;
-            }
-        }
+        self.for_each_piece(PIECE as u64, |_, data, len| {
+            let len = usize::try_from(len).unwrap_or(PIECE).min(PIECE);
+            out.write_all(data.unwrap_or(&zeros[..len]))
+                .map_err(out_err)
+        })?;
         out.flush().map_err(out_err)?;
-        Ok(total * SECTOR)
+        Ok(self.virtual_size())
     }
 }

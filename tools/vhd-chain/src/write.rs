@@ -38,7 +38,7 @@ const BATMAP_VERSION: u32 = 0x0001_0002;
 pub const VHD_EPOCH: u64 = 946_684_800;
 
 /// What was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// The virtual size (`current_size`).
     pub virtual_size: u64,
@@ -46,8 +46,52 @@ pub struct Written {
     pub blocks: u64,
     /// Blocks holding data (the others are all zeros and unallocated).
     pub blocks_allocated: u64,
+    /// The [`BlockDigest`] of the raw disk written.
+    pub block_digest: String,
     /// The size of the VHD file.
     pub file_size: u64,
+}
+
+/// A digest of the non-zero blocks of a virtual disk: for each
+/// [`BLOCK_SIZE`] block that is not all zeros, in order, its index (u64,
+/// big-endian) and its bytes (the last block only as far as the disk goes),
+/// through XXH3-128. Two disks of the same size give the same digest when
+/// their contents are equal, and a difference shows with overwhelming
+/// odds; computing it costs nothing for the zeros a sparse disk is mostly
+/// made of, and little for the rest (XXH3 runs at memory speed). `flatten`
+/// uses it to check the image it wrote against the chain: the check guards
+/// against our own bugs and lost writes, not against an adversary, so a
+/// cryptographic hash would only cost time (the SHA-256 of the raw disk is
+/// `vhd-chain cat | checksum-tee`).
+#[derive(Default, Clone)]
+pub struct BlockDigest {
+    hasher: xxhash_rust::xxh3::Xxh3,
+}
+
+impl std::fmt::Debug for BlockDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockDigest").finish_non_exhaustive()
+    }
+}
+
+impl BlockDigest {
+    /// Add block `index` of the disk (ignored when all zeros).
+    pub fn add(&mut self, index: u64, data: &[u8]) {
+        if !all_zero(data) {
+            self.add_nonzero(index, data);
+        }
+    }
+
+    /// [`BlockDigest::add`] of a block known not to be all zeros.
+    fn add_nonzero(&mut self, index: u64, data: &[u8]) {
+        self.hasher.update(&index.to_be_bytes());
+        self.hasher.update(data);
+    }
+
+    /// The digest, as `xxh3-128:` and 32 hex digits.
+    pub fn finish(&self) -> String {
+        format!("xxh3-128:{:032x}", self.hasher.digest128())
+    }
 }
 
 /// A dynamic VHD being written into `W` from the raw disk, in order,
@@ -73,6 +117,7 @@ pub struct DynamicWriter<W: Write + Seek> {
     batmap_offset: u64,
     /// Sectors of the map.
     batmap_sectors: u64,
+    digest: BlockDigest,
 }
 
 impl<W: Write + Seek> std::fmt::Debug for DynamicWriter<W> {
@@ -170,6 +215,7 @@ impl<W: Write + Seek> DynamicWriter<W> {
             data_end: free,
             batmap_offset,
             batmap_sectors,
+            digest: BlockDigest::default(),
         })
     }
 
@@ -178,27 +224,78 @@ impl<W: Write + Seek> DynamicWriter<W> {
         self.received
     }
 
+    /// Blocks allocated (written to the output) so far.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    /// The output.
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    /// Append `len` bytes of zeros without passing them: whole blocks
+    /// become unallocated BAT entries at no cost (what a sparse source's
+    /// holes should cost), partial ones are buffered as zeros.
+    pub fn write_hole(&mut self, mut len: u64) -> io::Result<()> {
+        if len > self.size - self.received {
+            return Err(invalid(format!(
+                "more raw data than the virtual size of {}",
+                self.size
+            )));
+        }
+        while len > 0 {
+            if self.filled == 0 && len >= BLOCK_SIZE {
+                self.bat.push(UNALLOCATED);
+                self.received += BLOCK_SIZE;
+                len -= BLOCK_SIZE;
+                continue;
+            }
+            let room = (self.block.len() - self.filled) as u64;
+            let n = room.min(len) as usize;
+            self.block[self.filled..self.filled + n].fill(0);
+            self.filled += n;
+            self.received += n as u64;
+            len -= n as u64;
+            if self.filled == self.block.len() {
+                self.emit_block()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Write out the buffered block (padded with zeros) and start the
     /// next one.
     fn emit_block(&mut self) -> io::Result<()> {
-        self.block[self.filled..].fill(0);
-        if all_zero(&self.block) {
-            self.bat.push(UNALLOCATED);
-        } else {
-            let sector = u32::try_from(self.next_sector)
-                .ok()
-                .filter(|&s| s != UNALLOCATED)
-                .ok_or_else(|| invalid("the VHD would exceed 2 TiB".to_string()))?;
-            let off = self.next_sector * SECTOR;
-            self.out.seek(SeekFrom::Start(off))?;
-            self.out.write_all(&[0xffu8; SECTOR as usize])?;
-            self.out.write_all(&self.block)?;
-            self.data_end = off + SECTOR + BLOCK_SIZE;
-            self.bat.push(sector);
-            self.next_sector = aligned(self.next_sector + 1 + BLOCK_SIZE / SECTOR);
-            self.allocated += 1;
-        }
+        let mut block = std::mem::take(&mut self.block);
+        block[self.filled..].fill(0);
+        let r = self.emit(&block, self.filled);
+        self.block = block;
         self.filled = 0;
+        r
+    }
+
+    /// Append block `self.bat.len()`, `data` ([`BLOCK_SIZE`] bytes, of
+    /// which the first `valid` are the disk's): unallocated when all zeros.
+    fn emit(&mut self, data: &[u8], valid: usize) -> io::Result<()> {
+        let index = self.bat.len() as u64;
+        if all_zero(data) {
+            self.bat.push(UNALLOCATED);
+            return Ok(());
+        }
+        self.digest.add_nonzero(index, &data[..valid]);
+        let sector = u32::try_from(self.next_sector)
+            .ok()
+            .filter(|&s| s != UNALLOCATED)
+            .ok_or_else(|| invalid("the VHD would exceed 2 TiB".to_string()))?;
+        let off = self.next_sector * SECTOR;
+        self.out.seek(SeekFrom::Start(off))?;
+        self.out.write_all(&[0xffu8; SECTOR as usize])?;
+        self.out.write_all(data)?;
+        self.data_end = off + SECTOR + BLOCK_SIZE;
+        self.bat.push(sector);
+        self.next_sector = aligned(self.next_sector + 1 + BLOCK_SIZE / SECTOR);
+        self.allocated += 1;
         Ok(())
     }
 
@@ -309,6 +406,7 @@ impl<W: Write + Seek> DynamicWriter<W> {
             virtual_size: self.size,
             blocks,
             blocks_allocated: self.allocated,
+            block_digest: self.digest.finish(),
             file_size: end + FOOTER as u64,
         };
         Ok((self.out, written))
@@ -326,6 +424,13 @@ impl<W: Write + Seek> Write for DynamicWriter<W> {
         }
         let mut rest = data;
         while !rest.is_empty() {
+            // Whole blocks go out from the caller's buffer, uncopied.
+            if self.filled == 0 && rest.len() >= self.block.len() {
+                let (whole, tail) = rest.split_at(self.block.len());
+                self.emit(whole, whole.len())?;
+                rest = tail;
+                continue;
+            }
             let room = self.block.len() - self.filled;
             let n = room.min(rest.len());
             self.block[self.filled..self.filled + n].copy_from_slice(&rest[..n]);
@@ -343,5 +448,78 @@ impl<W: Write + Seek> Write for DynamicWriter<W> {
     /// [`DynamicWriter::finish`] pads it.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Cursor;
+
+    /// Write `parts` (Some: bytes, None: a hole of that many zeros)
+    /// through a writer; returns the file and what was written.
+    fn build(size: u64, parts: &[(Option<u8>, u64)], holes: bool) -> (Vec<u8>, Written) {
+        let mut w = DynamicWriter::new(Cursor::new(Vec::new()), size, [7; 16], 1234).unwrap();
+        for (fill, len) in parts {
+            match fill {
+                Some(b) => w.write_all(&vec![*b; *len as usize]).unwrap(),
+                None if holes => w.write_hole(*len).unwrap(),
+                None => w.write_all(&vec![0; *len as usize]).unwrap(),
+            }
+        }
+        let (c, written) = w.finish().unwrap();
+        (c.into_inner(), written)
+    }
+
+    #[test]
+    fn holes_give_the_same_image_as_written_zeros() {
+        let size = 5 * BLOCK_SIZE + 3 * SECTOR;
+        let parts = [
+            (None, 1000 * SECTOR),
+            (Some(0xab), 3 * SECTOR),
+            (None, 3 * BLOCK_SIZE),
+            (Some(0), SECTOR),
+            (
+                None,
+                size - 1000 * SECTOR - 3 * SECTOR - 3 * BLOCK_SIZE - 2 * SECTOR,
+            ),
+            (Some(1), SECTOR),
+        ];
+        let (a, wa) = build(size, &parts, true);
+        let (b, wb) = build(size, &parts, false);
+        assert!(a == b);
+        assert_eq!(wa, wb);
+        assert_eq!(wa.blocks, 6);
+        assert_eq!(wa.blocks_allocated, 2);
+        assert_eq!(wa.file_size, a.len() as u64);
+    }
+
+    #[test]
+    fn the_block_digest_sees_content_and_place_but_not_zeros() {
+        let size = 4 * BLOCK_SIZE;
+        let d = |parts: &[(Option<u8>, u64)]| build(size, parts, true).1.block_digest;
+        let empty = d(&[(None, size)]);
+        let one = d(&[(Some(1), SECTOR), (None, size - SECTOR)]);
+        let moved = d(&[
+            (None, BLOCK_SIZE),
+            (Some(1), SECTOR),
+            (None, size - BLOCK_SIZE - SECTOR),
+        ]);
+        let zeros = d(&[(Some(0), size)]);
+        assert_eq!(empty, zeros);
+        assert_ne!(empty, one);
+        assert_ne!(one, moved);
+        assert_eq!(empty.len(), 9 + 32);
+    }
+
+    #[test]
+    fn too_much_data_or_hole_is_refused() {
+        let mut w = DynamicWriter::new(Cursor::new(Vec::new()), BLOCK_SIZE, [0; 16], 0).unwrap();
+        assert!(w.write_hole(BLOCK_SIZE + SECTOR).is_err());
+        w.write_hole(BLOCK_SIZE - SECTOR).unwrap();
+        assert!(w.write_all(&[0; 1024]).is_err());
+        w.write_all(&[0; 512]).unwrap();
+        assert!(w.finish().is_ok());
     }
 }
