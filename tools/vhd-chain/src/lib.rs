@@ -9,8 +9,12 @@
 pub mod check;
 pub mod extract;
 pub mod flatten;
+pub mod journal;
+pub mod patch;
+pub mod raw;
 pub mod read;
 pub mod relink;
+pub mod resize;
 pub mod write;
 
 use clap::{Parser, Subcommand};
@@ -147,6 +151,26 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Grow the virtual disk of FILE to SIZE bytes (vhd-util resize), on a
+    /// copy renamed into place; with --in-place, under an undo journal
+    /// that a re-run after a crash rolls back first
+    Resize {
+        /// The VHD (fixed, dynamic or differencing)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The new virtual size in bytes, a multiple of 512 (suffixes K, M,
+        /// G, T as powers of 1024: 10G)
+        #[arg(value_name = "SIZE", value_parser = parse_size_arg)]
+        size: u64,
+        /// Change FILE itself instead of a copy (for files too large to
+        /// copy): an undo journal is written first
+        #[arg(long)]
+        in_place: bool,
+        /// The undo journal (default .FILE.vhd-chain-journal beside it);
+        /// must not exist, unless it is a crashed run's to roll back
+        #[arg(long, value_name = "J", requires = "in_place")]
+        journal: Option<PathBuf>,
+    },
     /// Link every member of the chain in DIR to the next one (Cinder's
     /// fix_vhd_chain; a chain of one or none is left alone)
     Fix {
@@ -173,7 +197,7 @@ impl Tool for Cli {
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
         let Some(command) = self.command else {
-            anyhow::bail!("a subcommand is needed: info, extract or discover (see --help)");
+            anyhow::bail!("a subcommand is needed (see --help)");
         };
         match command {
             Command::Info { files } => info(ctx, &files),
@@ -212,6 +236,28 @@ impl Tool for Cli {
             } => {
                 let r = relink::set_parent(&child, &parent, force);
                 relink_records(ctx, &child, r.map(|x| vec![x]))
+            }
+            Command::Resize {
+                file,
+                size,
+                in_place,
+                journal,
+            } => {
+                let j = journal.unwrap_or_else(|| resize::default_journal(&file));
+                let mode = if in_place {
+                    patch::Mode::InPlace { journal: &j }
+                } else {
+                    patch::Mode::Copy
+                };
+                let rec = Record::from_path(&file.to_string_lossy());
+                match resize::resize(&file, size, mode) {
+                    Ok(done) => facet_record(ctx, rec, "resize", &done),
+                    Err(err) => {
+                        let e = ctx.error(err.kind(), err.to_string());
+                        ctx.fail(rec, e)?;
+                        Ok(())
+                    }
+                }
             }
             Command::Fix { dir, force } => match discover(&dir) {
                 Ok(chain) => relink_records(ctx, &dir, relink::fix(&chain, force)),
@@ -419,6 +465,23 @@ fn flatten_cmd(ctx: &mut Ctx, source: &Path, output: &Path, force: bool) -> anyh
             ctx.fail(Record::from_path(&source.to_string_lossy()), e)?;
         }
     }
+    Ok(())
+}
+
+/// Emit `rec` with the `vhd` facet set to `value`'s fields plus `step`.
+fn facet_record<T: serde::Serialize>(
+    ctx: &mut Ctx,
+    mut rec: Record,
+    step: &str,
+    value: &T,
+) -> anyhow::Result<()> {
+    let mut f = Map::new();
+    f.insert("step".into(), step.into());
+    if let Value::Object(m) = serde_json::to_value(value)? {
+        f.extend(m);
+    }
+    rec.set(FACET, Value::Object(f));
+    ctx.emit(&rec)?;
     Ok(())
 }
 

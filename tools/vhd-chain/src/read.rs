@@ -268,7 +268,7 @@ impl Image {
         }
         let Some((footer, data_end)) = chosen else {
             return Err(not_vhd(if poisoned {
-                "footer cookie is v_poison: an interrupted vhd-util resize (revert it with its journal)"
+                "footer cookie is v_poison: an interrupted resize (roll it back with its journal: vhd-chain resize --in-place, or vhd-util revert)"
             } else {
                 "no valid footer (cookie conectix and a matching checksum) at the end or at 0"
             }));
@@ -280,6 +280,14 @@ impl Image {
             4 => DiskType::Differencing,
             t => return Err(not_vhd(&format!("unknown disk type {t}"))),
         };
+        // A good end footer with a poisoned copy at 0 is a resize that
+        // stopped after its last footer write but one: refuse it, as qemu
+        // (which reads the copy first) does.
+        if kind != DiskType::Fixed && read(0, 8)?.starts_with(b"v_poison") {
+            return Err(not_vhd(
+                "footer copy at 0 is v_poison: an interrupted resize (roll it back with its journal)",
+            ));
+        }
         let current_size = be64(&footer, 48);
         if !current_size.is_multiple_of(SECTOR) {
             return Err(broken(format!(

@@ -1,0 +1,254 @@
+//! Applying a planned change to a file the user gave, crash-safely, in one
+//! of two ways (issue: "work on a copy next to the target and rename it
+//! into place; `--in-place` writes an undo journal first"):
+//! - [`Mode::Copy`]: the file is copied to a temporary file next to it
+//!   (`copy_file_range`, so a reflink or a server-side copy where the
+//!   filesystem can), keeping its permission bits; the change is made
+//!   there, fsynced and renamed over the target ([`AtomicFile`]). A crash
+//!   leaves the old file or the new one. Needs room for a second copy.
+//! - [`Mode::InPlace`]: for files too large to copy. The original bytes of
+//!   every range the change overwrites go to an undo journal first
+//!   ([`crate::journal`]); the VHD footers are then poisoned (`v_poison`,
+//!   as vhd-util does, so that no VHD reader uses a half-changed file), the
+//!   change is written, the footers last, and the journal removed. A re-run
+//!   after a crash finds the journal and rolls the file back first.
+//!
+//! In both modes the target must still be the file that was planned from
+//! (same device, inode, length and mtime), or nothing is changed.
+
+use crate::journal::{self, Journal, JournalError, Rollback};
+use common::ErrorKind;
+use common::atomic::AtomicFile;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How to change the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode<'a> {
+    /// Copy, change the copy, rename it over the target.
+    Copy,
+    /// Change the file itself, under this undo journal.
+    InPlace {
+        /// The journal's path.
+        journal: &'a Path,
+    },
+}
+
+/// A change: byte writes, applied in order (a later one wins where they
+/// overlap), and the file's new length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edit {
+    /// (offset, bytes).
+    pub writes: Vec<(u64, Vec<u8>)>,
+    /// The length afterwards (the file is extended with zeros or cut).
+    pub new_len: u64,
+    /// Offsets of footers (cookie first) to poison while an in-place
+    /// change is under way; the writes must rewrite them.
+    pub poison: Vec<u64>,
+}
+
+/// Why the change was not made. The target is unchanged (or, for a
+/// failure after the journal was written, restorable by a re-run).
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// I/O on the target, its copy or the journal.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The target changed (or was replaced) since the change was planned.
+    #[error("{}: changed while being worked on; nothing was written", path.display())]
+    Changed {
+        /// The target.
+        path: PathBuf,
+    },
+    /// The journal could not be written or used.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The changed file failed its check; it was not put in place (or was
+    /// rolled back).
+    #[error("{}: verification failed, nothing changed: {why}", path.display())]
+    Verify {
+        /// The target.
+        path: PathBuf,
+        /// What the check found.
+        why: String,
+    },
+}
+
+impl PatchError {
+    /// The record's `error.kind`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PatchError::Io { source, .. } => ErrorKind::from_io(source),
+            PatchError::Changed { .. } => ErrorKind::Busy,
+            PatchError::Journal(e) => e.kind(),
+            PatchError::Verify { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> PatchError + '_ {
+    move |source| PatchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether `now` is the same file, unchanged, as `then`.
+fn same_file(now: &Metadata, then: &Metadata) -> bool {
+    now.dev() == then.dev()
+        && now.ino() == then.ino()
+        && now.len() == then.len()
+        && now.mtime() == then.mtime()
+        && now.mtime_nsec() == then.mtime_nsec()
+}
+
+/// Roll back an interrupted in-place change of `target` if `journal`
+/// exists (a re-run's first step).
+pub fn recover(journal: &Path, target: &Path) -> Result<Rollback, PatchError> {
+    Ok(journal::rollback(journal, target)?)
+}
+
+/// A check of the changed file (given its current path) before it
+/// replaces the target or its journal is dropped.
+pub type Verify<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
+
+/// Apply `edit` to `target`, whose metadata when planned was `planned`,
+/// and `verify` the result before it counts (module docs).
+pub fn apply(
+    target: &Path,
+    planned: &Metadata,
+    edit: &Edit,
+    mode: Mode,
+    verify: Verify,
+) -> Result<(), PatchError> {
+    match mode {
+        Mode::Copy => apply_copy(target, planned, edit, verify),
+        Mode::InPlace { journal } => apply_in_place(target, planned, edit, journal, verify),
+    }
+}
+
+fn apply_copy(
+    target: &Path,
+    planned: &Metadata,
+    edit: &Edit,
+    verify: Verify,
+) -> Result<(), PatchError> {
+    let err = io_at(target);
+    let src = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(target)
+        .map_err(io_at(target))?;
+    if !same_file(&src.metadata().map_err(io_at(target))?, planned) {
+        return Err(PatchError::Changed {
+            path: target.to_path_buf(),
+        });
+    }
+    let mut out = AtomicFile::create(target, true).map_err(io_at(target))?;
+    let perm = std::fs::Permissions::from_mode(planned.mode() & 0o7777);
+    out.file().set_permissions(perm).map_err(io_at(target))?;
+    let copied = io::copy(&mut &src, out.file()).map_err(io_at(target))?;
+    if copied != planned.len() {
+        return Err(PatchError::Changed {
+            path: target.to_path_buf(),
+        });
+    }
+    write_edit(out.file(), edit).map_err(io_at(target))?;
+    verify(out.temp_path()).map_err(|why| PatchError::Verify {
+        path: target.to_path_buf(),
+        why,
+    })?;
+    // The path must still be the file we copied, unchanged.
+    let now = std::fs::symlink_metadata(target).map_err(io_at(target))?;
+    if !same_file(&now, planned) || !same_file(&src.metadata().map_err(io_at(target))?, planned) {
+        return Err(PatchError::Changed {
+            path: target.to_path_buf(),
+        });
+    }
+    out.commit().map_err(err)?;
+    Ok(())
+}
+
+/// Test hook, as vhd-util's `VHD_UTIL_TEST_FAIL_*`: with
+/// `VHD_CHAIN_TEST_CRASH_AFTER_WRITES=N` set, an in-place change aborts the
+/// process (no cleanup, like a crash or SIGKILL) after its first N writes
+/// reached the file, so tests can prove the journal's rollback.
+const CRASH_HOOK: &str = "VHD_CHAIN_TEST_CRASH_AFTER_WRITES";
+
+fn write_edit_with(f: &File, edit: &Edit, crash_after: Option<usize>) -> io::Result<()> {
+    for (i, (off, data)) in edit.writes.iter().enumerate() {
+        if crash_after == Some(i) {
+            let _ = f.sync_data();
+            std::process::abort();
+        }
+        f.write_all_at(data, *off)?;
+    }
+    f.set_len(edit.new_len)
+}
+
+fn write_edit(f: &File, edit: &Edit) -> io::Result<()> {
+    write_edit_with(f, edit, None)
+}
+
+fn apply_in_place(
+    target: &Path,
+    planned: &Metadata,
+    edit: &Edit,
+    journal: &Path,
+    verify: Verify,
+) -> Result<(), PatchError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(target)
+        .map_err(io_at(target))?;
+    if !same_file(&f.metadata().map_err(io_at(target))?, planned) {
+        return Err(PatchError::Changed {
+            path: target.to_path_buf(),
+        });
+    }
+    let mut ranges: Vec<(u64, u64)> = edit
+        .writes
+        .iter()
+        .map(|(o, d)| (*o, d.len() as u64))
+        .collect();
+    ranges.extend(edit.poison.iter().map(|&o| (o, 8)));
+    if edit.new_len < planned.len() {
+        ranges.push((edit.new_len, planned.len() - edit.new_len));
+    }
+    let j = Journal::begin(journal, target, &f, &ranges)?;
+    let done = (|| -> io::Result<()> {
+        for &off in &edit.poison {
+            f.write_all_at(b"v_poison", off)?;
+        }
+        f.sync_data()?;
+        let crash_after = std::env::var(CRASH_HOOK).ok().and_then(|v| v.parse().ok());
+        write_edit_with(&f, edit, crash_after)
+    })()
+    .map_err(io_at(target))
+    .and_then(|()| {
+        verify(target).map_err(|why| PatchError::Verify {
+            path: target.to_path_buf(),
+            why,
+        })
+    });
+    match done {
+        Ok(()) => Ok(j.commit(&f)?),
+        Err(e) => {
+            // Undo now rather than leave a poisoned file; if even that
+            // fails, the journal stays for the next run.
+            drop(j);
+            drop(f);
+            let _ = journal::rollback(journal, target);
+            Err(e)
+        }
+    }
+}

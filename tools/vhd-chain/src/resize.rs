@@ -1,0 +1,565 @@
+//! `resize FILE SIZE`: grow a VHD's virtual disk (`vhd-util resize`,
+//! notes/vhd.md section 3.3), on a copy renamed into place or, with
+//! `--in-place`, under an undo journal ([`crate::patch`]).
+//!
+//! What changes:
+//! - **fixed**: zeros from the old end of data to the new size, then the
+//!   footer there (`current_size`, geometry).
+//! - **dynamic, differencing, the BAT already covers the size**: only the
+//!   footer (both copies) and, for a blktap image, the batmap checksum
+//!   (which covers `current_size >> 24` bytes).
+//! - **dynamic, differencing, a bigger BAT needed**: the BAT grows to
+//!   `ceil(SIZE / block)` entries in place. Whatever lies where the bigger
+//!   BAT (and, blktap, the batmap that must follow it) now goes (data
+//!   blocks, parent locator data) is moved to the end of the file, the
+//!   blocks with their data 4 KiB-aligned, and the old places zeroed; the
+//!   header gets the new entry count and locator offsets.
+//!
+//! Where we differ from vhd-util, deliberately:
+//! - `SIZE` is bytes (with the usual suffixes), a multiple of 512, and
+//!   becomes `current_size` exactly; vhd-util takes MiB and rounds a
+//!   dynamic disk up to whole blocks *counted from the old table size*.
+//! - Any creator is accepted (vhd-util refuses all but `tap`). qemu reads
+//!   the size of `vpc ` and `qemu` images from the CHS geometry, which
+//!   cannot express most sizes: when the new size is not a CHS product the
+//!   creator becomes `qem2` (qemu then believes `current_size`, section
+//!   4.4) and the record says so.
+//! - Shrinking is refused: it drops data (vhd-util truncates fixed disks
+//!   and refuses dynamic ones).
+//! - The result is checked ([`crate::check`]) before it replaces the file
+//!   or the journal is dropped; moved blocks are read back.
+
+use crate::check;
+use crate::journal::Rollback;
+use crate::patch::{self, Edit, Mode, PatchError};
+use crate::raw::{SECTOR, UNALLOCATED, aligned, be32, be64, checksum, padded, put, reseal};
+use common::ErrorKind;
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+const FOOTER: u64 = 512;
+const HEADER: usize = 1024;
+/// The largest VHD (blktap's and Hyper-V's limit, 2040 GiB).
+pub const MAX_SIZE: u64 = 2040 << 30;
+/// The most block and locator bytes one resize moves (in memory).
+const MAX_MOVED: u64 = 256 << 20;
+
+/// What `resize` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resized {
+    /// The VHD.
+    pub path: PathBuf,
+    /// `fixed`, `dynamic` or `differencing`.
+    pub disk_type: &'static str,
+    /// The old `current_size`.
+    pub from_size: u64,
+    /// The new `current_size`.
+    pub to_size: u64,
+    /// `unchanged`, `footer` (the BAT already covered the size),
+    /// `bat_grown`, or `fixed_extended`.
+    pub method: &'static str,
+    /// BAT entries before and after.
+    pub bat_entries: [u64; 2],
+    /// Data blocks moved to the end to make room for the BAT.
+    pub blocks_moved: u64,
+    /// Parent locators whose data moved.
+    pub locators_moved: u64,
+    /// The creator before, when it was changed to `qem2` (module docs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_was: Option<String>,
+    /// `copy` or `in_place`.
+    pub mode: &'static str,
+    /// What a crashed earlier run's journal needed (in-place only).
+    pub journal: Rollback,
+}
+
+/// Why resizing failed; the file is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ResizeError {
+    /// Reading the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Not a VHD we can change.
+    #[error("{}: {why}", path.display())]
+    NotAVhd {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A VHD whose metadata does not add up.
+    #[error("{}: {why}", path.display())]
+    Broken {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A size we do not resize to.
+    #[error("{}: {why}", path.display())]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The change could not be made.
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+}
+
+impl ResizeError {
+    /// The record's `error.kind`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ResizeError::Io { source, .. } => ErrorKind::from_io(source),
+            ResizeError::NotAVhd { .. } => ErrorKind::NotAVhd,
+            ResizeError::Broken { .. } => ErrorKind::BadImage,
+            ResizeError::Refused { .. } => ErrorKind::Refused,
+            ResizeError::Patch(e) => e.kind(),
+        }
+    }
+}
+
+/// blktap's `vhd_parent_locator_size`: data space in sectors below 512,
+/// in bytes when a multiple of 512, invalid (0) otherwise.
+fn locator_bytes(space: u32) -> u64 {
+    let s = u64::from(space);
+    if s < 512 {
+        s * SECTOR
+    } else if s.is_multiple_of(SECTOR) {
+        s
+    } else {
+        0
+    }
+}
+
+fn chs_product(geometry: u32) -> u64 {
+    u64::from(geometry >> 16)
+        * u64::from((geometry >> 8) & 0xff)
+        * u64::from(geometry & 0xff)
+        * SECTOR
+}
+
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+/// The default journal for `path`: `.<name>.vhd-chain-journal` beside it.
+pub fn default_journal(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".vhd-chain-journal");
+    path.with_file_name(name)
+}
+
+/// Grow `path` to `size` bytes of virtual disk (module docs).
+pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError> {
+    let journal = match mode {
+        Mode::InPlace { journal } => patch::recover(journal, path)?,
+        Mode::Copy => Rollback::None,
+    };
+    let io_err = |source| ResizeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(ResizeError::NotAVhd {
+            path: path.to_path_buf(),
+            why: "not a regular file".into(),
+        });
+    }
+    let valid_before = check::check_file(path, &check::Options::default())
+        .map(|r| r.valid)
+        .unwrap_or(false);
+    let (edit, mut done, moved) = plan(path, &file, meta.len(), size)?;
+    done.journal = journal;
+    done.mode = match mode {
+        Mode::Copy => "copy",
+        Mode::InPlace { .. } => "in_place",
+    };
+    if done.method == "unchanged" {
+        return Ok(done);
+    }
+    let verify = |p: &Path| -> Result<(), String> {
+        if valid_before {
+            let r = check::check_file(p, &check::Options::default()).map_err(|e| e.to_string())?;
+            if !r.valid {
+                let names: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
+                return Err(format!("the resized VHD fails: {}", names.join(", ")));
+            }
+        }
+        let f = File::open(p).map_err(|e| e.to_string())?;
+        for (off, bytes) in &moved {
+            let mut back = vec![0u8; bytes.len()];
+            f.read_exact_at(&mut back, *off)
+                .map_err(|e| e.to_string())?;
+            if &back != bytes {
+                return Err(format!("a moved block at {off} reads back differently"));
+            }
+        }
+        Ok(())
+    };
+    patch::apply(path, &meta, &edit, mode, &verify)?;
+    Ok(done)
+}
+
+type Planned = (Edit, Resized, Vec<(u64, Vec<u8>)>);
+
+fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, ResizeError> {
+    let io_err = |source| ResizeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let broken = |why: String| ResizeError::Broken {
+        path: path.to_path_buf(),
+        why,
+    };
+    let refuse = |why: String| ResizeError::Refused {
+        path: path.to_path_buf(),
+        why,
+    };
+    let read = |off: u64, n: usize| -> Result<Vec<u8>, ResizeError> {
+        let mut b = vec![0u8; n];
+        file.read_exact_at(&mut b, off).map_err(io_err)?;
+        Ok(b)
+    };
+    if len < FOOTER || !len.is_multiple_of(SECTOR) {
+        return Err(ResizeError::NotAVhd {
+            path: path.to_path_buf(),
+            why: format!("{len} bytes is not a whole number of sectors holding a footer"),
+        });
+    }
+    let footer_off = len - FOOTER;
+    let footer = read(footer_off, FOOTER as usize)?;
+    if footer.starts_with(b"v_poison") || read(0, 8)?.starts_with(b"v_poison") {
+        return Err(refuse(
+            "its footer is poisoned (v_poison): an interrupted resize; re-run with the same \
+             --in-place --journal to roll it back, or use vhd-util revert with its journal"
+                .into(),
+        ));
+    }
+    if !footer.starts_with(b"conectix") || checksum(&footer, 64) != be32(&footer, 64) {
+        return Err(ResizeError::NotAVhd {
+            path: path.to_path_buf(),
+            why: "no valid footer at the end (cookie conectix, matching checksum)".into(),
+        });
+    }
+    let old = be64(&footer, 48);
+    let disk_type = match be32(&footer, 60) {
+        2 => "fixed",
+        3 => "dynamic",
+        4 => "differencing",
+        t => return Err(broken(format!("unknown disk type {t}"))),
+    };
+    if !size.is_multiple_of(SECTOR) || size == 0 {
+        return Err(refuse(format!(
+            "{size} bytes is not a positive multiple of 512"
+        )));
+    }
+    if size > MAX_SIZE {
+        return Err(refuse(format!(
+            "{size} bytes is more than a VHD holds ({MAX_SIZE})"
+        )));
+    }
+    if size < old {
+        return Err(refuse(format!(
+            "shrinking from {old} to {size} bytes would drop data; not supported"
+        )));
+    }
+    let mut done = Resized {
+        path: path.to_path_buf(),
+        disk_type,
+        from_size: old,
+        to_size: size,
+        method: "unchanged",
+        bat_entries: [0, 0],
+        blocks_moved: 0,
+        locators_moved: 0,
+        creator_was: None,
+        mode: "copy",
+        journal: Rollback::None,
+    };
+    // The new footer.
+    let mut new_footer = footer.clone();
+    put(&mut new_footer, 48, &size.to_be_bytes());
+    let geometry = check::vhd_chs(size);
+    put(&mut new_footer, 56, &geometry.to_be_bytes());
+    let creator = footer.get(28..32).unwrap_or_default().to_vec();
+    if (creator == b"vpc " || creator == b"qemu") && chs_product(geometry) != size {
+        put(&mut new_footer, 28, b"qem2");
+        done.creator_was = Some(String::from_utf8_lossy(&creator).into_owned());
+    }
+    reseal(&mut new_footer, 64);
+
+    let mut edit = Edit::default();
+    if disk_type == "fixed" {
+        if old > footer_off {
+            return Err(broken(format!(
+                "fixed disk of {old} bytes, but only {footer_off} bytes before its footer"
+            )));
+        }
+        if size == old {
+            return Ok((edit, done, Vec::new()));
+        }
+        done.method = "fixed_extended";
+        // Zeros from the old end of data through the old footer, then the
+        // footer at the new end (the file grows sparse in between).
+        edit.writes.push((old, vec![0u8; (len - old) as usize]));
+        edit.writes.push((size, new_footer));
+        edit.new_len = size + FOOTER;
+        edit.poison = vec![footer_off];
+        return Ok((edit, done, Vec::new()));
+    }
+
+    // Dynamic and differencing.
+    let hdr_off = be64(&footer, 16);
+    if hdr_off
+        .checked_add(HEADER as u64)
+        .is_none_or(|e| e > footer_off)
+        || hdr_off < FOOTER
+    {
+        return Err(broken(format!(
+            "dynamic header offset {hdr_off} is outside the file"
+        )));
+    }
+    let mut hdr = read(hdr_off, HEADER)?;
+    if !hdr.starts_with(b"cxsparse") || checksum(&hdr, 36) != be32(&hdr, 36) {
+        return Err(broken(format!("no valid dynamic header at {hdr_off}")));
+    }
+    let table_off = be64(&hdr, 16);
+    let entries = u64::from(be32(&hdr, 28));
+    let block = u64::from(be32(&hdr, 32));
+    if !block.is_power_of_two() || block < SECTOR {
+        return Err(broken(format!("invalid block size {block}")));
+    }
+    let bitmap_bytes = padded((block / SECTOR).div_ceil(8));
+    let block_bytes = bitmap_bytes + block;
+    let bat_len = padded(entries * 4);
+    if table_off
+        .checked_add(bat_len)
+        .is_none_or(|e| e > footer_off)
+        || entries * 4 > crate::read::MAX_BAT_BYTES
+    {
+        return Err(broken(format!(
+            "BAT of {entries} entries at {table_off} is outside the file"
+        )));
+    }
+    let mut bat: Vec<u32> = read(table_off, (entries * 4) as usize)?
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for (i, &e) in bat.iter().enumerate() {
+        if e != UNALLOCATED
+            && (u64::from(e) * SECTOR)
+                .checked_add(block_bytes)
+                .is_none_or(|end| end > footer_off)
+        {
+            return Err(broken(format!("BAT entry {i} points outside the file")));
+        }
+    }
+    let new_entries = size.div_ceil(block);
+    done.bat_entries = [entries, new_entries.max(entries)];
+
+    // blktap's batmap sits right after the BAT (notes section 2.9).
+    let bm_hdr_off = table_off + bat_len;
+    let tap_version = be32(&footer, 32);
+    let bm_hdr = if creator.starts_with(b"tap")
+        && tap_version >= 0x0001_0001
+        && bm_hdr_off + SECTOR <= footer_off
+    {
+        Some(read(bm_hdr_off, SECTOR as usize)?).filter(|h| h.starts_with(b"tdbatmap"))
+    } else {
+        None
+    };
+    let bm = match &bm_hdr {
+        Some(h) => {
+            let map_off = be64(h, 8);
+            let map_len = u64::from(be32(h, 16)) * SECTOR;
+            if map_off.checked_add(map_len).is_none_or(|e| e > footer_off) || map_len > 1 << 20 {
+                return Err(broken(format!("batmap at {map_off} is outside the file")));
+            }
+            Some((h.clone(), map_off, read(map_off, map_len as usize)?))
+        }
+        None => None,
+    };
+    // The batmap checksum over `current_size >> 24` bytes of `map`.
+    let batmap_sum = |map: &[u8], version: u32| -> u32 {
+        let n = padded((size >> 24).max(1)) as usize;
+        let sum = (0..n).fold(0u32, |a, i| {
+            let b = map.get(i).copied().unwrap_or(0);
+            let v = if version == 0x0001_0001 {
+                (b as i8) as i32 as u32
+            } else {
+                u32::from(b)
+            };
+            a.wrapping_add(v)
+        });
+        !sum
+    };
+
+    if size == old {
+        return Ok((edit, done, Vec::new()));
+    }
+    edit.poison = vec![0, footer_off];
+    edit.writes.push((footer_off, vec![0u8; FOOTER as usize]));
+    if new_entries <= entries {
+        done.method = "footer";
+        if let Some((mut h, _, map)) = bm {
+            let v = be32(&h, 20);
+            put(&mut h, 24, &batmap_sum(&map, v).to_be_bytes());
+            edit.writes.push((bm_hdr_off, h));
+        }
+        edit.writes.push((footer_off, new_footer.clone()));
+        edit.writes.push((0, new_footer));
+        edit.new_len = len;
+        return Ok((edit, done, Vec::new()));
+    }
+
+    // A bigger BAT (and batmap after it).
+    done.method = "bat_grown";
+    if new_entries * 4 > crate::read::MAX_BAT_BYTES {
+        return Err(refuse(format!(
+            "{new_entries} BAT entries is more than this tool writes"
+        )));
+    }
+    let new_bat_len = padded(new_entries * 4);
+    let new_bm_hdr = table_off + new_bat_len;
+    let new_map_len = padded(new_entries.div_ceil(8));
+    let meta_end = if bm.is_some() {
+        new_bm_hdr + SECTOR + new_map_len
+    } else {
+        new_bm_hdr
+    };
+    let region = (table_off, meta_end - table_off);
+    if overlaps(hdr_off, HEADER as u64, region.0, region.1)
+        || overlaps(0, FOOTER, region.0, region.1)
+    {
+        return Err(broken(
+            "the dynamic header lies where the BAT must grow".into(),
+        ));
+    }
+    // What stays, what moves.
+    let mut tail = meta_end.max(hdr_off + HEADER as u64);
+    let mut moving_blocks = Vec::new();
+    for (i, &e) in bat.iter().enumerate() {
+        if e == UNALLOCATED {
+            continue;
+        }
+        let start = u64::from(e) * SECTOR;
+        if overlaps(start, block_bytes, region.0, region.1) {
+            moving_blocks.push(i);
+        } else {
+            tail = tail.max(start + block_bytes);
+        }
+    }
+    let mut moving_locators = Vec::new();
+    for i in 0..8 {
+        let at = 576 + 24 * i;
+        if be32(&hdr, at) == 0 {
+            continue;
+        }
+        let space = locator_bytes(be32(&hdr, at + 4));
+        let off = be64(&hdr, at + 16);
+        if space == 0 || off.checked_add(space).is_none_or(|e| e > footer_off) {
+            return Err(broken(format!("parent locator {i} is outside the file")));
+        }
+        if overlaps(off, space, region.0, region.1) {
+            moving_locators.push((i, off, space));
+        } else {
+            tail = tail.max(off + space);
+        }
+    }
+    let moved_bytes =
+        moving_blocks.len() as u64 * block_bytes + moving_locators.iter().map(|l| l.2).sum::<u64>();
+    if moved_bytes > MAX_MOVED {
+        return Err(refuse(format!(
+            "growing the BAT would move {moved_bytes} bytes of data; more than {MAX_MOVED}"
+        )));
+    }
+    // Old places of what moves, and of the old batmap, become zeros.
+    for &i in &moving_blocks {
+        edit.writes
+            .push((u64::from(bat[i]) * SECTOR, vec![0u8; block_bytes as usize]));
+    }
+    for &(_, off, space) in &moving_locators {
+        edit.writes.push((off, vec![0u8; space as usize]));
+    }
+    if let Some((_, map_off, map)) = &bm {
+        edit.writes.push((bm_hdr_off, vec![0u8; SECTOR as usize]));
+        edit.writes.push((*map_off, vec![0u8; map.len()]));
+    }
+    // Moved blocks go to the end, in index order, data 4 KiB-aligned.
+    let mut moved = Vec::new();
+    for &i in &moving_blocks {
+        let bytes = read(u64::from(bat[i]) * SECTOR, block_bytes as usize)?;
+        let sector = aligned(tail.div_ceil(SECTOR));
+        let e = u32::try_from(sector)
+            .ok()
+            .filter(|&s| s != UNALLOCATED)
+            .ok_or_else(|| refuse("the VHD would exceed 2 TiB".into()))?;
+        bat[i] = e;
+        tail = sector * SECTOR + block_bytes;
+        moved.push((sector * SECTOR, bytes.clone()));
+        edit.writes.push((sector * SECTOR, bytes));
+    }
+    for &(i, off, space) in &moving_locators {
+        let bytes = read(off, space as usize)?;
+        let at = padded(tail);
+        put(&mut hdr, 576 + 24 * i + 16, &at.to_be_bytes());
+        tail = at + space;
+        moved.push((at, bytes.clone()));
+        edit.writes.push((at, bytes));
+    }
+    done.blocks_moved = moving_blocks.len() as u64;
+    done.locators_moved = moving_locators.len() as u64;
+    // The new BAT, batmap, header, footers.
+    let mut table = vec![0u8; new_bat_len as usize];
+    for i in 0..new_entries as usize {
+        let e = bat.get(i).copied().unwrap_or(UNALLOCATED);
+        put(&mut table, i * 4, &e.to_be_bytes());
+    }
+    edit.writes.push((table_off, table));
+    if let Some((mut h, _, old_map)) = bm {
+        let mut map = old_map;
+        map.resize(new_map_len as usize, 0);
+        put(&mut h, 8, &(new_bm_hdr + SECTOR).to_be_bytes());
+        put(
+            &mut h,
+            16,
+            &u32::try_from(new_map_len / SECTOR)
+                .unwrap_or(0)
+                .to_be_bytes(),
+        );
+        let v = be32(&h, 20);
+        put(&mut h, 24, &batmap_sum(&map, v).to_be_bytes());
+        edit.writes.push((new_bm_hdr, h));
+        edit.writes.push((new_bm_hdr + SECTOR, map));
+    }
+    put(
+        &mut hdr,
+        28,
+        &u32::try_from(new_entries).unwrap_or(0).to_be_bytes(),
+    );
+    reseal(&mut hdr, 36);
+    edit.writes.push((hdr_off, hdr));
+    let end = padded(tail);
+    edit.writes.push((end, new_footer.clone()));
+    edit.writes.push((0, new_footer));
+    edit.new_len = end + FOOTER;
+    Ok((edit, done, moved))
+}
