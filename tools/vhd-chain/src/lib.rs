@@ -10,6 +10,7 @@ pub mod check;
 pub mod extract;
 pub mod flatten;
 pub mod journal;
+pub mod layout;
 pub mod patch;
 pub mod raw;
 pub mod read;

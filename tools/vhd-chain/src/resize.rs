@@ -31,8 +31,9 @@
 
 use crate::check;
 use crate::journal::Rollback;
+use crate::layout::{FOOTER, Kind, Layout, LayoutError};
 use crate::patch::{self, Edit, Mode, PatchError};
-use crate::raw::{SECTOR, UNALLOCATED, aligned, be32, be64, checksum, padded, put, reseal};
+use crate::raw::{SECTOR, UNALLOCATED, aligned, be32, be64, padded, put, reseal};
 use common::ErrorKind;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -40,7 +41,6 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-const FOOTER: u64 = 512;
 const HEADER: usize = 1024;
 /// The largest VHD (blktap's and Hyper-V's limit, 2040 GiB).
 pub const MAX_SIZE: u64 = 2040 << 30;
@@ -186,7 +186,7 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
     let valid_before = check::check_file(path, &check::Options::default())
         .map(|r| r.valid)
         .unwrap_or(false);
-    let (edit, mut done, moved) = plan(path, &file, meta.len(), size)?;
+    let (edit, mut done, moved) = plan(path, &file, size)?;
     done.journal = journal;
     done.mode = match mode {
         Mode::Copy => "copy",
@@ -218,9 +218,28 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
     Ok(done)
 }
 
-type Planned = (Edit, Resized, Vec<(u64, Vec<u8>)>);
+pub(crate) type Planned = (Edit, Resized, Vec<(u64, Vec<u8>)>);
 
-fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, ResizeError> {
+/// Map a [`LayoutError`] to ours.
+pub(crate) fn layout_error(path: &Path, e: LayoutError) -> ResizeError {
+    let path = path.to_path_buf();
+    match e {
+        LayoutError::Io(source) => ResizeError::Io { path, source },
+        LayoutError::NotAVhd(why) => ResizeError::NotAVhd { path, why },
+        LayoutError::Broken(why) => ResizeError::Broken { path, why },
+        LayoutError::Poisoned => ResizeError::Refused {
+            path,
+            why: "its footer is poisoned (v_poison): an interrupted resize; re-run with the \
+                  same --in-place --journal to roll it back, or use vhd-util revert with its journal"
+                .into(),
+        },
+    }
+}
+
+/// Plan growing the VHD in `file` (at `path`) to `size` bytes: the edit,
+/// the result to report, and the moved data (new offset, bytes) to read
+/// back.
+pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, ResizeError> {
     let io_err = |source| ResizeError::Io {
         path: path.to_path_buf(),
         source,
@@ -238,34 +257,10 @@ fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, Resize
         file.read_exact_at(&mut b, off).map_err(io_err)?;
         Ok(b)
     };
-    if len < FOOTER || !len.is_multiple_of(SECTOR) {
-        return Err(ResizeError::NotAVhd {
-            path: path.to_path_buf(),
-            why: format!("{len} bytes is not a whole number of sectors holding a footer"),
-        });
-    }
-    let footer_off = len - FOOTER;
-    let footer = read(footer_off, FOOTER as usize)?;
-    if footer.starts_with(b"v_poison") || read(0, 8)?.starts_with(b"v_poison") {
-        return Err(refuse(
-            "its footer is poisoned (v_poison): an interrupted resize; re-run with the same \
-             --in-place --journal to roll it back, or use vhd-util revert with its journal"
-                .into(),
-        ));
-    }
-    if !footer.starts_with(b"conectix") || checksum(&footer, 64) != be32(&footer, 64) {
-        return Err(ResizeError::NotAVhd {
-            path: path.to_path_buf(),
-            why: "no valid footer at the end (cookie conectix, matching checksum)".into(),
-        });
-    }
-    let old = be64(&footer, 48);
-    let disk_type = match be32(&footer, 60) {
-        2 => "fixed",
-        3 => "dynamic",
-        4 => "differencing",
-        t => return Err(broken(format!("unknown disk type {t}"))),
-    };
+    let l = Layout::read(file).map_err(|e| layout_error(path, e))?;
+    let (len, footer_off, old) = (l.len, l.footer_off, l.size);
+    let footer = l.footer.clone();
+    let disk_type = l.kind.name();
     if !size.is_multiple_of(SECTOR) || size == 0 {
         return Err(refuse(format!(
             "{size} bytes is not a positive multiple of 512"
@@ -307,12 +302,7 @@ fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, Resize
     reseal(&mut new_footer, 64);
 
     let mut edit = Edit::default();
-    if disk_type == "fixed" {
-        if old > footer_off {
-            return Err(broken(format!(
-                "fixed disk of {old} bytes, but only {footer_off} bytes before its footer"
-            )));
-        }
+    if l.kind == Kind::Fixed {
         if size == old {
             return Ok((edit, done, Vec::new()));
         }
@@ -327,91 +317,15 @@ fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, Resize
     }
 
     // Dynamic and differencing.
-    let hdr_off = be64(&footer, 16);
-    if hdr_off
-        .checked_add(HEADER as u64)
-        .is_none_or(|e| e > footer_off)
-        || hdr_off < FOOTER
-    {
-        return Err(broken(format!(
-            "dynamic header offset {hdr_off} is outside the file"
-        )));
-    }
-    let mut hdr = read(hdr_off, HEADER)?;
-    if !hdr.starts_with(b"cxsparse") || checksum(&hdr, 36) != be32(&hdr, 36) {
-        return Err(broken(format!("no valid dynamic header at {hdr_off}")));
-    }
-    let table_off = be64(&hdr, 16);
-    let entries = u64::from(be32(&hdr, 28));
-    let block = u64::from(be32(&hdr, 32));
-    if !block.is_power_of_two() || block < SECTOR {
-        return Err(broken(format!("invalid block size {block}")));
-    }
-    let bitmap_bytes = padded((block / SECTOR).div_ceil(8));
-    let block_bytes = bitmap_bytes + block;
-    let bat_len = padded(entries * 4);
-    if table_off
-        .checked_add(bat_len)
-        .is_none_or(|e| e > footer_off)
-        || entries * 4 > crate::read::MAX_BAT_BYTES
-    {
-        return Err(broken(format!(
-            "BAT of {entries} entries at {table_off} is outside the file"
-        )));
-    }
-    let mut bat: Vec<u32> = read(table_off, (entries * 4) as usize)?
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    for (i, &e) in bat.iter().enumerate() {
-        if e != UNALLOCATED
-            && (u64::from(e) * SECTOR)
-                .checked_add(block_bytes)
-                .is_none_or(|end| end > footer_off)
-        {
-            return Err(broken(format!("BAT entry {i} points outside the file")));
-        }
-    }
+    let (hdr_off, table_off, block) = (l.hdr_off, l.table_off, l.block);
+    let mut hdr = l.hdr.clone();
+    let entries = l.bat.len() as u64;
+    let block_bytes = l.block_bytes();
+    let mut bat = l.bat.clone();
     let new_entries = size.div_ceil(block);
     done.bat_entries = [entries, new_entries.max(entries)];
 
-    // blktap's batmap sits right after the BAT (notes section 2.9).
-    let bm_hdr_off = table_off + bat_len;
-    let tap_version = be32(&footer, 32);
-    let bm_hdr = if creator.starts_with(b"tap")
-        && tap_version >= 0x0001_0001
-        && bm_hdr_off + SECTOR <= footer_off
-    {
-        Some(read(bm_hdr_off, SECTOR as usize)?).filter(|h| h.starts_with(b"tdbatmap"))
-    } else {
-        None
-    };
-    let bm = match &bm_hdr {
-        Some(h) => {
-            let map_off = be64(h, 8);
-            let map_len = u64::from(be32(h, 16)) * SECTOR;
-            if map_off.checked_add(map_len).is_none_or(|e| e > footer_off) || map_len > 1 << 20 {
-                return Err(broken(format!("batmap at {map_off} is outside the file")));
-            }
-            Some((h.clone(), map_off, read(map_off, map_len as usize)?))
-        }
-        None => None,
-    };
-    // The batmap checksum over `current_size >> 24` bytes of `map`.
-    let batmap_sum = |map: &[u8], version: u32| -> u32 {
-        let n = padded((size >> 24).max(1)) as usize;
-        let sum = (0..n).fold(0u32, |a, i| {
-            let b = map.get(i).copied().unwrap_or(0);
-            let v = if version == 0x0001_0001 {
-                (b as i8) as i32 as u32
-            } else {
-                u32::from(b)
-            };
-            a.wrapping_add(v)
-        });
-        !sum
-    };
-
+    let bm = l.batmap.clone();
     if size == old {
         return Ok((edit, done, Vec::new()));
     }
@@ -419,10 +333,10 @@ fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, Resize
     edit.writes.push((footer_off, vec![0u8; FOOTER as usize]));
     if new_entries <= entries {
         done.method = "footer";
-        if let Some((mut h, _, map)) = bm {
-            let v = be32(&h, 20);
-            put(&mut h, 24, &batmap_sum(&map, v).to_be_bytes());
-            edit.writes.push((bm_hdr_off, h));
+        if let Some(mut b) = bm {
+            let sum = b.checksum(size);
+            put(&mut b.hdr, 24, &sum.to_be_bytes());
+            edit.writes.push((b.hdr_off, b.hdr));
         }
         edit.writes.push((footer_off, new_footer.clone()));
         edit.writes.push((0, new_footer));
@@ -499,9 +413,9 @@ fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, Resize
     for &(_, off, space) in &moving_locators {
         edit.writes.push((off, vec![0u8; space as usize]));
     }
-    if let Some((_, map_off, map)) = &bm {
-        edit.writes.push((bm_hdr_off, vec![0u8; SECTOR as usize]));
-        edit.writes.push((*map_off, vec![0u8; map.len()]));
+    if let Some(b) = &bm {
+        edit.writes.push((b.hdr_off, vec![0u8; SECTOR as usize]));
+        edit.writes.push((b.map_off, vec![0u8; b.map.len()]));
     }
     // Moved blocks go to the end, in index order, data 4 KiB-aligned.
     let mut moved = Vec::new();
@@ -534,21 +448,15 @@ fn plan(path: &Path, file: &File, len: u64, size: u64) -> Result<Planned, Resize
         put(&mut table, i * 4, &e.to_be_bytes());
     }
     edit.writes.push((table_off, table));
-    if let Some((mut h, _, old_map)) = bm {
-        let mut map = old_map;
-        map.resize(new_map_len as usize, 0);
-        put(&mut h, 8, &(new_bm_hdr + SECTOR).to_be_bytes());
-        put(
-            &mut h,
-            16,
-            &u32::try_from(new_map_len / SECTOR)
-                .unwrap_or(0)
-                .to_be_bytes(),
-        );
-        let v = be32(&h, 20);
-        put(&mut h, 24, &batmap_sum(&map, v).to_be_bytes());
-        edit.writes.push((new_bm_hdr, h));
-        edit.writes.push((new_bm_hdr + SECTOR, map));
+    if let Some(mut b) = bm {
+        b.map.resize(new_map_len as usize, 0);
+        put(&mut b.hdr, 8, &(new_bm_hdr + SECTOR).to_be_bytes());
+        let secs = u32::try_from(new_map_len / SECTOR).unwrap_or(0);
+        put(&mut b.hdr, 16, &secs.to_be_bytes());
+        let sum = b.checksum(size);
+        put(&mut b.hdr, 24, &sum.to_be_bytes());
+        edit.writes.push((new_bm_hdr, b.hdr));
+        edit.writes.push((new_bm_hdr + SECTOR, b.map));
     }
     put(
         &mut hdr,
