@@ -27,7 +27,7 @@
 //! disk) and the reader's pieces.
 
 use crate::read::{self, ReadError};
-use crate::write::{BLOCK_SIZE, BlockDigest, DynamicWriter, random_uuid, vhd_timestamp_now};
+use crate::write::{BLOCK_SIZE, DynamicWriter, random_uuid, vhd_timestamp_now};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
 use serde::Serialize;
@@ -276,14 +276,7 @@ pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattene
     // non-zero blocks.
     let temp = atomic.temp_path().to_path_buf();
     let mut back = read::Chain::open(&[temp])?;
-    let mut digest = BlockDigest::default();
-    back.for_each_piece(BLOCK_SIZE, |off, data, _| {
-        if let Some(d) = data {
-            digest.add(off / BLOCK_SIZE, d);
-        }
-        Ok::<(), ReadError>(())
-    })?;
-    let read_sha = digest.finish();
+    let read_sha = back.digest(0, size)?;
     if back.virtual_size() != size || read_sha != written.block_digest || read_sha.is_empty() {
         return Err(FlattenError::Mismatch {
             path: output.to_path_buf(),

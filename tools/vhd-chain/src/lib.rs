@@ -7,6 +7,7 @@
 //! `flatten` (the whole import, verified and atomic).
 
 pub mod check;
+pub mod coalesce;
 pub mod extract;
 pub mod flatten;
 pub mod journal;
@@ -37,11 +38,12 @@ hidden, footer_source, footer_checksum_ok, virtual_size, ...). discover adds
 chain_index, chain_length, role (leaf, middle, base) and parent_uuid_matches.
 Errors are records with error.kind: not_a_vhd, not_a_tarball,
 unsafe_member, unexpected_member, limit_exceeded, chain_empty, chain_gap,
-chain_incomplete, not_differencing, io.
+chain_incomplete, not_differencing, bad_image, refused, busy, io.
 
 Examples:
   vhd-chain extract image.tgz scratch/ && vhd-chain discover scratch/
-  vhd-chain fix scratch/
+  vhd-chain fix scratch/ && vhd-chain coalesce --chain scratch/ | tail -n 1
+  vhd-chain resize disk.vhd 20G --in-place
   vhd-chain flatten image.tgz -o disk.vhd && imginfo-parse --check disk.vhd
   vhd-chain info disk.vhd | jq .vhd.virtual_size
 
@@ -172,6 +174,37 @@ pub enum Command {
         #[arg(long, value_name = "J", requires = "in_place")]
         journal: Option<PathBuf>,
     },
+    /// Merge the differencing disk CHILD into its parent (vhd-util
+    /// coalesce; the parent is PARENT or the file its header names, beside
+    /// it), on a copy of the parent renamed into place (or --in-place under
+    /// a journal); with --chain, every member of the chain in DIR into the
+    /// next, so the base holds the disk (the last record)
+    Coalesce {
+        /// The differencing VHD (with --chain: the chain directory)
+        #[arg(value_name = "CHILD|DIR")]
+        child: PathBuf,
+        /// Its parent (default: the name in CHILD's header, in CHILD's
+        /// directory)
+        #[arg(value_name = "PARENT", conflicts_with = "chain")]
+        parent: Option<PathBuf>,
+        /// Coalesce the whole chain in DIR (0.vhd into 1.vhd, ... into the
+        /// base), as Cinder's coalesce_chain
+        #[arg(long)]
+        chain: bool,
+        /// Change the parent itself instead of a copy, under an undo
+        /// journal
+        #[arg(long)]
+        in_place: bool,
+        /// The undo journal (default .PARENT.vhd-chain-journal beside the
+        /// parent)
+        #[arg(
+            long,
+            value_name = "J",
+            requires = "in_place",
+            conflicts_with = "chain"
+        )]
+        journal: Option<PathBuf>,
+    },
     /// Link every member of the chain in DIR to the next one (Cinder's
     /// fix_vhd_chain; a chain of one or none is left alone)
     Fix {
@@ -260,6 +293,13 @@ impl Tool for Cli {
                     }
                 }
             }
+            Command::Coalesce {
+                child,
+                parent,
+                chain,
+                in_place,
+                journal,
+            } => coalesce_cmd(ctx, &child, parent.as_deref(), chain, in_place, journal),
             Command::Fix { dir, force } => match discover(&dir) {
                 Ok(chain) => relink_records(ctx, &dir, relink::fix(&chain, force)),
                 Err((kind, msg)) => {
@@ -465,6 +505,92 @@ fn flatten_cmd(ctx: &mut Ctx, source: &Path, output: &Path, force: bool) -> anyh
             let e = ctx.error(err.kind(), err.to_string());
             ctx.fail(Record::from_path(&source.to_string_lossy()), e)?;
         }
+    }
+    Ok(())
+}
+
+fn coalesce_cmd(
+    ctx: &mut Ctx,
+    child: &Path,
+    parent: Option<&Path>,
+    chain: bool,
+    in_place: bool,
+    journal: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let fail = |ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: String| -> anyhow::Result<()> {
+        let e = ctx.error(kind, msg);
+        ctx.fail(Record::from_path(&path.to_string_lossy()), e)?;
+        Ok(())
+    };
+    let journal_of = |parent: &Path| {
+        journal
+            .clone()
+            .unwrap_or_else(|| resize::default_journal(parent))
+    };
+    fn mode_for(in_place: bool, j: &Path) -> patch::Mode<'_> {
+        if in_place {
+            patch::Mode::InPlace { journal: j }
+        } else {
+            patch::Mode::Copy
+        }
+    }
+    if !chain {
+        let result = coalesce::parent_of(child, parent).and_then(|p| {
+            let j = journal_of(&p);
+            coalesce::coalesce(child, Some(&p), mode_for(in_place, &j))
+        });
+        let rec = Record::from_path(&child.to_string_lossy());
+        return match result {
+            Ok(done) => facet_record(ctx, rec, "coalesce", &done),
+            Err(e) => fail(ctx, child, e.kind(), e.to_string()),
+        };
+    }
+    // A crashed in-place run may have left any parent poisoned: roll
+    // back every member's journal before looking at the chain.
+    let mut rolled_back = Vec::new();
+    if in_place {
+        for i in 1.. {
+            let p = child.join(format!("{i}.vhd"));
+            if !p.exists() {
+                break;
+            }
+            let j = journal_of(&p);
+            match coalesce::recover(&p, mode_for(in_place, &j)) {
+                Ok(journal::Rollback::None) => {}
+                Ok(r) => rolled_back.push((p, r)),
+                Err(e) => return fail(ctx, &p, e.kind(), e.to_string()),
+            }
+        }
+    }
+    let members = match discover(child) {
+        Ok(m) => m,
+        Err((kind, msg)) => return fail(ctx, child, kind, msg),
+    };
+    for k in 0..members.len().saturating_sub(1) {
+        let j = journal_of(&members[k + 1]);
+        match coalesce::coalesce_chain_step(&members[k..], mode_for(in_place, &j)) {
+            Ok(mut done) => {
+                if let Some((_, r)) = rolled_back.iter().find(|(p, _)| *p == members[k + 1]) {
+                    done.journal = *r;
+                }
+                let rec = Record::from_path(&members[k].to_string_lossy());
+                facet_record(ctx, rec, "coalesce", &done)?;
+            }
+            Err(e) => return fail(ctx, &members[k], e.kind(), e.to_string()),
+        }
+    }
+    // Cinder's coalesce_chain returns the base: so does the last record.
+    if let Some(base) = members.last() {
+        let mut rec = Record::from_path(&base.to_string_lossy());
+        let mut f = match vhd_facts(base) {
+            Ok(f) => f,
+            Err((kind, msg)) => return fail(ctx, base, kind, msg),
+        };
+        f.insert("step".into(), "coalesced".into());
+        f.insert("role".into(), "base".into());
+        f.insert("chain_length".into(), members.len().into());
+        rec.set(FACET, Value::Object(f));
+        ctx.emit(&rec)?;
     }
     Ok(())
 }

@@ -119,6 +119,20 @@ pub fn recover(journal: &Path, target: &Path) -> Result<Rollback, PatchError> {
 /// replaces the target or its journal is dropped.
 pub type Verify<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
 
+/// The ranges an in-place `edit` overwrites (within the old length), for
+/// its journal.
+fn edit_ranges(edit: &Edit, old_len: u64) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = edit
+        .writes
+        .iter()
+        .map(|(o, d)| (*o, d.len() as u64))
+        .collect();
+    if edit.new_len < old_len {
+        ranges.push((edit.new_len, old_len - edit.new_len));
+    }
+    ranges
+}
+
 /// Apply `edit` to `target`, whose metadata when planned was `planned`,
 /// and `verify` the result before it counts (module docs).
 pub fn apply(
@@ -128,16 +142,59 @@ pub fn apply(
     mode: Mode,
     verify: Verify,
 ) -> Result<(), PatchError> {
+    let ranges = edit_ranges(edit, planned.len());
+    let crash_after = std::env::var(CRASH_HOOK).ok().and_then(|v| v.parse().ok());
+    let mut work = |f: &File| match mode {
+        Mode::Copy => write_edit(f, edit),
+        Mode::InPlace { .. } => write_edit_with(f, edit, crash_after),
+    };
+    apply_with(
+        target,
+        planned,
+        mode,
+        &ranges,
+        &edit.poison,
+        &mut work,
+        verify,
+    )
+}
+
+/// The general form of [`apply`]: `work` changes the file it is given
+/// (the copy, or the target itself under a journal of `ranges`, after
+/// the footers at `poison` were poisoned; it must rewrite them), then
+/// `verify` checks the result before it counts.
+pub fn apply_with(
+    target: &Path,
+    planned: &Metadata,
+    mode: Mode,
+    ranges: &[(u64, u64)],
+    poison: &[u64],
+    work: &mut dyn FnMut(&File) -> io::Result<()>,
+    verify: Verify,
+) -> Result<(), PatchError> {
     match mode {
-        Mode::Copy => apply_copy(target, planned, edit, verify),
-        Mode::InPlace { journal } => apply_in_place(target, planned, edit, journal, verify),
+        Mode::Copy => apply_copy(target, planned, work, verify),
+        Mode::InPlace { journal } => {
+            apply_in_place(target, planned, ranges, poison, work, journal, verify)
+        }
+    }
+}
+
+/// Crash here (abort, no cleanup) when the test hook asks for a crash
+/// before write number `i` of an in-place change ([`CRASH_HOOK`]).
+pub fn crash_point(i: usize) {
+    thread_local! {
+        static AT: Option<usize> = std::env::var(CRASH_HOOK).ok().and_then(|v| v.parse().ok());
+    }
+    if AT.with(|a| *a == Some(i)) {
+        std::process::abort();
     }
 }
 
 fn apply_copy(
     target: &Path,
     planned: &Metadata,
-    edit: &Edit,
+    work: &mut dyn FnMut(&File) -> io::Result<()>,
     verify: Verify,
 ) -> Result<(), PatchError> {
     let err = io_at(target);
@@ -160,7 +217,7 @@ fn apply_copy(
             path: target.to_path_buf(),
         });
     }
-    write_edit(out.file(), edit).map_err(io_at(target))?;
+    work(out.file()).map_err(io_at(target))?;
     verify(out.temp_path()).map_err(|why| PatchError::Verify {
         path: target.to_path_buf(),
         why,
@@ -193,14 +250,17 @@ fn write_edit_with(f: &File, edit: &Edit, crash_after: Option<usize>) -> io::Res
     f.set_len(edit.new_len)
 }
 
-fn write_edit(f: &File, edit: &Edit) -> io::Result<()> {
+/// Write `edit` into `f`.
+pub fn write_edit(f: &File, edit: &Edit) -> io::Result<()> {
     write_edit_with(f, edit, None)
 }
 
 fn apply_in_place(
     target: &Path,
     planned: &Metadata,
-    edit: &Edit,
+    ranges: &[(u64, u64)],
+    poison: &[u64],
+    work: &mut dyn FnMut(&File) -> io::Result<()>,
     journal: &Path,
     verify: Verify,
 ) -> Result<(), PatchError> {
@@ -215,23 +275,15 @@ fn apply_in_place(
             path: target.to_path_buf(),
         });
     }
-    let mut ranges: Vec<(u64, u64)> = edit
-        .writes
-        .iter()
-        .map(|(o, d)| (*o, d.len() as u64))
-        .collect();
-    ranges.extend(edit.poison.iter().map(|&o| (o, 8)));
-    if edit.new_len < planned.len() {
-        ranges.push((edit.new_len, planned.len() - edit.new_len));
-    }
+    let mut ranges = ranges.to_vec();
+    ranges.extend(poison.iter().map(|&o| (o, 8)));
     let j = Journal::begin(journal, target, &f, &ranges)?;
     let done = (|| -> io::Result<()> {
-        for &off in &edit.poison {
+        for &off in poison {
             f.write_all_at(b"v_poison", off)?;
         }
         f.sync_data()?;
-        let crash_after = std::env::var(CRASH_HOOK).ok().and_then(|v| v.parse().ok());
-        write_edit_with(&f, edit, crash_after)
+        work(&f)
     })()
     .map_err(io_at(target))
     .and_then(|()| {

@@ -597,15 +597,31 @@ impl Chain {
     pub fn for_each_piece<E>(
         &mut self,
         piece: u64,
+        f: impl FnMut(u64, Option<&[u8]>, u64) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<ReadError>,
+    {
+        let size = self.virtual_size();
+        self.for_each_piece_in(0, size, piece, f)
+    }
+
+    /// [`Chain::for_each_piece`] over bytes `start .. end` only (sector
+    /// multiples, clipped to the disk).
+    pub fn for_each_piece_in<E>(
+        &mut self,
+        start: u64,
+        end: u64,
+        piece: u64,
         mut f: impl FnMut(u64, Option<&[u8]>, u64) -> Result<(), E>,
     ) -> Result<(), E>
     where
         E: From<ReadError>,
     {
-        let total = self.virtual_size() / SECTOR;
+        let total = end.min(self.virtual_size()) / SECTOR;
         let per = (piece / SECTOR).max(1);
         let mut buf = vec![0u8; usize::try_from(per * SECTOR).unwrap_or(PIECE)];
-        let mut s = 0u64;
+        let mut s = start / SECTOR;
         while s < total {
             let n = per.min(total - s);
             let len = n * SECTOR;
@@ -619,6 +635,21 @@ impl Chain {
             s += n;
         }
         Ok(())
+    }
+
+    /// The [`BlockDigest`](crate::write::BlockDigest) of bytes `start ..
+    /// end` of the virtual disk, in pieces of 2 MiB from `start`: equal
+    /// digests over the same range mean equal content.
+    pub fn digest(&mut self, start: u64, end: u64) -> Result<String, ReadError> {
+        let mut d = crate::write::BlockDigest::default();
+        let bs = crate::write::BLOCK_SIZE;
+        self.for_each_piece_in(start, end, bs, |off, data, _| {
+            if let Some(b) = data {
+                d.add((off - start) / bs, b);
+            }
+            Ok::<(), ReadError>(())
+        })?;
+        Ok(d.finish())
     }
 
     /// Write the whole virtual disk, raw, to `out` in order, in constant

@@ -158,3 +158,102 @@ while off < size:
     }
     run_ok(&mut c)
 }
+
+/// A dynamic (no parent) or differencing VHD to build, sector by sector,
+/// independently of the crate's writer: any block size, bitmaps exactly
+/// the sectors given.
+pub struct Spec {
+    /// Virtual size (a multiple of 512).
+    pub size: u64,
+    /// Block size (a power of two, at least 512).
+    pub block: u64,
+    /// Footer creator application.
+    pub creator: [u8; 4],
+    /// This image's UUID.
+    pub uuid: [u8; 16],
+    /// For a differencing disk: the parent's UUID and file name.
+    pub parent: Option<([u8; 16], String)>,
+    /// Set sectors: (first sector, sectors, fill byte). Zeros are set
+    /// sectors too.
+    pub runs: Vec<(u64, u64, u8)>,
+}
+
+/// Write `spec` to `p` (footer copy, header at 512, BAT at 1536, blocks
+/// in index order, end footer).
+pub fn build_vhd(p: &std::path::Path, spec: &Spec) {
+    let spb = spec.block / 512;
+    let entries = spec.size.div_ceil(spec.block);
+    let bat_bytes = (entries * 4).div_ceil(512) * 512;
+    let bitmap = spb.div_ceil(8).div_ceil(512) * 512;
+    let mut footer = vec![0u8; 512];
+    footer[0..8].copy_from_slice(b"conectix");
+    footer[8..12].copy_from_slice(&2u32.to_be_bytes());
+    footer[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    footer[16..24].copy_from_slice(&512u64.to_be_bytes());
+    footer[28..32].copy_from_slice(&spec.creator);
+    footer[32..36].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    footer[40..48].copy_from_slice(&spec.size.to_be_bytes());
+    footer[48..56].copy_from_slice(&spec.size.to_be_bytes());
+    let kind: u32 = if spec.parent.is_some() { 4 } else { 3 };
+    footer[60..64].copy_from_slice(&kind.to_be_bytes());
+    footer[68..84].copy_from_slice(&spec.uuid);
+    fix_sum(&mut footer, 64);
+    let mut hdr = vec![0u8; 1024];
+    hdr[0..8].copy_from_slice(b"cxsparse");
+    hdr[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+    hdr[16..24].copy_from_slice(&1536u64.to_be_bytes());
+    hdr[24..28].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    hdr[28..32].copy_from_slice(&(entries as u32).to_be_bytes());
+    hdr[32..36].copy_from_slice(&(spec.block as u32).to_be_bytes());
+    if let Some((uuid, name)) = &spec.parent {
+        hdr[40..56].copy_from_slice(uuid);
+        let units: Vec<u8> = name.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        hdr[64..64 + units.len()].copy_from_slice(&units);
+    }
+    fix_sum(&mut hdr, 36);
+    // Which blocks hold set sectors, their bitmaps and data.
+    let mut blocks: std::collections::BTreeMap<u64, (Vec<u8>, Vec<u8>)> = Default::default();
+    for &(first, n, fill) in &spec.runs {
+        for s in first..first + n {
+            let (bm, data) = blocks
+                .entry(s / spb)
+                .or_insert_with(|| (vec![0u8; bitmap as usize], vec![0u8; spec.block as usize]));
+            let i = (s % spb) as usize;
+            bm[i / 8] |= 0x80 >> (i % 8);
+            data[i * 512..(i + 1) * 512].fill(fill);
+        }
+    }
+    let mut bat = vec![0xffu8; bat_bytes as usize];
+    let mut body = Vec::new();
+    let mut at = 1536 + bat_bytes;
+    for (blk, (bm, data)) in &blocks {
+        let e = (at / 512) as u32;
+        bat[*blk as usize * 4..*blk as usize * 4 + 4].copy_from_slice(&e.to_be_bytes());
+        body.extend_from_slice(bm);
+        body.extend_from_slice(data);
+        at += bitmap + spec.block;
+    }
+    let mut file = footer.clone();
+    file.extend_from_slice(&hdr);
+    file.extend_from_slice(&bat);
+    file.extend_from_slice(&body);
+    file.extend_from_slice(&footer);
+    std::fs::write(p, &file).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Apply a [`Spec`]'s runs to a model disk.
+pub fn model_runs(disk: &mut [u8], runs: &[(u64, u64, u8)]) {
+    for &(first, n, fill) in runs {
+        let end = ((first + n) * 512).min(disk.len() as u64) as usize;
+        let start = ((first * 512) as usize).min(end);
+        disk[start..end].fill(fill);
+    }
+}
+
+/// The footer UUID of the VHD at `p`.
+pub fn footer_uuid(p: &std::path::Path) -> [u8; 16] {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{e}"));
+    let mut u = [0u8; 16];
+    u.copy_from_slice(&b[b.len() - 512 + 68..b.len() - 512 + 84]);
+    u
+}
