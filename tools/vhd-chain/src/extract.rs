@@ -14,7 +14,10 @@
 //!   handles concatenated gzip members like `gzip -d`), or a plain tar;
 //! - regular-file members named exactly `N.vhd` (`N` decimal, no sign, no
 //!   leading zeros except `0` itself), optionally prefixed with `./`, which is
-//!   how os-xenapi's `tar -zc --directory=STAGING .` names them;
+//!   how os-xenapi's `tar -zc --directory=STAGING .` names them, or one of
+//!   the old-style names os-xenapi still imports ([`OLD_STYLE`]: `snap.vhd`,
+//!   `image.vhd`, `base.vhd`, and `swap.vhd`, which [`crate::discover`]
+//!   leaves out of the chain);
 //! - one `.`/`./` directory entry, which is skipped (its mode, owner and
 //!   mtime are ignored: we never change `dir`).
 //!
@@ -64,12 +67,17 @@ impl Default for Limits {
     }
 }
 
+/// The old-style member names os-xenapi imports, leaf first, then the
+/// legacy swap disk (never part of the chain).
+pub const OLD_STYLE: [&str; 4] = ["snap.vhd", "image.vhd", "base.vhd", "swap.vhd"];
+
 /// One extracted member, in archive order.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Member {
-    /// The member's name with any `./` prefix removed: always `N.vhd`.
+    /// The member's name with any `./` prefix removed: `N.vhd` or an
+    /// [`OLD_STYLE`] name.
     pub name: String,
-    /// Where it was written (`dir/N.vhd`).
+    /// Where it was written (`dir/NAME`).
     pub path: PathBuf,
     /// Bytes written.
     pub size: u64,
@@ -77,8 +85,10 @@ pub struct Member {
     /// record if there is one, else the header). Kept because relinking takes
     /// `parent_ts` from it, which makes the result deterministic.
     pub mtime: Option<u64>,
-    /// `N`, the member's position in the chain (`0` is the leaf).
-    pub index: u32,
+    /// `N`, the member's position in the chain (`0` is the leaf); none for
+    /// an old-style name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 /// Why extraction stopped. Every variant that concerns a member names it.
@@ -133,8 +143,10 @@ pub enum ExtractError {
         /// Why it is refused.
         reason: String,
     },
-    /// A plain file whose name is not `N.vhd`.
-    #[error("unexpected member \"{member}\": only N.vhd files are allowed")]
+    /// A plain file whose name is not `N.vhd` (or an old-style name).
+    #[error(
+        "unexpected member \"{member}\": only N.vhd (or snap.vhd, image.vhd, base.vhd, swap.vhd) files are allowed"
+    )]
     Unexpected {
         /// The member's name as stored.
         member: String,
@@ -400,7 +412,7 @@ fn run(
             let shown = display_name(&raw_name);
             let pax = pax_info(&mut entry).map_err(|e| stream_error(&state, Some(&shown), e))?;
             let etype = entry.header().entry_type();
-            let index = match check_member(&raw_name, etype, pax.sparse) {
+            let name = match check_member(&raw_name, etype, pax.sparse) {
                 Err(e) => return Err(e.into_error(shown)),
                 Ok(Verdict::SkipDot) => {
                     if seen_dot {
@@ -409,9 +421,10 @@ fn run(
                     seen_dot = true;
                     continue;
                 }
-                Ok(Verdict::File(index)) => index,
+                Ok(Verdict::File(name)) => name,
             };
-            if !seen.insert(index) {
+            let index = chain_index(&name);
+            if !seen.insert(name.clone()) {
                 return Err(unsafe_member(shown, "duplicate member"));
             }
             if members.len() >= limits.max_members {
@@ -431,7 +444,6 @@ fn run(
                     ),
                 });
             }
-            let name = format!("{index}.vhd");
             let path = dir.join(&name);
             let mut out = create_member(&path, &shown)?;
             created.push(path.clone());
@@ -587,8 +599,8 @@ fn pax_info<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<PaxInfo> {
 enum Verdict {
     /// The `.` directory entry: skip it.
     SkipDot,
-    /// A chain file `N.vhd`.
-    File(u32),
+    /// A chain file `N.vhd` or an old-style name: the name to write.
+    File(String),
 }
 
 /// A refusal before the member's display name is attached.
@@ -665,9 +677,11 @@ fn check_member(raw: &[u8], etype: EntryType, pax_sparse: bool) -> Result<Verdic
         }
         _ => return Err(Refusal::Unsafe("not a plain file")),
     }
-    chain_index(bare)
-        .map(Verdict::File)
-        .ok_or(Refusal::Unexpected)
+    match chain_index(bare) {
+        Some(i) => Ok(Verdict::File(format!("{i}.vhd"))),
+        None if OLD_STYLE.contains(&bare) => Ok(Verdict::File(bare.to_owned())),
+        None => Err(Refusal::Unexpected),
+    }
 }
 
 /// `N` from `N.vhd`: decimal, no sign, no leading zeros except `0`, fits u32.
@@ -815,7 +829,6 @@ mod tests {
             ".vhd",
             "0.VHD",
             "0.vhd.gz",
-            "snap.vhd",
             "4294967296.vhd",
             " 1.vhd",
         ] {
@@ -826,7 +839,18 @@ mod tests {
     #[test]
     fn member_rules() {
         let reg = EntryType::Regular;
-        assert_eq!(check_member(b"./3.vhd", reg, false), Ok(Verdict::File(3)));
+        assert_eq!(
+            check_member(b"./3.vhd", reg, false),
+            Ok(Verdict::File("3.vhd".into()))
+        );
+        assert_eq!(
+            check_member(b"./snap.vhd", reg, false),
+            Ok(Verdict::File("snap.vhd".into()))
+        );
+        assert_eq!(
+            check_member(b"./Snap.vhd", reg, false),
+            Err(Refusal::Unexpected)
+        );
         assert_eq!(
             check_member(b"./", EntryType::Directory, false),
             Ok(Verdict::SkipDot)

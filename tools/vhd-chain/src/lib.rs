@@ -545,27 +545,23 @@ fn coalesce_cmd(
             Err(e) => fail(ctx, child, e.kind(), e.to_string()),
         };
     }
-    // A crashed in-place run may have left any parent poisoned: roll
-    // back every member's journal before looking at the chain.
-    let mut rolled_back = Vec::new();
-    if in_place {
-        for i in 1.. {
-            let p = child.join(format!("{i}.vhd"));
-            if !p.exists() {
-                break;
-            }
-            let j = journal_of(&p);
-            match coalesce::recover(&p, mode_for(in_place, &j)) {
-                Ok(journal::Rollback::None) => {}
-                Ok(r) => rolled_back.push((p, r)),
-                Err(e) => return fail(ctx, &p, e.kind(), e.to_string()),
-            }
-        }
-    }
+    // Only names are read to discover the chain, so a parent a crashed
+    // in-place run left poisoned is found, and rolled back first.
     let members = match discover(child) {
         Ok(m) => m,
         Err((kind, msg)) => return fail(ctx, child, kind, msg),
     };
+    let mut rolled_back = Vec::new();
+    if in_place {
+        for p in members.iter().skip(1) {
+            let j = journal_of(p);
+            match coalesce::recover(p, mode_for(in_place, &j)) {
+                Ok(journal::Rollback::None) => {}
+                Ok(r) => rolled_back.push((p.clone(), r)),
+                Err(e) => return fail(ctx, p, e.kind(), e.to_string()),
+            }
+        }
+    }
     for k in 0..members.len().saturating_sub(1) {
         let j = journal_of(&members[k + 1]);
         match coalesce::coalesce_chain_step(&members[k..], mode_for(in_place, &j)) {
@@ -639,11 +635,18 @@ fn relink_records(
 }
 
 /// Cinder's rule: 0.vhd, 1.vhd, ... until the next index is missing. A
-/// numbered member beyond that gap is an error, never silently dropped.
+/// numbered file beyond that first gap is [`ErrorKind::ChainGap`] (Cinder
+/// would drop it silently), no 0.vhd is [`ErrorKind::ChainEmpty`].
+/// Without numbered files, os-xenapi's old-style names make the chain:
+/// `snap.vhd` (leaf), `image.vhd`, `base.vhd`, those present, in that
+/// order; both kinds of names together are [`ErrorKind::UnexpectedMember`]
+/// (os-xenapi would rename one over the other). `swap.vhd` is never part
+/// of the chain (see [`ignored_members`]). Only names are looked at.
 pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, (ErrorKind, String)> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| (ErrorKind::from_io(&e), format!("{}: {e}", dir.display())))?;
     let mut numbered: Vec<u64> = Vec::new();
+    let mut old: Vec<&str> = Vec::new();
     for e in entries {
         let e = e.map_err(|e| (ErrorKind::Io, e.to_string()))?;
         let name = e.file_name();
@@ -655,7 +658,26 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, (ErrorKind, String)> {
             && let Ok(i) = n.parse::<u64>()
         {
             numbered.push(i);
+        } else if let Some(o) = extract::OLD_STYLE[..3].iter().find(|o| **o == name) {
+            old.push(o);
         }
+    }
+    if !old.is_empty() {
+        if !numbered.is_empty() {
+            return Err((
+                ErrorKind::UnexpectedMember,
+                format!(
+                    "{}: both numbered (N.vhd) and old-style ({}) members: which is the chain?",
+                    dir.display(),
+                    old.join(", ")
+                ),
+            ));
+        }
+        return Ok(extract::OLD_STYLE[..3]
+            .iter()
+            .filter(|o| old.contains(o))
+            .map(|o| dir.join(o))
+            .collect());
     }
     numbered.sort_unstable();
     let mut chain = Vec::new();
@@ -681,6 +703,17 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, (ErrorKind, String)> {
     Ok(chain)
 }
 
+/// Files in `dir` that look like members but are never part of the chain
+/// (the legacy `swap.vhd`), to report.
+pub fn ignored_members(dir: &Path) -> Vec<PathBuf> {
+    let swap = dir.join(extract::OLD_STYLE[3]);
+    if std::fs::symlink_metadata(&swap).is_ok() {
+        vec![swap]
+    } else {
+        Vec::new()
+    }
+}
+
 fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
     let dir_rec = || Record::from_path(&dir.to_string_lossy());
     let chain = match discover(dir) {
@@ -690,6 +723,19 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
             ctx.fail(dir_rec(), e)?;
             return Ok(());
         }
+    };
+    for p in ignored_members(dir) {
+        ctx.warn(&format!(
+            "{}: the legacy swap disk is not part of the chain; ignored",
+            p.display()
+        ));
+    }
+    let name = |i: usize| {
+        chain
+            .get(i)
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     };
     let mut facts = Vec::with_capacity(chain.len());
     for p in &chain {
@@ -710,20 +756,20 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
             Some((
                 ErrorKind::ChainIncomplete,
                 format!(
-                    "{}.vhd, the base, is differencing: its parent is missing",
-                    i
+                    "{}, the base, is differencing: its parent is missing",
+                    name(i)
                 ),
             ))
         } else if i + 1 < n && !diff {
             Some((
                 ErrorKind::NotDifferencing,
                 format!(
-                    "{}.vhd is {} but {}.vhd follows it: it should be differencing",
-                    i,
+                    "{} is {} but {} follows it: it should be differencing",
+                    name(i),
                     f.get("disk_type")
                         .and_then(Value::as_str)
                         .unwrap_or("not differencing"),
-                    i + 1
+                    name(i + 1)
                 ),
             ))
         } else {

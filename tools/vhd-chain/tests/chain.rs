@@ -401,3 +401,63 @@ fn flatten_a_tarball_into_one_verified_vhd() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+/// os-xenapi's old-style tarballs: snap.vhd (leaf), image.vhd, base.vhd,
+/// and a legacy swap.vhd that is never part of the chain.
+#[test]
+fn old_style_names_make_a_chain_and_swap_is_left_out() {
+    if !have_qemu() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for n in ["snap.vhd", "image.vhd", "base.vhd", "swap.vhd"] {
+        vhd(&src, n, "8M", "dynamic");
+    }
+    make_differencing(&src, "image.vhd", "base.vhd");
+    make_differencing(&src, "snap.vhd", "image.vhd");
+    let tgz = t.path().join("image.tgz");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let scratch = t.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let (code, recs) = run(t.path(), &["extract", "image.tgz", "scratch"]);
+    assert_eq!(code, 0, "{recs:?}");
+    assert_eq!(recs.len(), 4);
+    let out = Command::new(BIN)
+        .args(["discover", "scratch"])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("swap.vhd"));
+    let recs: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = recs.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["scratch/snap.vhd", "scratch/image.vhd", "scratch/base.vhd"]
+    );
+    assert_eq!(recs[0]["vhd"]["role"], "leaf");
+    assert_eq!(recs[2]["vhd"]["role"], "base");
+    let (code, recs) = run(t.path(), &["flatten", "image.tgz", "-o", "flat.vhd"]);
+    assert_eq!(code, 0, "{recs:?}");
+    assert_eq!(recs[0]["vhd"]["chain_length"], 3);
+
+    // Both kinds of names together: which is the chain? Refused.
+    std::fs::copy(scratch.join("base.vhd"), scratch.join("0.vhd")).unwrap();
+    let (code, recs) = run(t.path(), &["discover", "scratch"]);
+    assert_eq!(code, 2);
+    assert_eq!(recs[0]["error"]["kind"], "unexpected_member");
+}
