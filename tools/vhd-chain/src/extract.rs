@@ -330,7 +330,7 @@ pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member
         source,
     })?;
     let mut created = Vec::new();
-    let result = run(file, tarball, dir, limits, &mut created);
+    let result = run(file, tarball, Some(dir), limits, &mut created);
     if result.is_err() {
         // Best effort: the original error is the one to report, and `dir`
         // is the caller's private scratch directory, removed as a whole
@@ -342,10 +342,21 @@ pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member
     result
 }
 
+/// Read the whole tarball as [`extract`] would, every rule applied, but
+/// write nothing: the members it would write (their `path` is the bare
+/// name). For `--dry-run`.
+pub fn scan(tarball: &Path, limits: &Limits) -> Result<Vec<Member>, ExtractError> {
+    let file = File::open(tarball).map_err(|source| ExtractError::Open {
+        path: tarball.to_path_buf(),
+        source,
+    })?;
+    run(file, tarball, None, limits, &mut Vec::new())
+}
+
 fn run(
     file: File,
     tarball: &Path,
-    dir: &Path,
+    dir: Option<&Path>,
     limits: &Limits,
     created: &mut Vec<PathBuf>,
 ) -> Result<Vec<Member>, ExtractError> {
@@ -444,6 +455,33 @@ fn run(
                     ),
                 });
             }
+            let Some(dir) = dir else {
+                // A scan: read the data through, count it, write nothing.
+                state.in_data.set(true);
+                let copied = copy_member(
+                    &mut entry,
+                    &mut io::sink(),
+                    remaining,
+                    &mut buf,
+                    &shown,
+                    Path::new(&name),
+                )
+                .map_err(|e| match e {
+                    CopyError::Read(e) => stream_error(&state, Some(&shown), e),
+                    CopyError::Done(e) => e,
+                })?;
+                state.in_data.set(false);
+                check_copied(copied, declared, remaining, limits, &shown)?;
+                written = written.saturating_add(copied);
+                members.push(Member {
+                    path: PathBuf::from(&name),
+                    name,
+                    size: copied,
+                    mtime: pax.mtime.or_else(|| entry.header().mtime().ok()),
+                    index,
+                });
+                continue;
+            };
             let path = dir.join(&name);
             let mut out = create_member(&path, &shown)?;
             created.push(path.clone());
@@ -454,18 +492,7 @@ fn run(
                     CopyError::Done(e) => e,
                 })?;
             state.in_data.set(false);
-            if copied > remaining {
-                return Err(ExtractError::Limit {
-                    member: Some(shown),
-                    reason: format!("over the {} byte extraction limit", limits.max_bytes),
-                });
-            }
-            if copied < declared {
-                return Err(ExtractError::Truncated {
-                    member: Some(shown),
-                    reason: format!("{copied} of {declared} bytes"),
-                });
-            }
+            check_copied(copied, declared, remaining, limits, &shown)?;
             out.sync_all().map_err(|source| ExtractError::Write {
                 member: shown.clone(),
                 path: path.clone(),
@@ -491,11 +518,36 @@ fn run(
         });
     }
     drain_trailer(archive.into_inner(), &state)?;
-    common::atomic::sync_dir(dir).map_err(|source| ExtractError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    if let Some(dir) = dir {
+        common::atomic::sync_dir(dir).map_err(|source| ExtractError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     Ok(members)
+}
+
+/// A member's data against its declared size and the byte limit.
+fn check_copied(
+    copied: u64,
+    declared: u64,
+    remaining: u64,
+    limits: &Limits,
+    shown: &str,
+) -> Result<(), ExtractError> {
+    if copied > remaining {
+        return Err(ExtractError::Limit {
+            member: Some(shown.to_owned()),
+            reason: format!("over the {} byte extraction limit", limits.max_bytes),
+        });
+    }
+    if copied < declared {
+        return Err(ExtractError::Truncated {
+            member: Some(shown.to_owned()),
+            reason: format!("{copied} of {declared} bytes"),
+        });
+    }
+    Ok(())
 }
 
 /// Read until `buf` is full or the stream ends; returns the bytes read.
@@ -751,9 +803,9 @@ enum CopyError {
 /// Stream one member's data into `out`, reading at most `remaining + 1`
 /// bytes so that a reader delivering more than the header declared is caught
 /// by the caller without writing past the budget.
-fn copy_member<R: Read>(
+fn copy_member<R: Read, W: Write>(
     entry: &mut R,
-    out: &mut File,
+    out: &mut W,
     remaining: u64,
     buf: &mut [u8],
     member: &str,

@@ -129,13 +129,26 @@ pub enum Command {
     /// Cinder's whole XenServer import: extract the tarball (or take the
     /// chain DIR), check the links, merge the chain into one dynamic VHD
     /// with the leaf's virtual size, verify it, and rename it into place
+    /// (-o OUT.vhd, or --replace the tarball itself)
     Flatten {
-        /// A XenServer .tgz/.tar, or a directory holding 0.vhd ...
+        /// A XenServer .tgz/.tar, or a directory holding 0.vhd ... (none:
+        /// records with a `path` on stdin, with --replace or --dry-run)
         #[arg(value_name = "TARBALL|DIR")]
-        source: PathBuf,
+        source: Option<PathBuf>,
         /// The VHD to write
-        #[arg(short, long, value_name = "OUT.vhd")]
-        output: PathBuf,
+        #[arg(short, long, value_name = "OUT.vhd", conflicts_with = "replace")]
+        output: Option<PathBuf>,
+        /// Replace the tarball with the flattened VHD, atomically (Cinder's
+        /// replace_xenserver_image_with_coalesced_vhd); a file that already
+        /// is a single VHD is left alone (status already_single), and on
+        /// stdin a record whose file is neither is passed on unchanged
+        #[arg(long)]
+        replace: bool,
+        /// Check everything that can be checked without writing (a tarball
+        /// is read through, a directory's chain opened and its links
+        /// checked) and say what would be written
+        #[arg(long)]
+        dry_run: bool,
         /// Replace an existing output file
         #[arg(long)]
         force: bool,
@@ -261,8 +274,41 @@ impl Tool for Cli {
             Command::Flatten {
                 source,
                 output,
+                replace,
+                dry_run,
                 force,
-            } => flatten_cmd(ctx, &source, &output, force),
+            } => {
+                let how = FlattenHow {
+                    output,
+                    replace,
+                    dry_run,
+                    force,
+                };
+                match source {
+                    Some(src) => {
+                        if how.output.is_none() && !replace && !dry_run {
+                            anyhow::bail!("flatten: give -o OUT.vhd or --replace (see --help)");
+                        }
+                        let rec = Record::from_path(&src.to_string_lossy());
+                        flatten_one(ctx, rec, &src, &how, false)
+                    }
+                    None => {
+                        if how.output.is_some() || !(replace || dry_run) {
+                            anyhow::bail!(
+                                "flatten: records on stdin need --replace or --dry-run (one -o cannot take many images)"
+                            );
+                        }
+                        common::cli::each_stdin_record(ctx, |ctx, rec| {
+                            let Some(p) = rec.path().map(PathBuf::from) else {
+                                let e =
+                                    ctx.error(ErrorKind::BadRecord, "record has no string `path`");
+                                return Ok(ctx.fail(rec, e)?);
+                            };
+                            flatten_one(ctx, rec, &p, &how, true)
+                        })
+                    }
+                }
+            }
             Command::SetParent {
                 child,
                 parent,
@@ -485,28 +531,160 @@ fn cat_cmd(ctx: &mut Ctx, source: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn flatten_cmd(ctx: &mut Ctx, source: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
-    match flatten::flatten(source, output, force) {
-        Ok(done) => {
-            let mut rec = Record::from_path(&output.to_string_lossy());
-            let mut f = match serde_json::to_value(&done)? {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            };
-            f.insert("step".into(), "flatten".into());
-            f.insert(
-                "source".into(),
-                source.to_string_lossy().into_owned().into(),
-            );
-            rec.set(FACET, Value::Object(f));
-            ctx.emit(&rec)?;
-        }
-        Err(err) => {
-            let e = ctx.error(err.kind(), err.to_string());
-            ctx.fail(Record::from_path(&source.to_string_lossy()), e)?;
+/// What `flatten` was asked to do.
+#[derive(Debug)]
+struct FlattenHow {
+    output: Option<PathBuf>,
+    replace: bool,
+    dry_run: bool,
+    force: bool,
+}
+
+/// What a file is, by its first bytes: a tarball (gzip, or a tar header
+/// with a ustar magic), or neither.
+fn looks_like_tarball(path: &Path) -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 512];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut n = 0;
+    while n < b.len() {
+        match f.read(&mut b[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
         }
     }
+    b.starts_with(&[0x1f, 0x8b]) || (n == 512 && &b[257..262] == b"ustar")
+}
+
+/// Flatten one source into `rec` (module docs of [`flatten`]); `piped`:
+/// `rec` came from stdin, so a file that is not ours passes unchanged.
+fn flatten_one(
+    ctx: &mut Ctx,
+    mut rec: Record,
+    source: &Path,
+    how: &FlattenHow,
+    piped: bool,
+) -> anyhow::Result<()> {
+    let mut facet = Map::new();
+    facet.insert("step".into(), "flatten".into());
+    facet.insert(
+        "source".into(),
+        source.to_string_lossy().into_owned().into(),
+    );
+    let fail = |ctx: &mut Ctx, rec: Record, kind: ErrorKind, msg: String| -> anyhow::Result<()> {
+        let e = ctx.error(kind, msg);
+        ctx.fail(rec, e)?;
+        Ok(())
+    };
+    let is_dir = source.is_dir();
+    if how.replace && !is_dir && !looks_like_tarball(source) {
+        // Already a single VHD (a re-run), or not ours at all.
+        return match read::Chain::open(&[source.to_path_buf()]) {
+            Ok(c) => {
+                facet.insert("status".into(), "already_single".into());
+                facet.insert("virtual_size".into(), c.virtual_size().into());
+                rec.set(FACET, Value::Object(facet));
+                Ok(ctx.emit(&rec)?)
+            }
+            Err(_) if piped => Ok(ctx.emit(&rec)?),
+            Err(e) => fail(
+                ctx,
+                rec,
+                ErrorKind::NotATarball,
+                format!(
+                    "{}: neither a tarball nor a single VHD ({e})",
+                    source.display()
+                ),
+            ),
+        };
+    }
+    if how.replace && is_dir {
+        return fail(
+            ctx,
+            rec,
+            ErrorKind::Refused,
+            format!(
+                "{}: --replace takes a tarball, not a directory",
+                source.display()
+            ),
+        );
+    }
+    let output = match (&how.output, how.replace) {
+        (Some(o), _) => Some(o.clone()),
+        (None, true) => Some(source.to_path_buf()),
+        (None, false) => None,
+    };
+    if how.dry_run {
+        return match flatten_dry_run(source, is_dir) {
+            Ok(mut plan) => {
+                facet.insert("dry_run".into(), true.into());
+                if let Some(o) = &output {
+                    facet.insert(
+                        "would_write".into(),
+                        o.to_string_lossy().into_owned().into(),
+                    );
+                }
+                facet.append(&mut plan);
+                rec.set(FACET, Value::Object(facet));
+                Ok(ctx.emit(&rec)?)
+            }
+            Err((kind, msg)) => fail(ctx, rec, kind, msg),
+        };
+    }
+    let Some(output) = output else {
+        return fail(ctx, rec, ErrorKind::BadRecord, "no output".into());
+    };
+    match flatten::flatten(source, &output, how.force || how.replace) {
+        Ok(done) => {
+            if let Value::Object(m) = serde_json::to_value(&done)? {
+                facet.extend(m);
+            }
+            if how.replace {
+                facet.insert("status".into(), "replaced".into());
+            } else if !piped {
+                rec = Record::from_path(&output.to_string_lossy());
+            }
+            rec.set(FACET, Value::Object(facet));
+            ctx.emit(&rec)?;
+        }
+        Err(err) => fail(ctx, rec, err.kind(), err.to_string())?,
+    }
     Ok(())
+}
+
+/// `--dry-run`: a directory's chain opened (links checked) and sized; a
+/// tarball read through with every extraction rule, its chain found by
+/// name. Nothing is written.
+fn flatten_dry_run(source: &Path, is_dir: bool) -> Result<Map<String, Value>, (ErrorKind, String)> {
+    let mut m = Map::new();
+    let names: Vec<String> = if is_dir {
+        let chain = discover(source)?;
+        let c = read::Chain::open(&chain).map_err(|e| (e.kind(), e.to_string()))?;
+        m.insert("virtual_size".into(), c.virtual_size().into());
+        m.insert(
+            "blocks_to_write_at_most".into(),
+            c.data_pieces(write::BLOCK_SIZE).into(),
+        );
+        m.insert("links_checked".into(), true.into());
+        chain
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect()
+    } else {
+        let members = extract::scan(source, &extract::Limits::default())
+            .map_err(|e| (e.kind(), e.to_string()))?;
+        let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+        let bytes: u64 = members.iter().map(|m| m.size).sum();
+        m.insert("extract_bytes".into(), bytes.into());
+        m.insert("links_checked".into(), false.into());
+        chain_of_names(&source.display().to_string(), &names)?
+    };
+    m.insert("chain_length".into(), names.len().into());
+    m.insert("chain".into(), names.into());
+    Ok(m)
 }
 
 fn coalesce_cmd(
@@ -645,12 +823,25 @@ fn relink_records(
 pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, (ErrorKind, String)> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| (ErrorKind::from_io(&e), format!("{}: {e}", dir.display())))?;
-    let mut numbered: Vec<u64> = Vec::new();
-    let mut old: Vec<&str> = Vec::new();
+    let mut names = Vec::new();
     for e in entries {
         let e = e.map_err(|e| (ErrorKind::Io, e.to_string()))?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = e.file_name().to_str() {
+            names.push(n.to_owned());
+        }
+    }
+    Ok(chain_of_names(&dir.display().to_string(), &names)?
+        .into_iter()
+        .map(|n| dir.join(n))
+        .collect())
+}
+
+/// [`discover`]'s rules over a list of file names (those of a directory,
+/// or of a tarball's members); `place` names where they are, for messages.
+pub fn chain_of_names(place: &str, names: &[String]) -> Result<Vec<String>, (ErrorKind, String)> {
+    let mut numbered: Vec<u64> = Vec::new();
+    let mut old: Vec<&str> = Vec::new();
+    for name in names {
         if let Some(n) = name.strip_suffix(".vhd")
             && !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_digit())
@@ -667,8 +858,7 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, (ErrorKind, String)> {
             return Err((
                 ErrorKind::UnexpectedMember,
                 format!(
-                    "{}: both numbered (N.vhd) and old-style ({}) members: which is the chain?",
-                    dir.display(),
+                    "{place}: both numbered (N.vhd) and old-style ({}) members: which is the chain?",
                     old.join(", ")
                 ),
             ));
@@ -676,26 +866,25 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, (ErrorKind, String)> {
         return Ok(extract::OLD_STYLE[..3]
             .iter()
             .filter(|o| old.contains(o))
-            .map(|o| dir.join(o))
+            .map(|o| (*o).to_owned())
             .collect());
     }
     numbered.sort_unstable();
     let mut chain = Vec::new();
     while numbered.binary_search(&(chain.len() as u64)).is_ok() {
-        chain.push(dir.join(format!("{}.vhd", chain.len())));
+        chain.push(format!("{}.vhd", chain.len()));
     }
     if chain.is_empty() {
         return Err((
             ErrorKind::ChainEmpty,
-            format!("{}: no 0.vhd, so no chain", dir.display()),
+            format!("{place}: no 0.vhd, so no chain"),
         ));
     }
     if let Some(extra) = numbered.iter().find(|&&i| i >= chain.len() as u64) {
         return Err((
             ErrorKind::ChainGap,
             format!(
-                "{}: {}.vhd is missing but {extra}.vhd exists; Cinder would silently drop it",
-                dir.display(),
+                "{place}: {}.vhd is missing but {extra}.vhd exists; Cinder would silently drop it",
                 chain.len()
             ),
         ));

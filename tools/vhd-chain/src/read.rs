@@ -567,6 +567,16 @@ impl Chain {
         true
     }
 
+    /// How many pieces of `piece` bytes of the virtual disk are not holes
+    /// ([`Chain::is_hole`]): at most what a copy must read and write.
+    pub fn data_pieces(&self, piece: u64) -> u64 {
+        let total = self.virtual_size() / SECTOR;
+        let per = (piece / SECTOR).max(1);
+        (0..total.div_ceil(per))
+            .filter(|i| !self.is_hole(i * per, per.min(total - i * per)))
+            .count() as u64
+    }
+
     /// Fill `buf` (a whole number of sectors) with the virtual disk from
     /// sector `s` on, one run of same-source sectors at a time.
     fn read_into(&mut self, mut s: u64, buf: &mut [u8]) -> Result<(), ReadError> {
