@@ -49,6 +49,7 @@
 //! assumes 2 MiB blocks); a block size under 512 bytes is a finding.
 //! One rule reports at most [`MAX_PER_RULE`] findings, then one summary.
 
+use crate::raw::{all_zero, be32, be64, checksum, padded};
 use common::ErrorKind;
 use common::formats::{FileSource, Source};
 use serde::Serialize;
@@ -254,37 +255,10 @@ impl Collector {
     }
 }
 
-fn be32(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, u32::from_be_bytes)
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
 fn uuid16(b: &[u8], o: usize) -> [u8; 16] {
     b.get(o..o + 16)
         .and_then(|s| <[u8; 16]>::try_from(s).ok())
         .unwrap_or([0; 16])
-}
-
-fn all_zero(b: &[u8]) -> bool {
-    b.iter().all(|x| *x == 0)
-}
-
-/// NOT of the byte sum, the 4 bytes at `skip` taken as zero.
-fn checksum(buf: &[u8], skip: usize) -> u32 {
-    let mut sum: u32 = 0;
-    for (i, b) in buf.iter().enumerate() {
-        if i < skip || i >= skip + 4 {
-            sum = sum.wrapping_add(u32::from(*b));
-        }
-    }
-    !sum
 }
 
 fn uuid_string(b: &[u8; 16]) -> String {
@@ -296,10 +270,6 @@ fn uuid_string(b: &[u8; 16]) -> String {
         s.push_str(&format!("{v:02x}"));
     }
     s
-}
-
-fn padded(n: u64) -> u64 {
-    n.div_ceil(SECTOR).saturating_mul(SECTOR)
 }
 
 /// blktap's `vhd_chs`: the geometry for `size` bytes, packed C<<16|H<<8|S.

@@ -48,6 +48,7 @@
 //! runs that no image holds without reading anything, and keeps one sector
 //! bitmap per image: memory does not grow with the disk.
 
+use crate::raw::{be32, be64, checksum};
 use common::ErrorKind;
 use std::fs::File;
 use std::io::{self, Write};
@@ -112,32 +113,6 @@ impl ReadError {
             ReadError::Io { source, .. } => ErrorKind::from_io(source),
         }
     }
-}
-
-fn be32(b: &[u8], o: usize) -> u32 {
-    match b.get(o..o + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(o..o + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_be_bytes(a)
-}
-
-/// NOT of the byte sum, the 4 bytes at `skip` taken as zero.
-fn checksum(buf: &[u8], skip: usize) -> u32 {
-    let mut sum: u32 = 0;
-    for (i, b) in buf.iter().enumerate() {
-        if i < skip || i >= skip + 4 {
-            sum = sum.wrapping_add(u32::from(*b));
-        }
-    }
-    !sum
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

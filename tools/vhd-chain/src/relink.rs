@@ -37,6 +37,7 @@
 //! - Non-ASCII parent names are encoded as UTF-16 (vhd-util's iconv from
 //!   ASCII fails on them); names that are not UTF-8 are refused.
 
+use crate::raw::{be32, be64, checksum, put};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
 use common::formats::{FormatError, Source, probe};
@@ -353,34 +354,6 @@ fn probe_header(
 
 fn str_field<'a>(h: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
     h.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn be32(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, u32::from_be_bytes)
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-fn put(b: &mut [u8], o: usize, v: &[u8]) {
-    if let Some(d) = b.get_mut(o..o + v.len()) {
-        d.copy_from_slice(v);
-    }
-}
-
-/// The VHD checksum: NOT of the byte sum, the 4 bytes at `skip` as zero.
-fn checksum(buf: &[u8], skip: usize) -> u32 {
-    let sum = buf
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i < skip || *i >= skip + 4)
-        .fold(0u32, |s, (_, b)| s.wrapping_add(u32::from(*b)));
-    !sum
 }
 
 /// A 16-byte id as lower-case hyphenated hex, in stored byte order.

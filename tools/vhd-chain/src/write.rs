@@ -23,6 +23,7 @@
 //! memory and written by seeking back at [`DynamicWriter::finish`], with
 //! the header and both footers.
 
+use crate::raw::{aligned, all_zero, checksum, put};
 use std::io::{self, Seek, SeekFrom, Write};
 
 /// Bytes per block (the blktap and qemu default).
@@ -132,34 +133,6 @@ impl<W: Write + Seek> std::fmt::Debug for DynamicWriter<W> {
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
-/// NOT of the byte sum, the 4 bytes at `skip` taken as zero.
-fn checksum(buf: &[u8], skip: usize) -> u32 {
-    let mut sum: u32 = 0;
-    for (i, b) in buf.iter().enumerate() {
-        if i < skip || i >= skip + 4 {
-            sum = sum.wrapping_add(u32::from(*b));
-        }
-    }
-    !sum
-}
-
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(s) = buf.get_mut(at..at + bytes.len()) {
-        s.copy_from_slice(bytes);
-    }
-}
-
-fn all_zero(b: &[u8]) -> bool {
-    b.chunks(4096)
-        .all(|c| c.iter().fold(0u8, |a, x| a | x) == 0)
-}
-
-/// The first sector at or after `s` whose next sector starts on a 4 KiB
-/// boundary: a block's bitmap goes there so that its data is aligned.
-fn aligned(s: u64) -> u64 {
-    s + (7 - s % 8)
 }
 
 /// The current time as a VHD timestamp (seconds since 2000-01-01 UTC;

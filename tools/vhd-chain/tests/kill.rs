@@ -13,7 +13,7 @@
 )]
 
 mod support;
-use support::{create_dynamic as vhd, have_qemu, run_ok as run};
+use support::{create_dynamic as vhd, have_qemu, make_child, run_ok as run};
 
 use serde_json::Value;
 use std::fs;
@@ -28,30 +28,6 @@ fn qemu_write(p: &Path, cmd: &str) {
     run(Command::new("qemu-io")
         .args(["-f", "vpc", "-c", cmd])
         .arg(p));
-}
-
-fn fix_sum(b: &mut [u8], at: usize) {
-    b[at..at + 4].fill(0);
-    let s: u32 = b.iter().fold(0u32, |a, x| a.wrapping_add(u32::from(*x)));
-    b[at..at + 4].copy_from_slice(&(!s).to_be_bytes());
-}
-
-/// Make a qemu dynamic VHD a differencing child of `parent` (disk type 4
-/// in both footer copies, parent UUID in the header, checksums fixed).
-fn make_differencing(child: &Path, parent: &Path) {
-    let pb = fs::read(parent).unwrap();
-    let puuid = pb[pb.len() - 512 + 68..pb.len() - 512 + 84].to_vec();
-    let mut b = fs::read(child).unwrap();
-    let l = b.len();
-    for at in [0, l - 512] {
-        let f = &mut b[at..at + 512];
-        f[60..64].copy_from_slice(&4u32.to_be_bytes());
-        fix_sum(f, 64);
-    }
-    let h = &mut b[512..1536];
-    h[40..56].copy_from_slice(&puuid);
-    fix_sum(h, 36);
-    fs::write(child, &b).unwrap();
 }
 
 /// The output with what differs between two runs over the same chain
@@ -135,7 +111,7 @@ fn sigkill_at_random_points_leaves_the_old_or_the_new_image() {
     vhd(&leaf, "8M");
     qemu_write(&base, "write -P 0x33 0 4M");
     qemu_write(&leaf, "write -P 0x44 1M 512K");
-    make_differencing(&leaf, &base);
+    make_child(&leaf, &base);
     let src = t.path().join("src.tgz");
     run(Command::new("tar")
         .arg("-czf")

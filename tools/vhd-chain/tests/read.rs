@@ -11,7 +11,9 @@
 )]
 
 mod support;
-use support::have_qemu;
+use support::{
+    be32, convert, exact_bitmaps, fix_sum, have_qemu, make_child, model, qemu_write as write,
+};
 
 use common::ErrorKind;
 use std::fs::{self, File};
@@ -44,26 +46,6 @@ fn create(dir: &Path, name: &str, subformat: &str, size: &str) -> PathBuf {
     p
 }
 
-/// `qemu-io -f vpc -c 'write -P PAT OFF LEN' ...`
-fn write(p: &Path, writes: &[(u8, u64, u64)]) {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", "vpc"]);
-    for (pat, off, len) in writes {
-        c.arg("-c").arg(format!("write -P {pat:#x} {off} {len}"));
-    }
-    c.arg(p);
-    run(&mut c);
-}
-
-fn convert(p: &Path) -> Vec<u8> {
-    let raw = p.with_extension("raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-f", "vpc", "-O", "raw"])
-        .arg(p)
-        .arg(&raw));
-    fs::read(&raw).unwrap()
-}
-
 /// Our reader's output, through a file as the CLI would use it.
 fn ours(chain: &[PathBuf]) -> Result<Vec<u8>, ReadError> {
     let mut c = Chain::open(chain)?;
@@ -79,80 +61,6 @@ fn ours(chain: &[PathBuf]) -> Result<Vec<u8>, ReadError> {
 
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
-}
-
-fn fix_sum(b: &mut [u8], at: usize) {
-    b[at..at + 4].fill(0);
-    let s: u32 = b.iter().fold(0u32, |a, x| a.wrapping_add(u32::from(*x)));
-    b[at..at + 4].copy_from_slice(&(!s).to_be_bytes());
-}
-
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes(b[o..o + 4].try_into().unwrap())
-}
-
-/// Make a qemu dynamic VHD a differencing child of `parent` (disk type 4
-/// in both footer copies, parent UUID in the header, checksums fixed).
-fn make_child(child: &Path, parent: &Path) {
-    let pb = fs::read(parent).unwrap();
-    let puuid = pb[pb.len() - 512 + 68..pb.len() - 512 + 84].to_vec();
-    let mut b = fs::read(child).unwrap();
-    let l = b.len();
-    for at in [0, l - 512] {
-        let f = &mut b[at..at + 512];
-        f[60..64].copy_from_slice(&4u32.to_be_bytes());
-        fix_sum(f, 64);
-    }
-    let h = &mut b[512..1536];
-    h[40..56].copy_from_slice(&puuid);
-    fix_sum(h, 36);
-    fs::write(child, &b).unwrap();
-}
-
-/// qemu's vpc driver marks every sector of a block it allocates as
-/// present (the bitmap is written all ones; checked: a 4 KiB write gives a
-/// 512-byte bitmap of 0xff). To exercise per-sector bitmaps, rewrite each
-/// allocated block's bitmap to exactly the sectors in `writes`, as blktap
-/// would have left it.
-fn exact_bitmaps(p: &Path, writes: &[(u8, u64, u64)]) {
-    let mut b = fs::read(p).unwrap();
-    let table = u64::from_be_bytes(b[512 + 16..512 + 24].try_into().unwrap()) as usize;
-    let entries = be32(&b, 512 + 28) as usize;
-    let bs = u64::from(be32(&b, 512 + 32));
-    let spb = bs / 512;
-    let bm_len = (spb / 8).div_ceil(512) as usize * 512;
-    let mut touched = 0;
-    for blk in 0..entries {
-        let e = be32(&b, table + 4 * blk);
-        if e == u32::MAX {
-            continue;
-        }
-        touched += 1;
-        let mut bm = vec![0u8; bm_len];
-        for (_, off, len) in writes {
-            for s in off / 512..(off + len) / 512 {
-                if s / spb == blk as u64 {
-                    let i = (s % spb) as usize;
-                    bm[i / 8] |= 0x80 >> (i % 8);
-                }
-            }
-        }
-        assert!(
-            bm.iter().any(|x| *x != 0),
-            "block {blk} allocated but not written"
-        );
-        let at = e as usize * 512;
-        b[at..at + bm_len].copy_from_slice(&bm);
-    }
-    assert!(touched > 0);
-    fs::write(p, &b).unwrap();
-}
-
-/// Apply `writes` to a model disk.
-fn model(disk: &mut [u8], writes: &[(u8, u64, u64)]) {
-    for (pat, off, len) in writes {
-        disk[*off as usize..(*off + *len) as usize].fill(*pat);
-    }
 }
 
 #[test]

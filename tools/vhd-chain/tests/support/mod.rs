@@ -257,3 +257,42 @@ pub fn footer_uuid(p: &std::path::Path) -> [u8; 16] {
     u.copy_from_slice(&b[b.len() - 512 + 68..b.len() - 512 + 84]);
     u
 }
+
+/// qemu's vpc driver marks every sector of a block it allocates as
+/// present (the bitmap is written all ones; checked: a 4 KiB write gives a
+/// 512-byte bitmap of 0xff). To exercise per-sector bitmaps, rewrite each
+/// allocated block's bitmap to exactly the sectors in `writes`, as blktap
+/// would have left it.
+pub fn exact_bitmaps(p: &std::path::Path, writes: &[(u8, u64, u64)]) {
+    let mut b = std::fs::read(p).unwrap_or_else(|e| panic!("{e}"));
+    let table = u64::from_be_bytes(b[512 + 16..512 + 24].try_into().unwrap()) as usize;
+    let entries = be32(&b, 512 + 28) as usize;
+    let bs = u64::from(be32(&b, 512 + 32));
+    let spb = bs / 512;
+    let bm_len = (spb / 8).div_ceil(512) as usize * 512;
+    let mut touched = 0;
+    for blk in 0..entries {
+        let e = be32(&b, table + 4 * blk);
+        if e == u32::MAX {
+            continue;
+        }
+        touched += 1;
+        let mut bm = vec![0u8; bm_len];
+        for (_, off, len) in writes {
+            for s in off / 512..(off + len) / 512 {
+                if s / spb == blk as u64 {
+                    let i = (s % spb) as usize;
+                    bm[i / 8] |= 0x80 >> (i % 8);
+                }
+            }
+        }
+        assert!(
+            bm.iter().any(|x| *x != 0),
+            "block {blk} allocated but not written"
+        );
+        let at = e as usize * 512;
+        b[at..at + bm_len].copy_from_slice(&bm);
+    }
+    assert!(touched > 0);
+    std::fs::write(p, &b).unwrap_or_else(|e| panic!("{e}"));
+}
