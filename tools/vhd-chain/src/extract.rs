@@ -455,49 +455,41 @@ fn run(
                     ),
                 });
             }
-            let Some(dir) = dir else {
-                // A scan: read the data through, count it, write nothing.
-                state.in_data.set(true);
-                let copied = copy_member(
+            // A scan (no `dir`) reads the data through and writes nothing.
+            let (path, out) = match dir {
+                Some(dir) => {
+                    let path = dir.join(&name);
+                    let out = create_member(&path, &shown)?;
+                    created.push(path.clone());
+                    (path, Some(out))
+                }
+                None => (PathBuf::from(&name), None),
+            };
+            state.in_data.set(true);
+            let copied = match out.as_ref() {
+                Some(mut f) => copy_member(&mut entry, &mut f, remaining, &mut buf, &shown, &path),
+                None => copy_member(
                     &mut entry,
                     &mut io::sink(),
                     remaining,
                     &mut buf,
                     &shown,
-                    Path::new(&name),
-                )
-                .map_err(|e| match e {
-                    CopyError::Read(e) => stream_error(&state, Some(&shown), e),
-                    CopyError::Done(e) => e,
-                })?;
-                state.in_data.set(false);
-                check_copied(copied, declared, remaining, limits, &shown)?;
-                written = written.saturating_add(copied);
-                members.push(Member {
-                    path: PathBuf::from(&name),
-                    name,
-                    size: copied,
-                    mtime: pax.mtime.or_else(|| entry.header().mtime().ok()),
-                    index,
-                });
-                continue;
-            };
-            let path = dir.join(&name);
-            let mut out = create_member(&path, &shown)?;
-            created.push(path.clone());
-            state.in_data.set(true);
-            let copied = copy_member(&mut entry, &mut out, remaining, &mut buf, &shown, &path)
-                .map_err(|e| match e {
-                    CopyError::Read(e) => stream_error(&state, Some(&shown), e),
-                    CopyError::Done(e) => e,
-                })?;
+                    &path,
+                ),
+            }
+            .map_err(|e| match e {
+                CopyError::Read(e) => stream_error(&state, Some(&shown), e),
+                CopyError::Done(e) => e,
+            })?;
             state.in_data.set(false);
             check_copied(copied, declared, remaining, limits, &shown)?;
-            out.sync_all().map_err(|source| ExtractError::Write {
-                member: shown.clone(),
-                path: path.clone(),
-                source,
-            })?;
+            if let Some(f) = &out {
+                f.sync_all().map_err(|source| ExtractError::Write {
+                    member: shown.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            }
             written = written.saturating_add(copied);
             members.push(Member {
                 name,

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use support::{Spec, build_vhd, convert, have_qemu, model_runs};
+use support::{Spec, build_vhd, convert, have_qemu, listing, model_runs};
 
 const MIB: u64 = 1 << 20;
 
@@ -54,15 +54,6 @@ fn records(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn listing(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 /// A XenServer-style chain in `dir`: 0.vhd (12 MiB child, 64 KiB blocks)
 /// over 1.vhd (8 MiB base); the model of its disk.
 fn two_deep(dir: &Path) -> Vec<u8> {
@@ -71,25 +62,11 @@ fn two_deep(dir: &Path) -> Vec<u8> {
     let leaf_runs = vec![(8, 8, 0x21), (10_000, 8, 0), (20_000, 128, 0x22)];
     build_vhd(
         &dir.join("1.vhd"),
-        &Spec {
-            size: 8 * MIB,
-            block: 2 * MIB,
-            creator: *b"tap\0",
-            uuid: [1; 16],
-            parent: None,
-            runs: base_runs.clone(),
-        },
+        &Spec::base(8 * MIB, 2 * MIB, 1, &base_runs),
     );
     build_vhd(
         &dir.join("0.vhd"),
-        &Spec {
-            size: 12 * MIB,
-            block: 64 * 1024,
-            creator: *b"tap\0",
-            uuid: [2; 16],
-            parent: Some(([1; 16], "1.vhd".into())),
-            runs: leaf_runs.clone(),
-        },
+        &Spec::child(12 * MIB, 64 * 1024, 2, (1, "1.vhd"), &leaf_runs),
     );
     let mut want = vec![0u8; 12 * MIB as usize];
     model_runs(&mut want[..8 * MIB as usize], &base_runs);
@@ -117,14 +94,7 @@ fn coalesce_chain_of_one_returns_the_member_untouched() {
     let d = t.path();
     build_vhd(
         &d.join("0.vhd"),
-        &Spec {
-            size: 4 * MIB,
-            block: 2 * MIB,
-            creator: *b"tap\0",
-            uuid: [5; 16],
-            parent: None,
-            runs: vec![(0, 8, 1)],
-        },
+        &Spec::base(4 * MIB, 2 * MIB, 5, &[(0, 8, 1)]),
     );
     let before = fs::read(d.join("0.vhd")).unwrap();
     let r = records(&vc(d, &["coalesce", "--chain", "."], None));

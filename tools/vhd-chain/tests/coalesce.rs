@@ -112,15 +112,7 @@ fn small_mixed_blocks_zeros_and_a_larger_child() {
     let t = tempfile::tempdir().unwrap();
     let (child, parent) = (t.path().join("0.vhd"), t.path().join("1.vhd"));
     let parent_runs = vec![(0, 3000, 0x51), (5000, 17, 0x52), (12_000, 300, 0x53)];
-    let parent_spec = Spec {
-        size: 8 * MIB,
-        block: 512 * 1024,
-        creator: *b"tap\0",
-        uuid: [1; 16],
-        parent: None,
-        runs: parent_runs.clone(),
-    };
-    build_vhd(&parent, &parent_spec);
+    build_vhd(&parent, &Spec::base(8 * MIB, 512 * 1024, 1, &parent_runs));
     // The child: 64 KiB blocks, 12 MiB, zeros over parent data, odd runs,
     // data beyond the parent's end.
     let child_runs = vec![
@@ -133,14 +125,7 @@ fn small_mixed_blocks_zeros_and_a_larger_child() {
     ];
     build_vhd(
         &child,
-        &Spec {
-            size: 12 * MIB,
-            block: 64 * 1024,
-            creator: *b"tap\0",
-            uuid: [2; 16],
-            parent: Some(([1; 16], "1.vhd".into())),
-            runs: child_runs.clone(),
-        },
+        &Spec::child(12 * MIB, 64 * 1024, 2, (1, "1.vhd"), &child_runs),
     );
     let mut want = vec![0u8; 12 * MIB as usize];
     model_runs(&mut want[..8 * MIB as usize], &parent_runs);
@@ -177,38 +162,14 @@ fn the_chain_coalesces_into_the_base_which_comes_last() {
     let base_runs = vec![(0, 4096, 0x11), (100_000, 8, 0x12)];
     let mid_runs = vec![(8, 8, 0x21), (4096, 4096, 0x22)];
     let leaf_runs = vec![(0, 8, 0x00), (4100, 1, 0x31), (120_000, 16, 0x32)];
-    build_vhd(
-        &base,
-        &Spec {
-            size: 64 * MIB,
-            block: 2 * MIB,
-            creator: *b"tap\0",
-            uuid: [3; 16],
-            parent: None,
-            runs: base_runs.clone(),
-        },
-    );
+    build_vhd(&base, &Spec::base(64 * MIB, 2 * MIB, 3, &base_runs));
     build_vhd(
         &mid,
-        &Spec {
-            size: 64 * MIB,
-            block: MIB,
-            creator: *b"tap\0",
-            uuid: [4; 16],
-            parent: Some(([3; 16], "2.vhd".into())),
-            runs: mid_runs.clone(),
-        },
+        &Spec::child(64 * MIB, MIB, 4, (3, "2.vhd"), &mid_runs),
     );
     build_vhd(
         &leaf,
-        &Spec {
-            size: 64 * MIB,
-            block: 2 * MIB,
-            creator: *b"tap\0",
-            uuid: [5; 16],
-            parent: Some(([4; 16], "1.vhd".into())),
-            runs: leaf_runs.clone(),
-        },
+        &Spec::child(64 * MIB, 2 * MIB, 5, (4, "1.vhd"), &leaf_runs),
     );
     let mut want = vec![0u8; 64 * MIB as usize];
     for r in [&base_runs, &mid_runs, &leaf_runs] {
@@ -253,27 +214,10 @@ fn an_in_place_coalesce_killed_mid_way_is_rolled_back_by_the_next_run() {
         let d = t.path().join(format!("c{crash}"));
         fs::create_dir(&d).unwrap();
         let (child, parent) = (d.join("0.vhd"), d.join("1.vhd"));
-        build_vhd(
-            &parent,
-            &Spec {
-                size: 32 * MIB,
-                block: 2 * MIB,
-                creator: *b"tap\0",
-                uuid: [7; 16],
-                parent: None,
-                runs: parent_runs.clone(),
-            },
-        );
+        build_vhd(&parent, &Spec::base(32 * MIB, 2 * MIB, 7, &parent_runs));
         build_vhd(
             &child,
-            &Spec {
-                size: 32 * MIB,
-                block: 2 * MIB,
-                creator: *b"tap\0",
-                uuid: [8; 16],
-                parent: Some(([7; 16], "1.vhd".into())),
-                runs: child_runs.clone(),
-            },
+            &Spec::child(32 * MIB, 2 * MIB, 8, (7, "1.vhd"), &child_runs),
         );
         let orig = fs::read(&parent).unwrap();
         let journal = d.join(".1.vhd.vhd-chain-journal");
@@ -317,41 +261,14 @@ fn wrong_parents_unsafe_names_and_non_children_are_refused() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     let base = d.join("base.vhd");
-    build_vhd(
-        &base,
-        &Spec {
-            size: 4 * MIB,
-            block: 2 * MIB,
-            creator: *b"tap\0",
-            uuid: [1; 16],
-            parent: None,
-            runs: vec![(0, 8, 1)],
-        },
-    );
+    build_vhd(&base, &Spec::base(4 * MIB, 2 * MIB, 1, &[(0, 8, 1)]));
     let other = d.join("other.vhd");
-    build_vhd(
-        &other,
-        &Spec {
-            size: 4 * MIB,
-            block: 2 * MIB,
-            creator: *b"tap\0",
-            uuid: [9; 16],
-            parent: None,
-            runs: vec![],
-        },
-    );
+    build_vhd(&other, &Spec::base(4 * MIB, 2 * MIB, 9, &[]));
     let mk = |name: &str, pname: &str| {
         let p = d.join(name);
         build_vhd(
             &p,
-            &Spec {
-                size: 4 * MIB,
-                block: 2 * MIB,
-                creator: *b"tap\0",
-                uuid: [2; 16],
-                parent: Some(([1; 16], pname.into())),
-                runs: vec![(0, 1, 2)],
-            },
+            &Spec::child(4 * MIB, 2 * MIB, 2, (1, pname), &[(0, 1, 2)]),
         );
         p
     };
@@ -416,38 +333,14 @@ fn libvhdi_agrees_on_chains_of_hyper_v_and_qem2_images() {
     let base_runs = vec![(0, 4096, 0x11), (16_000, 1024, 0x12)];
     let mid_runs = vec![(8, 8, 0x21), (2048, 4096, 0x22), (20_000, 8, 0)];
     let leaf_runs = vec![(0, 8, 0x00), (4096, 16, 0x31), (16_384, 64, 0x32)];
-    build_vhd(
-        &base,
-        &Spec {
-            size,
-            block: 2 * MIB,
-            creator: *b"win ",
-            uuid: [3; 16],
-            parent: None,
-            runs: base_runs.clone(),
-        },
-    );
+    build_vhd(&base, &Spec::base(size, 2 * MIB, 3, &base_runs).by(b"win "));
     build_vhd(
         &mid,
-        &Spec {
-            size,
-            block: 512 * 1024,
-            creator: *b"qem2",
-            uuid: [4; 16],
-            parent: Some(([3; 16], "2.vhd".into())),
-            runs: mid_runs.clone(),
-        },
+        &Spec::child(size, 512 * 1024, 4, (3, "2.vhd"), &mid_runs).by(b"qem2"),
     );
     build_vhd(
         &leaf,
-        &Spec {
-            size,
-            block: MIB,
-            creator: *b"win ",
-            uuid: [5; 16],
-            parent: Some(([4; 16], "1.vhd".into())),
-            runs: leaf_runs.clone(),
-        },
+        &Spec::child(size, MIB, 5, (4, "1.vhd"), &leaf_runs).by(b"win "),
     );
     let mut want = vec![0u8; size as usize];
     for r in [&base_runs, &mid_runs, &leaf_runs] {

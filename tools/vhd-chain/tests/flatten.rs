@@ -12,8 +12,8 @@
 
 mod support;
 use support::{
-    be32, convert, create_dynamic as create, exact_bitmaps, have_qemu, make_child, model,
-    qemu_write as write, run_ok as run,
+    be32, convert, create_dynamic as create, exact_bitmaps, have_qemu, listing, make_child, model,
+    qemu_virtual_size, qemu_write as write, run_ok as run,
 };
 
 use common::ErrorKind;
@@ -28,14 +28,6 @@ use vhd_chain::write::DynamicWriter;
 const MIB: u64 = 1 << 20;
 /// What qemu-img 10 makes for "64M" (964/8/17 sectors), as tests/read.rs.
 const SIZE_64M: u64 = 964 * 8 * 17 * 512;
-
-fn qemu_virtual_size(p: &Path) -> u64 {
-    let out = run(Command::new("qemu-img")
-        .args(["info", "-f", "vpc", "--output=json"])
-        .arg(p));
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    v["virtual-size"].as_u64().unwrap()
-}
 
 fn chain_raw(chain: &[PathBuf]) -> Vec<u8> {
     let mut c = Chain::open(chain).unwrap();
@@ -58,16 +50,6 @@ const CHILD_WRITES: &[(u8, u64, u64)] = &[
     (0x00, 32 * MIB, 2 * MIB),
     (0xb4, 62 * MIB + 512, 1024),
 ];
-
-/// Names in `dir`, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 /// The footer facts a XenServer import cares about, and vhd-util check's
 /// rules (check::check_file).

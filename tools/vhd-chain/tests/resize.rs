@@ -12,8 +12,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::{
-    be32, convert, create_dynamic, have_libvhdi, have_qemu, libvhdi_raw, make_child, model,
-    qemu_write, run_ok,
+    be32, convert, create_dynamic, have_libvhdi, have_qemu, libvhdi_raw, listing, make_child,
+    model, qemu_virtual_size, qemu_write, run_ok,
 };
 use vhd_chain::read::Chain;
 
@@ -61,16 +61,6 @@ fn resize_ok(p: &Path, size: &str, extra: &[&str]) -> serde_json::Value {
     facet(&out)
 }
 
-fn qemu_virtual_size(p: &Path) -> u64 {
-    let out = run_ok(
-        Command::new("qemu-img")
-            .args(["info", "-f", "vpc", "--output=json"])
-            .arg(p),
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    v["virtual-size"].as_u64().unwrap()
-}
-
 fn check_valid(p: &Path) {
     let out = vc_run(&["check", p.to_str().unwrap()], None);
     assert!(
@@ -84,15 +74,6 @@ fn check_valid(p: &Path) {
 fn grown(before: &[u8], size: u64) -> Vec<u8> {
     let mut v = before.to_vec();
     v.resize(size as usize, 0);
-    v
-}
-
-fn listing(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
     v
 }
 

@@ -178,6 +178,41 @@ pub struct Spec {
     pub runs: Vec<(u64, u64, u8)>,
 }
 
+impl Spec {
+    /// A dynamic disk (creator `tap`).
+    pub fn base(size: u64, block: u64, uuid: u8, runs: &[(u64, u64, u8)]) -> Spec {
+        Spec {
+            size,
+            block,
+            creator: *b"tap\0",
+            uuid: [uuid; 16],
+            parent: None,
+            runs: runs.to_vec(),
+        }
+    }
+
+    /// A differencing disk of the disk with UUID `[parent; 16]`, named
+    /// `name` in its header.
+    pub fn child(
+        size: u64,
+        block: u64,
+        uuid: u8,
+        (parent, name): (u8, &str),
+        runs: &[(u64, u64, u8)],
+    ) -> Spec {
+        Spec {
+            parent: Some(([parent; 16], name.to_owned())),
+            ..Spec::base(size, block, uuid, runs)
+        }
+    }
+
+    /// The same with another creator application.
+    pub fn by(mut self, creator: &[u8; 4]) -> Spec {
+        self.creator = *creator;
+        self
+    }
+}
+
 /// Write `spec` to `p` (footer copy, header at 512, BAT at 1536, blocks
 /// in index order, end footer).
 pub fn build_vhd(p: &std::path::Path, spec: &Spec) {
@@ -295,4 +330,32 @@ pub fn exact_bitmaps(p: &std::path::Path, writes: &[(u8, u64, u64)]) {
     }
     assert!(touched > 0);
     std::fs::write(p, &b).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Names in `dir`, sorted.
+pub fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("{e}"))
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The virtual size qemu-img reports for the VHD at `p`.
+pub fn qemu_virtual_size(p: &std::path::Path) -> u64 {
+    let out = run_ok(
+        Command::new("qemu-img")
+            .args(["info", "-f", "vpc", "--output=json"])
+            .arg(p),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
+    v["virtual-size"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no virtual-size: {v}"))
 }
