@@ -155,6 +155,9 @@ pub enum ErrorKind {
     NotAVhd,
     /// A bug: a state the tool should never reach.
     Internal,
+    /// Stopped by SIGINT, SIGTERM or SIGHUP before this record was done
+    /// (what it had written was cleaned up).
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -188,6 +191,7 @@ impl ErrorKind {
             ErrorKind::NotDifferencing => "not_differencing",
             ErrorKind::NotAVhd => "not_a_vhd",
             ErrorKind::Internal => "internal",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 
@@ -220,6 +224,7 @@ impl ErrorKind {
         ErrorKind::NotDifferencing,
         ErrorKind::NotAVhd,
         ErrorKind::Internal,
+        ErrorKind::Interrupted,
     ];
 
     /// The kind for an I/O error on a named file.
@@ -227,6 +232,10 @@ impl ErrorKind {
         match e.kind() {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            // Our own signal checks report this kind (common::signal::check).
+            std::io::ErrorKind::Interrupted if crate::signal::pending().is_some() => {
+                ErrorKind::Interrupted
+            }
             _ => ErrorKind::Io,
         }
     }

@@ -37,6 +37,18 @@ pub fn pending() -> Option<i32> {
     }
 }
 
+/// `Err(Interrupted)` once a signal is pending: for loops that write, to
+/// stop at the next chunk and let the error unwind their cleanup.
+pub fn check() -> std::io::Result<()> {
+    match pending() {
+        None => Ok(()),
+        Some(sig) => Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            format!("stopped by signal {sig}"),
+        )),
+    }
+}
+
 /// The exit status for dying by `sig`, after cleaning up.
 pub fn exit_code(sig: i32) -> u8 {
     u8::try_from(128 + sig).unwrap_or(255)

@@ -237,6 +237,7 @@ impl<'a> Editor<'a> {
             patch::crash_point(self.writes);
         }
         self.writes += 1;
+        common::signal::check()?;
         self.f.write_all_at(data, off)
     }
 

@@ -816,13 +816,15 @@ fn copy_member<R: Read, W: Write>(
         if copied > remaining {
             return Ok(copied);
         }
-        out.write_all(&buf[..n]).map_err(|source| {
-            CopyError::Done(ExtractError::Write {
-                member: member.to_owned(),
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        common::signal::check()
+            .and_then(|()| out.write_all(&buf[..n]))
+            .map_err(|source| {
+                CopyError::Done(ExtractError::Write {
+                    member: member.to_owned(),
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })?;
     }
 }
 

@@ -258,6 +258,7 @@ pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattene
     // disk works while we do and the final fsync has little left.
     let mut kicked = 0;
     chain.for_each_piece(BLOCK_SIZE, |_, data, len| {
+        common::signal::check().map_err(out_err)?;
         match data {
             Some(d) => writer.write_all(d).map_err(out_err)?,
             None => writer.write_hole(len).map_err(out_err)?,

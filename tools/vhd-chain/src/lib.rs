@@ -246,6 +246,36 @@ impl Tool for Cli {
         let Some(command) = self.command else {
             anyhow::bail!("a subcommand is needed (see --help)");
         };
+        // Commands that write stop at the next chunk on SIGINT, SIGTERM or
+        // SIGHUP, remove what they made (temporary files, scratch, or an
+        // in-place change rolled back from its journal), say so in an
+        // `interrupted` error record, and exit 128+N.
+        if command.writes() {
+            common::signal::install();
+        }
+        let result = Cli::dispatch(command, ctx);
+        match common::signal::pending() {
+            Some(sig) if result.is_ok() => Err(common::cli::Interrupted(sig).into()),
+            _ => result,
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command changes or creates files.
+    fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Info { .. }
+                | Command::Discover { .. }
+                | Command::Check { .. }
+                | Command::Cat { .. }
+        )
+    }
+}
+
+impl Cli {
+    fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         match command {
             Command::Info { files } => info(ctx, &files),
             Command::Extract {

@@ -217,7 +217,9 @@ fn apply_copy(
             path: target.to_path_buf(),
         });
     }
-    work(out.file()).map_err(io_at(target))?;
+    common::signal::check()
+        .and_then(|()| work(out.file()))
+        .map_err(io_at(target))?;
     verify(out.temp_path()).map_err(|why| PatchError::Verify {
         path: target.to_path_buf(),
         why,
@@ -245,6 +247,7 @@ fn write_edit_with(f: &File, edit: &Edit, crash_after: Option<usize>) -> io::Res
             let _ = f.sync_data();
             std::process::abort();
         }
+        common::signal::check()?;
         f.write_all_at(data, *off)?;
     }
     f.set_len(edit.new_len)

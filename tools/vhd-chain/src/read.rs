@@ -608,6 +608,10 @@ impl Chain {
         let mut buf = vec![0u8; usize::try_from(per * SECTOR).unwrap_or(PIECE)];
         let mut s = start / SECTOR;
         while s < total {
+            common::signal::check().map_err(|source| ReadError::Io {
+                path: PathBuf::from("<signal>"),
+                source,
+            })?;
             let n = per.min(total - s);
             let len = n * SECTOR;
             if self.is_hole(s, n) {
