@@ -207,6 +207,46 @@ pub fn parse_temp_name(name: &OsStr) -> Option<(&OsStr, u32)> {
     Some((OsStr::from_bytes(base), pid.parse().ok()?))
 }
 
+/// Whether process `pid` is running (`/proc/<pid>` exists); None where
+/// there is no `/proc` to tell.
+pub fn pid_alive(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    Some(Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// Remove the temporary files a crashed writer of `final_path` left beside
+/// it (`.<basename>.tmp-<pid>-<n>` of a pid that is no running process,
+/// never our own; regular files only, never followed). Best effort;
+/// returns how many were removed. Nothing is removed without `/proc`.
+pub fn remove_stale_temps(final_path: &Path) -> u64 {
+    let Some(base) = final_path.file_name() else {
+        return 0;
+    };
+    let dir = parent(final_path);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((b, pid)) = parse_temp_name(&name) else {
+            continue;
+        };
+        if b != base || pid == me || pid_alive(pid) != Some(false) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let is_file = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+        if is_file && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

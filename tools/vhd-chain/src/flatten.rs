@@ -128,11 +128,6 @@ impl FlattenError {
     }
 }
 
-/// Whether process `pid` is running (`/proc/<pid>` exists).
-fn pid_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
-}
-
 /// The pid in a scratch directory name `.<outname>.scratch-<pid>`.
 fn parse_scratch_name(name: &std::ffi::OsStr, outname: &std::ffi::OsStr) -> Option<u32> {
     use std::os::unix::ffi::OsStrExt;
@@ -148,46 +143,29 @@ fn parse_scratch_name(name: &std::ffi::OsStr, outname: &std::ffi::OsStr) -> Opti
 }
 
 /// Remove the leftovers of crashed flattens to `outname` in `parent`:
-/// scratch directories and temporary files whose pid is not a running
+/// scratch directories (here) and temporary files
+/// ([`common::atomic::remove_stale_temps`]) whose pid is not a running
 /// process (never our own). Best effort: an entry that cannot be removed
 /// is left alone. Nothing is done without `/proc` (no way to tell a live
 /// pid from a dead one). Returns how many were removed.
 fn remove_stale(parent: &Path, outname: &std::ffi::OsStr) -> u64 {
-    if !Path::new("/proc/self").exists() {
-        return 0;
-    }
+    let mut removed = common::atomic::remove_stale_temps(&parent.join(outname));
     let Ok(entries) = std::fs::read_dir(parent) else {
-        return 0;
+        return removed;
     };
     let me = std::process::id();
-    let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let (pid, dir) = if let Some(pid) = parse_scratch_name(&name, outname) {
-            (pid, true)
-        } else if let Some((base, pid)) = common::atomic::parse_temp_name(&name) {
-            if base != outname {
-                continue;
-            }
-            (pid, false)
-        } else {
+        let Some(pid) = parse_scratch_name(&name, outname) else {
             continue;
         };
-        if pid == me || pid_alive(pid) {
+        if pid == me || common::atomic::pid_alive(pid) != Some(false) {
             continue;
         }
         // Directly in `parent` (read_dir's entries are), never followed.
         let path = parent.join(&name);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let ft = meta.file_type();
-        let ok = if dir {
-            ft.is_dir() && !ft.is_symlink() && std::fs::remove_dir_all(&path).is_ok()
-        } else {
-            ft.is_file() && std::fs::remove_file(&path).is_ok()
-        };
-        if ok {
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_dir());
+        if is_dir && std::fs::remove_dir_all(&path).is_ok() {
             removed += 1;
         }
     }

@@ -208,6 +208,8 @@ fn apply_copy(
             path: target.to_path_buf(),
         });
     }
+    // A crashed earlier run's copy is garbage now.
+    common::atomic::remove_stale_temps(target);
     let mut out = AtomicFile::create(target, true).map_err(io_at(target))?;
     let perm = std::fs::Permissions::from_mode(planned.mode() & 0o7777);
     out.file().set_permissions(perm).map_err(io_at(target))?;

@@ -90,6 +90,8 @@ fn a_qemu_image_grows_past_its_bat_and_reads_the_same_plus_zeros() {
     let before = convert(&p);
     assert_eq!(before.len() as u64, SIZE_64M);
 
+    // A crashed run's copy (pid 0 is never a process) is cleaned up.
+    fs::write(t.path().join(".disk.vhd.tmp-0-7"), b"half a copy").unwrap();
     let new = 300 * MIB;
     let f = resize_ok(&p, "300M", &[]);
     assert_eq!(f["step"], "resize");
