@@ -4,7 +4,7 @@
 # virtual disk with 1 GiB of guest-visible data allocated (base 512 MiB, mid
 # and leaf 256 MiB each, 2 MiB-aligned, plus two small overwrites of base
 # data so the merge order matters), and an equivalent single-file dynamic VHD
-# holding the same writes. Times (wall clock, fastest of three, warm page
+# holding the same writes. Times (wall clock, fastest of five, warm page
 # cache, output removed before each run) `vhd-chain flatten DIR -o out.vhd`
 # and `qemu-img convert -f vpc -O vpc single.vhd conv.vhd` (and, for
 # information, the convert followed by `sync`: flatten fsyncs its output
@@ -105,7 +105,7 @@ make_chain() {
 }
 
 now_ns() { date +%s%N; }
-# best_of OUT CMD...: runs CMD three times (stdout discarded), each after
+# best_of OUT CMD...: runs CMD five times (stdout discarded), each after
 # removing its output file OUT and a sync, so every run writes a new file
 # into freshly freed page cache (an existing output would cost one tool
 # the unlink of 1 GiB of cache and the other nothing); prints the fastest
@@ -113,7 +113,7 @@ now_ns() { date +%s%N; }
 # -f %M, else VmHWM polled from /proc, else "").
 best_of() {
   best=; rss=; out=$1; shift
-  for _ in 1 2 3; do
+  for _ in 1 2 3 4 5; do
     rm -f "$out"
     sync
     t0=$(now_ns)
@@ -154,7 +154,7 @@ qemu_write "$work/single.vhd" "$(base_writes "$V4")" "$(mid_writes "$V4")" "$(le
 cat "$work/single.vhd" > /dev/null
 make_chain "$work/c16" "$V16"
 
-echo "vhd-bench: timing (fastest of 3)" >&2
+echo "vhd-bench: timing (fastest of 5)" >&2
 res=$(best_of "$work/out.vhd" "$vc" flatten "$work/c4" -o "$work/out.vhd") || { echo "  correctness: FAIL"; exit 1; }
 set -- $res; t_vc=$1; rss4=${2:-}
 res=$(best_of "$work/conv.vhd" qemu-img convert -f vpc -O vpc -o subformat=dynamic "$work/single.vhd" "$work/conv.vhd") || { echo "  correctness: FAIL"; exit 1; }

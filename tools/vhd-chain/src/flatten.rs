@@ -17,9 +17,13 @@
 //!    (creator `tap\0`, hidden 0, zero blocks unallocated); blocks no
 //!    member holds are neither read nor written, so the cost follows the
 //!    allocated data, not the virtual size;
-//! 5. the temporary output is re-opened with the native reader and its
-//!    [`BlockDigest`] compared with the one of the data written; a
-//!    difference is [`FlattenError::Mismatch`] ([`ErrorKind::Internal`]);
+//! 5. verification: a second thread reads every block back from the
+//!    temporary file as soon as it is written (bitmap all ones, data into
+//!    a [`BlockDigest`](crate::write::BlockDigest) compared with the
+//!    writer's), and the finished file is opened as a VHD: its BAT must be
+//!    the writer's, its size the chain's, and it must pass
+//!    [`crate::check`]; any difference is [`FlattenError::Mismatch`]
+//!    ([`ErrorKind::Internal`]);
 //! 6. commit: fsync, rename (never replacing without `overwrite`), fsync
 //!    the directory.
 //!
@@ -172,6 +176,60 @@ fn remove_stale(parent: &Path, outname: &std::ffi::OsStr) -> u64 {
     removed
 }
 
+/// Reads written blocks back on its own thread: each bitmap must be all
+/// ones, and the data goes into a [`BlockDigest`].
+struct Verifier {
+    tx: Option<std::sync::mpsc::Sender<Vec<(u64, u64, usize)>>>,
+    handle: std::thread::JoinHandle<io::Result<String>>,
+}
+
+impl Verifier {
+    fn start(path: &Path) -> io::Result<Verifier> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<(u64, u64, usize)>>();
+        let handle = std::thread::spawn(move || {
+            let mut digest = crate::write::BlockDigest::default();
+            let mut buf = vec![0u8; (crate::raw::SECTOR + BLOCK_SIZE) as usize];
+            for batch in rx {
+                for (index, off, valid) in batch {
+                    file.read_exact_at(&mut buf, off)?;
+                    let (bitmap, data) = buf.split_at(crate::raw::SECTOR as usize);
+                    if bitmap.iter().any(|b| *b != 0xff) {
+                        return Err(io::Error::other(format!(
+                            "block {index}: its bitmap reads back wrong"
+                        )));
+                    }
+                    digest.add(index, &data[..valid.min(data.len())]);
+                }
+            }
+            Ok(digest.finish())
+        });
+        Ok(Verifier {
+            tx: Some(tx),
+            handle,
+        })
+    }
+
+    fn send(&self, batch: Vec<(u64, u64, usize)>) {
+        if !batch.is_empty()
+            && let Some(tx) = &self.tx
+        {
+            // A send fails only when the thread stopped on an error, which
+            // finish() reports.
+            let _ = tx.send(batch);
+        }
+    }
+
+    /// Wait for the thread; the digest of everything it read back.
+    fn finish(mut self) -> io::Result<String> {
+        drop(self.tx.take());
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the verifier thread panicked")))
+    }
+}
+
 /// A scratch directory removed (with its contents) when dropped.
 struct Scratch(PathBuf);
 
@@ -229,39 +287,67 @@ pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattene
     let size = chain.virtual_size();
 
     let uuid = random_uuid().map_err(out_err)?;
+    let temp = atomic.temp_path().to_path_buf();
+    // The verifier reads each block back from the file as soon as it is
+    // written, on its own thread, while the rest is still being copied.
+    let verifier = Verifier::start(&temp).map_err(out_err)?;
     let mut writer =
         DynamicWriter::new(atomic.file(), size, uuid, vhd_timestamp_now()).map_err(out_err)?;
     // Holes (no member holds a block there) cost neither reads nor writes.
     // Writeback is started every WRITEBACK_BLOCKS blocks written, so the
     // disk works while we do and the final fsync has little left.
     let mut kicked = 0;
-    chain.for_each_piece(BLOCK_SIZE, |_, data, len| {
+    let copied = chain.for_each_piece(BLOCK_SIZE, |_, data, len| {
         common::signal::check().map_err(out_err)?;
         match data {
             Some(d) => writer.write_all(d).map_err(out_err)?,
             None => writer.write_hole(len).map_err(out_err)?,
         }
+        verifier.send(writer.take_placed());
         if writer.allocated() >= kicked + WRITEBACK_BLOCKS {
             kicked = writer.allocated();
             common::atomic::start_writeback(writer.get_ref());
         }
         Ok::<(), FlattenError>(())
-    })?;
-    let (_, written) = writer.finish().map_err(out_err)?;
+    });
+    let finished = copied.and_then(|()| {
+        let mut w = writer;
+        w.end_data().map_err(out_err)?;
+        let bat = w.bat().to_vec();
+        let placed = w.take_placed();
+        let (_, written) = w.finish().map_err(out_err)?;
+        verifier.send(placed);
+        Ok((bat, written))
+    });
+    // Always stop the verifier before leaving.
+    let read_back = verifier.finish();
+    let (bat, written) = finished?;
     drop(chain);
     drop(_scratch);
 
-    // Read the output back with the native reader: same size, same
-    // non-zero blocks.
-    let temp = atomic.temp_path().to_path_buf();
-    let mut back = read::Chain::open(&[temp])?;
-    let read_sha = back.digest(0, size)?;
-    if back.virtual_size() != size || read_sha != written.block_digest || read_sha.is_empty() {
-        return Err(FlattenError::Mismatch {
-            path: output.to_path_buf(),
-            written: written.block_digest,
-            read: read_sha,
-        });
+    // The blocks read back hash as written; the file, opened as a VHD,
+    // has the writer's BAT and size and passes XenServer's checks.
+    let mismatch = |read: String| FlattenError::Mismatch {
+        path: output.to_path_buf(),
+        written: written.block_digest.clone(),
+        read,
+    };
+    let read_sha = read_back.map_err(out_err)?;
+    if read_sha != written.block_digest {
+        return Err(mismatch(read_sha));
+    }
+    let back = read::Chain::open(std::slice::from_ref(&temp))?;
+    let layout = std::fs::File::open(&temp)
+        .map_err(out_err)
+        .map(|f| crate::layout::Layout::read(&f))?;
+    let structure_ok = back.virtual_size() == size
+        && layout.is_ok_and(|l| l.bat == bat)
+        && crate::check::check_file(&temp, &crate::check::Options::default())
+            .is_ok_and(|r| r.valid);
+    if !structure_ok {
+        return Err(mismatch(
+            "a BAT, size or metadata different from what was written".into(),
+        ));
     }
     drop(back);
     let output = atomic.commit().map_err(out_err)?;

@@ -119,6 +119,9 @@ pub struct DynamicWriter<W: Write + Seek> {
     /// Sectors of the map.
     batmap_sectors: u64,
     digest: BlockDigest,
+    /// Blocks written since [`DynamicWriter::take_placed`]: (index, file
+    /// offset of the bitmap, bytes of the disk in the block).
+    placed: Vec<(u64, u64, usize)>,
 }
 
 impl<W: Write + Seek> std::fmt::Debug for DynamicWriter<W> {
@@ -189,6 +192,7 @@ impl<W: Write + Seek> DynamicWriter<W> {
             batmap_offset,
             batmap_sectors,
             digest: BlockDigest::default(),
+            placed: Vec::new(),
         })
     }
 
@@ -205,6 +209,28 @@ impl<W: Write + Seek> DynamicWriter<W> {
     /// The output.
     pub fn get_ref(&self) -> &W {
         &self.out
+    }
+
+    /// The blocks written since the last call: (block index, file offset
+    /// of its bitmap, bytes of the disk in it), so a reader can check them
+    /// while the rest is written.
+    pub fn take_placed(&mut self) -> Vec<(u64, u64, usize)> {
+        std::mem::take(&mut self.placed)
+    }
+
+    /// Write out a last, partial block now (once all the data is in),
+    /// instead of in [`DynamicWriter::finish`], so that
+    /// [`DynamicWriter::take_placed`] sees it.
+    pub fn end_data(&mut self) -> io::Result<()> {
+        if self.received == self.size && self.filled > 0 {
+            self.emit_block()?;
+        }
+        Ok(())
+    }
+
+    /// The BAT so far.
+    pub fn bat(&self) -> &[u32] {
+        &self.bat
     }
 
     /// Append `len` bytes of zeros without passing them: whole blocks
@@ -266,6 +292,7 @@ impl<W: Write + Seek> DynamicWriter<W> {
         self.out.write_all(&[0xffu8; SECTOR as usize])?;
         self.out.write_all(data)?;
         self.data_end = off + SECTOR + BLOCK_SIZE;
+        self.placed.push((index, off, valid));
         self.bat.push(sector);
         self.next_sector = aligned(self.next_sector + 1 + BLOCK_SIZE / SECTOR);
         self.allocated += 1;
