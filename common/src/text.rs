@@ -84,9 +84,65 @@ pub fn rfc3339_utc(secs: i64, nsec: u32) -> Option<String> {
     Some(out)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of
+/// `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parse a point in time for a command line: whole seconds since the Unix
+/// epoch (`1795626000`), or RFC 3339 in UTC (`2026-11-25T17:00:00Z`,
+/// `+00:00` accepted, a fraction ignored). Seconds since the epoch.
+pub fn parse_time(s: &str) -> Option<i64> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
+    }
+    let s = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once(['T', ' '])?;
+    let time = time.split('.').next()?;
+    let num = |x: &str, n: usize| -> Option<i64> {
+        (x.len() == n && x.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| x.parse().ok())
+            .flatten()
+    };
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.split(':').collect();
+    let ([y, mo, da], [h, mi, se]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    let (y, mo, da) = (num(y, 4)?, num(mo, 2)?, num(da, 2)?);
+    let (h, mi, se) = (num(h, 2)?, num(mi, 2)?, num(se, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, da as u32);
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_parse_both_ways() {
+        for secs in [0i64, 951_782_400, 1_764_090_000, 4_102_444_799] {
+            let text = rfc3339_utc(secs, 0).unwrap_or_default();
+            assert_eq!(parse_time(&text), Some(secs), "{text}");
+            assert_eq!(parse_time(&secs.to_string()), Some(secs));
+        }
+        assert_eq!(parse_time("2026-11-25T17:00:00.5+00:00"), Some(1_795_626_000));
+        for bad in ["", "2026-11-25", "2026-13-01T00:00:00Z", "2026-11-25T17:00:00+01:00", "-5", "x"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

@@ -1,0 +1,148 @@
+//! The instance inventory (`--instances FILE|-`): one JSON object per
+//! line, what Nova's image cache manager reads from its database
+//! (notes/caches.md section 1.4). Fields (all optional but `uuid`):
+//! `uuid`, `name`, `host`, `image_ref`, `kernel_id`, `ramdisk_id`,
+//! `task_state`, `vm_state`, `swap_mb` (the swap BDM's size in MiB),
+//! `ephemeral_gb` (a number or a list: the ephemeral BDMs' sizes in GiB,
+//! first first) and `ephemeral_format` (what Nova hashes into ephemeral
+//! file names: the `virt_mkfs` command or `default_ephemeral_format`).
+//! Records with an `error` are skipped; anything else is an error.
+
+use serde_json::{Map, Value};
+use std::io::BufRead;
+
+/// One instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Instance {
+    /// Its uuid.
+    pub uuid: String,
+    /// `instance-0000000a` style name (pre-2013 directory names).
+    pub name: Option<String>,
+    /// The compute host it is on.
+    pub host: Option<String>,
+    /// `image_ref`, `kernel_id`, `ramdisk_id` (empty ones dropped).
+    pub image_ids: Vec<(&'static str, String)>,
+    /// Nova's task state.
+    pub task_state: Option<String>,
+    /// Nova's VM state.
+    pub vm_state: Option<String>,
+    /// Swap size in MiB.
+    pub swap_mb: Option<u64>,
+    /// Ephemeral sizes in GiB.
+    pub ephemeral_gb: Vec<u64>,
+    /// The label hashed into ephemeral names.
+    pub ephemeral_format: Option<String>,
+}
+
+impl Instance {
+    /// Whether Nova also inspects `<uuid>_resize` (section 1.4).
+    pub fn resizing(&self) -> bool {
+        matches!(
+            self.task_state.as_deref(),
+            Some("resize_prep" | "resize_migrating" | "resize_migrated" | "resize_finish")
+        ) || self.vm_state.as_deref() == Some("resized")
+    }
+
+    /// `uuid@host` for `used_by`.
+    pub fn who(&self) -> String {
+        format!("{}@{}", self.uuid, self.host.as_deref().unwrap_or("?"))
+    }
+}
+
+/// Why the inventory could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("instances line {line}: {why}")]
+pub struct InventoryError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub why: String,
+}
+
+fn opt_str(m: &Map<String, Value>, k: &str) -> Option<String> {
+    m.get(k)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Parse one inventory object.
+pub fn parse_instance(m: &Map<String, Value>) -> Result<Instance, String> {
+    let uuid = opt_str(m, "uuid").ok_or("no `uuid`")?;
+    let mut inst = Instance {
+        uuid,
+        name: opt_str(m, "name"),
+        host: opt_str(m, "host"),
+        task_state: opt_str(m, "task_state"),
+        vm_state: opt_str(m, "vm_state"),
+        ephemeral_format: opt_str(m, "ephemeral_format"),
+        ..Instance::default()
+    };
+    for k in ["image_ref", "kernel_id", "ramdisk_id"] {
+        if let Some(id) = opt_str(m, k) {
+            inst.image_ids.push((k, id));
+        }
+    }
+    inst.swap_mb = match m.get("swap_mb") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or("`swap_mb` is not a whole number")?),
+    };
+    inst.ephemeral_gb = match m.get("ephemeral_gb") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_u64().ok_or("`ephemeral_gb` holds a non-number"))
+            .collect::<Result<_, _>>()?,
+        Some(v) => vec![v.as_u64().ok_or("`ephemeral_gb` is not a whole number")?],
+    };
+    Ok(inst)
+}
+
+/// Read the inventory from JSON lines.
+pub fn read(input: impl BufRead) -> Result<Vec<Instance>, InventoryError> {
+    let mut out = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let err = |why: String| InventoryError { line: i + 1, why };
+        let line = line.map_err(|e| err(e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        let Value::Object(m) = v else {
+            return Err(err("not a JSON object".into()));
+        };
+        if m.contains_key("error") {
+            continue;
+        }
+        out.push(parse_instance(&m).map_err(|w| err(w.to_string()))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn fields_and_errors() {
+        let text = concat!(
+            "{\"uuid\":\"u1\",\"host\":\"c1\",\"image_ref\":\"img\",\"kernel_id\":\"\",\"swap_mb\":512,\"ephemeral_gb\":[20,5]}\n",
+            "\n",
+            "{\"error\":{\"kind\":\"io\"}}\n",
+            "{\"uuid\":\"u2\",\"ephemeral_gb\":3,\"task_state\":\"resize_migrating\"}\n",
+        );
+        let v = read(text.as_bytes()).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].image_ids, vec![("image_ref", "img".to_string())]);
+        assert_eq!(v[0].swap_mb, Some(512));
+        assert_eq!(v[0].ephemeral_gb, vec![20, 5]);
+        assert_eq!(v[0].who(), "u1@c1");
+        assert!(v[1].resizing());
+        assert_eq!(v[1].ephemeral_gb, vec![3]);
+        let bad = read("{\"uuid\":\"u\"}\n{\"name\":1}\n".as_bytes()).unwrap_err();
+        assert_eq!(bad.line, 2);
+        assert!(read("[1]".as_bytes()).is_err());
+        assert!(read("{\"uuid\":\"u\",\"swap_mb\":\"x\"}".as_bytes()).is_err());
+    }
+}

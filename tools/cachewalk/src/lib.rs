@@ -1,0 +1,257 @@
+//! cachewalk: Nova's `_base` image cache as records — what each file is,
+//! what uses it, what Nova would do with it, and what is provably safe to
+//! remove. This release: `fname` (Nova's cache name of an image id) and
+//! `nova` (the walk).
+
+pub mod inventory;
+pub mod names;
+pub mod nova;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use common::cli::{Ctx, SharedArgs, Tool};
+use common::status::Status;
+use common::{ErrorKind, Record};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+/// The facet this tool owns.
+pub const FACET: &str = "cache";
+
+const AFTER_HELP: &str = "\
+Records: top-level \"path\" is the file's openable path (so the stream pipes
+into imginfo-parse and checksum-tee --verify); the \"cache\" facet has
+rel_path, class, fingerprint, image_id, size, allocated, mtime, age_s,
+format, in_use (yes, no, unknown), used_by[], Nova's own view (nova_class,
+nova_in_use, nova_threshold_s, nova_eligible_at) and cachewalk's verdict
+(candidate, keep_in_use, keep_young, keep_unknown,
+keep_inventory_incomplete, orphan_temp, orphan_file, dangling_reference)
+with reasons[].
+
+Examples:
+  cachewalk fname fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0
+  cachewalk nova /var/lib/nova/instances --instances inventory.jsonl \\
+    | jq -c 'select(.cache.verdict == \"candidate\") | [.path, .cache.size]'
+  cachewalk nova /var/lib/nova/instances | jq -c 'select(.cache.nova_in_use == false and .cache.in_use != \"no\")'
+
+Exit status: 0 fine, 1 with --check when a dangling reference was found,
+2 an error.";
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    about = "Nova's _base image cache: what is there, what uses it, what would be deleted and why",
+    long_about = "Walk Nova's image cache (INSTANCES_PATH/_base) and report every file as a \
+record: its class, the image it caches, its size and age, every instance disk, inventory entry \
+and process that uses it, what Nova's image cache manager would do with it, and cachewalk's \
+own, more conservative verdict. Nothing is changed.",
+    after_help = "Run with --help for the records and examples.",
+    after_long_help = AFTER_HELP
+)]
+pub struct Cli {
+    // Optional so that the shared `--generate` works without one.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Nova's cache file name of each image id: the SHA-1 of the id string
+    /// (without IDs: records with an `image_id` on stdin)
+    Fname {
+        /// Image ids
+        #[arg(value_name = "IMAGE_ID")]
+        ids: Vec<String>,
+    },
+    /// Every file of Nova's image cache under INSTANCES_PATH (_base/,
+    /// locks/, compute_nodes), sorted, with its users, Nova's view and a
+    /// verdict; nothing is changed
+    Nova {
+        /// Nova's instances_path (e.g. /var/lib/nova/instances)
+        #[arg(value_name = "INSTANCES_PATH")]
+        root: PathBuf,
+        /// The instance inventory as JSON lines (`-` for stdin): uuid,
+        /// name, host, image_ref, kernel_id, ramdisk_id, task_state,
+        /// vm_state, swap_mb, ephemeral_gb, ephemeral_format. Without it
+        /// nothing is a candidate
+        #[arg(long, value_name = "FILE|-")]
+        instances: Option<String>,
+        /// The time to judge ages by: epoch seconds or RFC 3339 UTC
+        /// (default: now), for reproducible output
+        #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+        now: Option<i64>,
+        /// Minimum age of unused originals, swap and ephemeral files
+        /// (Nova's remove_unused_original_minimum_age_seconds)
+        #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+        original_age: u64,
+        /// Minimum age of unused resized files (Nova's
+        /// remove_unused_resized_minimum_age_seconds)
+        #[arg(long, value_name = "SECONDS", default_value_t = 3_600)]
+        resized_age: u64,
+        /// This compute host's name as Nova knows it (default: the
+        /// hostname)
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// INSTANCES_PATH is shared storage: without a compute_nodes file
+        /// naming the hosts, nothing is a candidate
+        #[arg(long)]
+        shared: bool,
+        /// A host listed in compute_nodes that has no instances here
+        /// (repeatable)
+        #[arg(long, value_name = "HOST")]
+        assume_no_instances_on: Vec<String>,
+        /// The label Nova hashes into ephemeral file names when an
+        /// instance gives none (default_ephemeral_format)
+        #[arg(long, value_name = "LABEL", default_value = "vfat")]
+        ephemeral_format: String,
+        /// The cache subdirectory (Nova's [image_cache] subdirectory_name)
+        #[arg(long, value_name = "NAME", default_value = "_base")]
+        subdirectory: String,
+        /// Exit 1 when a dangling reference (a backing file an instance
+        /// needs is missing) was found
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn parse_time_arg(s: &str) -> Result<i64, String> {
+    common::text::parse_time(s)
+        .ok_or_else(|| format!("{s:?} is neither epoch seconds nor RFC 3339 UTC"))
+}
+
+impl Tool for Cli {
+    const NAME: &'static str = "cachewalk";
+    const MAN_EXTRA: &'static str = include_str!("../doc/cachewalk.extra.roff");
+
+    fn shared(&self) -> &SharedArgs {
+        &self.shared
+    }
+
+    fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
+        let Some(command) = self.command else {
+            anyhow::bail!("a subcommand is needed (see --help)");
+        };
+        match command {
+            Command::Fname { ids } => fname_cmd(ctx, &ids),
+            Command::Nova {
+                root,
+                instances,
+                now,
+                original_age,
+                resized_age,
+                host,
+                shared,
+                assume_no_instances_on,
+                ephemeral_format,
+                subdirectory,
+                check,
+            } => {
+                let inventory = match instances.as_deref() {
+                    None => None,
+                    Some("-") => Some(inventory::read(std::io::stdin().lock())?),
+                    Some(f) => {
+                        let file = std::fs::File::open(f).with_context(|| f.to_owned())?;
+                        Some(inventory::read(std::io::BufReader::new(file))?)
+                    }
+                };
+                let opts = nova::Options {
+                    now: now.unwrap_or_else(now_epoch),
+                    original_age,
+                    resized_age,
+                    inventory,
+                    host: host.unwrap_or_else(hostname),
+                    shared,
+                    assume_no_instances_on,
+                    ephemeral_format,
+                    proc_root: PathBuf::from("/proc"),
+                    base_name: subdirectory,
+                };
+                nova_cmd(ctx, &root, &opts, check)
+            }
+        }
+    }
+}
+
+fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The machine's hostname (Nova's default `CONF.host`).
+#[allow(unsafe_code)]
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Nova's cache name facet for `id`.
+fn fname_facet(id: &str) -> Value {
+    let fp = common::hash::sha1_hex(id);
+    serde_json::json!({ "fingerprint": fp, "rel_path": format!("_base/{fp}") })
+}
+
+fn fname_cmd(ctx: &mut Ctx, ids: &[String]) -> anyhow::Result<()> {
+    if !ids.is_empty() {
+        for id in ids {
+            let mut rec = Record::new();
+            rec.set("image_id", id.as_str());
+            rec.set(FACET, fname_facet(id));
+            ctx.emit(&rec)?;
+        }
+        return Ok(());
+    }
+    common::cli::each_stdin_record(ctx, |ctx, mut rec| {
+        let Some(id) = rec.get("image_id").and_then(Value::as_str).map(str::to_owned) else {
+            let e = ctx.error(ErrorKind::BadRecord, "record has no string `image_id`");
+            return Ok(ctx.fail(rec, e)?);
+        };
+        rec.set(FACET, fname_facet(&id));
+        Ok(ctx.emit(&rec)?)
+    })
+}
+
+fn nova_cmd(
+    ctx: &mut Ctx,
+    root: &std::path::Path,
+    opts: &nova::Options,
+    check: bool,
+) -> anyhow::Result<()> {
+    let entries = match nova::walk(root, opts) {
+        Ok(e) => e,
+        Err(err) => {
+            let e = ctx.error(ErrorKind::from_io(&err.source), err.to_string());
+            ctx.fail(Record::from_path(&root.to_string_lossy()), e)?;
+            return Ok(());
+        }
+    };
+    let mut dangling = false;
+    for e in entries {
+        dangling |= e.record == "dangling_reference";
+        let mut rec = Record::from_path(&e.path.to_string_lossy());
+        let facet = match serde_json::to_value(&e)? {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        rec.set(FACET, Value::Object(facet));
+        ctx.emit(&rec)?;
+    }
+    if dangling {
+        ctx.warn("dangling references: instance disks name backing files that are missing");
+        if check {
+            ctx.merge(Status::No);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,851 @@
+//! `cachewalk nova INSTANCES_PATH`: every file of Nova's image cache
+//! (`_base/`, `locks/`, `compute_nodes`), what it is, what uses it, what
+//! Nova would do with it and what cachewalk, more conservatively, says
+//! (notes/caches.md sections 1 and 4).
+//!
+//! Evidence that a base file is in use, all of it gathered before any
+//! verdict:
+//! - **backing chains**: every `disk*` file of every directory under
+//!   INSTANCES_PATH (not only those named after known instances, unlike
+//!   Nova, which reads `disk` of current instances only), read natively
+//!   (the qcow2/QED/VMDK/VHDX header via `common::formats`, bounded, never
+//!   opening the backing file), the chain followed inside `_base`. A
+//!   missing backing file is a `dangling_reference` record. A disk that
+//!   cannot be read makes every verdict `keep_unknown`: its backing file
+//!   could be anything (Nova's pass stops there too);
+//! - **the inventory** (`--instances`): `image_ref`, `kernel_id`,
+//!   `ramdisk_id` hashed to fingerprints, swap and ephemeral names;
+//! - **open files**: every process's `/proc/<pid>/fd` (qemu keeps its
+//!   backing files open); when one cannot be read (not root), this
+//!   evidence is unknown and counts as in use.
+//!
+//! A file is a `candidate` only when cachewalk understands its name, no
+//! evidence says it is used, no evidence is missing, it is older than the
+//! threshold (Nova's: 86400 s originals, swap, ephemeral; 3600 s resized),
+//! it is a regular file (never a symlink) and the inventory covers every
+//! host that shares the storage.
+
+use crate::inventory::Instance;
+use crate::names::{self, Class, NovaClass};
+use common::formats::{FileSource, probe};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Hosts that have not written `compute_nodes` for this long no longer
+/// count as sharing the storage (Nova's `TWENTY_FOUR_HOURS`).
+pub const HOST_WINDOW_S: i64 = 86_400;
+/// How deep a backing chain inside `_base` is followed.
+const MAX_CHAIN: usize = 16;
+
+/// How to walk.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// "Now", seconds since the epoch (`--now`).
+    pub now: i64,
+    /// Minimum age of unused originals, swap and ephemeral files.
+    pub original_age: u64,
+    /// Minimum age of unused resized files.
+    pub resized_age: u64,
+    /// The instance inventory, if given.
+    pub inventory: Option<Vec<Instance>>,
+    /// This compute host's name (Nova's `CONF.host`).
+    pub host: String,
+    /// The operator says `INSTANCES_PATH` is shared storage.
+    pub shared: bool,
+    /// Hosts the operator vouches have no instances here.
+    pub assume_no_instances_on: Vec<String>,
+    /// The label Nova hashes into ephemeral names when an instance gives
+    /// none (`default_ephemeral_format`, or `vfat`).
+    pub ephemeral_format: String,
+    /// Where processes are listed (`/proc`).
+    pub proc_root: PathBuf,
+    /// The cache subdirectory (`_base`).
+    pub base_name: String,
+}
+
+/// One record: a file of the cache, or a dangling reference.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Entry {
+    /// `entry` or `dangling_reference`.
+    pub record: &'static str,
+    /// The openable path (the record's top-level `path`).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// `nova_base`.
+    pub cache: &'static str,
+    /// INSTANCES_PATH as given.
+    pub root: String,
+    /// Relative to the root (`_base/<name>`).
+    pub rel_path: String,
+    /// The name as bytes (base64) when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel_path_bytes: Option<String>,
+    /// What it is.
+    pub class: String,
+    /// `file`, `symlink`, `directory`, `other`.
+    pub file_type: &'static str,
+    /// The image-id fingerprint in the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// `_<N>` / `_sm` as in the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize_suffix: Option<String>,
+    /// The image id whose SHA-1 the fingerprint is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Where that id came from (`inventory`, `argument`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id_source: Option<&'static str>,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_blocks * 512` (raw base files are sparse).
+    pub allocated: u64,
+    /// RFC 3339 UTC.
+    pub mtime: String,
+    /// `now - mtime`, seconds.
+    pub age_s: i64,
+    /// From the file's header (`raw` when nothing else matches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `yes`, `no`, `unknown`.
+    pub in_use: &'static str,
+    /// Who uses it: `<uuid>@<host>:<via>`, `<dir>:backing:<disk>`,
+    /// `pid:<n>`.
+    pub used_by: Vec<String>,
+    /// Nova's bucket.
+    pub nova_class: NovaClass,
+    /// Whether Nova would count it in use (null without an inventory:
+    /// Nova always has one).
+    pub nova_in_use: Option<bool>,
+    /// Nova's age threshold for it (null when Nova never removes it).
+    pub nova_threshold_s: Option<u64>,
+    /// When Nova would remove it if nothing changes (null: never, or in
+    /// use).
+    pub nova_eligible_at: Option<String>,
+    /// cachewalk's decision.
+    pub verdict: &'static str,
+    /// Why, as short codes.
+    pub reasons: Vec<String>,
+    /// The Nova lock guarding it (`nova-<name>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// Parsed sidecar (`.sha1`/`.info`) or registry contents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contents: Option<Value>,
+    /// For a dangling reference: the disk and the backing name it gives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referenced_by: Option<String>,
+}
+
+/// Why the walk could not run at all.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct WalkError {
+    /// The directory.
+    pub path: PathBuf,
+    /// The error.
+    pub source: std::io::Error,
+}
+
+/// A backing reference read from an instance disk.
+#[derive(Debug, Clone)]
+struct Reference {
+    /// `<dir>:backing:<disk>` (or the chain member inside `_base`).
+    via: String,
+    /// The instance directory name.
+    dir: String,
+    /// The disk's path.
+    disk: PathBuf,
+    /// The backing file name inside `_base`.
+    base_name: String,
+}
+
+fn lossy(b: &OsStr) -> String {
+    String::from_utf8_lossy(b.as_bytes()).into_owned()
+}
+
+/// `p` with `.` and `..` resolved lexically (never through the
+/// filesystem, so symlinks are not followed).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// The backing file name of the image at `path`, if its header names one.
+fn backing_of(path: &Path) -> Result<Option<String>, String> {
+    let src = FileSource::open(path).map_err(|e| e.to_string())?;
+    let p = probe(&src, &path.to_string_lossy(), None).map_err(|e| e.to_string())?;
+    Ok(p.info
+        .get("backing_filename")
+        .and_then(Value::as_str)
+        .map(str::to_owned))
+}
+
+/// The format of the file at `path` from its header.
+fn format_of(path: &Path) -> Option<String> {
+    let src = FileSource::open(path).ok()?;
+    let p = probe(&src, &path.to_string_lossy(), None).ok()?;
+    p.info.get("format").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// What the walk learned from instance directories.
+#[derive(Debug, Default)]
+struct Disks {
+    /// Backing references into `_base`, chains followed.
+    refs: Vec<Reference>,
+    /// Disks that could not be read: (path, why).
+    unreadable: Vec<(PathBuf, String)>,
+    /// Backing files that point outside `_base`: (disk, backing).
+    outside: Vec<(PathBuf, String)>,
+}
+
+fn scan_disks(root: &Path, base: &Path, base_name: &str) -> Disks {
+    let mut d = Disks::default();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return d;
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n != OsStr::new(base_name) && n != "locks")
+        })
+        .collect();
+    dirs.sort();
+    let base_norm = normalize(base);
+    for dir in dirs {
+        let dir_name = dir.file_name().map(lossy).unwrap_or_default();
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            d.unreadable
+                .push((dir.clone(), "cannot list the directory".into()));
+            continue;
+        };
+        let mut disks: Vec<PathBuf> = files
+            .flatten()
+            .filter(|e| e.file_name().as_bytes().starts_with(b"disk"))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n != "disk.info"))
+            .collect();
+        disks.sort();
+        for disk in disks {
+            let disk_name = disk.file_name().map(lossy).unwrap_or_default();
+            let mut current = disk.clone();
+            let mut via = format!("{dir_name}:backing:{disk_name}");
+            for _ in 0..MAX_CHAIN {
+                let backing = match backing_of(&current) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(why) => {
+                        // A disk that vanished since the listing is no
+                        // evidence either way (Nova skips it too).
+                        if current.exists() {
+                            d.unreadable.push((current.clone(), why));
+                        }
+                        break;
+                    }
+                };
+                let target = if Path::new(&backing).is_absolute() {
+                    PathBuf::from(&backing)
+                } else {
+                    current.parent().unwrap_or(Path::new(".")).join(&backing)
+                };
+                let target = normalize(&target);
+                let inside = target.parent() == Some(base_norm.as_path());
+                let Some(name) = target.file_name().filter(|_| inside).map(lossy) else {
+                    d.outside.push((current.clone(), backing));
+                    break;
+                };
+                d.refs.push(Reference {
+                    via: via.clone(),
+                    dir: dir_name.clone(),
+                    disk: disk.clone(),
+                    base_name: name.clone(),
+                });
+                // Follow the chain inside the cache, never out of it, and
+                // never through a symlink.
+                let next = base.join(&name);
+                if !std::fs::symlink_metadata(&next).is_ok_and(|m| m.is_file()) {
+                    break;
+                }
+                via = format!("{dir_name}:backing:{disk_name}>{name}");
+                current = next;
+            }
+        }
+    }
+    d
+}
+
+/// Open files: (dev, ino) → pids; `false` when some process's
+/// descriptors could not be read.
+fn open_files(proc_root: &Path) -> (HashMap<(u64, u64), Vec<u32>>, bool) {
+    let mut map: HashMap<(u64, u64), Vec<u32>> = HashMap::new();
+    let mut complete = true;
+    let Ok(procs) = std::fs::read_dir(proc_root) else {
+        return (map, false);
+    };
+    let me = std::process::id();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let fds = match std::fs::read_dir(p.path().join("fd")) {
+            Ok(f) => f,
+            // Gone meanwhile: no evidence lost.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                complete = false;
+                continue;
+            }
+        };
+        for fd in fds.flatten() {
+            // metadata() follows the magic link to the open file itself.
+            if let Ok(m) = std::fs::metadata(fd.path())
+                && m.is_file()
+            {
+                map.entry((m.dev(), m.ino())).or_default().push(pid);
+            }
+        }
+    }
+    (map, complete)
+}
+
+/// `compute_nodes`: host → last seen (epoch seconds).
+fn read_compute_nodes(path: &Path) -> Option<BTreeMap<String, f64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let m = v.as_object()?;
+    Some(
+        m.iter()
+            .filter_map(|(h, t)| t.as_f64().map(|t| (h.clone(), t)))
+            .collect(),
+    )
+}
+
+/// Parse a `.sha1` (plain hex) or `.info` (JSON: `sha1`, Grizzly's
+/// `sha1-timestamp`) sidecar.
+fn read_sidecar(path: &Path, class: Class) -> Option<Value> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() > 64 * 1024 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    match class {
+        Class::ChecksumSidecar => {
+            let hex = text.trim();
+            let ok = hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            Some(serde_json::json!({
+                "generation": "essex",
+                "sha1": if ok { Value::from(hex.to_ascii_lowercase()) } else { Value::Null },
+                "empty": hex.is_empty(),
+            }))
+        }
+        Class::InfoSidecar => {
+            let v: Value = serde_json::from_str(&text).ok()?;
+            let m = v.as_object()?;
+            let ts = m.get("sha1-timestamp").cloned();
+            Some(serde_json::json!({
+                "generation": if ts.is_some() { "grizzly" } else { "folsom" },
+                "sha1": m.get("sha1").cloned().unwrap_or(Value::Null),
+                "sha1_timestamp": ts.unwrap_or(Value::Null),
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// What every host sharing the storage needs: the reasons the inventory
+/// does not cover them (empty when it does).
+fn coverage(root: &Path, opts: &Options) -> (Vec<String>, Option<Value>) {
+    let nodes = read_compute_nodes(&root.join("compute_nodes"));
+    let contents = nodes.as_ref().map(|n| serde_json::json!(n));
+    let mut reasons = Vec::new();
+    let Some(inv) = &opts.inventory else {
+        reasons.push("no_inventory".to_owned());
+        return (reasons, contents);
+    };
+    let covered: HashSet<&str> = inv
+        .iter()
+        .filter_map(|i| i.host.as_deref())
+        .chain(opts.assume_no_instances_on.iter().map(String::as_str))
+        .chain(std::iter::once(opts.host.as_str()))
+        .collect();
+    match &nodes {
+        Some(n) => {
+            for (h, seen) in n {
+                let recent = opts.now as f64 - seen < HOST_WINDOW_S as f64;
+                if recent && !covered.contains(h.as_str()) {
+                    reasons.push(format!("inventory_missing_host_{h}"));
+                }
+            }
+        }
+        None if opts.shared => reasons.push("shared_storage_hosts_unknown".to_owned()),
+        None => {}
+    }
+    (reasons, contents)
+}
+
+/// Walk `root` (module docs). Entries sorted by `rel_path`, dangling
+/// references after them.
+pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
+    let meta = std::fs::metadata(root).map_err(|source| WalkError {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(WalkError {
+            path: root.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    let base = root.join(&opts.base_name);
+    let disks = scan_disks(root, &base, &opts.base_name);
+    let (fds, fds_complete) = open_files(&opts.proc_root);
+    let (inventory_gaps, nodes) = coverage(root, opts);
+
+    // Evidence from the inventory: base names → used_by, and Nova's own
+    // (narrower) view.
+    let mut fp_ids: HashMap<String, String> = HashMap::new();
+    let mut used: HashMap<String, Vec<String>> = HashMap::new(); // fp or name → who
+    let mut nova_used_names: HashSet<String> = HashSet::new();
+    let mut nova_fps: HashSet<String> = HashSet::new();
+    let mut nova_dirs: HashSet<String> = HashSet::new();
+    for inst in opts.inventory.iter().flatten() {
+        for (field, id) in &inst.image_ids {
+            let fp = common::hash::sha1_hex(id);
+            fp_ids.insert(fp.clone(), id.clone());
+            used.entry(fp.clone())
+                .or_default()
+                .push(format!("{}:{field}", inst.who()));
+            nova_fps.insert(fp);
+        }
+        if let Some(mb) = inst.swap_mb {
+            let n = format!("swap_{mb}");
+            used.entry(n.clone())
+                .or_default()
+                .push(format!("{}:swap_bdm", inst.who()));
+            nova_used_names.insert(n);
+        }
+        let label = inst
+            .ephemeral_format
+            .as_deref()
+            .unwrap_or(&opts.ephemeral_format);
+        for (i, gb) in inst.ephemeral_gb.iter().enumerate() {
+            let n = names::ephemeral_name(*gb, label);
+            used.entry(n.clone())
+                .or_default()
+                .push(format!("{}:ephemeral_bdm", inst.who()));
+            // Nova predicts the first ephemeral only.
+            if i == 0 {
+                nova_used_names.insert(n);
+            }
+        }
+        for d in [Some(inst.uuid.clone()), inst.name.clone()].into_iter().flatten() {
+            if inst.resizing() {
+                nova_dirs.insert(format!("{d}_resize"));
+            }
+            nova_dirs.insert(d);
+        }
+    }
+    for r in &disks.refs {
+        used.entry(r.base_name.clone()).or_default().push(r.via.clone());
+        // Nova reads only `disk`, only of current instances' directories,
+        // and only the first link.
+        let first_link = !r.via.contains('>');
+        if first_link
+            && r.disk.file_name().is_some_and(|n| n == "disk")
+            && nova_dirs.contains(&r.dir)
+        {
+            nova_used_names.insert(r.base_name.clone());
+        }
+    }
+
+    let mut walk_reasons: Vec<String> = Vec::new();
+    for (p, _) in &disks.unreadable {
+        walk_reasons.push(format!("instance_disk_unreadable:{}", p.display()));
+    }
+    if !fds_complete {
+        walk_reasons.push("open_files_unknown".to_owned());
+    }
+
+    let mut entries = Vec::new();
+    let mut present: HashSet<String> = HashSet::new();
+    if let Ok(list) = std::fs::read_dir(&base) {
+        let mut names: Vec<std::ffi::OsString> = list.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            let path = base.join(&name);
+            // Vanished since the listing: nothing to say.
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let text = lossy(&name);
+            present.insert(text.clone());
+            let named = names::classify(&text);
+            let ft = m.file_type();
+            let file_type = if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else if ft.is_dir() {
+                "directory"
+            } else {
+                "other"
+            };
+            let rel = format!("{}/{}", opts.base_name, text);
+            let mut e = new_entry(root, &path, &rel, &name, &m, opts.now);
+            e.file_type = file_type;
+            e.class = serde_json::to_value(named.class)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            e.nova_class = if ft.is_dir() { NovaClass::Ignored } else { named.nova };
+            e.fingerprint = named.fingerprint.clone();
+            e.resize_suffix = named.resize_suffix.clone();
+            if let Some(fp) = &named.fingerprint
+                && let Some(id) = fp_ids.get(fp)
+            {
+                e.image_id = Some(id.clone());
+                e.image_id_source = Some("inventory");
+            }
+            if ft.is_file() && matches!(named.class, Class::ChecksumSidecar | Class::InfoSidecar) {
+                e.contents = read_sidecar(&path, named.class);
+            }
+            if ft.is_file()
+                && !matches!(
+                    named.class,
+                    Class::ChecksumSidecar | Class::InfoSidecar | Class::PartialDownload
+                )
+            {
+                e.format = format_of(&path);
+            }
+            if !matches!(named.class, Class::Unknown) {
+                e.lock = Some(format!("nova-{text}"));
+            }
+            // Evidence.
+            let mut who: Vec<String> = Vec::new();
+            let fp_owner = named
+                .fingerprint
+                .as_ref()
+                .filter(|_| matches!(named.class, Class::Original | Class::ResizedLegacy | Class::SmallLegacy));
+            if let Some(fp) = fp_owner {
+                who.extend(used.get(fp).cloned().unwrap_or_default());
+            }
+            if matches!(named.class, Class::Swap | Class::Ephemeral | Class::EphemeralLegacy) {
+                who.extend(used.get(&text).cloned().unwrap_or_default());
+            }
+            for r in disks.refs.iter().filter(|r| r.base_name == text) {
+                if !who.contains(&r.via) {
+                    who.push(r.via.clone());
+                }
+            }
+            if let Some(pids) = fds.get(&(m.dev(), m.ino()))
+                && ft.is_file()
+            {
+                who.extend(pids.iter().map(|p| format!("pid:{p}")));
+            }
+            who.sort();
+            who.dedup();
+            e.in_use = if !who.is_empty() {
+                "yes"
+            } else if walk_reasons.is_empty() {
+                "no"
+            } else {
+                "unknown"
+            };
+            e.used_by = who;
+            nova_view(&mut e, &named, &text, &nova_used_names, &nova_fps, opts);
+            decide(&mut e, &named, ft.is_file(), &walk_reasons, &inventory_gaps, opts);
+            entries.push(e);
+        }
+    }
+    // Sidecars whose base file is gone are orphans (Nova never cleans them).
+    let present_names = present.clone();
+    for e in &mut entries {
+        if matches!(e.class.as_str(), "checksum_sidecar" | "info_sidecar")
+            && let Some(owner) = names::classify(e.rel_path.rsplit('/').next().unwrap_or(""))
+                .belongs_to
+        {
+            if present_names.contains(&owner) {
+                e.verdict = "keep_in_use";
+                e.reasons = vec![format!("sidecar_of:{owner}")];
+            } else {
+                e.verdict = "orphan_file";
+                e.reasons = vec!["sidecar_without_base_file".into()];
+            }
+        }
+    }
+
+    // locks/ and compute_nodes.
+    let locks = root.join("locks");
+    if let Ok(list) = std::fs::read_dir(&locks) {
+        let mut names: Vec<std::ffi::OsString> = list.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            let path = locks.join(&name);
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let text = lossy(&name);
+            let mut e = new_entry(root, &path, &format!("locks/{text}"), &name, &m, opts.now);
+            e.class = "lock".into();
+            e.file_type = if m.file_type().is_file() { "file" } else { "other" };
+            e.nova_class = NovaClass::Ignored;
+            let base_file = text.strip_prefix("nova-").filter(|b| present.contains(*b));
+            match (text.strip_prefix("nova-"), base_file) {
+                (Some(_), Some(b)) => {
+                    e.verdict = "keep_in_use";
+                    e.reasons = vec![format!("lock_of:{b}")];
+                }
+                (Some(_), None) => {
+                    e.verdict = "orphan_file";
+                    e.reasons = vec!["lock_without_base_file".into()];
+                }
+                (None, _) => {
+                    e.verdict = "keep_unknown";
+                    e.reasons = vec!["not_a_nova_lock".into()];
+                }
+            }
+            entries.push(e);
+        }
+    }
+    let registry = root.join("compute_nodes");
+    if let Ok(m) = std::fs::symlink_metadata(&registry) {
+        let mut e = new_entry(root, &registry, "compute_nodes", OsStr::new("compute_nodes"), &m, opts.now);
+        e.class = "registry".into();
+        e.file_type = if m.file_type().is_file() { "file" } else { "other" };
+        e.nova_class = NovaClass::Ignored;
+        e.contents = nodes;
+        e.verdict = "keep_in_use";
+        e.reasons = vec!["nova_registry".into()];
+        entries.push(e);
+    }
+    entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+
+    // Dangling references: backing files named but missing, and images
+    // the inventory says are in use that have no base file at all.
+    let mut dangling = Vec::new();
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for r in &disks.refs {
+        if present.contains(&r.base_name) || !seen.insert((r.via.clone(), r.base_name.clone())) {
+            continue;
+        }
+        let rel = format!("{}/{}", opts.base_name, r.base_name);
+        dangling.push(dangling_entry(
+            root,
+            &r.disk,
+            &rel,
+            &r.via,
+            vec![format!("backing_file_missing:{}", r.base_name)],
+        ));
+    }
+    for inst in opts.inventory.iter().flatten() {
+        for (field, id) in &inst.image_ids {
+            let fp = common::hash::sha1_hex(id);
+            let has = present.iter().any(|n| n.starts_with(&fp));
+            if !has && seen.insert((inst.uuid.clone(), fp.clone())) {
+                let rel = format!("{}/{fp}", opts.base_name);
+                let mut d = dangling_entry(
+                    root,
+                    &base.join(&fp),
+                    &rel,
+                    &format!("{}:{field}", inst.who()),
+                    vec!["image_in_use_without_base_file".into()],
+                );
+                d.fingerprint = Some(fp);
+                d.image_id = Some(id.clone());
+                d.image_id_source = Some("inventory");
+                dangling.push(d);
+            }
+        }
+    }
+    entries.extend(dangling);
+    Ok(entries)
+}
+
+fn new_entry(
+    root: &Path,
+    path: &Path,
+    rel: &str,
+    name: &OsStr,
+    m: &std::fs::Metadata,
+    now: i64,
+) -> Entry {
+    let bytes = std::str::from_utf8(name.as_bytes())
+        .is_err()
+        .then(|| common::text::base64(name.as_bytes()));
+    Entry {
+        record: "entry",
+        path: path.to_path_buf(),
+        cache: "nova_base",
+        root: root.to_string_lossy().into_owned(),
+        rel_path: rel.to_owned(),
+        rel_path_bytes: bytes,
+        class: "unknown".into(),
+        file_type: "file",
+        fingerprint: None,
+        resize_suffix: None,
+        image_id: None,
+        image_id_source: None,
+        size: m.len(),
+        allocated: m.blocks().saturating_mul(512),
+        mtime: common::text::rfc3339_utc(m.mtime(), 0).unwrap_or_default(),
+        age_s: now - m.mtime(),
+        format: None,
+        in_use: "unknown",
+        used_by: Vec::new(),
+        nova_class: NovaClass::Ignored,
+        nova_in_use: None,
+        nova_threshold_s: None,
+        nova_eligible_at: None,
+        verdict: "keep_unknown",
+        reasons: Vec::new(),
+        lock: None,
+        contents: None,
+        referenced_by: None,
+    }
+}
+
+fn dangling_entry(root: &Path, path: &Path, rel: &str, via: &str, reasons: Vec<String>) -> Entry {
+    Entry {
+        record: "dangling_reference",
+        path: path.to_path_buf(),
+        cache: "nova_base",
+        root: root.to_string_lossy().into_owned(),
+        rel_path: rel.to_owned(),
+        rel_path_bytes: None,
+        class: "missing".into(),
+        file_type: "missing",
+        fingerprint: None,
+        resize_suffix: None,
+        image_id: None,
+        image_id_source: None,
+        size: 0,
+        allocated: 0,
+        mtime: String::new(),
+        age_s: 0,
+        format: None,
+        in_use: "yes",
+        used_by: vec![via.to_owned()],
+        nova_class: NovaClass::Ignored,
+        nova_in_use: None,
+        nova_threshold_s: None,
+        nova_eligible_at: None,
+        verdict: "dangling_reference",
+        reasons,
+        lock: None,
+        contents: None,
+        referenced_by: Some(via.to_owned()),
+    }
+}
+
+/// Nova's view of `e` (section 1.3-1.6, today's code).
+fn nova_view(
+    e: &mut Entry,
+    named: &names::Named,
+    name: &str,
+    nova_used_names: &HashSet<String>,
+    nova_fps: &HashSet<String>,
+    opts: &Options,
+) {
+    let threshold = match e.nova_class {
+        NovaClass::Original | NovaClass::Swap | NovaClass::Ephemeral => Some(opts.original_age),
+        NovaClass::Resized => Some(opts.resized_age),
+        NovaClass::Ignored => None,
+    };
+    e.nova_threshold_s = threshold;
+    if threshold.is_none() {
+        return;
+    }
+    let Some(_) = &opts.inventory else {
+        return;
+    };
+    // Nova marks `<fp>`, `<fp>_sm` and `<fp>_<digits>` of every used id,
+    // then backing files of `disk`, then predicted swap/ephemeral names.
+    let by_fp = named.fingerprint.as_ref().is_some_and(|fp| {
+        nova_fps.contains(fp)
+            && matches!(named.class, Class::Original | Class::SmallLegacy | Class::ResizedLegacy)
+    });
+    let in_use = by_fp || nova_used_names.contains(name);
+    e.nova_in_use = Some(in_use);
+    if !in_use && let Some(t) = threshold {
+        let mtime = opts.now - e.age_s;
+        e.nova_eligible_at = common::text::rfc3339_utc(mtime + t as i64, 0);
+    }
+}
+
+/// cachewalk's verdict (module docs).
+fn decide(
+    e: &mut Entry,
+    named: &names::Named,
+    regular: bool,
+    walk_reasons: &[String],
+    inventory_gaps: &[String],
+    opts: &Options,
+) {
+    let understood = matches!(
+        named.class,
+        Class::Original
+            | Class::ResizedLegacy
+            | Class::SmallLegacy
+            | Class::Swap
+            | Class::Ephemeral
+            | Class::EphemeralLegacy
+            | Class::PartialDownload
+    );
+    let threshold = match named.class {
+        Class::ResizedLegacy | Class::SmallLegacy => opts.resized_age,
+        _ => opts.original_age,
+    };
+    let mut reasons = Vec::new();
+    let verdict = if !regular {
+        reasons.push(format!("not_a_regular_file:{}", e.file_type));
+        "keep_unknown"
+    } else if !understood {
+        reasons.push("name_not_understood".to_owned());
+        "keep_unknown"
+    } else if e.in_use == "yes" {
+        reasons.extend(e.used_by.iter().map(|w| format!("used_by:{w}")));
+        "keep_in_use"
+    } else if !walk_reasons.is_empty() {
+        reasons.extend(walk_reasons.iter().cloned());
+        "keep_unknown"
+    } else if e.age_s < threshold as i64 {
+        reasons.push(format!("younger_than_{threshold}s"));
+        "keep_young"
+    } else if named.class == Class::PartialDownload {
+        // Not open, old: a download that died. Nova never cleans these.
+        reasons.push("not_referenced".to_owned());
+        reasons.push("not_open".to_owned());
+        "orphan_temp"
+    } else if !inventory_gaps.is_empty() {
+        reasons.extend(inventory_gaps.iter().cloned());
+        "keep_inventory_incomplete"
+    } else {
+        reasons.push("not_referenced".to_owned());
+        reasons.push("not_open".to_owned());
+        reasons.push(format!("older_than_{threshold}s"));
+        "candidate"
+    };
+    e.verdict = verdict;
+    e.reasons = reasons;
+}
