@@ -103,9 +103,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().ok();
     }
-    let s = s
-        .strip_suffix('Z')
-        .or_else(|| s.strip_suffix("+00:00"))?;
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
     let (date, time) = s.split_once(['T', ' '])?;
     let time = time.split('.').next()?;
     let num = |x: &str, n: usize| -> Option<i64> {
@@ -138,8 +136,18 @@ mod tests {
             assert_eq!(parse_time(&text), Some(secs), "{text}");
             assert_eq!(parse_time(&secs.to_string()), Some(secs));
         }
-        assert_eq!(parse_time("2026-11-25T17:00:00.5+00:00"), Some(1_795_626_000));
-        for bad in ["", "2026-11-25", "2026-13-01T00:00:00Z", "2026-11-25T17:00:00+01:00", "-5", "x"] {
+        assert_eq!(
+            parse_time("2026-11-25T17:00:00.5+00:00"),
+            Some(1_795_626_000)
+        );
+        for bad in [
+            "",
+            "2026-11-25",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T17:00:00+01:00",
+            "-5",
+            "x",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

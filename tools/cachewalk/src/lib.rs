@@ -213,7 +213,11 @@ fn fname_cmd(ctx: &mut Ctx, ids: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     common::cli::each_stdin_record(ctx, |ctx, mut rec| {
-        let Some(id) = rec.get("image_id").and_then(Value::as_str).map(str::to_owned) else {
+        let Some(id) = rec
+            .get("image_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
             let e = ctx.error(ErrorKind::BadRecord, "record has no string `image_id`");
             return Ok(ctx.fail(rec, e)?);
         };

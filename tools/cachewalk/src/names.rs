@@ -204,13 +204,19 @@ mod tests {
         use NovaClass as N;
         assert_eq!(c(FP), (C::Original, N::Original));
         assert_eq!(c(&format!("{FP}_10")), (C::ResizedLegacy, N::Resized));
-        assert_eq!(c(&format!("{FP}_10737418240")), (C::ResizedLegacy, N::Resized));
+        assert_eq!(
+            c(&format!("{FP}_10737418240")),
+            (C::ResizedLegacy, N::Resized)
+        );
         assert_eq!(c(&format!("{FP}_sm")), (C::SmallLegacy, N::Resized));
         assert_eq!(c("swap_512"), (C::Swap, N::Swap));
         assert_eq!(c("swap_x"), (C::Unknown, N::Ignored));
         assert_eq!(c("ephemeral_20_40d1321"), (C::Ephemeral, N::Ephemeral));
         // Grizzly-Juno names: Nova takes the 7-character ones only.
-        assert_eq!(c("ephemeral_20_default"), (C::EphemeralLegacy, N::Ephemeral));
+        assert_eq!(
+            c("ephemeral_20_default"),
+            (C::EphemeralLegacy, N::Ephemeral)
+        );
         assert_eq!(c("ephemeral_20_linux"), (C::EphemeralLegacy, N::Ignored));
         assert_eq!(c("ephemeral_0_20_linux"), (C::EphemeralLegacy, N::Ignored));
         // Sidecars: ignored by Nova next to an original, but in the
@@ -218,9 +224,15 @@ mod tests {
         assert_eq!(c(&format!("{FP}.sha1")), (C::ChecksumSidecar, N::Ignored));
         assert_eq!(c(&format!("{FP}.info")), (C::InfoSidecar, N::Ignored));
         assert_eq!(c(&format!("{FP}_sm.info")), (C::InfoSidecar, N::Resized));
-        assert_eq!(c(&format!("{FP}_10.sha1")), (C::ChecksumSidecar, N::Resized));
+        assert_eq!(
+            c(&format!("{FP}_10.sha1")),
+            (C::ChecksumSidecar, N::Resized)
+        );
         assert_eq!(c(&format!("{FP}.part")), (C::PartialDownload, N::Ignored));
-        assert_eq!(c(&format!("{FP}.converted")), (C::PartialDownload, N::Ignored));
+        assert_eq!(
+            c(&format!("{FP}.converted")),
+            (C::PartialDownload, N::Ignored)
+        );
         assert_eq!(
             c("fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0"),
             (C::KernelRawId, N::Ignored)
@@ -229,7 +241,10 @@ mod tests {
         // Any 40-character name is an original to Nova.
         let forty = "x".repeat(40);
         assert_eq!(c(&forty), (C::Unknown, N::Original));
-        assert_eq!(c(&format!("{}_{}", "y".repeat(40), "zz")), (C::Unknown, N::Resized));
+        assert_eq!(
+            c(&format!("{}_{}", "y".repeat(40), "zz")),
+            (C::Unknown, N::Resized)
+        );
         assert_eq!(c("notes.txt"), (C::Unknown, N::Ignored));
     }
 

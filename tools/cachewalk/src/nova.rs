@@ -199,7 +199,10 @@ fn backing_of(path: &Path) -> Result<Option<String>, String> {
 fn format_of(path: &Path) -> Option<String> {
     let src = FileSource::open(path).ok()?;
     let p = probe(&src, &path.to_string_lossy(), None).ok()?;
-    p.info.get("format").and_then(Value::as_str).map(str::to_owned)
+    p.info
+        .get("format")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// What the walk learned from instance directories.
@@ -459,7 +462,10 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 nova_used_names.insert(n);
             }
         }
-        for d in [Some(inst.uuid.clone()), inst.name.clone()].into_iter().flatten() {
+        for d in [Some(inst.uuid.clone()), inst.name.clone()]
+            .into_iter()
+            .flatten()
+        {
             if inst.resizing() {
                 nova_dirs.insert(format!("{d}_resize"));
             }
@@ -467,7 +473,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         }
     }
     for r in &disks.refs {
-        used.entry(r.base_name.clone()).or_default().push(r.via.clone());
+        used.entry(r.base_name.clone())
+            .or_default()
+            .push(r.via.clone());
         // Nova reads only `disk`, only of current instances' directories,
         // and only the first link.
         let first_link = !r.via.contains('>');
@@ -518,7 +526,11 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            e.nova_class = if ft.is_dir() { NovaClass::Ignored } else { named.nova };
+            e.nova_class = if ft.is_dir() {
+                NovaClass::Ignored
+            } else {
+                named.nova
+            };
             e.fingerprint = named.fingerprint.clone();
             e.resize_suffix = named.resize_suffix.clone();
             if let Some(fp) = &named.fingerprint
@@ -543,14 +555,19 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             }
             // Evidence.
             let mut who: Vec<String> = Vec::new();
-            let fp_owner = named
-                .fingerprint
-                .as_ref()
-                .filter(|_| matches!(named.class, Class::Original | Class::ResizedLegacy | Class::SmallLegacy));
+            let fp_owner = named.fingerprint.as_ref().filter(|_| {
+                matches!(
+                    named.class,
+                    Class::Original | Class::ResizedLegacy | Class::SmallLegacy
+                )
+            });
             if let Some(fp) = fp_owner {
                 who.extend(used.get(fp).cloned().unwrap_or_default());
             }
-            if matches!(named.class, Class::Swap | Class::Ephemeral | Class::EphemeralLegacy) {
+            if matches!(
+                named.class,
+                Class::Swap | Class::Ephemeral | Class::EphemeralLegacy
+            ) {
                 who.extend(used.get(&text).cloned().unwrap_or_default());
             }
             for r in disks.refs.iter().filter(|r| r.base_name == text) {
@@ -574,7 +591,14 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             };
             e.used_by = who;
             nova_view(&mut e, &named, &text, &nova_used_names, &nova_fps, opts);
-            decide(&mut e, &named, ft.is_file(), &walk_reasons, &inventory_gaps, opts);
+            decide(
+                &mut e,
+                &named,
+                ft.is_file(),
+                &walk_reasons,
+                &inventory_gaps,
+                opts,
+            );
             entries.push(e);
         }
     }
@@ -582,8 +606,8 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     let present_names = present.clone();
     for e in &mut entries {
         if matches!(e.class.as_str(), "checksum_sidecar" | "info_sidecar")
-            && let Some(owner) = names::classify(e.rel_path.rsplit('/').next().unwrap_or(""))
-                .belongs_to
+            && let Some(owner) =
+                names::classify(e.rel_path.rsplit('/').next().unwrap_or("")).belongs_to
         {
             if present_names.contains(&owner) {
                 e.verdict = "keep_in_use";
@@ -608,7 +632,11 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             let text = lossy(&name);
             let mut e = new_entry(root, &path, &format!("locks/{text}"), &name, &m, opts.now);
             e.class = "lock".into();
-            e.file_type = if m.file_type().is_file() { "file" } else { "other" };
+            e.file_type = if m.file_type().is_file() {
+                "file"
+            } else {
+                "other"
+            };
             e.nova_class = NovaClass::Ignored;
             let base_file = text.strip_prefix("nova-").filter(|b| present.contains(*b));
             match (text.strip_prefix("nova-"), base_file) {
@@ -630,9 +658,20 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     }
     let registry = root.join("compute_nodes");
     if let Ok(m) = std::fs::symlink_metadata(&registry) {
-        let mut e = new_entry(root, &registry, "compute_nodes", OsStr::new("compute_nodes"), &m, opts.now);
+        let mut e = new_entry(
+            root,
+            &registry,
+            "compute_nodes",
+            OsStr::new("compute_nodes"),
+            &m,
+            opts.now,
+        );
         e.class = "registry".into();
-        e.file_type = if m.file_type().is_file() { "file" } else { "other" };
+        e.file_type = if m.file_type().is_file() {
+            "file"
+        } else {
+            "other"
+        };
         e.nova_class = NovaClass::Ignored;
         e.contents = nodes;
         e.verdict = "keep_in_use";
@@ -690,9 +729,14 @@ fn new_entry(
     m: &std::fs::Metadata,
     now: i64,
 ) -> Entry {
-    let bytes = std::str::from_utf8(name.as_bytes())
-        .is_err()
-        .then(|| common::text::base64(name.as_bytes()));
+    let bytes = std::str::from_utf8(name.as_bytes()).is_err().then(|| {
+        let mut full = rel
+            .rsplit_once('/')
+            .map(|(dir, _)| format!("{dir}/").into_bytes())
+            .unwrap_or_default();
+        full.extend_from_slice(name.as_bytes());
+        common::text::base64(&full)
+    });
     Entry {
         record: "entry",
         path: path.to_path_buf(),
@@ -783,7 +827,10 @@ fn nova_view(
     // then backing files of `disk`, then predicted swap/ephemeral names.
     let by_fp = named.fingerprint.as_ref().is_some_and(|fp| {
         nova_fps.contains(fp)
-            && matches!(named.class, Class::Original | Class::SmallLegacy | Class::ResizedLegacy)
+            && matches!(
+                named.class,
+                Class::Original | Class::SmallLegacy | Class::ResizedLegacy
+            )
     });
     let in_use = by_fp || nova_used_names.contains(name);
     e.nova_in_use = Some(in_use);
