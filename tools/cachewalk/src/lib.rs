@@ -1,11 +1,12 @@
 //! cachewalk: Nova's `_base` image cache as records — what each file is,
 //! what uses it, what Nova would do with it, and what is provably safe to
-//! remove. This release: `fname` (Nova's cache name of an image id) and
-//! `nova` (the walk).
+//! remove. This release: `fname` (Nova's cache name of an image id),
+//! `nova` (the walk) and `remove` (deletion under Nova's lock, re-checked).
 
 pub mod inventory;
 pub mod names;
 pub mod nova;
+pub mod remove;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -34,8 +35,11 @@ Examples:
     | jq -c 'select(.cache.verdict == \"candidate\") | [.path, .cache.size]'
   cachewalk nova /var/lib/nova/instances | jq -c 'select(.cache.nova_in_use == false and .cache.in_use != \"no\")'
 
+  cachewalk nova DIR --instances inv.jsonl | jq -c 'select(.cache.verdict == \"candidate\")' \
+    | cachewalk remove --dry-run
+
 Exit status: 0 fine, 1 with --check when a dangling reference was found,
-2 an error.";
+2 an error, 75 (remove) a lock was busy.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -116,6 +120,28 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Delete the files of the candidate records on stdin, each under
+    /// Nova's lock after checking again that it is unchanged, old enough
+    /// and unused (with its .info/.sha1 sidecars and lock file, as Nova
+    /// does); every record comes back with cache.action
+    Remove {
+        /// Say what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete at most N files
+        #[arg(long, value_name = "N")]
+        max_count: Option<u64>,
+        /// Delete at most SIZE bytes (allocated; suffixes K, M, G, T)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        max_bytes: Option<u64>,
+        /// The time to judge ages by (default: now)
+        #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+        now: Option<i64>,
+    },
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    common::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_time_arg(s: &str) -> Result<i64, String> {
@@ -172,6 +198,21 @@ impl Tool for Cli {
                 };
                 nova_cmd(ctx, &root, &opts, check)
             }
+            Command::Remove {
+                dry_run,
+                max_count,
+                max_bytes,
+                now,
+            } => {
+                let opts = remove::Options {
+                    dry_run,
+                    max_count,
+                    max_bytes,
+                    now: now.unwrap_or_else(now_epoch),
+                    proc_root: PathBuf::from("/proc"),
+                };
+                remove_cmd(ctx, remove::Remover::new(opts))
+            }
         }
     }
 }
@@ -222,6 +263,35 @@ fn fname_cmd(ctx: &mut Ctx, ids: &[String]) -> anyhow::Result<()> {
             return Ok(ctx.fail(rec, e)?);
         };
         rec.set(FACET, fname_facet(&id));
+        Ok(ctx.emit(&rec)?)
+    })
+}
+
+fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()> {
+    common::cli::each_stdin_record(ctx, |ctx, mut rec| {
+        let path = rec.path().unwrap_or("").to_owned();
+        let mut facet = match rec.get(FACET) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => {
+                let e = ctx.error(ErrorKind::BadRecord, "record has no `cache` facet");
+                return Ok(ctx.fail(rec, e)?);
+            }
+        };
+        let out = remover.remove(&path, &Value::Object(facet.clone()));
+        match out.action {
+            "skipped_lock_busy" => ctx.merge(Status::TempFail),
+            "delete_failed" => ctx.merge(Status::Error),
+            _ => {}
+        }
+        if let Some(why) = &out.why {
+            ctx.warn(&format!("{path}: {}: {why}", out.action));
+            facet.insert("action_reason".into(), why.as_str().into());
+        }
+        facet.insert("action".into(), out.action.into());
+        if !out.also_removed.is_empty() {
+            facet.insert("also_removed".into(), out.also_removed.into());
+        }
+        rec.set(FACET, Value::Object(facet));
         Ok(ctx.emit(&rec)?)
     })
 }

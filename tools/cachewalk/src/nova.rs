@@ -101,6 +101,10 @@ pub struct Entry {
     /// Where that id came from (`inventory`, `argument`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id_source: Option<&'static str>,
+    /// `st_dev` and `st_ino`: `remove` deletes only this very file.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
     /// `st_size`.
     pub size: u64,
     /// `st_blocks * 512` (raw base files are sparse).
@@ -127,6 +131,9 @@ pub struct Entry {
     /// When Nova would remove it if nothing changes (null: never, or in
     /// use).
     pub nova_eligible_at: Option<String>,
+    /// The minimum age cachewalk applied (`remove` checks it again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_s: Option<u64>,
     /// cachewalk's decision.
     pub verdict: &'static str,
     /// Why, as short codes.
@@ -216,7 +223,49 @@ struct Disks {
     outside: Vec<(PathBuf, String)>,
 }
 
-fn scan_disks(root: &Path, base: &Path, base_name: &str) -> Disks {
+/// Backing names read from image headers, kept while the file is
+/// unchanged (same inode, size and mtime), so that `remove` can re-check
+/// every instance disk before each deletion without re-reading them all.
+#[derive(Debug, Default)]
+pub struct DiskCache {
+    seen: HashMap<PathBuf, (FileKey, Result<Option<String>, String>)>,
+}
+
+/// Inode, size, mtime seconds and nanoseconds: "the same file, unchanged".
+type FileKey = (u64, u64, i64, i64);
+
+impl DiskCache {
+    fn backing_of(&mut self, path: &Path) -> Result<Option<String>, String> {
+        let key = std::fs::metadata(path)
+            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+            .map_err(|e| e.to_string())?;
+        if let Some((k, v)) = self.seen.get(path)
+            && *k == key
+        {
+            return v.clone();
+        }
+        let v = backing_of(path);
+        self.seen.insert(path.to_path_buf(), (key, v.clone()));
+        v
+    }
+}
+
+/// Names in `_base` that some instance disk's backing chain reaches now,
+/// and whether every disk could be read (for `remove`'s re-check).
+pub fn backing_users(
+    root: &Path,
+    base_name: &str,
+    cache: &mut DiskCache,
+) -> (HashMap<String, Vec<String>>, bool) {
+    let d = scan_disks(root, &root.join(base_name), base_name, cache);
+    let mut users: HashMap<String, Vec<String>> = HashMap::new();
+    for r in d.refs {
+        users.entry(r.base_name).or_default().push(r.via);
+    }
+    (users, d.unreadable.is_empty())
+}
+
+fn scan_disks(root: &Path, base: &Path, base_name: &str, cache: &mut DiskCache) -> Disks {
     let mut d = Disks::default();
     let Ok(entries) = std::fs::read_dir(root) else {
         return d;
@@ -252,7 +301,7 @@ fn scan_disks(root: &Path, base: &Path, base_name: &str) -> Disks {
             let mut current = disk.clone();
             let mut via = format!("{dir_name}:backing:{disk_name}");
             for _ in 0..MAX_CHAIN {
-                let backing = match backing_of(&current) {
+                let backing = match cache.backing_of(&current) {
                     Ok(Some(b)) => b,
                     Ok(None) => break,
                     Err(why) => {
@@ -297,7 +346,7 @@ fn scan_disks(root: &Path, base: &Path, base_name: &str) -> Disks {
 
 /// Open files: (dev, ino) → pids; `false` when some process's
 /// descriptors could not be read.
-fn open_files(proc_root: &Path) -> (HashMap<(u64, u64), Vec<u32>>, bool) {
+pub fn open_files(proc_root: &Path) -> (HashMap<(u64, u64), Vec<u32>>, bool) {
     let mut map: HashMap<(u64, u64), Vec<u32>> = HashMap::new();
     let mut complete = true;
     let Ok(procs) = std::fs::read_dir(proc_root) else {
@@ -421,7 +470,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         });
     }
     let base = root.join(&opts.base_name);
-    let disks = scan_disks(root, &base, &opts.base_name);
+    let disks = scan_disks(root, &base, &opts.base_name, &mut DiskCache::default());
     let (fds, fds_complete) = open_files(&opts.proc_root);
     let (inventory_gaps, nodes) = coverage(root, opts);
 
@@ -750,6 +799,8 @@ fn new_entry(
         resize_suffix: None,
         image_id: None,
         image_id_source: None,
+        dev: m.dev(),
+        ino: m.ino(),
         size: m.len(),
         allocated: m.blocks().saturating_mul(512),
         mtime: common::text::rfc3339_utc(m.mtime(), 0).unwrap_or_default(),
@@ -761,6 +812,7 @@ fn new_entry(
         nova_in_use: None,
         nova_threshold_s: None,
         nova_eligible_at: None,
+        threshold_s: None,
         verdict: "keep_unknown",
         reasons: Vec::new(),
         lock: None,
@@ -783,6 +835,8 @@ fn dangling_entry(root: &Path, path: &Path, rel: &str, via: &str, reasons: Vec<S
         resize_suffix: None,
         image_id: None,
         image_id_source: None,
+        dev: 0,
+        ino: 0,
         size: 0,
         allocated: 0,
         mtime: String::new(),
@@ -794,6 +848,7 @@ fn dangling_entry(root: &Path, path: &Path, rel: &str, via: &str, reasons: Vec<S
         nova_in_use: None,
         nova_threshold_s: None,
         nova_eligible_at: None,
+        threshold_s: None,
         verdict: "dangling_reference",
         reasons,
         lock: None,
@@ -893,6 +948,7 @@ fn decide(
         reasons.push(format!("older_than_{threshold}s"));
         "candidate"
     };
+    e.threshold_s = understood.then_some(threshold);
     e.verdict = verdict;
     e.reasons = reasons;
 }

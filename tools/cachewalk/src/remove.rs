@@ -1,0 +1,235 @@
+//! `cachewalk remove`: delete exactly the files of the records given
+//! (typically `cachewalk nova ... | jq 'select(.cache.verdict ==
+//! "candidate")'`), each only after (notes/caches.md sections 1.6-1.7, 4):
+//! 1. the record is a Nova `_base` candidate whose `path` is
+//!    `root/rel_path`, directly in the cache directory;
+//! 2. Nova's lock `locks/nova-<name>` is taken the way Nova takes it (POSIX
+//!    `fcntl` write lock, never `flock`; non-blocking, a bounded retry);
+//!    busy → `skipped_lock_busy`, exit 75;
+//! 3. under the lock, the file is re-stat'ed: still a regular file, same
+//!    device, inode, size and mtime as in the record, still older than its
+//!    threshold; else `changed_since_walk`;
+//! 4. under the lock, no instance disk's backing chain reaches it now and
+//!    no process holds it open (a disk that cannot be read, or processes
+//!    whose files cannot be listed, count as use); else `still_in_use`.
+//!
+//! Then the file is unlinked and, as Nova does, its `.info`/`.sha1`
+//! sidecars and its lock file. Every record comes back with
+//! `cache.action`: `deleted` (`would_delete` with `--dry-run`),
+//! `skipped_lock_busy`, `changed_since_walk`, `still_in_use`,
+//! `skipped_not_candidate`, `limit_reached`, `delete_failed`.
+
+use crate::nova::{self, DiskCache};
+use common::lock::{LockError, NovaLock};
+use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long to retry a busy lock before skipping the file.
+pub const LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// Limits and mode.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Decide, but delete nothing.
+    pub dry_run: bool,
+    /// Delete at most this many files.
+    pub max_count: Option<u64>,
+    /// Delete at most this many bytes (by `allocated`).
+    pub max_bytes: Option<u64>,
+    /// "Now", for the age re-check.
+    pub now: i64,
+    /// Where processes are listed.
+    pub proc_root: PathBuf,
+}
+
+/// The outcome for one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `cache.action`.
+    pub action: &'static str,
+    /// Why, when not deleted.
+    pub why: Option<String>,
+    /// Sidecars and lock file removed with it.
+    pub also_removed: Vec<String>,
+}
+
+impl Outcome {
+    fn no(action: &'static str, why: impl Into<String>) -> Outcome {
+        Outcome {
+            action,
+            why: Some(why.into()),
+            also_removed: Vec::new(),
+        }
+    }
+}
+
+/// The state of a run: limits consumed, the disk cache for re-checks.
+#[derive(Debug, Default)]
+pub struct Remover {
+    opts: Options,
+    deleted: u64,
+    bytes: u64,
+    disks: DiskCache,
+}
+
+fn field<'a>(c: &'a Value, k: &str) -> Option<&'a Value> {
+    c.get(k)
+}
+
+/// Test hook: with `CACHEWALK_TEST_HOLD_LOCK_MS=N`, hold each lock N ms
+/// before deleting, so a test can see it held by another process.
+const HOLD_HOOK: &str = "CACHEWALK_TEST_HOLD_LOCK_MS";
+
+impl Remover {
+    /// A run with `opts`.
+    pub fn new(opts: Options) -> Remover {
+        Remover {
+            opts,
+            ..Remover::default()
+        }
+    }
+
+    /// Handle one record: `path` is the record's top-level path, `c` its
+    /// `cache` facet (module docs).
+    pub fn remove(&mut self, path: &str, c: &Value) -> Outcome {
+        let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
+        let n = |k: &str| field(c, k).and_then(Value::as_u64);
+        if s("cache") != "nova_base" || s("record") != "entry" || s("verdict") != "candidate" {
+            return Outcome::no(
+                "skipped_not_candidate",
+                "only nova_base entries with verdict candidate are removed",
+            );
+        }
+        // The file must be root/_base/<name>, named as the record says.
+        let root = PathBuf::from(s("root"));
+        let rel = s("rel_path");
+        let Some((dir, name)) = rel.split_once('/') else {
+            return Outcome::no(
+                "skipped_not_candidate",
+                "rel_path is not <cache dir>/<name>",
+            );
+        };
+        if name.is_empty()
+            || name.contains('/')
+            || dir.is_empty()
+            || Path::new(path) != root.join(rel)
+        {
+            return Outcome::no("skipped_not_candidate", "path is not root/rel_path");
+        }
+        let file = root.join(dir).join(name);
+        let (Some(dev), Some(ino), Some(size), Some(threshold)) =
+            (n("dev"), n("ino"), n("size"), n("threshold_s"))
+        else {
+            return Outcome::no(
+                "skipped_not_candidate",
+                "the record lacks dev, ino, size or threshold_s",
+            );
+        };
+        let mtime = common::text::parse_time(s("mtime"));
+        let allocated = n("allocated").unwrap_or(size);
+        // 2. Nova's lock.
+        let lock_path = NovaLock::path_for(&root, name);
+        let lock = match NovaLock::acquire(&lock_path, LOCK_WAIT) {
+            Ok(l) => l,
+            Err(LockError::Busy { .. }) => {
+                return Outcome::no(
+                    "skipped_lock_busy",
+                    format!("{} is held", lock_path.display()),
+                );
+            }
+            Err(e) => return Outcome::no("delete_failed", e.to_string()),
+        };
+        if let Some(ms) = std::env::var(HOLD_HOOK).ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        // 3. Re-stat under the lock.
+        let now_meta = match std::fs::symlink_metadata(&file) {
+            Ok(m) => m,
+            Err(e) => return Outcome::no("changed_since_walk", format!("gone: {e}")),
+        };
+        let same = now_meta.file_type().is_file()
+            && now_meta.dev() == dev
+            && now_meta.ino() == ino
+            && now_meta.len() == size
+            && mtime.is_some_and(|t| t == now_meta.mtime());
+        if !same {
+            return Outcome::no(
+                "changed_since_walk",
+                "not the same file, size or mtime as walked",
+            );
+        }
+        if self.opts.now - now_meta.mtime() < threshold as i64 {
+            return Outcome::no("changed_since_walk", "younger than its threshold now");
+        }
+        // 4. Nothing uses it now.
+        let (users, complete) = nova::backing_users(&root, dir, &mut self.disks);
+        if let Some(who) = users.get(name) {
+            return Outcome::no(
+                "still_in_use",
+                format!("backing file of {}", who.join(", ")),
+            );
+        }
+        if !complete {
+            return Outcome::no("still_in_use", "an instance disk could not be read");
+        }
+        let (fds, fds_complete) = nova::open_files(&self.opts.proc_root);
+        if let Some(pids) = fds.get(&(dev, ino)) {
+            return Outcome::no("still_in_use", format!("open by pid {pids:?}"));
+        }
+        if !fds_complete {
+            return Outcome::no(
+                "still_in_use",
+                "open files of other users could not be listed",
+            );
+        }
+        if self.opts.max_count.is_some_and(|m| self.deleted >= m)
+            || self
+                .opts
+                .max_bytes
+                .is_some_and(|m| self.bytes + allocated > m)
+        {
+            return Outcome::no("limit_reached", "--max-count or --max-bytes reached");
+        }
+        if self.opts.dry_run {
+            self.deleted += 1;
+            self.bytes += allocated;
+            return Outcome {
+                action: "would_delete",
+                why: None,
+                also_removed: Vec::new(),
+            };
+        }
+        if let Err(e) = std::fs::remove_file(&file) {
+            return Outcome::no("delete_failed", e.to_string());
+        }
+        self.deleted += 1;
+        self.bytes += allocated;
+        let mut also = Vec::new();
+        for side in [format!("{name}.info"), format!("{name}.sha1")] {
+            let p = root.join(dir).join(&side);
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file())
+                && std::fs::remove_file(&p).is_ok()
+            {
+                also.push(format!("{dir}/{side}"));
+            }
+        }
+        // Nova removes the lock file of a removed base file (bug 1256306).
+        if std::fs::remove_file(&lock_path).is_ok() {
+            also.push(format!(
+                "locks/{}",
+                lock_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+        }
+        drop(lock);
+        Outcome {
+            action: "deleted",
+            why: None,
+            also_removed: also,
+        }
+    }
+}
