@@ -31,12 +31,11 @@ with reasons[].
 
 Examples:
   cachewalk fname fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0
-  cachewalk nova /var/lib/nova/instances --instances inventory.jsonl \\
-    | jq -c 'select(.cache.verdict == \"candidate\") | [.path, .cache.size]'
-  cachewalk nova /var/lib/nova/instances | jq -c 'select(.cache.nova_in_use == false and .cache.in_use != \"no\")'
-
-  cachewalk nova DIR --instances inv.jsonl | jq -c 'select(.cache.verdict == \"candidate\")' \
-    | cachewalk remove --dry-run
+  cachewalk nova /var/lib/nova/instances --instances inv.jsonl \\
+    | jq -c 'select(.cache.verdict == \"candidate\")' > plan.jsonl
+  cachewalk remove --dry-run < plan.jsonl && cachewalk remove < plan.jsonl
+  cachewalk nova /var/lib/nova/instances --instances inv.jsonl \\
+    | jq -c 'select(.cache.nova_in_use == false and .cache.in_use == \"yes\")'
 
 Exit status: 0 fine, 1 with --check when a dangling reference was found,
 2 an error, 75 (remove) a lock was busy.";
