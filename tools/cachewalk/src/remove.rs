@@ -131,6 +131,11 @@ impl Remover {
         let allocated = n("allocated").unwrap_or(size);
         // 2. Nova's lock.
         let lock_path = NovaLock::path_for(&root, name);
+        // As fasteners does for Nova: the root holds this very _base, so
+        // its locks/ is the one Nova would use.
+        if let Err(e) = NovaLock::create_lock_dir(&lock_path) {
+            return Outcome::no("delete_failed", format!("{}: {e}", lock_path.display()));
+        }
         let lock = match NovaLock::acquire(&lock_path, LOCK_WAIT) {
             Ok(l) => l,
             Err(LockError::Busy { .. }) => {
