@@ -25,6 +25,7 @@ pub mod signal;
 pub mod size;
 pub mod status;
 pub mod text;
+pub mod xattr;
 
 pub use record::{ErrorFacet, ErrorKind, Record};
 pub use status::Status;

@@ -170,7 +170,7 @@ removes it after image_cache_stall_time)",
                 true
             }
             Driver::Xattr => {
-                set_xattr(&final_path, "user.hits", b"0")
+                common::xattr::set(&final_path, "user.hits", b"0")
                     .map_err(|e| io_err("setting user.hits", e))?;
                 true
             }
@@ -183,7 +183,7 @@ removes it after image_cache_stall_time)",
     /// with `user.error` first under the xattr driver.
     pub fn invalidate(self, file: AtomicFile, reason: &str) -> Result<PathBuf, CacheError> {
         if self.driver == Driver::Xattr {
-            let _ = set_xattr(file.temp_path(), "user.error", reason.as_bytes());
+            let _ = common::xattr::set(file.temp_path(), "user.error", reason.as_bytes());
         }
         let dest = self.root.join("invalid").join(&self.id);
         if dest.symlink_metadata().is_ok() {
@@ -220,28 +220,6 @@ fn add_sqlite_row(db: &Path, id: &str, size: u64) -> Result<(), CacheError> {
     )
     .map_err(sql_err)?;
     Ok(())
-}
-
-#[allow(unsafe_code)]
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let n = std::ffi::CString::new(name)?;
-    // SAFETY: valid NUL-terminated strings and a buffer with its length.
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// A Nova `_base` entry being written, under Nova's lock.
