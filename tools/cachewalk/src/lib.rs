@@ -1,8 +1,10 @@
 //! cachewalk: Nova's `_base` image cache as records — what each file is,
 //! what uses it, what Nova would do with it, and what is provably safe to
 //! remove. This release: `fname` (Nova's cache name of an image id),
-//! `nova` (the walk) and `remove` (deletion under Nova's lock, re-checked).
+//! `nova` (the walk), `remove` (deletion under Nova's lock, re-checked)
+//! and `glance` (the Glance API node's cache, and queueing).
 
+pub mod glance;
 pub mod inventory;
 pub mod names;
 pub mod nova;
@@ -43,7 +45,7 @@ Exit status: 0 fine, 1 with --check when a dangling reference was found,
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
-    about = "Nova's _base image cache: what is there, what uses it, what would be deleted and why",
+    about = "Nova's _base and Glance's image caches: what is there, what uses it, what would be deleted and why",
     long_about = "Walk Nova's image cache (INSTANCES_PATH/_base) and report every file as a \
 record: its class, the image it caches, its size and age, every instance disk, inventory entry \
 and process that uses it, what Nova's image cache manager would do with it, and cachewalk's \
@@ -118,6 +120,35 @@ pub enum Command {
         /// needs is missing) was found
         #[arg(long)]
         check: bool,
+    },
+    /// Every file of a Glance API node's image cache (root, incomplete/,
+    /// invalid/, queue/) with its metadata (cache.db read-only, or
+    /// xattrs), orphans both ways, the pruner's order and what it would
+    /// prune, stalled downloads; a summary record last. With --queue:
+    /// queue images for the prefetcher instead
+    Glance {
+        /// Glance's image_cache_dir
+        #[arg(value_name = "CACHE_DIR")]
+        root: PathBuf,
+        /// The prune target (Glance's image_cache_max_size)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, default_value = "10G")]
+        max_size: u64,
+        /// Age after which an incomplete download is stalled (Glance's
+        /// image_cache_stall_time)
+        #[arg(long, value_name = "SECONDS", default_value_t = glance::DEFAULT_STALL_TIME)]
+        stall_time: u64,
+        /// The metadata driver (default: cache.db means sqlite, user.hits
+        /// xattrs mean xattr)
+        #[arg(long, value_name = "DRIVER")]
+        driver: Option<glance::Driver>,
+        /// The time to judge ages by (default: now)
+        #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+        now: Option<i64>,
+        /// Queue these images for Glance's prefetcher (a queue/ID marker,
+        /// as glance-cache-manage queue-image); refused when already
+        /// cached, being cached or queued
+        #[arg(long, value_name = "IMAGE_ID", num_args = 1..)]
+        queue: Vec<String>,
     },
     /// Delete the files of the candidate records on stdin, each under
     /// Nova's lock after checking again that it is unchanged, old enough
@@ -197,6 +228,25 @@ impl Tool for Cli {
                 };
                 nova_cmd(ctx, &root, &opts, check)
             }
+            Command::Glance {
+                root,
+                max_size,
+                stall_time,
+                driver,
+                now,
+                queue,
+            } => {
+                if !queue.is_empty() {
+                    return queue_cmd(ctx, &root, &queue);
+                }
+                let opts = glance::Options {
+                    now: now.unwrap_or_else(now_epoch),
+                    max_size,
+                    stall_time,
+                    driver,
+                };
+                glance_cmd(ctx, &root, &opts)
+            }
             Command::Remove {
                 dry_run,
                 max_count,
@@ -264,6 +314,60 @@ fn fname_cmd(ctx: &mut Ctx, ids: &[String]) -> anyhow::Result<()> {
         rec.set(FACET, fname_facet(&id));
         Ok(ctx.emit(&rec)?)
     })
+}
+
+fn glance_cmd(ctx: &mut Ctx, root: &std::path::Path, opts: &glance::Options) -> anyhow::Result<()> {
+    let (entries, summary) = match glance::walk(root, opts) {
+        Ok(x) => x,
+        Err(err) => {
+            let kind = match &err {
+                glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
+                glance::GlanceError::Db { .. } => ErrorKind::Io,
+            };
+            let e = ctx.error(kind, err.to_string());
+            ctx.fail(Record::from_path(&root.to_string_lossy()), e)?;
+            return Ok(());
+        }
+    };
+    for e in entries {
+        let mut rec = Record::from_path(&e.path.to_string_lossy());
+        rec.set(FACET, serde_json::to_value(&e)?);
+        ctx.emit(&rec)?;
+    }
+    let mut rec = Record::from_path(&root.to_string_lossy());
+    rec.set(FACET, summary);
+    ctx.emit(&rec)?;
+    Ok(())
+}
+
+fn queue_cmd(ctx: &mut Ctx, root: &std::path::Path, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        match glance::queue(root, id) {
+            Ok(path) => {
+                let mut rec = Record::from_path(&path.to_string_lossy());
+                rec.set(
+                    FACET,
+                    serde_json::json!({
+                        "cache": "glance", "root": root.to_string_lossy(),
+                        "rel_path": format!("queue/{id}"), "image_id": id, "action": "queued",
+                    }),
+                );
+                ctx.emit(&rec)?;
+            }
+            Err(err) => {
+                let kind = match &err {
+                    glance::QueueError::Already { .. } => ErrorKind::AlreadyExists,
+                    glance::QueueError::BadId(_) => ErrorKind::BadRecord,
+                    glance::QueueError::Io { source, .. } => ErrorKind::from_io(source),
+                };
+                let e = ctx.error(kind, err.to_string());
+                let mut rec = Record::new();
+                rec.set("image_id", id.as_str());
+                ctx.fail(rec, e)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()> {

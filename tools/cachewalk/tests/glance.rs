@@ -1,0 +1,269 @@
+//! `cachewalk glance` on a real Glance cache layout: a `cache.db` written
+//! with Glance's schema by Python's sqlite3, xattrs where the filesystem
+//! has them. Ports Glance's image cache tests (test_prune,
+//! test_prune_to_zero, test_clean_stalled(_nonzero_stall_time),
+//! test_queue) as records: what the pruner and cleaner would delete, and
+//! the queue markers the prefetcher reads.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+const NOW: i64 = 1_795_626_000;
+
+fn touch(p: &Path, mtime: i64) {
+    let st = Command::new("touch")
+        .arg("-d")
+        .arg(format!("@{mtime}"))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A cache.db with Glance's schema and these rows (id, last_accessed,
+/// hits), written by Python's sqlite3 as Glance's driver would.
+fn cache_db(root: &Path, rows: &[(&str, f64, i64)]) {
+    let mut script = String::from(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute('CREATE TABLE IF NOT EXISTS cached_images (image_id TEXT PRIMARY KEY, last_accessed REAL DEFAULT 0.0, last_modified REAL DEFAULT 0.0, size INTEGER DEFAULT 0, hits INTEGER DEFAULT 0, checksum TEXT)')\n",
+    );
+    for (id, la, hits) in rows {
+        script.push_str(&format!(
+            "c.execute('INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits) VALUES (?, ?, ?, 1024, ?)', ('{id}', {la}, {la}, {hits}))\n"
+        ));
+    }
+    script.push_str("c.commit()\n");
+    let st = Command::new("python3")
+        .args(["-c", &script])
+        .arg(root.join("cache.db"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn walk(root: &Path, args: &[&str]) -> (BTreeMap<String, Value>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("glance")
+        .arg(root)
+        .args(["--now", &NOW.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = recs.last().unwrap()["cache"].clone();
+    assert_eq!(summary["record"], "summary");
+    let m = recs[..recs.len() - 1]
+        .iter()
+        .map(|r| {
+            (
+                r["cache"]["rel_path"].as_str().unwrap().to_owned(),
+                r["cache"].clone(),
+            )
+        })
+        .collect();
+    (m, summary)
+}
+
+fn layout(root: &Path) {
+    for d in ["incomplete", "invalid", "queue"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+}
+
+/// test_prune: ten 1 KiB images, 5 KiB max: the five least recently
+/// accessed go, in last_accessed order (hits do not matter).
+#[test]
+fn prune_ranks_by_last_access_and_stops_under_max_size() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    let mut rows = Vec::new();
+    let ids: Vec<String> = (0..10).map(|x| x.to_string()).collect();
+    for (x, id) in ids.iter().enumerate() {
+        fs::write(root.join(id), vec![0u8; 1024]).unwrap();
+        // Image 9 was read least recently; hits are the reverse.
+        rows.push((
+            id.as_str(),
+            (NOW - 1000 + 100 * (9 - x as i64)) as f64,
+            x as i64,
+        ));
+    }
+    let rows: Vec<(&str, f64, i64)> = rows;
+    cache_db(root, &rows);
+    let (m, s) = walk(root, &["--max-size", "5K"]);
+    assert_eq!(s["driver"], "sqlite");
+    assert_eq!(s["size"], 10 * 1024);
+    assert_eq!(s["would_prune_count"], 5);
+    for (x, id) in ids.iter().enumerate() {
+        let e = &m[id];
+        assert_eq!(e["class"], "active");
+        assert_eq!(e["db_row"], true);
+        assert_eq!(e["hits"], x as i64);
+        assert_eq!(e["prune_rank"], 10 - x as i64, "{id}");
+        assert_eq!(e["would_prune"], x >= 5, "{id}");
+        assert_eq!(e["verdict"], if x >= 5 { "would_prune" } else { "keep" });
+    }
+    // Under the limit nothing goes; test_prune_to_zero: max 0 takes all.
+    let (_, s) = walk(root, &["--max-size", "10K"]);
+    assert_eq!(s["would_prune_count"], 0);
+    let (_, s) = walk(root, &["--max-size", "0"]);
+    assert_eq!(s["would_prune_count"], 10);
+}
+
+/// Orphans both ways: a file without a row (counted in the size, never
+/// pruned: Glance's pruner cannot pick it) and a row without a file.
+#[test]
+fn orphan_files_and_rows() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    fs::write(root.join("with-row"), vec![0u8; 2048]).unwrap();
+    fs::write(root.join("no-row"), vec![0u8; 4096]).unwrap();
+    fs::write(root.join("glance-cache-prune"), b"").unwrap();
+    cache_db(
+        root,
+        &[
+            ("with-row", (NOW - 10) as f64, 3),
+            ("gone", (NOW - 20) as f64, 1),
+        ],
+    );
+    let (m, s) = walk(root, &["--max-size", "1K"]);
+    assert_eq!(m["no-row"]["verdict"], "orphan_file");
+    assert_eq!(m["no-row"]["db_row"], false);
+    assert!(m["no-row"]["prune_rank"].is_null());
+    assert_eq!(m["gone"]["verdict"], "orphan_row");
+    assert_eq!(m["with-row"]["verdict"], "would_prune");
+    assert_eq!(m["glance-cache-prune"]["class"], "lock");
+    assert_eq!(m["cache.db"]["class"], "metadata_db");
+    // Size: files in the root but cache.db (the lock file is empty).
+    assert_eq!(s["size"], 2048 + 4096);
+}
+
+/// test_clean_stalled(_nonzero_stall_time), invalid entries, and the
+/// queue's markers.
+#[test]
+fn stalled_invalid_and_queued() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    cache_db(root, &[]);
+    fs::write(root.join("incomplete/1"), b"x").unwrap();
+    fs::write(root.join("incomplete/2"), b"x").unwrap();
+    touch(&root.join("incomplete/1"), NOW - 86_400 - 1);
+    touch(&root.join("incomplete/2"), NOW - 60);
+    fs::write(root.join("invalid/3"), b"x").unwrap();
+    fs::write(root.join("queue/4"), b"").unwrap();
+    let (m, _) = walk(root, &[]);
+    assert_eq!(m["incomplete/1"]["stalled"], true);
+    assert_eq!(m["incomplete/1"]["verdict"], "orphan_temp");
+    assert_eq!(m["incomplete/2"]["stalled"], false);
+    assert_eq!(m["incomplete/2"]["verdict"], "keep");
+    assert_eq!(m["invalid/3"]["verdict"], "orphan_temp");
+    assert_eq!(m["queue/4"]["class"], "queued");
+    // A shorter stall time catches both.
+    let (m, _) = walk(root, &["--stall-time", "30"]);
+    assert_eq!(m["incomplete/2"]["stalled"], true);
+}
+
+/// test_queue: queued once; refused when cached, being cached or queued.
+#[test]
+fn queue_markers_as_glance_cache_manage_makes_them() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    fs::create_dir_all(root.join("incomplete")).unwrap();
+    fs::write(root.join("1"), b"cached").unwrap();
+    fs::write(root.join("incomplete/2"), b"half").unwrap();
+    let run = |ids: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+            .arg("glance")
+            .arg(root)
+            .arg("--queue")
+            .args(ids)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["0", "1", "2", "0", "../x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs[0]["cache"]["action"], "queued");
+    assert_eq!(recs[1]["error"]["kind"], "already_exists");
+    assert!(
+        recs[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cached")
+    );
+    assert!(
+        recs[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("being cached")
+    );
+    assert!(
+        recs[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("queued")
+    );
+    assert_eq!(recs[4]["error"]["kind"], "bad_record");
+    assert_eq!(fs::read(root.join("queue/0")).unwrap().len(), 0);
+    assert!(!root.join("x").exists());
+}
+
+/// The xattr driver: hits from user.hits, last access from atime, every
+/// regular root file ranked by (atime, size, path). Skipped (with the
+/// reason printed) where the filesystem has no user xattrs.
+#[test]
+fn the_xattr_driver() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    for (id, atime, hits) in [
+        ("a", NOW - 300, "4"),
+        ("b", NOW - 100, "9"),
+        ("c", NOW - 200, "0"),
+    ] {
+        let p = root.join(id);
+        fs::write(&p, vec![0u8; 1024]).unwrap();
+        if let Err(e) = common::xattr::set(&p, "user.hits", hits.as_bytes()) {
+            eprintln!("skipping: no user xattrs on {}: {e}", root.display());
+            return;
+        }
+        let st = Command::new("touch")
+            .args(["-a", "-d"])
+            .arg(format!("@{atime}"))
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let (m, s) = walk(root, &["--max-size", "1K"]);
+    assert_eq!(s["driver"], "xattr");
+    assert_eq!(m["a"]["hits"], 4);
+    assert_eq!(m["a"]["prune_rank"], 1);
+    assert_eq!(m["c"]["prune_rank"], 2);
+    assert_eq!(m["b"]["prune_rank"], 3);
+    assert_eq!(m["a"]["would_prune"], true);
+    assert_eq!(m["c"]["would_prune"], true);
+    assert_eq!(m["b"]["would_prune"], false);
+    assert_eq!(m["b"]["age_s"], 100);
+}
