@@ -119,6 +119,7 @@ bench: build
 	@sh bench/run.sh "$(abspath $(OUT_DIR))"
 	@sh bench/checksum.sh "$(abspath $(OUT_DIR))"
 	@sh bench/vhd.sh "$(abspath $(OUT_DIR))"
+	@sh bench/cachewalk.sh "$(abspath $(OUT_DIR))"
 
 clean:
 	$(CARGO) clean

@@ -90,6 +90,11 @@ impl Ctx {
         self.out.write(rec)
     }
 
+    /// Emit records computed all at once, in few large writes.
+    pub fn emit_batch<T: serde::Serialize>(&mut self, recs: &[T]) -> io::Result<()> {
+        self.out.write_batch(recs)
+    }
+
     /// Attach `err` to `rec`, emit it, say so on stderr, and remember that
     /// the run failed (exit 2).
     pub fn fail(&mut self, mut rec: Record, err: ErrorFacet) -> io::Result<()> {

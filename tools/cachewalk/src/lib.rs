@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use common::cli::{Ctx, SharedArgs, Tool};
 use common::status::Status;
 use common::{ErrorKind, Record};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// The facet this tool owns.
@@ -413,17 +413,21 @@ fn nova_cmd(
             return Ok(());
         }
     };
-    let mut dangling = false;
-    for e in entries {
-        dangling |= e.record == "dangling_reference";
-        let mut rec = Record::from_path(&e.path.to_string_lossy());
-        let facet = match serde_json::to_value(&e)? {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        rec.set(FACET, Value::Object(facet));
-        ctx.emit(&rec)?;
+    /// A record as written: the path and the facet, serialized once.
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        path: std::borrow::Cow<'a, str>,
+        cache: &'a nova::Entry,
     }
+    let dangling = entries.iter().any(|e| e.record == "dangling_reference");
+    let recs: Vec<Out> = entries
+        .iter()
+        .map(|e| Out {
+            path: e.path.to_string_lossy(),
+            cache: e,
+        })
+        .collect();
+    ctx.emit_batch(&recs)?;
     if dangling {
         ctx.warn("dangling references: instance disks name backing files that are missing");
         if check {

@@ -212,6 +212,28 @@ fn format_of(path: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `f` over `items` on every core, results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let n = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if n <= 1 || items.len() < 256 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(n);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// What the walk learned from instance directories.
 #[derive(Debug, Default)]
 struct Disks {
@@ -228,24 +250,34 @@ struct Disks {
 /// every instance disk before each deletion without re-reading them all.
 #[derive(Debug, Default)]
 pub struct DiskCache {
-    seen: HashMap<PathBuf, (FileKey, Result<Option<String>, String>)>,
+    seen: std::sync::Mutex<HashMap<PathBuf, (FileKey, Result<Option<String>, String>)>>,
 }
 
 /// Inode, size, mtime seconds and nanoseconds: "the same file, unchanged".
 type FileKey = (u64, u64, i64, i64);
 
 impl DiskCache {
-    fn backing_of(&mut self, path: &Path) -> Result<Option<String>, String> {
+    fn backing_of(&self, path: &Path) -> Result<Option<String>, String> {
         let key = std::fs::metadata(path)
             .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
             .map_err(|e| e.to_string())?;
-        if let Some((k, v)) = self.seen.get(path)
-            && *k == key
-        {
-            return v.clone();
+        let seen = |s: &Self| {
+            let map = s
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.get(path)
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(v) = seen(self) {
+            return v;
         }
         let v = backing_of(path);
-        self.seen.insert(path.to_path_buf(), (key, v.clone()));
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(path.to_path_buf(), (key, v.clone()));
         v
     }
 }
@@ -255,7 +287,7 @@ impl DiskCache {
 pub fn backing_users(
     root: &Path,
     base_name: &str,
-    cache: &mut DiskCache,
+    cache: &DiskCache,
 ) -> (HashMap<String, Vec<String>>, bool) {
     let d = scan_disks(root, &root.join(base_name), base_name, cache);
     let mut users: HashMap<String, Vec<String>> = HashMap::new();
@@ -265,10 +297,9 @@ pub fn backing_users(
     (users, d.unreadable.is_empty())
 }
 
-fn scan_disks(root: &Path, base: &Path, base_name: &str, cache: &mut DiskCache) -> Disks {
-    let mut d = Disks::default();
+fn scan_disks(root: &Path, base: &Path, base_name: &str, cache: &DiskCache) -> Disks {
     let Ok(entries) = std::fs::read_dir(root) else {
-        return d;
+        return Disks::default();
     };
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
@@ -281,64 +312,76 @@ fn scan_disks(root: &Path, base: &Path, base_name: &str, cache: &mut DiskCache) 
         .collect();
     dirs.sort();
     let base_norm = normalize(base);
-    for dir in dirs {
-        let dir_name = dir.file_name().map(lossy).unwrap_or_default();
-        let Ok(files) = std::fs::read_dir(&dir) else {
-            d.unreadable
-                .push((dir.clone(), "cannot list the directory".into()));
-            continue;
-        };
-        let mut disks: Vec<PathBuf> = files
-            .flatten()
-            .filter(|e| e.file_name().as_bytes().starts_with(b"disk"))
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n != "disk.info"))
-            .collect();
-        disks.sort();
-        for disk in disks {
-            let disk_name = disk.file_name().map(lossy).unwrap_or_default();
-            let mut current = disk.clone();
-            let mut via = format!("{dir_name}:backing:{disk_name}");
-            for _ in 0..MAX_CHAIN {
-                let backing = match cache.backing_of(&current) {
-                    Ok(Some(b)) => b,
-                    Ok(None) => break,
-                    Err(why) => {
-                        // A disk that vanished since the listing is no
-                        // evidence either way (Nova skips it too).
-                        if current.exists() {
-                            d.unreadable.push((current.clone(), why));
-                        }
-                        break;
+    // One directory per task, on every core; merged in directory order.
+    let parts = par_map(&dirs, |dir| scan_dir(dir, base, &base_norm, cache));
+    let mut d = Disks::default();
+    for p in parts {
+        d.refs.extend(p.refs);
+        d.unreadable.extend(p.unreadable);
+        d.outside.extend(p.outside);
+    }
+    d
+}
+
+/// The backing chains of the `disk*` files of one instance directory.
+fn scan_dir(dir: &Path, base: &Path, base_norm: &Path, cache: &DiskCache) -> Disks {
+    let mut d = Disks::default();
+    let dir_name = dir.file_name().map(lossy).unwrap_or_default();
+    let Ok(files) = std::fs::read_dir(dir) else {
+        d.unreadable
+            .push((dir.to_path_buf(), "cannot list the directory".into()));
+        return d;
+    };
+    let mut disks: Vec<PathBuf> = files
+        .flatten()
+        .filter(|e| e.file_name().as_bytes().starts_with(b"disk"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "disk.info"))
+        .collect();
+    disks.sort();
+    for disk in disks {
+        let disk_name = disk.file_name().map(lossy).unwrap_or_default();
+        let mut current = disk.clone();
+        let mut via = format!("{dir_name}:backing:{disk_name}");
+        for _ in 0..MAX_CHAIN {
+            let backing = match cache.backing_of(&current) {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(why) => {
+                    // A disk that vanished since the listing is no
+                    // evidence either way (Nova skips it too).
+                    if current.exists() {
+                        d.unreadable.push((current.clone(), why));
                     }
-                };
-                let target = if Path::new(&backing).is_absolute() {
-                    PathBuf::from(&backing)
-                } else {
-                    current.parent().unwrap_or(Path::new(".")).join(&backing)
-                };
-                let target = normalize(&target);
-                let inside = target.parent() == Some(base_norm.as_path());
-                let Some(name) = target.file_name().filter(|_| inside).map(lossy) else {
-                    d.outside.push((current.clone(), backing));
-                    break;
-                };
-                d.refs.push(Reference {
-                    via: via.clone(),
-                    dir: dir_name.clone(),
-                    disk: disk.clone(),
-                    base_name: name.clone(),
-                });
-                // Follow the chain inside the cache, never out of it, and
-                // never through a symlink.
-                let next = base.join(&name);
-                if !std::fs::symlink_metadata(&next).is_ok_and(|m| m.is_file()) {
                     break;
                 }
-                via = format!("{dir_name}:backing:{disk_name}>{name}");
-                current = next;
+            };
+            let target = if Path::new(&backing).is_absolute() {
+                PathBuf::from(&backing)
+            } else {
+                current.parent().unwrap_or(Path::new(".")).join(&backing)
+            };
+            let target = normalize(&target);
+            let inside = target.parent() == Some(base_norm);
+            let Some(name) = target.file_name().filter(|_| inside).map(lossy) else {
+                d.outside.push((current.clone(), backing));
+                break;
+            };
+            d.refs.push(Reference {
+                via: via.clone(),
+                dir: dir_name.clone(),
+                disk: disk.clone(),
+                base_name: name.clone(),
+            });
+            // Follow the chain inside the cache, never out of it, and
+            // never through a symlink.
+            let next = base.join(&name);
+            if !std::fs::symlink_metadata(&next).is_ok_and(|m| m.is_file()) {
+                break;
             }
+            via = format!("{dir_name}:backing:{disk_name}>{name}");
+            current = next;
         }
     }
     d
@@ -470,7 +513,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         });
     }
     let base = root.join(&opts.base_name);
-    let disks = scan_disks(root, &base, &opts.base_name, &mut DiskCache::default());
+    let disks = scan_disks(root, &base, &opts.base_name, &DiskCache::default());
     let (fds, fds_complete) = open_files(&opts.proc_root);
     let (inventory_gaps, nodes) = coverage(root, opts);
 
@@ -536,6 +579,13 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         }
     }
 
+    let mut refs_by_name: HashMap<&str, Vec<String>> = HashMap::new();
+    for r in &disks.refs {
+        refs_by_name
+            .entry(r.base_name.as_str())
+            .or_default()
+            .push(r.via.clone());
+    }
     let mut walk_reasons: Vec<String> = Vec::new();
     for (p, _) in &disks.unreadable {
         walk_reasons.push(format!("instance_disk_unreadable:{}", p.display()));
@@ -549,10 +599,25 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     if let Ok(list) = std::fs::read_dir(&base) {
         let mut names: Vec<std::ffi::OsString> = list.flatten().map(|e| e.file_name()).collect();
         names.sort();
-        for name in names {
+        // Stat and read the headers on every core: tens of thousands of
+        // files are normal on a busy host.
+        let probed = par_map(&names, |name| {
+            let path = base.join(name);
+            let m = std::fs::symlink_metadata(&path).ok()?;
+            let class = names::classify(&lossy(name)).class;
+            let fmt = (m.file_type().is_file()
+                && !matches!(
+                    class,
+                    Class::ChecksumSidecar | Class::InfoSidecar | Class::PartialDownload
+                ))
+            .then(|| format_of(&path))
+            .flatten();
+            Some((m, fmt))
+        });
+        for (name, probed) in names.into_iter().zip(probed) {
             let path = base.join(&name);
             // Vanished since the listing: nothing to say.
-            let Ok(m) = std::fs::symlink_metadata(&path) else {
+            let Some((m, format)) = probed else {
                 continue;
             };
             let text = lossy(&name);
@@ -591,14 +656,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             if ft.is_file() && matches!(named.class, Class::ChecksumSidecar | Class::InfoSidecar) {
                 e.contents = read_sidecar(&path, named.class);
             }
-            if ft.is_file()
-                && !matches!(
-                    named.class,
-                    Class::ChecksumSidecar | Class::InfoSidecar | Class::PartialDownload
-                )
-            {
-                e.format = format_of(&path);
-            }
+            e.format = format;
             if !matches!(named.class, Class::Unknown) {
                 e.lock = Some(format!("nova-{text}"));
             }
@@ -619,9 +677,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             ) {
                 who.extend(used.get(&text).cloned().unwrap_or_default());
             }
-            for r in disks.refs.iter().filter(|r| r.base_name == text) {
-                if !who.contains(&r.via) {
-                    who.push(r.via.clone());
+            for via in refs_by_name.get(text.as_str()).into_iter().flatten() {
+                if !who.contains(via) {
+                    who.push(via.clone());
                 }
             }
             if let Some(pids) = fds.get(&(m.dev(), m.ino()))

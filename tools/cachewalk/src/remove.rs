@@ -169,7 +169,7 @@ impl Remover {
             return Outcome::no("changed_since_walk", "younger than its threshold now");
         }
         // 4. Nothing uses it now.
-        let (users, complete) = nova::backing_users(&root, dir, &mut self.disks);
+        let (users, complete) = nova::backing_users(&root, dir, &self.disks);
         if let Some(who) = users.get(name) {
             return Outcome::no(
                 "still_in_use",
