@@ -250,8 +250,11 @@ struct Disks {
 /// every instance disk before each deletion without re-reading them all.
 #[derive(Debug, Default)]
 pub struct DiskCache {
-    seen: std::sync::Mutex<HashMap<PathBuf, (FileKey, Result<Option<String>, String>)>>,
+    seen: std::sync::Mutex<HashMap<PathBuf, (FileKey, Backing)>>,
 }
+
+/// What a header said about its backing file (or why it could not be read).
+type Backing = Result<Option<String>, String>;
 
 /// Inode, size, mtime seconds and nanoseconds: "the same file, unchanged".
 type FileKey = (u64, u64, i64, i64);
