@@ -49,6 +49,10 @@ pub struct Options {
     pub stall_time: u64,
     /// The driver, or None to detect it.
     pub driver: Option<Driver>,
+    /// Hash the cached images and compare (`--verify`).
+    pub verify: bool,
+    /// Glance's images by id (`--images`).
+    pub images: HashMap<String, crate::verify::ImageMeta>,
 }
 
 /// One record of the Glance cache.
@@ -103,10 +107,18 @@ pub struct Entry {
     /// An `incomplete/` file older than `--stall-time`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled: Option<bool>,
-    /// `keep`, `orphan_file`, `orphan_row`, `orphan_temp`, `would_prune`.
+    /// `keep`, `orphan_file`, `orphan_row`, `orphan_temp`, `would_prune`,
+    /// `corrupt`.
     pub verdict: &'static str,
     /// Why, as short codes.
     pub reasons: Vec<String>,
+    /// The image's status in Glance (`--images`): a cached image that is
+    /// deleted or deactivated there is worth knowing about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_status: Option<String>,
+    /// `--verify`'s digests and verdict.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verify::Verification>,
 }
 
 /// Why the walk could not run.
@@ -216,6 +228,8 @@ fn entry(root: &Path, rel: &str, class: &'static str, m: &std::fs::Metadata, now
         stalled: None,
         verdict: "keep",
         reasons: Vec::new(),
+        image_status: None,
+        verification: None,
     }
 }
 
@@ -349,6 +363,8 @@ pub fn walk(root: &Path, opts: &Options) -> Result<(Vec<Entry>, Value), GlanceEr
                 stalled: None,
                 verdict: "orphan_row",
                 reasons: vec!["no_file_for_cache_db_row".into()],
+                image_status: None,
+                verification: None,
             });
         }
     }
@@ -386,6 +402,37 @@ pub fn walk(root: &Path, opts: &Options) -> Result<(Vec<Entry>, Value), GlanceEr
         }
     }
     entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    for e in &mut entries {
+        if let Some(m) = e.image_id.as_ref().and_then(|id| opts.images.get(id)) {
+            e.image_status = m.status.clone();
+            if let Some(s) = m.status.as_deref().filter(|s| *s != "active") {
+                e.reasons.push(format!("glance_status_{s}"));
+            }
+        }
+        // Glance's cache holds the image's exact bytes: always comparable.
+        if opts.verify
+            && e.class == "active"
+            && !e.mtime.is_empty()
+            && e.rel_path == e.image_id.clone().unwrap_or_default()
+        {
+            let meta = e.image_id.as_ref().and_then(|id| opts.images.get(id));
+            let v = crate::verify::verify(
+                &e.path,
+                &crate::verify::Expect {
+                    sidecar_sha1: None,
+                    glance: meta,
+                    converted: false,
+                },
+            );
+            if v.verified == Value::Bool(false) {
+                let was = format!("was:{}", e.verdict);
+                e.reasons = v.mismatch.iter().map(|m| format!("mismatch:{m}")).collect();
+                e.reasons.push(was);
+                e.verdict = "corrupt";
+            }
+            e.verification = Some(v);
+        }
+    }
     let summary = serde_json::json!({
         "record": "summary",
         "cache": "glance",

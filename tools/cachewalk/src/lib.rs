@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod names;
 pub mod nova;
 pub mod remove;
+pub mod verify;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -117,9 +118,19 @@ pub enum Command {
         #[arg(long, value_name = "NAME", default_value = "_base")]
         subdirectory: String,
         /// Exit 1 when a dangling reference (a backing file an instance
-        /// needs is missing) was found
+        /// needs is missing) or a corrupt file was found
         #[arg(long)]
         check: bool,
+        /// Hash every cached image file (atime untouched) and compare with
+        /// its .sha1/.info sidecar and, where the bytes can be Glance's,
+        /// the --images checksums; mismatches are verdict corrupt
+        #[arg(long)]
+        verify: bool,
+        /// Glance's images as JSON lines (glance-dump output, or image
+        /// objects): names fingerprints, gives checksums to --verify, and
+        /// the images' status
+        #[arg(long, value_name = "FILE")]
+        images: Option<PathBuf>,
     },
     /// Every file of a Glance API node's image cache (root, incomplete/,
     /// invalid/, queue/) with its metadata (cache.db read-only, or
@@ -149,6 +160,18 @@ pub enum Command {
         /// cached, being cached or queued
         #[arg(long, value_name = "IMAGE_ID", num_args = 1..)]
         queue: Vec<String>,
+        /// Hash every cached image (atime untouched) and compare with
+        /// Glance's checksum and os_hash_value from --images (what Glance
+        /// itself never re-checks); mismatches are verdict corrupt
+        #[arg(long)]
+        verify: bool,
+        /// Glance's images as JSON lines (glance-dump output, or image
+        /// objects)
+        #[arg(long, value_name = "FILE")]
+        images: Option<PathBuf>,
+        /// Exit 1 when a corrupt file or an orphan was found
+        #[arg(long)]
+        check: bool,
     },
     /// Delete the files of the candidate records on stdin, each under
     /// Nova's lock after checking again that it is unchanged, old enough
@@ -205,7 +228,10 @@ impl Tool for Cli {
                 ephemeral_format,
                 subdirectory,
                 check,
+                verify,
+                images,
             } => {
+                let images = read_images(images.as_deref())?;
                 let inventory = match instances.as_deref() {
                     None => None,
                     Some("-") => Some(inventory::read(std::io::stdin().lock())?),
@@ -225,6 +251,8 @@ impl Tool for Cli {
                     ephemeral_format,
                     proc_root: PathBuf::from("/proc"),
                     base_name: subdirectory,
+                    verify,
+                    images,
                 };
                 nova_cmd(ctx, &root, &opts, check)
             }
@@ -235,6 +263,9 @@ impl Tool for Cli {
                 driver,
                 now,
                 queue,
+                verify,
+                images,
+                check,
             } => {
                 if !queue.is_empty() {
                     return queue_cmd(ctx, &root, &queue);
@@ -244,8 +275,10 @@ impl Tool for Cli {
                     max_size,
                     stall_time,
                     driver,
+                    verify,
+                    images: read_images(images.as_deref())?,
                 };
-                glance_cmd(ctx, &root, &opts)
+                glance_cmd(ctx, &root, &opts, check)
             }
             Command::Remove {
                 dry_run,
@@ -264,6 +297,16 @@ impl Tool for Cli {
             }
         }
     }
+}
+
+fn read_images(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<std::collections::HashMap<String, verify::ImageMeta>> {
+    let Some(p) = path else {
+        return Ok(std::collections::HashMap::new());
+    };
+    let f = std::fs::File::open(p).with_context(|| p.display().to_string())?;
+    Ok(verify::read_images(std::io::BufReader::new(f))?)
 }
 
 fn now_epoch() -> i64 {
@@ -316,7 +359,12 @@ fn fname_cmd(ctx: &mut Ctx, ids: &[String]) -> anyhow::Result<()> {
     })
 }
 
-fn glance_cmd(ctx: &mut Ctx, root: &std::path::Path, opts: &glance::Options) -> anyhow::Result<()> {
+fn glance_cmd(
+    ctx: &mut Ctx,
+    root: &std::path::Path,
+    opts: &glance::Options,
+    check: bool,
+) -> anyhow::Result<()> {
     let (entries, summary) = match glance::walk(root, opts) {
         Ok(x) => x,
         Err(err) => {
@@ -329,10 +377,16 @@ fn glance_cmd(ctx: &mut Ctx, root: &std::path::Path, opts: &glance::Options) -> 
             return Ok(());
         }
     };
+    let flagged = entries
+        .iter()
+        .any(|e| matches!(e.verdict, "corrupt" | "orphan_file" | "orphan_row"));
     for e in entries {
         let mut rec = Record::from_path(&e.path.to_string_lossy());
         rec.set(FACET, serde_json::to_value(&e)?);
         ctx.emit(&rec)?;
+    }
+    if check && flagged {
+        ctx.merge(Status::No);
     }
     let mut rec = Record::from_path(&root.to_string_lossy());
     rec.set(FACET, summary);
@@ -420,6 +474,7 @@ fn nova_cmd(
         cache: &'a nova::Entry,
     }
     let dangling = entries.iter().any(|e| e.record == "dangling_reference");
+    let corrupt = entries.iter().any(|e| e.verdict == "corrupt");
     let recs: Vec<Out> = entries
         .iter()
         .map(|e| Out {
@@ -430,9 +485,12 @@ fn nova_cmd(
     ctx.emit_batch(&recs)?;
     if dangling {
         ctx.warn("dangling references: instance disks name backing files that are missing");
-        if check {
-            ctx.merge(Status::No);
-        }
+    }
+    if corrupt {
+        ctx.warn("corrupt base files: their content does not match the checksums known");
+    }
+    if check && (dangling || corrupt) {
+        ctx.merge(Status::No);
     }
     Ok(())
 }

@@ -66,6 +66,10 @@ pub struct Options {
     pub proc_root: PathBuf,
     /// The cache subdirectory (`_base`).
     pub base_name: String,
+    /// Hash the files and compare (`--verify`).
+    pub verify: bool,
+    /// Glance's images by id (`--images`).
+    pub images: HashMap<String, crate::verify::ImageMeta>,
 }
 
 /// One record: a file of the cache, or a dangling reference.
@@ -147,6 +151,12 @@ pub struct Entry {
     /// For a dangling reference: the disk and the backing name it gives.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub referenced_by: Option<String>,
+    /// The image's status in Glance (`--images`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_status: Option<String>,
+    /// `--verify`'s digests and verdict.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verify::Verification>,
 }
 
 /// Why the walk could not run at all.
@@ -527,9 +537,15 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     let mut nova_used_names: HashSet<String> = HashSet::new();
     let mut nova_fps: HashSet<String> = HashSet::new();
     let mut nova_dirs: HashSet<String> = HashSet::new();
+    // Glance's images name fingerprints too (the inventory's ids win).
+    for id in opts.images.keys() {
+        fp_ids.insert(common::hash::sha1_hex(id), id.clone());
+    }
+    let mut inventory_ids: HashSet<String> = HashSet::new();
     for inst in opts.inventory.iter().flatten() {
         for (field, id) in &inst.image_ids {
             let fp = common::hash::sha1_hex(id);
+            inventory_ids.insert(id.clone());
             fp_ids.insert(fp.clone(), id.clone());
             used.entry(fp.clone())
                 .or_default()
@@ -654,7 +670,12 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 && let Some(id) = fp_ids.get(fp)
             {
                 e.image_id = Some(id.clone());
-                e.image_id_source = Some("inventory");
+                e.image_id_source = Some(if inventory_ids.contains(id) {
+                    "inventory"
+                } else {
+                    "glance"
+                });
+                e.image_status = opts.images.get(id).and_then(|m| m.status.clone());
             }
             if ft.is_file() && matches!(named.class, Class::ChecksumSidecar | Class::InfoSidecar) {
                 e.contents = read_sidecar(&path, named.class);
@@ -711,6 +732,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             );
             entries.push(e);
         }
+    }
+    if opts.verify {
+        verify_entries(&mut entries, opts);
     }
     // Sidecars whose base file is gone are orphans (Nova never cleans them).
     let present_names = present.clone();
@@ -879,6 +903,8 @@ fn new_entry(
         lock: None,
         contents: None,
         referenced_by: None,
+        image_status: None,
+        verification: None,
     }
 }
 
@@ -915,6 +941,52 @@ fn dangling_entry(root: &Path, path: &Path, rel: &str, via: &str, reasons: Vec<S
         lock: None,
         contents: None,
         referenced_by: Some(via.to_owned()),
+        image_status: None,
+        verification: None,
+    }
+}
+
+/// `--verify`: hash every cached image file (on every core) against its
+/// sidecar and, where the bytes can be Glance's, Glance's digests; a
+/// mismatch makes the verdict `corrupt` (nothing is deleted for it).
+fn verify_entries(entries: &mut [Entry], opts: &Options) {
+    let todo: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            e.file_type == "file"
+                && !matches!(
+                    e.class.as_str(),
+                    "checksum_sidecar" | "info_sidecar" | "partial_download" | "unknown"
+                )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let results = par_map(&todo, |&i| {
+        let e = &entries[i];
+        let meta = e.image_id.as_ref().and_then(|id| opts.images.get(id));
+        // force_raw_images converts: Glance's digests describe the bytes
+        // only when the image is raw or was cached in its own format.
+        let comparable = meta
+            .is_some_and(|m| m.disk_format.as_deref() == Some("raw") || m.disk_format == e.format);
+        let expect = crate::verify::Expect {
+            sidecar_sha1: crate::verify::sidecar_sha1(&e.path),
+            glance: meta.filter(|_| comparable),
+            converted: meta.is_some() && !comparable,
+        };
+        crate::verify::verify(&e.path, &expect)
+    });
+    for (i, v) in todo.into_iter().zip(results) {
+        let e = &mut entries[i];
+        if v.verified == Value::Bool(false) {
+            let was = format!("was:{}", e.verdict);
+            let mut reasons: Vec<String> =
+                v.mismatch.iter().map(|m| format!("mismatch:{m}")).collect();
+            reasons.push(was);
+            e.verdict = "corrupt";
+            e.reasons = reasons;
+        }
+        e.verification = Some(v);
     }
 }
 
@@ -1003,6 +1075,14 @@ fn decide(
     } else if !inventory_gaps.is_empty() {
         reasons.extend(inventory_gaps.iter().cloned());
         "keep_inventory_incomplete"
+    } else if let Some(s) = e
+        .image_status
+        .as_deref()
+        .filter(|s| *s != "active" && *s != "deleted")
+    {
+        // A deactivated image may be reactivated; deleted ones may go.
+        reasons.push(format!("glance_status_{s}"));
+        "keep_unknown"
     } else {
         reasons.push("not_referenced".to_owned());
         reasons.push("not_open".to_owned());

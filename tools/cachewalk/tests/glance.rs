@@ -267,3 +267,48 @@ fn the_xattr_driver() {
     assert_eq!(m["b"]["would_prune"], false);
     assert_eq!(m["b"]["age_s"], 100);
 }
+
+/// --verify: MD5 against Glance's checksum and the multihash against
+/// os_hash_value, what Glance itself never re-checks on a hit; a mismatch
+/// is corrupt, --check exits 1, nothing is deleted.
+#[test]
+fn verify_cached_images_against_glance() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    fs::write(root.join("good"), b"abc").unwrap();
+    fs::write(root.join("rotten"), b"abd").unwrap();
+    cache_db(
+        root,
+        &[
+            ("good", (NOW - 5) as f64, 1),
+            ("rotten", (NOW - 5) as f64, 1),
+        ],
+    );
+    let sha512_abc = "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f";
+    let images = root.join("images.jsonl");
+    let line = |id: &str| {
+        format!(
+            "{{\"image\":{{\"id\":\"{id}\",\"checksum\":\"900150983cd24fb0d6963f7d28e17f72\",\"os_hash_algo\":\"sha512\",\"os_hash_value\":\"{sha512_abc}\",\"status\":\"active\"}}}}\n"
+        )
+    };
+    fs::write(&images, format!("{}{}", line("good"), line("rotten"))).unwrap();
+    let img = images.to_str().unwrap().to_owned();
+    let (m, _) = walk(root, &["--verify", "--images", &img]);
+    assert_eq!(m["good"]["verified"], true);
+    assert_eq!(m["good"]["os_hash_value"], sha512_abc);
+    assert_eq!(m["rotten"]["verified"], false);
+    assert_eq!(m["rotten"]["verdict"], "corrupt");
+    assert_eq!(
+        m["rotten"]["mismatch"],
+        serde_json::json!(["glance_checksum", "glance_os_hash_value"])
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("glance")
+        .arg(root)
+        .args(["--verify", "--images", &img, "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(root.join("rotten").exists());
+}

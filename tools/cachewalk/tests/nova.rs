@@ -540,3 +540,64 @@ fn fname_is_the_sha1_of_the_id() {
     assert_eq!(v["name"], "cirros");
     assert_eq!(v["cache"]["fingerprint"], fp("img-1"));
 }
+
+/// --verify: the SHA-1 of a sidecar (Essex .sha1, Folsom .info) and, where
+/// the bytes can be Glance's (raw images), Glance's MD5 and multihash from
+/// --images; a converted image is not comparable; a mismatch is corrupt
+/// (and --check exits 1); nothing is deleted for it.
+#[test]
+fn verify_against_sidecars_and_glance() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let base = root.join("_base");
+    fs::create_dir(&base).unwrap();
+    let data = b"base image bytes";
+    let sha1 = common::hash::sha1_hex(std::str::from_utf8(data).unwrap());
+    let md5 = {
+        use md5::Digest;
+        common::hash::hex(&md5::Md5::digest(data))
+    };
+    for id in ["good", "bad-sidecar", "raw-img", "raw-bad", "qcow-img"] {
+        fs::write(base.join(fp(id)), data).unwrap();
+    }
+    fs::write(
+        base.join(format!("{}.sha1", fp("good"))),
+        format!("{sha1}\n"),
+    )
+    .unwrap();
+    fs::write(
+        base.join(format!("{}.info", fp("bad-sidecar"))),
+        format!("{{\"sha1\": \"{}\"}}", "0".repeat(40)),
+    )
+    .unwrap();
+    let images = t.path().join("images.jsonl");
+    fs::write(
+        &images,
+        format!(
+            "{{\"image\":{{\"id\":\"raw-img\",\"disk_format\":\"raw\",\"checksum\":\"{md5}\",\"status\":\"active\"}}}}\n\
+             {{\"image\":{{\"id\":\"raw-bad\",\"disk_format\":\"raw\",\"checksum\":\"{}\",\"status\":\"deleted\"}}}}\n\
+             {{\"image\":{{\"id\":\"qcow-img\",\"disk_format\":\"qcow2\",\"checksum\":\"{md5}\"}}}}\n",
+            "1".repeat(32)
+        ),
+    )
+    .unwrap();
+    let img = images.to_str().unwrap();
+    let (out, recs) = walk(root, &["--verify", "--images", img], Some(""));
+    assert!(out.status.success());
+    let m = by_rel(&recs);
+    let g = |id: &str| m[&format!("_base/{}", fp(id))].clone();
+    assert_eq!(g("good")["verified"], true);
+    assert_eq!(g("good")["sha1"], sha1.as_str());
+    assert_eq!(g("good")["checksum_stored"], sha1.as_str());
+    assert_eq!(g("bad-sidecar")["verified"], false);
+    assert_eq!(g("bad-sidecar")["verdict"], "corrupt");
+    assert_eq!(g("raw-img")["verified"], true);
+    assert_eq!(g("raw-img")["md5"], md5.as_str());
+    assert_eq!(g("raw-img")["image_id_source"], "glance");
+    assert_eq!(g("raw-bad")["verdict"], "corrupt");
+    assert_eq!(g("raw-bad")["image_status"], "deleted");
+    assert_eq!(g("qcow-img")["verified"], "not_comparable");
+    let (out, _) = walk(root, &["--verify", "--images", img, "--check"], Some(""));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(base.join(fp("bad-sidecar")).exists());
+}

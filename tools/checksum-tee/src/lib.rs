@@ -667,7 +667,7 @@ fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record) -> anyhow::Result<()
         expected = expected_from_image(image);
     }
     let extra: Vec<Algorithm> = expected.digests.iter().map(|(a, _)| *a).collect();
-    let (file, noatime) = match pump::open_noatime(Path::new(&path)) {
+    let (file, noatime) = match common::hash::open_noatime(Path::new(&path)) {
         Ok(f) => f,
         Err(err) => {
             let e = ctx.error(ErrorKind::from_io(&err), err.to_string());

@@ -6,7 +6,6 @@ use bytes::BytesMut;
 use common::atomic::AtomicFile;
 use common::hash::{Algorithm, MultiHasher};
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -241,21 +240,5 @@ pub fn pump(
         eof,
         downstream_closed,
         signal,
-    }
-}
-
-/// Open for reading without touching the access time (`O_NOATIME`, for
-/// the owner or root); falls back to a plain open where that is refused.
-/// Returns whether the atime was spared.
-pub fn open_noatime(path: &Path) -> io::Result<(File, bool)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Ok(f) => Ok((f, true)),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok((File::open(path)?, false)),
-        Err(e) => Err(e),
     }
 }

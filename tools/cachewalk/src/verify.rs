@@ -1,0 +1,275 @@
+//! `--verify`: hash cached files (never touching their atime where the
+//! system allows: the xattr driver's LRU clock) and compare with what is
+//! known about them: Nova's `.sha1`/`.info` sidecars (SHA-1 of the file as
+//! stored), Glance's `checksum` (MD5) and `os_hash_value` from image
+//! records (`--images FILE`, e.g. glance-dump output), the latter only
+//! where the cached bytes can be Glance's bytes. Verification reports;
+//! it never deletes.
+
+use common::hash::{Algorithm, hash_file};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+
+/// What Glance says about an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageMeta {
+    /// MD5 of the uploaded bytes.
+    pub checksum: Option<String>,
+    /// Glance's multihash algorithm.
+    pub os_hash_algo: Option<String>,
+    /// Its value.
+    pub os_hash_value: Option<String>,
+    /// `raw`, `qcow2`, ...
+    pub disk_format: Option<String>,
+    /// `active`, `deactivated`, `deleted`, ...
+    pub status: Option<String>,
+}
+
+/// Why the image records could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("images line {line}: {why}")]
+pub struct ImagesError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// Read image records: JSON lines whose `image` facet (glance-dump) or the
+/// record itself holds a Glance image (`id`, `checksum`, `os_hash_algo`,
+/// `os_hash_value`, `disk_format`, `status`). Error records are skipped.
+pub fn read_images(input: impl BufRead) -> Result<HashMap<String, ImageMeta>, ImagesError> {
+    let mut out = HashMap::new();
+    for (i, line) in input.lines().enumerate() {
+        let err = |why: String| ImagesError { line: i + 1, why };
+        let line = line.map_err(|e| err(e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        if v.get("error").is_some() {
+            continue;
+        }
+        let img = v.get("image").filter(|i| i.is_object()).unwrap_or(&v);
+        let s = |k: &str| img.get(k).and_then(Value::as_str).map(str::to_owned);
+        let Some(id) = s("id") else {
+            return Err(err("no image `id`".into()));
+        };
+        out.insert(
+            id,
+            ImageMeta {
+                checksum: s("checksum").map(|c| c.to_ascii_lowercase()),
+                os_hash_algo: s("os_hash_algo"),
+                os_hash_value: s("os_hash_value").map(|c| c.to_ascii_lowercase()),
+                disk_format: s("disk_format"),
+                status: s("status"),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The outcome of verifying one file (the fields `--verify` adds).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Verification {
+    /// SHA-1 of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    /// MD5 of the file (compared with Glance's `checksum`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// The multihash algorithm, when one was computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_hash_algo: Option<String>,
+    /// The multihash of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_hash_value: Option<String>,
+    /// The SHA-1 a Nova sidecar holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_stored: Option<String>,
+    /// `true`, `false`, `"not_comparable"`, or null (nothing to compare).
+    pub verified: Value,
+    /// What differed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mismatch: Vec<String>,
+    /// Whether the atime was spared.
+    pub noatime: bool,
+    /// Why the file could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What to compare a file against.
+#[derive(Debug, Clone, Default)]
+pub struct Expect<'a> {
+    /// A Nova sidecar's SHA-1.
+    pub sidecar_sha1: Option<String>,
+    /// Glance's view of the image, when the cached bytes can be Glance's.
+    pub glance: Option<&'a ImageMeta>,
+    /// Glance's view exists but the cached bytes were converted
+    /// (`force_raw_images`): not comparable.
+    pub converted: bool,
+}
+
+/// Hash `path` and compare (module docs).
+pub fn verify(path: &Path, expect: &Expect) -> Verification {
+    let mut algs = vec![Algorithm::Sha1];
+    let multi = expect
+        .glance
+        .and_then(|g| g.os_hash_algo.as_deref())
+        .and_then(|a| a.parse::<Algorithm>().ok());
+    if expect.glance.is_some() {
+        algs.push(Algorithm::Md5);
+        if let Some(a) = multi {
+            algs.push(a);
+        }
+    }
+    let mut v = Verification::default();
+    let d = match hash_file(path, &algs) {
+        Ok(d) => d,
+        Err(e) => {
+            v.error = Some(e.to_string());
+            v.verified = Value::Null;
+            return v;
+        }
+    };
+    v.noatime = d.noatime;
+    let get = |a: Algorithm| {
+        d.digests
+            .iter()
+            .find(|(x, _)| *x == a)
+            .map(|(_, h)| h.clone())
+    };
+    v.sha1 = get(Algorithm::Sha1);
+    let mut compared = false;
+    if let Some(s) = &expect.sidecar_sha1 {
+        compared = true;
+        v.checksum_stored = Some(s.clone());
+        if v.sha1.as_deref() != Some(s.as_str()) {
+            v.mismatch.push("sha1_sidecar".into());
+        }
+    }
+    if let Some(g) = expect.glance {
+        v.md5 = get(Algorithm::Md5);
+        if let Some(c) = &g.checksum {
+            compared = true;
+            if v.md5.as_deref() != Some(c.as_str()) {
+                v.mismatch.push("glance_checksum".into());
+            }
+        }
+        if let (Some(a), Some(want)) = (multi, &g.os_hash_value) {
+            compared = true;
+            v.os_hash_algo = Some(a.name().to_owned());
+            v.os_hash_value = get(a);
+            if v.os_hash_value.as_deref() != Some(want.as_str()) {
+                v.mismatch.push("glance_os_hash_value".into());
+            }
+        }
+    }
+    v.verified = if !v.mismatch.is_empty() {
+        Value::Bool(false)
+    } else if compared {
+        Value::Bool(true)
+    } else if expect.converted {
+        Value::from("not_comparable")
+    } else {
+        Value::Null
+    };
+    v
+}
+
+/// The SHA-1 in the Nova sidecars of `base_file` (`.sha1` plain hex, or
+/// `.info` JSON `sha1`), if any.
+pub fn sidecar_sha1(base_file: &Path) -> Option<String> {
+    let name = base_file.file_name()?.to_string_lossy().into_owned();
+    let dir = base_file.parent()?;
+    let read = |p: &Path| -> Option<String> {
+        let m = std::fs::symlink_metadata(p).ok()?;
+        if !m.file_type().is_file() || m.len() > 64 * 1024 {
+            return None;
+        }
+        std::fs::read_to_string(p).ok()
+    };
+    if let Some(t) = read(&dir.join(format!("{name}.sha1"))) {
+        let h = t.trim().to_ascii_lowercase();
+        if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(h);
+        }
+    }
+    let t = read(&dir.join(format!("{name}.info")))?;
+    let v: Value = serde_json::from_str(&t).ok()?;
+    v.get("sha1")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn images_from_glance_dump_records_or_bare() {
+        let text = concat!(
+            "{\"image\":{\"id\":\"a\",\"checksum\":\"ABC\",\"os_hash_algo\":\"sha512\",\"os_hash_value\":\"DEF\",\"disk_format\":\"raw\"}}\n",
+            "{\"id\":\"b\",\"status\":\"deleted\"}\n",
+            "{\"error\":{\"kind\":\"io\"}}\n",
+        );
+        let m = read_images(text.as_bytes()).unwrap();
+        assert_eq!(m["a"].checksum.as_deref(), Some("abc"));
+        assert_eq!(m["a"].os_hash_value.as_deref(), Some("def"));
+        assert_eq!(m["b"].status.as_deref(), Some("deleted"));
+        assert!(read_images("{\"x\":1}".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn sidecars_and_glance_values_are_compared() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let sha1 = "a9993e364706816aba3e25717850c26c9cd0d89d";
+        std::fs::write(t.path().join("f.info"), format!("{{\"sha1\": \"{sha1}\"}}")).unwrap();
+        assert_eq!(sidecar_sha1(&p).as_deref(), Some(sha1));
+        let good = ImageMeta {
+            checksum: Some("900150983cd24fb0d6963f7d28e17f72".into()),
+            ..ImageMeta::default()
+        };
+        let v = verify(
+            &p,
+            &Expect {
+                sidecar_sha1: sidecar_sha1(&p),
+                glance: Some(&good),
+                converted: false,
+            },
+        );
+        assert_eq!(v.verified, Value::Bool(true));
+        let bad = ImageMeta {
+            checksum: Some("00".into()),
+            ..ImageMeta::default()
+        };
+        let v = verify(
+            &p,
+            &Expect {
+                sidecar_sha1: Some("ff".repeat(20)),
+                glance: Some(&bad),
+                converted: false,
+            },
+        );
+        assert_eq!(v.verified, Value::Bool(false));
+        assert_eq!(v.mismatch, vec!["sha1_sidecar", "glance_checksum"]);
+        let v = verify(
+            &p,
+            &Expect {
+                converted: true,
+                ..Expect::default()
+            },
+        );
+        assert_eq!(v.verified, Value::from("not_comparable"));
+        let v = verify(&p, &Expect::default());
+        assert_eq!(v.verified, Value::Null);
+        assert_eq!(v.sha1.as_deref(), Some(sha1));
+    }
+}
