@@ -75,6 +75,12 @@ pub struct Entry {
     /// The image id (the file name) for cache entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The metadata driver the walk found (or was told).
+    pub driver: Option<Driver>,
+    /// `st_dev` and `st_ino`: `remove` deletes only this very file.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
     /// `st_size` (what Glance prunes by).
     pub size: u64,
     /// `st_blocks * 512`.
@@ -214,6 +220,9 @@ fn entry(root: &Path, rel: &str, class: &'static str, m: &std::fs::Metadata, now
         rel_path: rel.to_owned(),
         class,
         image_id: None,
+        driver: None,
+        dev: m.dev(),
+        ino: m.ino(),
         size: m.len(),
         allocated: m.blocks().saturating_mul(512),
         mtime: rfc(m.mtime()),
@@ -349,6 +358,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<(Vec<Entry>, Value), GlanceEr
                 rel_path: id.clone(),
                 class: "active",
                 image_id: Some(id.clone()),
+                driver: None,
+                dev: 0,
+                ino: 0,
                 size: 0,
                 allocated: 0,
                 mtime: String::new(),
@@ -403,6 +415,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<(Vec<Entry>, Value), GlanceEr
     }
     entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     for e in &mut entries {
+        e.driver = driver;
         if let Some(m) = e.image_id.as_ref().and_then(|id| opts.images.get(id)) {
             e.image_status = m.status.clone();
             if let Some(s) = m.status.as_deref().filter(|s| *s != "active") {

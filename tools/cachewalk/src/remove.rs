@@ -96,6 +96,9 @@ impl Remover {
     pub fn remove(&mut self, path: &str, c: &Value) -> Outcome {
         let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
         let n = |k: &str| field(c, k).and_then(Value::as_u64);
+        if s("cache") == "glance" && s("record") == "entry" {
+            return self.remove_glance(path, c);
+        }
         if s("cache") != "nova_base" || s("record") != "entry" || s("verdict") != "candidate" {
             return Outcome::no(
                 "skipped_not_candidate",
@@ -237,4 +240,145 @@ impl Remover {
             also_removed: also,
         }
     }
+}
+
+impl Remover {
+    /// A Glance cache record: `would_prune` (Glance's prune), `orphan_temp`
+    /// (its clean: stalled or invalid downloads), `orphan_file` (a file
+    /// without metadata), `orphan_row` (a row without a file). With the
+    /// sqlite driver the file and its `cache.db` row go in one transaction;
+    /// with `centralized_db` the rows live in Glance's database, so this
+    /// refuses and points to Glance's cache API.
+    fn remove_glance(&mut self, path: &str, c: &Value) -> Outcome {
+        let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
+        let n = |k: &str| field(c, k).and_then(Value::as_u64);
+        let verdict = s("verdict");
+        if !matches!(
+            verdict,
+            "would_prune" | "orphan_temp" | "orphan_file" | "orphan_row"
+        ) {
+            return Outcome::no(
+                "skipped_not_candidate",
+                "only would_prune, orphan_temp, orphan_file and orphan_row Glance entries are removed",
+            );
+        }
+        let driver = s("driver");
+        if driver != "sqlite" && driver != "xattr" {
+            return Outcome::no(
+                "refused_centralized_db",
+                "the metadata is in Glance's database (or unknown): use Glance's cache API \
+                 (DELETE /v2/cache/{image_id}, POST /v2/cache/prune or /v2/cache/clean)",
+            );
+        }
+        let root = PathBuf::from(s("root"));
+        let rel = s("rel_path");
+        let valid_rel = !rel.is_empty()
+            && rel
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+            && rel.split('/').count() <= 2;
+        if !valid_rel || Path::new(path) != root.join(rel) {
+            return Outcome::no("skipped_not_candidate", "path is not root/rel_path");
+        }
+        let id = s("image_id").to_owned();
+        let file = root.join(rel);
+        let allocated = n("allocated").unwrap_or(0);
+        if verdict != "orphan_row" {
+            let (Some(dev), Some(ino), Some(size)) = (n("dev"), n("ino"), n("size")) else {
+                return Outcome::no("skipped_not_candidate", "the record lacks dev, ino or size");
+            };
+            let Ok(m) = std::fs::symlink_metadata(&file) else {
+                return Outcome::no("changed_since_walk", "gone");
+            };
+            let mtime = common::text::parse_time(s("mtime"));
+            if !m.file_type().is_file()
+                || m.dev() != dev
+                || m.ino() != ino
+                || m.len() != size
+                || mtime.is_some_and(|t| t != m.mtime())
+            {
+                return Outcome::no(
+                    "changed_since_walk",
+                    "not the same file, size or mtime as walked",
+                );
+            }
+            // A download still being written is not stalled, whatever its age.
+            if rel.starts_with("incomplete/") {
+                let (fds, complete) = nova::open_files(&self.opts.proc_root);
+                if fds.contains_key(&(dev, ino)) || !complete {
+                    return Outcome::no(
+                        "still_in_use",
+                        "open by a process (or that cannot be told)",
+                    );
+                }
+            }
+        }
+        if self.opts.max_count.is_some_and(|m| self.deleted >= m)
+            || self
+                .opts
+                .max_bytes
+                .is_some_and(|m| self.bytes + allocated > m)
+        {
+            return Outcome::no("limit_reached", "--max-count or --max-bytes reached");
+        }
+        if self.opts.dry_run {
+            self.deleted += 1;
+            self.bytes += allocated;
+            return Outcome {
+                action: "would_delete",
+                why: None,
+                also_removed: Vec::new(),
+            };
+        }
+        let root_entry = !rel.contains('/');
+        let db = root.join("cache.db");
+        let result = if driver == "sqlite" && root_entry && db.is_file() {
+            delete_with_row(
+                &db,
+                &id,
+                (verdict != "orphan_row").then_some(file.as_path()),
+            )
+        } else if verdict == "orphan_row" {
+            Err("no cache.db to delete the row from".to_owned())
+        } else {
+            std::fs::remove_file(&file).map_err(|e| e.to_string())
+        };
+        match result {
+            Ok(()) => {
+                self.deleted += 1;
+                self.bytes += allocated;
+                Outcome {
+                    action: "deleted",
+                    why: None,
+                    also_removed: if driver == "sqlite" && root_entry {
+                        vec![format!("cache.db:cached_images:{id}")]
+                    } else {
+                        Vec::new()
+                    },
+                }
+            }
+            Err(why) => Outcome::no("delete_failed", why),
+        }
+    }
+}
+
+/// Delete `id`'s row from Glance's `cache.db` and (when given) the file,
+/// as one unit: the row goes only if the file did (Glance's own delete
+/// does both; a row without its file is what Glance calls corrupt state).
+fn delete_with_row(db: &Path, id: &str, file: Option<&Path>) -> Result<(), String> {
+    let mut conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    tx.execute("DELETE FROM cached_images WHERE image_id = ?1", [id])
+        .map_err(|e| e.to_string())?;
+    if let Some(f) = file {
+        // Rolled back (the transaction is dropped) if this fails.
+        std::fs::remove_file(f).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
 }

@@ -312,3 +312,125 @@ fn verify_cached_images_against_glance() {
     assert_eq!(out.status.code(), Some(1));
     assert!(root.join("rotten").exists());
 }
+
+/// cachewalk glance | select | cachewalk remove: Glance's prune (file and
+/// cache.db row together), clean (stalled and invalid downloads), orphans
+/// both ways; nothing else; and with centralized_db a refusal.
+#[test]
+fn remove_prunes_cleans_and_drops_orphans() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    for id in ["old", "new", "no-row"] {
+        fs::write(root.join(id), vec![0u8; 1024]).unwrap();
+    }
+    cache_db(
+        root,
+        &[
+            ("old", (NOW - 500) as f64, 1),
+            ("new", (NOW - 5) as f64, 9),
+            ("gone", 1.0, 0),
+        ],
+    );
+    fs::write(root.join("incomplete/stalled"), b"x").unwrap();
+    touch(&root.join("incomplete/stalled"), NOW - 2 * 86_400);
+    fs::write(root.join("incomplete/fresh"), b"x").unwrap();
+    fs::write(root.join("invalid/failed"), b"x").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("glance")
+        .arg(root)
+        .args(["--now", &NOW.to_string(), "--max-size", "2K"])
+        .output()
+        .unwrap();
+    let plan: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["cache"]["record"] == "entry" && v["cache"]["verdict"] != "keep"
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let remove = |input: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+            .arg("remove")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let out = remove(&plan);
+    assert!(out.status.success());
+    let acts: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["cache"]["rel_path"].as_str().unwrap().to_owned(),
+                v["cache"]["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, String> = [
+        ("gone", "deleted"),
+        ("incomplete/stalled", "deleted"),
+        ("invalid/failed", "deleted"),
+        ("no-row", "deleted"),
+        ("old", "deleted"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(acts, want);
+    let mut left: Vec<String> = ["", "incomplete", "invalid"]
+        .iter()
+        .flat_map(|d| {
+            fs::read_dir(root.join(d))
+                .unwrap()
+                .map(move |e| format!("{d}/{}", e.unwrap().file_name().to_string_lossy()))
+        })
+        .filter(|p| {
+            !p.ends_with("/incomplete") && !p.ends_with("/invalid") && !p.ends_with("/queue")
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["/cache.db", "/new", "incomplete/fresh"]);
+    // The rows of the removed images are gone, the kept one stays.
+    let rows = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT image_id FROM cached_images')))"])
+        .arg(root.join("cache.db"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "['new']");
+
+    // centralized_db: the rows are Glance's; refuse.
+    fs::write(root.join("x"), vec![0u8; 4096]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("glance")
+        .arg(root)
+        .args([
+            "--now",
+            &NOW.to_string(),
+            "--max-size",
+            "0",
+            "--driver",
+            "centralized-db",
+        ])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("\"rel_path\":\"x\""))
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["cache"]["verdict"] = "would_prune".into();
+            format!("{v}\n")
+        })
+        .unwrap();
+    let out = remove(&line);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cache"]["action"], "refused_centralized_db");
+    assert!(root.join("x").exists());
+}
