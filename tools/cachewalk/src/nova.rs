@@ -19,7 +19,8 @@
 //!   backing files open); when one cannot be read (not root), this
 //!   evidence is unknown and counts as in use.
 //!
-//! A file is a `candidate` only when cachewalk understands its name, no
+//! A file is a `candidate` only when cachewalk understands its name, Nova
+//! itself would remove it (its name is in one of Nova's buckets), no
 //! evidence says it is used, no evidence is missing, it is older than the
 //! threshold (Nova's: 86400 s originals, swap, ephemeral; 3600 s resized),
 //! it is a regular file (never a symlink) and the inventory covers every
@@ -1072,6 +1073,11 @@ fn decide(
         reasons.push("not_referenced".to_owned());
         reasons.push("not_open".to_owned());
         "orphan_temp"
+    } else if named.nova == NovaClass::Ignored {
+        // Candidates are what Nova itself would delete, once proven
+        // unused; what Nova never touches is left to the operator.
+        reasons.push("nova_never_removes_it".to_owned());
+        "keep_unknown"
     } else if !inventory_gaps.is_empty() {
         reasons.extend(inventory_gaps.iter().cloned());
         "keep_inventory_incomplete"

@@ -303,6 +303,9 @@ fn ages_thresholds_and_the_inventory() {
         ("swap_1024".into(), DAY + 1, "candidate"),
         ("swap_2048".into(), 60, "keep_young"),
         (format!("{}.part", fp("crashed")), 2 * DAY, "orphan_temp"),
+        // Nova never looks at a Grizzly-era `linux` ephemeral: not ours
+        // to remove either.
+        ("ephemeral_20_linux".into(), 10 * DAY, "keep_unknown"),
     ];
     for (n, age, _) in &cases {
         file(&base.join(n), 16, *age);
@@ -315,6 +318,17 @@ fn ages_thresholds_and_the_inventory() {
     let m = by_rel(&recs);
     for (n, _, verdict) in &cases {
         assert_eq!(m[&format!("_base/{n}")]["verdict"], *verdict, "{n}");
+    }
+    // Done when: every candidate is a file Nova itself would delete now.
+    let now_text = common::text::rfc3339_utc(NOW, 0).unwrap();
+    for (rel, e) in &m {
+        if e["verdict"] == "candidate" {
+            assert_eq!(e["nova_in_use"], false, "{rel}");
+            assert!(
+                e["nova_eligible_at"].as_str().unwrap() <= now_text.as_str(),
+                "{rel}"
+            );
+        }
     }
     let u = &m[&format!("_base/{}", fp("used-remote"))];
     assert_eq!(u["used_by"], serde_json::json!(["b@compute-2:image_ref"]));
