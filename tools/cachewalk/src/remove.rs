@@ -83,6 +83,32 @@ fn field<'a>(c: &'a Value, k: &str) -> Option<&'a Value> {
 const HOLD_HOOK: &str = "CACHEWALK_TEST_HOLD_LOCK_MS";
 
 impl Remover {
+    /// Just before a deletion: `--max-count`/`--max-bytes`, and
+    /// `--dry-run`'s answer (counted as a deletion would be).
+    fn before_delete(&mut self, allocated: u64) -> Option<Outcome> {
+        if self.opts.max_count.is_some_and(|m| self.deleted >= m)
+            || self
+                .opts
+                .max_bytes
+                .is_some_and(|m| self.bytes + allocated > m)
+        {
+            return Some(Outcome::no(
+                "limit_reached",
+                "--max-count or --max-bytes reached",
+            ));
+        }
+        if self.opts.dry_run {
+            self.deleted += 1;
+            self.bytes += allocated;
+            return Some(Outcome {
+                action: "would_delete",
+                why: None,
+                also_removed: Vec::new(),
+            });
+        }
+        None
+    }
+
     /// A run with `opts`.
     pub fn new(opts: Options) -> Remover {
         Remover {
@@ -192,22 +218,8 @@ impl Remover {
                 "open files of other users could not be listed",
             );
         }
-        if self.opts.max_count.is_some_and(|m| self.deleted >= m)
-            || self
-                .opts
-                .max_bytes
-                .is_some_and(|m| self.bytes + allocated > m)
-        {
-            return Outcome::no("limit_reached", "--max-count or --max-bytes reached");
-        }
-        if self.opts.dry_run {
-            self.deleted += 1;
-            self.bytes += allocated;
-            return Outcome {
-                action: "would_delete",
-                why: None,
-                also_removed: Vec::new(),
-            };
+        if let Some(out) = self.before_delete(allocated) {
+            return out;
         }
         if let Err(e) = std::fs::remove_file(&file) {
             return Outcome::no("delete_failed", e.to_string());
@@ -313,22 +325,8 @@ impl Remover {
                 }
             }
         }
-        if self.opts.max_count.is_some_and(|m| self.deleted >= m)
-            || self
-                .opts
-                .max_bytes
-                .is_some_and(|m| self.bytes + allocated > m)
-        {
-            return Outcome::no("limit_reached", "--max-count or --max-bytes reached");
-        }
-        if self.opts.dry_run {
-            self.deleted += 1;
-            self.bytes += allocated;
-            return Outcome {
-                action: "would_delete",
-                why: None,
-                also_removed: Vec::new(),
-            };
+        if let Some(out) = self.before_delete(allocated) {
+            return out;
         }
         let root_entry = !rel.contains('/');
         let db = root.join("cache.db");

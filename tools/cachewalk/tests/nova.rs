@@ -7,29 +7,19 @@
 //! as records.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::set_age;
+use support::{DAY, NOW, fp, have_qemu};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// 2026-11-25T17:00:00Z, the walks' "now".
-const NOW: i64 = 1_795_626_000;
-const DAY: i64 = 86_400;
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img is required in CI"
-        );
-    }
-    ok
-}
-
-fn fp(id: &str) -> String {
-    common::hash::sha1_hex(id)
+/// A file of `len` bytes with mtime `NOW - age`.
+fn file(p: &Path, len: usize, age: i64) {
+    support::file_of(p, len, 0, age);
 }
 
 fn run_ok(cmd: &mut Command) {
@@ -38,22 +28,6 @@ fn run_ok(cmd: &mut Command) {
         out.status.success(),
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A file of `len` bytes with mtime `NOW - age`.
-fn file(p: &Path, len: usize, age: i64) {
-    fs::write(p, vec![0u8; len]).unwrap();
-    set_age(p, age);
-}
-
-fn set_age(p: &Path, age: i64) {
-    run_ok(
-        Command::new("touch")
-            .arg("-h")
-            .arg("-d")
-            .arg(format!("@{}", NOW - age))
-            .arg(p),
     );
 }
 

@@ -5,39 +5,18 @@
 //! changed or newly used since the walk are kept.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::{DAY, NOW, fp, have_qemu};
+
 use serde_json::Value;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const NOW: i64 = 1_795_626_000;
-const DAY: i64 = 86_400;
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img is required in CI"
-        );
-    }
-    ok
-}
-
-fn fp(id: &str) -> String {
-    common::hash::sha1_hex(id)
-}
-
+/// A file of `len` bytes with mtime `NOW - age`.
 fn file(p: &Path, len: usize, age: i64) {
-    fs::write(p, vec![1u8; len]).unwrap();
-    let st = Command::new("touch")
-        .arg("-d")
-        .arg(format!("@{}", NOW - age))
-        .arg(p)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    support::file_of(p, len, 1, age);
 }
 
 fn cachewalk(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
