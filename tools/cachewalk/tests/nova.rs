@@ -589,3 +589,80 @@ fn verify_against_sidecars_and_glance() {
     assert_eq!(out.status.code(), Some(1));
     assert!(base.join(fp("bad-sidecar")).exists());
 }
+
+/// Files appearing and vanishing during the walk are no error: a walk
+/// racing a writer always succeeds with well-formed records.
+#[test]
+fn files_vanishing_mid_walk_are_not_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().to_path_buf();
+    let base = root.join("_base");
+    fs::create_dir(&base).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (base, stop) = (base.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let p = base.join(fp(&format!("img-{}", i % 300)));
+                if p.exists() {
+                    let _ = fs::remove_file(&p);
+                } else {
+                    let _ = fs::write(&p, b"x");
+                }
+                i += 1;
+            }
+        })
+    };
+    for _ in 0..15 {
+        let (out, _) = walk(&root, &[], Some(""));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+}
+
+/// Not root: other users' open files cannot be listed, so that evidence
+/// is unknown and nothing is a candidate (run as nobody with setpriv;
+/// skipped where the test does not run as root).
+#[test]
+fn without_root_open_files_are_unknown_and_keep_everything() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0"
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    fs::create_dir(root.join("_base")).unwrap();
+    file(&root.join("_base").join(fp("unused")), 16, 10 * DAY);
+    for p in [root.to_path_buf(), root.join("_base")] {
+        let st = Command::new("chmod").arg("755").arg(&p).status().unwrap();
+        assert!(st.success());
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("nova")
+        .arg(root)
+        .args(["--now", &NOW.to_string(), "--instances", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cache"]["in_use"], "unknown");
+    assert_eq!(v["cache"]["verdict"], "keep_unknown");
+    assert_eq!(
+        v["cache"]["reasons"],
+        serde_json::json!(["open_files_unknown"])
+    );
+}
