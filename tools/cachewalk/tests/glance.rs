@@ -434,3 +434,81 @@ fn remove_prunes_cleans_and_drops_orphans() {
     assert_eq!(v["cache"]["action"], "refused_centralized_db");
     assert!(root.join("x").exists());
 }
+
+/// A removal that fails is reported (`delete_failed`, exit 2) and the run
+/// goes on: here Glance's cache.db is held by another writer (Python in an
+/// exclusive transaction), so the pruned image and its row both stay,
+/// while the failed download that needs no row is cleaned.
+#[test]
+fn a_failed_removal_is_reported_and_the_run_goes_on() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    fs::write(root.join("img"), vec![0u8; 4096]).unwrap();
+    fs::write(root.join("invalid/bad"), b"x").unwrap();
+    cache_db(root, &[("img", (NOW - 50) as f64, 1)]);
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("glance")
+        .arg(root)
+        .args(["--now", &NOW.to_string(), "--max-size", "0"])
+        .output()
+        .unwrap();
+    let plan: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.contains("\"verdict\":\"would_prune\"") || l.contains("\"verdict\":\"orphan_temp\"")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(plan.lines().count(), 2);
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('held', flush=True)\ntime.sleep(20)\n",
+        ])
+        .arg(root.join("cache.db"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("remove")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
+    }
+    let out = c.wait_with_output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(2));
+    let acts: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["cache"]["rel_path"].as_str().unwrap().to_owned(),
+                v["cache"]["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acts,
+        vec![
+            ("img".to_string(), "delete_failed".to_string()),
+            ("invalid/bad".to_string(), "deleted".to_string()),
+        ]
+    );
+    assert!(root.join("img").exists(), "the file stays with its row");
+    assert!(!root.join("invalid/bad").exists());
+}
