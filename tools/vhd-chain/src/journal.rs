@@ -211,7 +211,7 @@ pub enum Rollback {
 /// If the journal at `path` exists, undo the interrupted change of
 /// `target` it records (module docs).
 pub fn rollback(path: &Path, target: &Path) -> Result<Rollback, JournalError> {
-    let mut j = match OpenOptions::new()
+    let j = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
@@ -220,13 +220,8 @@ pub fn rollback(path: &Path, target: &Path) -> Result<Rollback, JournalError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Rollback::None),
         Err(e) => return Err(io_at(path)(e)),
     };
-    let mut data = Vec::new();
-    let limit = MAX_SAVED + (1 << 20);
-    (&mut j)
-        .take(limit)
-        .read_to_end(&mut data)
-        .map_err(io_at(path))?;
-    let Some(entries) = parse(&data) else {
+    // Pass 1, in constant memory: is the journal complete and intact?
+    let Some(head) = check(&j).map_err(io_at(path))? else {
         // Incomplete or damaged: begin() had not finished, so the file was
         // never written.
         std::fs::remove_file(path).map_err(io_at(path))?;
@@ -239,79 +234,117 @@ pub fn rollback(path: &Path, target: &Path) -> Result<Rollback, JournalError> {
         .open(target)
         .map_err(io_at(target))?;
     let meta = file.metadata().map_err(io_at(target))?;
-    if meta.dev() != entries.dev || meta.ino() != entries.ino {
+    if meta.dev() != head.dev || meta.ino() != head.ino {
         return Err(JournalError::Foreign {
             path: path.to_path_buf(),
         });
     }
-    for (off, bytes) in &entries.ranges {
-        file.write_all_at(bytes, *off).map_err(io_at(target))?;
+    // Pass 2: put the saved bytes back, a piece at a time.
+    io::Seek::seek(&mut &j, io::SeekFrom::Start(0)).map_err(io_at(path))?;
+    let mut r = io::BufReader::with_capacity(1 << 20, &j);
+    let mut skip = [0u8; HEAD];
+    r.read_exact(&mut skip).map_err(io_at(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..head.count {
+        let (off, len) = (
+            read_u64(&mut r).map_err(io_at(path))?,
+            read_u64(&mut r).map_err(io_at(path))?,
+        );
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..n]).map_err(io_at(path))?;
+            file.write_all_at(&buf[..n], off + done)
+                .map_err(io_at(target))?;
+            done += n as u64;
+        }
     }
-    file.set_len(entries.len).map_err(io_at(target))?;
+    file.set_len(head.len).map_err(io_at(target))?;
     file.sync_all().map_err(io_at(target))?;
     std::fs::remove_file(path).map_err(io_at(path))?;
     common::atomic::sync_dir(parent_dir(path)).map_err(io_at(path))?;
     Ok(Rollback::Restored)
 }
 
-struct Entries<'a> {
+/// Bytes before the first entry: magic, dev, ino, length, count.
+const HEAD: usize = 16 + 4 * 8;
+
+/// What a complete journal's head says.
+struct Head {
     dev: u64,
     ino: u64,
     len: u64,
-    ranges: Vec<(u64, &'a [u8])>,
+    count: u64,
 }
 
-/// Reads fields off a byte slice, None past its end.
-struct Cursor<'a> {
-    data: &'a [u8],
-    at: usize,
+fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.data.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
+/// Read the journal through once: its head if it is complete (the
+/// entries add up to the body, the trailer and digest match), None when
+/// it is incomplete or damaged.
+fn check(j: &File) -> io::Result<Option<Head>> {
+    let total = j.metadata()?.len();
+    let Some(body_len) = total.checked_sub((TRAILER.len() + 16) as u64) else {
+        return Ok(None);
+    };
+    if body_len < HEAD as u64 {
+        return Ok(None);
     }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    let mut r = io::BufReader::with_capacity(1 << 20, j);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut head = [0u8; HEAD];
+    r.read_exact(&mut head)?;
+    hasher.update(&head);
+    if &head[..16] != MAGIC {
+        return Ok(None);
     }
-}
-
-/// A complete journal's contents, or None when it is incomplete or
-/// damaged (no trailer, a digest mismatch, lengths that do not add up).
-fn parse(data: &[u8]) -> Option<Entries<'_>> {
-    let body_len = data.len().checked_sub(TRAILER.len() + 16)?;
-    let (body, tail) = data.split_at(body_len);
-    let (trailer, digest) = tail.split_at(TRAILER.len());
-    if trailer != TRAILER || xxhash_rust::xxh3::xxh3_128(body).to_be_bytes() != digest {
-        return None;
+    let field = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[16 + 8 * i..24 + 8 * i]);
+        u64::from_be_bytes(b)
+    };
+    let h = Head {
+        dev: field(0),
+        ino: field(1),
+        len: field(2),
+        count: field(3),
+    };
+    let mut at = HEAD as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..h.count {
+        if at + 16 > body_len {
+            return Ok(None);
+        }
+        let mut e = [0u8; 16];
+        r.read_exact(&mut e)?;
+        hasher.update(&e);
+        let mut l = [0u8; 8];
+        l.copy_from_slice(&e[8..]);
+        let len = u64::from_be_bytes(l);
+        at += 16;
+        if len > body_len - at {
+            return Ok(None);
+        }
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..n])?;
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        at += len;
     }
-    let mut c = Cursor { data: body, at: 0 };
-    if c.take(16)? != MAGIC {
-        return None;
+    if at != body_len {
+        return Ok(None);
     }
-    let dev = c.u64()?;
-    let ino = c.u64()?;
-    let len = c.u64()?;
-    let count = c.u64()?;
-    let mut ranges = Vec::new();
-    for _ in 0..count {
-        let off = c.u64()?;
-        let n = usize::try_from(c.u64()?).ok()?;
-        ranges.push((off, c.take(n)?));
-    }
-    let at = c.at;
-    if at != body.len() {
-        return None;
-    }
-    Some(Entries {
-        dev,
-        ino,
-        len,
-        ranges,
-    })
+    let mut tail = [0u8; 20];
+    r.read_exact(&mut tail)?;
+    let ok = &tail[..4] == TRAILER && tail[4..] == hasher.digest128().to_be_bytes();
+    Ok(ok.then_some(h))
 }
 
 #[cfg(test)]

@@ -16,6 +16,11 @@ pub const FOOTER: u64 = 512;
 pub const HEADER: usize = 1024;
 /// The largest batmap map we read (1 MiB: 8 Mi blocks).
 const MAX_BATMAP: u64 = 1 << 20;
+/// The largest block size changed (blktap allows 2 MiB; Hyper-V up to
+/// 256 MiB): a block is held in memory when it moves.
+pub const MAX_BLOCK: u64 = 256 << 20;
+/// Bytes a fixed disk may hold between its data and its footer.
+const MAX_SLACK: u64 = 64 * 1024;
 
 /// The disk type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +182,13 @@ impl Layout {
                     "fixed disk of {size} bytes, but only {footer_off} bytes before its footer"
                 )));
             }
+            // The data ends where the footer starts; a hostile footer
+            // claiming a tiny disk in a huge file is not ours to "fix".
+            if footer_off - size > MAX_SLACK {
+                return Err(LayoutError::Broken(format!(
+                    "fixed disk of {size} bytes, but its footer is at {footer_off}"
+                )));
+            }
             return Ok(l);
         }
         let hdr_off = be64(&l.footer, 16);
@@ -198,8 +210,10 @@ impl Layout {
         let table_off = be64(&hdr, 16);
         let entries = u64::from(be32(&hdr, 28));
         let block = u64::from(be32(&hdr, 32));
-        if !block.is_power_of_two() || block < SECTOR {
-            return Err(LayoutError::Broken(format!("invalid block size {block}")));
+        if !block.is_power_of_two() || !(SECTOR..=MAX_BLOCK).contains(&block) {
+            return Err(LayoutError::Broken(format!(
+                "block size {block} is not a power of two from 512 to {MAX_BLOCK}"
+            )));
         }
         if entries < size.div_ceil(block) {
             return Err(LayoutError::Broken(format!(

@@ -395,3 +395,34 @@ fn an_in_place_resize_killed_mid_way_is_rolled_back_by_the_next_run() {
     assert!(!j.exists());
     assert!(convert(&p) == grown(&raw, 200 * MIB));
 }
+
+/// Hostile metadata is refused before anything is allocated from it: a
+/// fixed footer claiming 512 bytes at the end of a 1 GiB (sparse) file.
+#[test]
+fn a_fixed_footer_far_from_its_data_is_refused() {
+    if !have_qemu() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("small.vhd");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "vpc", "-o", "subformat=fixed"])
+            .arg(&src)
+            .arg("1M"),
+    );
+    let b = fs::read(&src).unwrap();
+    let mut footer = b[b.len() - 512..].to_vec();
+    footer[40..48].copy_from_slice(&512u64.to_be_bytes());
+    footer[48..56].copy_from_slice(&512u64.to_be_bytes());
+    support::fix_sum(&mut footer, 64);
+    let p = t.path().join("hostile.vhd");
+    let f = fs::File::create(&p).unwrap();
+    f.set_len(1 << 30).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &footer, (1 << 30) - 512).unwrap();
+    drop(f);
+    let out = vc_run(&["resize", p.to_str().unwrap(), "2G"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "bad_image", "{v}");
+}
