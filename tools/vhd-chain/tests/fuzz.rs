@@ -183,4 +183,29 @@ proptest! {
         std::fs::write(&p, &b).unwrap();
         exercise(&p);
     }
+
+    /// coalesce of a damaged child into a good parent: never a panic, and
+    /// the parent is either unchanged or a good VHD.
+    #[test]
+    fn coalescing_a_damaged_child_never_panics(
+        edits in proptest::collection::vec((any::<u16>(), any::<u8>(), any::<bool>()), 1..8),
+    ) {
+        let t = tempfile::tempdir().unwrap();
+        let parent = t.path().join("p.vhd");
+        build_vhd(&parent, &Spec::base(2 * MIB, 2 * MIB, 1, &[(0, 8, 1)]));
+        let mut b = seeds()[2].clone();
+        let l = b.len();
+        for (at, val, tail) in edits {
+            let i = if tail { l - 1 - (usize::from(at) % 512) } else { usize::from(at) % l.min(4096) };
+            b[i] = val;
+        }
+        let child = t.path().join("c.vhd");
+        std::fs::write(&child, &b).unwrap();
+        let before = std::fs::read(&parent).unwrap();
+        if vhd_chain::coalesce::coalesce(&child, Some(&parent), vhd_chain::patch::Mode::Copy).is_err() {
+            prop_assert!(std::fs::read(&parent).unwrap() == before);
+        } else {
+            prop_assert!(vhd_chain::read::Chain::open(std::slice::from_ref(&parent)).is_ok());
+        }
+    }
 }
