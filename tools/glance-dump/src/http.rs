@@ -1,0 +1,250 @@
+//! The Glance v2 API over HTTP (ureq): JSON GETs, streamed downloads, the
+//! version check. Errors carry the HTTP status, Glance's message and the
+//! `x-openstack-request-id`, never a token.
+
+use serde_json::Value;
+use std::io::Read;
+use std::time::Duration;
+
+/// The most bytes of a JSON response read (an image list page of 1000
+/// images is a few MiB).
+const MAX_JSON: u64 = 64 << 20;
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The server answered with an unexpected status.
+    #[error("{method} {what}: HTTP {status}{}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(), request_id.as_deref().map(|r| format!(" (request {r})")).unwrap_or_default())]
+    Status {
+        /// GET, ...
+        method: &'static str,
+        /// The path asked for (no query secrets: Glance takes none).
+        what: String,
+        /// The status code.
+        status: u16,
+        /// Glance's message, from its error body.
+        message: Option<String>,
+        /// `x-openstack-request-id`.
+        request_id: Option<String>,
+    },
+    /// No answer (connection refused, timeout, TLS).
+    #[error("{what}: {why}")]
+    Transport {
+        /// The path asked for.
+        what: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// An answer that is not what the API documents.
+    #[error("{what}: {why}")]
+    Protocol {
+        /// The path asked for.
+        what: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl HttpError {
+    /// The record's `error.kind`.
+    pub fn kind(&self) -> common::ErrorKind {
+        match self {
+            HttpError::Status {
+                status: 401 | 403, ..
+            } => common::ErrorKind::PermissionDenied,
+            HttpError::Status { status: 404, .. } => common::ErrorKind::NotFound,
+            HttpError::Status { status: 409, .. } => common::ErrorKind::AlreadyExists,
+            HttpError::Status { .. } | HttpError::Transport { .. } | HttpError::Protocol { .. } => {
+                common::ErrorKind::Io
+            }
+        }
+    }
+}
+
+/// One Glance endpoint.
+pub struct Glance {
+    agent: ureq::Agent,
+    /// The endpoint without a trailing `/` (may carry a path prefix).
+    base: String,
+    /// Sent with every request (`X-Auth-Token`, `--header`s).
+    headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Glance {
+    // Headers hold tokens: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Glance")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Glance {
+    /// An endpoint at `url` sending `headers`.
+    pub fn new(url: &str, headers: Vec<(String, String)>, timeout: Duration) -> Glance {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // `GET /` answers 300 Multiple Choices without a Location.
+            .max_redirects(0)
+            // uWSGI (how Glance 33 is served) drops idle connections
+            // without a word: a reused one fails with "connection reset".
+            .max_idle_connections(0)
+            .timeout_connect(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .build()
+            .into();
+        Glance {
+            agent,
+            base: url.trim_end_matches('/').to_owned(),
+            headers,
+        }
+    }
+
+    /// `path` (starting with `/`) or a `next` link resolved against the
+    /// endpoint (with its path prefix).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(
+        &self,
+        path: &str,
+        extra: &[(&str, String)],
+    ) -> Result<ureq::http::Response<ureq::Body>, HttpError> {
+        let mut req = self.agent.get(&self.url(path));
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in extra {
+            req = req.header(*k, v.as_str());
+        }
+        req.call().map_err(|e| HttpError::Transport {
+            what: path.to_owned(),
+            why: e.to_string(),
+        })
+    }
+
+    /// The error for a response with an unexpected status.
+    fn status_error(path: &str, mut resp: ureq::http::Response<ureq::Body>) -> HttpError {
+        let status = resp.status().as_u16();
+        let request_id = resp
+            .headers()
+            .get("x-openstack-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        // Glance's errors are HTML or JSON; keep the first line that says
+        // something.
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/message")
+                    .or_else(|| v.pointer("/error/message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .or_else(|| {
+                body.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('<'))
+                    .map(str::to_owned)
+            });
+        HttpError::Status {
+            method: "GET",
+            what: path.to_owned(),
+            status,
+            message,
+            request_id,
+        }
+    }
+
+    /// GET `path` as JSON, expecting one of `ok` statuses.
+    pub fn get_json(&self, path: &str, ok: &[u16]) -> Result<Value, HttpError> {
+        let mut resp = self.get(path, &[])?;
+        if !ok.contains(&resp.status().as_u16()) {
+            return Err(Self::status_error(path, resp));
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON)
+            .read_to_string()
+            .map_err(|e| HttpError::Transport {
+                what: path.to_owned(),
+                why: e.to_string(),
+            })?;
+        serde_json::from_str(&text).map_err(|e| HttpError::Protocol {
+            what: path.to_owned(),
+            why: format!("not JSON: {e}"),
+        })
+    }
+
+    /// `GET /`: the versions on offer must include v2 (never read a v1-only
+    /// or unknown server as an empty cloud). The highest v2 id.
+    pub fn check_v2(&self) -> Result<String, HttpError> {
+        let v = self.get_json("/", &[200, 300])?;
+        let ids: Vec<&str> = v
+            .get("versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.get("id").and_then(Value::as_str))
+            .collect();
+        let mut v2: Vec<(u32, &str)> = ids
+            .iter()
+            .filter_map(|id| {
+                let minor = id.strip_prefix("v2.")?.parse().ok()?;
+                Some((minor, *id))
+            })
+            .collect();
+        v2.sort();
+        v2.last()
+            .map(|(_, id)| (*id).to_owned())
+            .ok_or_else(|| HttpError::Protocol {
+                what: "/".into(),
+                why: format!("no Images v2 API on offer (versions: {})", ids.join(", ")),
+            })
+    }
+
+    /// Stream `path` (from byte `from`, with `Range`) into `sink`; the
+    /// bytes written. A 206 is required when `from > 0`.
+    pub fn download(
+        &self,
+        path: &str,
+        from: u64,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, HttpError> {
+        let extra = if from > 0 {
+            vec![("Range", format!("bytes={from}-"))]
+        } else {
+            Vec::new()
+        };
+        let mut resp = self.get(path, &extra)?;
+        let status = resp.status().as_u16();
+        let want = if from > 0 { 206 } else { 200 };
+        if status != want {
+            return Err(Self::status_error(path, resp));
+        }
+        let io = |e: std::io::Error| HttpError::Transport {
+            what: path.to_owned(),
+            why: e.to_string(),
+        };
+        let mut r = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            common::signal::check().map_err(io)?;
+            let k = r.read(&mut buf).map_err(io)?;
+            if k == 0 {
+                return Ok(n);
+            }
+            sink(&buf[..k]).map_err(io)?;
+            n += k as u64;
+        }
+    }
+}
