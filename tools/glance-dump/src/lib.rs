@@ -45,9 +45,10 @@ the glance-replicator dump layout, data streamed, hashed and verified.",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// The Glance endpoint (default: $OS_IMAGE_URL)
+    /// The Glance endpoint (default: $OS_IMAGE_URL); required
+    // Optional for clap so that the shared `--generate` works without one.
     #[arg(long, value_name = "URL", env = "OS_IMAGE_URL")]
-    pub url: String,
+    pub url: Option<String>,
     /// A token sent as X-Auth-Token (default: $OS_AUTH_TOKEN); never
     /// printed
     #[arg(
@@ -97,6 +98,9 @@ impl Tool for Cli {
     }
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
+        let Some(url) = self.url.clone() else {
+            anyhow::bail!("--url URL (or $OS_IMAGE_URL) is required");
+        };
         common::signal::install();
         let mut headers = Vec::new();
         if let Some(t) = &self.token {
@@ -108,10 +112,10 @@ impl Tool for Cli {
             };
             headers.push((k.trim().to_owned(), v.trim().to_owned()));
         }
-        let glance = Glance::new(&self.url, headers, Duration::from_secs(self.timeout));
+        let glance = Glance::new(&url, headers, Duration::from_secs(self.timeout));
         if let Err(e) = glance.check_v2() {
             let err = ctx.error(e.kind(), e.to_string());
-            ctx.fail(Record::from_path(&self.url), err)?;
+            ctx.fail(Record::from_path(&url), err)?;
             return Ok(());
         }
         if let Some(d) = &self.dir {
@@ -126,7 +130,7 @@ impl Tool for Cli {
                     Ok(p) => p,
                     Err(e) => {
                         let err = ctx.error(e.kind(), e.to_string());
-                        ctx.fail(Record::from_path(&self.url), err)?;
+                        ctx.fail(Record::from_path(&url), err)?;
                         break 'passes;
                     }
                 };
