@@ -8,7 +8,7 @@
 # Packagers: PREFIX, DESTDIR, BINDIR, MANDIR, DATAROOTDIR, CARGO, CARGOFLAGS,
 # PROFILE and CARGO_TARGET_DIR are honoured.
 
-TOOLS       := imginfo-parse checksum-tee vhd-chain cachewalk glance-dump
+TOOLS       := imginfo-parse checksum-tee vhd-chain cachewalk glance-dump glance-load
 
 PREFIX      ?= /usr/local
 BINDIR      ?= $(PREFIX)/bin

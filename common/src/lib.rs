@@ -17,6 +17,7 @@ pub mod atomic;
 pub mod cli;
 pub mod exec;
 pub mod formats;
+pub mod glance;
 pub mod hash;
 pub mod jsonl;
 pub mod lock;

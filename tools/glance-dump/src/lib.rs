@@ -3,13 +3,11 @@
 //! `DIR/<id>.img` data), streamed, hashed while streaming, verified,
 //! written as `.part` then renamed, resumed with `Range`.
 
-pub mod http;
-
 use clap::Parser;
 use common::cli::{Ctx, SharedArgs, Tool};
+use common::glance::{Glance, HttpError};
 use common::hash::{Algorithm, MultiHasher};
 use common::{ErrorKind, Record};
-use http::{Glance, HttpError};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};

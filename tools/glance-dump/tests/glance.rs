@@ -14,110 +14,12 @@
 )]
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-const AUTH: [&str; 4] = [
-    "X-Identity-Status: Confirmed",
-    "X-User-Id: tester",
-    "X-Project-Id: project-1",
-    "X-Roles: admin,member,reader",
-];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running Glance, stopped when dropped.
-struct Server {
-    url: String,
-    state: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new(workspace().join("tests/glance-server/stop-glance.sh"))
-            .arg(self.state.path())
-            .status();
-    }
-}
-
-fn start() -> Option<Server> {
-    let py = Command::new("python3.11").arg("--version").output();
-    if py.is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3.11 is required in CI"
-        );
-        eprintln!("skipping: no python3.11 to run Glance");
-        return None;
-    }
-    let state = tempfile::tempdir().unwrap();
-    let venv = workspace().join("target/glance-venv");
-    let out = Command::new(workspace().join("tests/glance-server/start-glance.sh"))
-        .arg(state.path())
-        .arg(free_port().to_string())
-        .env("GLANCE_VENV", &venv)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        assert!(std::env::var_os("CI").is_none(), "Glance did not start");
-        eprintln!("skipping: Glance did not start");
-        return None;
-    }
-    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Some(Server { url, state })
-}
-
-/// `curl` with the test identity; the body as JSON (or null).
-fn curl(args: &[&str]) -> Value {
-    let mut c = Command::new("curl");
-    c.args(["-s", "-f"]);
-    for h in AUTH {
-        c.args(["-H", h]);
-    }
-    let out = c.args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn create(url: &str, body: &str) -> String {
-    let v = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        body,
-        &format!("{url}/v2/images"),
-    ]);
-    v["id"].as_str().unwrap().to_owned()
-}
-
-fn upload(url: &str, id: &str, file: &Path) {
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", file.display()),
-        &format!("{url}/v2/images/{id}/file"),
-    ]);
-}
+#[path = "../../../tests/glance-server/harness.rs"]
+mod harness;
+use harness::{AUTH, create, free_port, start, upload};
 
 fn dump(url: &str, args: &[&str], auth: bool) -> (Output, Vec<Value>) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_glance-dump"));

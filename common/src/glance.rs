@@ -1,5 +1,6 @@
-//! The Glance v2 API over HTTP (ureq): JSON GETs, streamed downloads, the
-//! version check. Errors carry the HTTP status, Glance's message and the
+//! The Glance Images v2 API over HTTP (ureq), for glance-dump and
+//! glance-load: JSON calls, streamed downloads and uploads, the version
+//! check. Errors carry the HTTP status, Glance's message and the
 //! `x-openstack-request-id`, never a token.
 
 use serde_json::Value;
@@ -47,15 +48,15 @@ pub enum HttpError {
 
 impl HttpError {
     /// The record's `error.kind`.
-    pub fn kind(&self) -> common::ErrorKind {
+    pub fn kind(&self) -> crate::ErrorKind {
         match self {
             HttpError::Status {
                 status: 401 | 403, ..
-            } => common::ErrorKind::PermissionDenied,
-            HttpError::Status { status: 404, .. } => common::ErrorKind::NotFound,
-            HttpError::Status { status: 409, .. } => common::ErrorKind::AlreadyExists,
+            } => crate::ErrorKind::PermissionDenied,
+            HttpError::Status { status: 404, .. } => crate::ErrorKind::NotFound,
+            HttpError::Status { status: 409, .. } => crate::ErrorKind::AlreadyExists,
             HttpError::Status { .. } | HttpError::Transport { .. } | HttpError::Protocol { .. } => {
-                common::ErrorKind::Io
+                crate::ErrorKind::Io
             }
         }
     }
@@ -163,6 +164,106 @@ impl Glance {
         }
     }
 
+    fn with_headers<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req
+    }
+
+    fn json_of(path: &str, mut resp: ureq::http::Response<ureq::Body>) -> Result<Value, HttpError> {
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON)
+            .read_to_string()
+            .map_err(|e| HttpError::Transport {
+                what: path.to_owned(),
+                why: e.to_string(),
+            })?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| HttpError::Protocol {
+            what: path.to_owned(),
+            why: format!("not JSON: {e}"),
+        })
+    }
+
+    /// GET `path` as JSON; `None` on 404.
+    pub fn get_opt_json(&self, path: &str) -> Result<Option<Value>, HttpError> {
+        let resp = self.get(path, &[])?;
+        match resp.status().as_u16() {
+            200 => Self::json_of(path, resp).map(Some),
+            404 => Ok(None),
+            _ => Err(Self::status_error(path, resp)),
+        }
+    }
+
+    /// Send `body` as JSON with `method` (POST, PATCH with `content_type`),
+    /// expecting one of `ok`.
+    pub fn send_json(
+        &self,
+        method: &'static str,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+        ok: &[u16],
+    ) -> Result<Value, HttpError> {
+        let url = self.url(path);
+        let text = body.to_string();
+        let req = match method {
+            "POST" => self.with_headers(self.agent.post(&url)),
+            "PATCH" => self.with_headers(self.agent.patch(&url)),
+            _ => self.with_headers(self.agent.put(&url)),
+        };
+        let resp = req
+            .header("Content-Type", content_type)
+            .send(text.as_bytes())
+            .map_err(|e| HttpError::Transport {
+                what: path.to_owned(),
+                why: e.to_string(),
+            })?;
+        if !ok.contains(&resp.status().as_u16()) {
+            let mut e = Self::status_error(path, resp);
+            if let HttpError::Status { method: m, .. } = &mut e {
+                *m = method;
+            }
+            return Err(e);
+        }
+        Self::json_of(path, resp)
+    }
+
+    /// PUT the `size` bytes of `file` as image data to `path`, always with
+    /// the size (`Content-Length`, `x-openstack-image-size`): a chunked
+    /// upload cut short becomes an active image with truncated data.
+    pub fn upload(&self, path: &str, file: &std::path::Path, size: u64) -> Result<(), HttpError> {
+        let io = |e: std::io::Error| HttpError::Transport {
+            what: path.to_owned(),
+            why: e.to_string(),
+        };
+        let f = std::fs::File::open(file).map_err(io)?;
+        let mut reader = f.take(size);
+        let resp = self
+            .with_headers(self.agent.put(&self.url(path)))
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", size.to_string())
+            .header("x-openstack-image-size", size.to_string())
+            .send(ureq::SendBody::from_reader(&mut reader))
+            .map_err(|e| HttpError::Transport {
+                what: path.to_owned(),
+                why: e.to_string(),
+            })?;
+        if resp.status().as_u16() != 204 {
+            let mut e = Self::status_error(path, resp);
+            if let HttpError::Status { method: m, .. } = &mut e {
+                *m = "PUT";
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// GET `path` as JSON, expecting one of `ok` statuses.
     pub fn get_json(&self, path: &str, ok: &[u16]) -> Result<Value, HttpError> {
         let mut resp = self.get(path, &[])?;
@@ -238,7 +339,7 @@ impl Glance {
         let mut buf = vec![0u8; 1 << 20];
         let mut n = 0u64;
         loop {
-            common::signal::check().map_err(io)?;
+            crate::signal::check().map_err(io)?;
             let k = r.read(&mut buf).map_err(io)?;
             if k == 0 {
                 return Ok(n);

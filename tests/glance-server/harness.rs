@@ -1,0 +1,120 @@
+//! Test harness for the Glance tools: a real Glance 33 started with the
+//! scripts beside this file, and curl with the test identity. Included by
+//! the tools' tests with `#[path]`.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::print_stderr)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The identity headers of Glance's headerauth mode.
+pub const AUTH: [&str; 4] = [
+    "X-Identity-Status: Confirmed",
+    "X-User-Id: tester",
+    "X-Project-Id: project-1",
+    "X-Roles: admin,member,reader",
+];
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running Glance, stopped when dropped.
+pub struct Server {
+    /// Its endpoint.
+    pub url: String,
+    state: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace().join("tests/glance-server/stop-glance.sh"))
+            .arg(self.state.path())
+            .status();
+    }
+}
+
+/// Start a Glance (the venv is kept under target/ for the next run);
+/// None, with the reason printed, where it cannot run outside CI.
+pub fn start() -> Option<Server> {
+    if Command::new("python3.11")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3.11 is required in CI"
+        );
+        eprintln!("skipping: no python3.11 to run Glance");
+        return None;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace().join("tests/glance-server/start-glance.sh"))
+        .arg(state.path())
+        .arg(free_port().to_string())
+        .env("GLANCE_VENV", workspace().join("target/glance-venv"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        assert!(std::env::var_os("CI").is_none(), "Glance did not start");
+        eprintln!("skipping: Glance did not start");
+        return None;
+    }
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Some(Server { url, state })
+}
+
+/// `curl` with the test identity; the body as JSON (or null).
+pub fn curl(args: &[&str]) -> Value {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-f"]);
+    for h in AUTH {
+        c.args(["-H", h]);
+    }
+    let out = c.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Create an image from a JSON body; its id.
+pub fn create(url: &str, body: &str) -> String {
+    let v = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        body,
+        &format!("{url}/v2/images"),
+    ]);
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// Upload `file` as the image's data.
+pub fn upload(url: &str, id: &str, file: &Path) {
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("{url}/v2/images/{id}/file"),
+    ]);
+}
