@@ -80,6 +80,11 @@ pub struct Cli {
     /// Plan only: say what would be done, write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Compare only (the replicator's compare): each image in_sync,
+    /// missing, data_mismatch or differs (with the differing keys and both
+    /// values); writes nothing, exit 1 when anything differs
+    #[arg(long, conflicts_with = "dry_run")]
+    pub compare: bool,
     /// A key never sent (repeatable; added to the read-only keys)
     #[arg(long = "exclude-key", value_name = "KEY")]
     pub exclude_keys: Vec<String>,
@@ -121,10 +126,18 @@ impl Tool for Cli {
             return Ok(());
         }
         common::cli::each_stdin_record(ctx, |ctx, mut rec| {
-            let result = self.load_one(&glance, &rec);
+            let result = if self.compare {
+                self.compare_one(&glance, &rec)
+            } else {
+                self.load_one(&glance, &rec)
+            };
             match result {
                 Ok(facet) => {
-                    if facet.get("action").and_then(Value::as_str) == Some("conflict") {
+                    let differs = matches!(
+                        facet.get("action").and_then(Value::as_str),
+                        Some("conflict" | "missing" | "data_mismatch" | "differs")
+                    );
+                    if differs {
                         ctx.merge(common::status::Status::No);
                     }
                     rec.set(FACET, Value::Object(facet));
@@ -319,6 +332,50 @@ impl Cli {
             &[200],
         )?;
         facet.insert("action".into(), "updated".into());
+        Ok(facet)
+    }
+
+    /// `--compare`: how the target's copy of the record's image differs.
+    fn compare_one(&self, g: &Glance, rec: &Record) -> Result<Map<String, Value>, LoadError> {
+        let img = rec
+            .get("image")
+            .and_then(Value::as_object)
+            .ok_or(LoadError::NoImage)?;
+        let id = img
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|i| !i.is_empty() && !i.contains('/'))
+            .ok_or(LoadError::NoImage)?;
+        let mut facet = Map::new();
+        let Some(target) = g.get_opt_json(&format!("/v2/images/{id}"))? else {
+            facet.insert("action".into(), "missing".into());
+            return Ok(facet);
+        };
+        if !same_data(&target, img) {
+            facet.insert("action".into(), "data_mismatch".into());
+            return Ok(facet);
+        }
+        // Status counts too (a queued copy of an active image is behind).
+        let mut diffs = Vec::new();
+        let want = self.sendable(img);
+        for (k, v) in want.iter().chain(img.get_key_value("status")) {
+            let t = target.get(k).unwrap_or(&Value::Null);
+            if t != v {
+                diffs.push(json!({"key": k, "source": v, "target": t}));
+            }
+        }
+        facet.insert(
+            "action".into(),
+            (if diffs.is_empty() {
+                "in_sync"
+            } else {
+                "differs"
+            })
+            .into(),
+        );
+        if !diffs.is_empty() {
+            facet.insert("differences".into(), diffs.into());
+        }
         Ok(facet)
     }
 

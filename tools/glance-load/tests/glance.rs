@@ -98,6 +98,11 @@ fn replicate_between_two_real_glances() {
     let dir = t.path().join("dump");
     let records = dump(&src.url, dir.to_str().unwrap());
 
+    // --compare before anything is copied: all missing, exit 1.
+    let (code, recs) = load(&dst.url, &records, &["--compare"]);
+    assert_eq!(code, 1);
+    assert_eq!(actions(&recs), ["missing", "missing"]);
+
     // --dry-run: the plan, no writes.
     let (code, recs) = load(&dst.url, &records, &["--dry-run"]);
     assert_eq!(code, 0);
@@ -137,6 +142,11 @@ fn replicate_between_two_real_glances() {
         .unwrap();
     assert!(got.stdout == bytes);
 
+    // Now in sync, by --compare's reckoning too.
+    let (code, recs) = load(&dst.url, &records, &["--compare"]);
+    assert_eq!(code, 0, "{recs:?}");
+    assert_eq!(actions(&recs), ["in_sync", "in_sync"]);
+
     // A second run writes nothing.
     let before = curl(&[&format!("{}/v2/images/{active}", dst.url)])["updated_at"].clone();
     let (_, recs) = load(&dst.url, &records, &[]);
@@ -157,6 +167,13 @@ fn replicate_between_two_real_glances() {
         &format!("{}/v2/images/{active}", src.url),
     ]);
     let records = dump(&src.url, dir.to_str().unwrap());
+    let (code, recs) = load(&dst.url, &records, &["--compare"]);
+    assert_eq!(code, 1);
+    assert_eq!(actions(&recs), ["differs", "in_sync"]);
+    assert_eq!(
+        recs[0]["load"]["differences"],
+        serde_json::json!([{"key": "os_distro", "source": "debian", "target": "cirros"}])
+    );
     let (_, recs) = load(&dst.url, &records, &[]);
     assert_eq!(actions(&recs), ["updated", "unchanged"]);
     assert_eq!(recs[0]["load"]["changes"], serde_json::json!(["os_distro"]));
@@ -189,4 +206,6 @@ fn replicate_between_two_real_glances() {
     let (code, recs) = load(&dst.url, &records, &[]);
     assert_eq!(code, 1);
     assert_eq!(actions(&recs), ["unchanged", "unchanged", "conflict"]);
+    let (_, recs) = load(&dst.url, &records, &["--compare"]);
+    assert_eq!(actions(&recs), ["in_sync", "in_sync", "data_mismatch"]);
 }
