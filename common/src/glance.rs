@@ -62,6 +62,25 @@ impl HttpError {
     }
 }
 
+/// The headers every request carries: `X-Auth-Token` from `token`, and
+/// each `Name: value` of `extra` (the `--header` flags).
+pub fn request_headers(
+    token: Option<&str>,
+    extra: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    if let Some(t) = token {
+        headers.push(("X-Auth-Token".to_owned(), t.to_owned()));
+    }
+    for h in extra {
+        let Some((k, v)) = h.split_once(':') else {
+            return Err(format!("--header {h:?}: expected 'Name: value'"));
+        };
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(headers)
+}
+
 /// One Glance endpoint.
 pub struct Glance {
     agent: ureq::Agent,
@@ -347,5 +366,36 @@ impl Glance {
             sink(&buf[..k]).map_err(io)?;
             n += k as u64;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_from_flags() {
+        let h = request_headers(Some("tok"), &["X-Roles: admin, member".into()]);
+        assert_eq!(
+            h,
+            Ok(vec![
+                ("X-Auth-Token".to_owned(), "tok".to_owned()),
+                ("X-Roles".to_owned(), "admin, member".to_owned()),
+            ])
+        );
+        assert!(request_headers(None, &["no colon".into()]).is_err());
+    }
+
+    #[test]
+    fn errors_never_show_headers() {
+        let g = Glance::new(
+            "http://127.0.0.1:9/prefix/",
+            vec![("X-Auth-Token".into(), "secret".into())],
+            Duration::from_secs(1),
+        );
+        assert!(!format!("{g:?}").contains("secret"));
+        assert_eq!(g.url("/v2/images"), "http://127.0.0.1:9/prefix/v2/images");
+        let e = g.get_json("/", &[200]).unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
     }
 }

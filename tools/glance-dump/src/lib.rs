@@ -100,16 +100,8 @@ impl Tool for Cli {
             anyhow::bail!("--url URL (or $OS_IMAGE_URL) is required");
         };
         common::signal::install();
-        let mut headers = Vec::new();
-        if let Some(t) = &self.token {
-            headers.push(("X-Auth-Token".to_owned(), t.clone()));
-        }
-        for h in &self.headers {
-            let Some((k, v)) = h.split_once(':') else {
-                anyhow::bail!("--header {h:?}: expected 'Name: value'");
-            };
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
+        let headers = common::glance::request_headers(self.token.as_deref(), &self.headers)
+            .map_err(anyhow::Error::msg)?;
         let glance = Glance::new(&url, headers, Duration::from_secs(self.timeout));
         if let Err(e) = glance.check_v2() {
             let err = ctx.error(e.kind(), e.to_string());
