@@ -81,6 +81,51 @@ pub fn request_headers(
     Ok(headers)
 }
 
+/// The flags that name a Glance endpoint and how to talk to it, shared by
+/// glance-dump and glance-load.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
+    /// The Glance endpoint (default: $OS_IMAGE_URL); required
+    // Optional for clap so that the shared `--generate` works without one.
+    #[arg(long, value_name = "URL", env = "OS_IMAGE_URL")]
+    pub url: Option<String>,
+    /// A token sent as X-Auth-Token (default: $OS_AUTH_TOKEN); never
+    /// printed
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "OS_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// An extra request header 'Name: value' (repeatable)
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Seconds to wait for a connection or a response
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
+}
+
+impl EndpointArgs {
+    /// The endpoint, checked to offer the Images v2 API. `Ok(None)` after
+    /// an error record for the endpoint was written (no v2, unreachable);
+    /// `Err` for bad usage (no URL, a malformed header).
+    pub fn connect(&self, ctx: &mut crate::cli::Ctx) -> anyhow::Result<Option<Glance>> {
+        let Some(url) = self.url.as_deref() else {
+            anyhow::bail!("--url URL (or $OS_IMAGE_URL) is required");
+        };
+        let headers =
+            request_headers(self.token.as_deref(), &self.headers).map_err(anyhow::Error::msg)?;
+        let glance = Glance::new(url, headers, Duration::from_secs(self.timeout));
+        if let Err(e) = glance.check_v2() {
+            let err = ctx.error(e.kind(), e.to_string());
+            ctx.fail(crate::Record::from_path(url), err)?;
+            return Ok(None);
+        }
+        Ok(Some(glance))
+    }
+}
+
 /// One Glance endpoint.
 pub struct Glance {
     agent: ureq::Agent,
@@ -120,6 +165,11 @@ impl Glance {
         }
     }
 
+    /// The endpoint as given (without a trailing `/`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `path` (starting with `/`) or a `next` link resolved against the
     /// endpoint (with its path prefix).
     pub fn url(&self, path: &str) -> String {
@@ -131,10 +181,7 @@ impl Glance {
         path: &str,
         extra: &[(&str, String)],
     ) -> Result<ureq::http::Response<ureq::Body>, HttpError> {
-        let mut req = self.agent.get(&self.url(path));
-        for (k, v) in &self.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
+        let mut req = self.with_headers(self.agent.get(&self.url(path)));
         for (k, v) in extra {
             req = req.header(*k, v.as_str());
         }
@@ -285,23 +332,11 @@ impl Glance {
 
     /// GET `path` as JSON, expecting one of `ok` statuses.
     pub fn get_json(&self, path: &str, ok: &[u16]) -> Result<Value, HttpError> {
-        let mut resp = self.get(path, &[])?;
+        let resp = self.get(path, &[])?;
         if !ok.contains(&resp.status().as_u16()) {
             return Err(Self::status_error(path, resp));
         }
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_JSON)
-            .read_to_string()
-            .map_err(|e| HttpError::Transport {
-                what: path.to_owned(),
-                why: e.to_string(),
-            })?;
-        serde_json::from_str(&text).map_err(|e| HttpError::Protocol {
-            what: path.to_owned(),
-            why: format!("not JSON: {e}"),
-        })
+        Self::json_of(path, resp)
     }
 
     /// `GET /`: the versions on offer must include v2 (never read a v1-only

@@ -624,25 +624,24 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         let probed = par_map(&names, |name| {
             let path = base.join(name);
             let m = std::fs::symlink_metadata(&path).ok()?;
-            let class = names::classify(&lossy(name)).class;
+            let named = names::classify(&lossy(name));
             let fmt = (m.file_type().is_file()
                 && !matches!(
-                    class,
+                    named.class,
                     Class::ChecksumSidecar | Class::InfoSidecar | Class::PartialDownload
                 ))
             .then(|| format_of(&path))
             .flatten();
-            Some((m, fmt))
+            Some((m, fmt, named))
         });
         for (name, probed) in names.into_iter().zip(probed) {
             let path = base.join(&name);
             // Vanished since the listing: nothing to say.
-            let Some((m, format)) = probed else {
+            let Some((m, format, named)) = probed else {
                 continue;
             };
             let text = lossy(&name);
             present.insert(text.clone());
-            let named = names::classify(&text);
             let ft = m.file_type();
             let file_type = if ft.is_symlink() {
                 "symlink"

@@ -11,7 +11,6 @@ use common::{ErrorKind, Record};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The facet of the raw image.
 pub const IMAGE: &str = "image";
@@ -43,22 +42,8 @@ the glance-replicator dump layout, data streamed, hashed and verified.",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// The Glance endpoint (default: $OS_IMAGE_URL); required
-    // Optional for clap so that the shared `--generate` works without one.
-    #[arg(long, value_name = "URL", env = "OS_IMAGE_URL")]
-    pub url: Option<String>,
-    /// A token sent as X-Auth-Token (default: $OS_AUTH_TOKEN); never
-    /// printed
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "OS_AUTH_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// An extra request header 'Name: value' (repeatable)
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
+    #[command(flatten)]
+    pub endpoint: common::glance::EndpointArgs,
     /// Also write DIR/<id> (metadata) and DIR/<id>.img (data of active
     /// images)
     #[arg(long, value_name = "DIR")]
@@ -79,9 +64,6 @@ pub struct Cli {
     /// name, status, owner, tag, size_min, size_max, ...)
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
-    /// Seconds to wait for a connection or a response
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub timeout: u64,
 
     #[command(flatten)]
     pub shared: SharedArgs,
@@ -96,18 +78,10 @@ impl Tool for Cli {
     }
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
-        let Some(url) = self.url.clone() else {
-            anyhow::bail!("--url URL (or $OS_IMAGE_URL) is required");
+        let Some(glance) = self.endpoint.connect(ctx)? else {
+            return Ok(());
         };
         common::signal::install();
-        let headers = common::glance::request_headers(self.token.as_deref(), &self.headers)
-            .map_err(anyhow::Error::msg)?;
-        let glance = Glance::new(&url, headers, Duration::from_secs(self.timeout));
-        if let Err(e) = glance.check_v2() {
-            let err = ctx.error(e.kind(), e.to_string());
-            ctx.fail(Record::from_path(&url), err)?;
-            return Ok(());
-        }
         if let Some(d) = &self.dir {
             std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
         }
@@ -120,7 +94,7 @@ impl Tool for Cli {
                     Ok(p) => p,
                     Err(e) => {
                         let err = ctx.error(e.kind(), e.to_string());
-                        ctx.fail(Record::from_path(&url), err)?;
+                        ctx.fail(Record::from_path(glance.base()), err)?;
                         break 'passes;
                     }
                 };
@@ -455,7 +429,11 @@ mod tests {
 
     #[test]
     fn ids_that_are_not_file_names_are_refused() {
-        let g = Glance::new("http://127.0.0.1:9", Vec::new(), Duration::from_secs(1));
+        let g = Glance::new(
+            "http://127.0.0.1:9",
+            Vec::new(),
+            std::time::Duration::from_secs(1),
+        );
         let t = std::env::temp_dir();
         for id in ["", ".", "..", "a/b"] {
             let r = dump_one(&t, &g, &serde_json::json!({"id": id}), id, true);

@@ -12,7 +12,6 @@ use common::glance::{Glance, HttpError};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value, json};
 use std::path::Path;
-use std::time::Duration;
 
 /// The facet this tool owns.
 pub const FACET: &str = "load";
@@ -61,22 +60,8 @@ a second run writes nothing.",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// The target Glance endpoint (default: $OS_IMAGE_URL); required
-    // Optional for clap so that the shared `--generate` works without one.
-    #[arg(long, value_name = "URL", env = "OS_IMAGE_URL")]
-    pub url: Option<String>,
-    /// A token sent as X-Auth-Token (default: $OS_AUTH_TOKEN); never
-    /// printed
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "OS_AUTH_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// An extra request header 'Name: value' (repeatable)
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
+    #[command(flatten)]
+    pub endpoint: common::glance::EndpointArgs,
     /// Plan only: say what would be done, write nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -88,9 +73,6 @@ pub struct Cli {
     /// A key never sent (repeatable; added to the read-only keys)
     #[arg(long = "exclude-key", value_name = "KEY")]
     pub exclude_keys: Vec<String>,
-    /// Seconds to wait for a connection or a response
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub timeout: u64,
 
     #[command(flatten)]
     pub shared: SharedArgs,
@@ -105,18 +87,10 @@ impl Tool for Cli {
     }
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
-        let Some(url) = self.url.clone() else {
-            anyhow::bail!("--url URL (or $OS_IMAGE_URL) is required");
+        let Some(glance) = self.endpoint.connect(ctx)? else {
+            return Ok(());
         };
         common::signal::install();
-        let headers = common::glance::request_headers(self.token.as_deref(), &self.headers)
-            .map_err(anyhow::Error::msg)?;
-        let glance = Glance::new(&url, headers, Duration::from_secs(self.timeout));
-        if let Err(e) = glance.check_v2() {
-            let err = ctx.error(e.kind(), e.to_string());
-            ctx.fail(Record::from_path(&url), err)?;
-            return Ok(());
-        }
         common::cli::each_stdin_record(ctx, |ctx, mut rec| {
             let result = if self.compare {
                 self.compare_one(&glance, &rec)
@@ -197,16 +171,8 @@ impl Cli {
     }
 
     fn load_one(&self, g: &Glance, rec: &Record) -> Result<Map<String, Value>, LoadError> {
-        let img = rec
-            .get("image")
-            .and_then(Value::as_object)
-            .ok_or(LoadError::NoImage)?;
-        let id = img
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|i| !i.is_empty() && !i.contains('/'))
-            .ok_or(LoadError::NoImage)?
-            .to_owned();
+        let (img, id) = image_of(rec)?;
+        let id = id.to_owned();
         let data = rec
             .path()
             .map(Path::new)
@@ -329,15 +295,7 @@ impl Cli {
 
     /// `--compare`: how the target's copy of the record's image differs.
     fn compare_one(&self, g: &Glance, rec: &Record) -> Result<Map<String, Value>, LoadError> {
-        let img = rec
-            .get("image")
-            .and_then(Value::as_object)
-            .ok_or(LoadError::NoImage)?;
-        let id = img
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|i| !i.is_empty() && !i.contains('/'))
-            .ok_or(LoadError::NoImage)?;
+        let (img, id) = image_of(rec)?;
         let mut facet = Map::new();
         let Some(target) = g.get_opt_json(&format!("/v2/images/{id}"))? else {
             facet.insert("action".into(), "missing".into());
@@ -392,6 +350,20 @@ impl Cli {
         }
         Ok(())
     }
+}
+
+/// The record's `image` facet and its id (a plain path segment).
+fn image_of(rec: &Record) -> Result<(&Map<String, Value>, &str), LoadError> {
+    let img = rec
+        .get("image")
+        .and_then(Value::as_object)
+        .ok_or(LoadError::NoImage)?;
+    let id = img
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|i| !i.is_empty() && !i.contains('/'))
+        .ok_or(LoadError::NoImage)?;
+    Ok((img, id))
 }
 
 /// Whether `t` and `src` describe the same data: size, and the multihash
