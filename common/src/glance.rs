@@ -47,7 +47,10 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// The record's `error.kind`.
+    /// The record's `error.kind`: 401/403 are auth errors, 404 not found,
+    /// 409 already exists (the replicator's "already present"), 415 a
+    /// format Glance refused; any other status (400, 5xx) and an answer
+    /// that is not the API's are server errors.
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
             HttpError::Status {
@@ -55,11 +58,74 @@ impl HttpError {
             } => crate::ErrorKind::PermissionDenied,
             HttpError::Status { status: 404, .. } => crate::ErrorKind::NotFound,
             HttpError::Status { status: 409, .. } => crate::ErrorKind::AlreadyExists,
-            HttpError::Status { .. } | HttpError::Transport { .. } | HttpError::Protocol { .. } => {
-                crate::ErrorKind::Io
-            }
+            HttpError::Status { status: 415, .. } => crate::ErrorKind::FormatMismatch,
+            HttpError::Status { .. } | HttpError::Protocol { .. } => crate::ErrorKind::ServerError,
+            HttpError::Transport { .. } => crate::ErrorKind::Io,
         }
     }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again might work: no answer, or a 5xx (a gateway,
+    /// an overloaded or locked database). The caller still decides whether
+    /// a retry is safe: a 500 on upload is usually a spoiled id.
+    pub fn transient(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Transport { .. }
+                | HttpError::Status {
+                    status: 500..=599,
+                    ..
+                }
+        )
+    }
+}
+
+/// What Glance says the data must be: size, and the hash to check
+/// (`os_hash_value` with `os_hash_algo`, else `checksum` MD5).
+pub fn expected(img: &Value) -> (Option<u64>, Option<(crate::hash::Algorithm, String)>) {
+    let size = img.get("size").and_then(Value::as_u64);
+    let s = |k: &str| {
+        img.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    };
+    let hash = match (
+        s("os_hash_algo").and_then(|a| a.parse::<crate::hash::Algorithm>().ok()),
+        s("os_hash_value"),
+    ) {
+        (Some(a), Some(v)) => Some((a, v)),
+        _ => s("checksum").map(|c| (crate::hash::Algorithm::Md5, c)),
+    };
+    (size, hash)
+}
+
+/// The error facet for `e`: its kind and message, and when the server
+/// answered, `http_status`, Glance's `server_message` and `request_id`.
+pub fn error_facet(ctx: &crate::cli::Ctx, e: &HttpError) -> crate::record::ErrorFacet {
+    let mut err = ctx.error(e.kind(), e.to_string());
+    if let HttpError::Status {
+        status,
+        message,
+        request_id,
+        ..
+    } = e
+    {
+        err = err.with("http_status", *status);
+        if let Some(m) = message {
+            err = err.with("server_message", m.as_str());
+        }
+        if let Some(r) = request_id {
+            err = err.with("request_id", r.as_str());
+        }
+    }
+    err
 }
 
 /// The headers every request carries: `X-Auth-Token` from `token`, and
@@ -83,7 +149,7 @@ pub fn request_headers(
 
 /// The flags that name a Glance endpoint and how to talk to it, shared by
 /// glance-dump and glance-load.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct EndpointArgs {
     /// The Glance endpoint (default: $OS_IMAGE_URL); required
     // Optional for clap so that the shared `--generate` works without one.
@@ -95,12 +161,20 @@ pub struct EndpointArgs {
         long,
         value_name = "TOKEN",
         env = "OS_AUTH_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "token_file"
     )]
     pub token: Option<String>,
+    /// Read the token from FILE (keeps it out of the process list)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// An extra request header 'Name: value' (repeatable)
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// Trust the CA certificates of this PEM file for https (instead of
+    /// the bundled Mozilla roots)
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<std::path::PathBuf>,
     /// Seconds to wait for a connection or a response
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
@@ -109,20 +183,81 @@ pub struct EndpointArgs {
 impl EndpointArgs {
     /// The endpoint, checked to offer the Images v2 API. `Ok(None)` after
     /// an error record for the endpoint was written (no v2, unreachable);
-    /// `Err` for bad usage (no URL, a malformed header).
+    /// `Err` for bad usage (no URL, not http(s), a malformed header, an
+    /// unreadable token file or CA file).
     pub fn connect(&self, ctx: &mut crate::cli::Ctx) -> anyhow::Result<Option<Glance>> {
-        let Some(url) = self.url.as_deref() else {
-            anyhow::bail!("--url URL (or $OS_IMAGE_URL) is required");
-        };
-        let headers =
-            request_headers(self.token.as_deref(), &self.headers).map_err(anyhow::Error::msg)?;
-        let glance = Glance::new(url, headers, Duration::from_secs(self.timeout));
+        let glance = self.glance("--url URL (or $OS_IMAGE_URL)")?;
         if let Err(e) = glance.check_v2() {
-            let err = ctx.error(e.kind(), e.to_string());
-            ctx.fail(crate::Record::from_path(url), err)?;
+            let err = error_facet(ctx, &e);
+            ctx.fail(crate::Record::from_path(glance.base()), err)?;
             return Ok(None);
         }
         Ok(Some(glance))
+    }
+
+    /// The client for these flags, not yet checked; `what` names the URL
+    /// flag in the error when it is missing.
+    pub fn glance(&self, what: &str) -> anyhow::Result<Glance> {
+        let Some(url) = self.url.as_deref() else {
+            anyhow::bail!("{what} is required");
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("{url:?}: the endpoint must be an http:// or https:// URL");
+        }
+        let token = match &self.token_file {
+            Some(f) => {
+                let t = std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?;
+                let t = t.trim().to_owned();
+                if t.is_empty() {
+                    anyhow::bail!("--token-file {}: the file is empty", f.display());
+                }
+                Some(t)
+            }
+            None => self.token.clone(),
+        };
+        let headers =
+            request_headers(token.as_deref(), &self.headers).map_err(anyhow::Error::msg)?;
+        let roots = match &self.cacert {
+            Some(f) => Some(read_cacert(f)?),
+            None => None,
+        };
+        Ok(Glance::new(
+            url,
+            headers,
+            Duration::from_secs(self.timeout),
+            roots,
+        ))
+    }
+}
+
+/// The certificates of a PEM file, for `--cacert`.
+fn read_cacert(f: &std::path::Path) -> anyhow::Result<ureq::tls::RootCerts> {
+    let pem = std::fs::read(f).map_err(|e| anyhow::anyhow!("--cacert {}: {e}", f.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("--cacert {}: {e}", f.display()),
+        }
+    }
+    if certs.is_empty() {
+        anyhow::bail!("--cacert {}: no PEM certificate in the file", f.display());
+    }
+    Ok(ureq::tls::RootCerts::from(certs))
+}
+
+/// A body that stops at the next read once a signal is pending, so an
+/// interrupted upload ends short (and Glance refuses it by its size).
+struct Checked<R> {
+    inner: R,
+}
+
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        crate::signal::check()?;
+        self.inner.read(buf)
     }
 }
 
@@ -146,8 +281,18 @@ impl std::fmt::Debug for Glance {
 
 impl Glance {
     /// An endpoint at `url` sending `headers`.
-    pub fn new(url: &str, headers: Vec<(String, String)>, timeout: Duration) -> Glance {
+    pub fn new(
+        url: &str,
+        headers: Vec<(String, String)>,
+        timeout: Duration,
+        roots: Option<ureq::tls::RootCerts>,
+    ) -> Glance {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(r) = roots {
+            tls = tls.root_certs(r);
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             // `GET /` answers 300 Multiple Choices without a Location.
             .max_redirects(0)
@@ -300,22 +445,19 @@ impl Glance {
         Self::json_of(path, resp)
     }
 
-    /// PUT the `size` bytes of `file` as image data to `path`, always with
+    /// PUT `size` bytes of `body` as image data to `path`, always with
     /// the size (`Content-Length`, `x-openstack-image-size`): a chunked
     /// upload cut short becomes an active image with truncated data.
-    pub fn upload(&self, path: &str, file: &std::path::Path, size: u64) -> Result<(), HttpError> {
-        let io = |e: std::io::Error| HttpError::Transport {
-            what: path.to_owned(),
-            why: e.to_string(),
+    pub fn upload(&self, path: &str, body: &mut dyn Read, size: u64) -> Result<(), HttpError> {
+        let mut body = Checked {
+            inner: body.take(size),
         };
-        let f = std::fs::File::open(file).map_err(io)?;
-        let mut reader = f.take(size);
         let resp = self
             .with_headers(self.agent.put(&self.url(path)))
             .header("Content-Type", "application/octet-stream")
             .header("Content-Length", size.to_string())
             .header("x-openstack-image-size", size.to_string())
-            .send(ureq::SendBody::from_reader(&mut reader))
+            .send(ureq::SendBody::from_reader(&mut body))
             .map_err(|e| HttpError::Transport {
                 what: path.to_owned(),
                 why: e.to_string(),
@@ -328,6 +470,44 @@ impl Glance {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// A call without a body (`POST .../actions/deactivate`, `DELETE`),
+    /// expecting one of `ok`.
+    pub fn call(&self, method: &'static str, path: &str, ok: &[u16]) -> Result<(), HttpError> {
+        let url = self.url(path);
+        let sent = match method {
+            "DELETE" => self.with_headers(self.agent.delete(&url)).call(),
+            _ => self.with_headers(self.agent.post(&url)).send_empty(),
+        };
+        let resp = sent.map_err(|e| HttpError::Transport {
+            what: path.to_owned(),
+            why: e.to_string(),
+        })?;
+        if !ok.contains(&resp.status().as_u16()) {
+            let mut e = Self::status_error(path, resp);
+            if let HttpError::Status { method: m, .. } = &mut e {
+                *m = method;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The data of `path` (`/v2/images/{id}/file`) as a stream, with the
+    /// size the server announces: for copying straight into an upload.
+    pub fn open(&self, path: &str) -> Result<(Option<u64>, ureq::BodyReader<'static>), HttpError> {
+        let resp = self.get(path, &[])?;
+        if resp.status().as_u16() != 200 {
+            return Err(Self::status_error(path, resp));
+        }
+        let len = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+        Ok((len, reader))
     }
 
     /// GET `path` as JSON, expecting one of `ok` statuses.
@@ -409,6 +589,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_multihash_wins_then_md5() {
+        let img = serde_json::json!({"size": 3, "checksum": "ABC", "os_hash_algo": "sha512", "os_hash_value": "DEF"});
+        assert_eq!(
+            expected(&img),
+            (
+                Some(3),
+                Some((crate::hash::Algorithm::Sha512, "def".to_owned()))
+            )
+        );
+        let old =
+            serde_json::json!({"checksum": "abc", "os_hash_algo": null, "os_hash_value": null});
+        assert_eq!(
+            expected(&old),
+            (None, Some((crate::hash::Algorithm::Md5, "abc".to_owned())))
+        );
+        assert_eq!(expected(&serde_json::json!({})), (None, None));
+    }
+
+    #[test]
     fn headers_from_flags() {
         let h = request_headers(Some("tok"), &["X-Roles: admin, member".into()]);
         assert_eq!(
@@ -427,6 +626,7 @@ mod tests {
             "http://127.0.0.1:9/prefix/",
             vec![("X-Auth-Token".into(), "secret".into())],
             Duration::from_secs(1),
+            None,
         );
         assert!(!format!("{g:?}").contains("secret"));
         assert_eq!(g.url("/v2/images"), "http://127.0.0.1:9/prefix/v2/images");

@@ -158,6 +158,11 @@ pub enum ErrorKind {
     /// Stopped by SIGINT, SIGTERM or SIGHUP before this record was done
     /// (what it had written was cleaned up).
     Interrupted,
+    /// A server answered with an error status (HTTP 400, 5xx, ...).
+    ServerError,
+    /// The data is not in the format its metadata declares (checked
+    /// before an upload, or refused by the server with 415).
+    FormatMismatch,
 }
 
 impl ErrorKind {
@@ -192,6 +197,8 @@ impl ErrorKind {
             ErrorKind::NotAVhd => "not_a_vhd",
             ErrorKind::Internal => "internal",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::FormatMismatch => "format_mismatch",
         }
     }
 
@@ -225,6 +232,8 @@ impl ErrorKind {
         ErrorKind::NotAVhd,
         ErrorKind::Internal,
         ErrorKind::Interrupted,
+        ErrorKind::ServerError,
+        ErrorKind::FormatMismatch,
     ];
 
     /// The kind for an I/O error on a named file.

@@ -118,3 +118,77 @@ pub fn upload(url: &str, id: &str, file: &Path) {
         &format!("{url}/v2/images/{id}/file"),
     ]);
 }
+
+/// `curl` with other identity headers (another project, fewer roles);
+/// the HTTP status and the body.
+pub fn curl_as(auth: &[&str], args: &[&str]) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "-", "-w", "\n%{http_code}"]);
+    for h in auth {
+        c.args(["-H", h]);
+    }
+    let out = c.args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Apply a JSON patch to an image.
+pub fn patch(url: &str, id: &str, ops: &str) -> Value {
+    curl(&[
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/openstack-images-v2.1-json-patch",
+        "-d",
+        ops,
+        &format!("{url}/v2/images/{id}"),
+    ])
+}
+
+/// Run a workspace binary beside `exe` (a `CARGO_BIN_EXE_*`) with the
+/// test identity on its endpoint flags, `input` on stdin; the exit code
+/// and the output records.
+pub fn run_tool(exe: PathBuf, args: &[&str], input: &str) -> (i32, Vec<Value>) {
+    use std::io::Write;
+    let mut c = Command::new(exe);
+    c.args(args);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let recs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code().unwrap_or(-1), recs)
+}
+
+/// `--header H` for each identity header.
+pub fn auth_flags(flag: &str) -> Vec<String> {
+    AUTH.iter()
+        .flat_map(|h| [flag.to_owned(), (*h).to_owned()])
+        .collect()
+}
+
+/// Incompressible-looking bytes, different for each seed.
+pub fn bytes_of(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 11) as u8
+        })
+        .collect()
+}

@@ -23,7 +23,8 @@ per image as it arrives (all visibilities, hidden images too, sorted by
 created_at then id). With --dir the top-level \"path\" is the data file, so
 `checksum-tee --verify` can re-check it; dump holds action (listed,
 metadata_written, downloaded, resumed, present_verified), meta_path,
-data_path, bytes, md5, os_hash_algo, os_hash_value, verified.
+data_path, bytes, md5, os_hash_algo, os_hash_value, verified, and for a
+shared image its members ([{member_id, status}]).
 
 The replicator's `size`: glance-dump --url URL --summary | tail -n 1
   or: glance-dump --url URL | jq -s '[.[] | select(.image.status == \"active\") | .image.size] | {count: length, bytes: add}'
@@ -44,8 +45,8 @@ the glance-replicator dump layout, data streamed, hashed and verified.",
 pub struct Cli {
     #[command(flatten)]
     pub endpoint: common::glance::EndpointArgs,
-    /// Also write DIR/<id> (metadata) and DIR/<id>.img (data of active
-    /// images)
+    /// Also write DIR/<id> (metadata), DIR/<id>.img (data of active and
+    /// deactivated images) and DIR/<id>.members (of shared images)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// With --dir, write metadata only
@@ -93,7 +94,7 @@ impl Tool for Cli {
                 let page = match glance.get_json(&path, &[200]) {
                     Ok(p) => p,
                     Err(e) => {
-                        let err = ctx.error(e.kind(), e.to_string());
+                        let err = common::glance::error_facet(ctx, &e);
                         ctx.fail(Record::from_path(glance.base()), err)?;
                         break 'passes;
                     }
@@ -155,11 +156,25 @@ impl Cli {
             .to_owned();
         let mut rec = Record::new();
         rec.set(IMAGE, img.clone());
+        let members = match members_of(glance, img, &id) {
+            Ok(m) => m,
+            Err(e) => {
+                let err = e.facet(ctx);
+                return Ok(ctx.fail(rec, err)?);
+            }
+        };
         let Some(dir) = &self.dir else {
-            rec.set(FACET, serde_json::json!({"action": "listed"}));
+            let mut facet = Map::new();
+            facet.insert("action".into(), "listed".into());
+            if let Some(m) = members {
+                facet.insert("members".into(), m);
+            }
+            rec.set(FACET, Value::Object(facet));
             return Ok(ctx.emit(&rec)?);
         };
-        match dump_one(dir, glance, img, &id, self.metaonly) {
+        match dump_one(dir, glance, img, &id, self.metaonly)
+            .and_then(|r| write_members(dir, &id, members, r))
+        {
             Ok((facet, data)) => {
                 if let Some(p) = data {
                     rec = prepend_path(rec, &p);
@@ -168,12 +183,66 @@ impl Cli {
                 ctx.emit(&rec)?;
             }
             Err(e) => {
-                let err = ctx.error(e.kind(), e.to_string());
+                let err = e.facet(ctx);
                 ctx.fail(rec, err)?;
             }
         }
         Ok(())
     }
+}
+
+/// Whether Glance holds data for the image: active, or deactivated (which
+/// an admin can still download).
+pub fn has_data(img: &Value) -> bool {
+    matches!(
+        img.get("status").and_then(Value::as_str),
+        Some("active" | "deactivated")
+    )
+}
+
+/// The members of a shared image, as `[{member_id, status}]`.
+fn members_of(glance: &Glance, img: &Value, id: &str) -> Result<Option<Value>, DumpError> {
+    if img.get("visibility").and_then(Value::as_str) != Some("shared") {
+        return Ok(None);
+    }
+    if id.is_empty() || id.contains('/') {
+        return Err(DumpError::BadId(id.to_owned()));
+    }
+    let v = glance.get_json(&format!("/v2/images/{id}/members"), &[200])?;
+    let list: Vec<Value> = v
+        .get("members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|m| serde_json::json!({"member_id": m.get("member_id"), "status": m.get("status")}))
+        .collect();
+    Ok(Some(Value::Array(list)))
+}
+
+/// With `--dir`, the members of a shared image go to `DIR/<id>.members`
+/// (one JSON line; not a UUID name, so the old replicator skips it), and
+/// into the facet.
+fn write_members(
+    dir: &Path,
+    id: &str,
+    members: Option<Value>,
+    (mut facet, data): (Map<String, Value>, Option<PathBuf>),
+) -> Result<(Map<String, Value>, Option<PathBuf>), DumpError> {
+    let Some(m) = members else {
+        return Ok((facet, data));
+    };
+    let path = dir.join(format!("{id}.members"));
+    let io = |source| DumpError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut f = common::atomic::AtomicFile::create(&path, true).map_err(io)?;
+    let mut line = m.to_string().into_bytes();
+    line.push(b'\n');
+    f.file().write_all(&line).map_err(io)?;
+    f.commit().map_err(io)?;
+    facet.insert("members".into(), m);
+    Ok((facet, data))
 }
 
 /// `rec` with a top-level `path` first.
@@ -214,6 +283,14 @@ pub enum DumpError {
 }
 
 impl DumpError {
+    /// The error facet (with the HTTP details of a failed call).
+    pub fn facet(&self, ctx: &Ctx) -> common::ErrorFacet {
+        match self {
+            DumpError::Http(h) => common::glance::error_facet(ctx, h),
+            _ => ctx.error(self.kind(), self.to_string()),
+        }
+    }
+
     /// The record's `error.kind`.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -223,25 +300,6 @@ impl DumpError {
             DumpError::Mismatch { .. } => ErrorKind::BadImage,
         }
     }
-}
-
-/// What Glance says the data must be: size, and the hash to check
-/// (`os_hash_value` with `os_hash_algo`, else `checksum` MD5).
-fn expected(img: &Value) -> (Option<u64>, Option<(Algorithm, String)>) {
-    let size = img.get("size").and_then(Value::as_u64);
-    let s = |k: &str| {
-        img.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase)
-    };
-    let hash = match (
-        s("os_hash_algo").and_then(|a| a.parse::<Algorithm>().ok()),
-        s("os_hash_value"),
-    ) {
-        (Some(a), Some(v)) => Some((a, v)),
-        _ => s("checksum").map(|c| (Algorithm::Md5, c)),
-    };
-    (size, hash)
 }
 
 /// Hash a whole file (resuming or checking a present one).
@@ -281,12 +339,11 @@ fn dump_one(
         "meta_path".into(),
         meta_path.to_string_lossy().into_owned().into(),
     );
-    let active = img.get("status").and_then(Value::as_str) == Some("active");
-    if metaonly || !active {
+    if metaonly || !has_data(img) {
         facet.insert("action".into(), "metadata_written".into());
         return Ok((facet, None));
     }
-    let (size, hash) = expected(img);
+    let (size, hash) = common::glance::expected(img);
     let mut algs = vec![Algorithm::Md5];
     if let Some((a, _)) = &hash {
         algs.push(*a);
@@ -412,27 +469,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_multihash_wins_then_md5() {
-        let img = serde_json::json!({"size": 3, "checksum": "ABC", "os_hash_algo": "sha512", "os_hash_value": "DEF"});
-        assert_eq!(
-            expected(&img),
-            (Some(3), Some((Algorithm::Sha512, "def".to_owned())))
-        );
-        let old =
-            serde_json::json!({"checksum": "abc", "os_hash_algo": null, "os_hash_value": null});
-        assert_eq!(
-            expected(&old),
-            (None, Some((Algorithm::Md5, "abc".to_owned())))
-        );
-        assert_eq!(expected(&serde_json::json!({})), (None, None));
-    }
-
-    #[test]
     fn ids_that_are_not_file_names_are_refused() {
         let g = Glance::new(
             "http://127.0.0.1:9",
             Vec::new(),
             std::time::Duration::from_secs(1),
+            None,
         );
         let t = std::env::temp_dir();
         for id in ["", ".", "..", "a/b"] {

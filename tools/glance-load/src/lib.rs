@@ -1,78 +1,128 @@
 //! glance-load: images into a Glance (Images API v2) from glance-dump
-//! records, each planned by the target's state and then acted on:
-//! absent → create with the same id (and upload the record's data file,
-//! always with its size, then read back and verify); queued → upload;
+//! records or a dump directory, each planned by the target's state and
+//! then acted on: absent → create with the same id, upload the data
+//! (always with its size, verified while it streams and read back after),
+//! then set `protected`, deactivate and add members; queued → upload;
 //! active with the same data → PATCH only the differing keys, or nothing;
-//! active with other data → `conflict` (images are immutable). A second
-//! run over an unchanged source writes nothing.
+//! active with other data → `conflict` (images are immutable); killed, or
+//! queued with data stuck in the store → `spoiled`. A second run over an
+//! unchanged source writes nothing.
+
+mod dir;
+mod plan;
+mod stream;
+
+pub use dir::{from_v1, is_uuid};
+pub use plan::LoadError;
 
 use clap::Parser;
 use common::cli::{Ctx, SharedArgs, Tool};
-use common::glance::{Glance, HttpError};
+use common::glance::EndpointArgs;
 use common::{ErrorKind, Record};
-use serde_json::{Map, Value, json};
-use std::path::Path;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
 
 /// The facet this tool owns.
 pub const FACET: &str = "load";
 
-/// Keys the API computes or owns: never sent.
-const READ_ONLY: &[&str] = &[
-    "status",
-    "checksum",
-    "os_hash_algo",
-    "os_hash_value",
-    "size",
-    "virtual_size",
-    "created_at",
-    "updated_at",
-    "self",
-    "file",
-    "schema",
-    "stores",
-    "direct_url",
-    "locations",
-    "owner",
-    "protected",
-];
-
 const AFTER_HELP: &str = "\
-Records: each input record (glance-dump output, possibly filtered with jq)
-comes back with a \"load\" facet: action (created, uploaded, updated,
-unchanged, conflict, already_present, failed; with --dry-run would_create,
-would_upload, would_update), changes[] (the keys sent), and on failure the
-HTTP status, Glance's message and request id in the error facet.
+Records: each input record (glance-dump output, possibly filtered with jq,
+or one per image of --dir) comes back with a \"load\" facet: action
+(created, uploaded, updated, unchanged, skipped, conflict, spoiled,
+already_present, failed; with --dry-run would_create, would_upload,
+would_update; with --compare in_sync, missing, data_mismatch, differs),
+changes[] (the keys sent), reason, and members_added / members_status when
+members were recreated. A failure carries the HTTP status, Glance's message
+and request id in the error facet (401/403 permission_denied, 409
+already_exists, 415 format_mismatch, 400/5xx server_error).
 
-Example:
-  glance-dump --url $SRC --dir dump | glance-load --url $DST
+Examples:
+  glance-dump --url $SRC --dir dump && glance-load --url $DST --dir dump
+  glance-dump --url $SRC | glance-load --url $DST --source-url $SRC
+  glance-dump --url $SRC | glance-load --url $DST --compare
 
-Exit status: 0 fine, 1 a conflict, 2 an error.";
+Exit status: 0 fine (in sync), 1 a conflict, a spoiled id or (--compare) a
+difference, 2 an error.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
     about = "Load glance-dump records into a Glance over the v2 API, idempotently",
-    long_about = "Read glance-dump records on stdin and make the target Glance hold the same \
-images: create absent ones with the same id and upload their data (always with its size, verified \
-after upload), upload data into queued ones, patch only the keys that differ, and report conflicts; \
-a second run writes nothing.",
+    long_about = "Make the target Glance hold the images of glance-dump records (stdin) or of a \
+dump directory (ours or an old glance-replicator dump): create absent ones with the same id and \
+upload their data (always with its size, verified as it streams and after), from the record's data \
+file or straight from the source Glance; upload into queued ones; patch only the keys that differ; \
+apply protected, deactivation and members after the upload; report conflicts and spoiled ids. A \
+second run writes nothing.",
     after_help = "Run with --help for the records and examples.",
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub endpoint: common::glance::EndpointArgs,
+    pub endpoint: EndpointArgs,
+    /// Read a dump directory instead of stdin: glance-dump --dir's, or an
+    /// old glance-replicator dump (v1 metadata is mapped to v2); entries
+    /// not named by a UUID are ignored
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Stream each image's data from this Glance when the record has no
+    /// data file (livecopy: nothing touches the disk)
+    #[arg(long, value_name = "URL")]
+    pub source_url: Option<String>,
+    /// The source's token (default: $OS_SOURCE_AUTH_TOKEN); never printed
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "OS_SOURCE_AUTH_TOKEN",
+        hide_env_values = true,
+        requires = "source_url",
+        conflicts_with = "source_token_file"
+    )]
+    pub source_token: Option<String>,
+    /// Read the source's token from FILE
+    #[arg(long, value_name = "FILE", requires = "source_url")]
+    pub source_token_file: Option<PathBuf>,
+    /// An extra header 'Name: value' for the source (repeatable)
+    #[arg(
+        long = "source-header",
+        value_name = "NAME: VALUE",
+        requires = "source_url"
+    )]
+    pub source_headers: Vec<String>,
     /// Plan only: say what would be done, write nothing
     #[arg(long)]
     pub dry_run: bool,
     /// Compare only (the replicator's compare): each image in_sync,
-    /// missing, data_mismatch or differs (with the differing keys and both
-    /// values); writes nothing, exit 1 when anything differs
+    /// missing, data_mismatch or differs (each differing key with both
+    /// values; target-only keys as extra); writes nothing, exit 1 when
+    /// anything differs
     #[arg(long, conflicts_with = "dry_run")]
     pub compare: bool,
-    /// A key never sent (repeatable; added to the read-only keys)
+    /// With --compare, count target-only keys (extra) as differences
+    #[arg(long, requires = "compare")]
+    pub strict: bool,
+    /// Remove properties the target has and the source lacks
+    #[arg(long, conflicts_with = "compare")]
+    pub prune_keys: bool,
+    /// Also send owner (needs an admin token on the target)
+    #[arg(long)]
+    pub keep_owner: bool,
+    /// A key never sent nor compared (repeatable; added to the read-only
+    /// keys, like the replicator's dontreplicate)
     #[arg(long = "exclude-key", value_name = "KEY")]
     pub exclude_keys: Vec<String>,
+    /// Upload without checking that the data is in its disk_format (Glance
+    /// 33 refuses a mismatch with 415, and the id is then spoiled)
+    #[arg(long)]
+    pub no_format_check: bool,
+    /// Images loaded at once
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Tries after a transient failure (no answer, 502-504), only where a
+    /// retry cannot do harm (the target is still queued with no data)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
 
     #[command(flatten)]
     pub shared: SharedArgs,
@@ -87,304 +137,209 @@ impl Tool for Cli {
     }
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
-        let Some(glance) = self.endpoint.connect(ctx)? else {
+        let source_args = self.source_url.as_ref().map(|u| EndpointArgs {
+            url: Some(u.clone()),
+            token: self.source_token.clone(),
+            token_file: self.source_token_file.clone(),
+            headers: self.source_headers.clone(),
+            cacert: self.endpoint.cacert.clone(),
+            timeout: self.endpoint.timeout,
+        });
+        // Usage errors (no URL, bad flags) before any connection.
+        self.endpoint.glance("--url URL (or $OS_IMAGE_URL)")?;
+        if let Some(s) = &source_args {
+            s.glance("--source-url")?;
+        }
+        let Some(target) = self.endpoint.connect(ctx)? else {
             return Ok(());
         };
+        let source = match &source_args {
+            Some(s) => match s.connect(ctx)? {
+                Some(g) => Some(g),
+                None => return Ok(()),
+            },
+            None => None,
+        };
         common::signal::install();
-        common::cli::each_stdin_record(ctx, |ctx, mut rec| {
-            let result = if self.compare {
-                self.compare_one(&glance, &rec)
+        let loader = plan::Loader {
+            cli: &self,
+            target: &target,
+            source: source.as_ref(),
+        };
+        let inputs: Box<dyn Iterator<Item = anyhow::Result<Input>>> = match &self.dir {
+            Some(d) => {
+                let names = dir::entries(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
+                Box::new(names.into_iter().map(|m| {
+                    Ok(match dir::record(&m) {
+                        Ok(r) => Input::Work(r),
+                        Err((r, e)) => Input::Fail(r, e.kind(), e.to_string(), None),
+                    })
+                }))
+            }
+            None => Box::new(stdin_inputs()),
+        };
+        run_jobs(ctx, usize::from(self.jobs), inputs, &|rec| {
+            if self.compare {
+                loader.compare_one(rec)
             } else {
-                self.load_one(&glance, &rec)
-            };
-            match result {
-                Ok(facet) => {
-                    let differs = matches!(
-                        facet.get("action").and_then(Value::as_str),
-                        Some("conflict" | "missing" | "data_mismatch" | "differs")
-                    );
-                    if differs {
-                        ctx.merge(common::status::Status::No);
-                    }
-                    rec.set(FACET, Value::Object(facet));
-                    ctx.emit(&rec)?;
-                }
-                Err(e) => {
-                    rec.set(FACET, json!({"action": "failed"}));
-                    let err = ctx.error(e.kind(), e.to_string());
-                    ctx.fail(rec, err)?;
-                }
+                loader.load_one(rec)
             }
-            if let Some(sig) = common::signal::pending() {
-                return Err(common::cli::Interrupted(sig).into());
-            }
-            Ok(())
         })
     }
 }
 
-/// Why an image could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The record has no usable `image` facet.
-    #[error("record has no `image` with an `id`")]
-    NoImage,
-    /// A call to the target failed.
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    /// The uploaded data does not read back as the source's.
-    #[error("{id}: after upload the target says {got}, the source {want}")]
-    Verify {
-        /// The image.
-        id: String,
-        /// What the target says.
-        got: String,
-        /// What the source says.
-        want: String,
-    },
+/// One input, in order.
+enum Input {
+    /// A record to load.
+    Work(Record),
+    /// A record passed through (it already carries an error).
+    Pass(Record),
+    /// An input that could not be read as a record.
+    Fail(Record, ErrorKind, String, Option<u64>),
 }
 
-impl LoadError {
-    /// The record's `error.kind`.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            LoadError::NoImage => ErrorKind::BadRecord,
-            LoadError::Http(e) => e.kind(),
-            LoadError::Verify { .. } => ErrorKind::BadImage,
-        }
-    }
+/// What became of one input.
+enum Output {
+    Done(Record, Result<Map<String, Value>, LoadError>),
+    Input(Input),
 }
 
-impl Cli {
-    /// The keys of `img` this tool sends (module docs).
-    fn sendable(&self, img: &Map<String, Value>) -> Map<String, Value> {
-        img.iter()
-            .filter(|(k, v)| {
-                !READ_ONLY.contains(&k.as_str())
-                    && !k.starts_with("os_glance_")
-                    && !self.exclude_keys.iter().any(|x| x == *k)
-                    // A null is never sent (and never becomes "None").
-                    && !v.is_null()
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
+fn stdin_inputs() -> impl Iterator<Item = anyhow::Result<Input>> {
+    let mut reader = common::jsonl::RecordReader::new(std::io::stdin().lock());
+    std::iter::from_fn(move || match reader.next_record() {
+        Err(e) => Some(Err(e.into())),
+        Ok(None) => None,
+        Ok(Some(Ok(r))) if r.has_error() => Some(Ok(Input::Pass(r))),
+        Ok(Some(Ok(r))) => Some(Ok(Input::Work(r))),
+        Ok(Some(Err(bad))) => Some(Ok(Input::Fail(
+            Record::new(),
+            bad.kind,
+            bad.message,
+            Some(bad.line),
+        ))),
+    })
+}
 
-    fn load_one(&self, g: &Glance, rec: &Record) -> Result<Map<String, Value>, LoadError> {
-        let (img, id) = image_of(rec)?;
-        let id = id.to_owned();
-        let data = rec
-            .path()
-            .map(Path::new)
-            .filter(|p| p.is_file())
-            .map(Path::to_path_buf);
-        let active = img.get("status").and_then(Value::as_str) == Some("active");
-        let size = img.get("size").and_then(Value::as_u64);
-        let mut facet = Map::new();
-        let path = format!("/v2/images/{id}");
-        let target = g.get_opt_json(&path)?;
-        let want = self.sendable(img);
+/// What a worker does with a record: its facet.
+type Work<'a> = dyn Fn(&Record) -> Result<Map<String, Value>, LoadError> + Sync + 'a;
 
-        let Some(target) = target else {
-            if self.dry_run {
-                facet.insert("action".into(), "would_create".into());
-                return Ok(facet);
-            }
-            match g.send_json(
-                "POST",
-                "/v2/images",
-                "application/json",
-                &Value::Object(want.clone()),
-                &[201],
-            ) {
-                Ok(_) => {}
-                // A hidden image we cannot see, or a deleted (burned) id.
-                Err(HttpError::Status { status: 409, .. }) => {
-                    facet.insert("action".into(), "already_present".into());
-                    return Ok(facet);
+/// Load `inputs` with `jobs` workers; records come out in input order.
+fn run_jobs(
+    ctx: &mut Ctx,
+    jobs: usize,
+    inputs: Box<dyn Iterator<Item = anyhow::Result<Input>> + '_>,
+    work: &Work<'_>,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, mpsc};
+    let (todo_tx, todo_rx) = mpsc::sync_channel::<(u64, Record)>(jobs);
+    let todo_rx = Mutex::new(todo_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Output)>();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        for _ in 0..jobs {
+            let done_tx = done_tx.clone();
+            let todo_rx = &todo_rx;
+            s.spawn(move || {
+                loop {
+                    let next = match todo_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, rec)) = next else { return };
+                    let r = work(&rec);
+                    if done_tx.send((seq, Output::Done(rec, r))).is_err() {
+                        return;
+                    }
                 }
-                Err(e) => return Err(e.into()),
-            }
-            facet.insert(
-                "changes".into(),
-                want.keys().cloned().collect::<Vec<_>>().into(),
-            );
-            match (active, &data, size) {
-                (true, Some(file), Some(n)) => {
-                    g.upload(&format!("{path}/file"), file, n)?;
-                    self.verify(g, &id, img)?;
-                    facet.insert("action".into(), "created".into());
-                }
-                (true, _, _) => {
-                    facet.insert("action".into(), "created_without_data".into());
-                    facet.insert(
-                        "reason".into(),
-                        "no data file (record path) for an active image".into(),
-                    );
-                }
-                _ => {
-                    facet.insert("action".into(), "created".into());
-                    facet.insert(
-                        "reason".into(),
-                        "the source image is not active: metadata only".into(),
-                    );
-                }
-            }
-            return Ok(facet);
-        };
-
-        let t_status = target.get("status").and_then(Value::as_str).unwrap_or("");
-        if t_status == "queued" && active {
-            let (Some(file), Some(n)) = (&data, size) else {
-                facet.insert("action".into(), "skipped".into());
-                facet.insert("reason".into(), "no data file (record path)".into());
-                return Ok(facet);
-            };
-            if self.dry_run {
-                facet.insert("action".into(), "would_upload".into());
-                return Ok(facet);
-            }
-            g.upload(&format!("{path}/file"), file, n)?;
-            self.verify(g, &id, img)?;
-            facet.insert("action".into(), "uploaded".into());
-            return Ok(facet);
-        }
-        if t_status == "active" && active && !same_data(&target, img) {
-            facet.insert("action".into(), "conflict".into());
-            facet.insert(
-                "reason".into(),
-                "the target holds other data under this id (images are immutable)".into(),
-            );
-            return Ok(facet);
-        }
-        // Only what the source has and the target lacks or differs on.
-        let mut ops = Vec::new();
-        let mut changes = Vec::new();
-        for (k, v) in &want {
-            if k == "id" {
-                continue;
-            }
-            match target.get(k) {
-                Some(t) if t == v => {}
-                Some(_) => ops.push(json!({"op": "replace", "path": format!("/{k}"), "value": v})),
-                None => ops.push(json!({"op": "add", "path": format!("/{k}"), "value": v})),
-            }
-            if target.get(k) != Some(v) {
-                changes.push(k.clone());
-            }
-        }
-        if ops.is_empty() {
-            facet.insert("action".into(), "unchanged".into());
-            return Ok(facet);
-        }
-        facet.insert("changes".into(), changes.into());
-        if self.dry_run {
-            facet.insert("action".into(), "would_update".into());
-            return Ok(facet);
-        }
-        g.send_json(
-            "PATCH",
-            &path,
-            "application/openstack-images-v2.1-json-patch",
-            &Value::Array(ops),
-            &[200],
-        )?;
-        facet.insert("action".into(), "updated".into());
-        Ok(facet)
-    }
-
-    /// `--compare`: how the target's copy of the record's image differs.
-    fn compare_one(&self, g: &Glance, rec: &Record) -> Result<Map<String, Value>, LoadError> {
-        let (img, id) = image_of(rec)?;
-        let mut facet = Map::new();
-        let Some(target) = g.get_opt_json(&format!("/v2/images/{id}"))? else {
-            facet.insert("action".into(), "missing".into());
-            return Ok(facet);
-        };
-        if !same_data(&target, img) {
-            facet.insert("action".into(), "data_mismatch".into());
-            return Ok(facet);
-        }
-        // Status counts too (a queued copy of an active image is behind).
-        let mut diffs = Vec::new();
-        let want = self.sendable(img);
-        for (k, v) in want.iter().chain(img.get_key_value("status")) {
-            let t = target.get(k).unwrap_or(&Value::Null);
-            if t != v {
-                diffs.push(json!({"key": k, "source": v, "target": t}));
-            }
-        }
-        facet.insert(
-            "action".into(),
-            (if diffs.is_empty() {
-                "in_sync"
-            } else {
-                "differs"
-            })
-            .into(),
-        );
-        if !diffs.is_empty() {
-            facet.insert("differences".into(), diffs.into());
-        }
-        Ok(facet)
-    }
-
-    /// Read the image back: its size and hash must be the source's.
-    fn verify(&self, g: &Glance, id: &str, src: &Map<String, Value>) -> Result<(), LoadError> {
-        let t = g.get_json(&format!("/v2/images/{id}"), &[200])?;
-        if !same_data(&t, src) {
-            let show = |v: &dyn Fn(&str) -> Option<Value>| {
-                format!(
-                    "size {} {}",
-                    v("size").unwrap_or(Value::Null),
-                    v("os_hash_value")
-                        .or_else(|| v("checksum"))
-                        .unwrap_or(Value::Null)
-                )
-            };
-            return Err(LoadError::Verify {
-                id: id.to_owned(),
-                got: show(&|k| t.get(k).cloned()),
-                want: show(&|k| src.get(k).cloned()),
             });
         }
-        Ok(())
-    }
+        drop(done_tx);
+        let mut ready: BTreeMap<u64, Output> = BTreeMap::new();
+        let mut next_out = 0u64;
+        let mut sent = 0u64;
+        let flush = |ctx: &mut Ctx,
+                     ready: &mut BTreeMap<u64, Output>,
+                     next_out: &mut u64|
+         -> anyhow::Result<()> {
+            while let Some(o) = ready.remove(next_out) {
+                emit(ctx, o)?;
+                *next_out += 1;
+            }
+            Ok(())
+        };
+        let mut todo_tx = Some(todo_tx);
+        let mut inputs = inputs;
+        let mut interrupted = None;
+        loop {
+            // Bound the records in flight (and so the memory).
+            while sent - next_out >= 4 * jobs as u64 {
+                let Ok((seq, o)) = done_rx.recv() else { break };
+                ready.insert(seq, o);
+                flush(ctx, &mut ready, &mut next_out)?;
+            }
+            if let Some(sig) = common::signal::pending() {
+                interrupted = Some(sig);
+                break;
+            }
+            let Some(input) = inputs.next() else { break };
+            let seq = sent;
+            sent += 1;
+            match input? {
+                Input::Work(rec) => {
+                    if let Some(tx) = &todo_tx
+                        && tx.send((seq, rec)).is_err()
+                    {
+                        anyhow::bail!("the workers stopped");
+                    }
+                }
+                other => {
+                    ready.insert(seq, Output::Input(other));
+                }
+            }
+            while let Ok((seq, o)) = done_rx.try_recv() {
+                ready.insert(seq, o);
+            }
+            flush(ctx, &mut ready, &mut next_out)?;
+        }
+        todo_tx.take();
+        for (seq, o) in done_rx.iter() {
+            ready.insert(seq, o);
+            flush(ctx, &mut ready, &mut next_out)?;
+        }
+        flush(ctx, &mut ready, &mut next_out)?;
+        match interrupted.or_else(common::signal::pending) {
+            Some(sig) => Err(common::cli::Interrupted(sig).into()),
+            None => Ok(()),
+        }
+    })
 }
 
-/// The record's `image` facet and its id (a plain path segment).
-fn image_of(rec: &Record) -> Result<(&Map<String, Value>, &str), LoadError> {
-    let img = rec
-        .get("image")
-        .and_then(Value::as_object)
-        .ok_or(LoadError::NoImage)?;
-    let id = img
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|i| !i.is_empty() && !i.contains('/'))
-        .ok_or(LoadError::NoImage)?;
-    Ok((img, id))
-}
-
-/// Whether `t` and `src` describe the same data: size, and the multihash
-/// (else the MD5) where both have one.
-fn same_data(t: &Value, src: &Map<String, Value>) -> bool {
-    let get = |k: &str| {
-        (
-            t.get(k).filter(|v| !v.is_null()),
-            src.get(k).filter(|v| !v.is_null()),
-        )
-    };
-    if let (Some(a), Some(b)) = get("size")
-        && a != b
-    {
-        return false;
+fn emit(ctx: &mut Ctx, o: Output) -> anyhow::Result<()> {
+    match o {
+        Output::Input(Input::Pass(rec)) | Output::Input(Input::Work(rec)) => ctx.emit(&rec)?,
+        Output::Input(Input::Fail(rec, kind, msg, line)) => {
+            let mut e = ctx.error(kind, msg);
+            if let Some(l) = line {
+                e = e.at_line(l);
+            }
+            ctx.fail(rec, e)?;
+        }
+        Output::Done(mut rec, Ok(facet)) => {
+            let action = facet.get("action").and_then(Value::as_str).unwrap_or("");
+            if plan::DIFFERS.contains(&action) {
+                ctx.merge(common::status::Status::No);
+            }
+            rec.set(FACET, Value::Object(facet));
+            ctx.emit(&rec)?;
+        }
+        Output::Done(mut rec, Err(e)) => {
+            rec.set(FACET, serde_json::json!({"action": "failed"}));
+            let err = match &e {
+                LoadError::Http(h) => common::glance::error_facet(ctx, h),
+                _ => ctx.error(e.kind(), e.to_string()),
+            };
+            ctx.fail(rec, err)?;
+        }
     }
-    match get("os_hash_value") {
-        (Some(a), Some(b)) => a == b,
-        _ => match get("checksum") {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        },
-    }
+    Ok(())
 }

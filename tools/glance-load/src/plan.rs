@@ -1,0 +1,860 @@
+//! Per image: read the target's state, plan, act (crate docs), or compare.
+
+use crate::Cli;
+use crate::stream::Verified;
+use common::glance::{Glance, HttpError};
+use common::{ErrorKind, Record};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Actions that make the exit status 1.
+pub const DIFFERS: &[&str] = &["conflict", "spoiled", "missing", "data_mismatch", "differs"];
+
+/// Keys the API computes or owns: never sent nor compared.
+const READ_ONLY: &[&str] = &[
+    "status",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "size",
+    "virtual_size",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "stores",
+    "direct_url",
+    "locations",
+];
+
+/// The base keys of the v2 image schema: never `extra`, never pruned.
+const BASE: &[&str] = &[
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "owner",
+    "size",
+    "virtual_size",
+    "container_format",
+    "disk_format",
+    "created_at",
+    "updated_at",
+    "tags",
+    "direct_url",
+    "min_ram",
+    "min_disk",
+    "self",
+    "file",
+    "schema",
+    "locations",
+    "stores",
+];
+
+/// Why an image could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The record has no usable `image` facet.
+    #[error("record has no `image` with an `id`")]
+    NoImage,
+    /// A call failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The uploaded data does not read back as the source's.
+    #[error("{id}: after upload the target says {got}, the source {want}")]
+    Verify {
+        /// The image.
+        id: String,
+        /// What the target says.
+        got: String,
+        /// What the source says.
+        want: String,
+    },
+    /// The data did not verify while it streamed: the upload was
+    /// abandoned before its last byte, so the target stays queued.
+    #[error("{id}: {why}")]
+    Stream {
+        /// The image.
+        id: String,
+        /// What was wrong with the data.
+        why: String,
+    },
+    /// The data file is not the image's size (a truncated dump).
+    #[error("{}: {got} bytes, the image has {want}: refused", path.display())]
+    DataSize {
+        /// The data file.
+        path: PathBuf,
+        /// Its size.
+        got: u64,
+        /// The image's size.
+        want: u64,
+    },
+    /// The data is not in the declared `disk_format`.
+    #[error(
+        "{}: the data is {found}, the image says disk_format {declared}; Glance would refuse it \
+         (415) and the id could never be uploaded again (use --no-format-check to send it anyway)",
+        path.display()
+    )]
+    FormatMismatch {
+        /// The data file.
+        path: PathBuf,
+        /// What the data is.
+        found: String,
+        /// What the image says.
+        declared: String,
+    },
+    /// The data file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The data file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl LoadError {
+    /// The record's `error.kind`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LoadError::NoImage => ErrorKind::BadRecord,
+            LoadError::Http(e) => e.kind(),
+            LoadError::Verify { .. } | LoadError::Stream { .. } | LoadError::DataSize { .. } => {
+                ErrorKind::BadImage
+            }
+            LoadError::FormatMismatch { .. } => ErrorKind::FormatMismatch,
+            LoadError::Io { source, .. } => ErrorKind::from_io(source),
+        }
+    }
+}
+
+/// Where an image's bytes come from.
+enum Data {
+    /// The record's data file.
+    File(PathBuf),
+    /// The source Glance (`--source-url`).
+    Source,
+}
+
+/// The work of one run.
+pub struct Loader<'a> {
+    pub cli: &'a Cli,
+    pub target: &'a Glance,
+    pub source: Option<&'a Glance>,
+}
+
+fn facet(action: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("action".into(), action.into());
+    m
+}
+
+fn with_reason(action: &str, reason: &str) -> Map<String, Value> {
+    let mut m = facet(action);
+    m.insert("reason".into(), reason.into());
+    m
+}
+
+fn status_of(v: &Value) -> &str {
+    v.get("status").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Whether the image holds data (an admin can read a deactivated one).
+fn has_data(img: &Map<String, Value>) -> bool {
+    matches!(
+        img.get("status").and_then(Value::as_str),
+        Some("active" | "deactivated")
+    )
+}
+
+/// Whether a key's values agree (tags are a set).
+fn same_value(k: &str, a: Option<&Value>, b: &Value) -> bool {
+    match (k, a) {
+        ("tags", Some(Value::Array(x))) => {
+            let Value::Array(y) = b else { return false };
+            let mut x: Vec<String> = x.iter().map(Value::to_string).collect();
+            let mut y: Vec<String> = y.iter().map(Value::to_string).collect();
+            x.sort();
+            y.sort();
+            x == y
+        }
+        (_, Some(a)) => a == b,
+        (_, None) => false,
+    }
+}
+
+impl Loader<'_> {
+    /// The keys of `img` this tool sends and compares.
+    fn sendable(&self, img: &Map<String, Value>) -> Map<String, Value> {
+        img.iter()
+            .filter(|(k, v)| {
+                !READ_ONLY.contains(&k.as_str())
+                    && !k.starts_with("os_glance_")
+                    && (self.cli.keep_owner || k.as_str() != "owner")
+                    && !self.cli.exclude_keys.iter().any(|x| x == *k)
+                    // A null is never sent (and never becomes "None").
+                    && !v.is_null()
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Target-only properties (not base keys, not excluded).
+    fn extra(&self, img: &Map<String, Value>, target: &Value) -> Vec<String> {
+        target
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| {
+                !img.contains_key(*k)
+                    && !v.is_null()
+                    && !BASE.contains(&k.as_str())
+                    && !k.starts_with("os_glance_")
+                    && !self.cli.exclude_keys.iter().any(|x| x == *k)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// `op`, tried again after a transient failure while `safe` says a
+    /// retry can do no harm.
+    fn retry<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T, HttpError>,
+        safe: impl Fn() -> bool,
+    ) -> Result<T, HttpError> {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Err(e) if e.transient() && attempt < self.cli.retries && safe() => {
+                    attempt += 1;
+                    backoff(attempt);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A GET (always safe to repeat).
+    fn get_opt(&self, path: &str) -> Result<Option<Value>, HttpError> {
+        self.retry(|| self.target.get_opt_json(path), || true)
+    }
+
+    /// A call that sets state (PATCH of values, an action, adding a
+    /// member): repeating it does what doing it once does.
+    fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        ctype: &str,
+        body: &Value,
+        ok: &[u16],
+    ) -> Result<Value, HttpError> {
+        self.retry(
+            || self.target.send_json(method, path, ctype, body, ok),
+            || true,
+        )
+    }
+
+    /// The data source of the record's image, checked as far as it can be
+    /// before anything is written.
+    fn data_of(&self, rec: &Record, img: &Map<String, Value>) -> Result<Option<Data>, LoadError> {
+        if let Some(p) = rec.path().map(PathBuf::from) {
+            let m = std::fs::metadata(&p).map_err(|source| LoadError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            if let Some(want) = img.get("size").and_then(Value::as_u64)
+                && m.len() != want
+            {
+                return Err(LoadError::DataSize {
+                    path: p,
+                    got: m.len(),
+                    want,
+                });
+            }
+            if !self.cli.no_format_check {
+                format_check(&p, img)?;
+            }
+            return Ok(Some(Data::File(p)));
+        }
+        Ok(self.source.map(|_| Data::Source))
+    }
+
+    /// Plan and act for one record (crate docs).
+    pub fn load_one(&self, rec: &Record) -> Result<Map<String, Value>, LoadError> {
+        let (img, id) = image_of(rec)?;
+        let path = format!("/v2/images/{id}");
+        let data = if has_data(img) {
+            self.data_of(rec, img)?
+        } else {
+            None
+        };
+        match self.get_opt(&path)? {
+            None => self.create(rec, img, id, data),
+            Some(t) => self.update(rec, img, id, data, &t),
+        }
+    }
+
+    fn create(
+        &self,
+        rec: &Record,
+        img: &Map<String, Value>,
+        id: &str,
+        data: Option<Data>,
+    ) -> Result<Map<String, Value>, LoadError> {
+        if has_data(img) && data.is_none() {
+            return Ok(with_reason(
+                "skipped",
+                "no_data: the record has no data file (path) and there is no --source-url",
+            ));
+        }
+        let mut body = self.sendable(img);
+        // Set after the upload: a protected queued image is stuck.
+        body.remove("protected");
+        let mut out = facet(if self.cli.dry_run {
+            "would_create"
+        } else {
+            "created"
+        });
+        out.insert(
+            "changes".into(),
+            body.keys()
+                .filter(|k| *k != "id")
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        if self.cli.dry_run {
+            return Ok(out);
+        }
+        let body = Value::Object(body);
+        let created = self.retry(
+            || {
+                self.target
+                    .send_json("POST", "/v2/images", "application/json", &body, &[201])
+            },
+            || {
+                matches!(
+                    self.target.get_opt_json(&format!("/v2/images/{id}")),
+                    Ok(None)
+                )
+            },
+        );
+        match created {
+            Ok(_) => {}
+            // Hidden from us, or a deleted id (ids are never reused).
+            Err(HttpError::Status { status: 409, .. }) => {
+                return Ok(with_reason(
+                    "already_present",
+                    "the target refused the id (409): an image we cannot see, or a deleted id",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let Some(data) = data else {
+            out.insert(
+                "reason".into(),
+                format!(
+                    "the source image is {}: metadata only",
+                    img.get("status").and_then(Value::as_str).unwrap_or("?")
+                )
+                .into(),
+            );
+            self.members(rec, id, &mut out, true)?;
+            return Ok(out);
+        };
+        if let Some(spoiled) = self.upload(id, img, &data)? {
+            return Ok(spoiled);
+        }
+        let t = self.verify(id, img)?;
+        self.finish(img, id, &t, &mut out)?;
+        self.members(rec, id, &mut out, true)?;
+        Ok(out)
+    }
+
+    fn update(
+        &self,
+        rec: &Record,
+        img: &Map<String, Value>,
+        id: &str,
+        data: Option<Data>,
+        target: &Value,
+    ) -> Result<Map<String, Value>, LoadError> {
+        let t_status = status_of(target);
+        let stuck = ["os_hash_value", "checksum", "size"]
+            .iter()
+            .any(|k| target.get(*k).is_some_and(|v| !v.is_null()));
+        match t_status {
+            "killed" | "deleted" | "pending_delete" => {
+                return Ok(with_reason(
+                    "spoiled",
+                    &format!("the target's image is {t_status}: the id cannot be used again"),
+                ));
+            }
+            "queued" if stuck && has_data(img) => {
+                return Ok(with_reason(
+                    "spoiled",
+                    "the target's image is queued with data stuck in its store (a refused \
+                     upload): every upload would fail",
+                ));
+            }
+            "saving" | "uploading" | "importing" => {
+                return Ok(with_reason(
+                    "skipped",
+                    &format!("busy: the target's image is {t_status}"),
+                ));
+            }
+            _ => {}
+        }
+        let mut out = Map::new();
+        let mut target = target.clone();
+        if t_status == "queued" && has_data(img) {
+            let Some(data) = data else {
+                return Ok(with_reason(
+                    "skipped",
+                    "no_data: the record has no data file (path) and there is no --source-url",
+                ));
+            };
+            if self.cli.dry_run {
+                out = facet("would_upload");
+            } else {
+                if let Some(spoiled) = self.upload(id, img, &data)? {
+                    return Ok(spoiled);
+                }
+                target = self.verify(id, img)?;
+                out = facet("uploaded");
+            }
+        } else if has_data(img)
+            && matches!(t_status, "active" | "deactivated")
+            && !same_data(&target, img)
+        {
+            return Ok(with_reason(
+                "conflict",
+                "the target holds other data under this id (images are immutable)",
+            ));
+        }
+        let changed = self.finish(img, id, &target, &mut out)?;
+        let members = self.members(rec, id, &mut out, false)?;
+        if !out.contains_key("action") {
+            let action = match (changed || members, self.cli.dry_run) {
+                (false, _) => "unchanged",
+                (true, true) => "would_update",
+                (true, false) => "updated",
+            };
+            out.insert("action".into(), action.into());
+        }
+        Ok(out)
+    }
+
+    /// After the data: PATCH the keys that differ (protected among them),
+    /// then deactivate or reactivate to match the source. Whether anything
+    /// was (or, with --dry-run, would be) changed; the keys go to
+    /// `changes`.
+    fn finish(
+        &self,
+        img: &Map<String, Value>,
+        id: &str,
+        target: &Value,
+        out: &mut Map<String, Value>,
+    ) -> Result<bool, LoadError> {
+        let path = format!("/v2/images/{id}");
+        let mut ops = Vec::new();
+        let mut changes: Vec<String> = out
+            .get("changes")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (k, v) in self.sendable(img) {
+            if k == "id" || same_value(&k, target.get(&k), &v) {
+                continue;
+            }
+            let op = if target.get(&k).is_some() {
+                "replace"
+            } else {
+                "add"
+            };
+            ops.push(json!({"op": op, "path": format!("/{k}"), "value": v}));
+            if !changes.contains(&k) {
+                changes.push(k);
+            }
+        }
+        if self.cli.prune_keys {
+            for k in self.extra(img, target) {
+                ops.push(json!({"op": "remove", "path": format!("/{k}")}));
+                changes.push(format!("-{k}"));
+            }
+        }
+        let src = img.get("status").and_then(Value::as_str).unwrap_or("");
+        let lifecycle = match (src, status_of(target)) {
+            ("deactivated", "active") => Some("deactivate"),
+            ("active", "deactivated") => Some("reactivate"),
+            _ => None,
+        };
+        if let Some(l) = lifecycle {
+            changes.push(format!("status:{l}"));
+        }
+        let changed = !ops.is_empty() || lifecycle.is_some();
+        if !changes.is_empty() {
+            out.insert("changes".into(), changes.into());
+        }
+        if self.cli.dry_run {
+            return Ok(changed);
+        }
+        if !ops.is_empty() {
+            self.send(
+                "PATCH",
+                &path,
+                "application/openstack-images-v2.1-json-patch",
+                &Value::Array(ops),
+                &[200],
+            )?;
+        }
+        if let Some(l) = lifecycle {
+            let action = format!("{path}/actions/{l}");
+            self.retry(|| self.target.call("POST", &action, &[204]), || true)?;
+        }
+        Ok(changed)
+    }
+
+    /// Recreate the source's members (`dump.members`) on the target. A
+    /// membership status other than pending can only be set by the member
+    /// (with its own token): those are reported in `members_status`.
+    fn members(
+        &self,
+        rec: &Record,
+        id: &str,
+        out: &mut Map<String, Value>,
+        new: bool,
+    ) -> Result<bool, LoadError> {
+        let Some(src) = source_members(rec) else {
+            return Ok(false);
+        };
+        let path = format!("/v2/images/{id}/members");
+        let mut have: Map<String, Value> = Map::new();
+        if !(new && self.cli.dry_run) {
+            let t = self.retry(|| self.target.get_json(&path, &[200]), || true)?;
+            for m in t
+                .get("members")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(mid) = m.get("member_id").and_then(Value::as_str) {
+                    have.insert(mid.to_owned(), m.get("status").cloned().unwrap_or_default());
+                }
+            }
+        }
+        let mut added = Vec::new();
+        let mut notes = Vec::new();
+        for (mid, st) in &src {
+            if !have.contains_key(mid) {
+                if !self.cli.dry_run {
+                    self.target.send_json(
+                        "POST",
+                        &path,
+                        "application/json",
+                        &json!({"member": mid}),
+                        &[200],
+                    )?;
+                }
+                added.push(Value::from(mid.as_str()));
+                have.insert(mid.clone(), "pending".into());
+            }
+            if have.get(mid).and_then(Value::as_str) != Some(st.as_str()) {
+                notes.push(json!({"member_id": mid, "source": st, "target": have[mid]}));
+            }
+        }
+        let changed = !added.is_empty();
+        if changed {
+            out.insert("members_added".into(), added.into());
+        }
+        if !notes.is_empty() {
+            out.insert("members_status".into(), notes.into());
+        }
+        Ok(changed)
+    }
+
+    /// Upload the data, retried while that is safe. `Some(facet)` when the
+    /// id turned out spoiled.
+    fn upload(
+        &self,
+        id: &str,
+        img: &Map<String, Value>,
+        data: &Data,
+    ) -> Result<Option<Map<String, Value>>, LoadError> {
+        let (size, want) = common::glance::expected(&Value::Object(img.clone()));
+        let Some(size) = size else {
+            return Err(LoadError::Stream {
+                id: id.to_owned(),
+                why: "the source image has no size".into(),
+            });
+        };
+        let path = format!("/v2/images/{id}/file");
+        let mut attempt = 0;
+        loop {
+            let (res, failure) = match data {
+                Data::File(p) => {
+                    let f = std::fs::File::open(p).map_err(|source| LoadError::Io {
+                        path: p.clone(),
+                        source,
+                    })?;
+                    let mut body = Verified::new(f, size, want.clone());
+                    let r = self.target.upload(&path, &mut body, size);
+                    (r, body.failure())
+                }
+                Data::Source => {
+                    let Some(source) = self.source else {
+                        return Err(LoadError::NoImage);
+                    };
+                    let (_, reader) = source.open(&path)?;
+                    let mut body = Verified::new(reader, size, want.clone());
+                    let r = self.target.upload(&path, &mut body, size);
+                    (r, body.failure())
+                }
+            };
+            let e = match res {
+                Ok(()) => return Ok(None),
+                Err(e) => e,
+            };
+            if let Some(why) = failure {
+                return Err(LoadError::Stream {
+                    id: id.to_owned(),
+                    why,
+                });
+            }
+            let state = self
+                .target
+                .get_opt_json(&format!("/v2/images/{id}"))
+                .ok()
+                .flatten();
+            let empty = state.as_ref().is_some_and(|t| {
+                status_of(t) == "queued"
+                    && ["os_hash_value", "checksum", "size"]
+                        .iter()
+                        .all(|k| t.get(*k).is_none_or(Value::is_null))
+            });
+            if e.status() == Some(500) && state.is_some() && !empty {
+                return Ok(Some(with_reason(
+                    "spoiled",
+                    &format!("{e}; the target's image keeps data stuck in its store"),
+                )));
+            }
+            if e.transient() && empty && attempt < self.cli.retries {
+                attempt += 1;
+                backoff(attempt);
+                continue;
+            }
+            return Err(e.into());
+        }
+    }
+
+    /// Read the image back: size and hash must be the source's, and it
+    /// must be active.
+    fn verify(&self, id: &str, src: &Map<String, Value>) -> Result<Value, LoadError> {
+        let path = format!("/v2/images/{id}");
+        let t = self.retry(|| self.target.get_json(&path, &[200]), || true)?;
+        if !same_data(&t, src) || status_of(&t) != "active" {
+            let show = |v: &dyn Fn(&str) -> Option<Value>| {
+                format!(
+                    "{} size {} {}",
+                    v("status").unwrap_or(Value::Null),
+                    v("size").unwrap_or(Value::Null),
+                    v("os_hash_value")
+                        .or_else(|| v("checksum"))
+                        .unwrap_or(Value::Null)
+                )
+            };
+            return Err(LoadError::Verify {
+                id: id.to_owned(),
+                got: show(&|k| t.get(k).cloned()),
+                want: show(&|k| src.get(k).cloned()),
+            });
+        }
+        Ok(t)
+    }
+
+    /// `--compare`: how the target's copy of the record's image differs.
+    pub fn compare_one(&self, rec: &Record) -> Result<Map<String, Value>, LoadError> {
+        let (img, id) = image_of(rec)?;
+        let Some(target) = self.get_opt(&format!("/v2/images/{id}"))? else {
+            return Ok(facet("missing"));
+        };
+        if !same_data(&target, img) {
+            return Ok(facet("data_mismatch"));
+        }
+        // Status counts too (a queued copy of an active image is behind).
+        let mut diffs = Vec::new();
+        let want = self.sendable(img);
+        for (k, v) in want.iter().chain(img.get_key_value("status")) {
+            if !same_value(k, target.get(k), v) {
+                let t = target.get(k).unwrap_or(&Value::Null);
+                diffs.push(json!({"key": k, "source": v, "target": t}));
+            }
+        }
+        if let Some(src) = source_members(rec) {
+            let t = self
+                .target
+                .get_json(&format!("/v2/images/{id}/members"), &[200])?;
+            let mut have: Vec<String> = t
+                .get("members")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    m.get("member_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect();
+            let mut want: Vec<String> = src.into_iter().map(|(m, _)| m).collect();
+            have.sort();
+            want.sort();
+            if have != want {
+                diffs.push(json!({"key": "members", "source": want, "target": have}));
+            }
+        }
+        let extra = self.extra(img, &target);
+        let differs = !diffs.is_empty() || (self.cli.strict && !extra.is_empty());
+        let mut out = facet(if differs { "differs" } else { "in_sync" });
+        if !diffs.is_empty() {
+            out.insert("differences".into(), diffs.into());
+        }
+        if !extra.is_empty() {
+            out.insert("extra".into(), extra.into());
+        }
+        Ok(out)
+    }
+}
+
+/// Wait before try `attempt` (1, 2, 4 … 30 s).
+fn backoff(attempt: u32) {
+    let secs = 1u64 << attempt.saturating_sub(1).min(5);
+    std::thread::sleep(Duration::from_secs(secs.min(30)));
+}
+
+/// The record's `image` facet and its id (a plain path segment).
+fn image_of(rec: &Record) -> Result<(&Map<String, Value>, &str), LoadError> {
+    let img = rec
+        .get("image")
+        .and_then(Value::as_object)
+        .ok_or(LoadError::NoImage)?;
+    let id = img
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|i| {
+            !i.is_empty()
+                && i.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .ok_or(LoadError::NoImage)?;
+    Ok((img, id))
+}
+
+/// The source's members, from the record's `dump.members`.
+fn source_members(rec: &Record) -> Option<Vec<(String, String)>> {
+    let list = rec.get("dump")?.get("members")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|m| {
+                let id = m.get("member_id")?.as_str()?.to_owned();
+                let st = m
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("pending")
+                    .to_owned();
+                Some((id, st))
+            })
+            .collect(),
+    )
+}
+
+/// Whether `t` and `src` describe the same data: size, and the multihash
+/// (else the MD5) where both have one.
+fn same_data(t: &Value, src: &Map<String, Value>) -> bool {
+    let get = |k: &str| {
+        (
+            t.get(k).filter(|v| !v.is_null()),
+            src.get(k).filter(|v| !v.is_null()),
+        )
+    };
+    if let (Some(a), Some(b)) = get("size")
+        && a != b
+    {
+        return false;
+    }
+    match get("os_hash_value") {
+        (Some(a), Some(b)) => a == b,
+        _ => match get("checksum") {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        },
+    }
+}
+
+/// The qemu format name of a Glance `disk_format` whose content can be
+/// recognised; None where no check applies (ami, aki, ari, ...).
+fn qemu_format(disk_format: &str) -> Option<&'static str> {
+    Some(match disk_format {
+        "raw" => "raw",
+        "qcow2" => "qcow2",
+        "vmdk" => "vmdk",
+        "vdi" => "vdi",
+        "vhd" => "vpc",
+        "vhdx" => "vhdx",
+        "ploop" => "parallels",
+        "iso" => "iso",
+        _ => return None,
+    })
+}
+
+/// The data file must be what its `disk_format` says: Glance 33 refuses
+/// a mismatch with 415 after storing the bytes, which spoils the id.
+fn format_check(path: &Path, img: &Map<String, Value>) -> Result<(), LoadError> {
+    let Some(declared) = img.get("disk_format").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let Some(want) = qemu_format(declared) else {
+        return Ok(());
+    };
+    let src = common::formats::FileSource::open(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // An image our probe cannot read is left for Glance to judge.
+    let Ok(p) = common::formats::probe(&src, "", None) else {
+        return Ok(());
+    };
+    let found = p
+        .info
+        .get("format")
+        .and_then(Value::as_str)
+        .unwrap_or("raw");
+    let ok = match want {
+        "iso" => p
+            .info
+            .get("detected_formats")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|f| f == "iso")),
+        w => w == found,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(LoadError::FormatMismatch {
+        path: path.to_path_buf(),
+        found: found.to_owned(),
+        declared: declared.to_owned(),
+    })
+}
