@@ -364,7 +364,8 @@ impl Glance {
                 body.lines()
                     .map(str::trim)
                     .find(|l| !l.is_empty() && !l.starts_with('<'))
-                    .map(str::to_owned)
+                    // webob's pages end their text with line breaks.
+                    .map(|l| l.replace("<br />", " ").trim().to_owned())
             });
         HttpError::Status {
             method: "GET",

@@ -106,15 +106,13 @@ pub fn create(url: &str, body: &str) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
-/// Upload `file` as the image's data.
+/// Upload `file` as the image's data (streamed, with its length).
 pub fn upload(url: &str, id: &str, file: &Path) {
     curl(&[
-        "-X",
-        "PUT",
         "-H",
         "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", file.display()),
+        "-T",
+        file.to_str().unwrap(),
         &format!("{url}/v2/images/{id}/file"),
     ]);
 }
@@ -191,4 +189,44 @@ pub fn bytes_of(seed: u32, len: usize) -> Vec<u8> {
             (x >> 11) as u8
         })
         .collect()
+}
+
+/// Run `cmd` to the end with `input` on stdin; its exit code, stdout, and
+/// peak RSS in KiB (wait4's, of that process alone).
+#[allow(unsafe_code)]
+pub fn run_with_rss(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>, u64) {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        stdout.read_to_end(&mut v).unwrap();
+        v
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child, into locals; std never waits
+    // for it after this (the Child is forgotten).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    std::mem::forget(child);
+    feeder.join().unwrap();
+    let out = reader.join().unwrap();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, out, usage.ru_maxrss as u64)
 }

@@ -49,7 +49,8 @@ pub fn entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
     /// Reading failed.
-    #[error("{}: {source}", path.display())]
+    // Names, not paths: the record's `path` says where.
+    #[error("{}: {source}", name(path))]
     Io {
         /// The file.
         path: PathBuf,
@@ -57,10 +58,10 @@ pub enum DirError {
         source: std::io::Error,
     },
     /// Not a regular file (a symlink, a directory, ...).
-    #[error("{}: not a regular file (a dump holds plain files only)", .0.display())]
+    #[error("{}: not a regular file (a dump holds plain files only)", name(.0))]
     NotAFile(PathBuf),
     /// Not a JSON object, or too large.
-    #[error("{}: {why}", path.display())]
+    #[error("{}: {why}", name(path))]
     Bad {
         /// The file.
         path: PathBuf,
@@ -159,6 +160,10 @@ pub fn record(meta: &Path) -> Result<Record, (Record, DirError)> {
     }
     m.insert("dump".into(), Value::Object(dump));
     Ok(Record::from_map(m))
+}
+
+fn name(p: &Path) -> std::borrow::Cow<'_, str> {
+    p.file_name().unwrap_or(p.as_os_str()).to_string_lossy()
 }
 
 fn file_name(p: &Path) -> String {

@@ -87,7 +87,8 @@ pub enum LoadError {
         why: String,
     },
     /// The data file is not the image's size (a truncated dump).
-    #[error("{}: {got} bytes, the image has {want}: refused", path.display())]
+    // The record's `path` names the file: messages do not repeat it.
+    #[error("the data file has {got} bytes, the image {want}: refused")]
     DataSize {
         /// The data file.
         path: PathBuf,
@@ -98,9 +99,8 @@ pub enum LoadError {
     },
     /// The data is not in the declared `disk_format`.
     #[error(
-        "{}: the data is {found}, the image says disk_format {declared}; Glance would refuse it \
-         (415) and the id could never be uploaded again (use --no-format-check to send it anyway)",
-        path.display()
+        "the data is {found}, the image says disk_format {declared}; Glance would refuse it \
+         (415) and the id could never be uploaded again (use --no-format-check to send it anyway)"
     )]
     FormatMismatch {
         /// The data file.
@@ -111,7 +111,7 @@ pub enum LoadError {
         declared: String,
     },
     /// The data file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("the data file: {source}")]
     Io {
         /// The data file.
         path: PathBuf,
@@ -292,6 +292,14 @@ impl Loader<'_> {
     pub fn load_one(&self, rec: &Record) -> Result<Map<String, Value>, LoadError> {
         let (img, id) = image_of(rec)?;
         let path = format!("/v2/images/{id}");
+        let src_status = img.get("status").and_then(Value::as_str).unwrap_or("");
+        if matches!(src_status, "deleted" | "pending_delete" | "killed") {
+            // Nothing to copy (an old dump keeps deleted images' metadata).
+            return Ok(with_reason(
+                "skipped",
+                &format!("the source image is {src_status}"),
+            ));
+        }
         let data = if has_data(img) {
             self.data_of(rec, img)?
         } else {
@@ -628,17 +636,22 @@ impl Loader<'_> {
                 Ok(()) => return Ok(None),
                 Err(e) => e,
             };
+            // When we cut the upload, Glance notices after we do: wait for
+            // it to put the image back before judging (or reporting) it.
+            let state = if e.status().is_none() {
+                self.settle(id)
+            } else {
+                self.target
+                    .get_opt_json(&format!("/v2/images/{id}"))
+                    .ok()
+                    .flatten()
+            };
             if let Some(why) = failure {
                 return Err(LoadError::Stream {
                     id: id.to_owned(),
                     why,
                 });
             }
-            let state = self
-                .target
-                .get_opt_json(&format!("/v2/images/{id}"))
-                .ok()
-                .flatten();
             let empty = state.as_ref().is_some_and(|t| {
                 status_of(t) == "queued"
                     && ["os_hash_value", "checksum", "size"]
@@ -658,6 +671,27 @@ impl Loader<'_> {
             }
             return Err(e.into());
         }
+    }
+
+    /// The target's image once Glance is done with a cut upload: not
+    /// `saving` for a whole second (its handler may not even have started
+    /// when we gave up), or after about 15 s. None when it cannot be read.
+    fn settle(&self, id: &str) -> Option<Value> {
+        let path = format!("/v2/images/{id}");
+        let mut quiet = 0;
+        for _ in 0..75 {
+            let t = self.target.get_opt_json(&path).ok().flatten()?;
+            if matches!(status_of(&t), "saving" | "uploading") {
+                quiet = 0;
+            } else {
+                quiet += 1;
+                if quiet >= 5 {
+                    return Some(t);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.target.get_opt_json(&path).ok().flatten()
     }
 
     /// Read the image back: size and hash must be the source's, and it
