@@ -27,7 +27,7 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
@@ -41,6 +41,13 @@ build-debug:
 # Pipeline tests in tests/ run the built binaries, so build them first.
 test: build-debug
 	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) --workspace
+
+# Only the tests against real Glance servers (started by
+# tests/glance-server/start-glance.sh; they need python3.11 and, once, PyPI).
+test-glance: build-debug
+	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) \
+		-p glance-dump -p glance-load -p pipeline-tests --test readme_glance --test glance \
+		--test replicate --test errors
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -142,7 +142,7 @@ rss_row() { # LABEL KIB
   else printf '  %-48s not measured (no /usr/bin/time)\n' "$1"; fi; }
 
 r_d=$(ratio "$t_cd" "$t_gd"); r_u=$(ratio "$t_cu" "$t_gl")
-echo "glance-bench: $size bytes, two local Glance 33 (uWSGI, 1 process x 4 threads), fastest of 3, $(nproc 2>/dev/null || echo '?') CPUs"
+echo "glance-bench: $size bytes, two local Glance 33 (uWSGI, 1 process, 1 thread), fastest of 3, $(nproc 2>/dev/null || echo '?') CPUs"
 row "download: curl GET -o file" "$t_cd"
 row "download: curl GET -o file, then sync" "$t_cds"
 row "download: glance-dump --dir (hash, verify, fsync)" "$t_gd"

@@ -15,9 +15,13 @@ pub const AUTH: [&str; 4] = [
     "X-Roles: admin,member,reader",
 ];
 
-/// The workspace root.
+/// The workspace root (the including crate may sit at any depth).
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("tests/glance-server/start-glance.sh").is_file())
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A port nobody listens on now.

@@ -40,3 +40,45 @@ pub fn tool(name: &str) -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// One command of a README ```console block and the output shown under it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The command, without its `$ ` prompt.
+    pub command: String,
+    /// The lines shown under it, each ending in a newline.
+    pub expected: String,
+    /// Its line number in the README.
+    pub line: usize,
+}
+
+/// The commands of the README's ```console blocks whose info string has
+/// `tag` after `console` (no tag: plain ```console blocks), in order.
+pub fn readme_steps(readme: &str, tag: Option<&str>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    let mut in_block = false;
+    for (i, line) in readme.lines().enumerate() {
+        if let Some(info) = line.strip_prefix("```console") {
+            in_block = info.trim() == tag.unwrap_or("");
+            continue;
+        }
+        if line.starts_with("```") {
+            in_block = false;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        if let Some(cmd) = line.strip_prefix("$ ") {
+            out.push(Step {
+                command: cmd.to_owned(),
+                expected: String::new(),
+                line: i + 1,
+            });
+        } else if let Some(step) = out.last_mut() {
+            step.expected.push_str(line);
+            step.expected.push('\n');
+        }
+    }
+    out
+}

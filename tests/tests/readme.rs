@@ -8,44 +8,9 @@
     clippy::print_stderr
 )]
 
-use pipeline_tests::{tool, workspace};
+use pipeline_tests::{readme_steps, tool, workspace};
 use std::path::Path;
 use std::process::Command;
-
-struct Step {
-    command: String,
-    expected: String,
-    line: usize,
-}
-
-fn steps(readme: &str) -> Vec<Step> {
-    let mut out: Vec<Step> = Vec::new();
-    let mut in_block = false;
-    for (i, line) in readme.lines().enumerate() {
-        if line.starts_with("```console") {
-            in_block = true;
-            continue;
-        }
-        if in_block && line.starts_with("```") {
-            in_block = false;
-            continue;
-        }
-        if !in_block {
-            continue;
-        }
-        if let Some(cmd) = line.strip_prefix("$ ") {
-            out.push(Step {
-                command: cmd.to_owned(),
-                expected: String::new(),
-                line: i + 1,
-            });
-        } else if let Some(step) = out.last_mut() {
-            step.expected.push_str(line);
-            step.expected.push('\n');
-        }
-    }
-    out
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -66,7 +31,7 @@ fn have(program: &str) -> bool {
 fn readme_cookbook_commands_give_the_output_shown() {
     let root = workspace();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let steps = steps(&readme);
+    let steps = readme_steps(&readme, None);
     assert!(
         steps.len() >= 10,
         "only {} README commands found",
@@ -133,11 +98,19 @@ fn readme_cookbook_commands_give_the_output_shown() {
 
 #[test]
 fn steps_are_found_with_their_output() {
-    let s = steps("text\n```console\n$ a\n1\n2\n$ b\n```\n$ not\n```sh\n$ no\n```\n");
+    let text = "text\n```console\n$ a\n1\n2\n$ b\n```\n$ not\n```sh\n$ no\n```\n\
+                ```console glance\n$ g\nout\n```\n";
+    let s = readme_steps(text, None);
     assert_eq!(s.len(), 2);
     assert_eq!(
         (s[0].command.as_str(), s[0].expected.as_str()),
         ("a", "1\n2\n")
     );
     assert_eq!((s[1].command.as_str(), s[1].expected.as_str()), ("b", ""));
+    let g = readme_steps(text, Some("glance"));
+    assert_eq!(g.len(), 1);
+    assert_eq!(
+        (g[0].command.as_str(), g[0].expected.as_str()),
+        ("g", "out\n")
+    );
 }

@@ -365,6 +365,25 @@ impl Loader<'_> {
                     "the target refused the id (409): an image we cannot see, or a deleted id",
                 ));
             }
+            Err(e) if e.transient() => {
+                // A create that failed half-way (Glance wrote the image
+                // row, then a property failed) leaves a queued image with
+                // our id: finish it as a queued one.
+                let path = format!("/v2/images/{id}");
+                match self.target.get_opt_json(&path) {
+                    Ok(Some(t)) if status_of(&t) == "queued" => {
+                        let mut out = self.update(rec, img, id, data, &t)?;
+                        if matches!(
+                            out.get("action").and_then(Value::as_str),
+                            Some("uploaded" | "updated" | "unchanged")
+                        ) {
+                            out.insert("action".into(), "created".into());
+                        }
+                        return Ok(out);
+                    }
+                    _ => return Err(e.into()),
+                }
+            }
             Err(e) => return Err(e.into()),
         }
         let Some(data) = data else {
@@ -636,35 +655,38 @@ impl Loader<'_> {
                 Ok(()) => return Ok(None),
                 Err(e) => e,
             };
-            // When we cut the upload, Glance notices after we do: wait for
-            // it to put the image back before judging (or reporting) it.
-            let state = if e.status().is_none() {
-                self.settle(id)
-            } else {
-                self.target
-                    .get_opt_json(&format!("/v2/images/{id}"))
-                    .ok()
-                    .flatten()
-            };
+            // Glance may still be busy with the upload (it notices a cut
+            // after we do; it cleans up after a failure): judge the image
+            // once it has settled.
+            let state = self.settle(id);
             if let Some(why) = failure {
                 return Err(LoadError::Stream {
                     id: id.to_owned(),
                     why,
                 });
             }
-            let empty = state.as_ref().is_some_and(|t| {
-                status_of(t) == "queued"
-                    && ["os_hash_value", "checksum", "size"]
-                        .iter()
-                        .all(|k| t.get(*k).is_none_or(Value::is_null))
+            // A refusal (415 for the format, 400, 403) is the answer to
+            // report, even where it spoiled the id: the next run says so.
+            if !e.transient() {
+                return Err(e.into());
+            }
+            let t_status = state.as_ref().map(status_of).unwrap_or("");
+            let stuck = state.as_ref().is_some_and(|t| {
+                ["os_hash_value", "checksum", "size"]
+                    .iter()
+                    .any(|k| t.get(*k).is_some_and(|v| !v.is_null()))
             });
-            if e.status() == Some(500) && state.is_some() && !empty {
+            // The data made it after all (the error came after the store).
+            if t_status == "active" && state.as_ref().is_some_and(|t| same_data(t, img)) {
+                return Ok(None);
+            }
+            if t_status == "killed" || (t_status == "queued" && stuck) {
                 return Ok(Some(with_reason(
                     "spoiled",
-                    &format!("{e}; the target's image keeps data stuck in its store"),
+                    &format!("{e}; the target's image is {t_status} with data stuck in its store"),
                 )));
             }
-            if e.transient() && empty && attempt < self.cli.retries {
+            if e.transient() && t_status == "queued" && attempt < self.cli.retries {
                 attempt += 1;
                 backoff(attempt);
                 continue;
