@@ -21,6 +21,7 @@ pub mod glance;
 pub mod hash;
 pub mod jsonl;
 pub mod lock;
+pub mod progress;
 pub mod record;
 pub mod signal;
 pub mod size;

@@ -23,7 +23,8 @@ per image as it arrives (all visibilities, hidden images too, sorted by
 created_at then id). With --dir the top-level \"path\" is the data file, so
 `checksum-tee --verify` can re-check it; dump holds action (listed,
 metadata_written, downloaded, resumed, present_verified), meta_path,
-data_path, bytes, md5, os_hash_algo, os_hash_value, verified, and for a
+data_path, bytes, os_hash_algo, os_hash_value (md5 where Glance has no
+multihash, or with --md5), verified, and for a
 shared image its members ([{member_id, status}]).
 
 The replicator's `size`: glance-dump --url URL --summary | tail -n 1
@@ -52,6 +53,11 @@ pub struct Cli {
     /// With --dir, write metadata only
     #[arg(long, requires = "dir")]
     pub metaonly: bool,
+    /// With --dir, also compute the MD5 (Glance's old checksum) of images
+    /// that have a multihash (which alone is checked otherwise: MD5 costs
+    /// about as much CPU again)
+    #[arg(long, requires = "dir")]
+    pub md5: bool,
     /// End with a summary record: count and bytes of active images
     #[arg(long)]
     pub summary: bool,
@@ -172,8 +178,16 @@ impl Cli {
             rec.set(FACET, Value::Object(facet));
             return Ok(ctx.emit(&rec)?);
         };
-        match dump_one(dir, glance, img, &id, self.metaonly)
-            .and_then(|r| write_members(dir, &id, members, r))
+        match dump_one(
+            dir,
+            glance,
+            img,
+            &id,
+            self.metaonly,
+            self.md5,
+            !self.shared.quiet,
+        )
+        .and_then(|r| write_members(dir, &id, members, r))
         {
             Ok((facet, data)) => {
                 if let Some(p) = data {
@@ -319,6 +333,8 @@ fn dump_one(
     img: &Value,
     id: &str,
     metaonly: bool,
+    md5: bool,
+    progress: bool,
 ) -> Result<(Map<String, Value>, Option<PathBuf>), DumpError> {
     if id.is_empty() || id.contains('/') || id == "." || id == ".." || id.contains('\0') {
         return Err(DumpError::BadId(id.to_owned()));
@@ -344,9 +360,10 @@ fn dump_one(
         return Ok((facet, None));
     }
     let (size, hash) = common::glance::expected(img);
-    let mut algs = vec![Algorithm::Md5];
-    if let Some((a, _)) = &hash {
-        algs.push(*a);
+    // The hash Glance has (else MD5), and MD5 too when asked for.
+    let mut algs = vec![hash.as_ref().map_or(Algorithm::Md5, |(a, _)| *a)];
+    if md5 && !algs.contains(&Algorithm::Md5) {
+        algs.insert(0, Algorithm::Md5);
     }
     let data = dir.join(format!("{id}.img"));
     let part = dir.join(format!("{id}.img.part"));
@@ -425,7 +442,9 @@ fn dump_one(
     let got = if size.is_some_and(|s| from == s && s > 0) {
         Ok(0)
     } else {
+        let mut meter = common::progress::Progress::new(id, size, progress);
         glance.download(&path, from, &mut |chunk| {
+            meter.add(chunk.len() as u64);
             out.write_all(chunk)?;
             hasher.update(&bytes::Bytes::copy_from_slice(chunk));
             Ok(())
@@ -436,7 +455,7 @@ fn dump_one(
             // The part was not a prefix after all: start over.
             drop(out);
             let _ = std::fs::remove_file(&part);
-            return dump_one(dir, glance, img, id, metaonly);
+            return dump_one(dir, glance, img, id, metaonly, md5, progress);
         }
         r => r?,
     };
@@ -478,7 +497,15 @@ mod tests {
         );
         let t = std::env::temp_dir();
         for id in ["", ".", "..", "a/b"] {
-            let r = dump_one(&t, &g, &serde_json::json!({"id": id}), id, true);
+            let r = dump_one(
+                &t,
+                &g,
+                &serde_json::json!({"id": id}),
+                id,
+                true,
+                false,
+                false,
+            );
             assert!(matches!(r, Err(DumpError::BadId(_))), "{id:?}");
         }
     }

@@ -111,7 +111,7 @@ fn dump_a_real_glance() {
     // The replicator's layout, verified, and checksum-tee agreeing.
     let dir = t.path().join("dump");
     let d = dir.to_str().unwrap();
-    let (out, recs) = dump(&url, &["--dir", d], true);
+    let (out, recs) = dump(&url, &["--dir", d, "--md5"], true);
     assert!(
         out.status.success(),
         "{}",

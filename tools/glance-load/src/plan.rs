@@ -637,7 +637,8 @@ impl Loader<'_> {
                         path: p.clone(),
                         source,
                     })?;
-                    let mut body = Verified::new(f, size, want.clone());
+                    let mut body =
+                        Verified::new(f, size, want.clone()).with_progress(self.meter(id, size));
                     let r = self.target.upload(&path, &mut body, size);
                     (r, body.failure())
                 }
@@ -646,7 +647,8 @@ impl Loader<'_> {
                         return Err(LoadError::NoImage);
                     };
                     let (_, reader) = source.open(&path)?;
-                    let mut body = Verified::new(reader, size, want.clone());
+                    let mut body = Verified::new(reader, size, want.clone())
+                        .with_progress(self.meter(id, size));
                     let r = self.target.upload(&path, &mut body, size);
                     (r, body.failure())
                 }
@@ -693,6 +695,15 @@ impl Loader<'_> {
             }
             return Err(e.into());
         }
+    }
+
+    /// A progress meter for one upload: on a terminal, one image at a time.
+    fn meter(&self, id: &str, size: u64) -> common::progress::Progress {
+        common::progress::Progress::new(
+            id,
+            Some(size),
+            !self.cli.shared.quiet && self.cli.jobs == 1,
+        )
     }
 
     /// The target's image once Glance is done with a cut upload: not

@@ -19,6 +19,7 @@ pub struct Verified<R> {
     want: Option<(Algorithm, String)>,
     /// Why the data was refused, once it was.
     failed: Option<String>,
+    progress: Option<common::progress::Progress>,
 }
 
 impl<R: Read> Verified<R> {
@@ -32,7 +33,14 @@ impl<R: Read> Verified<R> {
             hasher: Some(MultiHasher::new(&algs)),
             want,
             failed: None,
+            progress: None,
         }
+    }
+
+    /// Show progress on stderr (when it is a terminal).
+    pub fn with_progress(mut self, p: common::progress::Progress) -> Self {
+        self.progress = Some(p);
+        self
     }
 
     /// Why the data was refused (an upload error may come from the data
@@ -105,6 +113,9 @@ impl<R: Read> Read for Verified<R> {
             h.update(&Bytes::copy_from_slice(&buf[..n]));
         }
         self.left -= n as u64;
+        if let Some(p) = &mut self.progress {
+            p.add(n as u64);
+        }
         if self.left == 0 {
             // Anything beyond `size` means the sizes disagree.
             let mut extra = [0u8; 1];
