@@ -151,12 +151,14 @@ pub fn request_headers(
 /// glance-dump and glance-load.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct EndpointArgs {
-    /// The Glance endpoint (default: $OS_IMAGE_URL); required
+    /// The Glance endpoint (default: $OS_IMAGE_URL, else the image
+    /// endpoint of the keystone catalog)
     // Optional for clap so that the shared `--generate` works without one.
     #[arg(long, value_name = "URL", env = "OS_IMAGE_URL")]
     pub url: Option<String>,
-    /// A token sent as X-Auth-Token (default: $OS_AUTH_TOKEN); never
-    /// printed
+    /// A token sent as X-Auth-Token (default: $OS_AUTH_TOKEN, else a
+    /// keystone login from $OS_AUTH_URL, $OS_USERNAME, $OS_PASSWORD,
+    /// $OS_PROJECT_NAME, ... or an application credential); never printed
     #[arg(
         long,
         value_name = "TOKEN",
@@ -178,6 +180,10 @@ pub struct EndpointArgs {
     /// Seconds to wait for a connection or a response
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
+    /// Whether a keystone login from the `OS_*` variables may supply the
+    /// token (and the URL): the flags' endpoint, not a livecopy source.
+    #[arg(skip = true)]
+    pub keystone: bool,
 }
 
 impl EndpointArgs {
@@ -198,13 +204,7 @@ impl EndpointArgs {
     /// The client for these flags, not yet checked; `what` names the URL
     /// flag in the error when it is missing.
     pub fn glance(&self, what: &str) -> anyhow::Result<Glance> {
-        let Some(url) = self.url.as_deref() else {
-            anyhow::bail!("{what} is required");
-        };
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            anyhow::bail!("{url:?}: the endpoint must be an http:// or https:// URL");
-        }
-        let token = match &self.token_file {
+        let mut token = match &self.token_file {
             Some(f) => {
                 let t = std::fs::read_to_string(f)
                     .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?;
@@ -216,18 +216,36 @@ impl EndpointArgs {
             }
             None => self.token.clone(),
         };
-        let headers =
-            request_headers(token.as_deref(), &self.headers).map_err(anyhow::Error::msg)?;
+        // No token: a keystone login from the OS_* variables, if any.
+        let login = match (&token, self.keystone) {
+            (None, true) => crate::keystone::Login::from_env(&|k| std::env::var(k).ok())?,
+            _ => None,
+        };
+        if self.url.is_none() && login.is_none() {
+            anyhow::bail!("{what} is required (or $OS_AUTH_URL and a login to find it)");
+        }
+        if let Some(url) = &self.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("{url:?}: the endpoint must be an http:// or https:// URL");
+        }
         let roots = match &self.cacert {
             Some(f) => Some(read_cacert(f)?),
             None => None,
         };
-        Ok(Glance::new(
-            url,
-            headers,
-            Duration::from_secs(self.timeout),
-            roots,
-        ))
+        let timeout = Duration::from_secs(self.timeout);
+        let mut url = self.url.clone();
+        if let Some(l) = login {
+            let (t, catalog) = l.login(timeout, roots.clone())?;
+            token = Some(t);
+            if url.is_none() {
+                url = Some(l.image_url(&catalog)?);
+            }
+        }
+        let url = url.unwrap_or_default();
+        let headers =
+            request_headers(token.as_deref(), &self.headers).map_err(anyhow::Error::msg)?;
+        Ok(Glance::new(&url, headers, timeout, roots))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod formats;
 pub mod glance;
 pub mod hash;
 pub mod jsonl;
+pub mod keystone;
 pub mod lock;
 pub mod progress;
 pub mod record;

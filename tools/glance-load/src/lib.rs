@@ -144,9 +144,9 @@ impl Tool for Cli {
             headers: self.source_headers.clone(),
             cacert: self.endpoint.cacert.clone(),
             timeout: self.endpoint.timeout,
+            keystone: false,
         });
-        // Usage errors (no URL, bad flags) before any connection.
-        self.endpoint.glance("--url URL (or $OS_IMAGE_URL)")?;
+        // The source's usage errors before any connection.
         if let Some(s) = &source_args {
             s.glance("--source-url")?;
         }
