@@ -297,6 +297,15 @@ fn mixed_set_by_dump_dir_and_by_livecopy() {
         json!([{"key": "hw_disk_bus", "source": "virtio", "target": "scsi"}])
     );
     assert_eq!(r["load"]["extra"], json!(["site_note"]));
+    // The replicator's dontreplicate: a change only in an excluded key is
+    // neither sent nor reported.
+    let skip = ["--exclude-key", "hw_disk_bus"];
+    let (code, recs) = load(&c.url, &skip, &listing);
+    assert_eq!(code, 0);
+    assert!(all(&recs, "unchanged"), "{:?}", actions(&recs));
+    let (code, recs) = load(&c.url, &[&["--compare"][..], &skip[..]].concat(), &listing);
+    assert_eq!(code, 0);
+    assert!(all(&recs, "in_sync"));
     let (code, recs) = load(&c.url, &live, &listing);
     assert_eq!(code, 0);
     let r = recs.iter().find(|r| r["image"]["id"] == *pid).unwrap();
