@@ -279,6 +279,27 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
+/// The HTTP client for an OpenStack API: TLS roots (`--cacert`), the
+/// timeouts, statuses as values, no redirects (`GET /` of Glance answers
+/// 300 without a Location), and no kept-alive connections: uWSGI (how
+/// Glance 33 is served) drops idle ones without a word, and a reused one
+/// fails with "connection reset".
+pub fn agent(timeout: Duration, roots: Option<ureq::tls::RootCerts>) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(r) = roots {
+        tls = tls.root_certs(r);
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .timeout_connect(Some(timeout))
+        .timeout_recv_response(Some(timeout))
+        .build()
+        .into()
+}
+
 /// One Glance endpoint.
 pub struct Glance {
     agent: ureq::Agent,
@@ -305,22 +326,7 @@ impl Glance {
         timeout: Duration,
         roots: Option<ureq::tls::RootCerts>,
     ) -> Glance {
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(r) = roots {
-            tls = tls.root_certs(r);
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls.build())
-            .http_status_as_error(false)
-            // `GET /` answers 300 Multiple Choices without a Location.
-            .max_redirects(0)
-            // uWSGI (how Glance 33 is served) drops idle connections
-            // without a word: a reused one fails with "connection reset".
-            .max_idle_connections(0)
-            .timeout_connect(Some(timeout))
-            .timeout_recv_response(Some(timeout))
-            .build()
-            .into();
+        let agent = agent(timeout, roots);
         Glance {
             agent,
             base: url.trim_end_matches('/').to_owned(),
@@ -355,7 +361,11 @@ impl Glance {
     }
 
     /// The error for a response with an unexpected status.
-    fn status_error(path: &str, mut resp: ureq::http::Response<ureq::Body>) -> HttpError {
+    fn status_error(
+        method: &'static str,
+        path: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> HttpError {
         let status = resp.status().as_u16();
         let request_id = resp
             .headers()
@@ -386,7 +396,7 @@ impl Glance {
                     .map(|l| l.replace("<br />", " ").trim().to_owned())
             });
         HttpError::Status {
-            method: "GET",
+            method,
             what: path.to_owned(),
             status,
             message,
@@ -426,7 +436,7 @@ impl Glance {
         match resp.status().as_u16() {
             200 => Self::json_of(path, resp).map(Some),
             404 => Ok(None),
-            _ => Err(Self::status_error(path, resp)),
+            _ => Err(Self::status_error("GET", path, resp)),
         }
     }
 
@@ -455,11 +465,7 @@ impl Glance {
                 why: e.to_string(),
             })?;
         if !ok.contains(&resp.status().as_u16()) {
-            let mut e = Self::status_error(path, resp);
-            if let HttpError::Status { method: m, .. } = &mut e {
-                *m = method;
-            }
-            return Err(e);
+            return Err(Self::status_error(method, path, resp));
         }
         Self::json_of(path, resp)
     }
@@ -482,11 +488,7 @@ impl Glance {
                 why: e.to_string(),
             })?;
         if resp.status().as_u16() != 204 {
-            let mut e = Self::status_error(path, resp);
-            if let HttpError::Status { method: m, .. } = &mut e {
-                *m = "PUT";
-            }
-            return Err(e);
+            return Err(Self::status_error("PUT", path, resp));
         }
         Ok(())
     }
@@ -504,11 +506,7 @@ impl Glance {
             why: e.to_string(),
         })?;
         if !ok.contains(&resp.status().as_u16()) {
-            let mut e = Self::status_error(path, resp);
-            if let HttpError::Status { method: m, .. } = &mut e {
-                *m = method;
-            }
-            return Err(e);
+            return Err(Self::status_error(method, path, resp));
         }
         Ok(())
     }
@@ -518,7 +516,7 @@ impl Glance {
     pub fn open(&self, path: &str) -> Result<(Option<u64>, ureq::BodyReader<'static>), HttpError> {
         let resp = self.get(path, &[])?;
         if resp.status().as_u16() != 200 {
-            return Err(Self::status_error(path, resp));
+            return Err(Self::status_error("GET", path, resp));
         }
         let len = resp
             .headers()
@@ -533,7 +531,7 @@ impl Glance {
     pub fn get_json(&self, path: &str, ok: &[u16]) -> Result<Value, HttpError> {
         let resp = self.get(path, &[])?;
         if !ok.contains(&resp.status().as_u16()) {
-            return Err(Self::status_error(path, resp));
+            return Err(Self::status_error("GET", path, resp));
         }
         Self::json_of(path, resp)
     }
@@ -582,7 +580,7 @@ impl Glance {
         let status = resp.status().as_u16();
         let want = if from > 0 { 206 } else { 200 };
         if status != want {
-            return Err(Self::status_error(path, resp));
+            return Err(Self::status_error("GET", path, resp));
         }
         let io = |e: std::io::Error| HttpError::Transport {
             what: path.to_owned(),

@@ -134,18 +134,7 @@ impl Login {
             auth["scope"] = s.clone();
         }
         let body = json!({"auth": auth}).to_string();
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(r) = roots {
-            tls = tls.root_certs(r);
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls.build())
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(timeout))
-            .timeout_recv_response(Some(timeout))
-            .build()
-            .into();
+        let agent = crate::glance::agent(timeout, roots);
         let mut resp = agent
             .post(&url)
             .header("Content-Type", "application/json")

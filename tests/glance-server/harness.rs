@@ -148,31 +148,56 @@ pub fn patch(url: &str, id: &str, ops: &str) -> Value {
     ])
 }
 
-/// Run a workspace binary beside `exe` (a `CARGO_BIN_EXE_*`) with the
-/// test identity on its endpoint flags, `input` on stdin; the exit code
-/// and the output records.
+/// Run `exe` with `args`, `input` on stdin; the exit code and the output
+/// records.
 pub fn run_tool(exe: PathBuf, args: &[&str], input: &str) -> (i32, Vec<Value>) {
-    use std::io::Write;
     let mut c = Command::new(exe);
     c.args(args);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_owned();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    let recs = String::from_utf8_lossy(&out.stdout)
+    let (code, out, _) = run_with_rss(c, input.as_bytes());
+    let recs = String::from_utf8_lossy(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    (out.status.code().unwrap_or(-1), recs)
+    (code, recs)
+}
+
+/// A workspace binary: in `IMAGE_TOOLS_BIN_DIR`, else beside the test's
+/// own (`target/debug/deps/..`).
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os("IMAGE_TOOLS_BIN_DIR") {
+        return PathBuf::from(d).join(name);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(name)
+}
+
+/// Whether the tools are built; in CI they must be.
+pub fn have_bins(names: &[&str]) -> bool {
+    for n in names {
+        if !bin(n).is_file() {
+            assert!(std::env::var_os("CI").is_none(), "{n} is not built");
+            eprintln!("skipping: {n} is not built");
+            return false;
+        }
+    }
+    true
+}
+
+/// `glance-dump` or `glance-load` against `url` with the test identity,
+/// `input` on stdin: the exit code and the records.
+pub fn glance_tool(name: &str, url: &str, extra: &[&str], input: &str) -> (i32, Vec<Value>) {
+    let auth = auth_flags("--header");
+    let mut args = vec!["--url", url];
+    args.extend(auth.iter().map(String::as_str));
+    args.extend(extra);
+    run_tool(bin(name), &args, input)
+}
+
+/// `glance-dump --url URL [extra]` must succeed: its records as text.
+pub fn dump_text(url: &str, extra: &[&str]) -> String {
+    let (code, recs) = glance_tool("glance-dump", url, extra, "");
+    assert_eq!(code, 0, "{recs:?}");
+    recs.iter().map(|r| format!("{r}\n")).collect()
 }
 
 /// `--header H` for each identity header.

@@ -12,38 +12,20 @@
 #[path = "../../../tests/glance-server/harness.rs"]
 mod harness;
 use harness::{
-    AUTH, auth_flags, bytes_of, create, curl, curl_as, run_tool, run_with_rss, start, upload,
+    AUTH, auth_flags, bytes_of, create, curl, curl_as, dump_text, glance_tool, have_bins, patch,
+    run_tool, run_with_rss, start, upload,
 };
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn load_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_glance-load"))
-}
-
-fn dump_bin() -> PathBuf {
-    load_bin().with_file_name("glance-dump")
-}
-
-fn with_auth<'a>(url: &'a str, auth: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["--url", url];
-    args.extend(auth.iter().map(String::as_str));
-    args.extend(extra);
-    args
-}
-
 fn load(url: &str, extra: &[&str], input: &str) -> (i32, Vec<Value>) {
-    let auth = auth_flags("--header");
-    run_tool(load_bin(), &with_auth(url, &auth, extra), input)
+    glance_tool("glance-load", url, extra, input)
 }
 
-fn dump(url: &str, extra: &[&str]) -> String {
-    let auth = auth_flags("--header");
-    let (code, recs) = run_tool(dump_bin(), &with_auth(url, &auth, extra), "");
-    assert_eq!(code, 0, "{recs:?}");
-    recs.iter().map(|r| format!("{r}\n")).collect()
+fn load_bin() -> PathBuf {
+    harness::bin("glance-load")
 }
 
 fn image(url: &str, id: &str) -> Option<Value> {
@@ -69,9 +51,7 @@ fn one_image(src: &str, dir: &Path, name: &str, seed: u32) -> (String, PathBuf) 
 
 #[test]
 fn failures_become_the_right_records() {
-    if !dump_bin().is_file() {
-        assert!(std::env::var_os("CI").is_none(), "glance-dump is not built");
-        eprintln!("skipping: glance-dump is not built");
+    if !have_bins(&["glance-dump", "glance-load"]) {
         return;
     }
     let Some(a) = start() else { return };
@@ -81,7 +61,7 @@ fn failures_become_the_right_records() {
 
     // A truncated data file: refused before anything is written.
     let (id, _) = one_image(&a.url, t.path(), "cut", 1);
-    let recs = dump(&a.url, &["--dir", d.to_str().unwrap()]);
+    let recs = dump_text(&a.url, &["--dir", d.to_str().unwrap()]);
     let img = d.join(format!("{id}.img"));
     let good = std::fs::read(&img).unwrap();
     std::fs::write(&img, &good[..150_000]).unwrap();
@@ -117,16 +97,12 @@ fn failures_become_the_right_records() {
 
     // 403: a member may not publish an image.
     let (pid, _) = one_image(&a.url, t.path(), "pub", 2);
-    curl(&[
-        "-X",
-        "PATCH",
-        "-H",
-        "Content-Type: application/openstack-images-v2.1-json-patch",
-        "-d",
+    patch(
+        &a.url,
+        &pid,
         r#"[{"op":"replace","path":"/visibility","value":"public"}]"#,
-        &format!("{}/v2/images/{pid}", a.url),
-    ]);
-    let listing = dump(&a.url, &[]);
+    );
+    let listing = dump_text(&a.url, &[]);
     let public: String = listing
         .lines()
         .filter(|l| l.contains(&pid))
@@ -328,8 +304,7 @@ fn by_id_action(out: &[Value], id: &str) -> String {
 /// A 1 GiB image copies by livecopy in constant memory.
 #[test]
 fn a_gibibyte_livecopy_in_constant_memory() {
-    if !dump_bin().is_file() {
-        assert!(std::env::var_os("CI").is_none(), "glance-dump is not built");
+    if !have_bins(&["glance-dump", "glance-load"]) {
         return;
     }
     let Some(a) = start() else { return };
@@ -344,7 +319,7 @@ fn a_gibibyte_livecopy_in_constant_memory() {
     );
     upload(&a.url, &id, &f);
     std::fs::remove_file(&f).unwrap();
-    let listing = dump(&a.url, &[]);
+    let listing = dump_text(&a.url, &[]);
     let mut cmd = Command::new(load_bin());
     cmd.args(["--url", &b.url, "--source-url", &a.url]);
     cmd.args(auth_flags("--header"))

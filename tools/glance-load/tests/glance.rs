@@ -12,55 +12,17 @@
 
 #[path = "../../../tests/glance-server/harness.rs"]
 mod harness;
-use harness::{AUTH, create, curl, start, upload};
+use harness::{AUTH, create, curl, dump_text, glance_tool, have_bins, patch, start, upload};
 
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn dump(url: &str, dir: &str) -> String {
-    let mut c = Command::new(
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_glance-load")).with_file_name("glance-dump"),
-    );
-    c.args(["--url", url, "--dir", dir]);
-    for h in AUTH {
-        c.args(["--header", h]);
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    dump_text(url, &["--dir", dir])
 }
 
 fn load(url: &str, input: &str, extra: &[&str]) -> (i32, Vec<Value>) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_glance-load"));
-    c.args(["--url", url]).args(extra);
-    for h in AUTH {
-        c.args(["--header", h]);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let recs = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (out.status.code().unwrap_or(-1), recs)
+    glance_tool("glance-load", url, extra, input)
 }
 
 fn actions(recs: &[Value]) -> Vec<String> {
@@ -71,11 +33,7 @@ fn actions(recs: &[Value]) -> Vec<String> {
 
 #[test]
 fn replicate_between_two_real_glances() {
-    let dump_bin =
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_glance-load")).with_file_name("glance-dump");
-    if !dump_bin.is_file() {
-        assert!(std::env::var_os("CI").is_none(), "glance-dump is not built");
-        eprintln!("skipping: {} is not built", dump_bin.display());
+    if !have_bins(&["glance-dump", "glance-load"]) {
         return;
     }
     let Some(src) = start() else { return };
@@ -157,15 +115,11 @@ fn replicate_between_two_real_glances() {
     );
 
     // A changed property is patched alone.
-    curl(&[
-        "-X",
-        "PATCH",
-        "-H",
-        "Content-Type: application/openstack-images-v2.1-json-patch",
-        "-d",
+    patch(
+        &src.url,
+        &active,
         r#"[{"op":"replace","path":"/os_distro","value":"debian"}]"#,
-        &format!("{}/v2/images/{active}", src.url),
-    ]);
+    );
     let records = dump(&src.url, dir.to_str().unwrap());
     let (code, recs) = load(&dst.url, &records, &["--compare"]);
     assert_eq!(code, 1);

@@ -13,37 +13,19 @@
 
 #[path = "../../../tests/glance-server/harness.rs"]
 mod harness;
-use harness::{AUTH, auth_flags, bytes_of, create, curl, curl_as, patch, run_tool, start, upload};
+use harness::{
+    AUTH, auth_flags, bytes_of, create, curl, curl_as, dump_text, glance_tool, have_bins, patch,
+    start, upload,
+};
 
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
-fn load_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_glance-load"))
-}
-
-fn dump_bin() -> PathBuf {
-    load_bin().with_file_name("glance-dump")
-}
-
-/// `glance-dump --url URL [extra]`: its records as text.
 fn dump(url: &str, extra: &[&str]) -> String {
-    let mut args = vec!["--url", url];
-    let auth = auth_flags("--header");
-    args.extend(auth.iter().map(String::as_str));
-    args.extend(extra);
-    let (code, recs) = run_tool(dump_bin(), &args, "");
-    assert_eq!(code, 0, "{recs:?}");
-    recs.iter().map(|r| format!("{r}\n")).collect()
+    dump_text(url, extra)
 }
 
-/// `glance-load --url URL [extra]` with `input` on stdin.
 fn load(url: &str, extra: &[&str], input: &str) -> (i32, Vec<Value>) {
-    let mut args = vec!["--url", url];
-    let auth = auth_flags("--header");
-    args.extend(auth.iter().map(String::as_str));
-    args.extend(extra);
-    run_tool(load_bin(), &args, input)
+    glance_tool("glance-load", url, extra, input)
 }
 
 /// The `load.action` of each record, by image name.
@@ -186,9 +168,7 @@ fn same_as_source(src: &str, dst: &str, ids: &[(String, String)]) {
 
 #[test]
 fn mixed_set_by_dump_dir_and_by_livecopy() {
-    if !dump_bin().is_file() {
-        assert!(std::env::var_os("CI").is_none(), "glance-dump is not built");
-        eprintln!("skipping: glance-dump is not built");
+    if !have_bins(&["glance-dump", "glance-load"]) {
         return;
     }
     let Some(a) = start() else { return };
