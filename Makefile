@@ -47,7 +47,7 @@ test: build-debug
 test-glance: build-debug
 	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) \
 		-p glance-dump -p glance-load -p pipeline-tests --test readme_glance --test glance \
-		--test replicate --test errors --test tls
+		--test replicate --test errors --test tls --test keystone
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

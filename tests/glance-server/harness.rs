@@ -259,3 +259,52 @@ pub fn run_with_rss(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>, u64) {
     };
     (code, out, usage.ru_maxrss as u64)
 }
+
+/// A running Keystone (tests/keystone-server), stopped when dropped.
+pub struct Keystone {
+    /// Its v3 endpoint (`OS_AUTH_URL`).
+    pub url: String,
+    state: tempfile::TempDir,
+}
+
+impl Drop for Keystone {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace().join("tests/keystone-server/stop-keystone.sh"))
+            .arg(self.state.path())
+            .status();
+    }
+}
+
+/// Start a Keystone (admin / secret in project admin) whose catalog
+/// points the image service at `glance_url`; None, with the reason
+/// printed, where it cannot run outside CI.
+pub fn start_keystone(glance_url: &str) -> Option<Keystone> {
+    if Command::new("python3.11")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3.11 is required in CI"
+        );
+        eprintln!("skipping: no python3.11 to run Keystone");
+        return None;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace().join("tests/keystone-server/start-keystone.sh"))
+        .arg(state.path())
+        .arg(free_port().to_string())
+        .arg(glance_url)
+        .env("KEYSTONE_VENV", workspace().join("target/keystone-venv"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        assert!(std::env::var_os("CI").is_none(), "Keystone did not start");
+        eprintln!("skipping: Keystone did not start");
+        return None;
+    }
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Some(Keystone { url, state })
+}
