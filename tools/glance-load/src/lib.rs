@@ -30,7 +30,7 @@ Records: each input record (glance-dump output, possibly filtered with jq,
 or one per image of --dir) comes back with a \"load\" facet: action
 (created, uploaded, updated, unchanged, skipped, conflict, spoiled,
 already_present, failed; with --dry-run would_create, would_upload,
-would_update; with --compare in_sync, missing, data_mismatch, differs),
+would_update; with --compare in_sync, missing, data_mismatch, diff),
 changes[] (the keys sent), reason, and members_added / members_status when
 members were recreated. A failure carries the HTTP status, Glance's message
 and request id in the error facet (401/403 permission_denied, 409
@@ -93,7 +93,7 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
     /// Compare only (the replicator's compare): each image in_sync,
-    /// missing, data_mismatch or differs (each differing key with both
+    /// missing, data_mismatch or diff (each differing key with both
     /// values; target-only keys as extra); writes nothing, exit 1 when
     /// anything differs
     #[arg(long, conflicts_with = "dry_run")]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Actions that make the exit status 1.
-pub const DIFFERS: &[&str] = &["conflict", "spoiled", "missing", "data_mismatch", "differs"];
+pub const DIFFERS: &[&str] = &["conflict", "spoiled", "missing", "data_mismatch", "diff"];
 
 /// Keys the API computes or owns: never sent nor compared.
 const READ_ONLY: &[&str] = &[
@@ -794,7 +794,7 @@ impl Loader<'_> {
         }
         let extra = self.extra(img, &target);
         let differs = !diffs.is_empty() || (self.cli.strict && !extra.is_empty());
-        let mut out = facet(if differs { "differs" } else { "in_sync" });
+        let mut out = facet(if differs { "diff" } else { "in_sync" });
         if !diffs.is_empty() {
             out.insert("differences".into(), diffs.into());
         }

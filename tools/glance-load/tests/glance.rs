@@ -123,7 +123,7 @@ fn replicate_between_two_real_glances() {
     let records = dump(&src.url, dir.to_str().unwrap());
     let (code, recs) = load(&dst.url, &records, &["--compare"]);
     assert_eq!(code, 1);
-    assert_eq!(actions(&recs), ["differs", "in_sync"]);
+    assert_eq!(actions(&recs), ["diff", "in_sync"]);
     assert_eq!(
         recs[0]["load"]["differences"],
         serde_json::json!([{"key": "os_distro", "source": "debian", "target": "cirros"}])

@@ -271,7 +271,7 @@ fn mixed_set_by_dump_dir_and_by_livecopy() {
     let (code, recs) = load(&c.url, &["--compare"], &listing);
     assert_eq!(code, 1);
     let r = recs.iter().find(|r| r["image"]["id"] == *pid).unwrap();
-    assert_eq!(r["load"]["action"], "differs");
+    assert_eq!(r["load"]["action"], "diff");
     assert_eq!(
         r["load"]["differences"],
         json!([{"key": "hw_disk_bus", "source": "virtio", "target": "scsi"}])
@@ -294,7 +294,7 @@ fn mixed_set_by_dump_dir_and_by_livecopy() {
     assert_eq!(image(&c.url, pid)["site_note"], "local");
     let (_, recs) = load(&c.url, &["--compare", "--strict"], &listing);
     let r = recs.iter().find(|r| r["image"]["id"] == *pid).unwrap();
-    assert_eq!(r["load"]["action"], "differs");
+    assert_eq!(r["load"]["action"], "diff");
     let (_, recs) = load(&c.url, &["--prune-keys"], &listing);
     let r = recs.iter().find(|r| r["image"]["id"] == *pid).unwrap();
     assert_eq!(r["load"]["changes"], json!(["-site_note"]));
