@@ -40,6 +40,13 @@ pub struct Server {
     state: tempfile::TempDir,
 }
 
+impl Server {
+    /// Its state directory (the file store is `images/` in it).
+    pub fn state(&self) -> &Path {
+        self.state.path()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new(workspace().join("tests/glance-server/stop-glance.sh"))

@@ -89,6 +89,30 @@ fn failures_become_the_right_records() {
     assert_eq!(out[0]["load"]["action"], "uploaded");
     assert_eq!(image(&b.url, &id).unwrap()["status"], "active");
 
+    // 500: the store cannot be written (a file where its directory was).
+    // The image stays queued with no data, so a retry is safe: tried, and
+    // reported as a server error once the tries are spent; with the store
+    // back, the next run uploads into the same image.
+    let (sid, _) = one_image(&a.url, t.path(), "store", 3);
+    let recs5 = dump_text(
+        &a.url,
+        &["--dir", d.to_str().unwrap(), "--filter", "name=store"],
+    );
+    let store = b.state().join("images");
+    let aside = b.state().join("images.aside");
+    std::fs::rename(&store, &aside).unwrap();
+    std::fs::write(&store, b"not a directory").unwrap();
+    let (code, out) = load(&b.url, &["--retries", "1"], &recs5);
+    std::fs::remove_file(&store).unwrap();
+    std::fs::rename(&aside, &store).unwrap();
+    assert_eq!(code, 2);
+    assert_eq!(out[0]["error"]["kind"], "server_error", "{out:?}");
+    assert_eq!(out[0]["error"]["detail"]["http_status"], 500);
+    assert_eq!(image(&b.url, &sid).unwrap()["status"], "queued");
+    let (code, out) = load(&b.url, &[], &recs5);
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(out[0]["load"]["action"], "uploaded");
+
     // 401: no identity at all.
     let (code, out) = run_tool(load_bin(), &["--url", &b.url], &recs);
     assert_eq!(code, 2);
