@@ -147,15 +147,10 @@ pub fn request_headers(
     Ok(headers)
 }
 
-/// The flags that name a Glance endpoint and how to talk to it, shared by
-/// glance-dump and glance-load.
+/// How to authenticate to an OpenStack HTTP API and trust its TLS: the
+/// flags every tool that talks to Glance shares.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct EndpointArgs {
-    /// The Glance endpoint (default: $OS_IMAGE_URL, else the image
-    /// endpoint of the keystone catalog)
-    // Optional for clap so that the shared `--generate` works without one.
-    #[arg(long, value_name = "URL", env = "OS_IMAGE_URL")]
-    pub url: Option<String>,
+pub struct AuthArgs {
     /// A token sent as X-Auth-Token (default: $OS_AUTH_TOKEN, else a
     /// keystone login from $OS_AUTH_URL, $OS_USERNAME, $OS_PASSWORD,
     /// $OS_PROJECT_NAME, ... or an application credential); never printed
@@ -177,6 +172,19 @@ pub struct EndpointArgs {
     /// the bundled Mozilla roots)
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<std::path::PathBuf>,
+}
+
+/// The flags that name a Glance endpoint and how to talk to it, shared by
+/// glance-dump and glance-load.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EndpointArgs {
+    /// The Glance endpoint (default: $OS_IMAGE_URL, else the image
+    /// endpoint of the keystone catalog)
+    // Optional for clap so that the shared `--generate` works without one.
+    #[arg(long, value_name = "URL", env = "OS_IMAGE_URL")]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Seconds to wait for a connection or a response
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
@@ -204,6 +212,28 @@ impl EndpointArgs {
     /// The client for these flags, not yet checked; `what` names the URL
     /// flag in the error when it is missing.
     pub fn glance(&self, what: &str) -> anyhow::Result<Glance> {
+        self.auth.client(
+            self.url.as_deref(),
+            what,
+            self.keystone,
+            Duration::from_secs(self.timeout),
+        )
+    }
+}
+
+impl AuthArgs {
+    /// A client for `url` with these credentials (a keystone login from
+    /// the `OS_*` variables when `keystone` and no token is given, which
+    /// also supplies the URL from its catalog when there is none); `what`
+    /// names the URL flag in the error when it is missing. Not yet
+    /// contacted, but for the login.
+    pub fn client(
+        &self,
+        url: Option<&str>,
+        what: &str,
+        keystone: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Glance> {
         let mut token = match &self.token_file {
             Some(f) => {
                 let t = std::fs::read_to_string(f)
@@ -217,14 +247,14 @@ impl EndpointArgs {
             None => self.token.clone(),
         };
         // No token: a keystone login from the OS_* variables, if any.
-        let login = match (&token, self.keystone) {
+        let login = match (&token, keystone) {
             (None, true) => crate::keystone::Login::from_env(&|k| std::env::var(k).ok())?,
             _ => None,
         };
-        if self.url.is_none() && login.is_none() {
+        if url.is_none() && login.is_none() {
             anyhow::bail!("{what} is required (or $OS_AUTH_URL and a login to find it)");
         }
-        if let Some(url) = &self.url
+        if let Some(url) = url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             anyhow::bail!("{url:?}: the endpoint must be an http:// or https:// URL");
@@ -233,8 +263,7 @@ impl EndpointArgs {
             Some(f) => Some(read_cacert(f)?),
             None => None,
         };
-        let timeout = Duration::from_secs(self.timeout);
-        let mut url = self.url.clone();
+        let mut url = url.map(str::to_owned);
         if let Some(l) = login {
             let (t, catalog) = l.login(timeout, roots.clone())?;
             token = Some(t);
@@ -561,6 +590,57 @@ impl Glance {
                 what: "/".into(),
                 why: format!("no Images v2 API on offer (versions: {})", ids.join(", ")),
             })
+    }
+
+    /// Bytes `start..=end` of `path` with a Range request: the part and
+    /// the object's total size (from Content-Range). `Ok(None)` when the
+    /// server ignores Range (it answers 200 with the whole object, which is
+    /// not read).
+    pub fn get_range(
+        &self,
+        path: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, HttpError> {
+        let mut resp = self.get(path, &[("Range", format!("bytes={start}-{end}"))])?;
+        match resp.status().as_u16() {
+            206 => {}
+            200 => return Ok(None),
+            _ => return Err(Self::status_error("GET", path, resp)),
+        }
+        let bad = |why: String| HttpError::Protocol {
+            what: path.to_owned(),
+            why,
+        };
+        // "bytes START-END/TOTAL"
+        let range = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| bad("206 without Content-Range".into()))?
+            .to_owned();
+        let (got_start, total) = range
+            .strip_prefix("bytes ")
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(span, total)| {
+                let (a, _) = span.split_once('-')?;
+                Some((a.parse::<u64>().ok()?, total.parse::<u64>().ok()?))
+            })
+            .ok_or_else(|| bad(format!("unreadable Content-Range {range:?}")))?;
+        if got_start != start {
+            return Err(bad(format!("asked for byte {start}, got {range:?}")));
+        }
+        let want = end - start + 1;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(want)
+            .read_to_vec()
+            .map_err(|e| HttpError::Transport {
+                what: path.to_owned(),
+                why: e.to_string(),
+            })?;
+        Ok(Some((bytes, total)))
     }
 
     /// Stream `path` (from byte `from`, with `Range`) into `sink`; the

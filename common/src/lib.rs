@@ -19,6 +19,7 @@ pub mod exec;
 pub mod formats;
 pub mod glance;
 pub mod hash;
+pub mod http_source;
 pub mod jsonl;
 pub mod keystone;
 pub mod lock;

@@ -28,6 +28,7 @@ fn prelude() -> String {
         .collect();
     format!(
         "glance-dump() {{ command glance-dump \"$@\" {h}; }}\n\
+         imginfo-parse() {{ command imginfo-parse \"$@\" {h}; }}\n\
          glance-load() {{ local s=(); for a in \"$@\"; do [ \"$a\" = --source-url ] && s=({s}); done; \
          command glance-load \"$@\" {h} \"${{s[@]}}\"; }}\n",
         h = headers.join(" "),

@@ -50,8 +50,9 @@ pub struct Cli {
     /// deactivated images) and DIR/<id>.members (of shared images)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// With --dir, write metadata only
-    #[arg(long, requires = "dir")]
+    /// Metadata only: with --dir no data files (without --dir, what the
+    /// listing gives anyway; the replicator's flag, for its pipelines)
+    #[arg(long)]
     pub metaonly: bool,
     /// With --dir, also compute the MD5 (Glance's old checksum) of images
     /// that have a multihash (which alone is checked otherwise: MD5 costs

@@ -139,10 +139,12 @@ impl Tool for Cli {
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
         let source_args = self.source_url.as_ref().map(|u| EndpointArgs {
             url: Some(u.clone()),
-            token: self.source_token.clone(),
-            token_file: self.source_token_file.clone(),
-            headers: self.source_headers.clone(),
-            cacert: self.endpoint.cacert.clone(),
+            auth: common::glance::AuthArgs {
+                token: self.source_token.clone(),
+                token_file: self.source_token_file.clone(),
+                headers: self.source_headers.clone(),
+                cacert: self.endpoint.auth.cacert.clone(),
+            },
             timeout: self.endpoint.timeout,
             keystone: false,
         });

@@ -163,7 +163,8 @@ pub struct Cli {
     )]
     pub qemu_img: OsString,
 
-    /// Kill qemu-img after this many seconds of wall-clock time
+    /// Kill qemu-img after this many seconds of wall-clock time (with
+    /// --url or --from-glance: the HTTP timeout)
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
 
@@ -174,6 +175,20 @@ pub struct Cli {
     /// Address-space limit for qemu-img (e.g. 1G; 0: none)
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size_arg)]
     pub memory_limit: u64,
+
+    /// Probe an image over HTTP(S) with Range requests, reading only its
+    /// headers (repeatable)
+    #[arg(long = "url", value_name = "URL", conflicts_with_all = ["files", "qemu"])]
+    pub urls: Vec<String>,
+
+    /// Probe the data of the Glance image records on stdin (glance-dump
+    /// output) through this Glance with Range requests: `--check` then
+    /// also flags data that is not the record's disk_format
+    #[arg(long, value_name = "URL", conflicts_with_all = ["files", "qemu", "urls"])]
+    pub from_glance: Option<String>,
+
+    #[command(flatten)]
+    pub auth: common::glance::AuthArgs,
 
     #[command(flatten)]
     pub shared: SharedArgs,
@@ -203,6 +218,22 @@ struct Runner<'a> {
     /// A human image held back until we know whether the next block is
     /// the next member of its `--backing-chain`.
     pending: Option<(HumanImage, Option<u64>)>,
+    /// `--from-glance`: the Glance, and the audit's counts.
+    glance: Option<common::glance::Glance>,
+    audit: Audit,
+}
+
+/// What a `--from-glance` run saw, for its summary record.
+#[derive(Debug, Default, serde::Serialize)]
+struct Audit {
+    images: u64,
+    probed: u64,
+    acceptable: u64,
+    unacceptable: u64,
+    not_probed: u64,
+    errors: u64,
+    requests: u64,
+    bytes_read: u64,
 }
 
 fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -226,12 +257,34 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             .collect(),
         allow_backing_file: cli.allow_backing_file,
     };
+    let timeout = Duration::from_secs(cli.timeout);
+    let glance = match &cli.from_glance {
+        Some(url) => {
+            let g = cli.auth.client(Some(url), "--from-glance", true, timeout)?;
+            if let Err(e) = g.check_v2() {
+                let err = common::glance::error_facet(ctx, &e);
+                ctx.fail(Record::from_path(g.base()), err)?;
+                return Ok(());
+            }
+            Some(g)
+        }
+        None => None,
+    };
     let mut r = Runner {
         ctx,
         cli: &cli,
         policy,
         pending: None,
+        glance,
+        audit: Audit::default(),
     };
+    if !cli.urls.is_empty() {
+        for url in &cli.urls {
+            let g = cli.auth.client(Some(url), "--url", true, timeout)?;
+            r.http_record(&g, "", url, Record::new())?;
+        }
+        return Ok(());
+    }
     if !cli.files.is_empty() {
         for f in &cli.files {
             r.path_record(Record::from_path(f))?;
@@ -246,6 +299,12 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         r.doc(doc)?;
     }
     r.flush_pending()?;
+    if r.glance.is_some() {
+        let mut rec = Record::new();
+        rec.set("summary", serde_json::to_value(&r.audit)?);
+        r.ctx.emit(&rec)?;
+        return Ok(());
+    }
     if !any {
         let e = r.ctx.error(
             ErrorKind::EmptyInput,
@@ -302,6 +361,9 @@ impl Runner<'_> {
                         self.ctx.merge(Status::No);
                     }
                     return self.ctx.emit(&rec);
+                }
+                if self.glance.is_some() && rec.get("image").is_some() {
+                    return self.glance_record(rec);
                 }
                 if rec.path().is_some() {
                     return self.path_record(rec);
@@ -513,21 +575,7 @@ impl Runner<'_> {
                 return self.fail(rec, e);
             }
         };
-        let mut probed = formats::probe(&src, &path, self.cli.format.as_deref());
-        // A claimed format the bytes also match is read as that format, as
-        // Cinder passes `-f`: a fixed VHD claimed as vhd is a VHD.
-        if let (Ok(p), None, Some(claimed)) = (&probed, &self.cli.format, &self.cli.expect_format) {
-            let want = check::qemu_format_name(claimed);
-            let matches = p
-                .info
-                .get("detected_formats")
-                .and_then(Value::as_array)
-                .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
-            if matches && p.info.get("format").and_then(Value::as_str) != Some(want.as_str()) {
-                probed = formats::probe(&src, &path, Some(&want));
-            }
-        }
-        match probed {
+        match self.probe(&src, &path, self.cli.expect_format.as_deref()) {
             Ok(p) => {
                 let mut info = p.info;
                 info.insert("children".into(), file_child(&path, &src));
@@ -543,6 +591,140 @@ impl Runner<'_> {
                 self.fail(rec, e)
             }
         }
+    }
+
+    /// The native probe of `src`, as `-f` says, else as `claimed` where
+    /// the bytes also match it (as Cinder passes `-f`: a fixed VHD claimed
+    /// as vhd is a VHD), else as the bytes say.
+    fn probe(
+        &self,
+        src: &dyn formats::Source,
+        name: &str,
+        claimed: Option<&str>,
+    ) -> Result<formats::Probe, FormatError> {
+        let probed = formats::probe(src, name, self.cli.format.as_deref());
+        if let (Ok(p), None, Some(claimed)) = (&probed, &self.cli.format, claimed) {
+            let want = check::qemu_format_name(claimed);
+            let matches = p
+                .info
+                .get("detected_formats")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
+            if matches && p.info.get("format").and_then(Value::as_str) != Some(want.as_str()) {
+                return formats::probe(src, name, Some(&want));
+            }
+        }
+        probed
+    }
+
+    /// An image over HTTP (`--url`, or a Glance record's data): probed by
+    /// Range requests; `rec` gets `url`, `info` and (with --check) the
+    /// verdict, judged against `claimed` (the record's disk_format).
+    fn http_record(
+        &mut self,
+        g: &common::glance::Glance,
+        path: &str,
+        url: &str,
+        mut rec: Record,
+    ) -> io::Result<()> {
+        use common::http_source::{Budget, HttpSource, OpenError};
+        let claimed = self.cli.expect_format.clone().or_else(|| {
+            rec.get("image")
+                .and_then(|i| i.get("disk_format"))
+                .and_then(Value::as_str)
+                .filter(|f| !["ami", "aki", "ari"].contains(f))
+                .map(str::to_owned)
+        });
+        rec.set("url", url);
+        let src = match HttpSource::open(g, path, Budget::default()) {
+            Ok(s) => s,
+            Err(OpenError::NoRange) => {
+                return self.not_probed(rec, "the store does not honour Range requests");
+            }
+            Err(OpenError::Http(e)) => {
+                self.audit.errors += 1;
+                let err = common::glance::error_facet(self.ctx, &e);
+                return self.fail(rec, err);
+            }
+        };
+        let probed = self.probe(&src, url, claimed.as_deref());
+        self.audit.requests += u64::from(src.requests());
+        self.audit.bytes_read += src.bytes();
+        rec.set(
+            "probe",
+            serde_json::json!({"requests": src.requests(), "bytes_read": src.bytes()}),
+        );
+        match probed {
+            Ok(p) => {
+                self.audit.probed += 1;
+                rec.set(FACET, Value::Object(finish(p.info, Some(Source::Native))));
+                let policy = check::Policy {
+                    expect_format: claimed,
+                    ..self.policy.clone()
+                };
+                if self.cli.check
+                    && let Some(info) = rec.get(FACET)
+                {
+                    let verdict = check::check(info, &policy);
+                    if verdict["acceptable"] == true {
+                        self.audit.acceptable += 1;
+                    } else {
+                        self.audit.unacceptable += 1;
+                        self.ctx.merge(Status::No);
+                    }
+                    rec.set(CHECK, verdict);
+                }
+                self.ctx.emit(&rec)
+            }
+            Err(err) => {
+                self.audit.errors += 1;
+                let kind = match &err {
+                    FormatError::Io(e) => ErrorKind::from_io(e),
+                    _ => ErrorKind::BadImage,
+                };
+                let e = self.ctx.error(kind, format!("{url}: {err}"));
+                self.fail(rec, e)
+            }
+        }
+    }
+
+    /// A record of `glance-dump` under `--from-glance`: its data probed
+    /// through Glance, or said why not.
+    fn glance_record(&mut self, rec: Record) -> io::Result<()> {
+        self.audit.images += 1;
+        let img = rec.get("image").cloned().unwrap_or_default();
+        let id = img.get("id").and_then(Value::as_str).unwrap_or("");
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            self.audit.errors += 1;
+            let e = self.ctx.error(
+                ErrorKind::BadRecord,
+                "record has no `image` with a plain `id`",
+            );
+            return self.fail(rec, e);
+        }
+        let status = img.get("status").and_then(Value::as_str).unwrap_or("?");
+        if !matches!(status, "active" | "deactivated") {
+            return self.not_probed(rec, &format!("no data: the image is {status}"));
+        }
+        let Some(g) = self.glance.take() else {
+            return Ok(());
+        };
+        let path = format!("/v2/images/{id}/file");
+        let url = g.url(&path);
+        let r = self.http_record(&g, &path, &url, rec);
+        self.glance = Some(g);
+        r
+    }
+
+    /// An image whose headers could not be read, and why: never a pass
+    /// (`check` has no `acceptable`), never a failure of the run.
+    fn not_probed(&mut self, mut rec: Record, why: &str) -> io::Result<()> {
+        self.audit.not_probed += 1;
+        rec.set("probe", serde_json::json!({"not_probed": why}));
+        if self.cli.check {
+            rec.set(CHECK, serde_json::json!({"not_probed": why}));
+        }
+        self.ctx.emit(&rec)
     }
 
     /// `--qemu`: run qemu-img on a record's `path`.
