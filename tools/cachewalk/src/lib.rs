@@ -4,6 +4,7 @@
 //! `nova` (the walk), `remove` (deletion under Nova's lock, re-checked)
 //! and `glance` (the Glance API node's cache, and queueing).
 
+pub mod audit;
 pub mod glance;
 pub mod inventory;
 pub mod names;
@@ -131,6 +132,14 @@ pub enum Command {
         /// the images' status
         #[arg(long, value_name = "FILE")]
         images: Option<PathBuf>,
+        /// Instead: audit every instance disk and _base file for hostile
+        /// headers where Nova expects raw (format_confusion), qcow2 data
+        /// files and backing files outside _base; exit 1 on any
+        #[arg(long, conflicts_with_all = ["instances", "verify", "images", "check"])]
+        audit: bool,
+        /// With --audit: treat disks that disk.info does not name as raw
+        #[arg(long, requires = "audit")]
+        assume_raw: bool,
     },
     /// Every file of a Glance API node's image cache (root, incomplete/,
     /// invalid/, queue/) with its metadata (cache.db read-only, or
@@ -230,7 +239,12 @@ impl Tool for Cli {
                 check,
                 verify,
                 images,
+                audit,
+                assume_raw,
             } => {
+                if audit {
+                    return audit_cmd(ctx, &root, &subdirectory, assume_raw);
+                }
                 let images = read_images(images.as_deref())?;
                 let inventory = match instances.as_deref() {
                     None => None,
@@ -451,6 +465,39 @@ fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()>
         rec.set(FACET, Value::Object(facet));
         Ok(ctx.emit(&rec)?)
     })
+}
+
+fn audit_cmd(
+    ctx: &mut Ctx,
+    root: &std::path::Path,
+    base_name: &str,
+    assume_raw: bool,
+) -> anyhow::Result<()> {
+    let findings = match audit::audit(root, base_name, assume_raw) {
+        Ok(f) => f,
+        Err(err) => {
+            let e = ctx.error(ErrorKind::from_io(&err), err.to_string());
+            ctx.fail(Record::from_path(&root.to_string_lossy()), e)?;
+            return Ok(());
+        }
+    };
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        path: std::borrow::Cow<'a, str>,
+        audit: &'a audit::Finding,
+    }
+    let recs: Vec<Out> = findings
+        .iter()
+        .map(|f| Out {
+            path: f.path.to_string_lossy(),
+            audit: f,
+        })
+        .collect();
+    ctx.emit_batch(&recs)?;
+    if findings.iter().any(|f| f.verdict == "unsafe") {
+        ctx.merge(Status::No);
+    }
+    Ok(())
 }
 
 fn nova_cmd(
