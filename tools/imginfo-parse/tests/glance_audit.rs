@@ -98,7 +98,7 @@ fn the_audit_flags_exactly_the_planted_images() {
     let before = file_bytes_sent(g.state());
 
     let listing = dump_text(&g.url, &["--metaonly"]);
-    let mut args = vec!["--check", "--from-glance", g.url.as_str()];
+    let mut args = vec!["--check", "--summary", "--from-glance", g.url.as_str()];
     let auth = auth_flags("--header");
     args.extend(auth.iter().map(String::as_str));
     let (code, recs) = run_tool(harness::bin("imginfo-parse"), &args, &listing);
@@ -140,7 +140,7 @@ fn the_audit_flags_exactly_the_planted_images() {
             .unwrap()
             .contains("queued")
     );
-    assert!(q["check"].get("acceptable").is_none());
+    assert_eq!(q["check"]["acceptable"], true);
     let summary = &recs.last().unwrap()["summary"];
     assert_eq!(summary["images"], 7);
     assert_eq!(summary["not_probed"], 1);
@@ -152,6 +152,41 @@ fn the_audit_flags_exactly_the_planted_images() {
     assert!(sent > 0);
     assert!(sent * 100 < total, "read {sent} of {total} bytes");
     assert_eq!(summary["bytes_read"].as_u64().unwrap(), sent);
+    // The issue's pipeline, as an operator runs it: exactly the planted.
+    let script = format!(
+        "glance-dump --url \"$G\" --metaonly {h} | imginfo-parse --check --from-glance \"$G\" {h} \
+         | jq -c 'select(.check.acceptable | not) | {{id: .image.id, name: .image.name, check}}'",
+        h = auth
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("G", &g.url)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                harness::bin("imginfo-parse").parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, hostile, "{}", String::from_utf8_lossy(&out.stderr));
+
     // The same verdict for one image by its URL.
     let d = hostile[0].clone();
     let url = format!("{}/v2/images/{d}/file", g.url);
