@@ -109,7 +109,12 @@ pub fn expected(img: &Value) -> (Option<u64>, Option<(crate::hash::Algorithm, St
 /// The error facet for `e`: its kind and message, and when the server
 /// answered, `http_status`, Glance's `server_message` and `request_id`.
 pub fn error_facet(ctx: &crate::cli::Ctx, e: &HttpError) -> crate::record::ErrorFacet {
-    let mut err = ctx.error(e.kind(), e.to_string());
+    http_error_facet(ctx.tool(), e)
+}
+
+/// [`error_facet`] for `tool` without a `Ctx` (on a worker thread).
+pub fn http_error_facet(tool: &str, e: &HttpError) -> crate::record::ErrorFacet {
+    let mut err = crate::record::ErrorFacet::new(tool, e.kind(), e.to_string());
     if let HttpError::Status {
         status,
         message,

@@ -20,6 +20,7 @@ pub mod formats;
 pub mod glance;
 pub mod hash;
 pub mod http_source;
+pub mod jobs;
 pub mod jsonl;
 pub mod keystone;
 pub mod lock;

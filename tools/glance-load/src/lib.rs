@@ -180,13 +180,22 @@ impl Tool for Cli {
             }
             None => Box::new(stdin_inputs()),
         };
-        run_jobs(ctx, usize::from(self.jobs), inputs, &|rec| {
-            if self.compare {
-                loader.compare_one(rec)
-            } else {
-                loader.load_one(rec)
+        let work = |input: Input| match input {
+            Input::Work(rec) => {
+                let r = if self.compare {
+                    loader.compare_one(&rec)
+                } else {
+                    loader.load_one(&rec)
+                };
+                Output::Done(rec, r)
             }
-        })
+            other => Output::Input(other),
+        };
+        common::jobs::ordered(usize::from(self.jobs), inputs, &work, &mut |o| emit(ctx, o))?;
+        match common::signal::pending() {
+            Some(sig) => Err(common::cli::Interrupted(sig).into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -219,100 +228,6 @@ fn stdin_inputs() -> impl Iterator<Item = anyhow::Result<Input>> {
             bad.message,
             Some(bad.line),
         ))),
-    })
-}
-
-/// What a worker does with a record: its facet.
-type Work<'a> = dyn Fn(&Record) -> Result<Map<String, Value>, LoadError> + Sync + 'a;
-
-/// Load `inputs` with `jobs` workers; records come out in input order.
-fn run_jobs(
-    ctx: &mut Ctx,
-    jobs: usize,
-    inputs: Box<dyn Iterator<Item = anyhow::Result<Input>> + '_>,
-    work: &Work<'_>,
-) -> anyhow::Result<()> {
-    use std::collections::BTreeMap;
-    use std::sync::{Mutex, mpsc};
-    let (todo_tx, todo_rx) = mpsc::sync_channel::<(u64, Record)>(jobs);
-    let todo_rx = Mutex::new(todo_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(u64, Output)>();
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        for _ in 0..jobs {
-            let done_tx = done_tx.clone();
-            let todo_rx = &todo_rx;
-            s.spawn(move || {
-                loop {
-                    let next = match todo_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((seq, rec)) = next else { return };
-                    let r = work(&rec);
-                    if done_tx.send((seq, Output::Done(rec, r))).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-        let mut ready: BTreeMap<u64, Output> = BTreeMap::new();
-        let mut next_out = 0u64;
-        let mut sent = 0u64;
-        let flush = |ctx: &mut Ctx,
-                     ready: &mut BTreeMap<u64, Output>,
-                     next_out: &mut u64|
-         -> anyhow::Result<()> {
-            while let Some(o) = ready.remove(next_out) {
-                emit(ctx, o)?;
-                *next_out += 1;
-            }
-            Ok(())
-        };
-        let mut todo_tx = Some(todo_tx);
-        let mut inputs = inputs;
-        let mut interrupted = None;
-        loop {
-            // Bound the records in flight (and so the memory).
-            while sent - next_out >= 4 * jobs as u64 {
-                let Ok((seq, o)) = done_rx.recv() else { break };
-                ready.insert(seq, o);
-                flush(ctx, &mut ready, &mut next_out)?;
-            }
-            if let Some(sig) = common::signal::pending() {
-                interrupted = Some(sig);
-                break;
-            }
-            let Some(input) = inputs.next() else { break };
-            let seq = sent;
-            sent += 1;
-            match input? {
-                Input::Work(rec) => {
-                    if let Some(tx) = &todo_tx
-                        && tx.send((seq, rec)).is_err()
-                    {
-                        anyhow::bail!("the workers stopped");
-                    }
-                }
-                other => {
-                    ready.insert(seq, Output::Input(other));
-                }
-            }
-            while let Ok((seq, o)) = done_rx.try_recv() {
-                ready.insert(seq, o);
-            }
-            flush(ctx, &mut ready, &mut next_out)?;
-        }
-        todo_tx.take();
-        for (seq, o) in done_rx.iter() {
-            ready.insert(seq, o);
-            flush(ctx, &mut ready, &mut next_out)?;
-        }
-        flush(ctx, &mut ready, &mut next_out)?;
-        match interrupted.or_else(common::signal::pending) {
-            Some(sig) => Err(common::cli::Interrupted(sig).into()),
-            None => Ok(()),
-        }
     })
 }
 

@@ -8,6 +8,7 @@ pub mod info;
 pub mod input;
 pub mod qemu;
 pub mod qjson;
+mod remote;
 
 use anyhow::Context;
 use clap::Parser;
@@ -187,6 +188,11 @@ pub struct Cli {
     #[arg(long, value_name = "URL", conflicts_with_all = ["files", "qemu", "urls"])]
     pub from_glance: Option<String>,
 
+    /// With --from-glance, images probed at once
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "from_glance",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
     /// With --from-glance, end with a summary record: images, probed,
     /// acceptable, unacceptable, not_probed, errors, requests, bytes_read
     #[arg(long, requires = "from_glance")]
@@ -225,20 +231,7 @@ struct Runner<'a> {
     pending: Option<(HumanImage, Option<u64>)>,
     /// `--from-glance`: the Glance, and the audit's counts.
     glance: Option<common::glance::Glance>,
-    audit: Audit,
-}
-
-/// What a `--from-glance` run saw, for its summary record.
-#[derive(Debug, Default, serde::Serialize)]
-struct Audit {
-    images: u64,
-    probed: u64,
-    acceptable: u64,
-    unacceptable: u64,
-    not_probed: u64,
-    errors: u64,
-    requests: u64,
-    bytes_read: u64,
+    audit: remote::Audit,
 }
 
 fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -281,14 +274,23 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         policy,
         pending: None,
         glance,
-        audit: Audit::default(),
+        audit: remote::Audit::default(),
     };
     if !cli.urls.is_empty() {
         for url in &cli.urls {
             let g = cli.auth.client(Some(url), "--url", true, timeout)?;
-            r.http_record(&g, "", url, Record::new())?;
+            let job = remote::Job {
+                cli: &cli,
+                policy: &r.policy,
+                glance: None,
+            };
+            let o = job.http(&g, "", url, Record::new());
+            r.apply(o)?;
         }
         return Ok(());
+    }
+    if let Some(g) = r.glance.take() {
+        return from_glance(r, &g);
     }
     if !cli.files.is_empty() {
         for f in &cli.files {
@@ -304,21 +306,41 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         r.doc(doc)?;
     }
     r.flush_pending()?;
-    if r.glance.is_some() {
-        if !cli.summary {
-            return Ok(());
-        }
-        let mut rec = Record::new();
-        rec.set("summary", serde_json::to_value(&r.audit)?);
-        r.ctx.emit(&rec)?;
-        return Ok(());
-    }
     if !any {
         let e = r.ctx.error(
             ErrorKind::EmptyInput,
             "no input: expected qemu-img info output (JSON or text) or records on stdin",
         );
         r.fail(Record::new(), e)?;
+    }
+    Ok(())
+}
+
+/// `--from-glance`: every record's image probed through `g`, `--jobs` at a
+/// time, in input order; other documents as usual; the summary last.
+fn from_glance(mut r: Runner<'_>, g: &common::glance::Glance) -> anyhow::Result<()> {
+    let cli = r.cli;
+    let policy = r.policy.clone();
+    let job = remote::Job {
+        cli,
+        policy: &policy,
+        glance: Some(g),
+    };
+    let mut docs = DocReader::new(io::stdin().lock(), cli.input);
+    let inputs = std::iter::from_fn(|| docs.next_doc().context("reading stdin").transpose());
+    let work = |doc: Doc| job.doc(doc);
+    common::jobs::ordered(usize::from(cli.jobs), inputs, &work, &mut |item| {
+        match item {
+            remote::Item::Probed(o) => r.apply(*o)?,
+            remote::Item::Other(doc) => r.doc(doc)?,
+        }
+        Ok(())
+    })?;
+    r.flush_pending()?;
+    if cli.summary {
+        let mut rec = Record::new();
+        rec.set("summary", serde_json::to_value(&r.audit)?);
+        r.ctx.emit(&rec)?;
     }
     Ok(())
 }
@@ -369,9 +391,6 @@ impl Runner<'_> {
                         self.ctx.merge(Status::No);
                     }
                     return self.ctx.emit(&rec);
-                }
-                if self.glance.is_some() && rec.get("image").is_some() {
-                    return self.glance_record(rec);
                 }
                 if rec.path().is_some() {
                     return self.path_record(rec);
@@ -601,146 +620,26 @@ impl Runner<'_> {
         }
     }
 
-    /// The native probe of `src`, as `-f` says, else as `claimed` where
-    /// the bytes also match it (as Cinder passes `-f`: a fixed VHD claimed
-    /// as vhd is a VHD), else as the bytes say.
+    /// The native probe of `src` (see [`remote::probe_as`]).
     fn probe(
         &self,
         src: &dyn formats::Source,
         name: &str,
         claimed: Option<&str>,
     ) -> Result<formats::Probe, FormatError> {
-        let probed = formats::probe(src, name, self.cli.format.as_deref());
-        if let (Ok(p), None, Some(claimed)) = (&probed, &self.cli.format, claimed) {
-            let want = check::qemu_format_name(claimed);
-            let matches = p
-                .info
-                .get("detected_formats")
-                .and_then(Value::as_array)
-                .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
-            if matches && p.info.get("format").and_then(Value::as_str) != Some(want.as_str()) {
-                return formats::probe(src, name, Some(&want));
-            }
-        }
-        probed
+        remote::probe_as(src, name, self.cli.format.as_deref(), claimed)
     }
 
-    /// An image over HTTP (`--url`, or a Glance record's data): probed by
-    /// Range requests; `rec` gets `url`, `info` and (with --check) the
-    /// verdict, judged against `claimed` (the record's disk_format).
-    fn http_record(
-        &mut self,
-        g: &common::glance::Glance,
-        path: &str,
-        url: &str,
-        mut rec: Record,
-    ) -> io::Result<()> {
-        use common::http_source::{Budget, HttpSource, OpenError};
-        let claimed = self.cli.expect_format.clone().or_else(|| {
-            rec.get("image")
-                .and_then(|i| i.get("disk_format"))
-                .and_then(Value::as_str)
-                .filter(|f| !["ami", "aki", "ari"].contains(f))
-                .map(str::to_owned)
-        });
-        rec.set("url", url);
-        let src = match HttpSource::open(g, path, Budget::default()) {
-            Ok(s) => s,
-            Err(OpenError::NoRange) => {
-                return self.not_probed(rec, "the store does not honour Range requests", false);
-            }
-            Err(OpenError::Http(e)) => {
-                self.audit.errors += 1;
-                let err = common::glance::error_facet(self.ctx, &e);
-                return self.fail(rec, err);
-            }
-        };
-        let probed = self.probe(&src, url, claimed.as_deref());
-        self.audit.requests += u64::from(src.requests());
-        self.audit.bytes_read += src.bytes();
-        rec.set(
-            "probe",
-            serde_json::json!({"requests": src.requests(), "bytes_read": src.bytes()}),
-        );
-        match probed {
-            Ok(p) => {
-                self.audit.probed += 1;
-                rec.set(FACET, Value::Object(finish(p.info, Some(Source::Native))));
-                let policy = check::Policy {
-                    expect_format: claimed,
-                    ..self.policy.clone()
-                };
-                if self.cli.check
-                    && let Some(info) = rec.get(FACET)
-                {
-                    let verdict = check::check(info, &policy);
-                    if verdict["acceptable"] == true {
-                        self.audit.acceptable += 1;
-                    } else {
-                        self.audit.unacceptable += 1;
-                        self.ctx.merge(Status::No);
-                    }
-                    rec.set(CHECK, verdict);
-                }
-                self.ctx.emit(&rec)
-            }
-            Err(err) => {
-                self.audit.errors += 1;
-                let kind = match &err {
-                    FormatError::Io(e) => ErrorKind::from_io(e),
-                    _ => ErrorKind::BadImage,
-                };
-                let e = self.ctx.error(kind, format!("{url}: {err}"));
-                self.fail(rec, e)
-            }
+    /// Apply what probing one image over HTTP came to, in input order.
+    fn apply(&mut self, o: remote::Outcome) -> io::Result<()> {
+        self.audit.add(&o.delta);
+        if o.unacceptable {
+            self.ctx.merge(Status::No);
         }
-    }
-
-    /// A record of `glance-dump` under `--from-glance`: its data probed
-    /// through Glance, or said why not.
-    fn glance_record(&mut self, rec: Record) -> io::Result<()> {
-        self.audit.images += 1;
-        let img = rec.get("image").cloned().unwrap_or_default();
-        let id = img.get("id").and_then(Value::as_str).unwrap_or("");
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            self.audit.errors += 1;
-            let e = self.ctx.error(
-                ErrorKind::BadRecord,
-                "record has no `image` with a plain `id`",
-            );
-            return self.fail(rec, e);
+        match o.error {
+            Some(e) => self.fail(o.rec, e),
+            None => self.ctx.emit(&o.rec),
         }
-        let status = img.get("status").and_then(Value::as_str).unwrap_or("?");
-        if !matches!(status, "active" | "deactivated") {
-            // No bytes, nothing anyone could be handed: acceptable, and
-            // said why it was not read.
-            return self.not_probed(rec, &format!("no data: the image is {status}"), true);
-        }
-        let Some(g) = self.glance.take() else {
-            return Ok(());
-        };
-        let path = format!("/v2/images/{id}/file");
-        let url = g.url(&path);
-        let r = self.http_record(&g, &path, &url, rec);
-        self.glance = Some(g);
-        r
-    }
-
-    /// An image whose headers were not read, and why. Without data
-    /// (`empty`) there is nothing to judge: acceptable, with the reason.
-    /// Otherwise never a pass (`check` has no `acceptable`), and not
-    /// counted as unsafe either.
-    fn not_probed(&mut self, mut rec: Record, why: &str, empty: bool) -> io::Result<()> {
-        self.audit.not_probed += 1;
-        rec.set("probe", serde_json::json!({"not_probed": why}));
-        if self.cli.check {
-            let mut c = serde_json::json!({"not_probed": why});
-            if empty {
-                c["acceptable"] = true.into();
-            }
-            rec.set(CHECK, c);
-        }
-        self.ctx.emit(&rec)
     }
 
     /// `--qemu`: run qemu-img on a record's `path`.

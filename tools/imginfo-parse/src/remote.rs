@@ -1,0 +1,250 @@
+//! Images over HTTP: `--url`, and `--from-glance` (each Glance record's
+//! data through `/v2/images/{id}/file`), probed by bounded Range requests
+//! (common::http_source). The work of one image is a pure function of the
+//! record, so `--jobs` can run it on worker threads; the runner applies
+//! the outcomes in input order.
+
+use crate::info::{Source, finish};
+use crate::input::Doc;
+use crate::{CHECK, Cli, FACET, check};
+use common::cli::Tool;
+use common::formats::{self, FormatError};
+use common::glance::Glance;
+use common::http_source::{Budget, HttpSource, OpenError};
+use common::{ErrorFacet, ErrorKind, Record};
+use serde_json::Value;
+
+/// What a `--from-glance` run saw, for its summary record.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Audit {
+    images: u64,
+    probed: u64,
+    acceptable: u64,
+    unacceptable: u64,
+    not_probed: u64,
+    errors: u64,
+    requests: u64,
+    bytes_read: u64,
+}
+
+impl Audit {
+    /// Add another's counts.
+    pub fn add(&mut self, o: &Audit) {
+        self.images += o.images;
+        self.probed += o.probed;
+        self.acceptable += o.acceptable;
+        self.unacceptable += o.unacceptable;
+        self.not_probed += o.not_probed;
+        self.errors += o.errors;
+        self.requests += o.requests;
+        self.bytes_read += o.bytes_read;
+    }
+}
+
+/// What probing one image came to.
+pub struct Outcome {
+    /// The record, with its facets.
+    pub rec: Record,
+    /// Its counts.
+    pub delta: Audit,
+    /// The error to attach (the record then fails).
+    pub error: Option<ErrorFacet>,
+    /// Whether the verdict is not acceptable (exit 1).
+    pub unacceptable: bool,
+}
+
+/// One input of `--from-glance`.
+pub enum Item {
+    /// A Glance record, probed.
+    Probed(Box<Outcome>),
+    /// Anything else, for the runner as usual.
+    Other(Doc),
+}
+
+/// The native probe of `src`: as `forced` (`-f`), else as `claimed` where
+/// the bytes also match it (as Cinder passes `-f`: a fixed VHD claimed as
+/// vhd is a VHD), else as the bytes say.
+pub fn probe_as(
+    src: &dyn formats::Source,
+    name: &str,
+    forced: Option<&str>,
+    claimed: Option<&str>,
+) -> Result<formats::Probe, FormatError> {
+    let probed = formats::probe(src, name, forced);
+    if let (Ok(p), None, Some(claimed)) = (&probed, forced, claimed) {
+        let want = check::qemu_format_name(claimed);
+        let matches = p
+            .info
+            .get("detected_formats")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
+        if matches && p.info.get("format").and_then(Value::as_str) != Some(want.as_str()) {
+            return formats::probe(src, name, Some(&want));
+        }
+    }
+    probed
+}
+
+/// What the work needs: shared, read-only.
+pub struct Job<'a> {
+    pub cli: &'a Cli,
+    pub policy: &'a check::Policy,
+    pub glance: Option<&'a Glance>,
+}
+
+impl Job<'_> {
+    fn error(&self, kind: ErrorKind, message: impl Into<String>) -> ErrorFacet {
+        ErrorFacet::new(Cli::NAME, kind, message)
+    }
+
+    fn outcome(&self, rec: Record, delta: Audit) -> Outcome {
+        Outcome {
+            rec,
+            delta,
+            error: None,
+            unacceptable: false,
+        }
+    }
+
+    /// A document of stdin: a Glance record is probed, anything else goes
+    /// back to the runner.
+    pub fn doc(&self, doc: Doc) -> Item {
+        match doc {
+            Doc::Json {
+                value: Value::Object(m),
+                ..
+            } if m.contains_key("image") && !m.contains_key(common::record::ERROR) => {
+                Item::Probed(Box::new(self.glance_record(Record::from_map(m))))
+            }
+            other => Item::Other(other),
+        }
+    }
+
+    /// A glance-dump record: its data probed through Glance, or said why
+    /// not.
+    pub fn glance_record(&self, rec: Record) -> Outcome {
+        let img = rec.get("image").cloned().unwrap_or_default();
+        let id = img.get("id").and_then(Value::as_str).unwrap_or("");
+        let mut delta = Audit {
+            images: 1,
+            ..Audit::default()
+        };
+        let Some(g) = self.glance else {
+            return self.outcome(rec, delta);
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            delta.errors += 1;
+            let e = self.error(
+                ErrorKind::BadRecord,
+                "record has no `image` with a plain `id`",
+            );
+            let mut o = self.outcome(rec, delta);
+            o.error = Some(e);
+            return o;
+        }
+        let status = img.get("status").and_then(Value::as_str).unwrap_or("?");
+        if !matches!(status, "active" | "deactivated") {
+            // No bytes, nothing anyone could be handed: acceptable, and
+            // said why it was not read.
+            return self.not_probed(rec, delta, &format!("no data: the image is {status}"), true);
+        }
+        let path = format!("/v2/images/{id}/file");
+        let url = g.url(&path);
+        let mut o = self.http(g, &path, &url, rec);
+        o.delta.add(&delta);
+        o
+    }
+
+    /// An image whose headers were not read, and why. Without data
+    /// (`empty`) there is nothing to judge: acceptable, with the reason.
+    /// Otherwise never a pass (`check` has no `acceptable`), and not
+    /// counted as unsafe either.
+    fn not_probed(&self, mut rec: Record, mut delta: Audit, why: &str, empty: bool) -> Outcome {
+        delta.not_probed += 1;
+        rec.set("probe", serde_json::json!({"not_probed": why}));
+        if self.cli.check {
+            let mut c = serde_json::json!({"not_probed": why});
+            if empty {
+                c["acceptable"] = true.into();
+            }
+            rec.set(CHECK, c);
+        }
+        self.outcome(rec, delta)
+    }
+
+    /// An image over HTTP (`--url`, or a Glance record's data): probed by
+    /// Range requests; `rec` gets `url`, `info`, `probe` and (with
+    /// --check) the verdict, judged against the claimed format (the
+    /// record's disk_format unless --expect-format).
+    pub fn http(&self, g: &Glance, path: &str, url: &str, mut rec: Record) -> Outcome {
+        let claimed = self.cli.expect_format.clone().or_else(|| {
+            rec.get("image")
+                .and_then(|i| i.get("disk_format"))
+                .and_then(Value::as_str)
+                .filter(|f| !["ami", "aki", "ari"].contains(f))
+                .map(str::to_owned)
+        });
+        rec.set("url", url);
+        let mut delta = Audit::default();
+        let src = match HttpSource::open(g, path, Budget::default()) {
+            Ok(s) => s,
+            Err(OpenError::NoRange) => {
+                return self.not_probed(
+                    rec,
+                    delta,
+                    "the store does not honour Range requests",
+                    false,
+                );
+            }
+            Err(OpenError::Http(e)) => {
+                delta.errors += 1;
+                let mut o = self.outcome(rec, delta);
+                o.error = Some(common::glance::http_error_facet(Cli::NAME, &e));
+                return o;
+            }
+        };
+        let probed = probe_as(&src, url, self.cli.format.as_deref(), claimed.as_deref());
+        delta.requests += u64::from(src.requests());
+        delta.bytes_read += src.bytes();
+        rec.set(
+            "probe",
+            serde_json::json!({"requests": src.requests(), "bytes_read": src.bytes()}),
+        );
+        match probed {
+            Ok(p) => {
+                delta.probed += 1;
+                rec.set(FACET, Value::Object(finish(p.info, Some(Source::Native))));
+                let mut unacceptable = false;
+                if self.cli.check
+                    && let Some(info) = rec.get(FACET)
+                {
+                    let policy = check::Policy {
+                        expect_format: claimed,
+                        ..self.policy.clone()
+                    };
+                    let verdict = check::check(info, &policy);
+                    if verdict["acceptable"] == true {
+                        delta.acceptable += 1;
+                    } else {
+                        delta.unacceptable += 1;
+                        unacceptable = true;
+                    }
+                    rec.set(CHECK, verdict);
+                }
+                let mut o = self.outcome(rec, delta);
+                o.unacceptable = unacceptable;
+                o
+            }
+            Err(err) => {
+                delta.errors += 1;
+                let kind = match &err {
+                    FormatError::Io(e) => ErrorKind::from_io(e),
+                    _ => ErrorKind::BadImage,
+                };
+                let mut o = self.outcome(rec, delta);
+                o.error = Some(self.error(kind, format!("{url}: {err}")));
+                o
+            }
+        }
+    }
+}
