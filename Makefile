@@ -46,7 +46,7 @@ test: build-debug
 # tests/glance-server/start-glance.sh; they need python3.11 and, once, PyPI).
 test-glance: build-debug
 	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) \
-		-p glance-dump -p glance-load -p imginfo-parse -p pipeline-tests --test readme_glance --test glance --test glance_audit \
+		-p glance-dump -p glance-load -p imginfo-parse -p pipeline-tests --test readme_glance --test pipelines_glance --test glance --test glance_audit \
 		--test replicate --test errors --test tls --test keystone
 
 fmt-check:
