@@ -27,13 +27,18 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test test-glance check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance check deb deb-check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
 
+# Release binaries carry no build paths (reproducible packages): the
+# checkout and cargo's home are remapped.
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+REMAP := --remap-path-prefix=$(CURDIR)=/build/image-tools --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
+
 build:
-	$(CARGO) build $(CARGOFLAGS) --profile $(PROFILE) --bins
+	RUSTFLAGS="$(RUSTFLAGS) $(REMAP)" $(CARGO) build $(CARGOFLAGS) --profile $(PROFILE) --bins
 
 build-debug:
 	$(CARGO) build $(CARGOFLAGS) --workspace --bins
@@ -55,7 +60,33 @@ fmt-check:
 clippy:
 	$(CARGO) clippy $(CARGOFLAGS) --workspace --all-targets -- -D warnings
 
-check: fmt-check clippy test man-check install-check
+check: fmt-check clippy test man-check install-check deb-check
+
+# A Debian package of the built tree (packaging/deb.sh: reproducible).
+deb: build completions
+	@sh packaging/deb.sh "$(abspath $(TARGET_DIR))/image-tools.deb"
+
+# Two package builds must be byte-identical and hold the six tools and no
+# build path; as root in CI, it is installed, run and removed.
+deb-check: build completions
+	@if ! command -v dpkg-deb >/dev/null 2>&1; then echo "deb-check: skipped: no dpkg-deb"; exit 0; fi; \
+	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	sh packaging/deb.sh "$$d/a.deb" >/dev/null && sleep 1 && sh packaging/deb.sh "$$d/b.deb" >/dev/null && \
+	cmp "$$d/a.deb" "$$d/b.deb" || { echo "deb-check: two builds differ" >&2; exit 1; }; \
+	dpkg-deb -c "$$d/a.deb" > "$$d/list" && \
+	for t in $(TOOLS); do \
+		grep -q "./usr/bin/$$t\$$" "$$d/list" || { echo "deb-check: $$t missing" >&2; exit 1; }; \
+		grep -q "./usr/share/man/man1/$$t.1.gz" "$$d/list" || { echo "deb-check: man $$t missing" >&2; exit 1; }; \
+	done; \
+	dpkg-deb --fsys-tarfile "$$d/a.deb" | tar -xO ./usr/bin/imginfo-parse > "$$d/bin" && \
+	if grep -a -q -e "$(CURDIR)" -e "$(CARGO_HOME_DIR)" "$$d/bin"; then \
+		echo "deb-check: a build path is in the binary" >&2; exit 1; fi; \
+	if [ "$$(id -u)" = 0 ] && [ -n "$${CI:-}" ]; then \
+		dpkg -i "$$d/a.deb" >/dev/null && for t in $(TOOLS); do /usr/bin/$$t --version >/dev/null || exit 1; done && \
+		dpkg -r image-tools >/dev/null && for t in $(TOOLS); do test ! -e /usr/bin/$$t || exit 1; done && \
+		echo "deb-check: installed, ran and removed with dpkg"; \
+	fi; \
+	echo "deb-check: reproducible package ($$(sha256sum "$$d/a.deb" | cut -c1-16)...)"
 
 # Man pages are generated from the clap definitions plus doc/*.roff and
 # committed, so packagers never need to run a binary for the target.

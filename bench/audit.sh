@@ -65,8 +65,8 @@ log="$work/g/log/uwsgi.log"
 # answer: curl would idle 1 s waiting for it.
 gcurl() { curl -sS -f -H 'X-Identity-Status: Confirmed' -H 'X-User-Id: tester' \
   -H 'X-Project-Id: project-1' -H 'X-Roles: admin,member,reader' -H 'Expect:' "$@"; }
-tool() { b=$1; shift
-  "$b" --header 'X-Identity-Status: Confirmed' --header 'X-User-Id: tester' \
+tool() { tb=$1; shift
+  "$tb" --header 'X-Identity-Status: Confirmed' --header 'X-User-Id: tester' \
     --header 'X-Project-Id: project-1' --header 'X-Roles: admin,member,reader' "$@"; }
 
 echo "audit-bench: creating $n images ($mib MiB) in $G" >&2
@@ -97,8 +97,9 @@ timed() { v=$1; b=$2; shift 2; m=$(( $(wc -l < "$log") + 1 ))
   eval "c=\${$v:-}"; if [ -z "$c" ] || [ "$d" -lt "$c" ]; then eval "$v=$d"; fi; }
 # Exit status: imginfo-parse's (0: every image acceptable); a glance-dump
 # failure shows as fewer images in the summary.
-audit() { tool "$gd" --url "$G" --metaonly | tool "$ip" --check --summary --from-glance "$G" "$@" > "$work/audit.jsonl"; }
-audit1() { audit --jobs 1 && mv "$work/audit.jsonl" "$work/audit1.jsonl"; }
+audit() { o=$1; shift
+  tool "$gd" --url "$G" --metaonly | tool "$ip" --check --summary --from-glance "$G" "$@" > "$work/$o"; }
+listing() { tool "$gd" --url "$G" --metaonly > /dev/null; }
 compete() { while read -r id; do
     gcurl -o "$work/img" "$G/v2/images/$id/file" || return 1
     qemu-img info --output=json "$work/img" > /dev/null || return 1
@@ -106,11 +107,11 @@ compete() { while read -r id; do
   done < "$work/ids"; }
 
 echo "audit-bench: timing the audit and the competitor (fastest of $rounds)" >&2
-t_a=; t_a1=; t_c=
+t_a=; t_a1=; t_c=; t_l=; b_a=; b_a1=; b_c=; b_l=
 for r in $(seq "$rounds"); do
-  if [ "$r" = 2 ]; then timed t_c b_c compete; timed t_a1 b_a1 audit1; timed t_a b_a audit
-  else timed t_a b_a audit; timed t_a1 b_a1 audit1; timed t_c b_c compete; fi
-  echo "audit-bench: round $r done" >&2
+  if [ "$r" = 2 ]; then timed t_c b_c compete; timed t_a1 b_a1 audit audit1.jsonl --jobs 1; timed t_a b_a audit audit.jsonl
+  else timed t_a b_a audit audit.jsonl; timed t_a1 b_a1 audit audit1.jsonl --jobs 1; timed t_c b_c compete; fi
+  timed t_l b_l listing; echo "audit-bench: round $r done" >&2
 done
 # One Range request of 64 KiB (what a probe starts with), fastest of 5.
 id=$(head -n 1 "$work/ids"); lat=
@@ -137,6 +138,7 @@ r_t=$(ratio "$t_c" "$t_a")
 echo "audit-bench: $n images ($nq qcow2), $stored bytes stored, one local Glance 33 (uWSGI, 1 process, 1 thread), fastest of $rounds, $(nproc 2>/dev/null || echo '?') CPUs"
 row "audit: glance-dump | imginfo-parse --check (jobs 4)" "$t_a" "$b_a"
 [ "$b_sum" = "$b_a" ] || printf '  %-50s %26s bytes\n' "  (its --summary bytes_read)" "$b_sum"
+row "  of which glance-dump --metaonly alone (listing)" "$t_l" "$b_l"
 row "audit with --jobs 1" "$t_a1" "$b_a1"
 row "competitor: curl -o file; qemu-img info; rm" "$t_c" "$b_c"
 printf '  %-50s %10sx   goal >= 50    %s\n' "time: competitor / audit" "$r_t" \
