@@ -159,6 +159,7 @@ bench: build
 	@sh bench/vhd.sh "$(abspath $(OUT_DIR))"
 	@sh bench/cachewalk.sh "$(abspath $(OUT_DIR))"
 	@sh bench/glance.sh "$(abspath $(OUT_DIR))"
+	@sh bench/audit.sh "$(abspath $(OUT_DIR))"
 
 clean:
 	$(CARGO) clean
