@@ -106,6 +106,17 @@ pub fn expected(img: &Value) -> (Option<u64>, Option<(crate::hash::Algorithm, St
     (size, hash)
 }
 
+/// The few HTML entities webob's error pages use, decoded (`&amp;` last,
+/// so `&amp;lt;` stays `&lt;`).
+fn unescape(s: &str) -> String {
+    s.replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
 /// The error facet for `e`: its kind and message, and when the server
 /// answered, `http_status`, Glance's `server_message` and `request_id`.
 pub fn error_facet(ctx: &crate::cli::Ctx, e: &HttpError) -> crate::record::ErrorFacet {
@@ -426,8 +437,9 @@ impl Glance {
                 body.lines()
                     .map(str::trim)
                     .find(|l| !l.is_empty() && !l.starts_with('<'))
-                    // webob's pages end their text with line breaks.
-                    .map(|l| l.replace("<br />", " ").trim().to_owned())
+                    // webob's pages end their text with line breaks and
+                    // escape quotes as HTML.
+                    .map(|l| unescape(&l.replace("<br />", " ")).trim().to_owned())
             });
         HttpError::Status {
             method,
@@ -707,6 +719,14 @@ mod tests {
             (None, Some((crate::hash::Algorithm::Md5, "abc".to_owned())))
         );
         assert_eq!(expected(&serde_json::json!({})), (None, None));
+    }
+
+    #[test]
+    fn webob_entities_are_decoded() {
+        assert_eq!(
+            unescape("does not match schema &#x27;image&#x27;: &quot;x&quot; &amp;lt;"),
+            "does not match schema 'image': \"x\" &lt;"
+        );
     }
 
     #[test]
