@@ -180,3 +180,189 @@ fn replication_with_verification_and_facets_passed_through() {
         }
     }
 }
+
+/// Cinder's `fetch_to_raw` as a pipeline (`examples/fetch-to-raw`): a
+/// qcow2 becomes a raw volume file; every refusal of Cinder's tests (a
+/// backing file, too large for the volume, not the claimed format, no
+/// qemu-img) gives its record and a non-zero exit, and the temporary
+/// files are gone.
+#[test]
+fn cinder_fetch_to_raw() {
+    if tool("glance-dump").is_err() || Command::new("qemu-img").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the tools and qemu-img are needed in CI"
+        );
+        return;
+    }
+    let Some(g) = start() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let qemu = |args: &[&str]| {
+        assert!(
+            Command::new("qemu-img")
+                .args(args)
+                .current_dir(d)
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    // name, disk_format, file uploaded, file then planted in the store.
+    qemu(&["create", "-q", "-f", "qcow2", "good.qcow2", "64M"]);
+    qemu(&["create", "-q", "-f", "qcow2", "big.qcow2", "3G"]);
+    qemu(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-F",
+        "raw",
+        "-b",
+        "/etc/passwd",
+        "backed.qcow2",
+        "64M",
+    ]);
+    let mut ids = std::collections::HashMap::new();
+    for (name, fmt) in [
+        ("good", "qcow2"),
+        ("big", "qcow2"),
+        ("backed", "qcow2"),
+        ("liar", "raw"),
+    ] {
+        let id = create(
+            &g.url,
+            &format!(r#"{{"name":"{name}","disk_format":"{fmt}","container_format":"bare"}}"#),
+        );
+        // Glance 33 refuses a backing file or a mismatch at upload: those
+        // are planted in its store under a clean upload of the same size.
+        let (clean, planted) = match name {
+            "backed" => ("good.qcow2", Some("backed.qcow2")),
+            "liar" => ("", Some("good.qcow2")),
+            other => (
+                if other == "big" {
+                    "big.qcow2"
+                } else {
+                    "good.qcow2"
+                },
+                None,
+            ),
+        };
+        let src = match (clean, planted) {
+            ("", Some(p)) => {
+                let n = std::fs::metadata(d.join(p)).unwrap().len() as usize;
+                std::fs::write(d.join("liar.raw"), bytes_of(9, n)).unwrap();
+                d.join("liar.raw")
+            }
+            (c, _) => d.join(c),
+        };
+        if let Some(p) = planted {
+            let mut bytes = std::fs::read(d.join(p)).unwrap();
+            bytes.resize(std::fs::metadata(&src).unwrap().len() as usize, 0);
+            upload(&g.url, &id, &src);
+            let stored = g.state().join("images").join(&id);
+            std::fs::write(&stored, bytes).unwrap();
+            // As stored before the checks existed: Glance's hashes are
+            // those of these bytes.
+            let sum = |prog: &str| {
+                let out = Command::new(prog).arg(&stored).output().unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            };
+            let st = Command::new("python3")
+                .args([
+                    "-c",
+                    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+                     c.execute('update images set checksum = ?, os_hash_value = ? where id = ?', \
+                     sys.argv[2:5]); c.commit()",
+                ])
+                .arg(g.state().join("glance.sqlite"))
+                .args([sum("md5sum"), sum("sha512sum"), id.clone()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+        } else {
+            upload(&g.url, &id, &src);
+        }
+        ids.insert(name, id);
+    }
+    let script = harness::workspace().join("examples/fetch-to-raw");
+    let run = |name: &str, gb: &str, env: &[(&str, &str)]| -> (i32, Vec<Value>) {
+        let mut args = vec![
+            g.url.clone(),
+            ids[name].clone(),
+            format!("{name}.vol"),
+            gb.to_owned(),
+        ];
+        for h in AUTH {
+            args.push("--header".into());
+            args.push(h.into());
+        }
+        let bin = tool("glance-dump").unwrap();
+        let out = Command::new(&script)
+            .args(&args)
+            .current_dir(d)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let recs = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let left: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".fetch-to-raw"))
+            .collect();
+        assert!(left.is_empty(), "{name}: temporary files left");
+        (out.status.code().unwrap_or(-1), recs)
+    };
+    let (code, recs) = run("good", "1", &[]);
+    assert_eq!(code, 0, "{recs:#?}");
+    assert_eq!(recs[0]["info"]["format"], "raw");
+    assert_eq!(recs[0]["check"]["acceptable"], true);
+    assert_eq!(
+        std::fs::metadata(d.join("good.vol")).unwrap().len(),
+        64 << 20
+    );
+
+    let failures = |recs: &[Value]| -> Vec<String> {
+        recs.iter()
+            .flat_map(|r| {
+                r["check"]["failures"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|f| f["check"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    for (name, gb, want) in [
+        ("big", "1", "virtual_size"),
+        ("backed", "1", "backing_file"),
+        ("liar", "1", "format_mismatch"),
+    ] {
+        let (code, recs) = run(name, gb, &[]);
+        assert_eq!(code, 1, "{name}: {recs:#?}");
+        assert!(
+            failures(&recs).contains(&want.to_owned()),
+            "{name}: {recs:#?}"
+        );
+        assert!(!d.join(format!("{name}.vol")).exists());
+    }
+    let (code, recs) = run("good", "1", &[("QEMU_IMG", "/nonexistent/qemu-img")]);
+    assert_eq!(code, 2, "{recs:#?}");
+    assert_eq!(recs[0]["error"]["kind"], "qemu_img_missing");
+}
