@@ -55,9 +55,15 @@ impl Drop for Server {
     }
 }
 
-/// Start a Glance (the venv is kept under target/ for the next run);
-/// None, with the reason printed, where it cannot run outside CI.
-pub fn start() -> Option<Server> {
+/// Run a server start script (`tests/<script>`) on a fresh state dir and
+/// a free port, its venv kept under target/ for the next run: the URL it
+/// prints. None, with the reason printed, where it cannot run outside CI.
+fn launch(
+    what: &str,
+    script: &str,
+    venv: (&str, &str),
+    extra: &[&str],
+) -> Option<(String, tempfile::TempDir)> {
     if Command::new("python3.11")
         .arg("--version")
         .output()
@@ -67,23 +73,35 @@ pub fn start() -> Option<Server> {
             std::env::var_os("CI").is_none(),
             "python3.11 is required in CI"
         );
-        eprintln!("skipping: no python3.11 to run Glance");
+        eprintln!("skipping: no python3.11 to run {what}");
         return None;
     }
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(workspace().join("tests/glance-server/start-glance.sh"))
+    let out = Command::new(workspace().join("tests").join(script))
         .arg(state.path())
         .arg(free_port().to_string())
-        .env("GLANCE_VENV", workspace().join("target/glance-venv"))
+        .args(extra)
+        .env(venv.0, workspace().join("target").join(venv.1))
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
     if !out.status.success() {
-        assert!(std::env::var_os("CI").is_none(), "Glance did not start");
-        eprintln!("skipping: Glance did not start");
+        assert!(std::env::var_os("CI").is_none(), "{what} did not start");
+        eprintln!("skipping: {what} did not start");
         return None;
     }
     let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Some((url, state))
+}
+
+/// Start a Glance (module docs of [`launch`]).
+pub fn start() -> Option<Server> {
+    let (url, state) = launch(
+        "Glance",
+        "glance-server/start-glance.sh",
+        ("GLANCE_VENV", "glance-venv"),
+        &[],
+    )?;
     Some(Server { url, state })
 }
 
@@ -283,35 +301,13 @@ impl Drop for Keystone {
 }
 
 /// Start a Keystone (admin / secret in project admin) whose catalog
-/// points the image service at `glance_url`; None, with the reason
-/// printed, where it cannot run outside CI.
+/// points the image service at `glance_url`.
 pub fn start_keystone(glance_url: &str) -> Option<Keystone> {
-    if Command::new("python3.11")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3.11 is required in CI"
-        );
-        eprintln!("skipping: no python3.11 to run Keystone");
-        return None;
-    }
-    let state = tempfile::tempdir().unwrap();
-    let out = Command::new(workspace().join("tests/keystone-server/start-keystone.sh"))
-        .arg(state.path())
-        .arg(free_port().to_string())
-        .arg(glance_url)
-        .env("KEYSTONE_VENV", workspace().join("target/keystone-venv"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        assert!(std::env::var_os("CI").is_none(), "Keystone did not start");
-        eprintln!("skipping: Keystone did not start");
-        return None;
-    }
-    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (url, state) = launch(
+        "Keystone",
+        "keystone-server/start-keystone.sh",
+        ("KEYSTONE_VENV", "keystone-venv"),
+        &[glance_url],
+    )?;
     Some(Keystone { url, state })
 }
