@@ -27,7 +27,7 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test test-glance check deb deb-check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance faults check deb deb-check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
@@ -46,6 +46,11 @@ build-debug:
 # Pipeline tests in tests/ run the built binaries, so build them first.
 test: build-debug
 	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) --workspace
+
+# The SIGKILL campaign alone (it also runs in `make test`): every writer
+# killed at pseudo-random points, then checked and re-run.
+faults: build-debug
+	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) -p pipeline-tests --test faults -- --nocapture
 
 # Only the tests against real Glance servers (started by
 # tests/glance-server/start-glance.sh; they need python3.11 and, once, PyPI).

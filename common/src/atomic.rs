@@ -224,7 +224,16 @@ pub fn remove_stale_temps(final_path: &Path) -> u64 {
     let Some(base) = final_path.file_name() else {
         return 0;
     };
-    let dir = parent(final_path);
+    sweep(parent(final_path), Some(base))
+}
+
+/// [`remove_stale_temps`] for every final name in `dir` at once (one
+/// listing, for a tool that writes many files there, e.g. a dump).
+pub fn remove_stale_temps_in(dir: &Path) -> u64 {
+    sweep(dir, None)
+}
+
+fn sweep(dir: &Path, only: Option<&OsStr>) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -235,7 +244,7 @@ pub fn remove_stale_temps(final_path: &Path) -> u64 {
         let Some((b, pid)) = parse_temp_name(&name) else {
             continue;
         };
-        if b != base || pid == me || pid_alive(pid) != Some(false) {
+        if only.is_some_and(|base| b != base) || pid == me || pid_alive(pid) != Some(false) {
             continue;
         }
         let path = dir.join(&name);

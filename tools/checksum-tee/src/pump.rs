@@ -85,6 +85,8 @@ impl Sink {
     /// A temporary file next to `path`; an existing `path` is refused
     /// unless `force`.
     pub fn create(path: &Path, force: bool) -> io::Result<Sink> {
+        // A run killed before its rename left its temp behind: gone now.
+        common::atomic::remove_stale_temps(path);
         Ok(Sink {
             file: AtomicFile::create(path, force)?,
             path: path.to_owned(),

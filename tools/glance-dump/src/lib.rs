@@ -97,6 +97,9 @@ impl Tool for Cli {
         common::signal::install();
         if let Some(d) = &self.dir {
             std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
+            // A run killed mid-write left temporaries: gone now (a killed
+            // download's .part stays, to be resumed).
+            common::atomic::remove_stale_temps_in(d);
         }
         let mut seen = 0u64;
         let (mut count, mut bytes) = (0u64, 0u64);

@@ -1,0 +1,290 @@
+//! The SIGKILL campaign (`make faults`, part of `make check`): every tool
+//! that writes is killed at pseudo-random points of its run (at least 100
+//! runs in all), then: nothing half-written ever sits under a final name,
+//! and a re-run converges to the right state, leaving no temporary file.
+//! Writers: checksum-tee's atomic sink, vhd-chain flatten, glance-dump
+//! --dir and glance-load (against real Glances).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+#[path = "../glance-server/harness.rs"]
+mod harness;
+use harness::{AUTH, bytes_of, create, curl, start, upload};
+
+use pipeline_tests::tool;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Deterministic delays (a fixed seed: a failure can be replayed).
+struct Delays(u64);
+
+impl Delays {
+    /// A delay in `0..max`.
+    fn next(&mut self, max: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let nanos = max.as_nanos().max(1) as u64;
+        Duration::from_nanos(self.0 % nanos)
+    }
+}
+
+/// Run `cmd` (stdin from `input`), SIGKILL it after `after` unless it is
+/// done; whether it was killed.
+fn kill_after(cmd: &mut Command, input: Option<&Path>, after: Duration) -> bool {
+    let stdin = match input {
+        Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+        None => Stdio::null(),
+    };
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < after {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2).min(after));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    true
+}
+
+/// How long a whole run takes (the range the kills are spread over).
+fn timed(cmd: &mut Command, input: Option<&Path>) -> Duration {
+    let t = Instant::now();
+    assert!(!kill_after(cmd, input, Duration::from_secs(600)));
+    t.elapsed()
+}
+
+/// Files of `dir` whose names say "temporary".
+fn temps(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-") || n.ends_with(".part") || n.contains("scratch"))
+        .collect()
+}
+
+fn have(tools: &[&str]) -> bool {
+    let ok = tools.iter().all(|t| tool(t).is_ok())
+        && Command::new("qemu-img").arg("--version").output().is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tools or qemu-img missing in CI"
+        );
+        eprintln!("skipping: tools or qemu-img missing");
+    }
+    ok
+}
+
+#[test]
+fn killed_writers_leave_no_half_file_and_converge() {
+    if !have(&["checksum-tee", "vhd-chain"]) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let data = bytes_of(77, 48 << 20);
+    let input = d.join("input");
+    std::fs::write(&input, &data).unwrap();
+    let mut delays = Delays(0x9e37_79b9_7f4a_7c15);
+    let (mut runs, mut kills) = (0, 0);
+
+    // checksum-tee's sink: out.img is the whole input or absent.
+    let ct = tool("checksum-tee").unwrap();
+    let out = d.join("out.img");
+    let sink = |force: bool| {
+        let mut c = Command::new(&ct);
+        c.arg("-o").arg(&out).current_dir(d);
+        if force {
+            c.arg("--force");
+        }
+        c
+    };
+    let whole = timed(&mut sink(false), Some(&input));
+    for _ in 0..30 {
+        let _ = std::fs::remove_file(&out);
+        kills += u32::from(kill_after(
+            &mut sink(false),
+            Some(&input),
+            delays.next(whole),
+        ));
+        runs += 1;
+        if out.exists() {
+            assert!(
+                std::fs::read(&out).unwrap() == data,
+                "a half file under the final name"
+            );
+        }
+        // A re-run converges and leaves no temporary file.
+        assert!(!kill_after(
+            &mut sink(true),
+            Some(&input),
+            Duration::from_secs(120)
+        ));
+        assert!(std::fs::read(&out).unwrap() == data);
+        assert!(temps(d).is_empty(), "{:?}", temps(d));
+    }
+
+    // vhd-chain flatten: disk.vhd is a whole, valid VHD or absent.
+    let st = Command::new("bash")
+        .args([
+            "-c",
+            "mkdir -p chain && qemu-img convert -f raw -O vpc -o subformat=dynamic input chain/0.vhd \
+             && tar -cf image.tar -C chain 0.vhd && qemu-img convert -f vpc -O raw chain/0.vhd want.raw",
+        ])
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let vc = tool("vhd-chain").unwrap();
+    let disk = d.join("disk.vhd");
+    let flatten = || {
+        let mut c = Command::new(&vc);
+        c.args(["flatten", "image.tar", "-o", "disk.vhd", "--force"])
+            .current_dir(d);
+        c
+    };
+    let check = |p: &Path| {
+        let out = Command::new("qemu-img")
+            .args(["compare", "-q", "-f", "vpc", "-F", "raw"])
+            .arg(p)
+            .arg(d.join("want.raw"))
+            .status()
+            .unwrap();
+        assert!(out.success(), "{} is not the image", p.display());
+    };
+    let whole = timed(&mut flatten(), None);
+    for _ in 0..30 {
+        let _ = std::fs::remove_file(&disk);
+        kills += u32::from(kill_after(&mut flatten(), None, delays.next(whole)));
+        runs += 1;
+        if disk.exists() {
+            check(&disk);
+        }
+        assert!(!kill_after(&mut flatten(), None, Duration::from_secs(120)));
+        check(&disk);
+        assert!(temps(d).is_empty(), "{:?}", temps(d));
+    }
+    eprintln!("faults: {runs} local runs, {kills} killed before they finished");
+    assert!(runs >= 60 && kills * 2 >= runs);
+}
+
+#[test]
+fn killed_glance_transfers_leave_no_bad_image_and_converge() {
+    if !have(&["glance-dump", "glance-load"]) {
+        return;
+    }
+    let Some(a) = start() else { return };
+    let Some(b) = start() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let data = bytes_of(78, 64 << 20);
+    std::fs::write(d.join("data"), &data).unwrap();
+    let id = create(
+        &a.url,
+        r#"{"name":"big","disk_format":"raw","container_format":"bare"}"#,
+    );
+    upload(&a.url, &id, &d.join("data"));
+    let want = curl(&[&format!("{}/v2/images/{id}", a.url)])["os_hash_value"].clone();
+    let mut delays = Delays(0x2545_f491_4f6c_dd1d);
+    let (mut runs, mut kills) = (0, 0);
+    let auth = |c: &mut Command, flag: &str| {
+        for h in AUTH {
+            c.args([flag, h]);
+        }
+    };
+
+    // glance-dump --dir: the .img is whole and verified, or absent.
+    let gd = tool("glance-dump").unwrap();
+    let dump = || {
+        let mut c = Command::new(&gd);
+        c.args(["--url", &a.url, "--dir", "D"]).current_dir(d);
+        auth(&mut c, "--header");
+        c
+    };
+    let img = d.join("D").join(format!("{id}.img"));
+    let whole = timed(&mut dump(), None);
+    for _ in 0..20 {
+        let _ = std::fs::remove_file(&img);
+        kills += u32::from(kill_after(&mut dump(), None, delays.next(whole)));
+        runs += 1;
+        if img.exists() {
+            assert!(std::fs::read(&img).unwrap() == data, "a half .img");
+        }
+        assert!(!kill_after(&mut dump(), None, Duration::from_secs(120)));
+        assert!(std::fs::read(&img).unwrap() == data);
+        assert!(temps(&d.join("D")).is_empty(), "{:?}", temps(&d.join("D")));
+    }
+
+    // glance-load: each run a new id on B; after a kill the image is
+    // absent, queued, or active with the source's hash, never other data;
+    // a re-run makes it active with the source's hash.
+    let records = {
+        let out = dump().stdout(Stdio::piped()).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let gl = tool("glance-load").unwrap();
+    let mut load_whole = None;
+    for i in 0..21 {
+        let new_id = format!("00000000-0000-4000-8000-{:012}", i + 1);
+        let rec = records
+            .replace(&id, &new_id)
+            .replace(&format!("D/{new_id}.img"), &format!("D/{id}.img"));
+        let input = d.join("load.in");
+        std::fs::write(&input, &rec).unwrap();
+        let load = || {
+            let mut c = Command::new(&gl);
+            c.args(["--url", &b.url]).current_dir(d);
+            auth(&mut c, "--header");
+            c
+        };
+        let whole = *load_whole.get_or_insert_with(|| timed(&mut load(), Some(&input)));
+        if i > 0 {
+            kills += u32::from(kill_after(&mut load(), Some(&input), delays.next(whole)));
+            runs += 1;
+        }
+        let state = || {
+            let (code, body) = harness::curl_as(&AUTH, &[&format!("{}/v2/images/{new_id}", b.url)]);
+            (code == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+        };
+        // Glance finishes with a cut upload after the client is gone.
+        let mut s = state();
+        for _ in 0..100 {
+            if !s.as_ref().is_some_and(|v| v["status"] == "saving") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            s = state();
+        }
+        if let Some(v) = &s {
+            match v["status"].as_str().unwrap() {
+                "queued" => assert!(v["os_hash_value"].is_null(), "{v}"),
+                "active" => assert_eq!(v["os_hash_value"], want, "{v}"),
+                other => panic!("{new_id} is {other} after a kill: {v}"),
+            }
+        }
+        assert!(!kill_after(
+            &mut load(),
+            Some(&input),
+            Duration::from_secs(120)
+        ));
+        let v = state().unwrap();
+        assert_eq!(v["status"], "active", "{v}");
+        assert_eq!(v["os_hash_value"], want);
+    }
+    eprintln!("faults: {runs} Glance runs, {kills} killed before they finished");
+    assert!(runs >= 40 && kills * 2 >= runs);
+}
