@@ -19,6 +19,7 @@ use harness::{AUTH, bytes_of, create, curl, start, upload};
 
 use pipeline_tests::tool;
 use serde_json::Value;
+use std::path::Path;
 use std::process::Command;
 
 /// Run `script` in bash with the tools first on PATH and `$A`, `$B`,
@@ -365,4 +366,84 @@ fn cinder_fetch_to_raw() {
     let (code, recs) = run("good", "1", &[("QEMU_IMG", "/nonexistent/qemu-img")]);
     assert_eq!(code, 2, "{recs:#?}");
     assert_eq!(recs[0]["error"]["kind"], "qemu_img_missing");
+
+    // Cinder's upload_volume (examples/upload-volume): converted only when
+    // the format differs, checked, uploaded with a new id and verified.
+    let upload_script = harness::workspace().join("examples/upload-volume");
+    let volume = d.join("volume.raw");
+    std::fs::write(&volume, bytes_of(12, 8 << 20)).unwrap();
+    let up = |vol: &Path, name: &str, fmt: &str| -> (i32, Vec<Value>) {
+        let mut c = Command::new(&upload_script);
+        c.arg(&g.url).arg(vol).args([name, fmt]);
+        for h in AUTH {
+            c.args(["--header", h]);
+        }
+        let bin = tool("glance-load").unwrap();
+        let out = c
+            .current_dir(d)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .unwrap();
+        let recs = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out.status.code().unwrap_or(-1), recs)
+    };
+    let (code, recs) = up(&volume, "vol-raw", "raw");
+    assert_eq!(code, 0, "{recs:#?}");
+    assert_eq!(recs[0]["load"]["action"], "created");
+    let img = curl(&[&format!(
+        "{}/v2/images/{}",
+        g.url,
+        recs[0]["image"]["id"].as_str().unwrap()
+    )]);
+    assert_eq!(img["status"], "active");
+    assert_eq!(img["size"], 8 << 20);
+    let (code, recs) = up(&volume, "vol-qcow2", "qcow2");
+    assert_eq!(code, 0, "{recs:#?}");
+    let id = recs[0]["image"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        curl(&[&format!("{}/v2/images/{id}", g.url)])["disk_format"],
+        "qcow2"
+    );
+    let got = d.join("got.qcow2");
+    let st = Command::new("curl")
+        .args(["-s", "-f", "-o"])
+        .arg(&got)
+        .args(AUTH.iter().flat_map(|h| ["-H", h]))
+        .arg(format!("{}/v2/images/{id}/file", g.url))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let same = Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
+        .arg(&got)
+        .arg(&volume)
+        .status()
+        .unwrap();
+    assert!(same.success(), "the uploaded qcow2 is not the volume");
+    // A volume with a backing file is refused before anything is created.
+    let before = curl(&[&format!("{}/v2/images", g.url)])["images"]
+        .as_array()
+        .unwrap()
+        .len();
+    let (code, recs) = up(&d.join("backed.qcow2"), "vol-backed", "qcow2");
+    assert_eq!(code, 1, "{recs:#?}");
+    assert!(
+        failures(&recs).contains(&"backing_file".to_owned()),
+        "{recs:#?}"
+    );
+    let after = curl(&[&format!("{}/v2/images", g.url)])["images"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
 }
