@@ -2,8 +2,8 @@
 //! that writes is killed at pseudo-random points of its run (at least 100
 //! runs in all), then: nothing half-written ever sits under a final name,
 //! and a re-run converges to the right state, leaving no temporary file.
-//! Writers: checksum-tee's atomic sink, vhd-chain flatten, glance-dump
-//! --dir and glance-load (against real Glances).
+//! Writers: checksum-tee's atomic sink, vhd-chain flatten, cachewalk
+//! remove, glance-dump --dir and glance-load (against real Glances).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -66,6 +66,13 @@ fn timed(cmd: &mut Command, input: Option<&Path>) -> Duration {
     t.elapsed()
 }
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// Files of `dir` whose names say "temporary".
 fn temps(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -91,7 +98,7 @@ fn have(tools: &[&str]) -> bool {
 
 #[test]
 fn killed_writers_leave_no_half_file_and_converge() {
-    if !have(&["checksum-tee", "vhd-chain"]) {
+    if !have(&["checksum-tee", "vhd-chain", "cachewalk"]) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -178,8 +185,95 @@ fn killed_writers_leave_no_half_file_and_converge() {
         check(&disk);
         assert!(temps(d).is_empty(), "{:?}", temps(d));
     }
+    // cachewalk remove: Nova's unused base files, each whole or gone; a
+    // file an instance uses never touched; a re-run removes the rest.
+    let cw = tool("cachewalk").unwrap();
+    let nova = d.join("nova");
+    let ages = format!("@{}", now_secs() - 30 * 86_400);
+    for _ in 0..10 {
+        let _ = std::fs::remove_dir_all(&nova);
+        std::fs::create_dir_all(nova.join("_base")).unwrap();
+        std::fs::create_dir_all(nova.join("vm-1")).unwrap();
+        for i in 0..150 {
+            std::fs::write(
+                nova.join(format!("_base/{i:040x}")),
+                vec![i as u8; 64 << 10],
+            )
+            .unwrap();
+        }
+        let used = nova.join("_base/used");
+        std::fs::write(&used, b"used").unwrap();
+        let st = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&used)
+            .arg(nova.join("vm-1/disk"))
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(
+            Command::new("touch")
+                .args(["-h", "-d", &ages])
+                .args(
+                    std::fs::read_dir(nova.join("_base"))
+                        .unwrap()
+                        .flatten()
+                        .map(|e| e.path())
+                )
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::write(d.join("inv.jsonl"), "").unwrap();
+        let cands = Command::new("bash")
+            .args(["-c"])
+            .arg(format!(
+                "{} nova \"$PWD/nova\" --instances inv.jsonl --host h \
+                 | jq -c 'select(.cache.verdict == \"candidate\")' > cands.jsonl",
+                cw.display()
+            ))
+            .current_dir(d)
+            .status()
+            .unwrap();
+        assert!(cands.success());
+        let n = std::fs::read_to_string(d.join("cands.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(n, 150);
+        let remove = || {
+            let mut c = Command::new(&cw);
+            c.arg("remove").current_dir(d);
+            c
+        };
+        let cands_file = d.join("cands.jsonl");
+        kills += u32::from(kill_after(
+            &mut remove(),
+            Some(&cands_file),
+            delays.next(Duration::from_millis(60)),
+        ));
+        runs += 1;
+        for i in 0..150 {
+            let p = nova.join(format!("_base/{i:040x}"));
+            if let Ok(b) = std::fs::read(&p) {
+                assert!(b == vec![i as u8; 64 << 10], "a half file");
+            }
+        }
+        assert!(used.exists());
+        assert!(!kill_after(
+            &mut remove(),
+            Some(&cands_file),
+            Duration::from_secs(60)
+        ));
+        let left: Vec<_> = std::fs::read_dir(nova.join("_base"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["used"], "the re-run did not converge");
+    }
     eprintln!("faults: {runs} local runs, {kills} killed before they finished");
-    assert!(runs >= 60 && kills * 2 >= runs);
+    assert!(runs >= 70 && kills * 2 >= runs);
 }
 
 #[test]
