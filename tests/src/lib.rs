@@ -41,6 +41,15 @@ pub fn tool(name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// `$PATH` with the tools' directory first, for shell pipelines.
+pub fn tools_path() -> String {
+    format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// One command of a README ```console block and the output shown under it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Step {

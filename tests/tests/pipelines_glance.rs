@@ -17,7 +17,7 @@
 mod harness;
 use harness::{AUTH, bytes_of, create, curl, start, upload};
 
-use pipeline_tests::tool;
+use pipeline_tests::{tool, tools_path};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -25,7 +25,6 @@ use std::process::Command;
 /// Run `script` in bash with the tools first on PATH and `$A`, `$B`,
 /// `$H` (the identity flags) set; its records and exit status.
 fn pipeline(script: &str, a: &str, b: &str, dir: &std::path::Path) -> (i32, Vec<Value>) {
-    let bin = tool("glance-load").unwrap();
     let h: Vec<String> = AUTH.iter().map(|x| format!("--header '{x}'")).collect();
     let out = Command::new("bash")
         .args(["-o", "pipefail", "-c"])
@@ -34,14 +33,7 @@ fn pipeline(script: &str, a: &str, b: &str, dir: &std::path::Path) -> (i32, Vec<
             h.join(" ").replace('"', "\\\"")
         ))
         .current_dir(dir)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.parent().unwrap().display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", tools_path())
         .env("A", a)
         .env("B", b)
         .output()
@@ -303,18 +295,10 @@ fn cinder_fetch_to_raw() {
             args.push("--header".into());
             args.push(h.into());
         }
-        let bin = tool("glance-dump").unwrap();
         let out = Command::new(&script)
             .args(&args)
             .current_dir(d)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.parent().unwrap().display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", tools_path())
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -378,19 +362,7 @@ fn cinder_fetch_to_raw() {
         for h in AUTH {
             c.args(["--header", h]);
         }
-        let bin = tool("glance-load").unwrap();
-        let out = c
-            .current_dir(d)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.parent().unwrap().display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .output()
-            .unwrap();
+        let out = c.current_dir(d).env("PATH", tools_path()).output().unwrap();
         let recs = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

@@ -10,24 +10,16 @@
     clippy::print_stderr
 )]
 
-use pipeline_tests::tool;
+use pipeline_tests::{tool, tools_path};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 fn sh(dir: &Path, script: &str) -> (i32, Vec<Value>) {
-    let bin = tool("vhd-chain").unwrap();
     let out = Command::new("bash")
         .args(["-o", "pipefail", "-c", script])
         .current_dir(dir)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.parent().unwrap().display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", tools_path())
         .output()
         .unwrap();
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));

@@ -8,7 +8,7 @@
     clippy::print_stderr
 )]
 
-use pipeline_tests::{readme_steps, tool, workspace};
+use pipeline_tests::{readme_steps, tool, tools_path, workspace};
 use std::path::Path;
 use std::process::Command;
 
@@ -47,15 +47,10 @@ fn readme_cookbook_commands_give_the_output_shown() {
             return;
         }
     }
-    let bin = tool("imginfo-parse").unwrap_or_else(|e| panic!("{e}"));
-    let bin_dir = bin.parent().unwrap();
+    tool("imginfo-parse").unwrap_or_else(|e| panic!("{e}"));
     let scratch = tempfile::tempdir().unwrap();
     copy_dir(&root.join("examples"), &scratch.path().join("examples"));
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = tools_path();
     for step in &steps {
         let out = Command::new("bash")
             .args([

@@ -8,11 +8,12 @@
 //! `format_confusion`; a qcow2 with a data file, or whose backing file is
 //! outside `_base`, is flagged too.
 
+use crate::nova::normalize;
 use common::formats::{FileSource, FormatError, probe};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Cache sidecars, not images.
 const SIDECARS: &[&str] = &[".info", ".sha1"];
@@ -46,21 +47,6 @@ pub struct Finding {
     pub flags: Vec<&'static str>,
     /// `ok` or `unsafe`.
     pub verdict: &'static str,
-}
-
-/// `..` and `.` resolved lexically (no symlink is followed).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// An instance's `disk.info`: disk file name → the format Nova recorded.

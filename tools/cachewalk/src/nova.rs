@@ -189,7 +189,7 @@ fn lossy(b: &OsStr) -> String {
 
 /// `p` with `.` and `..` resolved lexically (never through the
 /// filesystem, so symlinks are not followed).
-fn normalize(p: &Path) -> PathBuf {
+pub(crate) fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
