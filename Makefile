@@ -47,10 +47,10 @@ build-debug:
 test: build-debug
 	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) --workspace
 
-# The SIGKILL campaign alone (it also runs in `make test`): every writer
+# The fault campaign alone (it also runs in `make test`): every writer
 # killed at pseudo-random points, then checked and re-run.
 faults: build-debug
-	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) -p pipeline-tests --test faults -- --nocapture
+	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) -p pipeline-tests --test faults --test fs_faults -- --nocapture
 
 # Only the tests against real Glance servers (started by
 # tests/glance-server/start-glance.sh; they need python3.11 and, once, PyPI).

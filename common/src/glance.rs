@@ -44,6 +44,15 @@ pub enum HttpError {
         /// What is wrong.
         why: String,
     },
+    /// Keeping what arrived failed here (a full or read-only disk): not
+    /// the server's doing, and no retry helps.
+    #[error("{what}: {source}")]
+    Local {
+        /// The path asked for.
+        what: String,
+        /// The local error.
+        source: std::io::Error,
+    },
 }
 
 impl HttpError {
@@ -61,6 +70,7 @@ impl HttpError {
             HttpError::Status { status: 415, .. } => crate::ErrorKind::FormatMismatch,
             HttpError::Status { .. } | HttpError::Protocol { .. } => crate::ErrorKind::ServerError,
             HttpError::Transport { .. } => crate::ErrorKind::Io,
+            HttpError::Local { source, .. } => crate::ErrorKind::from_io(source),
         }
     }
 
@@ -692,7 +702,10 @@ impl Glance {
             if k == 0 {
                 return Ok(n);
             }
-            sink(&buf[..k]).map_err(io)?;
+            sink(&buf[..k]).map_err(|source| HttpError::Local {
+                what: path.to_owned(),
+                source,
+            })?;
             n += k as u64;
         }
     }

@@ -163,6 +163,10 @@ pub enum ErrorKind {
     /// The data is not in the format its metadata declares (checked
     /// before an upload, or refused by the server with 415).
     FormatMismatch,
+    /// The filesystem (or a quota) is full: ENOSPC, EDQUOT, EFBIG.
+    NoSpace,
+    /// The target is on a read-only filesystem: EROFS.
+    ReadOnly,
 }
 
 impl ErrorKind {
@@ -199,6 +203,8 @@ impl ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::ServerError => "server_error",
             ErrorKind::FormatMismatch => "format_mismatch",
+            ErrorKind::NoSpace => "no_space",
+            ErrorKind::ReadOnly => "read_only",
         }
     }
 
@@ -234,6 +240,8 @@ impl ErrorKind {
         ErrorKind::Interrupted,
         ErrorKind::ServerError,
         ErrorKind::FormatMismatch,
+        ErrorKind::NoSpace,
+        ErrorKind::ReadOnly,
     ];
 
     /// The kind for an I/O error on a named file.
@@ -241,6 +249,12 @@ impl ErrorKind {
         match e.kind() {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            // A full disk is the operator's to fix, not a bug: scripts
+            // select on it (and retry elsewhere).
+            std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::FileTooLarge => ErrorKind::NoSpace,
+            std::io::ErrorKind::ReadOnlyFilesystem => ErrorKind::ReadOnly,
             // Our own signal checks report this kind (common::signal::check).
             std::io::ErrorKind::Interrupted if crate::signal::pending().is_some() => {
                 ErrorKind::Interrupted

@@ -463,6 +463,13 @@ fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()>
             facet.insert("also_removed".into(), out.also_removed.into());
         }
         rec.set(FACET, Value::Object(facet));
+        if let Some(kind) = out.error {
+            let e = ctx.error(
+                kind,
+                format!("{path}: {}", out.why.as_deref().unwrap_or("")),
+            );
+            rec.set_error(&e);
+        }
         Ok(ctx.emit(&rec)?)
     })
 }

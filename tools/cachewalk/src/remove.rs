@@ -21,6 +21,7 @@
 
 use crate::nova::{self, DiskCache};
 use common::lock::{LockError, NovaLock};
+use common::record::ErrorKind;
 use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,9 @@ pub struct Outcome {
     pub why: Option<String>,
     /// Sidecars and lock file removed with it.
     pub also_removed: Vec<String>,
+    /// For `delete_failed`: the record's `error.kind` (a read-only or
+    /// forbidden directory says so).
+    pub error: Option<ErrorKind>,
 }
 
 impl Outcome {
@@ -61,6 +65,15 @@ impl Outcome {
             action,
             why: Some(why.into()),
             also_removed: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// `delete_failed`, with the error's kind.
+    fn failed(kind: ErrorKind, why: impl Into<String>) -> Outcome {
+        Outcome {
+            error: Some(kind),
+            ..Outcome::no("delete_failed", why)
         }
     }
 }
@@ -104,6 +117,7 @@ impl Remover {
                 action: "would_delete",
                 why: None,
                 also_removed: Vec::new(),
+                error: None,
             });
         }
         None
@@ -163,7 +177,10 @@ impl Remover {
         // As fasteners does for Nova: the root holds this very _base, so
         // its locks/ is the one Nova would use.
         if let Err(e) = NovaLock::create_lock_dir(&lock_path) {
-            return Outcome::no("delete_failed", format!("{}: {e}", lock_path.display()));
+            return Outcome::failed(
+                ErrorKind::from_io(&e),
+                format!("{}: {e}", lock_path.display()),
+            );
         }
         let lock = match NovaLock::acquire(&lock_path, LOCK_WAIT) {
             Ok(l) => l,
@@ -173,7 +190,13 @@ impl Remover {
                     format!("{} is held", lock_path.display()),
                 );
             }
-            Err(e) => return Outcome::no("delete_failed", e.to_string()),
+            Err(e) => {
+                let kind = match &e {
+                    LockError::Io { source, .. } => ErrorKind::from_io(source),
+                    _ => ErrorKind::Refused,
+                };
+                return Outcome::failed(kind, e.to_string());
+            }
         };
         if let Some(ms) = std::env::var(HOLD_HOOK).ok().and_then(|v| v.parse().ok()) {
             std::thread::sleep(Duration::from_millis(ms));
@@ -222,7 +245,7 @@ impl Remover {
             return out;
         }
         if let Err(e) = std::fs::remove_file(&file) {
-            return Outcome::no("delete_failed", e.to_string());
+            return Outcome::failed(ErrorKind::from_io(&e), e.to_string());
         }
         self.deleted += 1;
         self.bytes += allocated;
@@ -250,6 +273,7 @@ impl Remover {
             action: "deleted",
             why: None,
             also_removed: also,
+            error: None,
         }
     }
 }
@@ -337,9 +361,12 @@ impl Remover {
                 (verdict != "orphan_row").then_some(file.as_path()),
             )
         } else if verdict == "orphan_row" {
-            Err("no cache.db to delete the row from".to_owned())
+            Err((
+                ErrorKind::NotFound,
+                "no cache.db to delete the row from".to_owned(),
+            ))
         } else {
-            std::fs::remove_file(&file).map_err(|e| e.to_string())
+            std::fs::remove_file(&file).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))
         };
         match result {
             Ok(()) => {
@@ -348,6 +375,7 @@ impl Remover {
                 Outcome {
                     action: "deleted",
                     why: None,
+                    error: None,
                     also_removed: if driver == "sqlite" && root_entry {
                         vec![format!("cache.db:cached_images:{id}")]
                     } else {
@@ -355,7 +383,7 @@ impl Remover {
                     },
                 }
             }
-            Err(why) => Outcome::no("delete_failed", why),
+            Err((kind, why)) => Outcome::failed(kind, why),
         }
     }
 }
@@ -363,20 +391,28 @@ impl Remover {
 /// Delete `id`'s row from Glance's `cache.db` and (when given) the file,
 /// as one unit: the row goes only if the file did (Glance's own delete
 /// does both; a row without its file is what Glance calls corrupt state).
-fn delete_with_row(db: &Path, id: &str, file: Option<&Path>) -> Result<(), String> {
+fn delete_with_row(db: &Path, id: &str, file: Option<&Path>) -> Result<(), (ErrorKind, String)> {
+    let sql = |e: rusqlite::Error| {
+        let kind = match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ReadOnly) => ErrorKind::ReadOnly,
+            Some(rusqlite::ErrorCode::DiskFull) => ErrorKind::NoSpace,
+            Some(rusqlite::ErrorCode::PermissionDenied) => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Io,
+        };
+        (kind, format!("{}: {e}", db.display()))
+    };
     let mut conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|e| e.to_string())?;
-    conn.busy_timeout(Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
+            .map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(2)).map_err(sql)?;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
+        .map_err(sql)?;
     tx.execute("DELETE FROM cached_images WHERE image_id = ?1", [id])
-        .map_err(|e| e.to_string())?;
+        .map_err(sql)?;
     if let Some(f) = file {
         // Rolled back (the transaction is dropped) if this fails.
-        std::fs::remove_file(f).map_err(|e| e.to_string())?;
+        std::fs::remove_file(f).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
     }
-    tx.commit().map_err(|e| e.to_string())
+    tx.commit().map_err(sql)
 }

@@ -9,6 +9,7 @@
 //! `_base/<sha1(id)>`, all under Nova's own fcntl lock
 //! `locks/nova-<sha1(id)>`; Nova expects raw files there.
 
+use crate::pump::Fault;
 use common::atomic::AtomicFile;
 use common::lock::{LockError, NovaLock};
 use std::io;
@@ -39,13 +40,14 @@ pub enum CacheError {
     /// The request cannot be carried out as asked.
     Refused(String),
     /// I/O.
-    Io(String),
+    Io(Fault),
 }
 
 impl std::fmt::Display for CacheError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CacheError::Busy(m) | CacheError::Refused(m) | CacheError::Io(m) => f.write_str(m),
+            CacheError::Busy(m) | CacheError::Refused(m) => f.write_str(m),
+            CacheError::Io(m) => write!(f, "{m}"),
             CacheError::Exists(p) => {
                 write!(f, "{} is already cached; not replacing it", p.display())
             }
@@ -54,7 +56,7 @@ impl std::fmt::Display for CacheError {
 }
 
 fn io_err(what: &str, e: io::Error) -> CacheError {
-    CacheError::Io(format!("{what}: {e}"))
+    CacheError::Io(Fault::io(what, &e))
 }
 
 /// An image id usable as a file name: no `/`, not `.`/`..`, not empty,
@@ -196,7 +198,7 @@ removes it after image_cache_stall_time)",
 
 /// Glance's sqlite driver's commit: one row, hits 0, both times now.
 fn add_sqlite_row(db: &Path, id: &str, size: u64) -> Result<(), CacheError> {
-    let sql_err = |e: rusqlite::Error| CacheError::Io(format!("{}: {e}", db.display()));
+    let sql_err = |e: rusqlite::Error| CacheError::Io(format!("{}: {e}", db.display()).into());
     let conn = rusqlite::Connection::open(db).map_err(sql_err)?;
     conn.busy_timeout(Duration::from_secs(2)).map_err(sql_err)?;
     conn.execute_batch(
@@ -261,7 +263,7 @@ impl NovaFill {
                 "{} is held (Nova is downloading or removing this image)",
                 path.display()
             )),
-            other => CacheError::Io(other.to_string()),
+            other => CacheError::Io(other.to_string().into()),
         })?;
         let final_path = base.join(&name);
         if final_path.symlink_metadata().is_ok() {

@@ -11,7 +11,7 @@ use common::cli::{Ctx, Interrupted, SharedArgs, Tool};
 use common::hash::{Algorithm, sha1_hex};
 use common::status::Status;
 use common::{ErrorKind, Record};
-use pump::{Expected, Outcome, PumpError, Sink};
+use pump::{Expected, Fault, Outcome, PumpError, Sink};
 use serde_json::{Map, Value};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -299,9 +299,31 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     let expected = cli.expected();
     let mut sinks = Vec::new();
     for p in &cli.outputs {
-        let s =
-            Sink::create(p, cli.force).with_context(|| format!("cannot write {}", p.display()))?;
-        sinks.push(s);
+        match Sink::create(p, cli.force) {
+            Ok(s) => sinks.push(s),
+            Err(e) => {
+                // A read-only, full or forbidden target is the record's
+                // failure (before any byte is read), not a usage error.
+                let msg = format!("cannot write {}: {e}", p.display());
+                ctx.warn(&msg);
+                let mut rec = Record::new();
+                rec.set_error(
+                    &ctx.error(
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            ErrorKind::AlreadyExists
+                        } else {
+                            ErrorKind::from_io(&e)
+                        },
+                        msg,
+                    )
+                    .with("output", p.to_string_lossy().into_owned()),
+                );
+                emit_report(cli, ctx, &rec)?;
+                ctx.merge(Status::Error);
+                // The temporaries already made are removed on drop.
+                return Ok(());
+            }
+        }
     }
     let stdin = io::stdin().lock();
     let passthrough: Option<Box<dyn Write>> = if cli.tee {
@@ -366,7 +388,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     rec.set(FACET, Value::Object(f));
     if let Some(e) = commit_error {
         out.errors
-            .push(PumpError::Output(format!("commit failed: {e}")));
+            .push(PumpError::Output(Fault::io("commit failed", &e)));
     }
     let status = report_status(ctx, &mut rec, &out, &expected);
     emit_report(cli, ctx, &rec)?;
@@ -400,7 +422,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                 caches::CacheError::Busy(_) => (ErrorKind::Busy, Status::TempFail),
                 caches::CacheError::Exists(_) => (ErrorKind::AlreadyExists, Status::Error),
                 caches::CacheError::Refused(_) => (ErrorKind::Refused, Status::Error),
-                caches::CacheError::Io(_) => (ErrorKind::Io, Status::Error),
+                caches::CacheError::Io(f) => (f.kind, Status::Error),
             };
             let mut rec = Record::new();
             let mut f = Map::new();
@@ -464,7 +486,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             ok = false;
             out.errors.push(PumpError::Output(format!(
                 "the data is {format}, and Nova expects raw base files (--allow-format {format} to accept it)"
-            )));
+            ).into()));
         }
     }
     let reason = match (out.errors.first(), &mismatch) {
@@ -485,7 +507,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                         "committed"
                     }
                     Err(e) => {
-                        out.errors.push(PumpError::Output(e.to_string()));
+                        out.errors.push(PumpError::Output(cache_fault(e)));
                         "aborted"
                     }
                 }
@@ -497,7 +519,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                             p.to_string_lossy().into_owned().into(),
                         );
                     }
-                    Err(e) => out.errors.push(PumpError::Output(e.to_string())),
+                    Err(e) => out.errors.push(PumpError::Output(cache_fault(e))),
                 }
                 "invalid"
             }
@@ -522,14 +544,14 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                                     );
                                 }
                                 Err(e) => {
-                                    out.errors.push(PumpError::Output(format!("sidecar: {e}")))
+                                    out.errors.push(PumpError::Output(Fault::io("sidecar", &e)))
                                 }
                             }
                         }
                         "committed"
                     }
                     Err(e) => {
-                        out.errors.push(PumpError::Output(e.to_string()));
+                        out.errors.push(PumpError::Output((&e).into()));
                         "aborted"
                     }
                 }
@@ -561,6 +583,14 @@ fn emit_report(cli: &Cli, ctx: &mut Ctx, rec: &Record) -> anyhow::Result<()> {
     }
 }
 
+/// A cache's failure as a pump fault, keeping an I/O kind.
+fn cache_fault(e: caches::CacheError) -> Fault {
+    match e {
+        caches::CacheError::Io(f) => f,
+        other => other.to_string().into(),
+    }
+}
+
 /// Attach an error facet for failures; the status for the run. A stream
 /// that ended before the expected size is a failed read (Glance's "corrupt
 /// image download"), not merely a mismatch.
@@ -569,15 +599,17 @@ fn report_status(ctx: &Ctx, rec: &mut Record, out: &Outcome, expected: &Expected
         .size
         .filter(|&s| out.eof && out.bytes < s)
         .map(|s| {
-            PumpError::Input(format!(
-                "the stream ended after {} of the {s} bytes expected",
-                out.bytes
-            ))
+            PumpError::Input(
+                format!(
+                    "the stream ended after {} of the {s} bytes expected",
+                    out.bytes
+                )
+                .into(),
+            )
         });
     if let Some(e) = out.errors.first().or(short.as_ref()) {
         let kind = match e {
-            PumpError::Input(_) => ErrorKind::Io,
-            PumpError::Output(_) => ErrorKind::Io,
+            PumpError::Input(f) | PumpError::Output(f) => f.kind,
             PumpError::DownstreamClosed => ErrorKind::Io,
         };
         let mut err = ctx.error(kind, e.to_string()).with("bytes_read", out.bytes);

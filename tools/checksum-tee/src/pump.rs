@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 use common::atomic::AtomicFile;
 use common::hash::{Algorithm, MultiHasher};
+use common::record::ErrorKind;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -49,13 +50,57 @@ impl Expected {
     }
 }
 
+/// A failure's text, with the `error.kind` its record reports (a full
+/// disk is `no_space`, not just `io`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// The record's error kind.
+    pub kind: ErrorKind,
+    /// What happened.
+    pub message: String,
+}
+
+impl Fault {
+    /// An I/O failure, after what was being done.
+    pub fn io(what: impl fmt::Display, e: &io::Error) -> Fault {
+        Fault {
+            kind: ErrorKind::from_io(e),
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
+impl From<String> for Fault {
+    fn from(message: String) -> Fault {
+        Fault {
+            kind: ErrorKind::Io,
+            message,
+        }
+    }
+}
+
+impl From<&io::Error> for Fault {
+    fn from(e: &io::Error) -> Fault {
+        Fault {
+            kind: ErrorKind::from_io(e),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Why the pass did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PumpError {
     /// Reading the input failed.
-    Input(String),
+    Input(Fault),
     /// Writing an output file failed.
-    Output(String),
+    Output(Fault),
     /// The downstream reader went away before the end.
     DownstreamClosed,
 }
@@ -78,7 +123,7 @@ pub struct Sink {
     /// Where it goes when committed.
     pub path: PathBuf,
     /// Set when a write failed (the file is then never committed).
-    pub error: Option<String>,
+    pub error: Option<Fault>,
 }
 
 impl Sink {
@@ -188,7 +233,7 @@ pub fn pump(
         let n = match fill(&mut input, &mut buf) {
             Ok(n) => n,
             Err(e) => {
-                errors.push(PumpError::Input(e.to_string()));
+                errors.push(PumpError::Input((&e).into()));
                 break;
             }
         };
@@ -206,7 +251,7 @@ pub fn pump(
             && let Err(e) = out.write_all(&chunk).and_then(|()| out.flush())
         {
             if e.kind() != io::ErrorKind::BrokenPipe {
-                errors.push(PumpError::Output(format!("stdout: {e}")));
+                errors.push(PumpError::Output(Fault::io("stdout", &e)));
                 break;
             }
             downstream_closed = true;
@@ -217,7 +262,7 @@ pub fn pump(
         }
         for s in sinks.iter_mut().filter(|s| s.error.is_none()) {
             if let Err(e) = s.file.write_all(&chunk) {
-                s.error = Some(format!("{}: {e}", s.path.display()));
+                s.error = Some(Fault::io(s.path.display(), &e));
             }
         }
         if let Some(e) = sinks.iter().find_map(|s| s.error.clone())
