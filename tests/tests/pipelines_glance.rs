@@ -217,11 +217,16 @@ fn cinder_fetch_to_raw() {
         "backed.qcow2",
         "64M",
     ]);
+    // A qcow2 qemu-img cannot parse: a cluster size of 2^40 bytes.
+    let mut broken = std::fs::read(d.join("good.qcow2")).unwrap();
+    broken[20..24].copy_from_slice(&40u32.to_be_bytes());
+    std::fs::write(d.join("broken.qcow2"), broken).unwrap();
     let mut ids = std::collections::HashMap::new();
     for (name, fmt) in [
         ("good", "qcow2"),
         ("big", "qcow2"),
         ("backed", "qcow2"),
+        ("broken", "qcow2"),
         ("liar", "raw"),
     ] {
         let id = create(
@@ -232,6 +237,7 @@ fn cinder_fetch_to_raw() {
         // are planted in its store under a clean upload of the same size.
         let (clean, planted) = match name {
             "backed" => ("good.qcow2", Some("backed.qcow2")),
+            "broken" => ("good.qcow2", Some("broken.qcow2")),
             "liar" => ("", Some("good.qcow2")),
             other => (
                 if other == "big" {
@@ -350,6 +356,46 @@ fn cinder_fetch_to_raw() {
     let (code, recs) = run("good", "1", &[("QEMU_IMG", "/nonexistent/qemu-img")]);
     assert_eq!(code, 2, "{recs:#?}");
     assert_eq!(recs[0]["error"]["kind"], "qemu_img_missing");
+    // qemu-img cannot parse it (Cinder's ProcessExecutionError).
+    let (code, recs) = run("broken", "1", &[]);
+    assert_eq!(code, 2, "{recs:#?}");
+    assert_eq!(recs[0]["error"]["kind"], "qemu_img_failed", "{recs:#?}");
+    assert!(!d.join("broken.vol").exists());
+    // Not raw after conversion: a qemu-img whose convert ignores `-O raw`
+    // (the real qemu-img, told qcow2) makes the last check refuse.
+    let real = String::from_utf8(
+        Command::new("bash")
+            .args(["-c", "command -v qemu-img"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let wrap = d.join("wrap");
+    std::fs::create_dir(&wrap).unwrap();
+    std::fs::write(
+        wrap.join("qemu-img"),
+        format!(
+            "#!/bin/bash\nargs=(\"$@\")\nif [ \"$1\" = convert ]; then\n  for i in \"${{!args[@]}}\"; do\n    [ \"${{args[$i]}}\" = -O ] && args[$((i + 1))]=qcow2\n  done\nfi\nexec {} \"${{args[@]}}\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        wrap.join("qemu-img"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", wrap.display(), tools_path());
+    std::fs::remove_file(d.join("good.vol")).unwrap();
+    let (code, recs) = run("good", "1", &[("PATH", &path)]);
+    assert_eq!(code, 1, "{recs:#?}");
+    assert_eq!(recs[0]["info"]["format"], "qcow2");
+    assert!(
+        failures(&recs).contains(&"require_format".to_owned()),
+        "{recs:#?}"
+    );
+    assert!(!d.join("good.vol").exists());
 
     // Cinder's upload_volume (examples/upload-volume): converted only when
     // the format differs, checked, uploaded with a new id and verified.
