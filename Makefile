@@ -27,7 +27,7 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test test-glance faults check deb deb-check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance faults check deb deb-check vendor-check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
@@ -65,7 +65,13 @@ fmt-check:
 clippy:
 	$(CARGO) clippy $(CARGOFLAGS) --workspace --all-targets -- -D warnings
 
-check: fmt-check clippy test man-check install-check deb-check
+check: fmt-check clippy test man-check install-check deb-check vendor-check
+
+# The README's offline build for packagers, run as written on a copy of
+# the tree: cargo vendor, then make --locked --offline with an empty
+# CARGO_HOME (packaging/vendor-check.sh).
+vendor-check:
+	@sh packaging/vendor-check.sh
 
 # A Debian package of the built tree (packaging/deb.sh: reproducible).
 deb: build completions
