@@ -78,7 +78,8 @@ deb: build completions
 	@sh packaging/deb.sh "$(abspath $(TARGET_DIR))/image-tools.deb"
 
 # Two package builds must be byte-identical and hold the six tools and no
-# build path; as root in CI, it is installed, run and removed.
+# build path; lintian (when installed) finds no error or warning; as root
+# in CI, it is installed, run and removed.
 deb-check: build completions
 	@if ! command -v dpkg-deb >/dev/null 2>&1; then echo "deb-check: skipped: no dpkg-deb"; exit 0; fi; \
 	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
@@ -92,6 +93,11 @@ deb-check: build completions
 	dpkg-deb --fsys-tarfile "$$d/a.deb" | tar -xO ./usr/bin/imginfo-parse > "$$d/bin" && \
 	if grep -a -q -e "$(CURDIR)" -e "$(CARGO_HOME_DIR)" "$$d/bin"; then \
 		echo "deb-check: a build path is in the binary" >&2; exit 1; fi; \
+	if command -v lintian >/dev/null 2>&1; then \
+		lintian --fail-on error,warning --tag-display-limit 0 "$$d/a.deb" > "$$d/lintian" 2>&1 || \
+			{ cat "$$d/lintian" >&2; echo "deb-check: lintian found errors or warnings" >&2; exit 1; }; \
+		echo "deb-check: lintian: no errors, no warnings"; \
+	else echo "deb-check: lintian skipped: not installed"; fi; \
 	if [ "$$(id -u)" = 0 ] && [ -n "$${CI:-}" ]; then \
 		dpkg -i "$$d/a.deb" >/dev/null && for t in $(TOOLS); do /usr/bin/$$t --version >/dev/null || exit 1; done && \
 		dpkg -r image-tools >/dev/null && for t in $(TOOLS); do test ! -e /usr/bin/$$t || exit 1; done && \

@@ -17,16 +17,28 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT INT TERM
 
 make --no-print-directory install DESTDIR="$stage" PREFIX=/usr >/dev/null
+# As dh_strip does (Debian policy 10.1): no symbols, no build notes.
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage"/usr/bin/*
 gzip -9n "$stage"/usr/share/man/man1/*.1
 doc="$stage/usr/share/doc/image-tools"
 mkdir -p "$doc"
-gzip -9nc CHANGELOG.md > "$doc/changelog.gz"
+# A native package's changelog.gz is in Debian's format; the project's
+# own notes ride along as NEWS.md.gz.
+gzip -9nc CHANGELOG.md > "$doc/NEWS.md.gz"
+{
+  echo "image-tools ($version) unstable; urgency=medium"
+  echo
+  echo "  * Release $version; the changes are in /usr/share/doc/image-tools/NEWS.md.gz."
+  echo
+  echo " -- image-tools developers <dev@image-tools.invalid>  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
+} | gzip -9n > "$doc/changelog.gz"
 # The crates compiled into the binaries, with their licences.
 {
   echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
   echo "Upstream-Name: image-tools"
   echo
   echo "Files: *"
+  echo "Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) image-tools developers"
   echo "License: Apache-2.0"
   echo " On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0."
   echo
@@ -36,6 +48,7 @@ gzip -9nc CHANGELOG.md > "$doc/changelog.gz"
 } > "$doc/copyright"
 
 mkdir -p "$stage/DEBIAN"
+(cd "$stage" && find usr -type f | LC_ALL=C sort | xargs md5sum) > "$stage/DEBIAN/md5sums"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: image-tools
