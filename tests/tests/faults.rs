@@ -3,7 +3,8 @@
 //! runs in all), then: nothing half-written ever sits under a final name,
 //! and a re-run converges to the right state, leaving no temporary file.
 //! Writers: checksum-tee's atomic sink, vhd-chain flatten, cachewalk
-//! remove, glance-dump --dir and glance-load (against real Glances).
+//! remove (Nova's `_base`; Glance's cache, file and `cache.db` row),
+//! glance-dump --dir and glance-load (against real Glances).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -274,6 +275,141 @@ fn killed_writers_leave_no_half_file_and_converge() {
     }
     eprintln!("faults: {runs} local runs, {kills} killed before they finished");
     assert!(runs >= 70 && kills * 2 >= runs);
+}
+
+/// Glance's cache.db rows (image ids), read with Python's sqlite3 (which
+/// rolls back a killed writer's hot journal, as Glance would).
+fn cache_rows(db: &Path) -> std::collections::BTreeSet<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+             assert c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'\n\
+             print('\\n'.join(r[0] for r in c.execute('SELECT image_id FROM cached_images')))",
+        ])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn killed_glance_cache_remove_never_leaves_a_file_without_its_row() {
+    if !have(&["cachewalk"]) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let root = d.join("cache");
+    let cw = tool("cachewalk").unwrap();
+    let ids: Vec<String> = (0..120)
+        .map(|i| format!("{i:08x}-0000-4000-8000-000000000000"))
+        .collect();
+    let mut delays = Delays(0x1234_5678_9abc_def1);
+    let (mut runs, mut kills) = (0, 0);
+    let select = |verdicts: &str| {
+        let st = Command::new("bash")
+            .args(["-c"])
+            .arg(format!(
+                "{} glance \"$PWD/cache\" --max-size 1 | jq -c 'select(.cache.verdict | IN({verdicts}))' > cands.jsonl",
+                cw.display()
+            ))
+            .current_dir(d)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        d.join("cands.jsonl")
+    };
+    let remove = || {
+        let mut c = Command::new(&cw);
+        c.arg("remove").current_dir(d);
+        c
+    };
+    let mut whole = None;
+    for _ in 0..10 {
+        let _ = std::fs::remove_dir_all(&root);
+        for sub in ["", "incomplete", "invalid", "queue"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let mut script = String::from(
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute('CREATE TABLE cached_images (image_id TEXT PRIMARY KEY, last_accessed REAL DEFAULT 0.0, last_modified REAL DEFAULT 0.0, size INTEGER DEFAULT 0, hits INTEGER DEFAULT 0, checksum TEXT)')\n",
+        );
+        for (i, id) in ids.iter().enumerate() {
+            std::fs::write(root.join(id), vec![i as u8; 64 << 10]).unwrap();
+            script.push_str(&format!(
+                "c.execute('INSERT INTO cached_images VALUES (?, ?, ?, 65536, 1, NULL)', ('{id}', {i}, {i}))\n"
+            ));
+        }
+        script.push_str("c.commit()\n");
+        let st = Command::new("python3")
+            .args(["-c", &script])
+            .arg(root.join("cache.db"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let cands = select("\"would_prune\"");
+        assert_eq!(
+            std::fs::read_to_string(&cands).unwrap().lines().count(),
+            ids.len()
+        );
+        let span = *whole.get_or_insert_with(|| {
+            // Measured once on a copy, so the kills spread over a real run.
+            let copy = d.join("copy");
+            let _ = std::fs::remove_dir_all(&copy);
+            assert!(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(&root)
+                    .arg(&copy)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let t = timed(&mut remove(), Some(&cands));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::rename(&copy, &root).unwrap();
+            t
+        });
+        kills += u32::from(kill_after(&mut remove(), Some(&cands), delays.next(span)));
+        runs += 1;
+        // A file is never left without its row (Glance would serve it and
+        // never prune it); a row may outlive its file (orphan_row).
+        let rows = cache_rows(&root.join("cache.db"));
+        for (i, id) in ids.iter().enumerate() {
+            if let Ok(b) = std::fs::read(root.join(id)) {
+                assert!(b == vec![i as u8; 64 << 10], "a half file");
+                assert!(rows.contains(id), "{id}: a file without its row");
+            }
+        }
+        // The re-run, from a new walk, removes the rest and the orphan rows.
+        let cands = select("\"would_prune\", \"orphan_row\"");
+        assert!(!kill_after(
+            &mut remove(),
+            Some(&cands),
+            Duration::from_secs(60)
+        ));
+        assert!(cache_rows(&root.join("cache.db")).is_empty());
+        let left: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("cache.db"))
+            .collect();
+        assert!(left.is_empty(), "the re-run did not converge: {left:?}");
+    }
+    eprintln!("faults: glance cache remove: {runs} runs, {kills} killed before they finished");
+    assert!(kills * 2 >= runs);
 }
 
 #[test]
