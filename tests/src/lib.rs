@@ -8,6 +8,7 @@
 //! variable at installed binaries (e.g. `/usr/bin`).
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -39,6 +40,28 @@ pub fn tool(name: &str) -> Result<PathBuf, String> {
             p.display()
         ))
     }
+}
+
+/// Run `cmd` to its end (stdin null and stderr dropped unless the caller
+/// set them); its exit status (-1 for a signal) and the records it
+/// printed. A line that is not JSON fails the test: every tool's stdout
+/// is records only.
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "test support")]
+pub fn records_of(cmd: &mut Command) -> (i32, Vec<serde_json::Value>) {
+    let out = cmd
+        .stdout(Stdio::piped())
+        .output()
+        .expect("the command could not be started");
+    let recs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic_line(l, &e)))
+        .collect();
+    (out.status.code().unwrap_or(-1), recs)
+}
+
+#[allow(clippy::panic, reason = "test support")]
+fn panic_line(line: &str, e: &serde_json::Error) -> serde_json::Value {
+    panic!("not a JSON record ({e}): {line}")
 }
 
 /// `$PATH` with the tools' directory first, for shell pipelines.

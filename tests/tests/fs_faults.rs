@@ -16,7 +16,7 @@
 #[path = "../glance-server/harness.rs"]
 mod harness;
 
-use pipeline_tests::tool;
+use pipeline_tests::{records_of, tool};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -86,13 +86,7 @@ fn run(cmd: &mut Command, input: Option<&Path>) -> (i32, Vec<Value>) {
         Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
         None => Stdio::null(),
     };
-    let out = cmd.stdin(stdin).stderr(Stdio::piped()).output().unwrap();
-    let recs = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (out.status.code().unwrap_or(-1), recs)
+    records_of(cmd.stdin(stdin))
 }
 
 /// The one record's `error.kind`, asserting exit 2 and one record.

@@ -5,7 +5,7 @@
 //! record and a non-zero exit, with the file untouched.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use pipeline_tests::{tool, tools_path, workspace};
+use pipeline_tests::{records_of, tool, tools_path, workspace};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -33,18 +33,13 @@ fn virtual_size(file: &Path) -> u64 {
 }
 
 fn resize(dir: &Path, file: &str, gb: &str, env: &[(&str, &str)]) -> (i32, Vec<Value>) {
-    let out = Command::new(workspace().join("examples/resize-image"))
-        .args([file, gb])
-        .current_dir(dir)
-        .env("PATH", tools_path())
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let recs = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (out.status.code().unwrap_or(-1), recs)
+    records_of(
+        Command::new(workspace().join("examples/resize-image"))
+            .args([file, gb])
+            .current_dir(dir)
+            .env("PATH", tools_path())
+            .envs(env.iter().copied()),
+    )
 }
 
 #[test]

@@ -17,7 +17,7 @@
 mod harness;
 use harness::{AUTH, bytes_of, create, curl, start, upload};
 
-use pipeline_tests::{tool, tools_path};
+use pipeline_tests::{records_of, tool, tools_path};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -26,24 +26,19 @@ use std::process::Command;
 /// `$H` (the identity flags) set; its records and exit status.
 fn pipeline(script: &str, a: &str, b: &str, dir: &std::path::Path) -> (i32, Vec<Value>) {
     let h: Vec<String> = AUTH.iter().map(|x| format!("--header '{x}'")).collect();
-    let out = Command::new("bash")
-        .args(["-o", "pipefail", "-c"])
-        .arg(format!(
-            "H=\"{}\"; {script}",
-            h.join(" ").replace('"', "\\\"")
-        ))
-        .current_dir(dir)
-        .env("PATH", tools_path())
-        .env("A", a)
-        .env("B", b)
-        .output()
-        .unwrap();
-    let recs = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), recs)
+    records_of(
+        Command::new("bash")
+            .args(["-o", "pipefail", "-c"])
+            .arg(format!(
+                "H=\"{}\"; {script}",
+                h.join(" ").replace('"', "\\\"")
+            ))
+            .current_dir(dir)
+            .env("PATH", tools_path())
+            .env("A", a)
+            .env("B", b)
+            .stderr(std::process::Stdio::inherit()),
+    )
 }
 
 /// Nova's cache name of an image id: its SHA-1, as `cachewalk fname`
@@ -301,24 +296,20 @@ fn cinder_fetch_to_raw() {
             args.push("--header".into());
             args.push(h.into());
         }
-        let out = Command::new(&script)
-            .args(&args)
-            .current_dir(d)
-            .env("PATH", tools_path())
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let recs = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let got = records_of(
+            Command::new(&script)
+                .args(&args)
+                .current_dir(d)
+                .env("PATH", tools_path())
+                .envs(env.iter().copied()),
+        );
         let left: Vec<_> = std::fs::read_dir(d)
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(".fetch-to-raw"))
             .collect();
         assert!(left.is_empty(), "{name}: temporary files left");
-        (out.status.code().unwrap_or(-1), recs)
+        got
     };
     let (code, recs) = run("good", "1", &[]);
     assert_eq!(code, 0, "{recs:#?}");
@@ -408,12 +399,7 @@ fn cinder_fetch_to_raw() {
         for h in AUTH {
             c.args(["--header", h]);
         }
-        let out = c.current_dir(d).env("PATH", tools_path()).output().unwrap();
-        let recs = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (out.status.code().unwrap_or(-1), recs)
+        records_of(c.current_dir(d).env("PATH", tools_path()))
     };
     let (code, recs) = up(&volume, "vol-raw", "raw");
     assert_eq!(code, 0, "{recs:#?}");

@@ -10,24 +10,19 @@
     clippy::print_stderr
 )]
 
-use pipeline_tests::{tool, tools_path};
+use pipeline_tests::{records_of, tool, tools_path};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 fn sh(dir: &Path, script: &str) -> (i32, Vec<Value>) {
-    let out = Command::new("bash")
-        .args(["-o", "pipefail", "-c", script])
-        .current_dir(dir)
-        .env("PATH", tools_path())
-        .output()
-        .unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let recs = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (out.status.code().unwrap_or(-1), recs)
+    records_of(
+        Command::new("bash")
+            .args(["-o", "pipefail", "-c", script])
+            .current_dir(dir)
+            .env("PATH", tools_path())
+            .stderr(std::process::Stdio::inherit()),
+    )
 }
 
 #[test]
