@@ -57,7 +57,7 @@ faults: build-debug
 test-glance: build-debug
 	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) \
 		-p glance-dump -p glance-load -p imginfo-parse -p pipeline-tests --test readme_glance --test pipelines_glance --test glance --test glance_audit \
-		--test replicate --test errors --test tls --test keystone
+		--test replicate --test errors --test tls --test keystone --test server_faults
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -36,6 +36,17 @@ pub enum HttpError {
         /// What went wrong.
         why: String,
     },
+    /// The server stopped answering for `--timeout` seconds: no
+    /// connection, no response, or a body (either way) that stalled.
+    #[error("{what}: timed out: {why} for {secs} s (--timeout)")]
+    Timeout {
+        /// The path asked for.
+        what: String,
+        /// What did not happen (from the phase ureq gave up in).
+        why: &'static str,
+        /// The timeout.
+        secs: u64,
+    },
     /// An answer that is not what the API documents.
     #[error("{what}: {why}")]
     Protocol {
@@ -70,6 +81,7 @@ impl HttpError {
             HttpError::Status { status: 415, .. } => crate::ErrorKind::FormatMismatch,
             HttpError::Status { .. } | HttpError::Protocol { .. } => crate::ErrorKind::ServerError,
             HttpError::Transport { .. } => crate::ErrorKind::Io,
+            HttpError::Timeout { .. } => crate::ErrorKind::Timeout,
             HttpError::Local { source, .. } => crate::ErrorKind::from_io(source),
         }
     }
@@ -89,6 +101,7 @@ impl HttpError {
         matches!(
             self,
             HttpError::Transport { .. }
+                | HttpError::Timeout { .. }
                 | HttpError::Status {
                     status: 500..=599,
                     ..
@@ -211,7 +224,8 @@ pub struct EndpointArgs {
     pub url: Option<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
-    /// Seconds to wait for a connection or a response
+    /// Seconds to wait for a connection, a response, or the next bytes
+    /// of a body (either way)
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
     /// Whether a keystone login from the `OS_*` variables may supply the
@@ -325,20 +339,25 @@ fn read_cacert(f: &std::path::Path) -> anyhow::Result<ureq::tls::RootCerts> {
 /// interrupted upload ends short (and Glance refuses it by its size).
 struct Checked<R> {
     inner: R,
+    /// Bytes handed to the connection so far.
+    read: u64,
 }
 
 impl<R: Read> Read for Checked<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         crate::signal::check()?;
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
 /// The HTTP client for an OpenStack API: TLS roots (`--cacert`), the
-/// timeouts, statuses as values, no redirects (`GET /` of Glance answers
-/// 300 without a Location), and no kept-alive connections: uWSGI (how
-/// Glance 33 is served) drops idle ones without a word, and a reused one
-/// fails with "connection reset".
+/// timeouts (each phase, and each read or write of a body), statuses as
+/// values, no redirects (`GET /` of Glance answers 300 without a
+/// Location), and no kept-alive connections: uWSGI (how Glance 33 is
+/// served) drops idle ones without a word, and a reused one fails with
+/// "connection reset".
 pub fn agent(timeout: Duration, roots: Option<ureq::tls::RootCerts>) -> ureq::Agent {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(r) = roots {
@@ -351,6 +370,11 @@ pub fn agent(timeout: Duration, roots: Option<ureq::tls::RootCerts>) -> ureq::Ag
         .max_idle_connections(0)
         .timeout_connect(Some(timeout))
         .timeout_recv_response(Some(timeout))
+        // Per read and write too: the two above end with the headers, and
+        // a server that stalls in a body (sending it, or taking ours)
+        // would otherwise hold the tool for ever.
+        .timeout_per_read(Some(timeout))
+        .timeout_per_write(Some(timeout))
         .build()
         .into()
 }
@@ -362,6 +386,8 @@ pub struct Glance {
     base: String,
     /// Sent with every request (`X-Auth-Token`, `--header`s).
     headers: Vec<(String, String)>,
+    /// `--timeout`, for the errors that name it.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Glance {
@@ -386,6 +412,48 @@ impl Glance {
             agent,
             base: url.trim_end_matches('/').to_owned(),
             headers,
+            timeout,
+        }
+    }
+
+    /// The error for a failed exchange on `what`: [`HttpError::Timeout`]
+    /// when ureq gave up waiting, else a transport error.
+    fn failed(&self, what: &str, e: ureq::Error) -> HttpError {
+        use ureq::Timeout as T;
+        // A whole URL (imginfo-parse --url) is asked for as "".
+        let what = if what.is_empty() { &self.base } else { what };
+        let why = match e {
+            ureq::Error::Timeout(T::Resolve | T::Connect) => "no connection",
+            ureq::Error::Timeout(T::RecvResponse) => "no response",
+            ureq::Error::Timeout(T::PerRead | T::RecvBody) => "nothing arrived",
+            ureq::Error::Timeout(T::SendRequest | T::SendBody | T::PerWrite) => {
+                "the server took nothing"
+            }
+            ureq::Error::Timeout(_) => "no progress",
+            e => {
+                return HttpError::Transport {
+                    what: what.to_owned(),
+                    why: e.to_string(),
+                };
+            }
+        };
+        HttpError::Timeout {
+            what: what.to_owned(),
+            why,
+            secs: self.timeout.as_secs(),
+        }
+    }
+
+    /// [`Glance::failed`] for an error from reading a body (ureq's own
+    /// errors arrive wrapped in `io::Error`).
+    fn failed_io(&self, what: &str, e: std::io::Error) -> HttpError {
+        let wrapped = e.get_ref().is_some_and(|x| x.is::<ureq::Error>());
+        if wrapped || e.kind() == std::io::ErrorKind::TimedOut {
+            return self.failed(what, ureq::Error::from(e));
+        }
+        HttpError::Transport {
+            what: what.to_owned(),
+            why: e.to_string(),
         }
     }
 
@@ -409,10 +477,7 @@ impl Glance {
         for (k, v) in extra {
             req = req.header(*k, v.as_str());
         }
-        req.call().map_err(|e| HttpError::Transport {
-            what: path.to_owned(),
-            why: e.to_string(),
-        })
+        req.call().map_err(|e| self.failed(path, e))
     }
 
     /// The error for a response with an unexpected status.
@@ -467,16 +532,17 @@ impl Glance {
         req
     }
 
-    fn json_of(path: &str, mut resp: ureq::http::Response<ureq::Body>) -> Result<Value, HttpError> {
+    fn json_of(
+        &self,
+        path: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<Value, HttpError> {
         let text = resp
             .body_mut()
             .with_config()
             .limit(MAX_JSON)
             .read_to_string()
-            .map_err(|e| HttpError::Transport {
-                what: path.to_owned(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| self.failed(path, e))?;
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
@@ -490,7 +556,7 @@ impl Glance {
     pub fn get_opt_json(&self, path: &str) -> Result<Option<Value>, HttpError> {
         let resp = self.get(path, &[])?;
         match resp.status().as_u16() {
-            200 => Self::json_of(path, resp).map(Some),
+            200 => self.json_of(path, resp).map(Some),
             404 => Ok(None),
             _ => Err(Self::status_error("GET", path, resp)),
         }
@@ -516,14 +582,11 @@ impl Glance {
         let resp = req
             .header("Content-Type", content_type)
             .send(text.as_bytes())
-            .map_err(|e| HttpError::Transport {
-                what: path.to_owned(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| self.failed(path, e))?;
         if !ok.contains(&resp.status().as_u16()) {
             return Err(Self::status_error(method, path, resp));
         }
-        Self::json_of(path, resp)
+        self.json_of(path, resp)
     }
 
     /// PUT `size` bytes of `body` as image data to `path`, always with
@@ -532,6 +595,7 @@ impl Glance {
     pub fn upload(&self, path: &str, body: &mut dyn Read, size: u64) -> Result<(), HttpError> {
         let mut body = Checked {
             inner: body.take(size),
+            read: 0,
         };
         let resp = self
             .with_headers(self.agent.put(&self.url(path)))
@@ -539,9 +603,13 @@ impl Glance {
             .header("Content-Length", size.to_string())
             .header("x-openstack-image-size", size.to_string())
             .send(ureq::SendBody::from_reader(&mut body))
-            .map_err(|e| HttpError::Transport {
-                what: path.to_owned(),
-                why: e.to_string(),
+            .map_err(|e| match self.failed(path, e) {
+                // Say how far it got (a server killed mid-upload).
+                HttpError::Transport { what, why } => HttpError::Transport {
+                    what,
+                    why: format!("{why} (after {} of {size} bytes)", body.read),
+                },
+                e => e,
             })?;
         if resp.status().as_u16() != 204 {
             return Err(Self::status_error("PUT", path, resp));
@@ -557,10 +625,7 @@ impl Glance {
             "DELETE" => self.with_headers(self.agent.delete(&url)).call(),
             _ => self.with_headers(self.agent.post(&url)).send_empty(),
         };
-        let resp = sent.map_err(|e| HttpError::Transport {
-            what: path.to_owned(),
-            why: e.to_string(),
-        })?;
+        let resp = sent.map_err(|e| self.failed(path, e))?;
         if !ok.contains(&resp.status().as_u16()) {
             return Err(Self::status_error(method, path, resp));
         }
@@ -589,7 +654,7 @@ impl Glance {
         if !ok.contains(&resp.status().as_u16()) {
             return Err(Self::status_error("GET", path, resp));
         }
-        Self::json_of(path, resp)
+        self.json_of(path, resp)
     }
 
     /// `GET /`: the versions on offer must include v2 (never read a v1-only
@@ -663,10 +728,7 @@ impl Glance {
             .with_config()
             .limit(want)
             .read_to_vec()
-            .map_err(|e| HttpError::Transport {
-                what: path.to_owned(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| self.failed(path, e))?;
         Ok(Some((bytes, total)))
     }
 
@@ -689,16 +751,37 @@ impl Glance {
         if status != want {
             return Err(Self::status_error("GET", path, resp));
         }
-        let io = |e: std::io::Error| HttpError::Transport {
-            what: path.to_owned(),
-            why: e.to_string(),
+        let len: Option<u64> = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut n = 0u64;
+        // A body cut short (the server killed mid-body) says how far it got.
+        let io = |e: std::io::Error, n: u64| {
+            let eof = e.kind() == std::io::ErrorKind::UnexpectedEof;
+            match self.failed_io(path, e) {
+                HttpError::Transport { what, why } => {
+                    let at = format!(
+                        "after {} of {} bytes",
+                        from + n,
+                        len.map_or("?".to_owned(), |l| (from + l).to_string())
+                    );
+                    let why = if eof {
+                        format!("the server closed the connection {at} ({why})")
+                    } else {
+                        format!("{why} ({at})")
+                    };
+                    HttpError::Transport { what, why }
+                }
+                e => e,
+            }
         };
         let mut r = resp.body_mut().with_config().limit(u64::MAX).reader();
         let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
         loop {
-            crate::signal::check().map_err(io)?;
-            let k = r.read(&mut buf).map_err(io)?;
+            crate::signal::check().map_err(|e| self.failed_io(path, e))?;
+            let k = r.read(&mut buf).map_err(|e| io(e, n))?;
             if k == 0 {
                 return Ok(n);
             }

@@ -126,7 +126,8 @@ pub enum ErrorKind {
     QemuImgMissing,
     /// `qemu-img` ran and failed (non-zero exit, signal, bad output).
     QemuImgFailed,
-    /// A child program ran past its time limit and was killed.
+    /// A child program ran past its time limit and was killed, or a
+    /// server did not answer (or stalled mid-body) within `--timeout`.
     Timeout,
     /// Someone else holds the resource (a lock, a file being written): try
     /// again later (exit 75).

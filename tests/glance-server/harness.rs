@@ -45,6 +45,82 @@ impl Server {
     pub fn state(&self) -> &Path {
         self.state.path()
     }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Kill it hard, as the OOM killer or a crash would: SIGKILL to the
+    /// uWSGI master and its workers (its process group: start-glance.sh
+    /// runs it under setsid), and wait until they are gone. The state
+    /// (database, store, logs) stays, for [`Server::restart`].
+    pub fn kill_hard(&self) {
+        let pidfile = self.state().join("run/uwsgi.pid");
+        let pgid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            process_group(pgid),
+            Some(pgid),
+            "uWSGI {pgid} does not lead its own process group"
+        );
+        let st = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -KILL -{pgid}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !group_members(pgid).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "uWSGI group {pgid} still has {:?}",
+                group_members(pgid)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Dead pids can be reused: stop-glance.sh must not find them.
+        for f in ["run/uwsgi.pid", "run/launcher.pid"] {
+            let _ = std::fs::remove_file(self.state().join(f));
+        }
+    }
+
+    /// Start it again on the same state dir and port (after
+    /// [`Server::kill_hard`]): the same database and store.
+    pub fn restart(&self) {
+        let out = Command::new(workspace().join("tests/glance-server/start-glance.sh"))
+            .arg(self.state())
+            .arg(self.port().to_string())
+            .env("GLANCE_VENV", workspace().join("target/glance-venv"))
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "Glance did not start again");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), self.url);
+    }
+}
+
+/// The process group of `pid` (field 5 of /proc/PID/stat), if it lives
+/// (a zombie counts as gone).
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split(' ');
+    let state = f.next()?;
+    let pgrp = f.nth(1)?.parse().ok()?;
+    (state != "Z").then_some(pgrp)
+}
+
+/// The live processes of process group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| process_group(p) == Some(pgid))
+        .collect()
 }
 
 impl Drop for Server {

@@ -110,6 +110,24 @@ pub enum LoadError {
         /// What the image says.
         declared: String,
     },
+    /// The target's image stays `saving` (its upload was cut with the
+    /// Glance worker that took it) and takes no upload.
+    #[error(
+        "{id}: the target's image has been saving since {since} and stays so: an upload into it \
+         was interrupted (Glance killed or restarted mid-upload leaves an image saving for ever, \
+         with partial data in its store), or another client is uploading it now; Glance takes no \
+         upload into it. If no upload is running: remove the partial data from the store (the \
+         file store: filesystem_store_datadir/{id}), then either set the image's status back to \
+         queued in Glance's database (UPDATE images SET status='queued' WHERE id='{id}') and run \
+         glance-load again, or delete the image (the id is then used up until glance-manage db \
+         purge_images_table purges it)"
+    )]
+    Stuck {
+        /// The image.
+        id: String,
+        /// Its `updated_at` (when it went `saving`).
+        since: String,
+    },
     /// The data file could not be read.
     #[error("the data file: {source}")]
     Io {
@@ -130,6 +148,7 @@ impl LoadError {
                 ErrorKind::BadImage
             }
             LoadError::FormatMismatch { .. } => ErrorKind::FormatMismatch,
+            LoadError::Stuck { .. } => ErrorKind::ServerError,
             LoadError::Io { source, .. } => ErrorKind::from_io(source),
         }
     }
@@ -433,7 +452,30 @@ impl Loader<'_> {
                      upload): every upload would fail",
                 ));
             }
-            "saving" | "uploading" | "importing" => {
+            "saving" => {
+                // A cut upload whose client went away is back to queued
+                // within seconds; one whose Glance worker died with it
+                // (killed, restarted) stays saving for ever and refuses
+                // every upload (409). So wait for the first and report the
+                // second: "busy" (exit 0) would never converge.
+                let t = match self.settle(id) {
+                    Some(t) => Some(t),
+                    None => self.get_opt(&format!("/v2/images/{id}"))?,
+                };
+                return match t {
+                    None => self.create(rec, img, id, data),
+                    Some(t) if status_of(&t) != "saving" => self.update(rec, img, id, data, &t),
+                    Some(t) => Err(LoadError::Stuck {
+                        id: id.to_owned(),
+                        since: t
+                            .get("updated_at")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_owned(),
+                    }),
+                };
+            }
+            "uploading" | "importing" => {
                 return Ok(with_reason(
                     "skipped",
                     &format!("busy: the target's image is {t_status}"),
