@@ -53,20 +53,3 @@ pub fn check() -> std::io::Result<()> {
 pub fn exit_code(sig: i32) -> u8 {
     u8::try_from(128 + sig).unwrap_or(255)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    #[allow(unsafe_code)]
-    fn a_caught_signal_is_pending() {
-        install();
-        // SAFETY: raising a signal at ourselves; the handler only stores.
-        unsafe {
-            libc::raise(libc::SIGHUP);
-        }
-        assert_eq!(pending(), Some(libc::SIGHUP));
-        assert_eq!(exit_code(libc::SIGTERM), 143);
-    }
-}
