@@ -152,7 +152,14 @@ fn gpt(r: &Reader, ss: u64) -> Option<Map<String, Value>> {
             }
             let first = le64(ent, 32);
             let last = le64(ent, 40);
-            let sectors = if last >= first { last - first + 1 } else { 0 };
+            // `last - first + 1` overflows for an entry spanning every
+            // LBA (0 to 2^64 - 1, fuzz/regressions/partition): 2^64 sectors
+            // do not fit, so it saturates (no real table comes close).
+            let sectors = if last >= first {
+                (last - first).saturating_add(1)
+            } else {
+                0
+            };
             let units: Vec<u16> = (0..36)
                 .map(|k| le16(ent, 56 + 2 * k))
                 .take_while(|&u| u != 0)

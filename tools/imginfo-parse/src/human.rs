@@ -47,6 +47,25 @@ impl HumanImage {
     }
 }
 
+/// The deepest nesting read, in levels of 4 spaces. qemu-img prints a
+/// handful (child node, format-specific data, `bitmaps:`, `[0]:`,
+/// `flags:`, `[0]:`). Every level rescans the lines below it, so without a
+/// bound a few MiB of text nested a level per line took minutes (time
+/// cubic in the depth; fuzz/regressions/imginfo_human/deep-nesting).
+const MAX_NEST: usize = 32;
+
+/// Whether `base` is nested deeper than [`MAX_NEST`]; says so if it is.
+fn too_deep(lines: &[Line], base: usize, node: &mut Node) -> bool {
+    if base / 4 <= MAX_NEST {
+        return false;
+    }
+    node.ambiguous.push(format!(
+        "line {}: nested more than {MAX_NEST} levels deep",
+        lines.first().map_or(0, |l| l.no)
+    ));
+    true
+}
+
 fn indent(t: &[u8]) -> usize {
     t.iter().take_while(|&&b| b == b' ').count()
 }
@@ -181,6 +200,9 @@ fn nested_end(lines: &[Line], i: usize, base: usize) -> usize {
 }
 
 fn parse_node(lines: &[Line], base: usize, node: &mut Node, path: &str) {
+    if too_deep(lines, base, node) {
+        return;
+    }
     let mut i = 0;
     let mut children: Vec<Value> = Vec::new();
     let mut seen_sections: Vec<&'static str> = Vec::new();
@@ -339,6 +361,9 @@ fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// or a list of `[i]:` items), `[i]: value`. Empty lists print as a bare
 /// `key:`; empty strings as `key: `.
 fn parse_tree(lines: &[Line], base: usize, node: &mut Node) -> Value {
+    if too_deep(lines, base, node) {
+        return Value::Object(Map::new());
+    }
     let mut obj = Map::new();
     let mut list = Vec::new();
     let mut i = 0;
@@ -645,6 +670,47 @@ mod tests {
             })
             .filter(|l| !l.text.is_empty())
             .collect()
+    }
+
+    /// `a:` nested one level deeper per line, `depth` levels, under the
+    /// format-specific section or a chain of child nodes.
+    fn nested(depth: usize, child_nodes: bool) -> Vec<u8> {
+        let mut t = b"image: x\nfile format: qcow2\n".to_vec();
+        let mut path = String::new();
+        for k in 0..depth {
+            t.extend(std::iter::repeat_n(b' ', 4 * k));
+            if child_nodes {
+                path.push_str("/c");
+                t.extend_from_slice(format!("Child node '{path}':\n").as_bytes());
+            } else if k == 0 {
+                t.extend_from_slice(b"Format specific information:\n");
+            } else {
+                t.extend_from_slice(b"a:\n");
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        // Within the bound: read, and not ambiguous.
+        let img = parse_block(&lines(&nested(MAX_NEST, false)));
+        assert!(img.ambiguous.is_empty(), "{:?}", img.ambiguous);
+        let img = parse_block(&lines(&nested(MAX_NEST, true)));
+        assert!(img.ambiguous.is_empty(), "{:?}", img.ambiguous);
+        // 600 levels (720 KB) took seconds, a few MB minutes, when every
+        // level rescanned all the lines below it; now it stops at the
+        // bound, and says so.
+        for child_nodes in [false, true] {
+            let t = std::time::Instant::now();
+            let img = parse_block(&lines(&nested(600, child_nodes)));
+            assert!(
+                img.ambiguous.iter().any(|a| a.contains("levels deep")),
+                "{:?}",
+                img.ambiguous
+            );
+            assert!(t.elapsed().as_secs() < 20, "{:?}", t.elapsed());
+        }
     }
 
     #[test]

@@ -18,6 +18,14 @@ use std::io::{self, BufRead, Read};
 /// KiB; a chain of hundreds stays far below this).
 pub const MAX_DOC: usize = 64 << 20;
 
+/// Largest block of human text accepted for one image, counting each line
+/// as its bytes plus [`LINE_COST`] (what reading and parsing keep per line).
+/// qemu-img's text for one image is a few KiB (a thousand snapshots, about
+/// 100 KiB). Without a bound a block grew with the input: 100 MB of short
+/// lines held 8 GB.
+pub const MAX_HUMAN_BLOCK: usize = 64 << 20;
+const LINE_COST: usize = 128;
+
 /// How stdin is interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputMode {
@@ -80,6 +88,10 @@ pub struct DocReader<R> {
     out: VecDeque<Doc>,
     json: JsonAcc,
     block: Vec<Line>,
+    /// What `block` costs against [`MAX_HUMAN_BLOCK`].
+    block_cost: usize,
+    /// After an oversized block: ignore lines until the next `image:`.
+    block_skipping: bool,
     block_blank_before: bool,
     saw_blank: bool,
     eof: bool,
@@ -96,6 +108,8 @@ impl<R: BufRead> DocReader<R> {
             out: VecDeque::new(),
             json: JsonAcc::default(),
             block: Vec::new(),
+            block_cost: 0,
+            block_skipping: false,
             block_blank_before: false,
             saw_blank: false,
             eof: false,
@@ -188,12 +202,33 @@ impl<R: BufRead> DocReader<R> {
             return;
         }
         self.mode = InputMode::Human;
+        if self.block_skipping {
+            if !text.starts_with(b"image:") {
+                return;
+            }
+            self.block_skipping = false;
+        }
         if text.starts_with(b"image:") && !self.block.is_empty() {
             self.flush_block();
         }
         if self.block.is_empty() {
             self.block_blank_before = self.saw_blank;
             self.saw_blank = false;
+        }
+        self.block_cost = self.block_cost.saturating_add(text.len() + LINE_COST);
+        if self.block_cost > MAX_HUMAN_BLOCK {
+            let start = self.block.first().map_or(no, |l| l.no);
+            self.block = Vec::new();
+            self.block_cost = 0;
+            self.block_skipping = true;
+            self.out.push_back(Doc::Bad {
+                line: start,
+                kind: ErrorKind::TooLarge,
+                message: format!(
+                    "qemu-img text for one image larger than {MAX_HUMAN_BLOCK} bytes (or lines)"
+                ),
+            });
+            return;
         }
         self.block.push(Line {
             no,
@@ -202,6 +237,7 @@ impl<R: BufRead> DocReader<R> {
     }
 
     fn flush_block(&mut self) {
+        self.block_cost = 0;
         if !self.block.is_empty() {
             self.out.push_back(Doc::Human {
                 lines: std::mem::take(&mut self.block),
@@ -413,6 +449,30 @@ mod tests {
             })
             .collect();
         assert_eq!(shape, [(2, false), (2, false), (2, true)]);
+    }
+
+    #[test]
+    fn human_blocks_are_bounded() {
+        // 600 000 one-byte lines: over the bound by their count; then the
+        // next image is read again.
+        let mut input = b"image: a\nfile format: raw\n".to_vec();
+        input.extend(b"x\n".repeat(600_000));
+        input.extend_from_slice(b"image: b\nfile format: raw\n");
+        let d = docs(&input, InputMode::Auto);
+        assert_eq!(d.len(), 2, "{:?}", &d[..d.len().min(3)]);
+        assert!(matches!(
+            d[0],
+            Doc::Bad {
+                line: 1,
+                kind: ErrorKind::TooLarge,
+                ..
+            }
+        ));
+        let Doc::Human { lines, .. } = &d[1] else {
+            panic!("{:?}", d[1])
+        };
+        assert_eq!(lines[0].text, b"image: b");
+        assert_eq!(lines[0].no, 600_003);
     }
 
     #[test]
