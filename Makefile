@@ -3,6 +3,7 @@
 #   make demo      build, then run imginfo-parse over the bundled samples
 #   make test      build, then run every test
 #   make check     fmt, clippy, tests, man page drift, staged install (what CI runs)
+#   make fuzz      every parser's cargo-fuzz target for FUZZ_SECONDS each (nightly)
 #   make install   copy built binaries, man pages and completions (never compiles)
 #
 # Packagers: PREFIX, DESTDIR, BINDIR, MANDIR, DATAROOTDIR, CARGO, CARGOFLAGS,
@@ -27,7 +28,7 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test test-glance faults check deb deb-check vendor-check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance faults fuzz check deb deb-check vendor-check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
@@ -58,6 +59,16 @@ test-glance: build-debug
 	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) \
 		-p glance-dump -p glance-load -p imginfo-parse -p pipeline-tests --test readme_glance --test pipelines_glance --test glance --test glance_audit \
 		--test replicate --test errors --test tls --test keystone --test server_faults
+
+# The fuzz campaign (fuzz/run.sh): each cargo-fuzz target for FUZZ_SECONDS
+# from fuzz/seeds/<target> and fuzz/regressions/<target>, growing a scratch
+# corpus in fuzz/corpus/<target>; fails on any crash, OOM or hang and says
+# which input to keep in fuzz/regressions/<target>/ (replayed by `make
+# test`). Needs nightly Rust and cargo-fuzz; says "fuzz: skipped: ..." and
+# succeeds without them.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@FUZZ_SECONDS="$(FUZZ_SECONDS)" sh fuzz/run.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -52,7 +52,7 @@ pub struct Finding {
 /// An instance's `disk.info`: disk file name → the format Nova recorded.
 /// Its keys are absolute paths as Nova saw them (the tree may be mounted
 /// elsewhere now), so only their file names count.
-fn disk_info(dir: &Path) -> BTreeMap<String, String> {
+pub fn disk_info(dir: &Path) -> BTreeMap<String, String> {
     let Ok(m) = std::fs::symlink_metadata(dir.join("disk.info")) else {
         return BTreeMap::new();
     };

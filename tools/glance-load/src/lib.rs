@@ -8,7 +8,7 @@
 //! queued with data stuck in the store → `spoiled`. A second run over an
 //! unchanged source writes nothing.
 
-mod dir;
+pub mod dir;
 mod plan;
 mod stream;
 

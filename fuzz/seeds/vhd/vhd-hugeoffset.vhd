@@ -1,0 +1,1 @@
+../../../tests/fixtures/hostile/images/vhd-hugeoffset.vhd

@@ -1,0 +1,1 @@
+../vhd/blocks.vhd

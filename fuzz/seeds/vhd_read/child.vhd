@@ -1,0 +1,1 @@
+../vhd/child.vhd
