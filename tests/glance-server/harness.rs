@@ -131,6 +131,39 @@ impl Drop for Server {
     }
 }
 
+/// Whether python3.11 (Glance's, and the test servers') is here; outside
+/// CI its absence skips `what`, saying so.
+pub fn have_python311(what: &str) -> bool {
+    if Command::new("python3.11").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "python3.11 is required in CI"
+    );
+    eprintln!("skipping: no python3.11 to run {what}");
+    false
+}
+
+/// The image `id` as Glance shows it, or None when it answers otherwise.
+pub fn image(url: &str, id: &str) -> Option<Value> {
+    let (code, body) = curl_as(&AUTH, &[&format!("{url}/v2/images/{id}")]);
+    (code == 200).then(|| serde_json::from_str(&body).unwrap())
+}
+
+/// A file's MD5 (Glance's `checksum`), by md5sum.
+pub fn md5_hex(path: &Path) -> String {
+    let out = Command::new("md5sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..32].to_owned()
+}
+
+/// The record about image `id` among a Glance tool's records.
+pub fn of_image<'a>(recs: &'a [Value], id: &str) -> &'a Value {
+    recs.iter()
+        .find(|r| r["image"]["id"] == id)
+        .unwrap_or_else(|| panic!("no record of {id}: {recs:#?}"))
+}
+
 /// Run a server start script (`tests/<script>`) on a fresh state dir and
 /// a free port, its venv kept under target/ for the next run: the URL it
 /// prints. None, with the reason printed, where it cannot run outside CI.
@@ -140,16 +173,7 @@ fn launch(
     venv: (&str, &str),
     extra: &[&str],
 ) -> Option<(String, tempfile::TempDir)> {
-    if Command::new("python3.11")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3.11 is required in CI"
-        );
-        eprintln!("skipping: no python3.11 to run {what}");
+    if !have_python311(what) {
         return None;
     }
     let state = tempfile::tempdir().unwrap();

@@ -148,6 +148,28 @@ impl Fixture {
     fn tar_bytes(&self) -> Vec<u8> {
         std::fs::read(self.path("image.tar")).unwrap()
     }
+
+    /// checksum-tee's sink: `input` into `out`.
+    fn sink_into(&self, out: &Path) -> (i32, Vec<Value>) {
+        run(
+            Command::new(tool("checksum-tee").unwrap())
+                .arg("-o")
+                .arg(out),
+            Some(&self.path("input")),
+        )
+    }
+
+    /// vhd-chain flatten of `image.tar` into `out`.
+    fn flatten_into(&self, out: &Path) -> (i32, Vec<Value>) {
+        run(
+            Command::new(tool("vhd-chain").unwrap())
+                .arg("flatten")
+                .arg(self.path("image.tar"))
+                .arg("-o")
+                .arg(out),
+            None,
+        )
+    }
 }
 
 /// A Nova instances tree under `root` with one old, unused base file; the
@@ -187,16 +209,7 @@ fn full_disk() {
     let tar = f.tar_bytes();
 
     // checksum-tee's sink: 8 MB into 2 MB.
-    let out = t.path().join("out.img");
-    let (kind, rec) = failed(
-        "checksum-tee -o",
-        run(
-            Command::new(tool("checksum-tee").unwrap())
-                .arg("-o")
-                .arg(&out),
-            Some(&f.path("input")),
-        ),
-    );
+    let (kind, rec) = failed("checksum-tee -o", f.sink_into(&t.path().join("out.img")));
     assert_eq!(kind, "no_space", "{rec}");
     assert_eq!(rec["checksums"]["state"], "aborted");
     assert!(names(t.path()).is_empty(), "{:?}", names(t.path()));
@@ -204,26 +217,14 @@ fn full_disk() {
     // vhd-chain flatten: the scratch extraction fills the disk.
     let (kind, rec) = failed(
         "vhd-chain flatten",
-        run(
-            Command::new(tool("vhd-chain").unwrap())
-                .arg("flatten")
-                .arg(f.path("image.tar"))
-                .arg("-o")
-                .arg(t.path().join("disk.vhd")),
-            None,
-        ),
+        f.flatten_into(&t.path().join("disk.vhd")),
     );
     assert_eq!(kind, "no_space", "{rec}");
     assert!(names(t.path()).is_empty(), "{:?}", names(t.path()));
     assert!(f.tar_bytes() == tar, "the tarball changed");
 
     // Once there is room it goes through: nothing was lost on the way.
-    let (code, _) = run(
-        Command::new(tool("checksum-tee").unwrap())
-            .arg("-o")
-            .arg(f.path("out.img")),
-        Some(&f.path("input")),
-    );
+    let (code, _) = f.sink_into(&f.path("out.img"));
     assert_eq!(code, 0);
     assert!(std::fs::read(f.path("out.img")).unwrap() == f.data);
 }
@@ -239,27 +240,12 @@ fn read_only_target() {
     std::fs::write(f.path("cand.jsonl"), &cand).unwrap();
     t.remount_ro();
 
-    let (kind, rec) = failed(
-        "checksum-tee -o",
-        run(
-            Command::new(tool("checksum-tee").unwrap())
-                .arg("-o")
-                .arg(t.path().join("out.img")),
-            Some(&f.path("input")),
-        ),
-    );
+    let (kind, rec) = failed("checksum-tee -o", f.sink_into(&t.path().join("out.img")));
     assert_eq!(kind, "read_only", "{rec}");
 
     let (kind, rec) = failed(
         "vhd-chain flatten",
-        run(
-            Command::new(tool("vhd-chain").unwrap())
-                .arg("flatten")
-                .arg(f.path("image.tar"))
-                .arg("-o")
-                .arg(t.path().join("disk.vhd")),
-            None,
-        ),
+        f.flatten_into(&t.path().join("disk.vhd")),
     );
     assert_eq!(kind, "read_only", "{rec}");
 
@@ -565,9 +551,12 @@ fn glance_dump_into_a_full_or_read_only_dir() {
     let d = t.path().join("D");
     let (code, recs) = dump(&d);
     assert_eq!(code, 2, "{recs:?}");
-    assert!(by_id_in(&recs, &ids[0]).get("error").is_none(), "{recs:?}");
+    assert!(
+        harness::of_image(&recs, &ids[0]).get("error").is_none(),
+        "{recs:?}"
+    );
     assert_eq!(
-        by_id_in(&recs, &ids[1])["error"]["kind"],
+        harness::of_image(&recs, &ids[1])["error"]["kind"],
         "no_space",
         "{recs:?}"
     );
@@ -587,17 +576,10 @@ fn glance_dump_into_a_full_or_read_only_dir() {
     assert_eq!(code, 2, "{recs:?}");
     for id in &ids {
         assert_eq!(
-            by_id_in(&recs, id)["error"]["kind"],
+            harness::of_image(&recs, id)["error"]["kind"],
             "read_only",
             "{recs:?}"
         );
     }
     assert!(names(&d).is_empty(), "{:?}", names(&d));
-}
-
-fn by_id_in(recs: &[Value], id: &str) -> Value {
-    recs.iter()
-        .find(|r| r["image"]["id"] == id)
-        .unwrap_or_else(|| panic!("no record of {id}: {recs:?}"))
-        .clone()
 }

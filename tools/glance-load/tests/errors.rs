@@ -12,8 +12,8 @@
 #[path = "../../../tests/glance-server/harness.rs"]
 mod harness;
 use harness::{
-    AUTH, auth_flags, bytes_of, create, curl, curl_as, dump_text, glance_tool, have_bins, patch,
-    run_tool, run_with_rss, start, upload,
+    AUTH, auth_flags, bytes_of, create, curl, curl_as, dump_text, glance_tool, have_bins, image,
+    md5_hex, patch, run_tool, run_with_rss, start, upload,
 };
 
 use serde_json::{Value, json};
@@ -26,16 +26,6 @@ fn load(url: &str, extra: &[&str], input: &str) -> (i32, Vec<Value>) {
 
 fn load_bin() -> PathBuf {
     harness::bin("glance-load")
-}
-
-fn image(url: &str, id: &str) -> Option<Value> {
-    let (code, body) = curl_as(&AUTH, &[&format!("{url}/v2/images/{id}")]);
-    (code == 200).then(|| serde_json::from_str(&body).unwrap())
-}
-
-fn md5_hex(path: &Path) -> String {
-    let out = Command::new("md5sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..32].to_owned()
 }
 
 fn one_image(src: &str, dir: &Path, name: &str, seed: u32) -> (String, PathBuf) {

@@ -13,7 +13,10 @@
 
 #[path = "../../../tests/glance-server/harness.rs"]
 mod harness;
-use harness::{AUTH, Server, auth_flags, bin, bytes_of, create, curl_as, have_bins, start, upload};
+use harness::{
+    AUTH, Server, auth_flags, bin, bytes_of, create, curl_as, have_bins, have_python311, image,
+    md5_hex, of_image, start, upload,
+};
 
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -107,16 +110,6 @@ fn write_data(path: &Path, seed: u32, n: u64) {
     f.flush().unwrap();
 }
 
-fn md5_hex(path: &Path) -> String {
-    let out = Command::new("md5sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..32].to_owned()
-}
-
-fn image(url: &str, id: &str) -> Option<Value> {
-    let (code, body) = curl_as(&AUTH, &[&format!("{url}/v2/images/{id}")]);
-    (code == 200).then(|| serde_json::from_str(&body).unwrap())
-}
-
 fn len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -142,12 +135,6 @@ fn temps(dir: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".tmp-"))
         .collect()
-}
-
-fn of_image<'a>(recs: &'a [Value], id: &str) -> &'a Value {
-    recs.iter()
-        .find(|r| r["image"]["id"] == id)
-        .unwrap_or_else(|| panic!("no record of {id}: {recs:#?}"))
 }
 
 /// Stop `tool` (SIGSTOP) once `file` has grown past 16 MiB, kill the
@@ -461,16 +448,7 @@ fn a_stalled_server_times_out_then_a_rerun_succeeds() {
         return;
     }
     // The stalling servers are Python, as Glance is.
-    if Command::new("python3.11")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3.11 is required in CI"
-        );
-        eprintln!("skipping: no python3.11");
+    if !have_python311("the stalling servers") {
         return;
     }
     let t = tempfile::tempdir().unwrap();
