@@ -89,6 +89,7 @@ impl AtomicFile {
     }
 
     fn new(file: File, temp: PathBuf, final_path: &Path, overwrite: bool) -> AtomicFile {
+        crate::signal::track_temp(&temp);
         AtomicFile {
             file,
             temp,
@@ -185,6 +186,7 @@ impl Drop for AtomicFile {
         if !self.done {
             let _ = std::fs::remove_file(&self.temp);
         }
+        crate::signal::untrack_temp(&self.temp);
     }
 }
 
@@ -271,10 +273,10 @@ fn already_exists(path: &Path) -> io::Error {
 }
 
 fn check_final(final_path: &Path, overwrite: bool) -> io::Result<()> {
-    if !overwrite && std::fs::symlink_metadata(final_path).is_ok() {
-        return Err(already_exists(final_path));
+    match crate::files::check_output(final_path, overwrite, &[]) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists(final_path)),
+        r => r,
     }
-    Ok(())
 }
 
 fn open_excl(path: &Path) -> io::Result<File> {
@@ -291,6 +293,9 @@ fn open_excl(path: &Path) -> io::Result<File> {
 
 fn move_file(from: &Path, to: &Path, overwrite: bool) -> io::Result<()> {
     if overwrite {
+        // Looked at again just before the rename: a device, FIFO, directory
+        // or symlink put there since the create is still never replaced.
+        crate::files::check_output(to, true, &[])?;
         return std::fs::rename(from, to);
     }
     match rename_noreplace(from, to) {

@@ -174,6 +174,20 @@ fn visible(message: &str) -> String {
         .collect()
 }
 
+/// The line a tool prints when the watchdog ends it after a signal.
+pub(crate) fn warn_stopped(sig: i32) {
+    let name = std::env::args_os()
+        .next()
+        .map(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    warn(&name, &format!("interrupted by signal {sig}; stopped"));
+}
+
 /// Returned (through `anyhow`) by a tool that stopped on a signal after
 /// cleaning up: the process exits 128+N.
 #[derive(Debug, thiserror::Error)]
@@ -232,23 +246,73 @@ fn generate<T: Tool>(what: Generate, out: &mut dyn Write) -> io::Result<()> {
 /// - an error returned by the tool: `tool: message` on stderr, 2;
 /// - stdout closed by the reader (`| head -1`): quiet 0.
 pub fn main<T: Tool>() -> ExitCode {
+    // Every tool stops within a second of SIGINT/SIGTERM, wherever it is.
+    crate::signal::install_with_watchdog();
     let matches = match command::<T>().try_get_matches() {
         Ok(m) => m,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
-        }
+        Err(e) => return clap_failure::<T>(&e),
     };
     run_matches::<T>(&matches)
+}
+
+/// Bad usage: clap's message on stderr and, so a script reading stdout
+/// sees it too, an error record of kind `usage`; `--help`/`--version`
+/// print as usual.
+fn clap_failure<T: Tool>(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    let _ = e.print();
+    let code = e.exit_code().clamp(0, 255) as u8;
+    if !matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or("bad usage");
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        emit_fatal(T::NAME, crate::ErrorKind::Usage, message);
+    }
+    ExitCode::from(code)
+}
+
+/// One error record on stdout for a failure that ends the run.
+fn emit_fatal(tool: &str, kind: crate::ErrorKind, message: &str) {
+    let mut rec = Record::new();
+    rec.set_error(&ErrorFacet::new(tool, kind, message));
+    let mut w = RecordWriter::new(io::stdout().lock());
+    let _ = w.write(&rec);
+}
+
+/// A usage error found by the tool itself (a flag that does nothing in
+/// this mode): exit 2, kind `usage`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `Err(UsageError)` as an `anyhow::Error`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+/// The kind of a fatal error: the first classified cause in its chain.
+pub fn fatal_kind(e: &anyhow::Error) -> crate::ErrorKind {
+    for c in e.chain() {
+        if c.downcast_ref::<UsageError>().is_some() {
+            return crate::ErrorKind::Usage;
+        }
+        if let Some(r) = c.downcast_ref::<crate::files::Refusal>() {
+            return r.kind;
+        }
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            return crate::ErrorKind::from_io(io);
+        }
+    }
+    crate::ErrorKind::Io
 }
 
 fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
     let cli = match T::from_arg_matches(matches) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
+        Err(e) => return clap_failure::<T>(&e),
     };
     if let Some(what) = cli.shared().generate {
         let mut out = io::stdout().lock();
@@ -268,10 +332,21 @@ fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
             let sig = e.downcast_ref::<Interrupted>().map_or(0, |i| i.0);
             warn(T::NAME, &e.to_string());
+            let mut rec = Record::new();
+            rec.set_error(&ErrorFacet::new(
+                T::NAME,
+                crate::ErrorKind::Interrupted,
+                e.to_string(),
+            ));
+            let _ = ctx.emit(&rec);
             ExitCode::from(crate::signal::exit_code(sig))
         }
         Err(e) => {
-            warn(T::NAME, &format!("{e:#}"));
+            let message = format!("{e:#}");
+            warn(T::NAME, &message);
+            let mut rec = Record::new();
+            rec.set_error(&ErrorFacet::new(T::NAME, fatal_kind(&e), message));
+            let _ = ctx.emit(&rec);
             ExitCode::from(Status::Error.code())
         }
     }

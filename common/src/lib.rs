@@ -9,6 +9,9 @@
 //! - [`status`]: the exit-status policy (0/1/2/75);
 //! - [`cli`]: shared flags, `--generate man|bash|zsh|fish`, and the one
 //!   [`cli::main`] wrapper every tool's `main.rs` calls;
+//! - [`files`]: opening inputs and creating outputs by the fail-closed
+//!   rules (regular files unless streaming, never block, never replace a
+//!   non-regular file, byte file names);
 //! - [`exec`]: running child programs (no shell, fixed locale, limits);
 //! - [`size`]: exact byte sizes (`10G`, `1.5 GiB`) and qemu's human sizes;
 //! - [`text`]: byte strings that may not be UTF-8, base64, RFC 3339 times.
@@ -16,6 +19,7 @@
 pub mod atomic;
 pub mod cli;
 pub mod exec;
+pub mod files;
 pub mod formats;
 pub mod glance;
 pub mod hash;

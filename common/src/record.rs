@@ -168,6 +168,15 @@ pub enum ErrorKind {
     NoSpace,
     /// The target is on a read-only filesystem: EROFS.
     ReadOnly,
+    /// Not a regular file where the mode needs one (a directory, FIFO,
+    /// device or socket as input; anything but a regular file as the
+    /// target of an output, which is never replaced).
+    NotRegular,
+    /// An output that is the same file (device and inode) as an input.
+    SameFile,
+    /// The command line asks for something that makes no sense (a flag
+    /// that does nothing in this mode, a missing argument).
+    Usage,
 }
 
 impl ErrorKind {
@@ -206,6 +215,9 @@ impl ErrorKind {
             ErrorKind::FormatMismatch => "format_mismatch",
             ErrorKind::NoSpace => "no_space",
             ErrorKind::ReadOnly => "read_only",
+            ErrorKind::NotRegular => "not_regular",
+            ErrorKind::SameFile => "same_file",
+            ErrorKind::Usage => "usage",
         }
     }
 
@@ -243,10 +255,16 @@ impl ErrorKind {
         ErrorKind::FormatMismatch,
         ErrorKind::NoSpace,
         ErrorKind::ReadOnly,
+        ErrorKind::NotRegular,
+        ErrorKind::SameFile,
+        ErrorKind::Usage,
     ];
 
     /// The kind for an I/O error on a named file.
     pub fn from_io(e: &std::io::Error) -> ErrorKind {
+        if let Some(r) = crate::files::refusal_of(e) {
+            return r.kind;
+        }
         match e.kind() {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,

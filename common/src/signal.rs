@@ -4,7 +4,19 @@
 //! SIGTERM) as the record contract says. A blocked read is interrupted
 //! (no `SA_RESTART`) so the poll comes promptly.
 
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// How long a tool has, after a signal, to stop by itself before the
+/// watchdog ends it: the contract is "within a second of SIGINT/SIGTERM,
+/// wherever it is".
+pub const GRACE: Duration = Duration::from_millis(700);
+
+/// Temporary files being written (by `crate::atomic`), removed by the
+/// watchdog if it has to end the process itself.
+static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 static PENDING: AtomicI32 = AtomicI32::new(0);
 
@@ -26,6 +38,56 @@ pub fn install() {
             sa.sa_flags = 0;
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
+    }
+}
+
+/// Catch the signals (as [`install`]) and start the watchdog: once a
+/// signal has been pending for [`GRACE`] without the tool having stopped
+/// (a blocking call that no poll reaches, a child that does not die), it
+/// removes the temporary files still registered and exits 128+N itself.
+/// Every tool runs under it (`crate::cli::main`).
+pub fn install_with_watchdog() {
+    install();
+    let spawned = std::thread::Builder::new()
+        .name("signal-watchdog".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(25));
+                if let Some(sig) = pending() {
+                    std::thread::sleep(GRACE);
+                    give_up(sig);
+                }
+            }
+        });
+    // Without a thread the tools still poll; only the backstop is lost.
+    drop(spawned);
+}
+
+#[allow(unsafe_code)]
+fn give_up(sig: i32) -> ! {
+    if let Ok(temps) = TEMPS.lock() {
+        for t in temps.iter() {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+    crate::cli::warn_stopped(sig);
+    // SAFETY: _exit ends the process at once; no Rust state is used after.
+    unsafe { libc::_exit(i32::from(exit_code(sig))) }
+}
+
+/// Register a temporary file for the watchdog to remove.
+pub fn track_temp(path: &Path) {
+    if let Ok(mut t) = TEMPS.lock() {
+        t.push(path.to_owned());
+    }
+}
+
+/// Forget a temporary file (committed, kept or removed).
+pub fn untrack_temp(path: &Path) {
+    if let Ok(mut t) = TEMPS.lock()
+        && let Some(i) = t.iter().rposition(|p| p == path)
+    {
+        t.swap_remove(i);
     }
 }
 

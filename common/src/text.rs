@@ -23,6 +23,41 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Decode standard base64 (padding required, no whitespace): the inverse
+/// of [`base64`]; None for anything else.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(4) {
+        return None;
+    }
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(b.len() / 4 * 3);
+    let quads = b.len() / 4;
+    for (i, q) in b.chunks(4).enumerate() {
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i + 1 != quads) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
 /// A string decoded from bytes: the text (lossy if needed) and whether any
 /// byte had to be replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,5 +225,23 @@ mod tests {
         assert_eq!(rfc3339_utc(-1, 0).unwrap(), "1969-12-31T23:59:59Z");
         assert!(rfc3339_utc(i64::MAX, 0).is_none());
         assert!(rfc3339_utc(i64::MIN, 0).is_none());
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for data in [
+            &b""[..],
+            b"a",
+            b"ab",
+            b"abc",
+            b"abcd",
+            b"\xff\x00\xfe",
+            b"n\xffx",
+        ] {
+            assert_eq!(super::base64_decode(&super::base64(data)).unwrap(), data);
+        }
+        for bad in ["a", "ab=c", "====", "a===", "AA==AA==", "A\nA="] {
+            assert!(super::base64_decode(bad).is_none(), "{bad:?}");
+        }
     }
 }
