@@ -255,13 +255,28 @@ impl Exec {
         // stderr is kept whole up to a bound but only its tail is reported.
         let err_thread = thread::spawn(move || read_bounded(err, 1 << 20));
 
-        let status = match child.wait_timeout(self.timeout) {
-            Ok(Some(s)) => Some(s),
-            Ok(None) => None,
-            Err(e) => {
+        // Waited in slices so a SIGINT/SIGTERM kills the child at once
+        // instead of leaving it to the end of its time limit.
+        let deadline = std::time::Instant::now() + self.timeout;
+        let status = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = left.min(Duration::from_millis(50));
+            match child.wait_timeout(slice) {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if left.is_zero() => break None,
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(io_err(e));
+                }
+            }
+            if let Some(sig) = crate::signal::pending() {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(io_err(e));
+                let _ = join(err_thread);
+                let _ = join(out_thread);
+                return Err(io_err(crate::files::stopped(sig)));
             }
         };
         let status = match status {
