@@ -122,6 +122,11 @@ pub struct Entry {
     /// deleted or deactivated there is worth knowing about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_status: Option<String>,
+    /// The prune target the verdict was judged by (`--max-size`):
+    /// `remove` re-derives the verdict with it.
+    pub max_size: u64,
+    /// The stall time the verdict was judged by (`--stall-time`).
+    pub stall_time: u64,
     /// `--verify`'s digests and verdict.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub verification: Option<crate::verify::Verification>,
@@ -238,6 +243,8 @@ fn entry(root: &Path, rel: &str, class: &'static str, m: &std::fs::Metadata, now
         verdict: "keep",
         reasons: Vec::new(),
         image_status: None,
+        max_size: 0,
+        stall_time: 0,
         verification: None,
     }
 }
@@ -376,46 +383,24 @@ pub fn walk(root: &Path, opts: &Options) -> Result<(Vec<Entry>, Value), GlanceEr
                 verdict: "orphan_row",
                 reasons: vec!["no_file_for_cache_db_row".into()],
                 image_status: None,
+                max_size: 0,
+                stall_time: 0,
                 verification: None,
             });
         }
     }
     prune_plan(&mut entries, driver, counted, opts.max_size, rows.as_ref());
 
-    for (sub, class) in [
-        ("incomplete", "incomplete"),
-        ("invalid", "invalid"),
-        ("queue", "queued"),
-    ] {
+    for (sub, class) in SUBDIRS {
         for (name, m) in list(&root.join(sub)) {
-            let rel = format!("{sub}/{name}");
-            let mut e = entry(root, &rel, class, &m, opts.now);
-            e.image_id = Some(name);
-            match class {
-                "incomplete" => {
-                    let stalled = e.age_s > opts.stall_time as i64;
-                    e.stalled = Some(stalled);
-                    if stalled {
-                        e.verdict = "orphan_temp";
-                        e.reasons
-                            .push(format!("older_than_stall_time_{}s", opts.stall_time));
-                    } else {
-                        e.reasons.push("download_in_progress".into());
-                    }
-                }
-                "invalid" => {
-                    // Glance's cleaner deletes these at once.
-                    e.verdict = "orphan_temp";
-                    e.reasons.push("failed_download".into());
-                }
-                _ => e.reasons.push("queued_for_prefetch".into()),
-            }
-            entries.push(e);
+            entries.push(sub_entry(root, sub, class, name, &m, opts));
         }
     }
     entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     for e in &mut entries {
         e.driver = driver;
+        e.max_size = opts.max_size;
+        e.stall_time = opts.stall_time;
         if let Some(m) = e.image_id.as_ref().and_then(|id| opts.images.get(id)) {
             e.image_status = m.status.clone();
             if let Some(s) = m.status.as_deref().filter(|s| *s != "active") {
@@ -458,6 +443,70 @@ pub fn walk(root: &Path, opts: &Options) -> Result<(Vec<Entry>, Value), GlanceEr
         "would_prune_bytes": entries.iter().filter(|e| e.would_prune == Some(true)).map(|e| e.size).sum::<u64>(),
     });
     Ok((entries, summary))
+}
+
+/// The subdirectories and the class of their files.
+const SUBDIRS: [(&str, &str); 3] = [
+    ("incomplete", "incomplete"),
+    ("invalid", "invalid"),
+    ("queue", "queued"),
+];
+
+/// The entry of `sub/name`: an `incomplete/` file is stalled (Glance's
+/// cleaner deletes it) past the stall time, an `invalid/` one is deleted
+/// at once, a `queue/` marker is kept.
+fn sub_entry(
+    root: &Path,
+    sub: &str,
+    class: &'static str,
+    name: String,
+    m: &std::fs::Metadata,
+    opts: &Options,
+) -> Entry {
+    let rel = format!("{sub}/{name}");
+    let mut e = entry(root, &rel, class, m, opts.now);
+    e.image_id = Some(name);
+    match class {
+        "incomplete" => {
+            let stalled = e.age_s > opts.stall_time as i64;
+            e.stalled = Some(stalled);
+            if stalled {
+                e.verdict = "orphan_temp";
+                e.reasons
+                    .push(format!("older_than_stall_time_{}s", opts.stall_time));
+            } else {
+                e.reasons.push("download_in_progress".into());
+            }
+        }
+        "invalid" => {
+            // Glance's cleaner deletes these at once.
+            e.verdict = "orphan_temp";
+            e.reasons.push("failed_download".into());
+        }
+        _ => e.reasons.push("queued_for_prefetch".into()),
+    }
+    e.driver = opts.driver;
+    e.max_size = opts.max_size;
+    e.stall_time = opts.stall_time;
+    e
+}
+
+/// What the walk would say now about the entry at `rel` (None: no such
+/// entry), for `remove`'s re-check. A file of a subdirectory is judged by
+/// itself; a root entry by a whole walk, since the pruner's choice
+/// depends on every other entry (with the sqlite driver, call this while
+/// holding `cache.db`'s write lock, so no hit or row changes meanwhile).
+pub fn entry_now(root: &Path, rel: &str, opts: &Options) -> Result<Option<Entry>, GlanceError> {
+    if let Some((sub, name)) = rel.split_once('/') {
+        let Some((_, class)) = SUBDIRS.iter().find(|(d, _)| *d == sub) else {
+            return Ok(None);
+        };
+        return Ok(std::fs::symlink_metadata(root.join(rel))
+            .ok()
+            .map(|m| sub_entry(root, sub, class, name.to_owned(), &m, opts)));
+    }
+    let (entries, _) = walk(root, opts)?;
+    Ok(entries.into_iter().find(|e| e.rel_path == rel))
 }
 
 /// Rank the active entries as Glance's pruner picks them, and mark those

@@ -185,7 +185,9 @@ pub enum Command {
     /// Delete the files of the candidate records on stdin, each under
     /// Nova's lock after checking again that it is unchanged, old enough
     /// and unused (with its .info/.sha1 sidecars and lock file, as Nova
-    /// does); every record comes back with cache.action
+    /// does); Glance records are judged again under Glance's locks and
+    /// refused when their verdict is not what the cache says now; every
+    /// record comes back with cache.action
     Remove {
         /// Say what would be deleted, delete nothing
         #[arg(long)]
@@ -451,7 +453,7 @@ fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()>
         let out = remover.remove(&path, &Value::Object(facet.clone()));
         match out.action {
             "skipped_lock_busy" => ctx.merge(Status::TempFail),
-            "delete_failed" => ctx.merge(Status::Error),
+            _ if out.error.is_some() => ctx.merge(Status::Error),
             _ => {}
         }
         if let Some(why) = &out.why {
@@ -464,10 +466,8 @@ fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()>
         }
         rec.set(FACET, Value::Object(facet));
         if let Some(kind) = out.error {
-            let e = ctx.error(
-                kind,
-                format!("{path}: {}", out.why.as_deref().unwrap_or("")),
-            );
+            // The record's path says which file; the message says why.
+            let e = ctx.error(kind, out.why.as_deref().unwrap_or(out.action));
             rec.set_error(&e);
         }
         Ok(ctx.emit(&rec)?)

@@ -19,6 +19,7 @@
 //! `skipped_lock_busy`, `changed_since_walk`, `still_in_use`,
 //! `skipped_not_candidate`, `limit_reached`, `delete_failed`.
 
+use crate::glance::{self, Driver};
 use crate::nova::{self, DiskCache};
 use common::lock::{LockError, NovaLock};
 use common::record::ErrorKind;
@@ -137,7 +138,7 @@ impl Remover {
         let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
         let n = |k: &str| field(c, k).and_then(Value::as_u64);
         if s("cache") == "glance" && s("record") == "entry" {
-            return self.remove_glance(path, c);
+            return self.remove_glance(Path::new(path), c);
         }
         if s("cache") != "nova_base" || s("record") != "entry" || s("verdict") != "candidate" {
             return Outcome::no(
@@ -281,11 +282,16 @@ impl Remover {
 impl Remover {
     /// A Glance cache record: `would_prune` (Glance's prune), `orphan_temp`
     /// (its clean: stalled or invalid downloads), `orphan_file` (a file
-    /// without metadata), `orphan_row` (a row without a file). With the
-    /// sqlite driver the file and its `cache.db` row go in one transaction;
-    /// with `centralized_db` the rows live in Glance's database, so this
-    /// refuses and points to Glance's cache API.
-    fn remove_glance(&mut self, path: &str, c: &Value) -> Outcome {
+    /// without metadata), `orphan_row` (a row without a file). The verdict
+    /// is never taken from the record: under Glance's locks (its oslo lock
+    /// file when it lives in the cache root, and `cache.db`'s write lock,
+    /// which holds every hit and row still) the entry is judged again with
+    /// the record's `max_size` and `stall_time`, and a record whose verdict
+    /// is not what the cache says now is refused. With the sqlite driver
+    /// the file and its `cache.db` row go in one transaction; with
+    /// `centralized_db` the rows live in Glance's database, so this refuses
+    /// and points to Glance's cache API.
+    fn remove_glance(&mut self, path: &Path, c: &Value) -> Outcome {
         let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
         let n = |k: &str| field(c, k).and_then(Value::as_u64);
         let verdict = s("verdict");
@@ -298,14 +304,11 @@ impl Remover {
                 "only would_prune, orphan_temp, orphan_file and orphan_row Glance entries are removed",
             );
         }
-        let driver = s("driver");
-        if driver != "sqlite" && driver != "xattr" {
-            return Outcome::no(
-                "refused_centralized_db",
-                "the metadata is in Glance's database (or unknown): use Glance's cache API \
-                 (DELETE /v2/cache/{image_id}, POST /v2/cache/prune or /v2/cache/clean)",
-            );
-        }
+        let driver = match s("driver") {
+            "sqlite" => Driver::Sqlite,
+            "xattr" => Driver::Xattr,
+            _ => return refused_centralized(),
+        };
         let root = PathBuf::from(s("root"));
         let rel = s("rel_path");
         let valid_rel = !rel.is_empty()
@@ -313,70 +316,92 @@ impl Remover {
                 .split('/')
                 .all(|c| !c.is_empty() && c != "." && c != "..")
             && rel.split('/').count() <= 2;
-        if !valid_rel || Path::new(path) != root.join(rel) {
+        if !valid_rel || path != root.join(rel) {
             return Outcome::no("skipped_not_candidate", "path is not root/rel_path");
         }
+        let (Some(max_size), Some(stall_time)) = (n("max_size"), n("stall_time")) else {
+            return Outcome::no(
+                "skipped_not_candidate",
+                "the record lacks the max_size and stall_time it was judged by",
+            );
+        };
         let id = s("image_id").to_owned();
-        let file = root.join(rel);
-        let allocated = n("allocated").unwrap_or(0);
+        let root_entry = !rel.contains('/');
+        let lock_name = if verdict == "orphan_temp" {
+            "glance-cache-clean"
+        } else {
+            "glance-cache-prune"
+        };
+        let held = match GlanceLocked::take(&root, driver, root_entry, lock_name) {
+            Ok(h) => h,
+            Err(out) => return out,
+        };
+        // Judge the entry again, under the locks.
+        let opts = glance::Options {
+            now: self.opts.now,
+            max_size,
+            stall_time,
+            driver: Some(driver),
+            verify: false,
+            images: std::collections::HashMap::new(),
+        };
+        let now = match glance::entry_now(&root, rel, &opts) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Outcome::no("changed_since_walk", "gone"),
+            Err(e) => {
+                let kind = match &e {
+                    glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
+                    glance::GlanceError::Db { .. } => ErrorKind::Io,
+                };
+                return Outcome::failed(kind, e.to_string());
+            }
+        };
         if verdict != "orphan_row" {
-            let (Some(dev), Some(ino), Some(size)) = (n("dev"), n("ino"), n("size")) else {
-                return Outcome::no("skipped_not_candidate", "the record lacks dev, ino or size");
-            };
-            let Ok(m) = std::fs::symlink_metadata(&file) else {
-                return Outcome::no("changed_since_walk", "gone");
-            };
             let mtime = common::text::parse_time(s("mtime"));
-            if !m.file_type().is_file()
-                || m.dev() != dev
-                || m.ino() != ino
-                || m.len() != size
-                || mtime.is_some_and(|t| t != m.mtime())
+            if n("dev") != Some(now.dev)
+                || n("ino") != Some(now.ino)
+                || n("size") != Some(now.size)
+                || mtime.is_none_or(|t| Some(t) != common::text::parse_time(&now.mtime))
             {
                 return Outcome::no(
                     "changed_since_walk",
                     "not the same file, size or mtime as walked",
                 );
             }
-            // A download still being written is not stalled, whatever its age.
-            if rel.starts_with("incomplete/") {
-                let (fds, complete) = nova::open_files(&self.opts.proc_root);
-                if fds.contains_key(&(dev, ino)) || !complete {
-                    return Outcome::no(
-                        "still_in_use",
-                        "open by a process (or that cannot be told)",
-                    );
-                }
+        }
+        if now.verdict != verdict {
+            return Outcome {
+                error: Some(ErrorKind::Refused),
+                ..Outcome::no(
+                    "refused",
+                    format!(
+                        "the record's verdict is not what the cache says now ({})",
+                        now.verdict
+                    ),
+                )
+            };
+        }
+        let allocated = now.allocated;
+        // A download still being written is not stalled, whatever its age.
+        if rel.starts_with("incomplete/") {
+            let (fds, complete) = nova::open_files(&self.opts.proc_root);
+            if fds.contains_key(&(now.dev, now.ino)) || !complete {
+                return Outcome::no("still_in_use", "open by a process (or that cannot be told)");
             }
         }
         if let Some(out) = self.before_delete(allocated) {
             return out;
         }
-        let root_entry = !rel.contains('/');
-        let db = root.join("cache.db");
-        let result = if driver == "sqlite" && root_entry && db.is_file() {
-            delete_with_row(
-                &db,
-                &id,
-                (verdict != "orphan_row").then_some(file.as_path()),
-            )
-        } else if verdict == "orphan_row" {
-            Err((
-                ErrorKind::NotFound,
-                "no cache.db to delete the row from".to_owned(),
-            ))
-        } else {
-            std::fs::remove_file(&file).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))
-        };
-        match result {
-            Ok(()) => {
+        let file = root.join(rel);
+        match held.delete(&id, (verdict != "orphan_row").then_some(file.as_path())) {
+            Ok(row) => {
                 self.deleted += 1;
                 self.bytes += allocated;
                 Outcome {
                     action: "deleted",
                     why: None,
                     error: None,
-                    also_removed: if driver == "sqlite" && root_entry {
+                    also_removed: if row {
                         vec![format!("cache.db:cached_images:{id}")]
                     } else {
                         Vec::new()
@@ -388,31 +413,107 @@ impl Remover {
     }
 }
 
-/// Delete `id`'s row from Glance's `cache.db` and (when given) the file,
-/// as one unit: the row goes only if the file did (Glance's own delete
-/// does both; a row without its file is what Glance calls corrupt state).
-fn delete_with_row(db: &Path, id: &str, file: Option<&Path>) -> Result<(), (ErrorKind, String)> {
-    let sql = |e: rusqlite::Error| {
-        let kind = match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::ReadOnly) => ErrorKind::ReadOnly,
-            Some(rusqlite::ErrorCode::DiskFull) => ErrorKind::NoSpace,
-            Some(rusqlite::ErrorCode::PermissionDenied) => ErrorKind::PermissionDenied,
-            _ => ErrorKind::Io,
-        };
-        (kind, format!("{}: {e}", db.display()))
+/// The refusal for a cache whose metadata is not in the cache directory.
+fn refused_centralized() -> Outcome {
+    Outcome::no(
+        "refused_centralized_db",
+        "the metadata is in Glance's database (or unknown): use Glance's cache API \
+         (DELETE /v2/cache/{image_id}, POST /v2/cache/prune or /v2/cache/clean)",
+    )
+}
+
+/// Glance's locks, held while an entry is judged again and deleted:
+/// Glance's oslo lock file (`glance-cache-prune` or `-clean`), only when
+/// it exists in the cache root (Glance's default `lock_path` there; never
+/// created, since the xattr driver counts every root file as an image),
+/// and for a root entry of the sqlite driver `cache.db`'s write lock
+/// (`BEGIN IMMEDIATE`: Glance cannot record a hit or a row meanwhile).
+struct GlanceLocked {
+    _oslo: Option<NovaLock>,
+    db: Option<(PathBuf, rusqlite::Connection)>,
+}
+
+fn sql_err(db: &Path, e: &rusqlite::Error) -> (ErrorKind, String) {
+    let kind = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ReadOnly) => ErrorKind::ReadOnly,
+        Some(rusqlite::ErrorCode::DiskFull) => ErrorKind::NoSpace,
+        Some(rusqlite::ErrorCode::PermissionDenied) => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Io,
     };
-    let mut conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(sql)?;
-    conn.busy_timeout(Duration::from_secs(2)).map_err(sql)?;
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql)?;
-    tx.execute("DELETE FROM cached_images WHERE image_id = ?1", [id])
-        .map_err(sql)?;
-    if let Some(f) = file {
-        // Rolled back (the transaction is dropped) if this fails.
-        std::fs::remove_file(f).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
+    (kind, format!("{}: {e}", db.display()))
+}
+
+impl GlanceLocked {
+    fn take(
+        root: &Path,
+        driver: Driver,
+        root_entry: bool,
+        lock_name: &str,
+    ) -> Result<GlanceLocked, Outcome> {
+        let lock_path = root.join(lock_name);
+        let oslo = if std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.is_file()) {
+            match NovaLock::acquire(&lock_path, LOCK_WAIT) {
+                Ok(l) => Some(l),
+                Err(LockError::Busy { .. }) => {
+                    return Err(Outcome::no(
+                        "skipped_lock_busy",
+                        format!("{lock_name} is held"),
+                    ));
+                }
+                Err(e) => {
+                    let kind = match &e {
+                        LockError::Io { source, .. } => ErrorKind::from_io(source),
+                        _ => ErrorKind::Refused,
+                    };
+                    return Err(Outcome::failed(kind, e.to_string()));
+                }
+            }
+        } else {
+            None
+        };
+        let db_path = root.join("cache.db");
+        let db = if driver == Driver::Sqlite && root_entry && db_path.is_file() {
+            let fail = |e: rusqlite::Error| {
+                let (kind, why) = sql_err(&db_path, &e);
+                Outcome::failed(kind, why)
+            };
+            let conn = rusqlite::Connection::open_with_flags(
+                &db_path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+            )
+            .map_err(fail)?;
+            conn.busy_timeout(Duration::from_secs(2)).map_err(fail)?;
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+            Some((db_path, conn))
+        } else {
+            None
+        };
+        Ok(GlanceLocked { _oslo: oslo, db })
     }
-    tx.commit().map_err(sql)
+
+    /// Delete `id`'s row (when `cache.db` is held) and the file (when
+    /// given) as one unit: the row goes only if the file did (Glance's own
+    /// delete does both; a row without its file is what Glance calls
+    /// corrupt state). Returns whether a row was deleted.
+    fn delete(self, id: &str, file: Option<&Path>) -> Result<bool, (ErrorKind, String)> {
+        let Some((db, conn)) = self.db else {
+            return match file {
+                Some(f) => std::fs::remove_file(f)
+                    .map(|()| false)
+                    .map_err(|e| (ErrorKind::from_io(&e), e.to_string())),
+                None => Err((
+                    ErrorKind::NotFound,
+                    "no cache.db to delete the row from".to_owned(),
+                )),
+            };
+        };
+        conn.execute("DELETE FROM cached_images WHERE image_id = ?1", [id])
+            .map_err(|e| sql_err(&db, &e))?;
+        if let Some(f) = file {
+            // Rolled back (the connection closes without COMMIT) on failure.
+            std::fs::remove_file(f).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
+        }
+        conn.execute_batch("COMMIT").map_err(|e| sql_err(&db, &e))?;
+        Ok(true)
+    }
 }

@@ -362,7 +362,15 @@ fn remove_prunes_cleans_and_drops_orphans() {
         c.wait_with_output().unwrap()
     };
     let out = remove(&plan);
-    assert!(out.status.success());
+    // Once the orphan file is gone the cache is within --max-size: the
+    // pruner would no longer pick "old", and remove, judging it again,
+    // refuses it (exit 2).
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let acts: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -378,7 +386,7 @@ fn remove_prunes_cleans_and_drops_orphans() {
         ("incomplete/stalled", "deleted"),
         ("invalid/failed", "deleted"),
         ("no-row", "deleted"),
-        ("old", "deleted"),
+        ("old", "refused"),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -396,14 +404,17 @@ fn remove_prunes_cleans_and_drops_orphans() {
         })
         .collect();
     left.sort();
-    assert_eq!(left, vec!["/cache.db", "/new", "incomplete/fresh"]);
+    assert_eq!(left, vec!["/cache.db", "/new", "/old", "incomplete/fresh"]);
     // The rows of the removed images are gone, the kept one stays.
     let rows = Command::new("python3")
         .args(["-c", "import sqlite3,sys; print(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT image_id FROM cached_images')))"])
         .arg(root.join("cache.db"))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "['new']");
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout).trim(),
+        "['new', 'old']"
+    );
 
     // centralized_db: the rows are Glance's; refuse.
     fs::write(root.join("x"), vec![0u8; 4096]).unwrap();
@@ -511,4 +522,93 @@ fn a_failed_removal_is_reported_and_the_run_goes_on() {
     );
     assert!(root.join("img").exists(), "the file stays with its row");
     assert!(!root.join("invalid/bad").exists());
+}
+
+/// A record is not evidence: a `keep` entry turned into `would_prune` with
+/// jq is judged again under cache.db's write lock and refused (kind
+/// refused, exit 2), its file and its row stay; the true prune victim of
+/// the same walk, judged the same way again, goes.
+#[test]
+fn remove_judges_each_glance_verdict_again_and_refuses_an_edited_one() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    for id in ["lru", "mru"] {
+        fs::write(root.join(id), vec![0u8; 1024]).unwrap();
+    }
+    cache_db(
+        root,
+        &[("lru", (NOW - 500) as f64, 1), ("mru", (NOW - 5) as f64, 1)],
+    );
+    let (m, _) = walk(root, &["--max-size", "1K"]);
+    assert_eq!(m["lru"]["verdict"], "would_prune");
+    assert_eq!(m["mru"]["verdict"], "keep");
+    let script = format!(
+        "{} glance {} --now {NOW} --max-size 1K \
+         | jq -c 'select(.cache.record == \"entry\" and .cache.class == \"active\") \
+                  | .cache.verdict = \"would_prune\"' \
+         | {} remove --now {NOW}",
+        env!("CARGO_BIN_EXE_cachewalk"),
+        root.display(),
+        env!("CARGO_BIN_EXE_cachewalk"),
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs: BTreeMap<String, Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["cache"]["rel_path"].as_str().unwrap().to_owned(), v)
+        })
+        .collect();
+    assert_eq!(recs["lru"]["cache"]["action"], "deleted");
+    assert!(recs["lru"].get("error").is_none());
+    let mru = &recs["mru"];
+    assert_eq!(mru["cache"]["action"], "refused");
+    assert_eq!(mru["error"]["kind"], "refused");
+    let msg = mru["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("the record's verdict is not what the cache says now"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(root.to_str().unwrap()),
+        "path named twice: {msg}"
+    );
+    assert!(!root.join("lru").exists());
+    assert!(root.join("mru").exists(), "the edited record's file stays");
+    let rows = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT image_id FROM cached_images')))"])
+        .arg(root.join("cache.db"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "['mru']");
+
+    // A record without the limit it was judged by is not acted on.
+    let (m, _) = walk(root, &["--max-size", "0"]);
+    let mut rec = serde_json::json!({"path": root.join("mru"), "cache": m["mru"].clone()});
+    rec["cache"].as_object_mut().unwrap().remove("max_size");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("remove")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{rec}\n").as_bytes())
+            .unwrap();
+    }
+    let out = c.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cache"]["action"], "skipped_not_candidate");
+    assert!(root.join("mru").exists());
 }
