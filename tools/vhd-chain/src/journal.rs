@@ -6,19 +6,26 @@
 //! 1. [`Journal::begin`]: before the first write, the original bytes of every
 //!    range about to be overwritten (clipped to the file's current length:
 //!    what is appended needs no undo) and the original length are written
-//!    to the journal file, which is created exclusively (an existing journal
-//!    is a crashed run's: [`rollback`] it first), then fsynced with its
-//!    directory;
+//!    to a temporary file beside the journal, fsynced, and renamed to the
+//!    journal's name without replacing anything (`RENAME_NOREPLACE`), so a
+//!    file under the journal's name is always a complete journal (an
+//!    existing one is a crashed run's: [`rollback`] it first);
 //! 2. the caller writes into the file;
 //! 3. [`Journal::commit`]: the file is fsynced, then the journal removed and
 //!    its directory fsynced.
 //!
 //! After a crash between 1 and 3, [`rollback`] writes the saved bytes back,
 //! truncates the file to its old length, fsyncs it and removes the journal:
-//! the file is byte-for-byte what it was. A journal that is incomplete (a
-//! crash while it was being written: no valid trailer) is removed without
-//! touching the file, which had not been written yet. A journal made for
-//! another file (device and inode differ) is refused, never applied.
+//! the file is byte-for-byte what it was. A crash during step 1 leaves only
+//! the temporary file (swept by the next run, its writer being dead).
+//!
+//! The journal's name is the user's to give (`--journal`), so whatever is
+//! there is judged before anything is done with it, and only a complete,
+//! intact journal recording this very file (its device and inode) is ever
+//! applied or removed. Anything else there (a file of the user's, one of
+//! ours for another file, a torn one, a directory, a symlink) is refused
+//! with kind `already_exists` and left untouched; the image itself (or a
+//! hard link to it) as its own journal is `same_file`.
 //!
 //! Format (all integers big-endian): the magic `VHD-CHAIN-UNDO-1`
 //! (16 bytes), the target's device, inode and original length, the number
@@ -26,9 +33,11 @@
 //! the original bytes; then `END!` and the XXH3-128 of everything before
 //! it (16 bytes).
 
-use std::fs::{File, OpenOptions};
+use common::atomic::AtomicFile;
+use common::files::FileId;
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 16] = b"VHD-CHAIN-UNDO-1";
@@ -48,13 +57,19 @@ pub enum JournalError {
         /// The error.
         source: io::Error,
     },
-    /// The journal belongs to another file.
-    #[error(
-        "{}: this journal was written for another file (device/inode differ); it was left alone",
-        path.display()
-    )]
-    Foreign {
-        /// The journal.
+    /// Something that is not a journal of this file is where the journal
+    /// would go: it was left alone.
+    #[error("journal {}: {why}; it was left alone", path.display())]
+    Occupied {
+        /// The journal's path.
+        path: PathBuf,
+        /// What is there.
+        why: String,
+    },
+    /// The journal's path names the file being changed.
+    #[error("journal {} is the file being changed itself", path.display())]
+    IsTarget {
+        /// The journal's path.
         path: PathBuf,
     },
     /// The ranges would need more than [`MAX_SAVED`] bytes of journal.
@@ -72,7 +87,8 @@ impl JournalError {
     pub fn kind(&self) -> common::ErrorKind {
         match self {
             JournalError::Io { source, .. } => common::ErrorKind::from_io(source),
-            JournalError::Foreign { .. } => common::ErrorKind::Refused,
+            JournalError::Occupied { .. } => common::ErrorKind::AlreadyExists,
+            JournalError::IsTarget { .. } => common::ErrorKind::SameFile,
             JournalError::TooLarge { .. } => common::ErrorKind::LimitExceeded,
         }
     }
@@ -115,6 +131,8 @@ fn normalize(ranges: &[(u64, u64)], len: u64) -> Vec<(u64, u64)> {
 pub struct Journal {
     path: PathBuf,
     target: PathBuf,
+    /// The journal file's identity, so that commit removes only it.
+    id: FileId,
 }
 
 impl Journal {
@@ -135,20 +153,23 @@ impl Journal {
                 bytes,
             });
         }
-        let j = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io_at(path))?;
-        let journal = Journal {
-            path: path.to_path_buf(),
-            target: target.to_path_buf(),
-        };
+        // Whatever is under the journal's name is never replaced.
+        if inspect(path, Some(FileId::of_metadata(&meta)))?.is_some() {
+            return Err(JournalError::Occupied {
+                path: path.to_path_buf(),
+                why: "a file is already there (a journal must not exist before a change)".into(),
+            });
+        }
+        // A crashed earlier begin's temporary file is garbage.
+        common::atomic::remove_stale_temps(path);
+        let mut out = AtomicFile::create(path, false).map_err(|e| occupied_or_io(path, e))?;
         let written = (|| -> io::Result<()> {
+            // It holds the image's bytes: readable by the owner only.
+            out.file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            let j: &File = out.file();
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut w = BufWriter::with_capacity(1 << 20, &j);
+            let mut w = BufWriter::with_capacity(1 << 20, j);
             let mut put = |b: &[u8], w: &mut BufWriter<&File>| -> io::Result<()> {
                 hasher.update(b);
                 w.write_all(b)
@@ -171,18 +192,18 @@ impl Journal {
             }
             w.write_all(TRAILER)?;
             w.write_all(&hasher.digest128().to_be_bytes())?;
-            w.flush()?;
-            drop(w);
-            j.sync_all()?;
-            common::atomic::sync_dir(parent_dir(path))
+            w.flush()
         })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(path);
-            return Err(JournalError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            });
-        }
+        // On error the temporary file is removed when `out` drops.
+        written.map_err(io_at(path))?;
+        // fsync, rename without replacing, fsync the directory.
+        let id = FileId::of_file(out.file()).map_err(io_at(path))?;
+        out.commit().map_err(|e| occupied_or_io(path, e))?;
+        let journal = Journal {
+            path: path.to_path_buf(),
+            target: target.to_path_buf(),
+            id,
+        };
         Ok(journal)
     }
 
@@ -190,9 +211,66 @@ impl Journal {
     /// directory (module docs, step 3).
     pub fn commit(self, file: &File) -> Result<(), JournalError> {
         file.sync_all().map_err(io_at(&self.target))?;
-        std::fs::remove_file(&self.path).map_err(io_at(&self.path))?;
-        common::atomic::sync_dir(parent_dir(&self.path)).map_err(io_at(&self.path))
+        remove_if_same(&self.path, self.id)
     }
+}
+
+fn occupied(path: &Path, why: &str) -> JournalError {
+    JournalError::Occupied {
+        path: path.to_path_buf(),
+        why: why.to_owned(),
+    }
+}
+
+/// An error creating the journal: something appeared under its name
+/// (kind `already_exists`), or another I/O error.
+fn occupied_or_io(path: &Path, e: io::Error) -> JournalError {
+    match common::ErrorKind::from_io(&e) {
+        common::ErrorKind::AlreadyExists | common::ErrorKind::NotRegular => {
+            occupied(path, "a file appeared there while the journal was written")
+        }
+        _ => io_at(path)(e),
+    }
+}
+
+/// What is under the journal's name: nothing (None), or a regular file
+/// that is not the target (its metadata, to be judged by its content).
+/// The target itself (a hard link, or the same name) is
+/// [`JournalError::IsTarget`]; anything but a regular file is
+/// [`JournalError::Occupied`]. Symlinks are not followed: a link is
+/// refused whatever it points to.
+fn inspect(path: &Path, target: Option<FileId>) -> Result<Option<Metadata>, JournalError> {
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    if target == Some(FileId::of_metadata(&md)) {
+        return Err(JournalError::IsTarget {
+            path: path.to_path_buf(),
+        });
+    }
+    if !md.is_file() {
+        return Err(occupied(
+            path,
+            &format!(
+                "a {} is there, not a vhd-chain journal",
+                common::files::describe(&md)
+            ),
+        ));
+    }
+    Ok(Some(md))
+}
+
+/// Remove the journal, provided its name still holds the file that was
+/// read (`id`), then fsync its directory.
+fn remove_if_same(path: &Path, id: FileId) -> Result<(), JournalError> {
+    let now = std::fs::symlink_metadata(path).map_err(io_at(path))?;
+    if FileId::of_metadata(&now) != id {
+        return Err(occupied(path, "it was replaced while being applied"));
+    }
+    std::fs::remove_file(path).map_err(io_at(path))?;
+    common::atomic::sync_dir(parent_dir(path)).map_err(io_at(path))
 }
 
 /// What [`rollback`] did.
@@ -201,9 +279,6 @@ impl Journal {
 pub enum Rollback {
     /// No journal: nothing to do.
     None,
-    /// The journal was incomplete (the file had not been written): it was
-    /// removed.
-    Discarded,
     /// The file was restored from the journal, which was removed.
     Restored,
 }
@@ -211,23 +286,38 @@ pub enum Rollback {
 /// If the journal at `path` exists, undo the interrupted change of
 /// `target` it records (module docs).
 pub fn rollback(path: &Path, target: &Path) -> Result<Rollback, JournalError> {
-    let j = match OpenOptions::new()
+    let target_id = std::fs::symlink_metadata(target)
+        .ok()
+        .map(|m| FileId::of_metadata(&m));
+    let Some(seen) = inspect(path, target_id)? else {
+        return Ok(Rollback::None);
+    };
+    let j = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-    {
-        Ok(j) => j,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Rollback::None),
-        Err(e) => return Err(io_at(path)(e)),
-    };
-    // Pass 1, in constant memory: is the journal complete and intact?
+        .map_err(io_at(path))?;
+    let opened = FileId::of_file(&j).map_err(io_at(path))?;
+    if opened != FileId::of_metadata(&seen) {
+        return Err(occupied(path, "it changed while being looked at"));
+    }
+    // Pass 1, in constant memory: is it a complete, intact journal? (A
+    // file that does not start with the magic is rejected at once.)
     let Some(head) = check(&j).map_err(io_at(path))? else {
-        // Incomplete or damaged: begin() had not finished, so the file was
-        // never written.
-        std::fs::remove_file(path).map_err(io_at(path))?;
-        common::atomic::sync_dir(parent_dir(path)).map_err(io_at(path))?;
-        return Ok(Rollback::Discarded);
+        return Err(occupied(
+            path,
+            "a file is there that is not a complete vhd-chain journal",
+        ));
     };
+    let Some(target_id) = target_id else {
+        return Err(io_at(target)(io::Error::from(io::ErrorKind::NotFound)));
+    };
+    if (head.dev, head.ino) != (target_id.dev, target_id.ino) {
+        return Err(occupied(
+            path,
+            "it is a journal of another file (device/inode differ)",
+        ));
+    }
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -235,9 +325,10 @@ pub fn rollback(path: &Path, target: &Path) -> Result<Rollback, JournalError> {
         .map_err(io_at(target))?;
     let meta = file.metadata().map_err(io_at(target))?;
     if meta.dev() != head.dev || meta.ino() != head.ino {
-        return Err(JournalError::Foreign {
-            path: path.to_path_buf(),
-        });
+        return Err(occupied(
+            path,
+            "it is a journal of another file (device/inode differ)",
+        ));
     }
     // Pass 2: put the saved bytes back, a piece at a time.
     io::Seek::seek(&mut &j, io::SeekFrom::Start(0)).map_err(io_at(path))?;
@@ -261,8 +352,7 @@ pub fn rollback(path: &Path, target: &Path) -> Result<Rollback, JournalError> {
     }
     file.set_len(head.len).map_err(io_at(target))?;
     file.sync_all().map_err(io_at(target))?;
-    std::fs::remove_file(path).map_err(io_at(path))?;
-    common::atomic::sync_dir(parent_dir(path)).map_err(io_at(path))?;
+    remove_if_same(path, opened)?;
     Ok(Rollback::Restored)
 }
 
@@ -401,32 +491,53 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap()[..10], [2; 10]);
     }
 
+    fn kind(e: &JournalError) -> common::ErrorKind {
+        e.kind()
+    }
+
     #[test]
-    fn torn_journals_are_discarded_and_foreign_ones_refused() {
+    fn only_a_complete_journal_of_this_file_is_applied_or_removed() {
         let t = tempfile::tempdir().unwrap();
         let (p, f) = file_with(t.path(), &[1; 4096]);
         let jp = t.path().join("j");
         let j = Journal::begin(&jp, &p, &f, &[(0, 100)]).unwrap();
         drop(j);
         let full = std::fs::read(&jp).unwrap();
-        for cut in [0, 10, full.len() / 2, full.len() - 1] {
-            std::fs::write(&jp, &full[..cut]).unwrap();
-            assert_eq!(rollback(&jp, &p).unwrap(), Rollback::Discarded, "{cut}");
-            assert!(!jp.exists());
-        }
+        // Torn or damaged: not ours to judge, left alone.
         let mut bad = full.clone();
         bad[40] ^= 1;
-        std::fs::write(&jp, &bad).unwrap();
-        assert_eq!(rollback(&jp, &p).unwrap(), Rollback::Discarded);
+        for content in [&full[..0], &full[..10], &full[..full.len() / 2], &bad[..]] {
+            std::fs::write(&jp, content).unwrap();
+            let e = rollback(&jp, &p).unwrap_err();
+            assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+            assert_eq!(std::fs::read(&jp).unwrap(), content);
+        }
         // Another file (a new inode) with the same name.
         std::fs::write(&jp, &full).unwrap();
         std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, [9; 4096]).unwrap();
-        assert!(matches!(
-            rollback(&jp, &p),
-            Err(JournalError::Foreign { .. })
-        ));
-        assert!(jp.exists());
+        let e = rollback(&jp, &p).unwrap_err();
+        assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(std::fs::read(&jp).unwrap(), full);
         assert_eq!(std::fs::read(&p).unwrap(), vec![9; 4096]);
+        // The image itself, by its name or a hard link.
+        let link = t.path().join("link");
+        std::fs::hard_link(&p, &link).unwrap();
+        for j in [&p, &link] {
+            let e = rollback(j, &p).unwrap_err();
+            assert_eq!(kind(&e), common::ErrorKind::SameFile, "{e}");
+            let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+            let e = Journal::begin(j, &p, &f, &[(0, 10)]).unwrap_err();
+            assert_eq!(kind(&e), common::ErrorKind::SameFile, "{e}");
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), vec![9; 4096]);
+        // A symlink, even to a journal, and a directory.
+        let sl = t.path().join("sl");
+        std::os::unix::fs::symlink(&jp, &sl).unwrap();
+        let e = rollback(&sl, &p).unwrap_err();
+        assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+        let e = rollback(t.path(), &p).unwrap_err();
+        assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+        assert!(jp.exists() && sl.exists());
     }
 }

@@ -183,7 +183,9 @@ pub enum Command {
         #[arg(long)]
         in_place: bool,
         /// The undo journal (default .FILE.vhd-chain-journal beside it);
-        /// must not exist, unless it is a crashed run's to roll back
+        /// must not exist, unless it is a crashed run's journal of this
+        /// FILE to roll back: anything else there is refused
+        /// (already_exists) and never touched
         #[arg(long, value_name = "J", requires = "in_place")]
         journal: Option<PathBuf>,
     },
@@ -209,7 +211,8 @@ pub enum Command {
         #[arg(long)]
         in_place: bool,
         /// The undo journal (default .PARENT.vhd-chain-journal beside the
-        /// parent)
+        /// parent); as for resize, anything there but a crashed run's
+        /// journal of PARENT is refused and never touched
         #[arg(
             long,
             value_name = "J",
@@ -551,7 +554,7 @@ fn cat_cmd(ctx: &mut Ctx, source: &Path) -> anyhow::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     chain.copy_to(&mut out).map_err(|e| match e {
         // The reader left (`| head`): a quiet end, as for every tool.
-        read::ReadError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {
+        read::ReadError::Output { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {
             anyhow::Error::from(source)
         }
         e => anyhow::anyhow!("{}: {e}", e.kind()),

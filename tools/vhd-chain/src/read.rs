@@ -93,11 +93,20 @@ pub enum ReadError {
         /// The differencing base.
         path: PathBuf,
     },
-    /// Reading (or writing the output, `path` = `<output>`) failed.
+    /// Reading a member failed.
     #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Writing the output failed (`what` says which), or a signal stopped
+    /// the read (`what` empty).
+    #[error("{what}{source}")]
+    Output {
+        /// What was being done, e.g. "writing the output: ".
+        what: &'static str,
         /// The error.
         source: io::Error,
     },
@@ -110,7 +119,9 @@ impl ReadError {
             ReadError::NotAVhd { .. } => ErrorKind::NotAVhd,
             ReadError::Broken { .. } => ErrorKind::BadImage,
             ReadError::ChainIncomplete { .. } => ErrorKind::ChainIncomplete,
-            ReadError::Io { source, .. } => ErrorKind::from_io(source),
+            ReadError::Io { source, .. } | ReadError::Output { source, .. } => {
+                ErrorKind::from_io(source)
+            }
         }
     }
 }
@@ -608,10 +619,7 @@ impl Chain {
         let mut buf = vec![0u8; usize::try_from(per * SECTOR).unwrap_or(PIECE)];
         let mut s = start / SECTOR;
         while s < total {
-            common::signal::check().map_err(|source| ReadError::Io {
-                path: PathBuf::from("<signal>"),
-                source,
-            })?;
+            common::signal::check().map_err(|source| ReadError::Output { what: "", source })?;
             let n = per.min(total - s);
             let len = n * SECTOR;
             if self.is_hole(s, n) {
@@ -645,8 +653,8 @@ impl Chain {
     /// memory; returns the bytes written ([`Chain::virtual_size`]).
     pub fn copy_to(&mut self, out: &mut dyn Write) -> Result<u64, ReadError> {
         let zeros = vec![0u8; PIECE];
-        let out_err = |source| ReadError::Io {
-            path: PathBuf::from("<output>"),
+        let out_err = |source| ReadError::Output {
+            what: "writing the output: ",
             source,
         };
         self.for_each_piece(PIECE as u64, |_, data, len| {
