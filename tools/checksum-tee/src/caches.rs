@@ -118,6 +118,12 @@ PUT /v2/cache/{id} instead, or pass --no-metadata to accept that"
         };
         for sub in ["incomplete", "invalid"] {
             let d = root.join(sub);
+            if d.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                return Err(CacheError::Refused(format!(
+                    "{} is not a directory: the cache is unusable",
+                    d.display()
+                )));
+            }
             if !d.is_dir() {
                 std::fs::create_dir(&d).map_err(|e| io_err(&d.display().to_string(), e))?;
             }

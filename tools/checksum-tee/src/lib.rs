@@ -110,8 +110,10 @@ pub struct Cli {
     #[arg(long)]
     pub drain: bool,
 
-    /// With --tee: a failing output file does not stop the bytes flowing
-    /// to stdout (Glance's behaviour); the report says the copy failed
+    /// With --tee: a failing output file, or a cache that refuses or fails
+    /// (entry busy, already cached, unusable, unverified), does not stop the
+    /// bytes: every byte reaches stdout (Glance's behaviour: the image is
+    /// served uncached); the report says the copy failed or was refused
     #[arg(long, requires = "tee")]
     pub best_effort_cache: bool,
 
@@ -139,6 +141,13 @@ pub struct Cli {
     /// _base/<sha1(id)>, under Nova's lock
     #[arg(long, value_name = "INSTANCES_PATH", requires = "image_id", conflicts_with_all = ["outputs", "verify"])]
     pub nova_base: Option<PathBuf>,
+
+    /// With --glance-cache or --nova-base: commit bytes that were not
+    /// verified against both a digest (--expect) and a size (--expect-size).
+    /// UNSAFE: a truncated or corrupted download is then cached and served
+    /// to every later reader; without this flag such a fill is refused
+    #[arg(long)]
+    pub unverified: bool,
 
     /// With --nova-base: also write the legacy _base/<name>.info side file
     #[arg(long, requires = "nova_base")]
@@ -202,7 +211,9 @@ impl Tool for Cli {
             cache_fill(&self, ctx)
         } else if self.outputs.is_empty() {
             if self.report.as_deref() == Some(Path::new("-")) {
-                bail!("--report - would mix the report into the data on stdout; name a file");
+                return Err(common::cli::usage(
+                    "--report - would mix the report into the data on stdout; name a file",
+                ));
             }
             tee(&self, ctx)
         } else {
@@ -220,6 +231,29 @@ impl Cli {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// Why a cache fill may not start: it would commit bytes checked
+    /// against less than a digest and a size (Glance's own fill checks
+    /// both), and the operator did not say --unverified.
+    fn unverified_refusal(&self) -> Option<String> {
+        let missing: Vec<&str> = [
+            (self.expect.is_empty(), "a digest (--expect ALG:HEX)"),
+            (self.expect_size.is_none(), "a size (--expect-size)"),
+        ]
+        .into_iter()
+        .filter_map(|(m, what)| m.then_some(what))
+        .collect();
+        if missing.is_empty() || self.unverified {
+            return None;
+        }
+        Some(format!(
+            "a cache fill commits only verified bytes, and {} {} missing (take them from \
+Glance's image record: checksum or os_hash_value, and size); --unverified commits unchecked \
+bytes (unsafe)",
+            missing.join(" and "),
+            if missing.len() == 1 { "is" } else { "are" }
+        ))
     }
 
     fn expected(&self) -> Expected {
@@ -406,7 +440,9 @@ enum Fill {
 fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     let expected = cli.expected();
     let id = cli.image_id.clone().unwrap_or_default();
+    let refusal = cli.unverified_refusal();
     let started = match (&cli.glance_cache, &cli.nova_base) {
+        _ if refusal.is_some() => Err(caches::CacheError::Refused(refusal.unwrap_or_default())),
         (Some(root), _) => caches::GlanceFill::start(root, &id, cli.cache_driver, cli.no_metadata)
             .map(|(f, file)| (Fill::Glance(f), file)),
         (None, Some(inst)) => {
@@ -425,13 +461,35 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                 caches::CacheError::Io(f) => (f.kind, Status::Error),
             };
             let mut rec = Record::new();
+            let err = ctx.error(kind, e.to_string());
+            ctx.warn(&e.to_string());
+            if cli.tee && cli.best_effort_cache {
+                // Glance serves the image uncached when its cache cannot
+                // take it: every byte still goes to stdout, hashed and
+                // checked as in tee mode.
+                let out = pump::pump(
+                    io::stdin().lock(),
+                    Some(Box::new(io::stdout().lock())),
+                    Vec::new(),
+                    &cli.algorithms(&[]),
+                    cli.drain,
+                    true,
+                );
+                rec.set(FACET, Value::Object(facet(cli, &out, &expected, "refused")));
+                let pass_status = report_status(ctx, &mut rec, &out, &expected);
+                if !rec.has_error() {
+                    rec.set_error(&err);
+                }
+                write_report(cli, &rec)?;
+                ctx.merge(pass_status);
+                ctx.merge(status);
+                return stop_on_signal(&out);
+            }
             let mut f = Map::new();
             f.insert("image_id".into(), id.clone().into());
             f.insert("nova_cache_name".into(), sha1_hex(&id).into());
             f.insert("state".into(), "refused".into());
             rec.set(FACET, Value::Object(f));
-            let err = ctx.error(kind, e.to_string());
-            ctx.warn(&e.to_string());
             rec.set_error(&err);
             emit_report(cli, ctx, &rec)?;
             ctx.merge(status);
