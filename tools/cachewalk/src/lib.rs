@@ -38,11 +38,12 @@ Examples:
   cachewalk nova /var/lib/nova/instances --instances inv.jsonl \\
     | jq -c 'select(.cache.verdict == \"candidate\")' > plan.jsonl
   cachewalk remove --dry-run < plan.jsonl && cachewalk remove < plan.jsonl
+  cachewalk remove --glance-cache /var/lib/glance/image-cache --image ID
   cachewalk nova /var/lib/nova/instances --instances inv.jsonl \\
     | jq -c 'select(.cache.nova_in_use == false and .cache.in_use == \"yes\")'
 
 Exit status: 0 fine, 1 with --check when a dangling reference was found,
-2 an error, 75 (remove) a lock was busy.";
+2 an error, 75 (remove) a lock was busy or an image is being written.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -201,6 +202,35 @@ pub enum Command {
         /// The time to judge ages by (default: now)
         #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
         now: Option<i64>,
+        /// Instead of records on stdin: delete cached images of this Glance
+        /// cache (--image or --all), as glance-cache-manage
+        /// delete-cached-image and delete-all-cached-images do: the file
+        /// and its cache.db row; an image being written (incomplete/ID) is
+        /// skipped_busy, exit 75
+        #[arg(
+            long,
+            value_name = "CACHE_DIR",
+            value_parser = clap::value_parser!(PathBuf),
+            conflicts_with = "now"
+        )]
+        glance_cache: Option<PathBuf>,
+        /// With --glance-cache: the images to delete
+        #[arg(
+            long,
+            value_name = "IMAGE_ID",
+            num_args = 1..,
+            requires = "glance_cache",
+            conflicts_with = "all"
+        )]
+        image: Vec<String>,
+        /// With --glance-cache: delete every cached image (not cache.db,
+        /// lock files or anything else Glance did not cache)
+        #[arg(long, requires = "glance_cache")]
+        all: bool,
+        /// With --glance-cache: the metadata driver (default: detected as
+        /// by `cachewalk glance`)
+        #[arg(long, value_name = "DRIVER", requires = "glance_cache")]
+        driver: Option<glance::Driver>,
     },
 }
 
@@ -301,6 +331,10 @@ impl Tool for Cli {
                 max_count,
                 max_bytes,
                 now,
+                glance_cache,
+                image,
+                all,
+                driver,
             } => {
                 let opts = remove::Options {
                     dry_run,
@@ -309,7 +343,16 @@ impl Tool for Cli {
                     now: now.unwrap_or_else(now_epoch),
                     proc_root: PathBuf::from("/proc"),
                 };
-                remove_cmd(ctx, remove::Remover::new(opts))
+                let remover = remove::Remover::new(opts);
+                match glance_cache {
+                    Some(root) if all || !image.is_empty() => {
+                        glance_delete_cmd(ctx, remover, &root, &image, driver)
+                    }
+                    Some(_) => Err(common::cli::usage(
+                        "--glance-cache needs --image ID... or --all",
+                    )),
+                    None => remove_cmd(ctx, remover),
+                }
             }
         }
     }
@@ -440,10 +483,119 @@ fn queue_cmd(ctx: &mut Ctx, root: &std::path::Path, ids: &[String]) -> anyhow::R
     Ok(())
 }
 
+/// Put `out` into a record being returned: `cache.action`, its reason,
+/// what went with it, the error facet and the run's status.
+fn apply_outcome(
+    ctx: &mut Ctx,
+    rec: &mut Record,
+    mut facet: serde_json::Map<String, Value>,
+    out: remove::Outcome,
+) {
+    match out.action {
+        "skipped_lock_busy" | "skipped_busy" => ctx.merge(Status::TempFail),
+        _ if out.error.is_some() => ctx.merge(Status::Error),
+        _ => {}
+    }
+    if let Some(why) = &out.why {
+        let what = rec.path().unwrap_or("").to_owned();
+        ctx.warn(&format!("{what}: {}: {why}", out.action));
+        facet.insert("action_reason".into(), why.as_str().into());
+    }
+    facet.insert("action".into(), out.action.into());
+    if !out.also_removed.is_empty() {
+        facet.insert("also_removed".into(), out.also_removed.into());
+    }
+    rec.set(FACET, Value::Object(facet));
+    if let Some(kind) = out.error {
+        // The record's path says which file; the message says why.
+        let e = ctx.error(kind, out.why.as_deref().unwrap_or(out.action));
+        rec.set_error(&e);
+    }
+}
+
+/// `remove --glance-cache DIR --image ID... | --all`: each image as a
+/// record (its walk entry as the `cache` facet) with the action taken.
+fn glance_delete_cmd(
+    ctx: &mut Ctx,
+    mut remover: remove::Remover,
+    root: &std::path::Path,
+    ids: &[String],
+    driver: Option<glance::Driver>,
+) -> anyhow::Result<()> {
+    for id in ids {
+        common::files::safe_file_name(id).map_err(common::cli::usage)?;
+    }
+    let opts = glance::Options {
+        now: now_epoch(),
+        max_size: glance::DEFAULT_MAX_SIZE,
+        stall_time: glance::DEFAULT_STALL_TIME,
+        driver,
+        verify: false,
+        images: std::collections::HashMap::new(),
+    };
+    let (entries, _) = match glance::walk(root, &opts) {
+        Ok(x) => x,
+        Err(err) => {
+            let kind = match &err {
+                glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
+                glance::GlanceError::Db { .. } => ErrorKind::Io,
+            };
+            let e = ctx.error(kind, glance_error_message(&err));
+            ctx.fail(common::files::record_for(root), e)?;
+            return Ok(());
+        }
+    };
+    // What the walk found (every entry carries it), or what was told.
+    let driver = entries.first().and_then(|e| e.driver).or(driver);
+    let targets: std::collections::BTreeSet<String> = if ids.is_empty() {
+        // Every cached image: root files Glance cached (rows without a
+        // file too) and downloads in progress (refused as busy).
+        entries
+            .iter()
+            .filter(|e| {
+                (e.class == "active" && !e.rel_path.contains('/')) || e.class == "incomplete"
+            })
+            .filter_map(|e| e.image_id.clone())
+            .collect()
+    } else {
+        ids.iter().cloned().collect()
+    };
+    for id in targets {
+        let facet = match entries.iter().find(|e| e.rel_path == id) {
+            Some(e) => serde_json::to_value(e)?,
+            None => serde_json::json!({
+                "record": "entry", "cache": "glance", "root": root.to_string_lossy(),
+                "rel_path": id, "image_id": id, "driver": driver,
+            }),
+        };
+        let Value::Object(facet) = facet else {
+            continue;
+        };
+        let mut rec = common::files::record_for(&root.join(&id));
+        let out = remover.delete_cached(root, &id, driver);
+        apply_outcome(ctx, &mut rec, facet, out);
+        ctx.emit(&rec)?;
+    }
+    Ok(())
+}
+
+/// A walk error's message without the path its record already names.
+fn glance_error_message(err: &glance::GlanceError) -> String {
+    match err {
+        glance::GlanceError::Io { source, .. } => source.to_string(),
+        glance::GlanceError::Db { path, why } => format!(
+            "{}: {why}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ),
+    }
+}
+
 fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()> {
     common::cli::each_stdin_record(ctx, |ctx, mut rec| {
         let path = rec.path().unwrap_or("").to_owned();
-        let mut facet = match rec.get(FACET) {
+        let facet = match rec.get(FACET) {
             Some(Value::Object(m)) => m.clone(),
             _ => {
                 let e = ctx.error(ErrorKind::BadRecord, "record has no `cache` facet");
@@ -451,25 +603,7 @@ fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()>
             }
         };
         let out = remover.remove(&path, &Value::Object(facet.clone()));
-        match out.action {
-            "skipped_lock_busy" => ctx.merge(Status::TempFail),
-            _ if out.error.is_some() => ctx.merge(Status::Error),
-            _ => {}
-        }
-        if let Some(why) = &out.why {
-            ctx.warn(&format!("{path}: {}: {why}", out.action));
-            facet.insert("action_reason".into(), why.as_str().into());
-        }
-        facet.insert("action".into(), out.action.into());
-        if !out.also_removed.is_empty() {
-            facet.insert("also_removed".into(), out.also_removed.into());
-        }
-        rec.set(FACET, Value::Object(facet));
-        if let Some(kind) = out.error {
-            // The record's path says which file; the message says why.
-            let e = ctx.error(kind, out.why.as_deref().unwrap_or(out.action));
-            rec.set_error(&e);
-        }
+        apply_outcome(ctx, &mut rec, facet, out);
         Ok(ctx.emit(&rec)?)
     })
 }

@@ -332,7 +332,7 @@ impl Remover {
         } else {
             "glance-cache-prune"
         };
-        let held = match GlanceLocked::take(&root, driver, root_entry, lock_name) {
+        let held = match GlanceLocked::take(&root, driver, root_entry, Some(lock_name)) {
             Ok(h) => h,
             Err(out) => return out,
         };
@@ -413,6 +413,85 @@ impl Remover {
     }
 }
 
+impl Remover {
+    /// Delete one cached image of the Glance cache at `root`, as
+    /// `glance-cache-manage delete-cached-image` does (the file
+    /// `<root>/<id>` and its metadata row), refusing an image being
+    /// written: an `incomplete/<id>` (Glance's own "being cached" test)
+    /// is `skipped_busy` (kind busy, exit 75), checked again under
+    /// `cache.db`'s write lock. `id` is a safe file name (the caller
+    /// checks).
+    pub fn delete_cached(&mut self, root: &Path, id: &str, driver: Option<Driver>) -> Outcome {
+        let Some(driver) = driver.filter(|d| *d != Driver::CentralizedDb) else {
+            return Outcome {
+                error: Some(ErrorKind::Refused),
+                ..refused_centralized()
+            };
+        };
+        let being_written = |s: &Self| -> Option<Outcome> {
+            let partial = root.join("incomplete").join(id);
+            let m = std::fs::symlink_metadata(&partial).ok()?;
+            let (fds, _) = nova::open_files(&s.opts.proc_root);
+            let by = fds
+                .get(&(m.dev(), m.ino()))
+                .map(|p| format!(" by pid {p:?}"))
+                .unwrap_or_default();
+            Some(Outcome {
+                error: Some(ErrorKind::Busy),
+                ..Outcome::no(
+                    "skipped_busy",
+                    format!("being written{by} (incomplete/{id} exists)"),
+                )
+            })
+        };
+        if let Some(out) = being_written(self) {
+            return out;
+        }
+        let held = match GlanceLocked::take(root, driver, true, None) {
+            Ok(h) => h,
+            Err(out) => return out,
+        };
+        // Under the lock: a download may have started since.
+        if let Some(out) = being_written(self) {
+            return out;
+        }
+        let file = root.join(id);
+        let meta = std::fs::symlink_metadata(&file).ok();
+        let row = held.has_row(id);
+        let allocated = match &meta {
+            Some(m) if m.is_file() => m.blocks().saturating_mul(512),
+            Some(_) => {
+                return Outcome {
+                    error: Some(ErrorKind::NotRegular),
+                    ..Outcome::no("refused", "not a regular file: never deleted")
+                };
+            }
+            None if row => 0,
+            None => return Outcome::no("not_cached", "not in the cache"),
+        };
+        if let Some(out) = self.before_delete(allocated) {
+            return out;
+        }
+        match held.delete(id, meta.is_some().then_some(file.as_path())) {
+            Ok(row) => {
+                self.deleted += 1;
+                self.bytes += allocated;
+                Outcome {
+                    action: "deleted",
+                    why: None,
+                    error: None,
+                    also_removed: if row {
+                        vec![format!("cache.db:cached_images:{id}")]
+                    } else {
+                        Vec::new()
+                    },
+                }
+            }
+            Err((kind, why)) => Outcome::failed(kind, why),
+        }
+    }
+}
+
 /// The refusal for a cache whose metadata is not in the cache directory.
 fn refused_centralized() -> Outcome {
     Outcome::no(
@@ -448,16 +527,18 @@ impl GlanceLocked {
         root: &Path,
         driver: Driver,
         root_entry: bool,
-        lock_name: &str,
+        lock_name: Option<&str>,
     ) -> Result<GlanceLocked, Outcome> {
-        let lock_path = root.join(lock_name);
-        let oslo = if std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.is_file()) {
+        let lock_path = root.join(lock_name.unwrap_or_default());
+        let oslo = if lock_name.is_some()
+            && std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.is_file())
+        {
             match NovaLock::acquire(&lock_path, LOCK_WAIT) {
                 Ok(l) => Some(l),
                 Err(LockError::Busy { .. }) => {
                     return Err(Outcome::no(
                         "skipped_lock_busy",
-                        format!("{lock_name} is held"),
+                        format!("{} is held", lock_path.display()),
                     ));
                 }
                 Err(e) => {
@@ -489,6 +570,18 @@ impl GlanceLocked {
             None
         };
         Ok(GlanceLocked { _oslo: oslo, db })
+    }
+
+    /// Whether `cache.db` (when held) has a row for `id`.
+    fn has_row(&self, id: &str) -> bool {
+        self.db.as_ref().is_some_and(|(_, conn)| {
+            conn.query_row(
+                "SELECT 1 FROM cached_images WHERE image_id = ?1",
+                [id],
+                |_| Ok(()),
+            )
+            .is_ok()
+        })
     }
 
     /// Delete `id`'s row (when `cache.db` is held) and the file (when

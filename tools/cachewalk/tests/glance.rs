@@ -612,3 +612,192 @@ fn remove_judges_each_glance_verdict_again_and_refuses_an_edited_one() {
     assert_eq!(v["cache"]["action"], "skipped_not_candidate");
     assert!(root.join("mru").exists());
 }
+
+/// `cachewalk remove --glance-cache DIR` with its output records and exit.
+fn delete_cached(root: &Path, args: &[&str]) -> (Option<i32>, BTreeMap<String, Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("remove")
+        .arg("--glance-cache")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    let recs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let key = v["cache"]["image_id"]
+                .as_str()
+                .map_or_else(|| "-".to_owned(), str::to_owned);
+            (key, v)
+        })
+        .collect();
+    (out.status.code(), recs)
+}
+
+fn rows(root: &Path) -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT image_id FROM cached_images')))"])
+        .arg(root.join("cache.db"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// glance-cache-manage delete-cached-image / delete-all-cached-images on a
+/// real sqlite cache: a named image goes with its cache.db row; --all takes
+/// every cached image and nothing else (cache.db, Glance's lock files stay);
+/// an image being written (incomplete/ID, held open by a live writer) is
+/// skipped_busy, kind busy, exit 75, and its download is untouched.
+#[test]
+fn delete_named_and_all_cached_images() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    for id in ["a", "b", "c"] {
+        fs::write(root.join(id), vec![1u8; 2048]).unwrap();
+    }
+    fs::write(root.join("glance-cache-prune"), b"").unwrap();
+    cache_db(
+        root,
+        &[
+            ("a", (NOW - 50) as f64, 1),
+            ("b", (NOW - 40) as f64, 1),
+            ("c", (NOW - 30) as f64, 1),
+            ("row-only", (NOW - 30) as f64, 1),
+        ],
+    );
+    // A download in progress: its writer keeps incomplete/w open.
+    let mut writer = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,time\nf=open(sys.argv[1],'wb')\nf.write(b'x'*100)\nf.flush()\nprint('open',flush=True)\ntime.sleep(30)\n",
+        ])
+        .arg(root.join("incomplete/w"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "open");
+
+    // Named: a goes, file and row; --dry-run first changes nothing.
+    let (code, r) = delete_cached(root, &["--image", "a", "--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(r["a"]["cache"]["action"], "would_delete");
+    assert!(root.join("a").exists());
+    let (code, r) = delete_cached(root, &["--image", "a", "nothing-here"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(r["a"]["cache"]["action"], "deleted");
+    assert_eq!(
+        r["a"]["cache"]["also_removed"],
+        serde_json::json!(["cache.db:cached_images:a"])
+    );
+    assert_eq!(r["a"]["path"], root.join("a").to_str().unwrap());
+    assert_eq!(r["nothing-here"]["cache"]["action"], "not_cached");
+    assert!(!root.join("a").exists());
+    assert_eq!(rows(root), "['b', 'c', 'row-only']");
+
+    // Named, being written: refused as busy, nothing touched.
+    let (code, r) = delete_cached(root, &["--image", "w"]);
+    assert_eq!(code, Some(75));
+    assert_eq!(r["w"]["cache"]["action"], "skipped_busy");
+    assert_eq!(r["w"]["error"]["kind"], "busy");
+    let why = r["w"]["error"]["message"].as_str().unwrap();
+    assert!(why.contains(&format!("pid [{}]", writer.id())), "{why}");
+    assert_eq!(fs::read(root.join("incomplete/w")).unwrap().len(), 100);
+
+    // All: every cached image and row, the busy one refused (exit 75).
+    let (code, r) = delete_cached(root, &["--all"]);
+    assert_eq!(code, Some(75));
+    let acts: BTreeMap<&str, &str> = r
+        .iter()
+        .map(|(k, v)| (k.as_str(), v["cache"]["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        acts,
+        BTreeMap::from([
+            ("b", "deleted"),
+            ("c", "deleted"),
+            ("row-only", "deleted"),
+            ("w", "skipped_busy"),
+        ])
+    );
+    assert_eq!(rows(root), "[]");
+    let mut left: Vec<String> = fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            "cache.db",
+            "glance-cache-prune",
+            "incomplete",
+            "invalid",
+            "queue"
+        ]
+    );
+    assert!(root.join("incomplete/w").exists());
+    let _ = writer.kill();
+    let _ = writer.wait();
+
+    // Usage: no --image/--all, a flag of the other mode, a bad id; each
+    // an error record of kind usage, exit 2, nothing deleted.
+    fs::write(root.join("d"), b"x").unwrap();
+    for args in [
+        vec![],
+        vec!["--all", "--now", "0"],
+        vec!["--image", "../d"],
+        vec!["--image", "d", "--all"],
+    ] {
+        let (code, r) = delete_cached(root, &args);
+        assert_eq!(code, Some(2), "{args:?}");
+        assert_eq!(r["-"]["error"]["kind"], "usage", "{args:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .args(["remove", "--image", "d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(root.join("d").exists());
+}
+
+/// The same on an xattr cache (skipped where the filesystem has no user
+/// xattrs): the file goes; there is no row.
+#[test]
+fn delete_cached_images_of_an_xattr_cache() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    layout(root);
+    for id in ["x", "y"] {
+        let p = root.join(id);
+        fs::write(&p, b"data").unwrap();
+        if let Err(e) = common::xattr::set(&p, "user.hits", b"1") {
+            eprintln!("skipping: no user xattrs on {}: {e}", root.display());
+            return;
+        }
+    }
+    let (code, r) = delete_cached(root, &["--image", "x"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(r["x"]["cache"]["driver"], "xattr");
+    assert_eq!(r["x"]["cache"]["action"], "deleted");
+    assert!(!root.join("x").exists());
+    assert!(root.join("y").exists());
+    let (code, r) = delete_cached(root, &["--all"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(r["y"]["cache"]["action"], "deleted");
+    assert!(!root.join("y").exists());
+    // Without evidence of a driver (no cache.db, no xattrs): refused.
+    fs::write(root.join("z"), b"data").unwrap();
+    let (code, r) = delete_cached(root, &["--image", "z"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(r["z"]["cache"]["action"], "refused_centralized_db");
+    assert_eq!(r["z"]["error"]["kind"], "refused");
+    assert!(root.join("z").exists());
+}
