@@ -3,6 +3,7 @@
 //! check. Errors carry the HTTP status, Glance's message and the
 //! `x-openstack-request-id`, never a token.
 
+use anyhow::Context;
 use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
@@ -108,6 +109,44 @@ impl HttpError {
                 }
         )
     }
+}
+
+/// Why an image id cannot be a file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("image id {id:?} is not a plain file name: {why}")]
+pub struct UnsafeName {
+    /// The id, as the server or record gave it.
+    pub id: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// The longest id taken as a file name: room for `.img.part` and a
+/// temporary's suffix within NAME_MAX (Glance ids are 36 bytes).
+const MAX_ID_NAME: usize = 200;
+
+/// `id` when it can be a file name in a dump directory as it is: not
+/// empty, `.` or `..`, no `/`, no control character (NUL, newline, ...:
+/// a name that breaks lines in listings and logs), at most 200 bytes.
+/// Every place an image id becomes a path goes through here.
+pub fn safe_file_name(id: &str) -> Result<&str, UnsafeName> {
+    let why = if id.is_empty() {
+        "empty"
+    } else if id == "." || id == ".." {
+        "a directory entry"
+    } else if id.contains('/') {
+        "contains /"
+    } else if id.chars().any(char::is_control) {
+        "contains a control character"
+    } else if id.len() > MAX_ID_NAME {
+        "longer than 200 bytes"
+    } else {
+        return Ok(id);
+    };
+    Err(UnsafeName {
+        id: id.to_owned(),
+        why,
+    })
 }
 
 /// What Glance says the data must be: size, and the hash to check
@@ -276,11 +315,15 @@ impl AuthArgs {
     ) -> anyhow::Result<Glance> {
         let mut token = match &self.token_file {
             Some(f) => {
+                // The io::Error stays in the chain: it gives the record's kind.
                 let t = std::fs::read_to_string(f)
-                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?;
+                    .with_context(|| format!("--token-file {}", f.display()))?;
                 let t = t.trim().to_owned();
                 if t.is_empty() {
-                    anyhow::bail!("--token-file {}: the file is empty", f.display());
+                    return Err(crate::cli::usage(format!(
+                        "--token-file {}: the file is empty",
+                        f.display()
+                    )));
                 }
                 Some(t)
             }
@@ -292,12 +335,16 @@ impl AuthArgs {
             _ => None,
         };
         if url.is_none() && login.is_none() {
-            anyhow::bail!("{what} is required (or $OS_AUTH_URL and a login to find it)");
+            return Err(crate::cli::usage(format!(
+                "{what} is required (or $OS_AUTH_URL and a login to find it)"
+            )));
         }
         if let Some(url) = url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            anyhow::bail!("{url:?}: the endpoint must be an http:// or https:// URL");
+            return Err(crate::cli::usage(format!(
+                "{url:?}: the endpoint must be an http:// or https:// URL"
+            )));
         }
         let roots = match &self.cacert {
             Some(f) => Some(read_cacert(f)?),
@@ -313,24 +360,27 @@ impl AuthArgs {
         }
         let url = url.unwrap_or_default();
         let headers =
-            request_headers(token.as_deref(), &self.headers).map_err(anyhow::Error::msg)?;
+            request_headers(token.as_deref(), &self.headers).map_err(crate::cli::usage)?;
         Ok(Glance::new(&url, headers, timeout, roots))
     }
 }
 
 /// The certificates of a PEM file, for `--cacert`.
 fn read_cacert(f: &std::path::Path) -> anyhow::Result<ureq::tls::RootCerts> {
-    let pem = std::fs::read(f).map_err(|e| anyhow::anyhow!("--cacert {}: {e}", f.display()))?;
+    let pem = std::fs::read(f).with_context(|| format!("--cacert {}", f.display()))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
-            Err(e) => anyhow::bail!("--cacert {}: {e}", f.display()),
+            Err(e) => return Err(crate::cli::usage(format!("--cacert {}: {e}", f.display()))),
         }
     }
     if certs.is_empty() {
-        anyhow::bail!("--cacert {}: no PEM certificate in the file", f.display());
+        return Err(crate::cli::usage(format!(
+            "--cacert {}: no PEM certificate in the file",
+            f.display()
+        )));
     }
     Ok(ureq::tls::RootCerts::from(certs))
 }
@@ -420,8 +470,7 @@ impl Glance {
     /// when ureq gave up waiting, else a transport error.
     fn failed(&self, what: &str, e: ureq::Error) -> HttpError {
         use ureq::Timeout as T;
-        // A whole URL (imginfo-parse --url) is asked for as "".
-        let what = if what.is_empty() { &self.base } else { what };
+        let what = self.what(what);
         let why = match e {
             ureq::Error::Timeout(T::Resolve | T::Connect) => "no connection",
             ureq::Error::Timeout(T::RecvResponse) => "no response",
@@ -432,13 +481,13 @@ impl Glance {
             ureq::Error::Timeout(_) => "no progress",
             e => {
                 return HttpError::Transport {
-                    what: what.to_owned(),
+                    what,
                     why: e.to_string(),
                 };
             }
         };
         HttpError::Timeout {
-            what: what.to_owned(),
+            what,
             why,
             secs: self.timeout.as_secs(),
         }
@@ -452,8 +501,19 @@ impl Glance {
             return self.failed(what, ureq::Error::from(e));
         }
         HttpError::Transport {
-            what: what.to_owned(),
+            what: self.what(what),
             why: e.to_string(),
+        }
+    }
+
+    /// What a message names for a request of `path`: the path, or the
+    /// whole URL when that is what was asked for (imginfo-parse --url asks
+    /// for ""), never an empty name (`GET : HTTP 404`).
+    fn what(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.base.clone()
+        } else {
+            path.to_owned()
         }
     }
 
@@ -482,6 +542,7 @@ impl Glance {
 
     /// The error for a response with an unexpected status.
     fn status_error(
+        &self,
         method: &'static str,
         path: &str,
         mut resp: ureq::http::Response<ureq::Body>,
@@ -518,7 +579,7 @@ impl Glance {
             });
         HttpError::Status {
             method,
-            what: path.to_owned(),
+            what: self.what(path),
             status,
             message,
             request_id,
@@ -547,7 +608,7 @@ impl Glance {
             return Ok(Value::Null);
         }
         serde_json::from_str(&text).map_err(|e| HttpError::Protocol {
-            what: path.to_owned(),
+            what: self.what(path),
             why: format!("not JSON: {e}"),
         })
     }
@@ -558,7 +619,7 @@ impl Glance {
         match resp.status().as_u16() {
             200 => self.json_of(path, resp).map(Some),
             404 => Ok(None),
-            _ => Err(Self::status_error("GET", path, resp)),
+            _ => Err(self.status_error("GET", path, resp)),
         }
     }
 
@@ -584,7 +645,7 @@ impl Glance {
             .send(text.as_bytes())
             .map_err(|e| self.failed(path, e))?;
         if !ok.contains(&resp.status().as_u16()) {
-            return Err(Self::status_error(method, path, resp));
+            return Err(self.status_error(method, path, resp));
         }
         self.json_of(path, resp)
     }
@@ -612,7 +673,7 @@ impl Glance {
                 e => e,
             })?;
         if resp.status().as_u16() != 204 {
-            return Err(Self::status_error("PUT", path, resp));
+            return Err(self.status_error("PUT", path, resp));
         }
         Ok(())
     }
@@ -627,7 +688,7 @@ impl Glance {
         };
         let resp = sent.map_err(|e| self.failed(path, e))?;
         if !ok.contains(&resp.status().as_u16()) {
-            return Err(Self::status_error(method, path, resp));
+            return Err(self.status_error(method, path, resp));
         }
         Ok(())
     }
@@ -637,7 +698,7 @@ impl Glance {
     pub fn open(&self, path: &str) -> Result<(Option<u64>, ureq::BodyReader<'static>), HttpError> {
         let resp = self.get(path, &[])?;
         if resp.status().as_u16() != 200 {
-            return Err(Self::status_error("GET", path, resp));
+            return Err(self.status_error("GET", path, resp));
         }
         let len = resp
             .headers()
@@ -652,7 +713,7 @@ impl Glance {
     pub fn get_json(&self, path: &str, ok: &[u16]) -> Result<Value, HttpError> {
         let resp = self.get(path, &[])?;
         if !ok.contains(&resp.status().as_u16()) {
-            return Err(Self::status_error("GET", path, resp));
+            return Err(self.status_error("GET", path, resp));
         }
         self.json_of(path, resp)
     }
@@ -698,10 +759,10 @@ impl Glance {
         match resp.status().as_u16() {
             206 => {}
             200 => return Ok(None),
-            _ => return Err(Self::status_error("GET", path, resp)),
+            _ => return Err(self.status_error("GET", path, resp)),
         }
         let bad = |why: String| HttpError::Protocol {
-            what: path.to_owned(),
+            what: self.what(path),
             why,
         };
         // "bytes START-END/TOTAL"
@@ -749,7 +810,7 @@ impl Glance {
         let status = resp.status().as_u16();
         let want = if from > 0 { 206 } else { 200 };
         if status != want {
-            return Err(Self::status_error("GET", path, resp));
+            return Err(self.status_error("GET", path, resp));
         }
         let len: Option<u64> = resp
             .headers()
@@ -786,7 +847,7 @@ impl Glance {
                 return Ok(n);
             }
             sink(&buf[..k]).map_err(|source| HttpError::Local {
-                what: path.to_owned(),
+                what: self.what(path),
                 source,
             })?;
             n += k as u64;
@@ -836,6 +897,90 @@ mod tests {
             ])
         );
         assert!(request_headers(None, &["no colon".into()]).is_err());
+    }
+
+    #[test]
+    fn only_plain_names_are_file_names() {
+        for ok in [
+            "4fe257e0-c119-408e-9053-0be3f4940d6d",
+            "a b",
+            "é",
+            "-x",
+            "...",
+        ] {
+            assert_eq!(safe_file_name(ok), Ok(ok));
+        }
+        let long = "a".repeat(201);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/",
+            "../etc",
+            "a\0b",
+            "a\nb",
+            "a\rb",
+            "\t",
+            "a\u{7f}",
+            "a\u{85}",
+            long.as_str(),
+        ] {
+            let e = safe_file_name(bad).unwrap_err();
+            assert_eq!(e.id, bad);
+            // The message shows the id escaped: never a raw newline.
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        assert!(safe_file_name(&"a".repeat(200)).is_ok());
+    }
+
+    /// A one-shot server answering every request with 404 and a Glance
+    /// error body; its URL.
+    fn answers_404() -> String {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for s in l.incoming().take(2) {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = r#"{"message": "No image found", "code": 404}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\
+                     x-openstack-request-id: req-1\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_404_names_the_request() {
+        let url = answers_404();
+        let g = Glance::new(&url, Vec::new(), Duration::from_secs(5), None);
+        let e = g.get_json("/v2/images/x", &[200]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GET /v2/images/x: HTTP 404: No image found (request req-1)"
+        );
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        // A whole URL (imginfo-parse --url asks for ""): the URL, never
+        // `GET : HTTP 404`.
+        let whole = Glance::new(
+            &format!("{url}/v2/images/y/file"),
+            Vec::new(),
+            Duration::from_secs(5),
+            None,
+        );
+        let e = whole.get_range("", 0, 9).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("GET {url}/v2/images/y/file: HTTP 404: No image found (request req-1)")
+        );
     }
 
     #[test]
