@@ -3,12 +3,14 @@
 //! `DIR/<id>.img` data), streamed, hashed while streaming, verified,
 //! written as `.part` then renamed, resumed with `Range`.
 
+use anyhow::Context;
 use clap::Parser;
 use common::cli::{Ctx, SharedArgs, Tool};
-use common::glance::{Glance, HttpError};
+use common::glance::{Glance, HttpError, UnsafeName, safe_file_name};
 use common::hash::{Algorithm, MultiHasher};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -30,8 +32,18 @@ shared image its members ([{member_id, status}]).
 The replicator's `size`: glance-dump --url URL --summary | tail -n 1
   or: glance-dump --url URL | jq -s '[.[] | select(.image.status == \"active\") | .image.size] | {count: length, bytes: add}'
 
+A listing whose next link, or its marker, leads back to a page already
+read ends with an error record (kind server_error, \"pagination loop: ...\"
+naming the link); the records before it stay. --filter values are sent
+percent-encoded, one query parameter each. With --dir, an image whose id
+cannot be a file name (empty, . or .., a /, a control character such as a
+newline or NUL, over 200 bytes) is an error record of kind bad_record, and
+no file is written for it.
+
 Exit status: 0 fine, 2 an error (the server has no v2 API, a request
-failed, a download did not verify).";
+failed, the listing loops, a download did not verify, an id that cannot
+be a file name). Fatal errors (bad usage, a --dir that cannot be created)
+are error records too.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -73,10 +85,11 @@ pub struct Cli {
     /// Images per list request (at most 1000)
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub page_size: u64,
-    /// A server-side list filter KEY=VALUE, passed through (repeatable:
-    /// name, status, owner, tag, size_min, size_max, ...)
-    #[arg(long = "filter", value_name = "KEY=VALUE")]
-    pub filters: Vec<String>,
+    /// A server-side list filter KEY=VALUE, sent percent-encoded as one
+    /// query parameter, whatever the value holds (repeatable: name, status,
+    /// owner, tag, size_min, size_max, ...)
+    #[arg(long = "filter", value_name = "KEY=VALUE", value_parser = parse_filter)]
+    pub filters: Vec<(String, String)>,
 
     #[command(flatten)]
     pub shared: SharedArgs,
@@ -96,7 +109,8 @@ impl Tool for Cli {
         };
         common::signal::install();
         if let Some(d) = &self.dir {
-            std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
+            // The io::Error stays in the chain: it gives the fatal record's kind.
+            std::fs::create_dir_all(d).with_context(|| format!("--dir {}", d.display()))?;
             // A run killed mid-write left temporaries: gone now (a killed
             // download's .part stays, to be resumed).
             common::atomic::remove_stale_temps_in(d);
@@ -104,7 +118,9 @@ impl Tool for Cli {
         let mut seen = 0u64;
         let (mut count, mut bytes) = (0u64, 0u64);
         'passes: for hidden in [false, true] {
-            let mut next = Some(self.first_page(hidden));
+            let first = self.first_page(hidden);
+            let mut pages = Pages::new(&first);
+            let mut next = Some(first);
             while let Some(path) = next.take() {
                 let page = match glance.get_json(&path, &[200]) {
                     Ok(p) => p,
@@ -134,6 +150,15 @@ impl Tool for Cli {
                     }
                 }
                 next = page.get("next").and_then(Value::as_str).map(str::to_owned);
+                // A server that sends us back where we were would be
+                // listed for ever: an error, after what it gave once.
+                if let Some(n) = &next
+                    && let Err(why) = pages.follow(n)
+                {
+                    let err = ctx.error(ErrorKind::ServerError, why);
+                    ctx.fail(Record::from_path(glance.base()), err)?;
+                    break 'passes;
+                }
             }
         }
         if self.summary {
@@ -156,10 +181,14 @@ impl Cli {
             "sort=created_at:asc,id:asc".to_owned(),
             format!("os_hidden={hidden}"),
         ];
-        if !self.filters.iter().any(|f| f.starts_with("visibility=")) {
+        if !self.filters.iter().any(|(k, _)| k == "visibility") {
             q.push("visibility=all".to_owned());
         }
-        q.extend(self.filters.iter().cloned());
+        q.extend(
+            self.filters
+                .iter()
+                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))),
+        );
         format!("/v2/images?{}", q.join("&"))
     }
 
@@ -214,6 +243,74 @@ impl Cli {
     }
 }
 
+/// `--filter KEY=VALUE`: split at the first `=` (the value may hold more);
+/// the key must not be empty.
+pub fn parse_filter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
+/// `s` as one query parameter's key or value, or one path segment: every
+/// byte but RFC 3986's unreserved ones as `%XX`, so `&`, `=`, `#`, `+`,
+/// `/`, spaces and non-ASCII arrive verbatim and can inject nothing.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The pages of one listing pass: every link followed and every marker,
+/// so a `next` that leads back is caught instead of followed for ever.
+pub struct Pages {
+    links: HashSet<String>,
+    markers: HashSet<String>,
+}
+
+impl Pages {
+    /// A pass that starts at `first`.
+    pub fn new(first: &str) -> Pages {
+        let mut p = Pages {
+            links: HashSet::new(),
+            markers: HashSet::new(),
+        };
+        p.links.insert(first.to_owned());
+        p
+    }
+
+    /// Take `next` as the page to fetch, or say why not: the link, or
+    /// its marker, came before (Glance's markers only move forward).
+    pub fn follow(&mut self, next: &str) -> Result<(), String> {
+        if !self.links.insert(next.to_owned()) {
+            return Err(format!(
+                "pagination loop: the next link {next} was followed before"
+            ));
+        }
+        if let Some(m) = marker_of(next)
+            && !self.markers.insert(m.to_owned())
+        {
+            return Err(format!(
+                "pagination loop: the next link {next} repeats the marker {m}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The raw `marker` parameter of a link's query.
+fn marker_of(link: &str) -> Option<&str> {
+    let (_, q) = link.split_once('?')?;
+    let q = q.split('#').next().unwrap_or("");
+    q.split('&').find_map(|kv| kv.strip_prefix("marker="))
+}
+
 /// Whether Glance holds data for the image: active, or deactivated (which
 /// an admin can still download).
 pub fn has_data(img: &Value) -> bool {
@@ -233,9 +330,7 @@ fn members_of(
     if skip || img.get("visibility").and_then(Value::as_str) != Some("shared") {
         return Ok(None);
     }
-    if id.is_empty() || id.contains('/') {
-        return Err(DumpError::BadId(id.to_owned()));
-    }
+    let id = percent_encode(safe_file_name(id)?);
     let v = glance.get_json(&format!("/v2/images/{id}/members"), &[200])?;
     let list: Vec<Value> = v
         .get("members")
@@ -286,9 +381,9 @@ fn prepend_path(rec: Record, p: &Path) -> Record {
 /// Why one image could not be dumped.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
-    /// The image id is not a plain file name.
-    #[error("image id {0:?} is not a plain file name")]
-    BadId(String),
+    /// The image id cannot be a file name (nor a path segment).
+    #[error(transparent)]
+    BadId(#[from] UnsafeName),
     /// Writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -350,9 +445,7 @@ fn dump_one(
     md5: bool,
     progress: bool,
 ) -> Result<(Map<String, Value>, Option<PathBuf>), DumpError> {
-    if id.is_empty() || id.contains('/') || id == "." || id == ".." || id.contains('\0') {
-        return Err(DumpError::BadId(id.to_owned()));
-    }
+    let id = safe_file_name(id)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DumpError::Io { path, source }
@@ -452,7 +545,7 @@ fn dump_one(
         .truncate(from == 0)
         .open(&part)
         .map_err(io(&part))?;
-    let path = format!("/v2/images/{id}/file");
+    let path = format!("/v2/images/{}/file", percent_encode(id));
     let got = if size.is_some_and(|s| from == s && s > 0) {
         Ok(0)
     } else {
@@ -502,6 +595,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn filters_are_one_parameter_each() {
+        assert_eq!(
+            parse_filter("a=b&os_hidden=true"),
+            Ok(("a".into(), "b&os_hidden=true".into()))
+        );
+        assert_eq!(parse_filter("name="), Ok(("name".into(), String::new())));
+        assert!(parse_filter("name").is_err());
+        assert!(parse_filter("=x").is_err());
+        assert_eq!(percent_encode("my image"), "my%20image");
+        assert_eq!(
+            percent_encode("b&os_hidden=true#+/é~-._"),
+            "b%26os_hidden%3Dtrue%23%2B%2F%C3%A9~-._"
+        );
+    }
+
+    #[test]
+    fn a_link_or_marker_seen_before_is_a_loop() {
+        let mut p = Pages::new("/v2/images?limit=1");
+        assert!(p.follow("/v2/images?limit=1&marker=a").is_ok());
+        assert!(p.follow("/v2/images?marker=b&limit=1").is_ok());
+        let e = p.follow("/v2/images?marker=b&limit=1").unwrap_err();
+        assert!(e.starts_with("pagination loop: "), "{e}");
+        assert!(e.contains("/v2/images?marker=b&limit=1"), "{e}");
+        let e = p.follow("/v2/images?limit=2&marker=a").unwrap_err();
+        assert!(e.contains("marker a"), "{e}");
+        // Back to the first page.
+        assert!(
+            Pages::new("/v2/images?limit=1")
+                .follow("/v2/images?limit=1")
+                .is_err()
+        );
+        assert_eq!(marker_of("/v2/images?limit=1"), None);
+    }
+
+    #[test]
     fn ids_that_are_not_file_names_are_refused() {
         let g = Glance::new(
             "http://127.0.0.1:9",
@@ -510,7 +638,7 @@ mod tests {
             None,
         );
         let t = std::env::temp_dir();
-        for id in ["", ".", "..", "a/b"] {
+        for id in ["", ".", "..", "a/b", "a\nb", "a\0b"] {
             let r = dump_one(
                 &t,
                 &g,

@@ -71,10 +71,17 @@ fn keystone_login_finds_the_image_endpoint() {
     other.push(("OS_REGION_NAME", "Elsewhere"));
     let (code, recs, err) = dump_with(&other);
     assert_eq!(code, 2);
-    assert!(recs.is_empty());
+    // A fatal error: one error record, saying what stderr says.
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["error"]["tool"], "glance-dump");
     assert!(
         err.contains("no public image endpoint in region Elsewhere"),
         "{err}"
+    );
+    let m = recs[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("no public image endpoint in region Elsewhere"),
+        "{m}"
     );
 
     // A wrong password: keystone's 401, and the password never printed.
@@ -82,10 +89,16 @@ fn keystone_login_finds_the_image_endpoint() {
     wrong[2] = ("OS_PASSWORD", "not-the-password-xyzzy");
     let (code, recs, err) = dump_with(&wrong);
     assert_eq!(code, 2);
-    assert!(recs.is_empty());
+    assert_eq!(recs.len(), 1, "{recs:?}");
     assert!(
         err.contains("keystone login") && err.contains("401"),
         "{err}"
     );
     assert!(!err.contains("xyzzy"), "{err}");
+    let rec = recs[0].to_string();
+    assert!(
+        rec.contains("keystone login") && rec.contains("401"),
+        "{rec}"
+    );
+    assert!(!rec.contains("xyzzy"), "{rec}");
 }

@@ -163,7 +163,8 @@ fn tls_is_verified_and_cacert_trusts_a_private_ca() {
     // A file that holds no certificate is a usage error.
     let (code, recs, err) = dump(&url, &["--cacert", d.join("ext.cnf").to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(recs.is_empty());
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["error"]["kind"], "usage");
     assert!(err.contains("no PEM certificate"), "{err}");
     let _ = server.kill();
     let _ = server.wait();
