@@ -302,6 +302,15 @@ pub fn check(info: &Value, p: &Policy) -> Value {
         }
     }
 
+    let size_limited = p.max_virtual_size.is_some() || p.volume_size_gb.is_some();
+    if size_limited && info.get("virtual_size").and_then(Value::as_u64).is_none() {
+        // A stream read only in part has no known size: never within a
+        // limit.
+        failures.push(fail(
+            "virtual_size",
+            "virtual size unknown, so not within the limit",
+        ));
+    }
     if let Some(vs) = info.get("virtual_size").and_then(Value::as_u64) {
         if let Some(max) = p.max_virtual_size
             && vs > max
@@ -338,6 +347,17 @@ pub fn no_info(message: &str) -> Value {
         "info",
         format!("no image information: {message}"),
     )])
+}
+
+/// Add a failure to a verdict (something `check` could not see, such as
+/// bytes a probe did not read): never acceptable after.
+pub fn add_failure(verdict: &mut Value, check: &str, reason: &str) {
+    if let Some(Value::Array(f)) = verdict.get_mut("failures") {
+        f.push(Value::Object(fail(check, reason)));
+    } else {
+        verdict["failures"] = json!([fail(check, reason)]);
+    }
+    verdict["acceptable"] = false.into();
 }
 
 fn verdict(failures: Vec<Map<String, Value>>) -> Value {
@@ -476,5 +496,20 @@ mod tests {
             names(&check(&json!({"format": "qcow", "virtual_size": 1}), &p)),
             ["version"]
         );
+    }
+
+    #[test]
+    fn an_unknown_size_is_never_within_a_limit() {
+        let info = json!({"format": "raw", "virtual_size": null});
+        assert_eq!(check(&info, &policy())["acceptable"], true);
+        let p = Policy {
+            max_virtual_size: Some(1 << 30),
+            ..policy()
+        };
+        assert_eq!(names(&check(&info, &p)), ["virtual_size"]);
+        let mut v = check(&json!({"format": "raw", "virtual_size": 1}), &p);
+        add_failure(&mut v, "not_read", "why");
+        assert_eq!(v["acceptable"], false);
+        assert_eq!(names(&v), ["not_read"]);
     }
 }

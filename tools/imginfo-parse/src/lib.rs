@@ -9,12 +9,14 @@ pub mod input;
 pub mod qemu;
 pub mod qjson;
 mod remote;
+pub mod source;
 
 use anyhow::Context;
 use clap::Parser;
 use common::cli::{Ctx, SharedArgs, Tool};
 use common::exec::ExecError;
-use common::formats::{self, FileSource, FormatError};
+use common::files::{self, Accept};
+use common::formats::{self, FormatError};
 use common::status::Status;
 use common::{ErrorKind, Record};
 use human::HumanImage;
@@ -23,6 +25,7 @@ use input::{Doc, DocReader, InputMode};
 use serde_json::{Map, Value};
 use std::ffi::OsString;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The facet this tool owns.
@@ -34,6 +37,9 @@ const AFTER_HELP: &str = "\
 Input: FILE arguments (or records with a \"path\" on stdin) are images: their
 headers are read natively (nothing is spawned, no backing file, data file or
 extent is ever opened), or with --qemu through `qemu-img info --output=json`.
+A FILE may be a stream (-, /dev/stdin, a FIFO, <(...)): it is read for real up
+to 16 MiB and probed from those bytes; what was not read (a longer stream's
+end, a header past the bound) is never judged: --check fails (not_read).
 Without FILEs, stdin may also hold qemu-img info output, detected without
 flags: a JSON object, a --backing-chain array, several concatenated documents,
 or the human text of any QEMU version (one record per image).
@@ -48,7 +54,7 @@ iso, partition_table, header (native), approximate (human sizes rounded by
 qemu), non_utf8 and ambiguous. With --check: check {acceptable, failures:
 [{check, reason}]}, checks backing_file, data_file, unknown_features,
 version, corrupt, legacy_aes, create_type, extents, banned, format_mismatch,
-require_format, multiple_formats, virtual_size, ambiguous, info.
+require_format, multiple_formats, virtual_size, not_read, ambiguous, info.
 See `man imginfo-parse`.
 
 Examples:
@@ -74,8 +80,8 @@ stdin. --check adds the acceptance verdict Cinder, Nova and Glance apply to uplo
 )]
 pub struct Cli {
     /// Images to inspect, read natively (without FILEs, stdin is read)
-    #[arg(value_name = "FILE")]
-    pub files: Vec<String>,
+    #[arg(value_name = "FILE", value_parser = clap::value_parser!(PathBuf))]
+    pub files: Vec<PathBuf>,
 
     /// Run `qemu-img info --output=json` on each FILE, or on the `path` of
     /// each record read from stdin, instead of reading headers natively
@@ -294,7 +300,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     if !cli.files.is_empty() {
         for f in &cli.files {
-            r.path_record(Record::from_path(f))?;
+            r.path_record(files::record_for(f))?;
         }
         return Ok(());
     }
@@ -464,7 +470,7 @@ impl Runner<'_> {
                     info.insert("backing_chain_depth".into(), d.into());
                 }
                 rec.set(FACET, Value::Object(finish(info, Some(Source::QemuJson))));
-                self.emit_info(rec)
+                self.emit_info(rec, None)
             }
             Err(msg) => {
                 let e = self
@@ -549,15 +555,19 @@ impl Runner<'_> {
                 .at_line(img.line);
             return self.fail(rec, e);
         }
-        self.emit_info(rec)
+        self.emit_info(rec, None)
     }
 
-    /// Emit a record that carries `info`, adding the verdict with --check.
-    fn emit_info(&mut self, mut rec: Record) -> io::Result<()> {
+    /// Emit a record that carries `info`, adding the verdict with --check;
+    /// `not_read` says what the probe could not read (never a pass).
+    fn emit_info(&mut self, mut rec: Record, not_read: Option<&str>) -> io::Result<()> {
         if self.cli.check
             && let Some(info) = rec.get(FACET)
         {
-            let verdict = check::check(info, &self.policy);
+            let mut verdict = check::check(info, &self.policy);
+            if let Some(why) = not_read {
+                check::add_failure(&mut verdict, "not_read", why);
+            }
             if verdict["acceptable"] != true {
                 self.ctx.merge(Status::No);
             }
@@ -587,36 +597,96 @@ impl Runner<'_> {
         }
     }
 
-    /// Read the image's headers ourselves.
+    /// Read the image's headers ourselves: a regular file at offsets, a
+    /// stream (pipe, FIFO, `-`, a character device) for real up to its
+    /// probe bound.
     fn native_record(&mut self, mut rec: Record) -> io::Result<()> {
-        let Some(path) = rec.path().map(str::to_owned) else {
-            let e = self
-                .ctx
-                .error(ErrorKind::BadRecord, "record has no string `path`");
-            return self.fail(rec, e);
+        let path = match self.record_path(&rec) {
+            Ok(p) => p,
+            Err(e) => return self.fail(rec, *e),
         };
-        let src = match FileSource::open(std::path::Path::new(&path)) {
-            Ok(s) => s,
+        let opened = files::open_input(&path, Accept::Streams).and_then(source::Opened::from_input);
+        let opened = match opened {
+            Ok(o) => o,
             Err(err) => {
                 let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
                 return self.fail(rec, e);
             }
         };
-        match self.probe(&src, &path, self.cli.expect_format.as_deref()) {
+        let (name, name_bytes) = files::name_fields(path.as_os_str());
+        let src = opened.source();
+        let probed = self.probe(src, &name, self.cli.expect_format.as_deref());
+        let stream = match &opened {
+            source::Opened::Stream(s) => Some(s),
+            source::Opened::File(_) => None,
+        };
+        let not_read = stream.and_then(|s| s.not_read());
+        if let Some(s) = stream {
+            let mut probe = Map::new();
+            probe.insert("bytes_read".into(), s.bytes_read().into());
+            probe.insert("end_of_stream".into(), s.complete().into());
+            if let Some(why) = &not_read {
+                probe.insert("not_read".into(), why.as_str().into());
+            }
+            rec.set("probe", Value::Object(probe));
+        }
+        match probed {
             Ok(p) => {
                 let mut info = p.info;
-                info.insert("children".into(), file_child(&path, &src));
+                if let Some(b) = name_bytes {
+                    info.insert("filename_bytes".into(), b.into());
+                }
+                match &opened {
+                    source::Opened::File(f) => {
+                        info.insert("children".into(), file_child(&name, f));
+                    }
+                    source::Opened::Stream(s) if !s.complete() => {
+                        // Sizes read from the length are unknown; those
+                        // from a header stand.
+                        let fmt = info.get("format").and_then(Value::as_str);
+                        if matches!(fmt, Some("raw" | "luks")) {
+                            info.insert("virtual_size".into(), Value::Null);
+                        }
+                    }
+                    source::Opened::Stream(_) => {}
+                }
                 rec.set(FACET, Value::Object(finish(info, Some(Source::Native))));
-                self.emit_info(rec)
-            }
-            Err(FormatError::Io(err)) => {
-                let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
-                self.fail(rec, e)
+                self.emit_info(rec, not_read.as_deref())
             }
             Err(err) => {
-                let e = self.ctx.error(ErrorKind::BadImage, err.to_string());
+                // A probe that wanted bytes the stream did not give failed
+                // for want of them, whatever the parser made of it.
+                let missed = stream.is_some_and(|s| s.missed().is_some());
+                let kind = match &err {
+                    _ if missed => ErrorKind::LimitExceeded,
+                    FormatError::Io(e) => ErrorKind::from_io(e),
+                    _ => ErrorKind::BadImage,
+                };
+                // Not "truncated": the bytes were not read, not absent.
+                let message = match (stream.and_then(|s| s.missed()), &not_read) {
+                    (Some(at), _) => format!(
+                        "the probe needs bytes at offset {at}, past the {} bytes read from the stream \
+(its probe bound): not read, so not judged",
+                        stream.map_or(0, |s| s.bytes_read())
+                    ),
+                    (None, Some(why)) => format!("{err}; {why}"),
+                    (None, None) => err.to_string(),
+                };
+                let e = self.ctx.error(kind, message);
                 self.fail(rec, e)
             }
+        }
+    }
+
+    /// The local file a record names (`path_bytes` wins over `path`).
+    fn record_path(&self, rec: &Record) -> Result<PathBuf, Box<common::ErrorFacet>> {
+        match files::path_of(rec) {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(Box::new(
+                self.ctx
+                    .error(ErrorKind::BadRecord, "record has no string `path`"),
+            )),
+            Err(msg) => Err(Box::new(self.ctx.error(ErrorKind::BadRecord, msg))),
         }
     }
 
@@ -642,16 +712,29 @@ impl Runner<'_> {
         }
     }
 
-    /// `--qemu`: run qemu-img on a record's `path`.
+    /// `--qemu`: run qemu-img on a record's `path`, a regular file: a
+    /// stream cannot be handed to qemu-img safely (it would read it
+    /// again, or probe what it was given on another open), so it is
+    /// refused.
     fn qemu_record(&mut self, rec: Record) -> io::Result<()> {
-        let Some(path) = rec.path().map(str::to_owned) else {
-            let e = self
-                .ctx
-                .error(ErrorKind::BadRecord, "record has no string `path`");
-            return self.fail(rec, e);
+        let path = match self.record_path(&rec) {
+            Ok(p) => p,
+            Err(e) => return self.fail(rec, *e),
         };
-        if let Err(err) = std::fs::metadata(&path) {
-            let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
+        if files::is_dash(&path) {
+            let e = self.ctx.error(
+                ErrorKind::NotRegular,
+                "stdin cannot be handed to qemu-img; name the file, or probe it natively (without --qemu)",
+            );
+            return self.fail(rec, e);
+        }
+        if let Err(err) = files::open_input(&path, Accept::Regular) {
+            let kind = ErrorKind::from_io(&err);
+            let mut message = err.to_string();
+            if kind == ErrorKind::NotRegular && !message.contains("directory") {
+                message.push_str(" (qemu-img cannot be given a stream safely; probe it natively, without --qemu)");
+            }
+            let e = self.ctx.error(kind, message);
             return self.fail(rec, e);
         }
         let cli = self.cli;
@@ -695,7 +778,7 @@ fn member_record(item: &Value) -> Record {
 }
 
 /// The protocol node qemu lists under every image read from a file.
-fn file_child(path: &str, src: &FileSource) -> Value {
+fn file_child(path: &str, src: &source::FileBytes) -> Value {
     use common::formats::Source as _;
     let mut info = Map::new();
     info.insert("filename".into(), path.into());

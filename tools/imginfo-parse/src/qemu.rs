@@ -2,6 +2,7 @@
 
 use common::exec::{Exec, ExecError};
 use std::ffi::OsString;
+use std::path::Path;
 use std::time::Duration;
 
 /// How to call qemu-img.
@@ -39,6 +40,26 @@ pub fn local_path_arg(path: &str) -> String {
     }
 }
 
+/// [`local_path_arg`] on a name that may not be UTF-8.
+pub fn local_path_arg_os(path: &Path) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    let b = path.as_os_str().as_bytes();
+    let colon = b.iter().position(|&c| c == b':');
+    let slash = b.iter().position(|&c| c == b'/');
+    let colon_first = match (colon, slash) {
+        (Some(c), Some(s)) => c < s,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if b.starts_with(b"-") || colon_first {
+        let mut o = OsString::from("./");
+        o.push(path.as_os_str());
+        o
+    } else {
+        path.as_os_str().to_owned()
+    }
+}
+
 /// Whether a filename qemu reports is a plain local path (not `json:` or a
 /// protocol URL), so it can be a record's `path`.
 pub fn is_local_path(name: &str) -> bool {
@@ -46,7 +67,7 @@ pub fn is_local_path(name: &str) -> bool {
 }
 
 /// Run qemu-img info on one local file.
-pub fn info(opts: &QemuOpts, path: &str) -> Result<Vec<u8>, ExecError> {
+pub fn info(opts: &QemuOpts, path: &Path) -> Result<Vec<u8>, ExecError> {
     let mut ex = Exec::new(&opts.program).args(["info", "--output=json"]);
     if let Some(f) = &opts.format {
         ex = ex.args(["-f", f]);
@@ -57,7 +78,7 @@ pub fn info(opts: &QemuOpts, path: &str) -> Result<Vec<u8>, ExecError> {
     if opts.force_share {
         ex = ex.arg("-U");
     }
-    ex.arg(local_path_arg(path))
+    ex.arg(local_path_arg_os(path))
         .timeout(opts.timeout)
         .cpu_limit(opts.cpu_limit)
         .address_space_limit(opts.address_space)
@@ -80,6 +101,8 @@ mod tests {
         );
         assert_eq!(local_path_arg("nbd://host/x"), "./nbd://host/x");
         assert_eq!(local_path_arg("-f"), "./-f");
+        assert_eq!(local_path_arg_os(Path::new("-f")), "./-f");
+        assert_eq!(local_path_arg_os(Path::new("a/b:c")), "a/b:c");
         assert!(is_local_path("chain/mid.qcow2"));
         assert!(!is_local_path("http://example.invalid/x"));
         assert!(!is_local_path("json:{}"));

@@ -34,7 +34,8 @@ fn help_and_version_exit_zero_usage_errors_exit_two() {
     assert!(v.stdout.starts_with("imginfo-parse "));
     let bad = run(&["--no-such-flag"], b"");
     assert_eq!(bad.code, 2);
-    assert!(bad.stdout.is_empty());
+    assert_eq!(bad.records.len(), 1, "{}", bad.stdout);
+    assert_eq!(bad.records[0]["error"]["kind"], "usage");
     // --backing-chain only makes sense with --qemu; check options need --check.
     assert_eq!(run(&["--backing-chain", "x"], b"").code, 2);
     assert_eq!(run(&["--volume-size-gb", "1", "x"], b"").code, 2);
