@@ -67,9 +67,11 @@ pub struct Cli {
     pub algorithms: Vec<Algorithm>,
 
     /// Glance's multihash algorithm, reported as os_hash_algo/os_hash_value
-    /// (added to the digests computed)
-    #[arg(long, value_name = "ALG", default_value = "sha512")]
-    pub os_hash_algo: Algorithm,
+    /// and added to the digests computed; default sha512 with
+    /// --glance-cache, otherwise only computed when in -a (exactly the -a
+    /// digests are computed unless this is given)
+    #[arg(long, value_name = "ALG")]
+    pub os_hash_algo: Option<Algorithm>,
 
     /// Write the stream to FILE atomically (repeatable); stdout then carries
     /// the report record
@@ -93,7 +95,8 @@ pub struct Cli {
     #[arg(long = "expect", value_name = "ALG:HEX", value_parser = parse_expect)]
     pub expect: Vec<(Algorithm, String)>,
 
-    /// The expected size (e.g. 1073741824, 1G): a short stream fails
+    /// The expected size (e.g. 1073741824, 1G): a short stream fails, and
+    /// reading stops once past it (a size mismatch)
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub expect_size: Option<u64>,
 
@@ -225,12 +228,31 @@ impl Tool for Cli {
 impl Cli {
     fn algorithms(&self, extra: &[Algorithm]) -> Vec<Algorithm> {
         let mut v = self.algorithms.clone();
-        v.push(self.os_hash_algo);
+        v.extend(self.os_hash());
         v.extend(self.expect.iter().map(|(a, _)| *a));
         v.extend_from_slice(extra);
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The multihash algorithm added to -a: asked for, or Glance's default
+    /// in Glance's mode.
+    fn os_hash(&self) -> Option<Algorithm> {
+        self.os_hash_algo
+            .or(self.glance_cache.is_some().then_some(Algorithm::Sha512))
+    }
+
+    /// The algorithm reported as os_hash_algo when its digest was
+    /// computed anyway.
+    fn os_hash_reported(&self) -> Algorithm {
+        self.os_hash().unwrap_or(Algorithm::Sha512)
+    }
+
+    /// Where reading stops: past the expected size (with
+    /// --best-effort-cache only the copy stops; stdout gets every byte).
+    fn read_limit(&self) -> Option<u64> {
+        self.expect_size
     }
 
     /// Why a cache fill may not start: it would commit bytes checked
@@ -268,11 +290,14 @@ bytes (unsafe)",
 fn facet(cli: &Cli, out: &Outcome, expected: &Expected, state: &str) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("bytes".into(), out.bytes.into());
-    for (alg, hex) in &out.digests {
+    // Past the expected size, the digests are of a prefix: left out.
+    let digests: &[(Algorithm, String)] = if out.overrun { &[] } else { &out.digests };
+    for (alg, hex) in digests {
         m.insert(alg.name().into(), hex.clone().into());
     }
-    if let Some((_, v)) = out.digests.iter().find(|(a, _)| *a == cli.os_hash_algo) {
-        m.insert("os_hash_algo".into(), cli.os_hash_algo.name().into());
+    let os = cli.os_hash_reported();
+    if let Some((_, v)) = digests.iter().find(|(a, _)| *a == os) {
+        m.insert("os_hash_algo".into(), os.name().into());
         m.insert("os_hash_value".into(), v.clone().into());
     }
     if let Some(id) = &cli.image_id {
@@ -318,6 +343,7 @@ fn tee(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         &cli.algorithms(&[]),
         cli.drain,
         false,
+        cli.read_limit(),
     );
     let state = if out.complete() { "passed" } else { "aborted" };
     let mut rec = Record::new();
@@ -372,6 +398,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         &cli.algorithms(&[]),
         cli.drain,
         cli.best_effort_cache,
+        cli.read_limit(),
     );
     // With --best-effort-cache a failed copy did not stop the stream; it
     // still failed.
@@ -400,7 +427,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let state = match (commit, &commit_error) {
         (true, None) if finals.len() == cli.outputs.len() => "committed",
-        _ if verified == Some(false) && out.complete() && !short => "invalid",
+        _ if verified == Some(false) && (out.complete() || out.overrun) && !short => "invalid",
         _ => "aborted",
     };
     let mut rec = Record::new();
@@ -474,6 +501,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                     &cli.algorithms(&[]),
                     cli.drain,
                     true,
+                    None,
                 );
                 rec.set(FACET, Value::Object(facet(cli, &out, &expected, "refused")));
                 let pass_status = report_status(ctx, &mut rec, &out, &expected);
@@ -511,6 +539,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         &cli.algorithms(extra),
         cli.drain,
         cli.best_effort_cache,
+        cli.read_limit(),
     );
     let mut sinks = std::mem::take(&mut out.sinks);
     let Some(sink) = sinks.pop() else {
@@ -551,6 +580,10 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         (Some(e), _) => e.to_string(),
         (None, m) if !m.is_empty() => format!("checksum mismatch: {}", m.join(", ")),
         _ if short => format!("short read: {} bytes", out.bytes),
+        _ if out.overrun => format!(
+            "size mismatch: more than the {} bytes expected",
+            expected.size.unwrap_or_default()
+        ),
         _ => "incomplete fetch".to_string(),
     };
     let state = match fill {
@@ -615,7 +648,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                 }
             } else {
                 let _ = file.abort();
-                if verified == Some(false) && out.complete() {
+                if verified == Some(false) && (out.complete() || out.overrun) {
                     "invalid"
                 } else {
                     "aborted"
@@ -679,6 +712,14 @@ fn report_status(ctx: &Ctx, rec: &mut Record, out: &Outcome, expected: &Expected
         return Status::Error;
     }
     match expected.verdict(out).0 {
+        Some(false) if out.overrun => {
+            ctx.warn(&format!(
+                "size mismatch: longer than the {} bytes expected (stopped reading after {})",
+                expected.size.unwrap_or_default(),
+                out.bytes
+            ));
+            Status::No
+        }
         Some(false) => {
             let (_, mismatch) = expected.verdict(out);
             ctx.warn(&format!("mismatch: {}", mismatch.join(", ")));
@@ -772,8 +813,9 @@ fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record) -> anyhow::Result<()
         &cli.algorithms(&extra),
         false,
         false,
+        expected.size,
     );
-    let state = if out.complete() {
+    let state = if out.complete() || out.overrun {
         "verified_in_place"
     } else {
         "aborted"

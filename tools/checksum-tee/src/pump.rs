@@ -36,6 +36,10 @@ impl Expected {
         if self.is_empty() {
             return (None, Vec::new());
         }
+        if out.overrun {
+            // Only a prefix was read: its digests prove nothing either way.
+            return (Some(false), vec!["size".to_string()]);
+        }
         let mut mismatch = Vec::new();
         if self.size.is_some_and(|s| s != out.bytes) {
             mismatch.push("size".to_string());
@@ -180,6 +184,8 @@ pub struct Outcome {
     pub downstream_closed: bool,
     /// A signal stopped the pass.
     pub signal: Option<i32>,
+    /// Reading stopped once past the size limit (a size mismatch).
+    pub overrun: bool,
 }
 
 impl Outcome {
@@ -197,12 +203,16 @@ fn fill(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         match input.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            Err(e) => {
+                // A signal-stopped read (EINTR, or common::files' refusal of
+                // kind interrupted) ends the chunk; the caller sees the signal.
                 if common::signal::pending().is_some() {
                     break;
                 }
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(n)
@@ -210,7 +220,10 @@ fn fill(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Pass `input` through the hashes, to `passthrough` and to `sinks`.
 /// `drain`: keep going after the downstream reader left; `best_effort`:
-/// keep serving the downstream reader after an output file failed.
+/// keep serving the downstream reader after an output file failed;
+/// `limit`: stop once more than this many bytes were read (with
+/// `best_effort` and a reader of the bytes, only the files stop: every
+/// byte still reaches the reader).
 pub fn pump(
     mut input: impl Read,
     mut passthrough: Option<Box<dyn Write>>,
@@ -218,12 +231,15 @@ pub fn pump(
     algorithms: &[Algorithm],
     drain: bool,
     best_effort: bool,
+    limit: Option<u64>,
 ) -> Outcome {
     let mut hasher = MultiHasher::new(algorithms);
     let mut errors = Vec::new();
     let mut eof = false;
     let mut downstream_closed = false;
     let mut signal = None;
+    let mut overrun = false;
+    let mut files_stopped = false;
     loop {
         if let Some(s) = common::signal::pending() {
             signal = Some(s);
@@ -260,7 +276,20 @@ pub fn pump(
                 break;
             }
         }
-        for s in sinks.iter_mut().filter(|s| s.error.is_none()) {
+        if limit.is_some_and(|l| hasher.bytes() > l) {
+            if best_effort && passthrough.is_some() {
+                // The files can no longer verify: stop writing them, keep
+                // serving the reader.
+                files_stopped = true;
+            } else {
+                overrun = true;
+                break;
+            }
+        }
+        for s in sinks
+            .iter_mut()
+            .filter(|s| s.error.is_none() && !files_stopped)
+        {
             if let Err(e) = s.file.write_all(&chunk) {
                 s.error = Some(Fault::io(s.path.display(), &e));
             }
@@ -287,5 +316,6 @@ pub fn pump(
         eof,
         downstream_closed,
         signal,
+        overrun,
     }
 }

@@ -574,10 +574,13 @@ fn truncated_glance_fill_is_refused_unless_verified_or_unverified_said() {
     // The right digest and size: committed, with its row.
     let out = bash(
         p,
-        &format!("'{BIN}' -q --glance-cache cache --image-id X {exp} < data"),
+        &format!("'{BIN}' -q --glance-cache cache --image-id X -a md5 {exp} < data"),
     );
     assert_eq!(out.status.code(), Some(0));
     let r = record(&out);
+    // Glance's multihash is computed in Glance's mode, whatever -a says.
+    assert_eq!(r["checksums"]["os_hash_algo"], "sha512");
+    assert_eq!(r["checksums"]["os_hash_value"].as_str().unwrap().len(), 128);
     assert_eq!(r["checksums"]["state"], "committed");
     assert_eq!(r["checksums"]["verified"], true);
     assert!(std::fs::read(p.join("cache/X")).unwrap() == full);

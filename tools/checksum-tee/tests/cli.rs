@@ -448,3 +448,140 @@ fn verify_spares_the_access_time() {
     assert_eq!(md.accessed().unwrap(), old);
     assert_eq!(md.modified().unwrap(), old);
 }
+
+/// The digest keys of a `checksums` facet.
+fn digest_keys(c: &Value) -> Vec<String> {
+    let algs = [
+        "md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha3_224", "sha3_256", "sha3_384",
+        "sha3_512",
+    ];
+    let mut v: Vec<String> = c
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| algs.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn algorithms_are_exactly_those_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let out = run(p, &["-a", "md5,sha1"], b"abc");
+    let c = &record(&out.stderr)["checksums"];
+    assert_eq!(digest_keys(c), ["md5", "sha1"]);
+    assert!(c.get("os_hash_algo").is_none(), "{c}");
+    // The multihash when asked: added, and reported as such.
+    let out = run(p, &["-a", "md5", "--os-hash-algo", "sha256"], b"abc");
+    let c = &record(&out.stderr)["checksums"];
+    assert_eq!(digest_keys(c), ["md5", "sha256"]);
+    assert_eq!(c["os_hash_algo"], "sha256");
+    assert_eq!(c["os_hash_value"], c["sha256"]);
+    // Sink and verify alike.
+    let out = run(p, &["-a", "sha1", "-o", "f"], b"abc");
+    assert_eq!(digest_keys(&record(&out.stdout)["checksums"]), ["sha1"]);
+    let out = run(p, &["--verify", "-a", "md5", "f"], b"");
+    assert_eq!(digest_keys(&record(&out.stdout)["checksums"]), ["md5"]);
+    // An expected digest is computed to be compared.
+    let out = run(
+        p,
+        &[
+            "--verify",
+            "-a",
+            "md5",
+            "--expect",
+            "sha1:a9993e364706816aba3e25717850c26c9cd0d89d",
+            "f",
+        ],
+        b"",
+    );
+    let c = &record(&out.stdout)["checksums"];
+    assert_eq!(digest_keys(c), ["md5", "sha1"]);
+    assert_eq!(c["verified"], true);
+}
+
+/// Run with stdin from `/dev/zero`, under a 20 s guard.
+fn run_on_zero(dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let guard = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let mut err = Vec::new();
+    child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    drop(guard);
+    std::process::Output {
+        status,
+        stdout: out,
+        stderr: err,
+    }
+}
+
+#[test]
+fn expect_size_stops_reading_once_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let mib = 1u64 << 20;
+    let check = |c: &Value| {
+        let bytes = c["bytes"].as_u64().unwrap();
+        assert!(bytes > mib && bytes <= 3 * mib, "read {bytes} bytes");
+        assert_eq!(c["verified"], false);
+        assert_eq!(c["mismatch"], serde_json::json!(["size"]));
+        assert!(
+            c.get("md5").is_none(),
+            "a prefix's digest is not reported: {c}"
+        );
+    };
+    // The case: verify a file that never ends.
+    let out = run_on_zero(p, &["--verify", "--expect-size", "1M", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = record(&out.stdout);
+    check(&r["checksums"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("size mismatch"));
+    // A stream that never ends, in tee mode and into a file.
+    let out = run_on_zero(p, &["--expect-size", "1M", "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r: Value = serde_json::from_slice(&std::fs::read(p.join("r.json")).unwrap()).unwrap();
+    check(&r["checksums"]);
+    let out = run_on_zero(p, &["--expect-size", "1M", "-o", "z.img"]);
+    assert_eq!(out.status.code(), Some(1));
+    let c = &record(&out.stdout)["checksums"];
+    check(c);
+    assert_eq!(c["state"], "invalid");
+    assert!(!p.join("z.img").exists());
+    assert_eq!(std::fs::read_dir(p).unwrap().count(), 1, "only r.json");
+    // With --tee --best-effort-cache every byte still reaches stdout; the
+    // file is not committed.
+    let bytes = data(3 * CHUNK, 4);
+    let out = run(
+        p,
+        &[
+            "-o",
+            "b.img",
+            "--tee",
+            "--best-effort-cache",
+            "--expect-size",
+            "1M",
+            "--report",
+            "r.json",
+        ],
+        &bytes,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout == bytes, "stdout lost bytes");
+    assert!(!p.join("b.img").exists());
+}
