@@ -87,7 +87,8 @@ pub struct Cli {
     pub page_size: u64,
     /// A server-side list filter KEY=VALUE, sent percent-encoded as one
     /// query parameter, whatever the value holds (repeatable: name, status,
-    /// owner, tag, size_min, size_max, ...)
+    /// owner, tag, size_min, size_max, ...; not limit, marker, sort or
+    /// os_hidden, which glance-dump sets)
     #[arg(long = "filter", value_name = "KEY=VALUE", value_parser = parse_filter)]
     pub filters: Vec<(String, String)>,
 
@@ -243,10 +244,25 @@ impl Cli {
     }
 }
 
+/// The list parameters glance-dump sets itself: a filter naming one would
+/// send it twice and change the paging (or skip the hidden pass).
+const OWN_PARAMS: &[&str] = &[
+    "limit",
+    "marker",
+    "sort",
+    "sort_key",
+    "sort_dir",
+    "os_hidden",
+];
+
 /// `--filter KEY=VALUE`: split at the first `=` (the value may hold more);
-/// the key must not be empty.
+/// the key must not be empty, nor one of the paging parameters.
 pub fn parse_filter(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
+        Some((k, _)) if OWN_PARAMS.contains(&k) => Err(format!(
+            "{k:?} is set by glance-dump itself (--page-size; every listing has \
+             both passes, hidden images and the others)"
+        )),
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("{s:?}: expected KEY=VALUE")),
     }
@@ -603,6 +619,13 @@ mod tests {
         assert_eq!(parse_filter("name="), Ok(("name".into(), String::new())));
         assert!(parse_filter("name").is_err());
         assert!(parse_filter("=x").is_err());
+        for own in ["limit=1", "marker=x", "os_hidden=true", "sort=name:asc"] {
+            assert!(
+                parse_filter(own)
+                    .unwrap_err()
+                    .contains("set by glance-dump")
+            );
+        }
         assert_eq!(percent_encode("my image"), "my%20image");
         assert_eq!(
             percent_encode("b&os_hidden=true#+/é~-._"),
