@@ -417,9 +417,8 @@ pub fn walk(root: &Path, opts: &Options) -> Result<(Vec<Entry>, Value), GlanceEr
             let v = crate::verify::verify(
                 &e.path,
                 &crate::verify::Expect {
-                    sidecar_sha1: None,
                     glance: meta,
-                    converted: false,
+                    ..crate::verify::Expect::default()
                 },
             );
             if v.verified == Value::Bool(false) {

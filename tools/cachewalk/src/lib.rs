@@ -42,7 +42,8 @@ Examples:
   cachewalk nova /var/lib/nova/instances --instances inv.jsonl \\
     | jq -c 'select(.cache.nova_in_use == false and .cache.in_use == \"yes\")'
 
-Exit status: 0 fine, 1 with --check when a dangling reference was found,
+Exit status: 0 fine, 1 with --check when a dangling reference, a corrupt
+file or a malformed sidecar was found,
 2 an error, 75 (remove) a lock was busy or an image is being written.";
 
 /// Command-line arguments.
@@ -120,7 +121,8 @@ pub enum Command {
         #[arg(long, value_name = "NAME", default_value = "_base")]
         subdirectory: String,
         /// Exit 1 when a dangling reference (a backing file an instance
-        /// needs is missing) or a corrupt file was found
+        /// needs is missing), a corrupt file or a malformed .sha1/.info
+        /// sidecar was found
         #[arg(long)]
         check: bool,
         /// Hash every cached image file (atime untouched) and compare with
@@ -663,6 +665,9 @@ fn nova_cmd(
     }
     let dangling = entries.iter().any(|e| e.record == "dangling_reference");
     let corrupt = entries.iter().any(|e| e.verdict == "corrupt");
+    let malformed = entries
+        .iter()
+        .any(|e| e.reasons.iter().any(|r| r == "sidecar_malformed"));
     let recs: Vec<Out> = entries
         .iter()
         .map(|e| Out {
@@ -677,7 +682,10 @@ fn nova_cmd(
     if corrupt {
         ctx.warn("corrupt base files: their content does not match the checksums known");
     }
-    if check && (dangling || corrupt) {
+    if malformed {
+        ctx.warn("malformed checksum sidecars: .sha1/.info files that hold no SHA-1");
+    }
+    if check && (dangling || corrupt || malformed) {
         ctx.merge(Status::No);
     }
     Ok(())

@@ -451,35 +451,45 @@ fn read_compute_nodes(path: &Path) -> Option<BTreeMap<String, f64>> {
 }
 
 /// Parse a `.sha1` (plain hex) or `.info` (JSON: `sha1`, Grizzly's
-/// `sha1-timestamp`) sidecar.
+/// `sha1-timestamp`) sidecar; one that holds no SHA-1 where it should gets
+/// `malformed` (why), a finding (`--check` exits 1).
 fn read_sidecar(path: &Path, class: Class) -> Option<Value> {
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() > 64 * 1024 {
-        return None;
+    use crate::verify::Stored;
+    let info = match class {
+        Class::ChecksumSidecar => false,
+        Class::InfoSidecar => true,
+        _ => return None,
+    };
+    let (sha1, malformed) = match crate::verify::parse_sidecar(path, info) {
+        Stored::Sha1(h) => (Value::from(h), None),
+        Stored::Absent => (Value::Null, None),
+        Stored::Malformed(why) => (Value::Null, Some(why)),
+    };
+    let small = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() <= 64 * 1024);
+    let text = small
+        .then(|| std::fs::read_to_string(path).ok())
+        .flatten()
+        .unwrap_or_default();
+    let mut out = if info {
+        let ts = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("sha1-timestamp").cloned());
+        serde_json::json!({
+            "generation": if ts.is_some() { "grizzly" } else { "folsom" },
+            "sha1": sha1,
+            "sha1_timestamp": ts.unwrap_or(Value::Null),
+        })
+    } else {
+        serde_json::json!({
+            "generation": "essex",
+            "sha1": sha1,
+            "empty": malformed.is_none() && text.trim().is_empty(),
+        })
+    };
+    if let (Some(why), Some(m)) = (malformed, out.as_object_mut()) {
+        m.insert("malformed".into(), Value::from(why));
     }
-    let text = String::from_utf8_lossy(&bytes);
-    match class {
-        Class::ChecksumSidecar => {
-            let hex = text.trim();
-            let ok = hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-            Some(serde_json::json!({
-                "generation": "essex",
-                "sha1": if ok { Value::from(hex.to_ascii_lowercase()) } else { Value::Null },
-                "empty": hex.is_empty(),
-            }))
-        }
-        Class::InfoSidecar => {
-            let v: Value = serde_json::from_str(&text).ok()?;
-            let m = v.as_object()?;
-            let ts = m.get("sha1-timestamp").cloned();
-            Some(serde_json::json!({
-                "generation": if ts.is_some() { "grizzly" } else { "folsom" },
-                "sha1": m.get("sha1").cloned().unwrap_or(Value::Null),
-                "sha1_timestamp": ts.unwrap_or(Value::Null),
-            }))
-        }
-        _ => None,
-    }
+    Some(out)
 }
 
 /// What every host sharing the storage needs: the reasons the inventory
@@ -753,6 +763,15 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         }
     }
 
+    for e in &mut entries {
+        if e.contents
+            .as_ref()
+            .is_some_and(|c| c.get("malformed").is_some())
+        {
+            e.reasons.push("sidecar_malformed".into());
+        }
+    }
+
     // locks/ and compute_nodes.
     let locks = root.join("locks");
     if let Ok(list) = std::fs::read_dir(&locks) {
@@ -969,8 +988,14 @@ fn verify_entries(entries: &mut [Entry], opts: &Options) {
         // only when the image is raw or was cached in its own format.
         let comparable = meta
             .is_some_and(|m| m.disk_format.as_deref() == Some("raw") || m.disk_format == e.format);
+        let (sidecar_sha1, sidecar_malformed) = match crate::verify::sidecar_sha1(&e.path) {
+            crate::verify::Stored::Sha1(h) => (Some(h), None),
+            crate::verify::Stored::Absent => (None, None),
+            crate::verify::Stored::Malformed(why) => (None, Some(why)),
+        };
         let expect = crate::verify::Expect {
-            sidecar_sha1: crate::verify::sidecar_sha1(&e.path),
+            sidecar_sha1,
+            sidecar_malformed,
             glance: meta.filter(|_| comparable),
             converted: meta.is_some() && !comparable,
         };

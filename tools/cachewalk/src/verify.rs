@@ -95,6 +95,10 @@ pub struct Verification {
     /// What differed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mismatch: Vec<String>,
+    /// Why the Nova sidecar could not be compared (mismatch
+    /// `sidecar_malformed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar_error: Option<String>,
     /// Whether the atime was spared.
     pub noatime: bool,
     /// Why the file could not be read.
@@ -107,6 +111,8 @@ pub struct Verification {
 pub struct Expect<'a> {
     /// A Nova sidecar's SHA-1.
     pub sidecar_sha1: Option<String>,
+    /// A Nova sidecar that holds no SHA-1 where it should (why).
+    pub sidecar_malformed: Option<String>,
     /// Glance's view of the image, when the cached bytes can be Glance's.
     pub glance: Option<&'a ImageMeta>,
     /// Glance's view exists but the cached bytes were converted
@@ -145,6 +151,12 @@ pub fn verify(path: &Path, expect: &Expect) -> Verification {
     };
     v.sha1 = get(Algorithm::Sha1);
     let mut compared = false;
+    if let Some(why) = &expect.sidecar_malformed {
+        // Nova compares what it reads, fails, and logs a verification
+        // failure: so does this.
+        v.mismatch.push("sidecar_malformed".into());
+        v.sidecar_error = Some(why.clone());
+    }
     if let Some(s) = &expect.sidecar_sha1 {
         compared = true;
         v.checksum_stored = Some(s.clone());
@@ -181,29 +193,94 @@ pub fn verify(path: &Path, expect: &Expect) -> Verification {
     v
 }
 
-/// The SHA-1 in the Nova sidecars of `base_file` (`.sha1` plain hex, or
-/// `.info` JSON `sha1`), if any.
-pub fn sidecar_sha1(base_file: &Path) -> Option<String> {
-    let name = base_file.file_name()?.to_string_lossy().into_owned();
-    let dir = base_file.parent()?;
-    let read = |p: &Path| -> Option<String> {
-        let m = std::fs::symlink_metadata(p).ok()?;
-        if !m.file_type().is_file() || m.len() > 64 * 1024 {
-            return None;
-        }
-        std::fs::read_to_string(p).ok()
+/// What a Nova sidecar (`.sha1`, `.info`) holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// No sidecar, or one with no checksum in it (an empty `.sha1`: Nova
+    /// creates it empty before filling it; an `.info` without `sha1`).
+    Absent,
+    /// A SHA-1, lower-case hex.
+    Sha1(String),
+    /// A sidecar that cannot be read or does not hold a SHA-1 where it
+    /// should (`banana`): Nova logs a verification failure for it, so it
+    /// is a finding, never an absence.
+    Malformed(String),
+}
+
+/// The largest sidecar read (Nova's hold 40 hex digits or a small JSON).
+const MAX_SIDECAR: u64 = 64 * 1024;
+
+fn is_sha1_hex(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Parse the sidecar at `path`: `info` false for Essex's `.sha1` (the
+/// hex digest, whitespace around it stripped), true for Folsom-Grizzly's
+/// `.info` (a JSON object, key `sha1`). A missing file is `Absent`; one
+/// that is not a regular file, is too large or cannot be read is
+/// `Malformed`.
+pub fn parse_sidecar(path: &Path, info: bool) -> Stored {
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stored::Absent,
+        Err(e) => return Stored::Malformed(format!("unreadable: {e}")),
     };
-    if let Some(t) = read(&dir.join(format!("{name}.sha1"))) {
-        let h = t.trim().to_ascii_lowercase();
-        if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Some(h);
-        }
+    if !m.file_type().is_file() {
+        return Stored::Malformed("not a regular file".into());
     }
-    let t = read(&dir.join(format!("{name}.info")))?;
-    let v: Value = serde_json::from_str(&t).ok()?;
-    v.get("sha1")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
+    if m.len() > MAX_SIDECAR {
+        return Stored::Malformed(format!("larger than {MAX_SIDECAR} bytes"));
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return Stored::Malformed(format!("unreadable: {e}")),
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Stored::Malformed("not UTF-8 text".into());
+    };
+    if !info {
+        let hex = text.trim();
+        return if hex.is_empty() {
+            Stored::Absent
+        } else if is_sha1_hex(hex) {
+            Stored::Sha1(hex.to_ascii_lowercase())
+        } else {
+            Stored::Malformed("not a SHA-1 (40 hex digits)".into())
+        };
+    }
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Stored::Malformed(format!("not JSON: {e}")),
+    };
+    let Some(obj) = v.as_object() else {
+        return Stored::Malformed("not a JSON object".into());
+    };
+    match obj.get("sha1") {
+        None | Some(Value::Null) => Stored::Absent,
+        Some(Value::String(h)) if is_sha1_hex(h) => Stored::Sha1(h.to_ascii_lowercase()),
+        Some(_) => Stored::Malformed("`sha1` is not a SHA-1 (40 hex digits)".into()),
+    }
+}
+
+/// What the Nova sidecars of `base_file` hold: its `.sha1`, else its
+/// `.info`. A malformed one is reported even when the other is fine.
+pub fn sidecar_sha1(base_file: &Path) -> Stored {
+    let (Some(name), Some(dir)) = (base_file.file_name(), base_file.parent()) else {
+        return Stored::Absent;
+    };
+    let side = |ext: &str| {
+        let mut n = name.to_os_string();
+        n.push(ext);
+        dir.join(n)
+    };
+    let sha1 = parse_sidecar(&side(".sha1"), false);
+    let info = parse_sidecar(&side(".info"), true);
+    match (sha1, info) {
+        (Stored::Malformed(why), _) => Stored::Malformed(format!(".sha1: {why}")),
+        (_, Stored::Malformed(why)) => Stored::Malformed(format!(".info: {why}")),
+        (Stored::Sha1(h), _) | (Stored::Absent, Stored::Sha1(h)) => Stored::Sha1(h),
+        (Stored::Absent, Stored::Absent) => Stored::Absent,
+    }
 }
 
 #[cfg(test)]
@@ -232,7 +309,7 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let sha1 = "a9993e364706816aba3e25717850c26c9cd0d89d";
         std::fs::write(t.path().join("f.info"), format!("{{\"sha1\": \"{sha1}\"}}")).unwrap();
-        assert_eq!(sidecar_sha1(&p).as_deref(), Some(sha1));
+        assert_eq!(sidecar_sha1(&p), Stored::Sha1(sha1.into()));
         let good = ImageMeta {
             checksum: Some("900150983cd24fb0d6963f7d28e17f72".into()),
             ..ImageMeta::default()
@@ -240,9 +317,9 @@ mod tests {
         let v = verify(
             &p,
             &Expect {
-                sidecar_sha1: sidecar_sha1(&p),
+                sidecar_sha1: Some(sha1.into()),
                 glance: Some(&good),
-                converted: false,
+                ..Expect::default()
             },
         );
         assert_eq!(v.verified, Value::Bool(true));
@@ -255,7 +332,7 @@ mod tests {
             &Expect {
                 sidecar_sha1: Some("ff".repeat(20)),
                 glance: Some(&bad),
-                converted: false,
+                ..Expect::default()
             },
         );
         assert_eq!(v.verified, Value::Bool(false));
@@ -271,5 +348,53 @@ mod tests {
         let v = verify(&p, &Expect::default());
         assert_eq!(v.verified, Value::Null);
         assert_eq!(v.sha1.as_deref(), Some(sha1));
+    }
+
+    #[test]
+    fn malformed_sidecars_are_findings_not_absences() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(sidecar_sha1(&p), Stored::Absent);
+        // Nova creates the .sha1 empty before filling it.
+        std::fs::write(t.path().join("f.sha1"), b"\n").unwrap();
+        assert_eq!(sidecar_sha1(&p), Stored::Absent);
+        for bad in [
+            &b"banana\n"[..],
+            b"a9993e364706816aba3e25717850c26c9cd0d89",
+            b"\xff\xfe",
+        ] {
+            std::fs::write(t.path().join("f.sha1"), bad).unwrap();
+            assert!(matches!(sidecar_sha1(&p), Stored::Malformed(w) if w.starts_with(".sha1: ")));
+        }
+        std::fs::remove_file(t.path().join("f.sha1")).unwrap();
+        for (bad, want) in [
+            ("{\"sha1\": ", "not JSON"),
+            ("[1]", "not a JSON object"),
+            ("{\"sha1\": \"banana\"}", "`sha1` is not"),
+            ("{\"sha1\": 7}", "`sha1` is not"),
+        ] {
+            std::fs::write(t.path().join("f.info"), bad).unwrap();
+            let got = sidecar_sha1(&p);
+            assert!(
+                matches!(&got, Stored::Malformed(w) if w.contains(want)),
+                "{bad}: {got:?}"
+            );
+        }
+        std::fs::write(t.path().join("f.info"), "{\"sha1-timestamp\": 1.5}").unwrap();
+        assert_eq!(sidecar_sha1(&p), Stored::Absent);
+        std::fs::remove_file(t.path().join("f.info")).unwrap();
+        std::fs::create_dir(t.path().join("f.info")).unwrap();
+        assert!(matches!(sidecar_sha1(&p), Stored::Malformed(_)));
+        let v = verify(
+            &p,
+            &Expect {
+                sidecar_malformed: Some(".sha1: not a SHA-1".into()),
+                ..Expect::default()
+            },
+        );
+        assert_eq!(v.verified, Value::Bool(false));
+        assert_eq!(v.mismatch, vec!["sidecar_malformed"]);
+        assert_eq!(v.sidecar_error.as_deref(), Some(".sha1: not a SHA-1"));
     }
 }

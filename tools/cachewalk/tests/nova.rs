@@ -590,6 +590,90 @@ fn verify_against_sidecars_and_glance() {
     assert!(base.join(fp("bad-sidecar")).exists());
 }
 
+/// A sidecar that holds no SHA-1 (`banana`, a truncated digest, broken
+/// JSON) is a finding, not an absence: Nova compares it and logs a
+/// verification failure, so --verify says verified false (mismatch
+/// sidecar_malformed, sidecar_error why) and corrupt, the sidecar's own
+/// record says contents.malformed and reason sidecar_malformed, and
+/// --check exits 1 with or without --verify. An empty .sha1 (Nova creates
+/// it empty first) stays "nothing stored".
+#[test]
+fn a_malformed_sidecar_is_a_finding() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let base = root.join("_base");
+    fs::create_dir(&base).unwrap();
+    for id in ["banana", "short", "broken-info", "empty"] {
+        fs::write(base.join(fp(id)), b"bytes").unwrap();
+    }
+    fs::write(base.join(format!("{}.sha1", fp("banana"))), "banana\n").unwrap();
+    fs::write(base.join(format!("{}.sha1", fp("short"))), "a".repeat(39)).unwrap();
+    fs::write(
+        base.join(format!("{}.info", fp("broken-info"))),
+        "{\"sha1\": ",
+    )
+    .unwrap();
+    fs::write(base.join(format!("{}.sha1", fp("empty"))), "").unwrap();
+    let (out, recs) = walk(root, &["--verify"], Some(""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = by_rel(&recs);
+    let g = |name: String| m[&format!("_base/{name}")].clone();
+    for (id, why) in [
+        ("banana", ".sha1: not a SHA-1"),
+        ("short", ".sha1: not a SHA-1"),
+        ("broken-info", ".info: not JSON"),
+    ] {
+        let e = g(fp(id));
+        assert_eq!(e["verified"], false, "{id}");
+        assert_eq!(
+            e["mismatch"],
+            serde_json::json!(["sidecar_malformed"]),
+            "{id}"
+        );
+        assert!(
+            e["sidecar_error"].as_str().unwrap().starts_with(why),
+            "{id}: {e}"
+        );
+        assert_eq!(e["verdict"], "corrupt", "{id}");
+    }
+    assert!(g(fp("empty"))["verified"].is_null());
+    assert_eq!(g(fp("empty"))["verdict"], "keep_young");
+    let side = g(format!("{}.sha1", fp("banana")));
+    assert_eq!(side["contents"]["sha1"], Value::Null);
+    assert!(side["contents"]["malformed"].is_string());
+    assert!(
+        side["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"sidecar_malformed".into())
+    );
+    let side = g(format!("{}.info", fp("broken-info")));
+    assert!(
+        side["contents"]["malformed"]
+            .as_str()
+            .unwrap()
+            .starts_with("not JSON")
+    );
+    let empty = g(format!("{}.sha1", fp("empty")));
+    assert_eq!(empty["contents"]["empty"], true);
+    assert!(empty["contents"].get("malformed").is_none());
+    for args in [&["--check"][..], &["--check", "--verify"]] {
+        let (out, _) = walk(root, args, Some(""));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("malformed"));
+    }
+    // Fixed, the findings go.
+    fs::remove_file(base.join(format!("{}.sha1", fp("banana")))).unwrap();
+    fs::remove_file(base.join(format!("{}.sha1", fp("short")))).unwrap();
+    fs::remove_file(base.join(format!("{}.info", fp("broken-info")))).unwrap();
+    let (out, _) = walk(root, &["--check", "--verify"], Some(""));
+    assert_eq!(out.status.code(), Some(0));
+}
+
 /// Files appearing and vanishing during the walk are no error: a walk
 /// racing a writer always succeeds with well-formed records.
 #[test]
