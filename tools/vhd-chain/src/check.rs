@@ -49,9 +49,10 @@
 //! assumes 2 MiB blocks); a block size under 512 bytes is a finding.
 //! One rule reports at most [`MAX_PER_RULE`] findings, then one summary.
 
+use crate::input::RegularSource;
 use crate::raw::{all_zero, be32, be64, checksum, padded};
 use common::ErrorKind;
-use common::formats::{FileSource, Source};
+use common::formats::Source;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io;
@@ -324,7 +325,7 @@ fn locator_size(space: u32) -> u64 {
 
 struct File<'a> {
     path: &'a Path,
-    src: FileSource,
+    src: RegularSource,
     len: u64,
 }
 
@@ -510,7 +511,7 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
 }
 
 fn check_inner(path: &Path, opts: &Options) -> Result<(Report, Facts), CheckError> {
-    let src = FileSource::open(path).map_err(|source| CheckError::Io {
+    let src = crate::input::RegularSource::open(path).map_err(|source| CheckError::Io {
         path: path.to_owned(),
         source,
     })?;

@@ -123,11 +123,18 @@ fn layout_of(path: &Path) -> Result<(File, Layout), CoalesceError> {
             source,
         })
     };
+    // Never blocks (a FIFO); the layout read refuses what is not a file.
     let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(io_err)?;
+    if !f.metadata().map_err(io_err)?.is_file() {
+        return Err(io_err(common::files::refusal(
+            common::ErrorKind::NotRegular,
+            "is not a regular file",
+        )));
+    }
     let l = Layout::read(&f).map_err(|e| CoalesceError::Resize(resize::layout_error(path, e)))?;
     Ok((f, l))
 }
@@ -164,6 +171,14 @@ fn named_parent(child: &Path, l: &Layout) -> Result<PathBuf, CoalesceError> {
     let p = dir.join(&name);
     match std::fs::symlink_metadata(&p) {
         Ok(m) if m.is_file() => Ok(p),
+        // A FIFO, device or directory: never opened (it could block).
+        Ok(m) if !m.file_type().is_symlink() => Err(CoalesceError::Resize(ResizeError::Io {
+            path: p,
+            source: common::files::refusal(
+                ErrorKind::NotRegular,
+                format!("is a {}, not a regular file", common::files::describe(&m)),
+            ),
+        })),
         Ok(_) => Err(bad(format!(
             "its parent {} is not a regular file",
             p.display()

@@ -325,7 +325,7 @@ pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member
             source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
-    let file = File::open(tarball).map_err(|source| ExtractError::Open {
+    let file = crate::input::open_tarball(tarball).map_err(|source| ExtractError::Open {
         path: tarball.to_path_buf(),
         source,
     })?;
@@ -346,15 +346,15 @@ pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member
 /// write nothing: the members it would write (their `path` is the bare
 /// name). For `--dry-run`.
 pub fn scan(tarball: &Path, limits: &Limits) -> Result<Vec<Member>, ExtractError> {
-    let file = File::open(tarball).map_err(|source| ExtractError::Open {
+    let file = crate::input::open_tarball(tarball).map_err(|source| ExtractError::Open {
         path: tarball.to_path_buf(),
         source,
     })?;
     run(file, tarball, None, limits, &mut Vec::new())
 }
 
-fn run(
-    file: File,
+fn run<R: Read>(
+    file: R,
     tarball: &Path,
     dir: Option<&Path>,
     limits: &Limits,

@@ -10,6 +10,7 @@ pub mod check;
 pub mod coalesce;
 pub mod extract;
 pub mod flatten;
+pub mod input;
 pub mod journal;
 pub mod layout;
 pub mod patch;
@@ -21,7 +22,7 @@ pub mod write;
 
 use clap::{Parser, Subcommand};
 use common::cli::{Ctx, SharedArgs, Tool};
-use common::formats::{FileSource, FormatError, probe};
+use common::formats::{FormatError, probe};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value};
 use std::io;
@@ -38,7 +39,14 @@ hidden, footer_source, footer_checksum_ok, virtual_size, ...). discover adds
 chain_index, chain_length, role (leaf, middle, base) and parent_uuid_matches.
 Errors are records with error.kind: not_a_vhd, not_a_tarball,
 unsafe_member, unexpected_member, limit_exceeded, chain_empty, chain_gap,
-chain_incomplete, not_differencing, bad_image, refused, busy, io.
+chain_incomplete, not_differencing, bad_image, refused, busy, not_regular,
+same_file, already_exists, usage, io.
+
+Inputs: a VHD (and every chain member) must be a regular file; a FIFO,
+device, socket or directory is refused (not_regular) without ever blocking.
+Only a tarball (extract, flatten) may be a stream: `-` (stdin), a pipe or a
+FIFO is read front to back. Empty stdin where records are read (info,
+flatten without a source) is no records: exit 0, no output.
 
 Examples:
   vhd-chain extract image.tgz scratch/ && vhd-chain discover scratch/
@@ -81,7 +89,8 @@ pub enum Command {
     /// Extract a XenServer image tarball (0.vhd, 1.vhd, ...) into DIR,
     /// refusing anything else; one record per member
     Extract {
-        /// The .tgz (or .tar)
+        /// The .tgz (or .tar); `-` (stdin), a pipe or a FIFO is read as a
+        /// stream
         #[arg(value_name = "TARBALL")]
         tarball: PathBuf,
         /// An existing, empty directory
@@ -131,8 +140,9 @@ pub enum Command {
     /// with the leaf's virtual size, verify it, and rename it into place
     /// (-o OUT.vhd, or --replace the tarball itself)
     Flatten {
-        /// A XenServer .tgz/.tar, or a directory holding 0.vhd ... (none:
-        /// records with a `path` on stdin, with --replace or --dry-run)
+        /// A XenServer .tgz/.tar (`-`, a pipe or a FIFO: read as a stream),
+        /// or a directory holding 0.vhd ... (none: records with a `path` on
+        /// stdin, with --replace or --dry-run)
         #[arg(value_name = "TARBALL|DIR")]
         source: Option<PathBuf>,
         /// The VHD to write
@@ -395,7 +405,8 @@ impl Cli {
 /// virtual size, read as a VHD whatever qemu would probe (a fixed VHD has
 /// no header at offset 0).
 pub fn vhd_facts(path: &Path) -> Result<Map<String, Value>, (ErrorKind, String)> {
-    let src = FileSource::open(path).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
+    let src =
+        input::RegularSource::open(path).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
     let p = probe(&src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
         FormatError::Io(e) => (ErrorKind::from_io(&e), e.to_string()),
         FormatError::Invalid { what, .. } if what.starts_with("not a vpc") => (
@@ -541,26 +552,45 @@ fn check_cmd(
 }
 
 fn cat_cmd(ctx: &mut Ctx, source: &Path) -> anyhow::Result<()> {
+    // No records on success: the bytes are the output. A failure is an
+    // error record (on stdout, after whatever bytes were written: the exit
+    // status says the bytes are not the disk).
     let members = if source.is_dir() {
         match discover(source) {
             Ok(m) => m,
-            Err((kind, msg)) => anyhow::bail!("{}: {msg}", kind),
+            Err((kind, msg)) => return fail_path(ctx, source, kind, &msg),
         }
     } else {
         vec![source.to_owned()]
     };
-    let mut chain =
-        read::Chain::open(&members).map_err(|e| anyhow::anyhow!("{}: {e}", e.kind()))?;
+    let mut chain = match read::Chain::open(&members) {
+        Ok(c) => c,
+        Err(e) => return fail_path(ctx, source, e.kind(), &e.to_string()),
+    };
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-    chain.copy_to(&mut out).map_err(|e| match e {
+    match chain.copy_to(&mut out) {
+        Ok(_) => {}
         // The reader left (`| head`): a quiet end, as for every tool.
-        read::ReadError::Output { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {
-            anyhow::Error::from(source)
+        Err(read::ReadError::Output { source, .. })
+            if source.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            return Err(source.into());
         }
-        e => anyhow::anyhow!("{}: {e}", e.kind()),
-    })?;
+        Err(e) => {
+            let _ = io::Write::flush(&mut out);
+            drop(out);
+            return fail_path(ctx, source, e.kind(), &e.to_string());
+        }
+    }
     io::Write::flush(&mut out)?;
-    let _ = ctx; // no records: the bytes are the output
+    Ok(())
+}
+
+/// An error record for `path` (the message must not repeat the path:
+/// [`Ctx::fail`] names it).
+fn fail_path(ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: &str) -> anyhow::Result<()> {
+    let e = ctx.error(kind, msg);
+    ctx.fail(common::files::record_for(path), e)?;
     Ok(())
 }
 
@@ -578,7 +608,7 @@ struct FlattenHow {
 fn looks_like_tarball(path: &Path) -> bool {
     use std::io::Read;
     let mut b = [0u8; 512];
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = input::open_regular(path) else {
         return false;
     };
     let mut n = 0;

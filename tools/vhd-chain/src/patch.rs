@@ -200,7 +200,7 @@ fn apply_copy(
     let err = io_at(target);
     let src = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(target)
         .map_err(io_at(target))?;
     if !same_file(&src.metadata().map_err(io_at(target))?, planned) {
@@ -272,7 +272,7 @@ fn apply_in_place(
     let f = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(target)
         .map_err(io_at(target))?;
     if !same_file(&f.metadata().map_err(io_at(target))?, planned) {

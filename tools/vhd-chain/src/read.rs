@@ -208,7 +208,7 @@ impl Image {
             path: path.to_path_buf(),
             why: why.to_string(),
         };
-        let file = File::open(path).map_err(io_err)?;
+        let file = crate::input::open_regular(path).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         if !meta.is_file() {
             return Err(not_vhd("not a regular file"));

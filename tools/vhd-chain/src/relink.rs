@@ -457,7 +457,7 @@ fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError
     }
 
     // The child: one open file for every read and the copy.
-    let file = File::open(&child_real).map_err(io_err(child))?;
+    let file = crate::input::open_regular(&child_real).map_err(io_err(child))?;
     let meta = file.metadata().map_err(io_err(child))?;
     if !meta.is_file() {
         return Err(RelinkError::NotAVhd {
@@ -504,7 +504,7 @@ fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError
     let table_len = padded(u64::from(be32(&header, 28)) * 4);
 
     // The parent: its footer UUID.
-    let pfile = File::open(&parent_real).map_err(io_err(parent))?;
+    let pfile = crate::input::open_regular_or_block(&parent_real).map_err(io_err(parent))?;
     let pmeta = pfile.metadata().map_err(io_err(parent))?;
     if !pmeta.is_file() && !pmeta.file_type().is_block_device() {
         return Err(RelinkError::NotAVhd {

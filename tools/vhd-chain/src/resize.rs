@@ -171,17 +171,21 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
         path: path.to_path_buf(),
         source,
     };
+    // O_NONBLOCK: a FIFO never blocks the open; it is refused below.
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
-        return Err(ResizeError::NotAVhd {
-            path: path.to_path_buf(),
-            why: "not a regular file".into(),
-        });
+        return Err(io_err(common::files::refusal(
+            common::ErrorKind::NotRegular,
+            format!(
+                "is a {}, not a regular file",
+                common::files::describe(&meta)
+            ),
+        )));
     }
     let valid_before = check::check_file(path, &check::Options::default())
         .map(|r| r.valid)

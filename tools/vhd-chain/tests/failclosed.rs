@@ -24,12 +24,11 @@ fn vc() -> Command {
 /// Run vhd-chain with `args` (stdin empty), killed if it takes more than
 /// 5 s: nothing here may hang.
 fn run(args: &[&std::ffi::OsStr]) -> Output {
-    run_cmd(vc().args(args))
+    run_cmd(vc().args(args).stdin(Stdio::null()))
 }
 
 fn run_cmd(c: &mut Command) -> Output {
     let mut child = c
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -216,5 +215,196 @@ fn coalesce_in_place_never_takes_a_foreign_file_as_its_journal() {
         assert!(fs::read(&child).unwrap() == cb, "{j:?}");
         assert!(fs::read(&parent).unwrap() == pb, "{j:?}");
         assert!(fs::read(&keep).unwrap() == keep_bytes, "{j:?}");
+    }
+}
+
+fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().unwrap();
+    assert!(st.success());
+}
+
+/// `dir/0.vhd` (leaf) and `dir/1.vhd` (base), a good chain.
+fn chain_dir(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    build_vhd(
+        &dir.join("1.vhd"),
+        &Spec::base(4 * MIB, 2 * MIB, 7, &[(0, 64, 0x11)]),
+    );
+    build_vhd(
+        &dir.join("0.vhd"),
+        &Spec::child(4 * MIB, 2 * MIB, 8, (7, "1.vhd"), &[(8, 8, 0x22)]),
+    );
+}
+
+/// `tar czf OUT -C DIR .`, as os-xenapi makes them.
+fn tarball(dir: &Path, out: &Path) {
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(out)
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn fifos_devices_and_directories_as_vhds_are_refused_without_hanging() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // A chain whose leaf is a FIFO (nobody will ever write it).
+    let fchain = d.join("fifo-chain");
+    chain_dir(&fchain);
+    fs::remove_file(fchain.join("0.vhd")).unwrap();
+    mkfifo(&fchain.join("0.vhd"));
+    // A chain whose base is a FIFO, and one whose leaf is a directory.
+    let bchain = d.join("fifo-base");
+    chain_dir(&bchain);
+    fs::remove_file(bchain.join("1.vhd")).unwrap();
+    mkfifo(&bchain.join("1.vhd"));
+    let dchain = d.join("dir-chain");
+    chain_dir(&dchain);
+    fs::remove_file(dchain.join("0.vhd")).unwrap();
+    fs::create_dir(dchain.join("0.vhd")).unwrap();
+    let fifo = fchain.join("0.vhd");
+    let out = d.join("out.vhd");
+    let p = |x: &Path| x.as_os_str().to_owned();
+    let cases: Vec<Vec<std::ffi::OsString>> = vec![
+        vec!["flatten".into(), p(&fchain), "-o".into(), p(&out)],
+        vec!["flatten".into(), "--dry-run".into(), p(&fchain)],
+        vec!["flatten".into(), p(&dchain), "-o".into(), p(&out)],
+        vec!["coalesce".into(), "--chain".into(), p(&fchain)],
+        vec!["coalesce".into(), "--chain".into(), p(&bchain)],
+        vec![
+            "coalesce".into(),
+            "--chain".into(),
+            "--in-place".into(),
+            p(&bchain),
+        ],
+        vec!["check".into(), p(&fifo)],
+        vec!["check".into(), "--chain".into(), p(&fchain)],
+        vec!["info".into(), p(&fifo)],
+        vec!["info".into(), "/dev/zero".into()],
+        vec!["cat".into(), p(&fchain)],
+        vec!["cat".into(), p(&fifo)],
+        vec!["cat".into(), "/dev/zero".into()],
+        vec!["discover".into(), p(&fchain)],
+        vec!["discover".into(), p(&dchain)],
+        vec!["fix".into(), p(&bchain)],
+        vec!["set-parent".into(), p(&fifo), p(&fchain.join("1.vhd"))],
+        vec![
+            "set-parent".into(),
+            p(&bchain.join("0.vhd")),
+            p(&bchain.join("1.vhd")),
+        ],
+        vec!["resize".into(), p(&fifo), "8M".into()],
+        vec!["resize".into(), p(&fifo), "8M".into(), "--in-place".into()],
+        vec!["coalesce".into(), p(&bchain.join("0.vhd"))],
+    ];
+    for args in cases {
+        let a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_os_str()).collect();
+        let out = run(&a);
+        let r = refused(&out, "not_regular");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).is_empty(),
+            "{args:?}: nothing said on stderr"
+        );
+        let _ = r;
+    }
+    assert!(!out.exists());
+    // Nothing was created beside the chains (no temporaries, no journals).
+    for c in [&fchain, &bchain, &dchain] {
+        assert_eq!(support::listing(c), vec!["0.vhd", "1.vhd"], "{c:?}");
+    }
+}
+
+#[test]
+fn a_tarball_may_come_from_a_pipe_a_fifo_or_stdin() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    chain_dir(&d.join("chain"));
+    let tgz = d.join("image.tgz");
+    tarball(&d.join("chain"), &tgz);
+    // Through a FIFO, written by another process.
+    let fifo = d.join("image.fifo");
+    mkfifo(&fifo);
+    let scratch = d.join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg("sleep 0.2; cat \"$1\" > \"$2\"")
+        .arg("sh")
+        .arg(&tgz)
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    let out = run(&[os("extract"), fifo.as_os_str(), scratch.as_os_str()]);
+    assert!(writer.wait().unwrap().success());
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(support::listing(&scratch), vec!["0.vhd", "1.vhd"]);
+    // `-` is stdin: extract, and flatten to a file.
+    let scratch2 = d.join("scratch2");
+    fs::create_dir(&scratch2).unwrap();
+    for args in [
+        vec![os("extract"), os("-"), scratch2.as_os_str()],
+        vec![
+            os("flatten"),
+            os("-"),
+            os("-o"),
+            d.join("flat.vhd").into_os_string().leak(),
+        ],
+    ] {
+        let out = run_cmd(vc().args(&args).stdin(fs::File::open(&tgz).unwrap()));
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    assert_eq!(support::listing(&scratch2), vec!["0.vhd", "1.vhd"]);
+    let out = run(&[os("check"), d.join("flat.vhd").as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_run_waiting_on_a_fifo_ends_on_sigterm() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let fifo = d.join("never.tgz");
+    mkfifo(&fifo);
+    let scratch = d.join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    for args in [
+        vec![os("extract"), fifo.as_os_str(), scratch.as_os_str()],
+        vec![os("flatten"), fifo.as_os_str(), os("-o"), os("out.vhd")],
+        vec![os("flatten"), os("--dry-run"), fifo.as_os_str()],
+    ] {
+        let child = vc()
+            .args(&args)
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let st = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let sent = Instant::now();
+        let mut child = child;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(1),
+                "{args:?}: still running a second after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(143), "{args:?}: {out:?}");
+        assert_eq!(support::listing(d), vec!["never.tgz", "scratch"]);
+        assert!(support::listing(&scratch).is_empty());
     }
 }
