@@ -54,7 +54,8 @@ iso, partition_table, header (native), approximate (human sizes rounded by
 qemu), non_utf8 and ambiguous. With --check: check {acceptable, failures:
 [{check, reason}]}, checks backing_file, data_file, unknown_features,
 version, corrupt, legacy_aes, create_type, extents, banned, format_mismatch,
-require_format, multiple_formats, virtual_size, not_read, ambiguous, info.
+require_format, multiple_formats, virtual_size, not_read, not_probed,
+ambiguous, info.
 See `man imginfo-parse`.
 
 Examples:
@@ -62,7 +63,8 @@ Examples:
   qemu-img info --output=json --backing-chain top.qcow2 | imginfo-parse
   qemu-img info disk.img | imginfo-parse | jq .info.virtual_size
 
-Exit status: 0 all fine, 1 an image is not acceptable (--check), 2 an error.";
+Exit status: 0 all fine, 1 an image is not acceptable or was not judged
+(--check: not probed, not read), 2 an error.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]

@@ -156,20 +156,31 @@ impl Job<'_> {
     }
 
     /// An image whose headers were not read, and why. Without data
-    /// (`empty`) there is nothing to judge: acceptable, with the reason.
-    /// Otherwise never a pass (`check` has no `acceptable`), and not
-    /// counted as unsafe either.
+    /// (`empty`) there is nothing to judge and no byte to hand anyone:
+    /// acceptable, with the reason. Otherwise (a store that ignores Range)
+    /// nothing was judged, so under --check it fails closed: `acceptable:
+    /// false` with a `not_probed` failure, exit 1 ("the check answered
+    /// no"), so `--check ... && upload` never uploads it.
     fn not_probed(&self, mut rec: Record, mut delta: Audit, why: &str, empty: bool) -> Outcome {
         delta.not_probed += 1;
         rec.set("probe", serde_json::json!({"not_probed": why}));
+        let mut unacceptable = false;
         if self.cli.check {
-            let mut c = serde_json::json!({"not_probed": why});
-            if empty {
-                c["acceptable"] = true.into();
-            }
+            let c = if empty {
+                serde_json::json!({"acceptable": true, "failures": [], "not_probed": why})
+            } else {
+                unacceptable = true;
+                serde_json::json!({
+                    "acceptable": false,
+                    "failures": [{"check": "not_probed", "reason": why}],
+                    "not_probed": why,
+                })
+            };
             rec.set(CHECK, c);
         }
-        self.outcome(rec, delta)
+        let mut o = self.outcome(rec, delta);
+        o.unacceptable = unacceptable;
+        o
     }
 
     /// An image over HTTP (`--url`, or a Glance record's data): probed by
