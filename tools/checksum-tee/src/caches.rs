@@ -60,14 +60,11 @@ fn io_err(what: &str, e: io::Error) -> CacheError {
 }
 
 /// An image id usable as a file name: no `/`, not `.`/`..`, not empty,
-/// no NUL.
+/// no NUL, newline or other control character.
 pub fn check_image_id(id: &str) -> Result<(), CacheError> {
-    if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
-        return Err(CacheError::Refused(format!(
-            "image id {id:?} cannot be a cache file name"
-        )));
-    }
-    Ok(())
+    common::files::safe_file_name(id).map(drop).map_err(|why| {
+        CacheError::Refused(format!("the image id cannot be a cache file name: {why}"))
+    })
 }
 
 /// A Glance cache entry being written (the file itself, open at

@@ -8,6 +8,7 @@ pub mod pump;
 use anyhow::{Context, bail};
 use clap::Parser;
 use common::cli::{Ctx, Interrupted, SharedArgs, Tool};
+use common::files::{self, Accept, FileId};
 use common::hash::{Algorithm, sha1_hex};
 use common::status::Status;
 use common::{ErrorKind, Record};
@@ -25,17 +26,29 @@ Modes:
           bytes pass through unchanged; the report goes to --report (stderr)
   sink    checksum-tee -o FILE [-o FILE...] < data
           each FILE written atomically (temp, fsync, verify, rename); the
-          report record goes to stdout
+          report record goes to stdout. Never replaced: a device, FIFO,
+          directory or symlink (even with --force), or the input itself.
+          -o - is stdout: the bytes go there (as --tee), the report to --report
   verify  checksum-tee --verify FILE...   or records with \"path\" on stdin
-          expected values from --expect or the record's Glance \"image\" facet
+          expected values from --expect or the record's Glance \"image\" facet;
+          a FIFO, pipe or device is read front to back (- is stdin), a
+          directory is refused (not_regular); nothing blocks in open()
+  cache   checksum-tee --glance-cache DIR | --nova-base DIR --image-id ID
+          --expect ALG:HEX --expect-size N < data: commits only what matches
+          both; without them refused, unless --unverified (UNSAFE)
+
+Empty stdin: in verify mode, no records, no output, exit 0; in the data
+modes an empty stream is data: 0 bytes hashed (and committed if expected).
+Flags that do nothing in the chosen mode are usage errors (exit 2).
 
 The report is the \"checksums\" facet: bytes, one hex digest per algorithm,
 os_hash_algo/os_hash_value (Glance's multihash), nova_cache_name (with
 --image-id), expected, verified (true, false, or null when there was nothing
-to compare), mismatch[], state (passed, committed, invalid, aborted,
+to compare), mismatch[], state (passed, committed, refused, invalid, aborted,
 verified_in_place), final_path.
 
-Exit status: 0 fine, 1 a digest or size did not match, 2 an error,
+Exit status: 0 fine, 1 a digest or size did not match, 2 an error, 75 a
+cache entry busy (try again),
 128+N stopped by signal N (nothing committed).";
 
 /// Command-line arguments.
@@ -52,8 +65,8 @@ record.",
 pub struct Cli {
     /// With --verify: files to re-read (without FILEs, records are read
     /// from stdin)
-    #[arg(value_name = "FILE", requires = "verify")]
-    pub files: Vec<String>,
+    #[arg(value_name = "FILE", requires = "verify", value_parser = clap::value_parser!(PathBuf))]
+    pub files: Vec<PathBuf>,
 
     /// Digests to compute (md5, sha1, sha224, sha256, sha384, sha512,
     /// sha3_224, sha3_256, sha3_384, sha3_512)
@@ -74,8 +87,9 @@ pub struct Cli {
     pub os_hash_algo: Option<Algorithm>,
 
     /// Write the stream to FILE atomically (repeatable); stdout then carries
-    /// the report record
-    #[arg(short, long = "output", value_name = "FILE")]
+    /// the report record. `-` is stdout: the bytes go there, as with --tee,
+    /// and the report to --report
+    #[arg(short, long = "output", value_name = "FILE", value_parser = clap::value_parser!(PathBuf))]
     pub outputs: Vec<PathBuf>,
 
     /// Replace an existing output file (it is never replaced otherwise)
@@ -87,8 +101,9 @@ pub struct Cli {
     #[arg(long)]
     pub tee: bool,
 
-    /// Where the report goes when stdout carries data (default: stderr)
-    #[arg(long, value_name = "FILE")]
+    /// Where the report goes when stdout carries data (default: stderr);
+    /// a regular file is replaced atomically, a FIFO or device written to
+    #[arg(long, value_name = "FILE", value_parser = clap::value_parser!(PathBuf))]
     pub report: Option<PathBuf>,
 
     /// An expected digest, ALG:HEX (repeatable)
@@ -117,7 +132,7 @@ pub struct Cli {
     /// (entry busy, already cached, unusable, unverified), does not stop the
     /// bytes: every byte reaches stdout (Glance's behaviour: the image is
     /// served uncached); the report says the copy failed or was refused
-    #[arg(long, requires = "tee")]
+    #[arg(long)]
     pub best_effort_cache: bool,
 
     /// Fill the Glance image cache DIR (image_cache_dir) with image
@@ -206,18 +221,14 @@ impl Tool for Cli {
         &self.shared
     }
 
-    fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
+    fn run(mut self, ctx: &mut Ctx) -> anyhow::Result<()> {
         common::signal::install();
+        self.check_usage()?;
         if self.verify {
             verify(&self, ctx)
         } else if self.glance_cache.is_some() || self.nova_base.is_some() {
             cache_fill(&self, ctx)
         } else if self.outputs.is_empty() {
-            if self.report.as_deref() == Some(Path::new("-")) {
-                return Err(common::cli::usage(
-                    "--report - would mix the report into the data on stdout; name a file",
-                ));
-            }
             tee(&self, ctx)
         } else {
             sink(&self, ctx)
@@ -226,6 +237,91 @@ impl Tool for Cli {
 }
 
 impl Cli {
+    /// Refuse flags that would do nothing in the chosen mode (a usage
+    /// error, never silently ignored), and turn `-o -` into --tee.
+    fn check_usage(&mut self) -> anyhow::Result<()> {
+        use common::cli::usage;
+        let cache = self.glance_cache.is_some() || self.nova_base.is_some();
+        let dashes = self.outputs.iter().filter(|p| files::is_dash(p)).count();
+        if self.verify {
+            for (set, flag) in [
+                (!self.outputs.is_empty(), "-o"),
+                (self.tee, "--tee"),
+                (self.force, "--force"),
+                (self.drain, "--drain"),
+                (self.best_effort_cache, "--best-effort-cache"),
+                (self.report.is_some(), "--report"),
+                (self.unverified, "--unverified"),
+            ] {
+                if set {
+                    return Err(usage(format!(
+                        "{flag} does nothing with --verify, which re-reads files and writes records"
+                    )));
+                }
+            }
+            if self.files.iter().filter(|p| files::is_dash(p)).count() > 1 {
+                return Err(usage("- (stdin) can be read once"));
+            }
+            return Ok(());
+        }
+        if dashes > 1 || (dashes == 1 && self.tee) {
+            return Err(usage(
+                "-o - and --tee both name stdout, which carries the bytes once",
+            ));
+        }
+        if self.tee && self.outputs.is_empty() && !cache {
+            return Err(usage(
+                "--tee does nothing without -o FILE or a cache: the bytes already go to stdout",
+            ));
+        }
+        if dashes == 1 {
+            self.outputs.retain(|p| !files::is_dash(p));
+            self.tee = true;
+        }
+        // Stdout carries the bytes: plain tee mode, or --tee.
+        let data_on_stdout = self.tee || (self.outputs.is_empty() && !cache);
+        if self.force && self.outputs.is_empty() {
+            return Err(usage(
+                "--force does nothing without -o FILE (a cache entry is never replaced)",
+            ));
+        }
+        if !data_on_stdout {
+            for (set, flag) in [(self.report.is_some(), "--report"), (self.drain, "--drain")] {
+                if set {
+                    return Err(usage(format!(
+                        "{flag} does nothing unless stdout carries the bytes (--tee): the report \
+is the record on stdout"
+                    )));
+                }
+            }
+        }
+        if self.report.as_deref().is_some_and(files::is_dash) {
+            return Err(usage(
+                "--report - would mix the report into the data on stdout; name a file",
+            ));
+        }
+        if self.best_effort_cache && !(self.tee && (cache || !self.outputs.is_empty())) {
+            return Err(usage(
+                "--best-effort-cache needs --tee and -o FILE or a cache: it keeps the bytes \
+flowing to stdout when the copy fails",
+            ));
+        }
+        if self.unverified {
+            if !cache {
+                return Err(usage(
+                    "--unverified does nothing without --glance-cache or --nova-base",
+                ));
+            }
+            if !self.expect.is_empty() && self.expect_size.is_some() {
+                return Err(usage(
+                    "--unverified does nothing with both --expect and --expect-size: the fill \
+is verified",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn algorithms(&self, extra: &[Algorithm]) -> Vec<Algorithm> {
         let mut v = self.algorithms.clone();
         v.extend(self.os_hash());
@@ -334,7 +430,8 @@ fn stop_on_signal(out: &Outcome) -> anyhow::Result<()> {
 /// Tee: stdin to stdout, report to --report or stderr.
 fn tee(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     let expected = cli.expected();
-    let stdin = io::stdin().lock();
+    check_report_target(cli)?;
+    let stdin = files::Stoppable(io::stdin().lock());
     let stdout = io::stdout().lock();
     let out = pump::pump(
         stdin,
@@ -357,14 +454,17 @@ fn tee(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
 /// Sink: stdin to files, committed only when everything verified.
 fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     let expected = cli.expected();
+    check_report_target(cli)?;
     let mut sinks = Vec::new();
+    // `checksum-tee -o x < x` would read what it writes.
+    let inputs: Vec<FileId> = FileId::of_stdio(0).into_iter().collect();
     for p in &cli.outputs {
-        match Sink::create(p, cli.force) {
+        match files::check_output(p, cli.force, &inputs).and_then(|()| Sink::create(p, cli.force)) {
             Ok(s) => sinks.push(s),
             Err(e) => {
                 // A read-only, full or forbidden target is the record's
                 // failure (before any byte is read), not a usage error.
-                let msg = format!("cannot write {}: {e}", p.display());
+                let msg = format!("cannot write {}: {}", p.display(), io_message(&e));
                 ctx.warn(&msg);
                 let mut rec = Record::new();
                 rec.set_error(
@@ -376,7 +476,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                         },
                         msg,
                     )
-                    .with("output", p.to_string_lossy().into_owned()),
+                    .with("output", files::name_fields(p.as_os_str()).0),
                 );
                 emit_report(cli, ctx, &rec)?;
                 ctx.merge(Status::Error);
@@ -385,7 +485,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             }
         }
     }
-    let stdin = io::stdin().lock();
+    let stdin = files::Stoppable(io::stdin().lock());
     let passthrough: Option<Box<dyn Write>> = if cli.tee {
         Some(Box::new(io::stdout().lock()))
     } else {
@@ -432,7 +532,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     let mut rec = Record::new();
     if let Some(first) = finals.first() {
-        rec.set(common::record::PATH, first.to_string_lossy().into_owned());
+        files::set_path(&mut rec, first);
     }
     let mut f = facet(cli, &out, &expected, state);
     if !finals.is_empty() {
@@ -466,6 +566,7 @@ enum Fill {
 /// Fill the Glance or Nova cache from stdin.
 fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     let expected = cli.expected();
+    check_report_target(cli)?;
     let id = cli.image_id.clone().unwrap_or_default();
     let refusal = cli.unverified_refusal();
     let started = match (&cli.glance_cache, &cli.nova_base) {
@@ -495,7 +596,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                 // take it: every byte still goes to stdout, hashed and
                 // checked as in tee mode.
                 let out = pump::pump(
-                    io::stdin().lock(),
+                    files::Stoppable(io::stdin().lock()),
                     Some(Box::new(io::stdout().lock())),
                     Vec::new(),
                     &cli.algorithms(&[]),
@@ -533,7 +634,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     let extra: &[Algorithm] = if cli.sidecar { &[Algorithm::Sha1] } else { &[] };
     let mut out = pump::pump(
-        io::stdin().lock(),
+        files::Stoppable(io::stdin().lock()),
         passthrough,
         vec![sink],
         &cli.algorithms(extra),
@@ -733,15 +834,8 @@ fn write_report(cli: &Cli, rec: &Record) -> anyhow::Result<()> {
     let mut line = serde_json::to_vec(rec)?;
     line.push(b'\n');
     match &cli.report {
-        Some(p) => {
-            let mut f = std::fs::File::create(p)
-                .with_context(|| format!("cannot write the report to {}", p.display()))?;
-            f.write_all(&line)?;
-            // A report file is made durable; /dev/null and pipes cannot be.
-            if f.metadata().is_ok_and(|m| m.is_file()) {
-                f.sync_all()?;
-            }
-        }
+        Some(p) => write_report_to(p, &line)
+            .with_context(|| format!("cannot write the report to {}", p.display()))?,
         None => {
             let _ = io::stderr().lock().write_all(&line);
         }
@@ -772,12 +866,15 @@ fn expected_from_image(image: &Value) -> Expected {
 fn verify(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     if !cli.files.is_empty() {
         for f in &cli.files {
-            verify_record(cli, ctx, Record::from_path(f))?;
+            verify_record(cli, ctx, files::record_for(f), true)?;
+            if let Some(sig) = common::signal::pending() {
+                return Err(Interrupted(sig).into());
+            }
         }
         return Ok(());
     }
     common::cli::each_stdin_record(ctx, |ctx, rec| {
-        verify_record(cli, ctx, rec)?;
+        verify_record(cli, ctx, rec, false)?;
         if let Some(sig) = common::signal::pending() {
             return Err(Interrupted(sig).into());
         }
@@ -785,11 +882,29 @@ fn verify(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     })
 }
 
-fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record) -> anyhow::Result<()> {
-    let Some(path) = rec.path().map(str::to_owned) else {
-        let e = ctx.error(ErrorKind::BadRecord, "record has no string `path`");
-        ctx.fail(rec, e)?;
-        return Ok(());
+/// Verify the file `rec` names; `from_args`: named on the command line,
+/// where `-` is stdin (in records, stdin carries the records).
+fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record, from_args: bool) -> anyhow::Result<()> {
+    let path = match files::path_of(&rec) {
+        Ok(Some(p)) if from_args || !files::is_dash(&p) => p,
+        Ok(Some(_)) => {
+            let e = ctx.error(
+                ErrorKind::BadRecord,
+                "`-` names stdin, which carries the records",
+            );
+            ctx.fail(rec, e)?;
+            return Ok(());
+        }
+        Ok(None) => {
+            let e = ctx.error(ErrorKind::BadRecord, "record has no string `path`");
+            ctx.fail(rec, e)?;
+            return Ok(());
+        }
+        Err(msg) => {
+            let e = ctx.error(ErrorKind::BadRecord, msg);
+            ctx.fail(rec, e)?;
+            return Ok(());
+        }
     };
     let mut expected = cli.expected();
     if expected.is_empty()
@@ -798,14 +913,17 @@ fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record) -> anyhow::Result<()
         expected = expected_from_image(image);
     }
     let extra: Vec<Algorithm> = expected.digests.iter().map(|(a, _)| *a).collect();
-    let (file, noatime) = match common::hash::open_noatime(Path::new(&path)) {
+    // Never blocks in open(); a stream (FIFO, pipe, device) is read front
+    // to back like a file; a directory is not_regular.
+    let file = match files::open_input(&path, Accept::Streams) {
         Ok(f) => f,
         Err(err) => {
-            let e = ctx.error(ErrorKind::from_io(&err), err.to_string());
+            let e = ctx.error(ErrorKind::from_io(&err), io_message(&err));
             ctx.fail(rec, e)?;
             return Ok(());
         }
     };
+    let noatime = file.kind() == files::InputKind::Regular && set_noatime(file.file());
     let out = pump::pump(
         file,
         None,
@@ -827,4 +945,82 @@ fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record) -> anyhow::Result<()
     ctx.emit(&rec)?;
     ctx.merge(status);
     stop_on_signal(&out)
+}
+
+/// An I/O error's text without the OS's "(os error N)" suffix.
+fn io_message(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_owned(),
+        _ => text,
+    }
+}
+
+/// Spare the access time of a regular file opened for reading
+/// (`O_NOATIME`, allowed for the owner or root: the Glance xattr driver's
+/// LRU clock is the atime). Whether it worked.
+#[allow(unsafe_code)]
+fn set_noatime(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we hold open; no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NOATIME) } == 0
+}
+
+/// Before any byte is read: the report may not replace anything but a
+/// regular file (a FIFO or a device is written to, never replaced), nor
+/// the input itself.
+fn check_report_target(cli: &Cli) -> anyhow::Result<()> {
+    let Some(p) = &cli.report else {
+        return Ok(());
+    };
+    if report_is_stream(p) {
+        return Ok(());
+    }
+    let inputs: Vec<FileId> = FileId::of_stdio(0).into_iter().collect();
+    files::check_output(p, true, &inputs)
+        .with_context(|| format!("cannot write the report to {}", p.display()))
+}
+
+/// A FIFO, pipe, character device or socket (`/dev/null`, `>(jq ...)`):
+/// written to in place.
+fn report_is_stream(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(p).is_ok_and(|m| {
+        let t = m.file_type();
+        t.is_fifo() || t.is_char_device() || t.is_socket()
+    })
+}
+
+/// Write the report line: in place into a stream (a FIFO without a reader
+/// is an error, never a hang), atomically into a regular file.
+fn write_report_to(p: &Path, line: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if report_is_stream(p) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(p)?;
+        set_blocking(&f)?;
+        return f.write_all(line);
+    }
+    let mut f = common::atomic::AtomicFile::create(p, true)?;
+    f.write_all(line)?;
+    f.commit().map(drop)
+}
+
+/// Clear `O_NONBLOCK` (set only so that open() could not block).
+#[allow(unsafe_code)]
+fn set_blocking(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we hold open; no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
