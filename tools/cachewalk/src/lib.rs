@@ -28,7 +28,8 @@ Records: top-level \"path\" is the file's openable path (so the stream pipes
 into imginfo-parse and checksum-tee --verify); the \"cache\" facet has
 rel_path, class, fingerprint, image_id, size, allocated, mtime, age_s,
 format, in_use (yes, no, unknown), used_by[], Nova's own view (nova_class,
-nova_in_use, nova_threshold_s, nova_eligible_at) and cachewalk's verdict
+nova_in_use, nova_reason, nova_threshold_s, nova_eligible_at) and
+cachewalk's verdict
 (candidate, keep_in_use, keep_young, keep_unknown,
 keep_inventory_incomplete, orphan_temp, orphan_file, dangling_reference)
 with reasons[].

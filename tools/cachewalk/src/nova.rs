@@ -136,6 +136,11 @@ pub struct Entry {
     /// When Nova would remove it if nothing changes (null: never, or in
     /// use).
     pub nova_eligible_at: Option<String>,
+    /// Why Nova counts it in use or not: `image_in_use`,
+    /// `backing_file_of_disk`, `predicted_name_in_use`, `unexplained`, or
+    /// `skipped_after:<name>` (its list iteration skipped it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nova_reason: Option<String>,
     /// The minimum age cachewalk applied (`remove` checks it again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold_s: Option<u64>,
@@ -546,7 +551,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     let mut fp_ids: HashMap<String, String> = HashMap::new();
     let mut used: HashMap<String, Vec<String>> = HashMap::new(); // fp or name → who
     let mut nova_used_names: HashSet<String> = HashSet::new();
-    let mut nova_fps: HashSet<String> = HashSet::new();
+    // Nova's used_images, in its (insertion) order: it matters (nova_marks).
+    let mut nova_fps: Vec<String> = Vec::new();
+    let mut nova_backing: HashSet<String> = HashSet::new();
     let mut nova_dirs: HashSet<String> = HashSet::new();
     // Glance's images name fingerprints too (the inventory's ids win).
     for id in opts.images.keys() {
@@ -561,7 +568,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             used.entry(fp.clone())
                 .or_default()
                 .push(format!("{}:{field}", inst.who()));
-            nova_fps.insert(fp);
+            if !nova_fps.contains(&fp) {
+                nova_fps.push(fp);
+            }
         }
         if let Some(mb) = inst.swap_mb {
             let n = format!("swap_{mb}");
@@ -605,7 +614,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             && r.disk.file_name().is_some_and(|n| n == "disk")
             && nova_dirs.contains(&r.dir)
         {
-            nova_used_names.insert(r.base_name.clone());
+            nova_backing.insert(r.base_name.clone());
         }
     }
 
@@ -628,6 +637,19 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     let mut present: HashSet<String> = HashSet::new();
     if let Ok(list) = std::fs::read_dir(&base) {
         let mut names: Vec<std::ffi::OsString> = list.flatten().map(|e| e.file_name()).collect();
+        // Nova's view depends on os.listdir's (readdir) order.
+        let listing: Vec<(String, bool, bool)> = names
+            .iter()
+            .map(|n| {
+                let m = std::fs::metadata(base.join(n));
+                (
+                    lossy(n),
+                    m.is_ok(),
+                    m.as_ref().is_ok_and(std::fs::Metadata::is_file),
+                )
+            })
+            .collect();
+        let marks = nova_marks(&listing, &nova_fps, &nova_backing);
         names.sort();
         // Stat and read the headers on every core: tens of thousands of
         // files are normal on a busy host.
@@ -731,7 +753,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 "unknown"
             };
             e.used_by = who;
-            nova_view(&mut e, &named, &text, &nova_used_names, &nova_fps, opts);
+            nova_view(&mut e, &text, &nova_used_names, &marks, opts);
             decide(
                 &mut e,
                 &named,
@@ -740,6 +762,13 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 &inventory_gaps,
                 opts,
             );
+            // Where cachewalk keeps what Nova deletes, say so.
+            if e.verdict == "keep_in_use"
+                && e.nova_in_use == Some(false)
+                && let Some(why) = &e.nova_reason
+            {
+                e.reasons.push(format!("nova_would_remove:{why}"));
+            }
             entries.push(e);
         }
     }
@@ -916,6 +945,7 @@ fn new_entry(
         nova_in_use: None,
         nova_threshold_s: None,
         nova_eligible_at: None,
+        nova_reason: None,
         threshold_s: None,
         verdict: "keep_unknown",
         reasons: Vec::new(),
@@ -954,6 +984,7 @@ fn dangling_entry(root: &Path, path: &Path, rel: &str, via: &str, reasons: Vec<S
         nova_in_use: None,
         nova_threshold_s: None,
         nova_eligible_at: None,
+        nova_reason: None,
         threshold_s: None,
         verdict: "dangling_reference",
         reasons,
@@ -1015,13 +1046,106 @@ fn verify_entries(entries: &mut [Entry], opts: &Options) {
     }
 }
 
-/// Nova's view of `e` (section 1.3-1.6, today's code).
+/// Why Nova counts an original or resized file in use, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Found by `_find_base_file` for a used image id.
+    ImageInUse,
+    /// The backing file of a current instance's `disk`.
+    BackingFile,
+    /// Skipped by `_find_base_file`'s loop: the entry before it in the
+    /// list it iterates was struck off that list meanwhile.
+    Skipped(String),
+}
+
+/// Whether `name` is `<fp>_<digits>` as Nova's `'.*/%s_[0-9]+$'` matches
+/// it (`$` also matches before a final newline).
+fn is_resized_of(name: &str, fp: &str) -> bool {
+    let Some(rest) = name.strip_prefix(fp).and_then(|r| r.strip_prefix('_')) else {
+        return false;
+    };
+    let digits = rest.strip_suffix('\n').unwrap_or(rest);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Nova's pass over the original and resized buckets, step by step as
+/// `nova/virt/libvirt/imagecache.py` runs it, on `listing` in
+/// `os.listdir` order (name, exists, is a file following symlinks):
+/// `_scan_base_images` puts every 40-character name and every longer one
+/// with `_` at 40 that is a file into `unexplained_images`; for each used
+/// image's fingerprint in order, `_find_base_file` yields `<fp>` and
+/// `<fp>_sm` if they exist, then walks `unexplained_images` for
+/// `<fp>_<digits>` while `_mark_in_use` removes each match from that very
+/// list, so Python's iterator skips the entry after each match (upstream
+/// test_verify_base_images: `<fp>_10737418240` right after
+/// `<fp>_5368709120` is left for removal); then `_list_backing_images`
+/// strikes off the backing files of `disk`. Names left out are what Nova
+/// removes once old enough.
+pub(crate) fn nova_marks(
+    listing: &[(String, bool, bool)],
+    used_fps: &[String],
+    backing: &HashSet<String>,
+) -> HashMap<String, Mark> {
+    let mut unexplained: Vec<&str> = listing
+        .iter()
+        .filter(|(n, _, file)| {
+            *file
+                && matches!(
+                    names::nova_class(n),
+                    NovaClass::Original | NovaClass::Resized
+                )
+        })
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    let exists: HashSet<&str> = listing
+        .iter()
+        .filter(|(_, e, _)| *e)
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    let mut marks: HashMap<String, Mark> = HashMap::new();
+    let strike = |list: &mut Vec<&str>, name: &str| {
+        if let Some(i) = list.iter().position(|n| *n == name) {
+            list.remove(i);
+        }
+    };
+    for fp in used_fps {
+        for cand in [fp.clone(), format!("{fp}_sm")] {
+            if exists.contains(cand.as_str()) {
+                strike(&mut unexplained, &cand);
+                marks.insert(cand, Mark::ImageInUse);
+            }
+        }
+        let mut i = 0;
+        while i < unexplained.len() {
+            if is_resized_of(unexplained[i], fp) {
+                let hit = unexplained.remove(i).to_owned();
+                if let Some(next) = unexplained.get(i).filter(|n| is_resized_of(n, fp)) {
+                    marks
+                        .entry((*next).to_owned())
+                        .or_insert_with(|| Mark::Skipped(hit.clone()));
+                }
+                marks.insert(hit, Mark::ImageInUse);
+            }
+            i += 1;
+        }
+    }
+    // A skip matters only for what is still unexplained.
+    marks.retain(|n, m| !matches!(m, Mark::Skipped(_)) || unexplained.contains(&n.as_str()));
+    for b in backing {
+        if unexplained.contains(&b.as_str()) {
+            strike(&mut unexplained, b);
+            marks.insert(b.clone(), Mark::BackingFile);
+        }
+    }
+    marks
+}
+
+/// Nova's view of `e` (section 1.3-1.6, today's code, [`nova_marks`]).
 fn nova_view(
     e: &mut Entry,
-    named: &names::Named,
     name: &str,
     nova_used_names: &HashSet<String>,
-    nova_fps: &HashSet<String>,
+    marks: &HashMap<String, Mark>,
     opts: &Options,
 ) {
     let threshold = match e.nova_class {
@@ -1036,17 +1160,18 @@ fn nova_view(
     let Some(_) = &opts.inventory else {
         return;
     };
-    // Nova marks `<fp>`, `<fp>_sm` and `<fp>_<digits>` of every used id,
-    // then backing files of `disk`, then predicted swap/ephemeral names.
-    let by_fp = named.fingerprint.as_ref().is_some_and(|fp| {
-        nova_fps.contains(fp)
-            && matches!(
-                named.class,
-                Class::Original | Class::SmallLegacy | Class::ResizedLegacy
-            )
-    });
-    let in_use = by_fp || nova_used_names.contains(name);
+    let (in_use, why) = match e.nova_class {
+        NovaClass::Original | NovaClass::Resized => match marks.get(name) {
+            Some(Mark::ImageInUse) => (true, "image_in_use".to_owned()),
+            Some(Mark::BackingFile) => (true, "backing_file_of_disk".to_owned()),
+            Some(Mark::Skipped(after)) => (false, format!("skipped_after:{after}")),
+            None => (false, "unexplained".to_owned()),
+        },
+        _ if nova_used_names.contains(name) => (true, "predicted_name_in_use".to_owned()),
+        _ => (false, "unexplained".to_owned()),
+    };
     e.nova_in_use = Some(in_use);
+    e.nova_reason = Some(why);
     if !in_use && let Some(t) = threshold {
         let mtime = opts.now - e.age_s;
         e.nova_eligible_at = common::text::rfc3339_utc(mtime + t as i64, 0);
@@ -1122,4 +1247,69 @@ fn decide(
     e.threshold_s = understood.then_some(threshold);
     e.verdict = verdict;
     e.reasons = reasons;
+}
+
+#[cfg(test)]
+mod nova_marks_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Nova's test_verify_base_images, in its listing order: image 1 is
+    /// used (its `_5368709120` backs both disks), 21 and 22 are its
+    /// kernel and ramdisk; `_10737418240`, right after `_5368709120` in
+    /// the list Nova iterates while striking entries off, is skipped and
+    /// removed, like 42 and the `_sm` files nobody uses.
+    #[test]
+    fn upstream_verify_base_images() {
+        let h1 = "356a192b7913b04c54574d18c28d46e6395428ab";
+        let h21 = "472b07b9fcf2c2451e8781e944bf5f77cd8457c8";
+        let h22 = "12c6fc06c99a462375eeb3f43dfd832b08ca9e17";
+        let h42 = "92cfceb39d57d914ed8b14d0e37643de0797ae56";
+        assert_eq!(common::hash::sha1_hex("1"), h1);
+        let listing: Vec<(String, bool, bool)> = [
+            "00000001",
+            "ephemeral_0_20_None",
+            "e97222e91fc4241f49a7f520d1dcf446751129b3_sm",
+            "e09c675c2d1cfac32dae3c2d83689c8c94bc693b_sm",
+            h42,
+            h1,
+            h21,
+            h22,
+            &format!("{h1}_5368709120"),
+            &format!("{h1}_10737418240"),
+            "00000004",
+        ]
+        .iter()
+        .map(|n| ((*n).to_owned(), true, true))
+        .collect();
+        let used: Vec<String> = ["1", "21", "22"]
+            .iter()
+            .map(|i| common::hash::sha1_hex(i))
+            .collect();
+        let backing = HashSet::from([format!("{h1}_5368709120")]);
+        let m = nova_marks(&listing, &used, &backing);
+        let active: BTreeSet<&str> = m
+            .iter()
+            .filter(|(_, v)| !matches!(v, Mark::Skipped(_)))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let want_5g = format!("{h1}_5368709120");
+        assert_eq!(active, BTreeSet::from([h1, h21, h22, want_5g.as_str()]));
+        assert_eq!(
+            m.get(&format!("{h1}_10737418240")),
+            Some(&Mark::Skipped(want_5g.clone()))
+        );
+        assert_eq!(m[&want_5g], Mark::ImageInUse);
+        // In the other order Nova marks _10737418240 and skips
+        // _5368709120, which its disk's backing file then protects.
+        let mut other = listing.clone();
+        other.swap(8, 9);
+        let m = nova_marks(&other, &used, &backing);
+        assert_eq!(m[&format!("{h1}_10737418240")], Mark::ImageInUse);
+        assert_eq!(m[&want_5g], Mark::BackingFile);
+        // Nova's pattern: digits only, `$` allowing a final newline.
+        assert!(is_resized_of(&format!("{h1}_12\n"), h1));
+        assert!(!is_resized_of(&format!("{h1}_sm"), h1));
+        assert!(!is_resized_of(&format!("{h1}_"), h1));
+    }
 }

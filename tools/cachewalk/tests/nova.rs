@@ -674,6 +674,154 @@ fn a_malformed_sidecar_is_a_finding() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// Nova's pass, transcribed from nova/virt/libvirt/imagecache.py
+/// (_scan_base_images, _find_base_file, _mark_in_use, then the backing
+/// files of `disk`), run by Python on the real directory in os.listdir's
+/// order: the base names Nova leaves unexplained, i.e. removes.
+const NOVA_PASS: &str = r#"
+import os, sys, re, json, hashlib
+base, used, backing = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+unexplained = []
+for ent in os.listdir(base):
+    path = os.path.join(base, ent)
+    if len(ent) == 40 or (len(ent) > 42 and ent[40] == '_'):
+        if os.path.isfile(path):
+            unexplained.append(path)
+def find_base_file(fp):
+    f = os.path.join(base, fp)
+    if os.path.exists(f):
+        yield f
+    f = os.path.join(base, fp + '_sm')
+    if os.path.exists(f):
+        yield f
+    resize_re = re.compile('.*/%s_[0-9]+$' % fp)
+    for img in unexplained:
+        if resize_re.match(img):
+            yield img
+for img in used:
+    fp = hashlib.sha1(img.encode()).hexdigest()
+    for f in find_base_file(fp):
+        if f in unexplained:
+            unexplained.remove(f)
+for b in backing:
+    f = os.path.join(base, b)
+    if f in unexplained:
+        unexplained.remove(f)
+print(json.dumps(sorted(os.path.basename(f) for f in unexplained)))
+"#;
+
+/// test_verify_base_images on a real directory: image 1 is used by two
+/// instances whose `disk` is backed by `<h1>_5368709120`, 21 and 22 are a
+/// kernel and ramdisk. nova_in_use is exactly what Nova's own pass (above)
+/// decides on this directory's listing order, including the resized
+/// variant its list iteration skips (`<h1>_10737418240` when it follows
+/// `<h1>_5368709120`: upstream removes it); cachewalk keeps every variant
+/// of a used image and a base file that instance-3 (not an instance Nova
+/// knows) is backed by, and says where Nova would remove it.
+#[test]
+fn nova_in_use_matches_nova_verify_base_images() {
+    if !have_qemu() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let base = root.join("_base");
+    fs::create_dir(&base).unwrap();
+    let h = |id: &str| fp(id);
+    let (h1, h21, h22, h42) = (h("1"), h("21"), h("22"), h("42"));
+    let names = [
+        "00000001".to_owned(),
+        "ephemeral_0_20_None".to_owned(),
+        "e97222e91fc4241f49a7f520d1dcf446751129b3_sm".to_owned(),
+        "e09c675c2d1cfac32dae3c2d83689c8c94bc693b_sm".to_owned(),
+        h42.clone(),
+        h1.clone(),
+        h21.clone(),
+        h22.clone(),
+        format!("{h1}_5368709120"),
+        format!("{h1}_10737418240"),
+        "00000004".to_owned(),
+    ];
+    for n in &names {
+        file(&base.join(n), 512, 30 * DAY);
+    }
+    for (dir, backing) in [
+        ("instance-1", format!("{h1}_5368709120")),
+        ("instance-2", format!("{h1}_5368709120")),
+        ("instance-3", h42.clone()),
+    ] {
+        fs::create_dir(root.join(dir)).unwrap();
+        disk(&root.join(dir).join("disk"), &format!("../_base/{backing}"));
+    }
+    let inventory = "{\"uuid\":\"u1\",\"name\":\"instance-1\",\"host\":\"compute-1\",\"image_ref\":\"1\"}\n\
+                     {\"uuid\":\"u2\",\"name\":\"instance-2\",\"host\":\"compute-1\",\"image_ref\":\"1\",\"kernel_id\":\"21\",\"ramdisk_id\":\"22\"}\n";
+    let (out, recs) = walk(root, &[], Some(inventory));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = by_rel(&recs);
+    let oracle = Command::new("python3")
+        .args(["-c", NOVA_PASS])
+        .arg(&base)
+        .arg(r#"["1", "21", "22"]"#)
+        .arg(format!(r#"["{h1}_5368709120"]"#))
+        .output()
+        .unwrap();
+    assert!(
+        oracle.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oracle.stderr)
+    );
+    let removed: Vec<String> = serde_json::from_slice(&oracle.stdout).unwrap();
+    for n in &names {
+        let e = &m[&format!("_base/{n}")];
+        if !matches!(e["nova_class"].as_str(), Some("original" | "resized")) {
+            continue;
+        }
+        assert_eq!(e["nova_in_use"], !removed.contains(n), "{n}: {e}");
+    }
+    // Upstream's fixed part: these are active, these are removed.
+    for n in [h1.clone(), h21, h22, format!("{h1}_5368709120")] {
+        assert_eq!(m[&format!("_base/{n}")]["nova_in_use"], true, "{n}");
+    }
+    for n in [
+        "e97222e91fc4241f49a7f520d1dcf446751129b3_sm".to_owned(),
+        h42.clone(),
+    ] {
+        assert_eq!(m[&format!("_base/{n}")]["nova_in_use"], false, "{n}");
+    }
+    // The variant: Nova's answer follows the listing order; cachewalk
+    // keeps it (image 1 is in use) and says where Nova differs.
+    let v = &m[&format!("_base/{h1}_10737418240")];
+    assert_eq!(v["in_use"], "yes");
+    assert_eq!(v["verdict"], "keep_in_use");
+    if removed.contains(&format!("{h1}_10737418240")) {
+        assert_eq!(v["nova_in_use"], false);
+        assert_eq!(
+            v["nova_reason"],
+            format!("skipped_after:{h1}_5368709120").as_str()
+        );
+        assert!(
+            v["reasons"]
+                .as_array()
+                .unwrap()
+                .contains(&format!("nova_would_remove:skipped_after:{h1}_5368709120").into())
+        );
+    }
+    // 42 backs instance-3's disk, a directory Nova never reads.
+    let e = &m[&format!("_base/{h42}")];
+    assert_eq!(e["in_use"], "yes");
+    assert_eq!(e["nova_reason"], "unexplained");
+    assert!(
+        e["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"nova_would_remove:unexplained".into())
+    );
+}
+
 /// Files appearing and vanishing during the walk are no error: a walk
 /// racing a writer always succeeds with well-formed records.
 #[test]
