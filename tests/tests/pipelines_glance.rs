@@ -19,7 +19,7 @@ use harness::{AUTH, bytes_of, create, curl, start, upload};
 
 use pipeline_tests::{records_of, tool, tools_path};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Run `script` in bash with the tools first on PATH and `$A`, `$B`,
@@ -173,7 +173,10 @@ fn replication_with_verification_and_facets_passed_through() {
 /// qcow2 becomes a raw volume file; every refusal of Cinder's tests (a
 /// backing file, too large for the volume, not the claimed format, no
 /// qemu-img) gives its record and a non-zero exit, and the temporary
-/// files are gone.
+/// files are gone. An image claimed raw whose bytes are a qcow2 backed by
+/// a host file is refused, and that file's bytes reach no file the script
+/// wrote. Then Cinder's `upload_volume` (`examples/upload-volume`), with
+/// the same attack from a guest-written volume.
 #[test]
 fn cinder_fetch_to_raw() {
     if tool("glance-dump").is_err() || Command::new("qemu-img").arg("--version").output().is_err() {
@@ -212,7 +215,22 @@ fn cinder_fetch_to_raw() {
         "backed.qcow2",
         "64M",
     ]);
-    // A qcow2 qemu-img cannot parse: a cluster size of 2^40 bytes.
+    // A host file the images below name as their backing file.
+    let (host, marker) = secret(d);
+    let host = host.to_str().unwrap();
+    qemu(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        host,
+        "-F",
+        "raw",
+        "secret.qcow2",
+        "64M",
+    ]);
+    // A qcow2 no reader can parse: a cluster size of 2^40 bytes.
     let mut broken = std::fs::read(d.join("good.qcow2")).unwrap();
     broken[20..24].copy_from_slice(&40u32.to_be_bytes());
     std::fs::write(d.join("broken.qcow2"), broken).unwrap();
@@ -223,6 +241,7 @@ fn cinder_fetch_to_raw() {
         ("backed", "qcow2"),
         ("broken", "qcow2"),
         ("liar", "raw"),
+        ("secret", "raw"),
     ] {
         let id = create(
             &g.url,
@@ -234,6 +253,7 @@ fn cinder_fetch_to_raw() {
             "backed" => ("good.qcow2", Some("backed.qcow2")),
             "broken" => ("good.qcow2", Some("broken.qcow2")),
             "liar" => ("", Some("good.qcow2")),
+            "secret" => ("", Some("secret.qcow2")),
             other => (
                 if other == "big" {
                     "big.qcow2"
@@ -285,6 +305,9 @@ fn cinder_fetch_to_raw() {
         ids.insert(name, id);
     }
     let script = harness::workspace().join("examples/fetch-to-raw");
+    // Every temporary directory the scripts remove is kept in `spy/`.
+    let (spy_bin, spy) = spy_rm(d);
+    let spied = format!("{}:{}", spy_bin.display(), tools_path());
     let run = |name: &str, gb: &str, env: &[(&str, &str)]| -> (i32, Vec<Value>) {
         let mut args = vec![
             g.url.clone(),
@@ -300,7 +323,7 @@ fn cinder_fetch_to_raw() {
             Command::new(&script)
                 .args(&args)
                 .current_dir(d)
-                .env("PATH", tools_path())
+                .env("PATH", &spied)
                 .envs(env.iter().copied()),
         );
         let left: Vec<_> = std::fs::read_dir(d)
@@ -344,14 +367,58 @@ fn cinder_fetch_to_raw() {
         );
         assert!(!d.join(format!("{name}.vol")).exists());
     }
+    // Claimed raw, a qcow2 backed by a host file: refused before qemu-img
+    // opens it, and the host file's bytes are in none of the files the
+    // script wrote (kept by the spy) nor in its output.
+    std::fs::remove_dir_all(&spy).unwrap();
+    std::fs::create_dir(&spy).unwrap();
+    let (code, recs) = run("secret", "1", &[]);
+    assert_eq!(code, 1, "{recs:#?}");
+    for want in ["format_mismatch", "backing_file"] {
+        assert!(failures(&recs).contains(&want.to_owned()), "{recs:#?}");
+    }
+    assert!(!d.join("secret.vol").exists());
+    assert_eq!(
+        std::fs::read_dir(&spy).unwrap().count(),
+        1,
+        "no temporary directory kept"
+    );
+    assert_eq!(leaks(d, &marker), Vec::<PathBuf>::new());
+    assert!(
+        !serde_json::to_string(&recs)
+            .unwrap()
+            .contains(std::str::from_utf8(&marker).unwrap())
+    );
+
     let (code, recs) = run("good", "1", &[("QEMU_IMG", "/nonexistent/qemu-img")]);
     assert_eq!(code, 2, "{recs:#?}");
     assert_eq!(recs[0]["error"]["kind"], "qemu_img_missing");
-    // qemu-img cannot parse it (Cinder's ProcessExecutionError).
+    // No reader can parse it (Cinder's ProcessExecutionError): refused by
+    // the native check, before qemu-img runs.
     let (code, recs) = run("broken", "1", &[]);
     assert_eq!(code, 2, "{recs:#?}");
-    assert_eq!(recs[0]["error"]["kind"], "qemu_img_failed", "{recs:#?}");
+    assert_eq!(recs[0]["error"]["kind"], "bad_image", "{recs:#?}");
     assert!(!d.join("broken.vol").exists());
+    // DEST a directory (or a device, a FIFO): never replaced, refused
+    // before anything is fetched.
+    std::fs::create_dir(d.join("adir.vol")).unwrap();
+    let (code, recs) = run("good", "1", &[]);
+    assert_eq!(code, 0, "{recs:#?}");
+    std::fs::remove_file(d.join("good.vol")).unwrap();
+    std::os::unix::fs::symlink("adir.vol", d.join("good.vol")).unwrap();
+    let (code, recs) = run("good", "1", &[]);
+    assert_eq!(code, 2, "{recs:#?}");
+    assert_eq!(recs[0]["error"]["kind"], "not_regular", "{recs:#?}");
+    assert_eq!(std::fs::read_dir(d.join("adir.vol")).unwrap().count(), 0);
+    std::fs::remove_file(d.join("good.vol")).unwrap();
+    std::fs::create_dir(d.join("good.vol")).unwrap();
+    let (code, recs) = run("good", "1", &[]);
+    assert_eq!(code, 2, "{recs:#?}");
+    assert_eq!(recs[0]["error"]["kind"], "not_regular", "{recs:#?}");
+    assert_eq!(std::fs::read_dir(d.join("good.vol")).unwrap().count(), 0);
+    std::fs::remove_dir(d.join("good.vol")).unwrap();
+    // A regular DEST is replaced only by a checked volume.
+    std::fs::write(d.join("good.vol"), b"old").unwrap();
     // Not raw after conversion: a qemu-img whose convert ignores `-O raw`
     // (the real qemu-img, told qcow2) makes the last check refuse.
     let real = String::from_utf8(
@@ -378,7 +445,6 @@ fn cinder_fetch_to_raw() {
     )
     .unwrap();
     let path = format!("{}:{}", wrap.display(), tools_path());
-    std::fs::remove_file(d.join("good.vol")).unwrap();
     let (code, recs) = run("good", "1", &[("PATH", &path)]);
     assert_eq!(code, 1, "{recs:#?}");
     assert_eq!(recs[0]["info"]["format"], "qcow2");
@@ -386,21 +452,32 @@ fn cinder_fetch_to_raw() {
         failures(&recs).contains(&"require_format".to_owned()),
         "{recs:#?}"
     );
-    assert!(!d.join("good.vol").exists());
+    assert_eq!(
+        std::fs::read(d.join("good.vol")).unwrap(),
+        b"old",
+        "DEST changed"
+    );
 
-    // Cinder's upload_volume (examples/upload-volume): converted only when
-    // the format differs, checked, uploaded with a new id and verified.
+    // Cinder's upload_volume (examples/upload-volume): the volume's format
+    // declared (default raw), converted only when it differs, checked,
+    // uploaded with a new id and verified.
     let upload_script = harness::workspace().join("examples/upload-volume");
     let volume = d.join("volume.raw");
     std::fs::write(&volume, bytes_of(12, 8 << 20)).unwrap();
-    let up = |vol: &Path, name: &str, fmt: &str| -> (i32, Vec<Value>) {
+    let scratch = d.join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let up_as = |vfmt: Option<&str>, vol: &Path, name: &str, fmt: &str| -> (i32, Vec<Value>) {
         let mut c = Command::new(&upload_script);
+        if let Some(v) = vfmt {
+            c.args(["--volume-format", v]);
+        }
         c.arg(&g.url).arg(vol).args([name, fmt]);
         for h in AUTH {
             c.args(["--header", h]);
         }
-        records_of(c.current_dir(d).env("PATH", tools_path()))
+        records_of(c.current_dir(d).env("PATH", &spied).env("TMPDIR", &scratch))
     };
+    let up = |vol: &Path, name: &str, fmt: &str| up_as(None, vol, name, fmt);
     let (code, recs) = up(&volume, "vol-raw", "raw");
     assert_eq!(code, 0, "{recs:#?}");
     assert_eq!(recs[0]["load"]["action"], "created");
@@ -434,20 +511,154 @@ fn cinder_fetch_to_raw() {
         .status()
         .unwrap();
     assert!(same.success(), "the uploaded qcow2 is not the volume");
+    // A qcow2 volume (declared by its driver) uploaded as raw: converted
+    // with -f qcow2, the volume's data.
+    qemu(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "volume.raw",
+        "volume.qcow2",
+    ]);
+    let (code, recs) = up_as(Some("qcow2"), &d.join("volume.qcow2"), "vol-q2r", "raw");
+    assert_eq!(code, 0, "{recs:#?}");
+    let id = recs[0]["image"]["id"].as_str().unwrap().to_owned();
+    let got = d.join("got.raw");
+    let st = Command::new("curl")
+        .args(["-s", "-f", "-o"])
+        .arg(&got)
+        .args(AUTH.iter().flat_map(|h| ["-H", h]))
+        .arg(format!("{}/v2/images/{id}/file", g.url))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(&volume).unwrap());
     // A volume with a backing file is refused before anything is created.
     let before = curl(&[&format!("{}/v2/images", g.url)])["images"]
         .as_array()
         .unwrap()
         .len();
-    let (code, recs) = up(&d.join("backed.qcow2"), "vol-backed", "qcow2");
+    let (code, recs) = up_as(
+        Some("qcow2"),
+        &d.join("backed.qcow2"),
+        "vol-backed",
+        "qcow2",
+    );
     assert_eq!(code, 1, "{recs:#?}");
     assert!(
         failures(&recs).contains(&"backing_file".to_owned()),
         "{recs:#?}"
+    );
+    // CVE-2015-1850's class: a raw volume (the default) whose guest wrote a
+    // qcow2 header with a backing file naming a host file. Whatever the
+    // image's format and whatever the volume is declared as, it is refused
+    // before anything is converted or created, and the host file's bytes
+    // are in no file the script wrote, not in its output and not in
+    // Glance's store.
+    std::fs::remove_dir_all(&spy).unwrap();
+    std::fs::create_dir(&spy).unwrap();
+    let vol = d.join("guest.img");
+    std::fs::copy(d.join("secret.qcow2"), &vol).unwrap();
+    let vol_bytes = std::fs::read(&vol).unwrap();
+    for (vfmt, fmt, want) in [
+        (None, "raw", "format_mismatch"),
+        (None, "qcow2", "format_mismatch"),
+        (Some("raw"), "vmdk", "format_mismatch"),
+        (Some("qcow2"), "raw", "backing_file"),
+    ] {
+        let (code, recs) = up_as(vfmt, &vol, "vol-guest", fmt);
+        assert_eq!(code, 1, "{vfmt:?} {fmt}: {recs:#?}");
+        assert!(failures(&recs).contains(&want.to_owned()), "{recs:#?}");
+        assert!(
+            !serde_json::to_string(&recs)
+                .unwrap()
+                .contains(std::str::from_utf8(&marker).unwrap())
+        );
+    }
+    assert!(std::fs::read(&vol).unwrap() == vol_bytes);
+    assert_eq!(
+        std::fs::read_dir(&spy).unwrap().count(),
+        4,
+        "temporary directories kept"
+    );
+    assert_eq!(leaks(d, &marker), Vec::<PathBuf>::new());
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    assert_eq!(
+        holding(&g.state().join("images"), &marker),
+        Vec::<PathBuf>::new(),
+        "the host file reached Glance"
     );
     let after = curl(&[&format!("{}/v2/images", g.url)])["images"]
         .as_array()
         .unwrap()
         .len();
     assert_eq!(before, after);
+}
+
+/// A directory whose `rm` first copies every directory it is asked to
+/// remove into `spy/`: the scripts remove their temporary directory on
+/// exit, so this keeps every file they wrote there for the test to scan.
+fn spy_rm(dir: &Path) -> (PathBuf, PathBuf) {
+    let bin = dir.join("spy-bin");
+    let spy = dir.join("spy");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&spy).unwrap();
+    let rm = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("rm"))
+        .find(|p| p.is_file())
+        .unwrap();
+    std::fs::write(
+        bin.join("rm"),
+        format!(
+            "#!/bin/bash\nfor a in \"$@\"; do\n  [ \"${{a#-}}\" = \"$a\" ] && [ -d \"$a\" ] && cp -a -- \"$a\" {spy:?}/\ndone\nexec {rm:?} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("rm"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    (bin, spy)
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        let ty = e.file_type().unwrap();
+        if ty.is_dir() {
+            found.extend(holding(&p, needle));
+        } else if ty.is_file() {
+            let b = std::fs::read(&p).unwrap();
+            if b.windows(needle.len()).any(|w| w == needle) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// The files under `dir` holding `needle`, but the host file itself.
+fn leaks(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    holding(dir, needle)
+        .into_iter()
+        .filter(|p| p.file_name() != Some("secret.txt".as_ref()))
+        .collect()
+}
+
+/// A unique marker, and a host file full of it.
+fn secret(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let marker = format!("HOST-SECRET-{}-{t:x}", std::process::id()).into_bytes();
+    let file = dir.join("secret.txt");
+    std::fs::write(&file, marker.repeat(4096)).unwrap();
+    (file, marker)
 }
