@@ -51,12 +51,14 @@ impl Instance {
 
 /// Why the inventory could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("instances line {line}: {why}")]
+#[error("line {line}: {why}")]
 pub struct InventoryError {
     /// 1-based line number.
     pub line: usize,
     /// What is wrong.
     pub why: String,
+    /// Its kind: `io` (reading), `bad_json`, `bad_record`.
+    pub kind: common::ErrorKind,
 }
 
 fn opt_str(m: &Map<String, Value>, k: &str) -> Option<String> {
@@ -102,19 +104,27 @@ pub fn parse_instance(m: &Map<String, Value>) -> Result<Instance, String> {
 pub fn read(input: impl BufRead) -> Result<Vec<Instance>, InventoryError> {
     let mut out = Vec::new();
     for (i, line) in input.lines().enumerate() {
-        let err = |why: String| InventoryError { line: i + 1, why };
-        let line = line.map_err(|e| err(e.to_string()))?;
+        let err = |kind, why: String| InventoryError {
+            line: i + 1,
+            why,
+            kind,
+        };
+        let line = line.map_err(|e| err(common::ErrorKind::from_io(&e), e.to_string()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| err(common::ErrorKind::BadJson, e.to_string()))?;
         let Value::Object(m) = v else {
-            return Err(err("not a JSON object".into()));
+            return Err(err(
+                common::ErrorKind::BadRecord,
+                "not a JSON object".into(),
+            ));
         };
         if m.contains_key("error") {
             continue;
         }
-        out.push(parse_instance(&m).map_err(|w| err(w.to_string()))?);
+        out.push(parse_instance(&m).map_err(|w| err(common::ErrorKind::BadRecord, w.to_string()))?);
     }
     Ok(out)
 }

@@ -12,7 +12,6 @@ pub mod nova;
 pub mod remove;
 pub mod verify;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::cli::{Ctx, SharedArgs, Tool};
 use common::status::Status;
@@ -45,7 +44,11 @@ Examples:
 
 Exit status: 0 fine, 1 with --check when a dangling reference, a corrupt
 file or a malformed sidecar was found,
-2 an error, 75 (remove) a lock was busy or an image is being written.";
+2 an error (also written as an error record on stdout; a flag that does
+nothing in the chosen mode is a usage error), 75 (remove) a lock was busy
+or an image is being written. Empty stdin (remove, fname): no records, no
+output, exit 0. A name that is not UTF-8 comes with path_bytes (base64 of
+the exact bytes), which remove reads back.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -88,8 +91,8 @@ pub enum Command {
         /// name, host, image_ref, kernel_id, ramdisk_id, task_state,
         /// vm_state, swap_mb, ephemeral_gb, ephemeral_format. Without it
         /// nothing is a candidate
-        #[arg(long, value_name = "FILE|-")]
-        instances: Option<String>,
+        #[arg(long, value_name = "FILE|-", value_parser = clap::value_parser!(PathBuf))]
+        instances: Option<PathBuf>,
         /// The time to judge ages by: epoch seconds or RFC 3339 UTC
         /// (default: now), for reproducible output
         #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
@@ -139,7 +142,10 @@ pub enum Command {
         /// Instead: audit every instance disk and _base file for hostile
         /// headers where Nova expects raw (format_confusion), qcow2 data
         /// files and backing files outside _base; exit 1 on any
-        #[arg(long, conflicts_with_all = ["instances", "verify", "images", "check"])]
+        #[arg(long, conflicts_with_all = [
+            "instances", "verify", "images", "check", "now", "original_age", "resized_age",
+            "host", "shared", "assume_no_instances_on", "ephemeral_format",
+        ])]
         audit: bool,
         /// With --audit: treat disks that disk.info does not name as raw
         #[arg(long, requires = "audit")]
@@ -171,7 +177,9 @@ pub enum Command {
         /// Queue these images for Glance's prefetcher (a queue/ID marker,
         /// as glance-cache-manage queue-image); refused when already
         /// cached, being cached or queued
-        #[arg(long, value_name = "IMAGE_ID", num_args = 1..)]
+        #[arg(long, value_name = "IMAGE_ID", num_args = 1.., conflicts_with_all = [
+            "max_size", "stall_time", "driver", "now", "verify", "images", "check",
+        ])]
         queue: Vec<String>,
         /// Hash every cached image (atime untouched) and compare with
         /// Glance's checksum and os_hash_value from --images (what Glance
@@ -256,7 +264,7 @@ impl Tool for Cli {
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
         let Some(command) = self.command else {
-            anyhow::bail!("a subcommand is needed (see --help)");
+            return Err(common::cli::usage("a subcommand is needed (see --help)"));
         };
         match command {
             Command::Fname { ids } => fname_cmd(ctx, &ids),
@@ -280,13 +288,19 @@ impl Tool for Cli {
                 if audit {
                     return audit_cmd(ctx, &root, &subdirectory, assume_raw);
                 }
-                let images = read_images(images.as_deref())?;
+                let Some(images) = read_images(ctx, images.as_deref())? else {
+                    return Ok(());
+                };
                 let inventory = match instances.as_deref() {
                     None => None,
-                    Some("-") => Some(inventory::read(std::io::stdin().lock())?),
                     Some(f) => {
-                        let file = std::fs::File::open(f).with_context(|| f.to_owned())?;
-                        Some(inventory::read(std::io::BufReader::new(file))?)
+                        let read = |r: &mut dyn std::io::BufRead| {
+                            inventory::read(r).map_err(|e| (e.kind, e.to_string()))
+                        };
+                        match load(ctx, f, read)? {
+                            Some(inv) => Some(inv),
+                            None => return Ok(()),
+                        }
                     }
                 };
                 let opts = nova::Options {
@@ -325,7 +339,10 @@ impl Tool for Cli {
                     stall_time,
                     driver,
                     verify,
-                    images: read_images(images.as_deref())?,
+                    images: match read_images(ctx, images.as_deref())? {
+                        Some(i) => i,
+                        None => return Ok(()),
+                    },
                 };
                 glance_cmd(ctx, &root, &opts, check)
             }
@@ -361,14 +378,39 @@ impl Tool for Cli {
     }
 }
 
+/// Read a file of records given to an option (`-`: stdin; a pipe or
+/// FIFO is read too) with `parse`. When it cannot be opened or parsed, the
+/// run's one error record names the file and says why, and None ends the
+/// run (exit 2).
+fn load<T>(
+    ctx: &mut Ctx,
+    path: &std::path::Path,
+    parse: impl FnOnce(&mut dyn std::io::BufRead) -> Result<T, (ErrorKind, String)>,
+) -> anyhow::Result<Option<T>> {
+    let result = common::files::open_input(path, common::files::Accept::Streams)
+        .map_err(|e| (ErrorKind::from_io(&e), e.to_string()))
+        .and_then(|input| parse(&mut std::io::BufReader::new(input)));
+    match result {
+        Ok(t) => Ok(Some(t)),
+        Err((kind, message)) => {
+            let e = ctx.error(kind, message);
+            ctx.fail(common::files::record_for(path), e)?;
+            Ok(None)
+        }
+    }
+}
+
+/// `--images FILE`: Glance's images by id (none without it).
 fn read_images(
+    ctx: &mut Ctx,
     path: Option<&std::path::Path>,
-) -> anyhow::Result<std::collections::HashMap<String, verify::ImageMeta>> {
+) -> anyhow::Result<Option<std::collections::HashMap<String, verify::ImageMeta>>> {
     let Some(p) = path else {
-        return Ok(std::collections::HashMap::new());
+        return Ok(Some(std::collections::HashMap::new()));
     };
-    let f = std::fs::File::open(p).with_context(|| p.display().to_string())?;
-    Ok(verify::read_images(std::io::BufReader::new(f))?)
+    load(ctx, p, |r| {
+        verify::read_images(r).map_err(|e| (e.kind, e.to_string()))
+    })
 }
 
 fn now_epoch() -> i64 {
@@ -434,8 +476,8 @@ fn glance_cmd(
                 glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
                 glance::GlanceError::Db { .. } => ErrorKind::Io,
             };
-            let e = ctx.error(kind, err.to_string());
-            ctx.fail(Record::from_path(&root.to_string_lossy()), e)?;
+            let e = ctx.error(kind, glance_error_message(&err));
+            ctx.fail(common::files::record_for(root), e)?;
             return Ok(());
         }
     };
@@ -443,14 +485,14 @@ fn glance_cmd(
         .iter()
         .any(|e| matches!(e.verdict, "corrupt" | "orphan_file" | "orphan_row"));
     for e in entries {
-        let mut rec = Record::from_path(&e.path.to_string_lossy());
+        let mut rec = common::files::record_for(&e.path);
         rec.set(FACET, serde_json::to_value(&e)?);
         ctx.emit(&rec)?;
     }
     if check && flagged {
         ctx.merge(Status::No);
     }
-    let mut rec = Record::from_path(&root.to_string_lossy());
+    let mut rec = common::files::record_for(root);
     rec.set(FACET, summary);
     ctx.emit(&rec)?;
     Ok(())
@@ -460,7 +502,7 @@ fn queue_cmd(ctx: &mut Ctx, root: &std::path::Path, ids: &[String]) -> anyhow::R
     for id in ids {
         match glance::queue(root, id) {
             Ok(path) => {
-                let mut rec = Record::from_path(&path.to_string_lossy());
+                let mut rec = common::files::record_for(&path);
                 rec.set(
                     FACET,
                     serde_json::json!({
@@ -597,7 +639,13 @@ fn glance_error_message(err: &glance::GlanceError) -> String {
 
 fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()> {
     common::cli::each_stdin_record(ctx, |ctx, mut rec| {
-        let path = rec.path().unwrap_or("").to_owned();
+        let path = match common::files::path_of(&rec) {
+            Ok(p) => p.unwrap_or_default(),
+            Err(why) => {
+                let e = ctx.error(ErrorKind::BadRecord, why);
+                return Ok(ctx.fail(rec, e)?);
+            }
+        };
         let facet = match rec.get(FACET) {
             Some(Value::Object(m)) => m.clone(),
             _ => {
@@ -621,20 +669,26 @@ fn audit_cmd(
         Ok(f) => f,
         Err(err) => {
             let e = ctx.error(ErrorKind::from_io(&err), err.to_string());
-            ctx.fail(Record::from_path(&root.to_string_lossy()), e)?;
+            ctx.fail(common::files::record_for(root), e)?;
             return Ok(());
         }
     };
     #[derive(serde::Serialize)]
     struct Out<'a> {
-        path: std::borrow::Cow<'a, str>,
+        path: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path_bytes: Option<String>,
         audit: &'a audit::Finding,
     }
     let recs: Vec<Out> = findings
         .iter()
-        .map(|f| Out {
-            path: f.path.to_string_lossy(),
-            audit: f,
+        .map(|f| {
+            let (path, path_bytes) = common::files::name_fields(f.path.as_os_str());
+            Out {
+                path,
+                path_bytes,
+                audit: f,
+            }
         })
         .collect();
     ctx.emit_batch(&recs)?;
@@ -653,15 +707,19 @@ fn nova_cmd(
     let entries = match nova::walk(root, opts) {
         Ok(e) => e,
         Err(err) => {
-            let e = ctx.error(ErrorKind::from_io(&err.source), err.to_string());
-            ctx.fail(Record::from_path(&root.to_string_lossy()), e)?;
+            // The record names the directory; the message says why.
+            let e = ctx.error(ErrorKind::from_io(&err.source), err.source.to_string());
+            ctx.fail(common::files::record_for(root), e)?;
             return Ok(());
         }
     };
     /// A record as written: the path and the facet, serialized once.
     #[derive(serde::Serialize)]
     struct Out<'a> {
-        path: std::borrow::Cow<'a, str>,
+        path: String,
+        /// The exact name (base64) when it is not UTF-8.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path_bytes: Option<String>,
         cache: &'a nova::Entry,
     }
     let dangling = entries.iter().any(|e| e.record == "dangling_reference");
@@ -671,9 +729,13 @@ fn nova_cmd(
         .any(|e| e.reasons.iter().any(|r| r == "sidecar_malformed"));
     let recs: Vec<Out> = entries
         .iter()
-        .map(|e| Out {
-            path: e.path.to_string_lossy(),
-            cache: e,
+        .map(|e| {
+            let (path, path_bytes) = common::files::name_fields(e.path.as_os_str());
+            Out {
+                path,
+                path_bytes,
+                cache: e,
+            }
         })
         .collect();
     ctx.emit_batch(&recs)?;

@@ -24,6 +24,7 @@ use crate::nova::{self, DiskCache};
 use common::lock::{LockError, NovaLock};
 use common::record::ErrorKind;
 use serde_json::Value;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -134,11 +135,11 @@ impl Remover {
 
     /// Handle one record: `path` is the record's top-level path, `c` its
     /// `cache` facet (module docs).
-    pub fn remove(&mut self, path: &str, c: &Value) -> Outcome {
+    pub fn remove(&mut self, path: &Path, c: &Value) -> Outcome {
         let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
         let n = |k: &str| field(c, k).and_then(Value::as_u64);
         if s("cache") == "glance" && s("record") == "entry" {
-            return self.remove_glance(Path::new(path), c);
+            return self.remove_glance(path, c);
         }
         if s("cache") != "nova_base" || s("record") != "entry" || s("verdict") != "candidate" {
             return Outcome::no(
@@ -146,22 +147,33 @@ impl Remover {
                 "only nova_base entries with verdict candidate are removed",
             );
         }
-        // The file must be root/_base/<name>, named as the record says.
+        // The file must be root/_base/<name>, named as the record says
+        // (the exact bytes when the name is not UTF-8).
         let root = PathBuf::from(s("root"));
-        let rel = s("rel_path");
-        let Some((dir, name)) = rel.split_once('/') else {
+        let rel: PathBuf = match field(c, "rel_path_bytes").and_then(Value::as_str) {
+            Some(b) => match common::text::base64_decode(b) {
+                Some(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
+                None => {
+                    return Outcome::no("skipped_not_candidate", "rel_path_bytes is not base64");
+                }
+            },
+            None => PathBuf::from(s("rel_path")),
+        };
+        let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
+        let [dir, name] = parts[..] else {
             return Outcome::no(
                 "skipped_not_candidate",
                 "rel_path is not <cache dir>/<name>",
             );
         };
-        if name.is_empty()
-            || name.contains('/')
-            || dir.is_empty()
-            || Path::new(path) != root.join(rel)
+        if [dir, name]
+            .iter()
+            .any(|p| *p == "." || *p == ".." || *p == "/")
+            || path != root.join(&rel)
         {
             return Outcome::no("skipped_not_candidate", "path is not root/rel_path");
         }
+        let text = name.to_string_lossy().into_owned();
         let file = root.join(dir).join(name);
         let (Some(dev), Some(ino), Some(size), Some(threshold)) =
             (n("dev"), n("ino"), n("size"), n("threshold_s"))
@@ -174,7 +186,12 @@ impl Remover {
         let mtime = common::text::parse_time(s("mtime"));
         let allocated = n("allocated").unwrap_or(size);
         // 2. Nova's lock.
-        let lock_path = NovaLock::path_for(&root, name);
+        // oslo's lock file name: nova-<name>, the name's exact bytes.
+        let lock_path = {
+            let mut n = std::ffi::OsString::from("nova-");
+            n.push(name);
+            root.join("locks").join(n)
+        };
         // As fasteners does for Nova: the root holds this very _base, so
         // its locks/ is the one Nova would use.
         if let Err(e) = NovaLock::create_lock_dir(&lock_path) {
@@ -222,8 +239,8 @@ impl Remover {
             return Outcome::no("changed_since_walk", "younger than its threshold now");
         }
         // 4. Nothing uses it now.
-        let (users, complete) = nova::backing_users(&root, dir, &self.disks);
-        if let Some(who) = users.get(name) {
+        let (users, complete) = nova::backing_users(&root, &dir.to_string_lossy(), &self.disks);
+        if let Some(who) = users.get(&text) {
             return Outcome::no(
                 "still_in_use",
                 format!("backing file of {}", who.join(", ")),
@@ -251,12 +268,18 @@ impl Remover {
         self.deleted += 1;
         self.bytes += allocated;
         let mut also = Vec::new();
-        for side in [format!("{name}.info"), format!("{name}.sha1")] {
+        for ext in [".info", ".sha1"] {
+            let mut side = name.to_os_string();
+            side.push(ext);
             let p = root.join(dir).join(&side);
             if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file())
                 && std::fs::remove_file(&p).is_ok()
             {
-                also.push(format!("{dir}/{side}"));
+                also.push(format!(
+                    "{}/{}",
+                    dir.to_string_lossy(),
+                    side.to_string_lossy()
+                ));
             }
         }
         // Nova removes the lock file of a removed base file (bug 1256306).

@@ -30,12 +30,14 @@ pub struct ImageMeta {
 
 /// Why the image records could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("images line {line}: {why}")]
+#[error("line {line}: {why}")]
 pub struct ImagesError {
     /// 1-based line.
     pub line: usize,
     /// What is wrong.
     pub why: String,
+    /// Its kind: `io` (reading), `bad_json`, `bad_record`.
+    pub kind: common::ErrorKind,
 }
 
 /// Read image records: JSON lines whose `image` facet (glance-dump) or the
@@ -44,19 +46,24 @@ pub struct ImagesError {
 pub fn read_images(input: impl BufRead) -> Result<HashMap<String, ImageMeta>, ImagesError> {
     let mut out = HashMap::new();
     for (i, line) in input.lines().enumerate() {
-        let err = |why: String| ImagesError { line: i + 1, why };
-        let line = line.map_err(|e| err(e.to_string()))?;
+        let err = |kind, why: String| ImagesError {
+            line: i + 1,
+            why,
+            kind,
+        };
+        let line = line.map_err(|e| err(common::ErrorKind::from_io(&e), e.to_string()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| err(common::ErrorKind::BadJson, e.to_string()))?;
         if v.get("error").is_some() {
             continue;
         }
         let img = v.get("image").filter(|i| i.is_object()).unwrap_or(&v);
         let s = |k: &str| img.get(k).and_then(Value::as_str).map(str::to_owned);
         let Some(id) = s("id") else {
-            return Err(err("no image `id`".into()));
+            return Err(err(common::ErrorKind::BadRecord, "no image `id`".into()));
         };
         out.insert(
             id,

@@ -898,3 +898,79 @@ fn without_root_open_files_are_unknown_and_keep_everything() {
         serde_json::json!(["open_files_unknown"])
     );
 }
+
+/// Fatal errors are error records on stdout too, with the right kind, the
+/// file named once (as the record's path, not again in the message):
+/// an inventory that is not JSON, one that does not exist, a directory;
+/// a flag that does nothing in the mode is a usage error.
+#[test]
+fn fatal_errors_are_error_records() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    fs::create_dir(root.join("_base")).unwrap();
+    let bad = root.join("bad.jsonl");
+    fs::write(&bad, "{\"uuid\":\"u1\"}\nnot json\n").unwrap();
+    let images = root.join("images.jsonl");
+    fs::write(&images, "{\"image\":{\"name\":\"no id\"}}\n").unwrap();
+    let cases: Vec<(Vec<std::ffi::OsString>, &str, Option<&Path>)> = vec![
+        (
+            vec!["--instances".into(), bad.clone().into()],
+            "bad_json",
+            Some(&bad),
+        ),
+        (
+            vec!["--instances".into(), root.join("nonexist").into()],
+            "not_found",
+            None,
+        ),
+        (
+            vec!["--instances".into(), root.join("_base").into()],
+            "not_regular",
+            None,
+        ),
+        (
+            vec!["--images".into(), images.clone().into()],
+            "bad_record",
+            Some(&images),
+        ),
+        (
+            vec!["--audit".into(), "--host".into(), "x".into()],
+            "usage",
+            None,
+        ),
+    ];
+    for (args, kind, path) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+            .arg("nova")
+            .arg(root)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(recs.len(), 1, "{args:?}: {recs:?}");
+        assert_eq!(recs[0]["error"]["kind"], kind, "{args:?}: {recs:?}");
+        assert_eq!(recs[0]["error"]["tool"], "cachewalk");
+        let msg = recs[0]["error"]["message"].as_str().unwrap();
+        if let Some(p) = path {
+            assert_eq!(recs[0]["path"], p.to_str().unwrap());
+            assert!(!msg.contains(p.to_str().unwrap()), "{msg}");
+            assert!(msg.starts_with("line "), "{msg}");
+        }
+    }
+    // A missing INSTANCES_PATH: the record names it, the message says why.
+    let gone = root.join("gone");
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+        .arg("nova")
+        .arg(&gone)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "not_found");
+    assert_eq!(v["path"], gone.to_str().unwrap());
+    assert!(!v["error"]["message"].as_str().unwrap().contains("gone"));
+}

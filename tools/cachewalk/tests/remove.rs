@@ -319,3 +319,40 @@ fn changed_newly_used_limited_and_non_candidates_are_kept() {
     assert!(root.join("_base").join(fp("in-use")).exists());
     assert!(root.join("_base").join(fp("young")).exists());
 }
+
+/// A base file whose name is not UTF-8: its record carries path_bytes
+/// (and rel_path_bytes), which imginfo-parse and remove read back, and
+/// remove deletes exactly that file.
+#[test]
+fn a_non_utf8_name_round_trips_through_remove() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    fs::create_dir_all(root.join("_base")).unwrap();
+    // An old ephemeral name whose suffix Nova counts as 7 characters.
+    let name = std::ffi::OsStr::from_bytes(b"ephemeral_20_wi\xffdows");
+    let p = root.join("_base").join(name);
+    file(&p, 4096, 3 * DAY);
+    let plan = candidates(root, "");
+    let recs: Vec<Value> = plan
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 1, "{plan}");
+    let want = common::text::base64(p.as_os_str().as_bytes());
+    assert_eq!(recs[0]["path_bytes"], want.as_str());
+    assert_eq!(
+        recs[0]["cache"]["rel_path_bytes"],
+        common::text::base64(b"_base/ephemeral_20_wi\xffdows").as_str()
+    );
+    let out = remove(&plan, &[], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = &lines(&out)[0];
+    assert_eq!(v["cache"]["action"], "deleted", "{v}");
+    assert_eq!(v["path_bytes"], want.as_str());
+    assert!(!p.exists());
+}
