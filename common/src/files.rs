@@ -3,7 +3,8 @@
 //!
 //! - **Inputs** ([`open_input`]) are opened with `O_NONBLOCK`, so a FIFO
 //!   with no writer, a tty or a device can never block the `open()`. A
-//!   regular file is what every mode reads; a pipe, FIFO, `-` (stdin), a
+//!   regular file (or a block device: a volume) is what every mode reads;
+//!   a pipe, FIFO, `-` (stdin), a
 //!   character device or a socket is a *stream*, accepted only where the
 //!   mode reads a stream front to back ([`Accept::Streams`]) and refused
 //!   otherwise with kind `not_regular`, as is a directory. A stream FIFO
@@ -88,7 +89,8 @@ pub enum Accept {
 /// What an opened input is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
-    /// A regular file: its length is known and it can be read at offsets.
+    /// A regular file or a block device: its length is known and it can
+    /// be read at offsets.
     Regular,
     /// Anything read once, front to back: its length is unknown.
     Stream,
@@ -244,9 +246,22 @@ fn from_file(file: File, accept: Accept) -> io::Result<Input> {
     if ft.is_dir() {
         return Err(refusal(ErrorKind::NotRegular, "is a directory"));
     }
-    if ft.is_block_device() || accept == Accept::Regular {
-        // Block devices are refused too: reading a whole disk by mistake
-        // is never what a filter over image files means.
+    if ft.is_block_device() {
+        // A volume (Cinder's LVM, XenServer's LVHD): read at offsets like a
+        // file, its length from seeking to its end.
+        use std::io::{Seek, SeekFrom};
+        let mut file = file;
+        let len = file.seek(SeekFrom::End(0))?;
+        file.seek(SeekFrom::Start(0))?;
+        set_blocking(&file)?;
+        return Ok(Input {
+            file,
+            kind: InputKind::Regular,
+            id,
+            len: Some(len),
+        });
+    }
+    if accept == Accept::Regular {
         return Err(refusal(
             ErrorKind::NotRegular,
             format!("is a {what}, not a regular file; this mode reads regular files only"),
