@@ -46,11 +46,12 @@ pub fn entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Why an entry could not be read.
+// The record's `path` is the metadata file: messages name only the other
+// files (`<id>.img`, `<id>.members`), and by name, never the whole path.
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
     /// Reading failed.
-    // Names, not paths: the record's `path` says where.
-    #[error("{}: {source}", name(path))]
+    #[error("{}{source}", other(path))]
     Io {
         /// The file.
         path: PathBuf,
@@ -58,15 +59,22 @@ pub enum DirError {
         source: std::io::Error,
     },
     /// Not a regular file (a symlink, a directory, ...).
-    #[error("{}: not a regular file (a dump holds plain files only)", name(.0))]
+    #[error("{}not a regular file (a dump holds plain files only)", other(.0))]
     NotAFile(PathBuf),
     /// Not a JSON object, or too large.
-    #[error("{}: {why}", name(path))]
+    #[error("{}{why}", other(path))]
     Bad {
         /// The file.
         path: PathBuf,
         /// Why.
         why: String,
+    },
+    /// The metadata's id is not its file name: `<id>.img` would be
+    /// loaded as another image.
+    #[error("the metadata's id {id:?} is not its file name")]
+    IdMismatch {
+        /// The id in the metadata.
+        id: String,
     },
 }
 
@@ -77,6 +85,7 @@ impl DirError {
             DirError::Io { source, .. } => ErrorKind::from_io(source),
             DirError::NotAFile(_) => ErrorKind::Refused,
             DirError::Bad { .. } => ErrorKind::BadJson,
+            DirError::IdMismatch { .. } => ErrorKind::BadRecord,
         }
     }
 }
@@ -135,6 +144,10 @@ pub fn record(meta: &Path) -> Result<Record, (Record, DirError)> {
             why: "not a JSON object".into(),
         }));
     };
+    let id = img.get("id").and_then(Value::as_str).unwrap_or("");
+    if id != file_name(meta) {
+        return Err(fail(DirError::IdMismatch { id: id.to_owned() }));
+    }
     let legacy = is_v1(&img);
     let img = if legacy { from_v1(img) } else { img };
     let data = meta.with_file_name(format!("{}.img", file_name(meta)));
@@ -162,8 +175,15 @@ pub fn record(meta: &Path) -> Result<Record, (Record, DirError)> {
     Ok(Record::from_map(m))
 }
 
-fn name(p: &Path) -> std::borrow::Cow<'_, str> {
-    p.file_name().unwrap_or(p.as_os_str()).to_string_lossy()
+/// `name: ` for a file other than the metadata (whose name is a UUID, and
+/// the record's `path`), else nothing.
+fn other(p: &Path) -> String {
+    let name = p.file_name().unwrap_or(p.as_os_str()).to_string_lossy();
+    if is_uuid(&name) {
+        String::new()
+    } else {
+        format!("{name}: ")
+    }
 }
 
 fn file_name(p: &Path) -> String {

@@ -15,6 +15,7 @@ mod stream;
 pub use dir::{from_v1, is_uuid};
 pub use plan::LoadError;
 
+use anyhow::Context;
 use clap::Parser;
 use common::cli::{Ctx, SharedArgs, Tool};
 use common::glance::EndpointArgs;
@@ -41,8 +42,14 @@ Examples:
   glance-dump --url $SRC | glance-load --url $DST --source-url $SRC
   glance-dump --url $SRC | glance-load --url $DST --compare
 
+An image id that is not a plain name (empty, . or .., a /, a control
+character, anything but letters, digits, - and _), and a dump's metadata
+file whose id is not its own name, are refused before any request (kind
+bad_record).
+
 Exit status: 0 fine (in sync), 1 a conflict, a spoiled id or (--compare) a
-difference, 2 an error.";
+difference, 2 an error. Fatal errors (bad usage, an unreadable --dir) are
+error records too.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -148,10 +155,16 @@ impl Tool for Cli {
             timeout: self.endpoint.timeout,
             keystone: false,
         });
-        // The source's usage errors before any connection.
+        // The source's usage errors, and an unreadable --dir, before any
+        // connection.
         if let Some(s) = &source_args {
             s.glance("--source-url")?;
         }
+        let names = match &self.dir {
+            // The io::Error stays in the chain: it gives the fatal record's kind.
+            Some(d) => Some(dir::entries(d).with_context(|| format!("--dir {}", d.display()))?),
+            None => None,
+        };
         let Some(target) = self.endpoint.connect(ctx)? else {
             return Ok(());
         };
@@ -168,16 +181,13 @@ impl Tool for Cli {
             target: &target,
             source: source.as_ref(),
         };
-        let inputs: Box<dyn Iterator<Item = anyhow::Result<Input>>> = match &self.dir {
-            Some(d) => {
-                let names = dir::entries(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
-                Box::new(names.into_iter().map(|m| {
-                    Ok(match dir::record(&m) {
-                        Ok(r) => Input::Work(r),
-                        Err((r, e)) => Input::Fail(r, e.kind(), e.to_string(), None),
-                    })
-                }))
-            }
+        let inputs: Box<dyn Iterator<Item = anyhow::Result<Input>>> = match names {
+            Some(names) => Box::new(names.into_iter().map(|m| {
+                Ok(match dir::record(&m) {
+                    Ok(r) => Input::Work(r),
+                    Err((r, e)) => Input::Fail(r, e.kind(), e.to_string(), None),
+                })
+            })),
             None => Box::new(stdin_inputs()),
         };
         let work = |input: Input| match input {

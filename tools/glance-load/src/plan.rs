@@ -2,7 +2,7 @@
 
 use crate::Cli;
 use crate::stream::Verified;
-use common::glance::{Glance, HttpError};
+use common::glance::{Glance, HttpError, safe_file_name};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -64,6 +64,9 @@ pub enum LoadError {
     /// The record has no usable `image` facet.
     #[error("record has no `image` with an `id`")]
     NoImage,
+    /// The image id cannot be a path segment (nor a file name).
+    #[error("{0}")]
+    BadId(String),
     /// A call failed.
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -142,7 +145,7 @@ impl LoadError {
     /// The record's `error.kind`.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LoadError::NoImage => ErrorKind::BadRecord,
+            LoadError::NoImage | LoadError::BadId(_) => ErrorKind::BadRecord,
             LoadError::Http(e) => e.kind(),
             LoadError::Verify { .. } | LoadError::Stream { .. } | LoadError::DataSize { .. } => {
                 ErrorKind::BadImage
@@ -862,12 +865,17 @@ fn image_of(rec: &Record) -> Result<(&Map<String, Value>, &str), LoadError> {
     let id = img
         .get("id")
         .and_then(Value::as_str)
-        .filter(|i| {
-            !i.is_empty()
-                && i.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
         .ok_or(LoadError::NoImage)?;
+    let id = safe_file_name(id).map_err(|e| LoadError::BadId(e.to_string()))?;
+    // Stricter still: the id goes into request paths unencoded.
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(LoadError::BadId(format!(
+            "image id {id:?} is not a plain path segment (letters, digits, - and _ only)"
+        )));
+    }
     Ok((img, id))
 }
 
