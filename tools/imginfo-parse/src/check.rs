@@ -267,6 +267,34 @@ pub fn check(info: &Value, p: &Policy) -> Value {
             ),
         ));
     }
+    // `-f`: a claim, held against what detection found in the bytes.
+    if let Some(claim) = info.get("claimed_format").and_then(Value::as_str) {
+        let want = qemu_format_name(claim);
+        let detected = info.get("detected_formats").and_then(Value::as_array);
+        if !detected.is_some_and(|d| d.iter().any(|k| k == want.as_str())) {
+            let seen = info
+                .get("detected_format")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| {
+                    detected.map(|d| {
+                        d.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                });
+            failures.push(fail(
+                "format_mismatch",
+                match seen {
+                    Some(s) => format!("-f {claim} was claimed but the data appears to be {s:?}"),
+                    None => {
+                        format!("-f {claim} was claimed but the data's format was not detected")
+                    }
+                },
+            ));
+        }
+    }
     if let Some(req) = &p.require_format
         && qemu_format_name(req) != format
     {
@@ -511,5 +539,18 @@ mod tests {
         add_failure(&mut v, "not_read", "why");
         assert_eq!(v["acceptable"], false);
         assert_eq!(names(&v), ["not_read"]);
+    }
+
+    #[test]
+    fn a_format_claim_is_held_against_detection() {
+        let p = policy();
+        let poly = json!({"format": "raw", "virtual_size": 1, "claimed_format": "raw",
+            "detected_format": "qcow2", "detected_formats": ["qcow2"]});
+        assert_eq!(names(&check(&poly, &p)), ["format_mismatch"]);
+        let fixed = json!({"format": "vpc", "virtual_size": 1, "claimed_format": "vpc",
+            "detected_format": "raw", "detected_formats": ["raw", "vpc"]});
+        assert_eq!(check(&fixed, &p)["acceptable"], true);
+        let undetected = json!({"format": "raw", "virtual_size": 1, "claimed_format": "raw"});
+        assert_eq!(names(&check(&undetected, &p)), ["format_mismatch"]);
     }
 }

@@ -47,6 +47,8 @@ const ORDER: &[&str] = &[
     "snapshots",
     "format_specific",
     "children",
+    "claimed_format",
+    "detected_format",
     "detected_formats",
     "iso",
     "partition_table",

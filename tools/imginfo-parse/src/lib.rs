@@ -94,10 +94,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "auto", value_name = "KIND")]
     pub input: InputMode,
 
-    /// The image format (qemu's names: raw, qcow2, vpc, vmdk, ...): read
-    /// the file as that format instead of guessing (with --qemu, passed as
-    /// `qemu-img -f`). A guessed format is how a raw disk written by a guest
-    /// gets read as qcow2
+    /// The image format claimed (qemu's names: raw, qcow2, vpc, vmdk,
+    /// ...): the file is read as that format (with --qemu, passed as
+    /// `qemu-img -f`), and detection still runs: info gains
+    /// claimed_format, detected_format and detected_formats, and --check
+    /// refuses bytes of another format (format_mismatch)
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
 
@@ -240,6 +241,8 @@ struct Runner<'a> {
     /// `--from-glance`: the Glance, and the audit's counts.
     glance: Option<common::glance::Glance>,
     audit: remote::Audit,
+    /// `--qemu -f`: what native detection found, for the next image.
+    detection: Option<Map<String, Value>>,
 }
 
 fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -283,6 +286,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         pending: None,
         glance,
         audit: remote::Audit::default(),
+        detection: None,
     };
     if !cli.urls.is_empty() {
         for url in &cli.urls {
@@ -466,11 +470,18 @@ impl Runner<'_> {
         depth: Option<u64>,
         line: u64,
     ) -> io::Result<()> {
+        // The native detection behind `--qemu -f`, for the top image.
+        let detection = if depth.unwrap_or(0) == 0 {
+            self.detection.take()
+        } else {
+            None
+        };
         match qjson::convert(m) {
             Ok(mut info) => {
                 if let Some(d) = depth {
                     info.insert("backing_chain_depth".into(), d.into());
                 }
+                info.extend(detection.unwrap_or_default());
                 rec.set(FACET, Value::Object(finish(info, Some(Source::QemuJson))));
                 self.emit_info(rec, None)
             }
@@ -730,16 +741,38 @@ impl Runner<'_> {
             );
             return self.fail(rec, e);
         }
-        if let Err(err) = files::open_input(&path, Accept::Regular) {
-            let kind = ErrorKind::from_io(&err);
-            let mut message = err.to_string();
-            if kind == ErrorKind::NotRegular && !message.contains("directory") {
-                message.push_str(" (qemu-img cannot be given a stream safely; probe it natively, without --qemu)");
+        let input = match files::open_input(&path, Accept::Regular) {
+            Ok(i) => i,
+            Err(err) => {
+                let kind = ErrorKind::from_io(&err);
+                let mut message = err.to_string();
+                if kind == ErrorKind::NotRegular && !message.contains("directory") {
+                    message.push_str(" (qemu-img cannot be given a stream safely; probe it natively, without --qemu)");
+                }
+                let e = self.ctx.error(kind, message);
+                return self.fail(rec, e);
             }
-            let e = self.ctx.error(kind, message);
-            return self.fail(rec, e);
-        }
+        };
         let cli = self.cli;
+        // `-f` is a claim that qemu-img does not check: detection still
+        // runs, natively, so --check sees bytes of another format.
+        self.detection = cli.format.as_ref().map(|f| {
+            let mut m = Map::new();
+            m.insert("claimed_format".into(), f.as_str().into());
+            let (name, _) = files::name_fields(path.as_os_str());
+            let found = source::FileBytes::new(input)
+                .map_err(FormatError::Io)
+                .and_then(|src| formats::probe(&src, &name, None));
+            if let Ok(p) = found {
+                for k in ["format", "detected_formats"] {
+                    if let Some(v) = p.info.get(k) {
+                        let key = if k == "format" { "detected_format" } else { k };
+                        m.insert(key.into(), v.clone());
+                    }
+                }
+            }
+            m
+        });
         let opts = qemu::QemuOpts {
             program: cli.qemu_img.clone(),
             format: cli.format.clone(),
@@ -752,6 +785,7 @@ impl Runner<'_> {
         let out = match qemu::info(&opts, &path) {
             Ok(out) => out,
             Err(err) => {
+                self.detection = None;
                 let e = exec_error(self.ctx, &err);
                 return self.fail(rec, e);
             }
@@ -760,6 +794,7 @@ impl Runner<'_> {
             Ok(Value::Object(m)) => self.qemu_object(rec, m, None, 0),
             Ok(Value::Array(items)) => self.chain(rec, items, 0),
             Ok(_) | Err(_) => {
+                self.detection = None;
                 let e = self.ctx.error(
                     ErrorKind::QemuImgFailed,
                     "qemu-img printed something that is not its JSON image description",

@@ -61,28 +61,47 @@ pub enum Item {
     Other(Doc),
 }
 
-/// The native probe of `src`: as `forced` (`-f`), else as `claimed` where
-/// the bytes also match it (as Cinder passes `-f`: a fixed VHD claimed as
-/// vhd is a VHD), else as the bytes say.
+/// The native probe of `src`. Detection always runs: a claim picks how the
+/// bytes are read, never what they are found to be. Read as `forced`
+/// (`-f`, qemu-img's `-f`: the info gains `claimed_format`), else as
+/// `claimed` (the expected format) where the bytes also match it (as
+/// Cinder passes `-f`: a fixed VHD claimed as vhd is a VHD), else as the
+/// bytes say. Either way `detected_formats` is what detection found, and
+/// `detected_format` what qemu-img would pick by probing, so `--check`
+/// sees bytes of another format behind any claim.
 pub fn probe_as(
     src: &dyn formats::Source,
     name: &str,
     forced: Option<&str>,
     claimed: Option<&str>,
 ) -> Result<formats::Probe, FormatError> {
-    let probed = formats::probe(src, name, forced);
-    if let (Ok(p), None, Some(claimed)) = (&probed, forced, claimed) {
-        let want = check::qemu_format_name(claimed);
-        let matches = p
-            .info
-            .get("detected_formats")
-            .and_then(Value::as_array)
-            .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
-        if matches && p.info.get("format").and_then(Value::as_str) != Some(want.as_str()) {
-            return formats::probe(src, name, Some(&want));
+    let auto = formats::probe(src, name, None)?;
+    let auto_format = auto.info.get("format").cloned().unwrap_or_default();
+    let read_as = match (forced, claimed) {
+        (Some(f), _) => Some(f.to_owned()),
+        (None, Some(claimed)) => {
+            let want = check::qemu_format_name(claimed);
+            let matches = auto
+                .info
+                .get("detected_formats")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
+            (matches && auto_format != want.as_str()).then_some(want)
         }
+        (None, None) => None,
+    };
+    let Some(read_as) = read_as else {
+        return Ok(auto);
+    };
+    let mut p = formats::probe(src, name, Some(&read_as))?;
+    if let Some(d) = auto.info.get("detected_formats") {
+        p.info.insert("detected_formats".into(), d.clone());
     }
-    probed
+    p.info.insert("detected_format".into(), auto_format);
+    if let Some(f) = forced {
+        p.info.insert("claimed_format".into(), f.into());
+    }
+    Ok(p)
 }
 
 /// What the work needs: shared, read-only.

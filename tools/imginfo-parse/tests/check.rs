@@ -314,3 +314,69 @@ fn every_source_gets_the_same_verdict() {
         assert_eq!(n, failed_checks(&human.records[0]), "{file}");
     }
 }
+
+/// `-f` states a claim; detection still runs, so raw bytes that start with
+/// a qemu-img-made qcow2 header (backing file /etc/passwd) are refused
+/// whatever is claimed, natively, with --qemu, and from a stream.
+#[test]
+fn a_format_claim_never_suppresses_detection() {
+    let Some(d) = qemu_images(&[
+        "-f qcow2 -b /etc/passwd -F raw evil.qcow2 1M",
+        "-f qcow2 clean.qcow2 1M",
+        "-f raw plain.raw 1M",
+    ]) else {
+        return;
+    };
+    let mut poly = std::fs::read(d.path().join("evil.qcow2")).unwrap();
+    poly.resize(4 << 20, 0);
+    std::fs::write(d.path().join("poly.img"), &poly).unwrap();
+    let verdict = |args: &[&str], stdin: &[u8]| {
+        let r = run_in(Some(d.path()), args, &[], stdin);
+        assert_eq!(r.records.len(), 1, "{args:?}: {}", r.stdout);
+        (r.code, r.records[0].clone())
+    };
+    for args in [
+        &["--check", "-f", "raw", "--expect-format", "raw", "poly.img"][..],
+        &["--check", "-f", "raw", "poly.img"],
+        &[
+            "--qemu",
+            "--check",
+            "-f",
+            "raw",
+            "--expect-format",
+            "raw",
+            "poly.img",
+        ],
+    ] {
+        let (code, rec) = verdict(args, b"");
+        assert_eq!(code, 1, "{args:?}: {rec}");
+        assert_eq!(rec["info"]["format"], "raw", "{args:?}");
+        assert_eq!(rec["info"]["claimed_format"], "raw");
+        assert_eq!(rec["info"]["detected_format"], "qcow2");
+        assert_eq!(failed_checks(&rec), ["format_mismatch"], "{args:?}: {rec}");
+    }
+    let (code, rec) = verdict(&["--check", "-f", "raw", "-"], &poly);
+    assert_eq!(code, 1, "{rec}");
+    assert_eq!(failed_checks(&rec), ["format_mismatch"]);
+    // Without -f the bytes speak for themselves: qcow2, backing file.
+    let (code, rec) = verdict(&["--check", "--expect-format", "raw", "poly.img"], b"");
+    assert_eq!(code, 1);
+    assert!(failed_checks(&rec).contains(&"backing_file".to_owned()));
+    // Without --check: both the claim and what was detected, exit 0.
+    let (code, rec) = verdict(&["-f", "raw", "poly.img"], b"");
+    assert_eq!(code, 0);
+    assert_eq!(rec["info"]["virtual_size"], 4 << 20);
+    assert_eq!(
+        rec["info"]["detected_formats"],
+        serde_json::json!(["qcow2"])
+    );
+    // A true claim passes.
+    for (f, img) in [("qcow2", "clean.qcow2"), ("raw", "plain.raw")] {
+        for q in [&[][..], &["--qemu"]] {
+            let args = [q, &["--check", "-f", f, img]].concat();
+            let (code, rec) = verdict(&args, b"");
+            assert_eq!(code, 0, "{args:?}: {rec}");
+            assert_eq!(rec["info"]["claimed_format"], f);
+        }
+    }
+}
