@@ -430,6 +430,27 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
             });
         }
     };
+    // The parent is written: it must not be the child (or another member)
+    // under a second name, a hard link.
+    let mut seen = Vec::with_capacity(chain.len());
+    for p in chain {
+        if let Ok(m) = std::fs::metadata(p) {
+            let id = common::files::FileId::of_metadata(&m);
+            if seen.contains(&id) {
+                return Err(CoalesceError::Resize(ResizeError::Io {
+                    path: parent.to_path_buf(),
+                    source: common::files::refusal(
+                        ErrorKind::SameFile,
+                        format!(
+                            "{} is the same file as another member of the chain; refusing to write over it",
+                            p.display()
+                        ),
+                    ),
+                }));
+            }
+            seen.push(id);
+        }
+    }
     // The chain as it reads now (this also checks the links by UUID).
     let mut before = Chain::open(chain)?;
     let child_size = before.virtual_size();

@@ -34,6 +34,7 @@ use crate::read::{self, ReadError};
 use crate::write::{BLOCK_SIZE, DynamicWriter, random_uuid, vhd_timestamp_now};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
+use common::files::FileId;
 use serde::Serialize;
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -176,6 +177,24 @@ fn remove_stale(parent: &Path, outname: &std::ffi::OsStr) -> u64 {
     removed
 }
 
+/// The identities of what `source` names: the tarball (stdin's file for
+/// `-`), or a chain directory's members.
+fn input_ids(source: &Path) -> Vec<FileId> {
+    if common::files::is_dash(source) {
+        return FileId::of_stdio(0).into_iter().collect();
+    }
+    let mut files = vec![source.to_path_buf()];
+    if source.is_dir() {
+        files.extend(crate::discover(source).unwrap_or_default());
+        files.extend(crate::ignored_members(source));
+    }
+    files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| FileId::of_metadata(&m))
+        .collect()
+}
+
 /// Reads written blocks back on its own thread: each bitmap must be all
 /// ones, and the data goes into a [`BlockDigest`].
 struct Verifier {
@@ -241,11 +260,46 @@ impl Drop for Scratch {
 
 /// Flatten `source` (a `.tgz`/`.tar` XenServer tarball, or a directory
 /// holding `0.vhd` ...) into one dynamic VHD at `output` (module docs).
+/// An output that is one of the inputs (the tarball, a member of the
+/// chain directory) is refused, `same_file`; extraction has the default
+/// bounds.
 pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattened, FlattenError> {
+    flatten_with(
+        source,
+        output,
+        &Options {
+            overwrite,
+            ..Options::default()
+        },
+    )
+}
+
+/// How to flatten.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Replace an existing output file (a regular file only).
+    pub overwrite: bool,
+    /// The output is the source tarball itself, on purpose (`--replace`).
+    pub replacing: bool,
+    /// Bounds on the extraction of a tarball (the free space of the
+    /// output's filesystem bounds it too).
+    pub limits: crate::extract::Limits,
+}
+
+/// [`flatten`] with [`Options`].
+pub fn flatten_with(
+    source: &Path,
+    output: &Path,
+    opts: &Options,
+) -> Result<Flattened, FlattenError> {
+    let overwrite = opts.overwrite || opts.replacing;
     let out_err = |source| FlattenError::Output {
         path: output.to_path_buf(),
         source,
     };
+    if !opts.replacing {
+        common::files::check_output(output, overwrite, &input_ids(source)).map_err(out_err)?;
+    }
     let mut atomic = AtomicFile::create(output, overwrite).map_err(out_err)?;
     let stale_removed = match (output.parent(), output.file_name()) {
         (Some(p), Some(name)) if !p.as_os_str().is_empty() => remove_stale(p, name),
@@ -277,7 +331,7 @@ pub fn flatten(source: &Path, output: &Path, overwrite: bool) -> Result<Flattene
             source,
         })?;
         let guard = Scratch(path.clone());
-        crate::extract::extract(source, &path, &crate::extract::Limits::default())?;
+        crate::extract::extract(source, &path, &opts.limits)?;
         _scratch = Some(guard);
         path
     };

@@ -275,6 +275,59 @@ impl Tool for Cli {
 }
 
 impl Command {
+    /// Flags that would do nothing in the mode asked, and `-` where no
+    /// stream can be read or written: usage errors (exit 2, kind
+    /// `usage`), never silently ignored.
+    fn check_usage(&self) -> anyhow::Result<()> {
+        use common::cli::usage;
+        use common::files::is_dash;
+        match self {
+            Command::Extract { dir, .. } if is_dash(dir) => Err(usage(
+                "extract: DIR is a directory to write members into; `-` (stdout) cannot hold them",
+            )),
+            Command::Check { files, .. } if files.is_empty() => {
+                Err(usage("check: give FILE... (or --chain DIR)"))
+            }
+            Command::Flatten {
+                source,
+                output,
+                replace,
+                dry_run,
+                force,
+            } => {
+                if output.as_deref().is_some_and(is_dash) {
+                    return Err(usage(
+                        "flatten: -o - is refused: the VHD is verified in a file and renamed into place; \
+                         `vhd-chain cat DIR|FILE` writes a disk's raw bytes to stdout",
+                    ));
+                }
+                if *replace && source.as_deref().is_some_and(is_dash) {
+                    return Err(usage("flatten: --replace takes a tarball file, not stdin"));
+                }
+                if *force && (output.is_none() || *dry_run) {
+                    return Err(usage(
+                        "flatten: --force only lets -o replace an existing file (not with --replace or --dry-run)",
+                    ));
+                }
+                if source.is_none() && output.is_some() {
+                    return Err(usage(
+                        "flatten: records on stdin need --replace or --dry-run (one -o cannot take many images)",
+                    ));
+                }
+                if source.is_some() && output.is_none() && !replace && !dry_run {
+                    return Err(usage("flatten: give -o OUT.vhd or --replace (see --help)"));
+                }
+                if source.is_none() && !(*replace || *dry_run) {
+                    return Err(usage(
+                        "flatten: give a TARBALL or DIR, or records on stdin with --replace or --dry-run",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the command changes or creates files.
     fn writes(&self) -> bool {
         !matches!(
@@ -289,6 +342,7 @@ impl Command {
 
 impl Cli {
     fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
+        command.check_usage()?;
         match command {
             Command::Info { files } => info(ctx, &files),
             Command::Extract {
@@ -322,6 +376,7 @@ impl Cli {
                 force,
             } => {
                 let how = FlattenHow {
+                    limits: extract::Limits::default(),
                     output,
                     replace,
                     dry_run,
@@ -329,25 +384,16 @@ impl Cli {
                 };
                 match source {
                     Some(src) => {
-                        if how.output.is_none() && !replace && !dry_run {
-                            anyhow::bail!("flatten: give -o OUT.vhd or --replace (see --help)");
-                        }
-                        let rec = Record::from_path(&src.to_string_lossy());
+                        let rec = common::files::record_for(&src);
                         flatten_one(ctx, rec, &src, &how, false)
                     }
                     None => {
-                        if how.output.is_some() || !(replace || dry_run) {
-                            anyhow::bail!(
-                                "flatten: records on stdin need --replace or --dry-run (one -o cannot take many images)"
-                            );
-                        }
-                        common::cli::each_stdin_record(ctx, |ctx, rec| {
-                            let Some(p) = rec.path().map(PathBuf::from) else {
-                                let e =
-                                    ctx.error(ErrorKind::BadRecord, "record has no string `path`");
-                                return Ok(ctx.fail(rec, e)?);
-                            };
-                            flatten_one(ctx, rec, &p, &how, true)
+                        common::cli::each_stdin_record(ctx, |ctx, rec| match record_path(&rec) {
+                            Ok(p) => flatten_one(ctx, rec, &p, &how, true),
+                            Err(m) => {
+                                let e = ctx.error(ErrorKind::BadRecord, m);
+                                Ok(ctx.fail(rec, e)?)
+                            }
                         })
                     }
                 }
@@ -425,12 +471,24 @@ pub fn vhd_facts(path: &Path) -> Result<Map<String, Value>, (ErrorKind, String)>
     Ok(facts)
 }
 
+/// The file a record names (`path_bytes` wins over the lossy `path`).
+fn record_path(rec: &Record) -> Result<PathBuf, String> {
+    match common::files::path_of(rec) {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err("record has no `path`".to_owned()),
+        Err(m) => Err(m),
+    }
+}
+
 fn info_record(ctx: &mut Ctx, mut rec: Record) -> io::Result<()> {
-    let Some(path) = rec.path().map(str::to_owned) else {
-        let e = ctx.error(ErrorKind::BadRecord, "record has no string `path`");
-        return ctx.fail(rec, e);
+    let path = match record_path(&rec) {
+        Ok(p) => p,
+        Err(m) => {
+            let e = ctx.error(ErrorKind::BadRecord, m);
+            return ctx.fail(rec, e);
+        }
     };
-    match vhd_facts(Path::new(&path)) {
+    match vhd_facts(&path) {
         Ok(f) => {
             rec.set(FACET, Value::Object(f));
             ctx.emit(&rec)
@@ -597,6 +655,7 @@ fn fail_path(ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: &str) -> anyhow::
 /// What `flatten` was asked to do.
 #[derive(Debug)]
 struct FlattenHow {
+    limits: extract::Limits,
     output: Option<PathBuf>,
     replace: bool,
     dry_run: bool,
@@ -642,6 +701,22 @@ fn flatten_one(
         Ok(())
     };
     let is_dir = source.is_dir();
+    if how.replace && !is_dir && !std::fs::metadata(source).is_ok_and(|m| m.is_file()) {
+        // Only a regular file is ever replaced (and a FIFO never opened).
+        let kind = match std::fs::metadata(source) {
+            Ok(_) => ErrorKind::NotRegular,
+            Err(e) => ErrorKind::from_io(&e),
+        };
+        if piped && kind == ErrorKind::NotRegular {
+            return Ok(ctx.emit(&rec)?);
+        }
+        return fail(
+            ctx,
+            rec,
+            kind,
+            "--replace takes a regular file (a tarball or a single VHD)".into(),
+        );
+    }
     if how.replace && !is_dir && !looks_like_tarball(source) {
         // Already a single VHD (a re-run), or not ours at all.
         return match read::Chain::open(&[source.to_path_buf()]) {
@@ -699,7 +774,12 @@ fn flatten_one(
     let Some(output) = output else {
         return fail(ctx, rec, ErrorKind::BadRecord, "no output".into());
     };
-    match flatten::flatten(source, &output, how.force || how.replace) {
+    let opts = flatten::Options {
+        overwrite: how.force,
+        replacing: how.replace,
+        limits: how.limits.clone(),
+    };
+    match flatten::flatten_with(source, &output, &opts) {
         Ok(done) => {
             if let Value::Object(m) = serde_json::to_value(&done)? {
                 facet.extend(m);

@@ -40,6 +40,7 @@
 use crate::raw::{be32, be64, checksum, put};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
+use common::files::FileId;
 use common::formats::{FormatError, Source, probe};
 use serde::Serialize;
 use serde_json::Value;
@@ -166,7 +167,8 @@ pub enum RelinkError {
         /// What is wrong.
         why: String,
     },
-    /// The child is its own would-be parent.
+    /// The child is its own would-be parent (the same name, or the same
+    /// file under another name: a hard link).
     #[error("{path}: a VHD cannot be its own parent")]
     SelfParent {
         /// The file.
@@ -196,8 +198,8 @@ impl RelinkError {
             RelinkError::NotAVhd { .. } => ErrorKind::NotAVhd,
             RelinkError::UuidMismatch { .. }
             | RelinkError::NameTooLong { .. }
-            | RelinkError::BadName { .. }
-            | RelinkError::SelfParent { .. } => ErrorKind::Refused,
+            | RelinkError::BadName { .. } => ErrorKind::Refused,
+            RelinkError::SelfParent { .. } => ErrorKind::SameFile,
             RelinkError::BadLocator { .. } => ErrorKind::BadImage,
             RelinkError::Changed { .. } => ErrorKind::Busy,
             RelinkError::Io { source, .. } => ErrorKind::from_io(source),
@@ -450,7 +452,14 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
 fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError> {
     let child_real = std::fs::canonicalize(child).map_err(io_err(child))?;
     let parent_real = std::fs::canonicalize(parent).map_err(io_err(parent))?;
-    if child_real == parent_real {
+    let same_inode = match (
+        std::fs::metadata(&child_real),
+        std::fs::metadata(&parent_real),
+    ) {
+        (Ok(c), Ok(p)) => FileId::of_metadata(&c) == FileId::of_metadata(&p),
+        _ => false,
+    };
+    if child_real == parent_real || same_inode {
         return Err(RelinkError::SelfParent {
             path: child.to_owned(),
         });

@@ -9,6 +9,7 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -407,4 +408,94 @@ fn a_run_waiting_on_a_fifo_ends_on_sigterm() {
         assert_eq!(support::listing(d), vec!["never.tgz", "scratch"]);
         assert!(support::listing(&scratch).is_empty());
     }
+}
+
+#[test]
+fn outputs_never_replace_non_regular_files_or_an_input() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    chain_dir(&d.join("chain"));
+    let tgz = d.join("image.tgz");
+    tarball(&d.join("chain"), &tgz);
+    let tgz_bytes = fs::read(&tgz).unwrap();
+    let member = d.join("chain/0.vhd");
+    let member_bytes = fs::read(&member).unwrap();
+    let fifo = d.join("out.fifo");
+    mkfifo(&fifo);
+    fs::create_dir(d.join("outdir")).unwrap();
+    let keep = d.join("precious.txt");
+    let keep_bytes = precious(&keep);
+    std::os::unix::fs::symlink(&keep, d.join("out.link")).unwrap();
+    let before = support::listing(d);
+    for (src, out, kind) in [
+        (&tgz, Path::new("/dev/null"), "not_regular"),
+        (&tgz, &fifo, "not_regular"),
+        (&tgz, &d.join("outdir"), "not_regular"),
+        (&tgz, &d.join("out.link"), "not_regular"),
+        (&tgz, &tgz, "same_file"),
+        (&d.join("chain"), &member, "same_file"),
+        (&d.join("chain"), &d.join("chain/1.vhd"), "same_file"),
+    ] {
+        let o = run(&[
+            os("flatten"),
+            src.as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("--force"),
+        ]);
+        refused(&o, kind);
+    }
+    assert!(fs::read(&tgz).unwrap() == tgz_bytes);
+    assert!(fs::read(&member).unwrap() == member_bytes);
+    assert!(fs::read(&keep).unwrap() == keep_bytes);
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert_eq!(support::listing(d), before);
+    // A hard link of the child as its parent: never written over.
+    let link = d.join("chain/link.vhd");
+    fs::hard_link(&member, &link).unwrap();
+    let o = run(&[os("set-parent"), member.as_os_str(), link.as_os_str()]);
+    refused(&o, "same_file");
+    let o = run(&[os("coalesce"), member.as_os_str(), link.as_os_str()]);
+    refused(&o, "same_file");
+    assert!(fs::read(&member).unwrap() == member_bytes);
+    // --replace of a FIFO: refused, never opened.
+    let o = run(&[os("flatten"), os("--replace"), fifo.as_os_str()]);
+    refused(&o, "not_regular");
+}
+
+#[test]
+fn dash_and_flags_that_do_nothing_are_usage_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    chain_dir(&d.join("chain"));
+    let c = d.join("chain");
+    let cases: Vec<Vec<&std::ffi::OsStr>> = vec![
+        vec![os("flatten"), c.as_os_str(), os("-o"), os("-")],
+        vec![os("flatten"), os("-"), os("--replace")],
+        vec![os("flatten"), c.as_os_str(), os("--dry-run"), os("--force")],
+        vec![os("flatten"), c.as_os_str(), os("--force")],
+        vec![os("flatten"), c.as_os_str()],
+        vec![os("flatten")],
+        vec![os("extract"), os("t.tgz"), os("-")],
+        vec![os("check")],
+        vec![
+            os("resize"),
+            os("x.vhd"),
+            os("8M"),
+            os("--journal"),
+            os("j"),
+        ],
+    ];
+    for args in cases {
+        let o = run(&args);
+        let r = refused(&o, "usage");
+        assert!(r["error"]["message"].is_string(), "{args:?}");
+    }
+    assert_eq!(support::listing(d), vec!["chain"]);
 }
