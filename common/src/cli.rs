@@ -67,6 +67,7 @@ pub struct Ctx {
     quiet: bool,
     out: RecordWriter<Box<dyn Write>>,
     status: Status,
+    stopped_reported: bool,
 }
 
 impl Ctx {
@@ -77,6 +78,7 @@ impl Ctx {
             quiet,
             out: RecordWriter::new(out),
             status: Status::Ok,
+            stopped_reported: false,
         }
     }
 
@@ -106,7 +108,15 @@ impl Ctx {
         self.warn(&format!("{what}{}", err.message));
         rec.set_error(&err);
         self.status.merge(Status::Error);
-        self.emit(&rec)
+        self.emit(&rec)?;
+        // Stopped by a signal: this record says so; the run ends here.
+        if err.kind == crate::ErrorKind::Interrupted
+            && let Some(sig) = crate::signal::pending()
+        {
+            self.stopped_reported = true;
+            return Err(crate::files::stopped(sig));
+        }
+        Ok(())
     }
 
     /// A new error facet from this tool.
@@ -140,7 +150,10 @@ pub fn each_stdin_record(
     ctx: &mut Ctx,
     mut f: impl FnMut(&mut Ctx, Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut reader = crate::jsonl::RecordReader::new(io::stdin().lock());
+    // A signal ends a read blocked on stdin (std's line reader would retry).
+    let stdin =
+        io::BufReader::with_capacity(64 * 1024, crate::files::Stoppable(io::stdin().lock()));
+    let mut reader = crate::jsonl::RecordReader::new(stdin);
     while let Some(item) = reader.next_record()? {
         match item {
             Ok(rec) if rec.has_error() => ctx.emit(&rec)?,
@@ -326,21 +339,31 @@ fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
         };
     }
     let mut ctx = Ctx::new(T::NAME, cli.shared().quiet, Box::new(io::stdout().lock()));
-    match cli.run(&mut ctx) {
-        Ok(()) => ctx.status().into(),
+    let result = cli.run(&mut ctx);
+    // A tool stopped by a signal exits 128+N however it wound down (a
+    // per-record `interrupted` error, a stopped read, a clean return).
+    let signalled = crate::signal::pending().or_else(|| match &result {
+        Err(e) => e.downcast_ref::<Interrupted>().map(|i| i.0),
+        Ok(()) => None,
+    });
+    match result {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
-            let sig = e.downcast_ref::<Interrupted>().map_or(0, |i| i.0);
-            warn(T::NAME, &e.to_string());
-            let mut rec = Record::new();
-            rec.set_error(&ErrorFacet::new(
-                T::NAME,
-                crate::ErrorKind::Interrupted,
-                e.to_string(),
-            ));
-            let _ = ctx.emit(&rec);
+        result if signalled.is_some() => {
+            let sig = signalled.unwrap_or(0);
+            let message = format!("interrupted by signal {sig}; cleaned up");
+            warn(T::NAME, &message);
+            if result.is_err() && !ctx.stopped_reported {
+                let mut rec = Record::new();
+                rec.set_error(&ErrorFacet::new(
+                    T::NAME,
+                    crate::ErrorKind::Interrupted,
+                    message,
+                ));
+                let _ = ctx.emit(&rec);
+            }
             ExitCode::from(crate::signal::exit_code(sig))
         }
+        Ok(()) => ctx.status().into(),
         Err(e) => {
             let message = format!("{e:#}");
             warn(T::NAME, &message);
