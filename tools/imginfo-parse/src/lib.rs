@@ -43,6 +43,10 @@ end, a header past the bound) is never judged: --check fails (not_read).
 Without FILEs, stdin may also hold qemu-img info output, detected without
 flags: a JSON object, a --backing-chain array, several concatenated documents,
 or the human text of any QEMU version (one record per image).
+Empty stdin: no records, exit 0; with --check, nothing was judged: an
+empty_input error record (exit 2), never a pass. Flags that do nothing in the
+chosen mode (--summary without --from-glance, --cpu-limit without --qemu...)
+are usage errors.
 
 Output: one JSON line per image: {\"info\": {...}} (other keys of an input
 record are kept). info holds qemu's JSON fields in snake_case: filename,
@@ -90,9 +94,10 @@ pub struct Cli {
     #[arg(long)]
     pub qemu: bool,
 
-    /// How to read stdin: auto (from the first document), json, or human
-    #[arg(long, value_enum, default_value = "auto", value_name = "KIND")]
-    pub input: InputMode,
+    /// How to read stdin (without FILEs or --url): auto (from the first
+    /// document; the default), json, or human
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub input: Option<InputMode>,
 
     /// The image format claimed (qemu's names: raw, qcow2, vpc, vmdk,
     /// ...): the file is read as that format (with --qemu, passed as
@@ -132,23 +137,14 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "check")]
     pub allow_multi: Vec<String>,
 
-    /// With --check: accepted VMDK create types (empty: no VMDK at all)
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "monolithicSparse,streamOptimized"
-    )]
-    pub vmdk_create_types: Vec<String>,
+    /// With --check: accepted VMDK create types (empty: no VMDK at all;
+    /// default monolithicSparse,streamOptimized)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub vmdk_create_types: Option<Vec<String>>,
 
-    /// With --check: formats refused outright
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "qed"
-    )]
-    pub banned_formats: Vec<String>,
+    /// With --check: formats refused outright (default qed)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub banned_formats: Option<Vec<String>>,
 
     /// With --check: accept a backing file (data files and unknown features
     /// are still refused)
@@ -173,18 +169,20 @@ pub struct Cli {
     )]
     pub qemu_img: OsString,
 
-    /// Kill qemu-img after this many seconds of wall-clock time (with
-    /// --url or --from-glance: the HTTP timeout)
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub timeout: u64,
+    /// With --qemu: kill qemu-img after this many seconds of wall-clock
+    /// time; with --url or --from-glance: the HTTP timeout (default 60)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 
-    /// CPU-time limit for qemu-img, seconds (0: none)
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    pub cpu_limit: u64,
+    /// With --qemu: CPU-time limit for qemu-img, seconds (0: none; default
+    /// 30)
+    #[arg(long, value_name = "SECS")]
+    pub cpu_limit: Option<u64>,
 
-    /// Address-space limit for qemu-img (e.g. 1G; 0: none)
-    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size_arg)]
-    pub memory_limit: u64,
+    /// With --qemu: address-space limit for qemu-img (e.g. 1G; 0: none;
+    /// default 1G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_limit: Option<u64>,
 
     /// Probe an image over HTTP(S) with Range requests, reading only its
     /// headers (repeatable)
@@ -197,10 +195,10 @@ pub struct Cli {
     #[arg(long, value_name = "URL", conflicts_with_all = ["files", "qemu", "urls"])]
     pub from_glance: Option<String>,
 
-    /// With --from-glance, images probed at once
-    #[arg(long, value_name = "N", default_value_t = 4, requires = "from_glance",
+    /// With --from-glance, images probed at once (default 4)
+    #[arg(long, value_name = "N", requires = "from_glance",
           value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    pub jobs: Option<u16>,
 
     /// With --from-glance, end with a summary record: images, probed,
     /// acceptable, unacceptable, not_probed, errors, requests, bytes_read
@@ -245,28 +243,90 @@ struct Runner<'a> {
     detection: Option<Map<String, Value>>,
 }
 
+/// `--timeout`'s default, seconds.
+const DEFAULT_TIMEOUT: u64 = 60;
+
+/// A list flag's values (an empty value clears it), or its default.
+fn list_or(given: Option<&[String]>, default: &[&str]) -> Vec<String> {
+    match given {
+        Some(v) => v.iter().filter(|t| !t.is_empty()).cloned().collect(),
+        None => default.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+/// Flags that would do nothing in the chosen mode are usage errors, never
+/// silently ignored. (clap's `requires` is waived when the required flag
+/// conflicts with one given, so `--summary FILE` passed it.)
+fn validate(cli: &Cli) -> anyhow::Result<()> {
+    let glance = cli.from_glance.is_some();
+    let http = glance || !cli.urls.is_empty();
+    let stdin_docs = cli.files.is_empty() && cli.urls.is_empty();
+    let only = |given: bool, flag: &str, needs: &str| {
+        if given {
+            Err(common::cli::usage(format!(
+                "{flag} does nothing without {needs}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    only(!glance && cli.summary, "--summary", "--from-glance")?;
+    only(!glance && cli.jobs.is_some(), "--jobs", "--from-glance")?;
+    only(
+        !cli.qemu && cli.cpu_limit.is_some(),
+        "--cpu-limit",
+        "--qemu",
+    )?;
+    only(
+        !cli.qemu && cli.memory_limit.is_some(),
+        "--memory-limit",
+        "--qemu",
+    )?;
+    only(!cli.qemu && cli.backing_chain, "--backing-chain", "--qemu")?;
+    only(!cli.qemu && cli.force_share, "--force-share", "--qemu")?;
+    only(
+        !cli.qemu && !http && cli.timeout.is_some(),
+        "--timeout",
+        "--qemu, --url or --from-glance",
+    )?;
+    only(
+        !stdin_docs && cli.input.is_some(),
+        "--input",
+        "documents on stdin (no FILE, no --url)",
+    )?;
+    for (given, flag) in [
+        (cli.vmdk_create_types.is_some(), "--vmdk-create-types"),
+        (cli.banned_formats.is_some(), "--banned-formats"),
+    ] {
+        only(!cli.check && given, flag, "--check")?;
+    }
+    let a = &cli.auth;
+    for (given, flag) in [
+        (a.token_file.is_some(), "--token-file"),
+        (!a.headers.is_empty(), "--header"),
+        (a.cacert.is_some(), "--cacert"),
+    ] {
+        only(!http && given, flag, "--url or --from-glance")?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
+    validate(&cli)?;
     let policy = check::Policy {
         expect_format: cli.expect_format.clone(),
         require_format: cli.require_format.clone(),
         max_virtual_size: cli.max_virtual_size,
         volume_size_gb: cli.volume_size_gb,
         allow_multi: cli.allow_multi.clone(),
-        vmdk_create_types: cli
-            .vmdk_create_types
-            .iter()
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .collect(),
-        banned: cli
-            .banned_formats
-            .iter()
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .collect(),
+        vmdk_create_types: list_or(
+            cli.vmdk_create_types.as_deref(),
+            &["monolithicSparse", "streamOptimized"],
+        ),
+        banned: list_or(cli.banned_formats.as_deref(), &["qed"]),
         allow_backing_file: cli.allow_backing_file,
     };
-    let timeout = Duration::from_secs(cli.timeout);
+    let timeout = Duration::from_secs(cli.timeout.unwrap_or(DEFAULT_TIMEOUT));
     let glance = match &cli.from_glance {
         Some(url) => {
             let g = cli.auth.client(Some(url), "--from-glance", true, timeout)?;
@@ -311,17 +371,21 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     let stdin = io::stdin().lock();
-    let mut docs = DocReader::new(stdin, cli.input);
+    let mut docs = DocReader::new(stdin, cli.input.unwrap_or(InputMode::Auto));
     let mut any = false;
     while let Some(doc) = docs.next_doc().context("reading stdin")? {
         any = true;
         r.doc(doc)?;
     }
     r.flush_pending()?;
-    if !any {
+    if !any && cli.check {
+        // Empty stdin is no records, as in every tool, except under
+        // --check: a verdict was asked for and nothing was judged (the
+        // `qemu-img info x | imginfo-parse --check && ...` whose qemu-img
+        // printed nothing must not pass).
         let e = r.ctx.error(
             ErrorKind::EmptyInput,
-            "no input: expected qemu-img info output (JSON or text) or records on stdin",
+            "nothing on stdin to judge: expected qemu-img info output (JSON or text) or records",
         );
         r.fail(Record::new(), e)?;
     }
@@ -338,16 +402,21 @@ fn from_glance(mut r: Runner<'_>, g: &common::glance::Glance) -> anyhow::Result<
         policy: &policy,
         glance: Some(g),
     };
-    let mut docs = DocReader::new(io::stdin().lock(), cli.input);
+    let mut docs = DocReader::new(io::stdin().lock(), cli.input.unwrap_or(InputMode::Auto));
     let inputs = std::iter::from_fn(|| docs.next_doc().context("reading stdin").transpose());
     let work = |doc: Doc| job.doc(doc);
-    common::jobs::ordered(usize::from(cli.jobs), inputs, &work, &mut |item| {
-        match item {
-            remote::Item::Probed(o) => r.apply(*o)?,
-            remote::Item::Other(doc) => r.doc(doc)?,
-        }
-        Ok(())
-    })?;
+    common::jobs::ordered(
+        usize::from(cli.jobs.unwrap_or(4)),
+        inputs,
+        &work,
+        &mut |item| {
+            match item {
+                remote::Item::Probed(o) => r.apply(*o)?,
+                remote::Item::Other(doc) => r.doc(doc)?,
+            }
+            Ok(())
+        },
+    )?;
     r.flush_pending()?;
     if cli.summary {
         let mut rec = Record::new();
@@ -778,9 +847,9 @@ impl Runner<'_> {
             format: cli.format.clone(),
             backing_chain: cli.backing_chain,
             force_share: cli.force_share,
-            timeout: Duration::from_secs(cli.timeout.max(1)),
-            cpu_limit: (cli.cpu_limit > 0).then_some(cli.cpu_limit),
-            address_space: (cli.memory_limit > 0).then_some(cli.memory_limit),
+            timeout: Duration::from_secs(cli.timeout.unwrap_or(DEFAULT_TIMEOUT).max(1)),
+            cpu_limit: Some(cli.cpu_limit.unwrap_or(30)).filter(|&c| c > 0),
+            address_space: Some(cli.memory_limit.unwrap_or(1 << 30)).filter(|&m| m > 0),
         };
         let out = match qemu::info(&opts, &path) {
             Ok(out) => out,

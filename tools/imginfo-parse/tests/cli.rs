@@ -70,15 +70,98 @@ fn generate_man_and_completions() {
 }
 
 #[test]
-fn empty_input_is_an_error_record() {
+fn empty_input_is_no_records_but_never_a_pass() {
     for input in [&b""[..], b"\n\n   \n"] {
         let r = run(&[], input);
+        assert_eq!(r.code, 0, "{}", r.stdout);
+        assert!(r.stdout.is_empty() && r.stderr.is_empty(), "{}", r.stderr);
+        // --check asked for a verdict and nothing was judged.
+        let r = run(&["--check"], input);
         assert_eq!(r.code, 2);
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.records[0]["error"]["kind"], "empty_input");
         assert_eq!(r.records[0]["error"]["tool"], "imginfo-parse");
+        assert_eq!(r.records[0]["check"]["acceptable"], false);
         assert!(r.stderr.starts_with("imginfo-parse: "), "{}", r.stderr);
     }
+    assert!(run(&["--help"], b"").stdout.contains("Empty stdin"));
+}
+
+#[test]
+fn flags_that_do_nothing_in_a_mode_are_usage_errors() {
+    for args in [
+        &["--summary", "x.img"][..],
+        &["--jobs", "2", "x.img"],
+        &["--cpu-limit", "3", "x.img"],
+        &["--memory-limit", "1G", "x.img"],
+        &["--timeout", "3", "x.img"],
+        &["--input", "json", "x.img"],
+        &["--banned-formats", "qed", "x.img"],
+        &["--vmdk-create-types", "", "x.img"],
+        &["--header", "A: b", "x.img"],
+        &["--cacert", "ca.pem", "x.img"],
+    ] {
+        let r = run(args, b"");
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stdout);
+        assert_eq!(r.records.len(), 1, "{args:?}");
+        assert_eq!(r.records[0]["error"]["kind"], "usage", "{args:?}");
+        let msg = r.records[0]["error"]["message"].as_str().unwrap();
+        assert_eq!(msg.matches(args[0]).count(), 1, "{msg}");
+    }
+    // Where they mean something they are accepted.
+    let r = run(
+        &[
+            "--check",
+            "--banned-formats",
+            "",
+            "--timeout",
+            "5",
+            "--qemu",
+            "/nonexistent",
+        ],
+        b"",
+    );
+    assert_eq!(r.records[0]["error"]["kind"], "not_found", "{}", r.stdout);
+    let r = run(&["--input", "json"], b"");
+    assert_eq!(r.code, 0);
+}
+
+#[test]
+fn non_utf8_names_round_trip_through_records() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"disk-\xff.raw");
+    std::fs::write(d.path().join(name), vec![0u8; 4096]).unwrap();
+    let out = Command::new(BIN)
+        .arg(name)
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rec["path"], "disk-\u{fffd}.raw");
+    assert_eq!(rec["path_bytes"], common::text::base64(b"disk-\xff.raw"));
+    assert_eq!(rec["info"]["filename_bytes"], rec["path_bytes"]);
+    assert_eq!(rec["info"]["virtual_size"], 4096);
+    // As another tool writes it (cachewalk nova): path_bytes wins over the
+    // lossy path, natively and with --qemu.
+    let line = format!(
+        "{{\"path\":\"disk-\u{fffd}.raw\",\"path_bytes\":{}}}\n",
+        rec["path_bytes"]
+    );
+    let mut argsets: Vec<Vec<&str>> = vec![vec![]];
+    if qemu_img().is_some() {
+        argsets.push(vec!["--qemu"]);
+    }
+    for args in argsets {
+        let r = in_dir(d.path(), &args, line.as_bytes());
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stdout);
+        assert_eq!(r.records[0]["info"]["virtual_size"], 4096, "{args:?}");
+        assert_eq!(r.records[0]["path_bytes"], rec["path_bytes"]);
+    }
+    // A malformed path_bytes is an error, never the lossy path.
+    let r = in_dir(d.path(), &[], b"{\"path\":\"x\",\"path_bytes\":\"%%\"}\n");
+    assert_eq!(r.records[0]["error"]["kind"], "bad_record");
 }
 
 #[test]
