@@ -24,7 +24,7 @@ pub const STREAM_BOUND: usize = 16 << 20;
 /// header offset, far from overflowing the parsers' arithmetic (1 EiB).
 pub const UNKNOWN_LEN: u64 = 1 << 60;
 
-/// A regular file, read at offsets.
+/// A regular file or a block device, read at offsets.
 #[derive(Debug)]
 pub struct FileBytes {
     file: File,
@@ -36,10 +36,12 @@ impl FileBytes {
     /// The regular file of an opened input.
     pub fn new(input: Input) -> io::Result<Self> {
         use std::os::unix::fs::MetadataExt;
+        // A block device's length is its end, not its inode's size (0).
+        let len = input.len();
         let file = input.into_file();
         let md = file.metadata()?;
         Ok(FileBytes {
-            len: md.len(),
+            len: len.unwrap_or(md.len()),
             allocated: md.blocks().saturating_mul(512),
             file,
         })
