@@ -159,6 +159,24 @@ pub enum ExtractError {
         /// Which limit.
         reason: String,
     },
+    /// Writing the member would leave the target filesystem with less
+    /// than its reserve ([`space_bound`]): refused before writing it.
+    #[error("not enough space{}: {reason}", at_member(.member))]
+    Space {
+        /// The member that would not fit.
+        member: Option<String>,
+        /// How much was needed and what was free.
+        reason: String,
+    },
+    /// A member whose bytes show it is not a VHD (with the VHD rules of
+    /// [`extract_vhds`]).
+    #[error("member \"{member}\" is not a VHD: {why}")]
+    NotAVhd {
+        /// The member.
+        member: String,
+        /// What its bytes show.
+        why: String,
+    },
     /// A file of that name already exists in `dir` (possibly a symlink); we
     /// never replace or follow it.
     #[error("{}: already exists, not replacing it (member \"{member}\")", path.display())]
@@ -207,6 +225,8 @@ impl ExtractError {
             ExtractError::Unsafe { .. } => ErrorKind::UnsafeMember,
             ExtractError::Unexpected { .. } => ErrorKind::UnexpectedMember,
             ExtractError::Limit { .. } => ErrorKind::LimitExceeded,
+            ExtractError::Space { .. } => ErrorKind::NoSpace,
+            ExtractError::NotAVhd { .. } => ErrorKind::NotAVhd,
             ExtractError::Exists { .. } => ErrorKind::AlreadyExists,
             ExtractError::Write { source, .. } => ErrorKind::from_io(source),
         }
@@ -218,8 +238,10 @@ impl ExtractError {
         match self {
             ExtractError::Truncated { member, .. }
             | ExtractError::Corrupt { member, .. }
-            | ExtractError::Limit { member, .. } => member.as_deref(),
-            ExtractError::Unsafe { member, .. }
+            | ExtractError::Limit { member, .. }
+            | ExtractError::Space { member, .. } => member.as_deref(),
+            ExtractError::NotAVhd { member, .. }
+            | ExtractError::Unsafe { member, .. }
             | ExtractError::Unexpected { member }
             | ExtractError::Exists { member, .. }
             | ExtractError::Write { member, .. } => Some(member),
@@ -315,6 +337,90 @@ impl<R: Read> Read for Counted<R> {
 /// was; files already in `dir` are never replaced (a name collision is
 /// [`ExtractError::Exists`]).
 pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member>, ExtractError> {
+    extract_with(tarball, dir, limits, false)
+}
+
+/// [`extract`], and every member must be a VHD: whole 512-byte sectors
+/// (plus a 511-byte footer, as old writers left) of at least one footer,
+/// refused from its tar header otherwise, before a byte is written; a
+/// member that does not begin with a footer copy (`conectix`, as every
+/// dynamic and differencing VHD does) can only be a fixed VHD, whose only
+/// footer is its last sector, checked as the member ends (within the byte
+/// bounds, like any member).
+pub fn extract_vhds(
+    tarball: &Path,
+    dir: &Path,
+    limits: &Limits,
+) -> Result<Vec<Member>, ExtractError> {
+    extract_with(tarball, dir, limits, true)
+}
+
+/// The minimum free space extraction leaves on the target filesystem.
+pub const SPACE_RESERVE_MIN: u64 = 64 << 20;
+
+/// The most bytes an extraction into `dir` may write by default: the free
+/// space of its filesystem (for an unprivileged writer) less a reserve of
+/// 5% of that free space or [`SPACE_RESERVE_MIN`], whichever is larger.
+/// None when the free space cannot be read.
+pub fn space_bound(dir: &Path) -> Option<u64> {
+    let free = common::files::available_bytes(dir).ok()?;
+    Some(free.saturating_sub((free / 20).max(SPACE_RESERVE_MIN)))
+}
+
+/// The bounds of one extraction.
+#[derive(Debug, Clone)]
+struct Budget {
+    /// Bytes that may be written in all.
+    max_bytes: u64,
+    /// Whether the free space (rather than the limit asked) sets
+    /// `max_bytes`: exceeding it is then [`ExtractError::Space`].
+    by_space: bool,
+    /// Members that may be written.
+    max_members: usize,
+    /// Members must be VHDs ([`extract_vhds`]).
+    vhds: bool,
+}
+
+impl Budget {
+    fn new(limits: &Limits, space: Option<u64>, vhds: bool) -> Budget {
+        let (max_bytes, by_space) = match space {
+            Some(s) if s < limits.max_bytes => (s, true),
+            _ => (limits.max_bytes, false),
+        };
+        Budget {
+            max_bytes,
+            by_space,
+            max_members: limits.max_members,
+            vhds,
+        }
+    }
+
+    /// The error for a member (or the stream) going over `max_bytes`.
+    fn over(&self, member: Option<String>, what: String) -> ExtractError {
+        if self.by_space {
+            ExtractError::Space {
+                member,
+                reason: format!(
+                    "{what}, more than the {} bytes the target filesystem can spare \
+                     (its free space less a reserve of 5% or {SPACE_RESERVE_MIN} bytes)",
+                    self.max_bytes
+                ),
+            }
+        } else {
+            ExtractError::Limit {
+                member,
+                reason: format!("{what}, over the {} byte extraction limit", self.max_bytes),
+            }
+        }
+    }
+}
+
+fn extract_with(
+    tarball: &Path,
+    dir: &Path,
+    limits: &Limits,
+    vhds: bool,
+) -> Result<Vec<Member>, ExtractError> {
     let meta = std::fs::metadata(dir).map_err(|source| ExtractError::Dir {
         path: dir.to_path_buf(),
         source,
@@ -329,8 +435,9 @@ pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member
         path: tarball.to_path_buf(),
         source,
     })?;
+    let budget = Budget::new(limits, space_bound(dir), vhds);
     let mut created = Vec::new();
-    let result = run(file, tarball, Some(dir), limits, &mut created);
+    let result = run(file, tarball, Some(dir), &budget, &mut created);
     if result.is_err() {
         // Best effort: the original error is the one to report, and `dir`
         // is the caller's private scratch directory, removed as a whole
@@ -350,14 +457,20 @@ pub fn scan(tarball: &Path, limits: &Limits) -> Result<Vec<Member>, ExtractError
         path: tarball.to_path_buf(),
         source,
     })?;
-    run(file, tarball, None, limits, &mut Vec::new())
+    run(
+        file,
+        tarball,
+        None,
+        &Budget::new(limits, None, false),
+        &mut Vec::new(),
+    )
 }
 
 fn run<R: Read>(
     file: R,
     tarball: &Path,
     dir: Option<&Path>,
-    limits: &Limits,
+    budget: &Budget,
     created: &mut Vec<PathBuf>,
 ) -> Result<Vec<Member>, ExtractError> {
     let open_err = |source| ExtractError::Open {
@@ -438,23 +551,31 @@ fn run<R: Read>(
             if !seen.insert(name.clone()) {
                 return Err(unsafe_member(shown, "duplicate member"));
             }
-            if members.len() >= limits.max_members {
+            if members.len() >= budget.max_members {
                 return Err(ExtractError::Limit {
                     member: Some(shown),
-                    reason: format!("more than {} members", limits.max_members),
+                    reason: format!("more than {} members", budget.max_members),
                 });
             }
             let declared = entry.size();
-            let remaining = limits.max_bytes.saturating_sub(written);
+            let remaining = budget.max_bytes.saturating_sub(written);
             if declared > remaining {
-                return Err(ExtractError::Limit {
-                    member: Some(shown),
-                    reason: format!(
-                        "member declares {declared} bytes, over the {} byte extraction limit",
-                        limits.max_bytes
+                return Err(budget.over(
+                    Some(shown),
+                    format!("the member declares {declared} bytes ({written} written before it)"),
+                ));
+            }
+            // A VHD is whole sectors plus its footer: anything else is
+            // refused from its header, before a byte is written.
+            if budget.vhds && (declared < 512 || !matches!(declared % 512, 0 | 511)) {
+                return Err(ExtractError::NotAVhd {
+                    member: shown,
+                    why: format!(
+                        "{declared} bytes: a VHD is whole 512-byte sectors ending with its footer"
                     ),
                 });
             }
+            let mut sniff = budget.vhds.then(Sniff::default);
             // A scan (no `dir`) reads the data through and writes nothing.
             let (path, out) = match dir {
                 Some(dir) => {
@@ -467,14 +588,21 @@ fn run<R: Read>(
             };
             state.in_data.set(true);
             let copied = match out.as_ref() {
-                Some(mut f) => copy_member(&mut entry, &mut f, remaining, &mut buf, &shown, &path),
+                Some(mut f) => copy_member(
+                    &mut entry,
+                    &mut f,
+                    remaining,
+                    &mut buf,
+                    (&shown, &path),
+                    sniff.as_mut(),
+                ),
                 None => copy_member(
                     &mut entry,
                     &mut io::sink(),
                     remaining,
                     &mut buf,
-                    &shown,
-                    &path,
+                    (&shown, &path),
+                    sniff.as_mut(),
                 ),
             }
             .map_err(|e| match e {
@@ -482,7 +610,10 @@ fn run<R: Read>(
                 CopyError::Done(e) => e,
             })?;
             state.in_data.set(false);
-            check_copied(copied, declared, remaining, limits, &shown)?;
+            check_copied(copied, declared, remaining, budget, &shown)?;
+            if let Some(Err(why)) = sniff.as_ref().map(Sniff::finish) {
+                return Err(ExtractError::NotAVhd { member: shown, why });
+            }
             if let Some(f) = &out {
                 f.sync_all().map_err(|source| ExtractError::Write {
                     member: shown.clone(),
@@ -524,14 +655,14 @@ fn check_copied(
     copied: u64,
     declared: u64,
     remaining: u64,
-    limits: &Limits,
+    budget: &Budget,
     shown: &str,
 ) -> Result<(), ExtractError> {
     if copied > remaining {
-        return Err(ExtractError::Limit {
-            member: Some(shown.to_owned()),
-            reason: format!("over the {} byte extraction limit", limits.max_bytes),
-        });
+        return Err(budget.over(
+            Some(shown.to_owned()),
+            format!("more data than its header declared ({declared} bytes)"),
+        ));
     }
     if copied < declared {
         return Err(ExtractError::Truncated {
@@ -800,8 +931,8 @@ fn copy_member<R: Read, W: Write>(
     out: &mut W,
     remaining: u64,
     buf: &mut [u8],
-    member: &str,
-    path: &Path,
+    (member, path): (&str, &Path),
+    mut sniff: Option<&mut Sniff>,
 ) -> Result<u64, CopyError> {
     let mut limited = entry.take(remaining.saturating_add(1));
     let mut copied: u64 = 0;
@@ -816,6 +947,9 @@ fn copy_member<R: Read, W: Write>(
         if copied > remaining {
             return Ok(copied);
         }
+        if let Some(s) = sniff.as_deref_mut() {
+            s.feed(&buf[..n]);
+        }
         common::signal::check()
             .and_then(|()| out.write_all(&buf[..n]))
             .map_err(|source| {
@@ -825,6 +959,52 @@ fn copy_member<R: Read, W: Write>(
                     source,
                 })
             })?;
+    }
+}
+
+/// What a member's bytes say about it being a VHD, as they stream: its
+/// first 8 bytes (the footer copy's cookie of a dynamic or differencing
+/// VHD) and its last 512 (the footer).
+#[derive(Debug, Default)]
+struct Sniff {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+const COOKIE: &[u8; 8] = b"conectix";
+
+impl Sniff {
+    fn feed(&mut self, b: &[u8]) {
+        if self.head.len() < COOKIE.len() {
+            let k = (COOKIE.len() - self.head.len()).min(b.len());
+            self.head.extend_from_slice(&b[..k]);
+        }
+        if b.len() >= 512 {
+            self.tail.clear();
+            self.tail.extend_from_slice(&b[b.len() - 512..]);
+        } else {
+            self.tail.extend_from_slice(b);
+            let extra = self.tail.len().saturating_sub(512);
+            self.tail.drain(..extra);
+        }
+    }
+
+    /// The member ended: a dynamic or differencing VHD began with its
+    /// footer copy; anything else can only be a fixed VHD, whose footer
+    /// (cookie, disk type 2) is its last 512 (or 511) bytes.
+    fn finish(&self) -> Result<(), String> {
+        if self.head == COOKIE {
+            return Ok(());
+        }
+        let fixed_at = |at: usize| {
+            self.tail.len() >= at + 64
+                && &self.tail[at..at + 8] == COOKIE
+                && self.tail[at + 60..at + 64] == 2u32.to_be_bytes()
+        };
+        if fixed_at(0) || fixed_at(1) {
+            return Ok(());
+        }
+        Err("no footer copy at its start and no fixed-disk footer at its end".to_owned())
     }
 }
 

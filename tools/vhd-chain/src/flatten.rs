@@ -331,7 +331,7 @@ pub fn flatten_with(
             source,
         })?;
         let guard = Scratch(path.clone());
-        crate::extract::extract(source, &path, &opts.limits)?;
+        crate::extract::extract_vhds(source, &path, &opts.limits)?;
         _scratch = Some(guard);
         path
     };

@@ -96,7 +96,9 @@ pub enum Command {
         /// An existing, empty directory
         #[arg(value_name = "DIR")]
         dir: PathBuf,
-        /// The most bytes to write in all (e.g. 100G)
+        /// The most bytes to write in all (e.g. 100G; default 2T); never
+        /// more than the free space of DIR's filesystem less a reserve (5%
+        /// of it or 64 MiB, whichever is larger)
         #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
         max_bytes: Option<u64>,
         /// The most members to accept
@@ -159,9 +161,14 @@ pub enum Command {
         /// checked) and say what would be written
         #[arg(long)]
         dry_run: bool,
-        /// Replace an existing output file
+        /// Replace an existing output file (a regular file only)
         #[arg(long)]
         force: bool,
+        /// The most bytes a tarball's extraction may write (as for
+        /// extract; never more than the free space of the output's
+        /// filesystem less a reserve)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        max_bytes: Option<u64>,
     },
     /// Make PARENT the parent of the differencing disk CHILD (vhd-util
     /// modify -p), on a copy renamed into place; refuses when CHILD's
@@ -294,7 +301,13 @@ impl Command {
                 replace,
                 dry_run,
                 force,
+                max_bytes,
             } => {
+                if max_bytes.is_some() && source.as_deref().is_some_and(Path::is_dir) {
+                    return Err(usage(
+                        "flatten: --max-bytes bounds a tarball's extraction; a directory is not extracted",
+                    ));
+                }
                 if output.as_deref().is_some_and(is_dash) {
                     return Err(usage(
                         "flatten: -o - is refused: the VHD is verified in a file and renamed into place; \
@@ -374,9 +387,14 @@ impl Cli {
                 replace,
                 dry_run,
                 force,
+                max_bytes,
             } => {
+                let mut limits = extract::Limits::default();
+                if let Some(b) = max_bytes {
+                    limits.max_bytes = b;
+                }
                 let how = FlattenHow {
-                    limits: extract::Limits::default(),
+                    limits,
                     output,
                     replace,
                     dry_run,
@@ -516,7 +534,7 @@ fn extract_cmd(
     dir: &Path,
     limits: &extract::Limits,
 ) -> anyhow::Result<()> {
-    match extract::extract(tarball, dir, limits) {
+    match extract::extract_vhds(tarball, dir, limits) {
         Ok(members) => {
             for m in members {
                 let mut rec = Record::from_path(&m.path.to_string_lossy());
@@ -755,7 +773,7 @@ fn flatten_one(
         (None, false) => None,
     };
     if how.dry_run {
-        return match flatten_dry_run(source, is_dir) {
+        return match flatten_dry_run(source, is_dir, &how.limits) {
             Ok(mut plan) => {
                 facet.insert("dry_run".into(), true.into());
                 if let Some(o) = &output {
@@ -800,7 +818,11 @@ fn flatten_one(
 /// `--dry-run`: a directory's chain opened (links checked) and sized; a
 /// tarball read through with every extraction rule, its chain found by
 /// name. Nothing is written.
-fn flatten_dry_run(source: &Path, is_dir: bool) -> Result<Map<String, Value>, (ErrorKind, String)> {
+fn flatten_dry_run(
+    source: &Path,
+    is_dir: bool,
+    limits: &extract::Limits,
+) -> Result<Map<String, Value>, (ErrorKind, String)> {
     let mut m = Map::new();
     let names: Vec<String> = if is_dir {
         let chain = discover(source)?;
@@ -817,8 +839,7 @@ fn flatten_dry_run(source: &Path, is_dir: bool) -> Result<Map<String, Value>, (E
             .map(|n| n.to_string_lossy().into_owned())
             .collect()
     } else {
-        let members = extract::scan(source, &extract::Limits::default())
-            .map_err(|e| (e.kind(), e.to_string()))?;
+        let members = extract::scan(source, limits).map_err(|e| (e.kind(), e.to_string()))?;
         let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
         let bytes: u64 = members.iter().map(|m| m.size).sum();
         m.insert("extract_bytes".into(), bytes.into());

@@ -499,3 +499,197 @@ fn dash_and_flags_that_do_nothing_are_usage_errors() {
     }
     assert_eq!(support::listing(d), vec!["chain"]);
 }
+
+/// Run `sh -c script` in `dir`.
+fn sh(dir: &Path, script: &str) {
+    let st = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+#[test]
+fn a_zero_bomb_stops_at_max_bytes_in_extract_and_flatten() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // 64 MiB of zeros as 0.vhd: a tarball of about 64 KiB.
+    sh(
+        d,
+        "mkdir src && head -c 64M /dev/zero > src/0.vhd && tar czf bomb.tgz -C src . && rm -r src && mkdir scratch",
+    );
+    assert!(fs::metadata(d.join("bomb.tgz")).unwrap().len() < (1 << 20));
+    let o = run(&[
+        os("extract"),
+        os("--max-bytes"),
+        os("16M"),
+        d.join("bomb.tgz").as_os_str(),
+        d.join("scratch").as_os_str(),
+    ]);
+    let r = refused(&o, "limit_exceeded");
+    assert_eq!(r["error"]["detail"]["member"], "./0.vhd", "{r}");
+    assert!(support::listing(&d.join("scratch")).is_empty());
+    let mut c = vc();
+    c.current_dir(d)
+        .args(["flatten", "bomb.tgz", "-o", "out.vhd", "--max-bytes", "16M"])
+        .stdin(Stdio::null());
+    refused(&run_cmd(&mut c), "limit_exceeded");
+    assert_eq!(support::listing(d), vec!["bomb.tgz", "scratch"]);
+}
+
+/// A tmpfs of `size` on `at`, unmounted when dropped; None (the test is
+/// skipped, saying why) where mounting is not allowed.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "mount tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("skipping: cannot mount a tmpfs");
+            }
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn extraction_is_bounded_by_free_space_by_default() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    sh(
+        d,
+        "mkdir src && head -c 64M /dev/zero > src/0.vhd && tar czf bomb.tgz -C src . && rm -r src",
+    );
+    // 96 MiB free, less the 64 MiB reserve: 32 MiB may be written.
+    let Some(fsys) = Tmpfs::mount(&d.join("small"), "96m") else {
+        return;
+    };
+    fs::create_dir(fsys.0.join("scratch")).unwrap();
+    let o = run(&[
+        os("extract"),
+        d.join("bomb.tgz").as_os_str(),
+        fsys.0.join("scratch").as_os_str(),
+    ]);
+    let r = refused(&o, "no_space");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("can spare"),
+        "{r}"
+    );
+    let mut c = vc();
+    c.current_dir(&fsys.0)
+        .arg("flatten")
+        .arg(d.join("bomb.tgz"))
+        .args(["-o", "out.vhd"])
+        .stdin(Stdio::null());
+    refused(&run_cmd(&mut c), "no_space");
+    assert_eq!(support::listing(&fsys.0), vec!["scratch"]);
+    assert!(support::listing(&fsys.0.join("scratch")).is_empty());
+    // An explicit --max-bytes is still bounded by the free space.
+    let o = run(&[
+        os("extract"),
+        os("--max-bytes"),
+        os("1G"),
+        d.join("bomb.tgz").as_os_str(),
+        fsys.0.join("scratch").as_os_str(),
+    ]);
+    refused(&o, "no_space");
+}
+
+#[test]
+fn a_member_that_is_not_a_vhd_is_refused_from_its_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // 50 MB of text, not whole sectors: refused from its header, before a
+    // byte is written (strace: the member's file is never created).
+    sh(
+        d,
+        "mkdir src scratch && yes 'not a disk image, just text' | head -c 50000001 > src/0.vhd \
+         && tar czf text.tgz -C src . && rm -r src",
+    );
+    let strace = Command::new("strace").arg("-V").output().is_ok();
+    let log = d.join("strace.log");
+    let mut c = if strace {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-e", "trace=openat,open,creat", "-o"])
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_vhd-chain"));
+        c
+    } else {
+        vc()
+    };
+    c.args([
+        os("extract"),
+        d.join("text.tgz").as_os_str(),
+        d.join("scratch").as_os_str(),
+    ])
+    .stdin(Stdio::null());
+    let start = Instant::now();
+    let o = run_cmd(&mut c);
+    let r = refused(&o, "not_a_vhd");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(r["error"]["detail"]["member"], "./0.vhd", "{r}");
+    assert!(support::listing(&d.join("scratch")).is_empty());
+    if strace {
+        let trace = fs::read_to_string(&log).unwrap();
+        assert!(trace.contains("text.tgz"), "strace saw nothing: {trace}");
+        assert!(
+            !trace.contains("scratch/0.vhd"),
+            "the member was created: {trace}"
+        );
+    }
+    // Whole sectors of text: it could only be a fixed VHD, whose footer is
+    // its end; refused there, and nothing is left.
+    sh(
+        d,
+        "mkdir src && yes 'still just text' | head -c 8388608 > src/0.vhd \
+         && tar czf text2.tgz -C src . && rm -r src",
+    );
+    for args in [
+        vec![os("extract"), os("text2.tgz"), os("scratch")],
+        vec![os("flatten"), os("text2.tgz"), os("-o"), os("out.vhd")],
+    ] {
+        let mut c = vc();
+        c.current_dir(d).args(&args).stdin(Stdio::null());
+        refused(&run_cmd(&mut c), "not_a_vhd");
+    }
+    assert!(support::listing(&d.join("scratch")).is_empty());
+    assert!(!d.join("out.vhd").exists());
+    // A real fixed VHD (its footer only at its end) and a chain pass.
+    if support::have_qemu() {
+        sh(
+            d,
+            "mkdir src && qemu-img create -q -f vpc -o subformat=fixed src/0.vhd 8M \
+             && tar czf fixed.tgz -C src . && rm -r src",
+        );
+        let mut c = vc();
+        c.current_dir(d)
+            .args(["extract", "fixed.tgz", "scratch"])
+            .stdin(Stdio::null());
+        let o = run_cmd(&mut c);
+        assert!(o.status.success(), "{o:?}");
+    }
+}
