@@ -461,17 +461,43 @@ pub fn name_fields(name: &OsStr) -> (String, Option<String>) {
     (d.text, exact)
 }
 
-/// Whether `name` can be a file name taken from data (an image id, a
-/// member name): not empty, not `.` or `..`, and no `/`, NUL or control
-/// character (a newline in a name forges lines in every listing).
-pub fn safe_file_name(name: &str) -> Result<&str, String> {
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("{name:?} is not a file name"));
-    }
-    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
-        return Err(format!("{name:?} contains {c:?}, refused as a file name"));
-    }
-    Ok(name)
+/// Why an image id cannot be a file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("image id {id:?} is not a plain file name: {why}")]
+pub struct UnsafeName {
+    /// The id, as the server or record gave it.
+    pub id: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// The longest id taken as a file name: room for `.img.part` and a
+/// temporary's suffix within NAME_MAX (Glance ids are 36 bytes).
+const MAX_ID_NAME: usize = 200;
+
+/// `id` when it can be a file name in a dump directory as it is: not
+/// empty, `.` or `..`, no `/`, no control character (NUL, newline, ...:
+/// a name that breaks lines in listings and logs), at most 200 bytes.
+/// Every place an id from data (an image id) becomes a path goes
+/// through here.
+pub fn safe_file_name(id: &str) -> Result<&str, UnsafeName> {
+    let why = if id.is_empty() {
+        "empty"
+    } else if id == "." || id == ".." {
+        "a directory entry"
+    } else if id.contains('/') {
+        "contains /"
+    } else if id.chars().any(char::is_control) {
+        "contains a control character"
+    } else if id.len() > MAX_ID_NAME {
+        "longer than 200 bytes"
+    } else {
+        return Ok(id);
+    };
+    Err(UnsafeName {
+        id: id.to_owned(),
+        why,
+    })
 }
 
 #[cfg(test)]
@@ -578,11 +604,38 @@ mod tests {
     }
 
     #[test]
-    fn unsafe_names_refused() {
-        for bad in ["", ".", "..", "a/b", "a\nb", "a\0b", "\u{1b}[2J"] {
-            assert!(safe_file_name(bad).is_err(), "{bad:?}");
+    fn only_plain_names_are_file_names() {
+        for ok in [
+            "4fe257e0-c119-408e-9053-0be3f4940d6d",
+            "a b",
+            "é",
+            "-x",
+            "...",
+        ] {
+            assert_eq!(safe_file_name(ok), Ok(ok));
         }
-        assert!(safe_file_name("0f6e5c1a-2b3c-4d5e-8f90-123456789abc").is_ok());
+        let long = "a".repeat(201);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/",
+            "../etc",
+            "a\0b",
+            "a\nb",
+            "a\rb",
+            "\t",
+            "a\u{7f}",
+            "a\u{85}",
+            long.as_str(),
+        ] {
+            let e = safe_file_name(bad).unwrap_err();
+            assert_eq!(e.id, bad);
+            // The message shows the id escaped: never a raw newline.
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        assert!(safe_file_name(&"a".repeat(200)).is_ok());
     }
 
     #[test]

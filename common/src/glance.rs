@@ -111,43 +111,7 @@ impl HttpError {
     }
 }
 
-/// Why an image id cannot be a file name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("image id {id:?} is not a plain file name: {why}")]
-pub struct UnsafeName {
-    /// The id, as the server or record gave it.
-    pub id: String,
-    /// What is wrong with it.
-    pub why: &'static str,
-}
-
-/// The longest id taken as a file name: room for `.img.part` and a
-/// temporary's suffix within NAME_MAX (Glance ids are 36 bytes).
-const MAX_ID_NAME: usize = 200;
-
-/// `id` when it can be a file name in a dump directory as it is: not
-/// empty, `.` or `..`, no `/`, no control character (NUL, newline, ...:
-/// a name that breaks lines in listings and logs), at most 200 bytes.
-/// Every place an image id becomes a path goes through here.
-pub fn safe_file_name(id: &str) -> Result<&str, UnsafeName> {
-    let why = if id.is_empty() {
-        "empty"
-    } else if id == "." || id == ".." {
-        "a directory entry"
-    } else if id.contains('/') {
-        "contains /"
-    } else if id.chars().any(char::is_control) {
-        "contains a control character"
-    } else if id.len() > MAX_ID_NAME {
-        "longer than 200 bytes"
-    } else {
-        return Ok(id);
-    };
-    Err(UnsafeName {
-        id: id.to_owned(),
-        why,
-    })
-}
+pub use crate::files::{UnsafeName, safe_file_name};
 
 /// What Glance says the data must be: size, and the hash to check
 /// (`os_hash_value` with `os_hash_algo`, else `checksum` MD5).
@@ -897,41 +861,6 @@ mod tests {
             ])
         );
         assert!(request_headers(None, &["no colon".into()]).is_err());
-    }
-
-    #[test]
-    fn only_plain_names_are_file_names() {
-        for ok in [
-            "4fe257e0-c119-408e-9053-0be3f4940d6d",
-            "a b",
-            "é",
-            "-x",
-            "...",
-        ] {
-            assert_eq!(safe_file_name(ok), Ok(ok));
-        }
-        let long = "a".repeat(201);
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "/",
-            "../etc",
-            "a\0b",
-            "a\nb",
-            "a\rb",
-            "\t",
-            "a\u{7f}",
-            "a\u{85}",
-            long.as_str(),
-        ] {
-            let e = safe_file_name(bad).unwrap_err();
-            assert_eq!(e.id, bad);
-            // The message shows the id escaped: never a raw newline.
-            assert!(!e.to_string().contains('\n'), "{e}");
-        }
-        assert!(safe_file_name(&"a".repeat(200)).is_ok());
     }
 
     /// A one-shot server answering every request with 404 and a Glance

@@ -568,7 +568,7 @@ fn glance_delete_cmd(
     driver: Option<glance::Driver>,
 ) -> anyhow::Result<()> {
     for id in ids {
-        common::files::safe_file_name(id).map_err(common::cli::usage)?;
+        common::files::safe_file_name(id).map_err(|e| common::cli::usage(e.to_string()))?;
     }
     let opts = glance::Options {
         now: now_epoch(),

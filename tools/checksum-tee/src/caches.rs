@@ -62,9 +62,9 @@ fn io_err(what: &str, e: io::Error) -> CacheError {
 /// An image id usable as a file name: no `/`, not `.`/`..`, not empty,
 /// no NUL, newline or other control character.
 pub fn check_image_id(id: &str) -> Result<(), CacheError> {
-    common::files::safe_file_name(id).map(drop).map_err(|why| {
-        CacheError::Refused(format!("the image id cannot be a cache file name: {why}"))
-    })
+    common::files::safe_file_name(id)
+        .map(drop)
+        .map_err(|e| CacheError::Refused(format!("{e}; refused as a cache file name")))
 }
 
 /// A Glance cache entry being written (the file itself, open at
