@@ -54,8 +54,10 @@ const PIECE: u64 = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Coalesced {
     /// The differencing disk merged (unchanged).
+    #[serde(serialize_with = "crate::lossy_path")]
     pub child: PathBuf,
     /// The disk it was merged into.
+    #[serde(serialize_with = "crate::lossy_path")]
     pub parent: PathBuf,
     /// Members below the parent (read to verify, not changed).
     pub ancestors: usize,

@@ -78,6 +78,7 @@ pub struct Member {
     /// [`OLD_STYLE`] name.
     pub name: String,
     /// Where it was written (`dir/NAME`).
+    #[serde(serialize_with = "crate::lossy_path")]
     pub path: PathBuf,
     /// Bytes written.
     pub size: u64,

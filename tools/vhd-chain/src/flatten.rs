@@ -47,6 +47,7 @@ const WRITEBACK_BLOCKS: u64 = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flattened {
     /// The VHD written.
+    #[serde(serialize_with = "crate::lossy_path")]
     pub output: PathBuf,
     /// Members of the source chain.
     pub chain_length: usize,

@@ -28,11 +28,19 @@ use serde_json::{Map, Value};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// A path in a facet, for people (lossy where it is not UTF-8; the
+/// record's own `path_bytes` carries the exact name).
+pub(crate) fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
 /// The facet this tool owns.
 pub const FACET: &str = "vhd";
 
 const AFTER_HELP: &str = "\
-Records: each file gets {\"path\": FILE, \"vhd\": {...}} with the footer and
+Records: each file gets {\"path\": FILE, \"vhd\": {...}} (plus \"path_bytes\",
+the exact name in base64, when FILE is not UTF-8; records on stdin are read
+by it) with the footer and
 header facts (disk_type, creator_app, uuid, parent_uuid, parent_name,
 current_size, original_size, geometry, block_size, allocated_blocks,
 hidden, footer_source, footer_checksum_ok, virtual_size, ...). discover adds
@@ -84,7 +92,7 @@ pub enum Command {
     Info {
         /// VHD files
         #[arg(value_name = "FILE")]
-        files: Vec<String>,
+        files: Vec<PathBuf>,
     },
     /// Extract a XenServer image tarball (0.vhd, 1.vhd, ...) into DIR,
     /// refusing anything else; one record per member
@@ -410,7 +418,7 @@ impl Cli {
                             Ok(p) => flatten_one(ctx, rec, &p, &how, true),
                             Err(m) => {
                                 let e = ctx.error(ErrorKind::BadRecord, m);
-                                Ok(ctx.fail(rec, e)?)
+                                Ok(fail_rec(ctx, rec, e)?)
                             }
                         })
                     }
@@ -436,12 +444,12 @@ impl Cli {
                 } else {
                     patch::Mode::Copy
                 };
-                let rec = Record::from_path(&file.to_string_lossy());
+                let rec = common::files::record_for(&file);
                 match resize::resize(&file, size, mode) {
                     Ok(done) => facet_record(ctx, rec, "resize", &done),
                     Err(err) => {
                         let e = ctx.error(err.kind(), err.to_string());
-                        ctx.fail(rec, e)?;
+                        fail_rec(ctx, rec, e)?;
                         Ok(())
                     }
                 }
@@ -457,7 +465,7 @@ impl Cli {
                 Ok(chain) => relink_records(ctx, &dir, relink::fix(&chain, force)),
                 Err((kind, msg)) => {
                     let e = ctx.error(kind, msg);
-                    ctx.fail(Record::from_path(&dir.to_string_lossy()), e)?;
+                    fail_rec(ctx, common::files::record_for(&dir), e)?;
                     Ok(())
                 }
             },
@@ -503,7 +511,7 @@ fn info_record(ctx: &mut Ctx, mut rec: Record) -> io::Result<()> {
         Ok(p) => p,
         Err(m) => {
             let e = ctx.error(ErrorKind::BadRecord, m);
-            return ctx.fail(rec, e);
+            return fail_rec(ctx, rec, e);
         }
     };
     match vhd_facts(&path) {
@@ -513,15 +521,15 @@ fn info_record(ctx: &mut Ctx, mut rec: Record) -> io::Result<()> {
         }
         Err((kind, msg)) => {
             let e = ctx.error(kind, msg);
-            ctx.fail(rec, e)
+            fail_rec(ctx, rec, e)
         }
     }
 }
 
-fn info(ctx: &mut Ctx, files: &[String]) -> anyhow::Result<()> {
+fn info(ctx: &mut Ctx, files: &[PathBuf]) -> anyhow::Result<()> {
     if !files.is_empty() {
         for f in files {
-            info_record(ctx, Record::from_path(f))?;
+            info_record(ctx, common::files::record_for(f))?;
         }
         return Ok(());
     }
@@ -537,7 +545,7 @@ fn extract_cmd(
     match extract::extract_vhds(tarball, dir, limits) {
         Ok(members) => {
             for m in members {
-                let mut rec = Record::from_path(&m.path.to_string_lossy());
+                let mut rec = common::files::record_for(&m.path);
                 let mut f = Map::new();
                 f.insert("step".into(), "extract".into());
                 f.insert("member".into(), m.name.into());
@@ -554,12 +562,12 @@ fn extract_cmd(
             }
         }
         Err(err) => {
-            let mut rec = Record::from_path(&tarball.to_string_lossy());
+            let mut rec = common::files::record_for(tarball);
             let mut e = ctx.error(err.kind(), err.to_string());
             if let Some(m) = err.member() {
                 e = e.with("member", m);
             }
-            ctx.fail(rec.clone(), e)?;
+            fail_rec(ctx, rec.clone(), e)?;
             rec.remove(common::record::PATH);
         }
     }
@@ -586,7 +594,7 @@ fn check_cmd(
                 if !report.valid {
                     ctx.merge(common::Status::No);
                 }
-                let mut rec = Record::from_path(&path.to_string_lossy());
+                let mut rec = common::files::record_for(path);
                 let mut f = match serde_json::to_value(&report)? {
                     Value::Object(m) => m,
                     _ => Map::new(),
@@ -597,7 +605,7 @@ fn check_cmd(
             }
             Err(err) => {
                 let e = ctx.error(err.kind(), err.to_string());
-                ctx.fail(Record::from_path(&path.to_string_lossy()), e)?;
+                fail_rec(ctx, common::files::record_for(path), e)?;
             }
         }
         Ok(())
@@ -615,7 +623,7 @@ fn check_cmd(
                 },
                 Err((kind, msg)) => {
                     let e = ctx.error(kind, msg);
-                    ctx.fail(Record::from_path(&dir.to_string_lossy()), e)?;
+                    fail_rec(ctx, common::files::record_for(dir), e)?;
                 }
             }
         }
@@ -662,11 +670,30 @@ fn cat_cmd(ctx: &mut Ctx, source: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An error record for `path` (the message must not repeat the path:
-/// [`Ctx::fail`] names it).
+/// Emit `rec` with the error `e`; a message that begins with the record's
+/// own path has it removed, since [`Ctx::fail`] names it already.
+fn fail_rec(ctx: &mut Ctx, rec: Record, mut e: common::record::ErrorFacet) -> io::Result<()> {
+    if let Ok(Some(p)) = common::files::path_of(&rec) {
+        e.message = without_path(&e.message, &p);
+    }
+    ctx.fail(rec, e)
+}
+
+/// `msg` without a leading `PATH: ` (the errors of the library modules
+/// name their file; a record names it already).
+fn without_path(msg: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    let mut m = msg;
+    while let Some(rest) = m.strip_prefix(&prefix) {
+        m = rest;
+    }
+    m.to_owned()
+}
+
+/// An error record for `path`.
 fn fail_path(ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: &str) -> anyhow::Result<()> {
     let e = ctx.error(kind, msg);
-    ctx.fail(common::files::record_for(path), e)?;
+    fail_rec(ctx, common::files::record_for(path), e)?;
     Ok(())
 }
 
@@ -715,7 +742,7 @@ fn flatten_one(
     );
     let fail = |ctx: &mut Ctx, rec: Record, kind: ErrorKind, msg: String| -> anyhow::Result<()> {
         let e = ctx.error(kind, msg);
-        ctx.fail(rec, e)?;
+        fail_rec(ctx, rec, e)?;
         Ok(())
     };
     let is_dir = source.is_dir();
@@ -750,8 +777,8 @@ fn flatten_one(
                 rec,
                 ErrorKind::NotATarball,
                 format!(
-                    "{}: neither a tarball nor a single VHD ({e})",
-                    source.display()
+                    "neither a tarball nor a single VHD ({})",
+                    without_path(&e.to_string(), source)
                 ),
             ),
         };
@@ -805,7 +832,7 @@ fn flatten_one(
             if how.replace {
                 facet.insert("status".into(), "replaced".into());
             } else if !piped {
-                rec = Record::from_path(&output.to_string_lossy());
+                rec = common::files::record_for(&output);
             }
             rec.set(FACET, Value::Object(facet));
             ctx.emit(&rec)?;
@@ -861,7 +888,7 @@ fn coalesce_cmd(
 ) -> anyhow::Result<()> {
     let fail = |ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: String| -> anyhow::Result<()> {
         let e = ctx.error(kind, msg);
-        ctx.fail(Record::from_path(&path.to_string_lossy()), e)?;
+        fail_rec(ctx, common::files::record_for(path), e)?;
         Ok(())
     };
     let journal_of = |parent: &Path| {
@@ -881,7 +908,7 @@ fn coalesce_cmd(
             let j = journal_of(&p);
             coalesce::coalesce(child, Some(&p), mode_for(in_place, &j))
         });
-        let rec = Record::from_path(&child.to_string_lossy());
+        let rec = common::files::record_for(child);
         return match result {
             Ok(done) => facet_record(ctx, rec, "coalesce", &done),
             Err(e) => fail(ctx, child, e.kind(), e.to_string()),
@@ -911,7 +938,7 @@ fn coalesce_cmd(
                 if let Some((_, r)) = rolled_back.iter().find(|(p, _)| *p == members[k + 1]) {
                     done.journal = *r;
                 }
-                let rec = Record::from_path(&members[k].to_string_lossy());
+                let rec = common::files::record_for(&members[k]);
                 facet_record(ctx, rec, "coalesce", &done)?;
             }
             Err(e) => return fail(ctx, &members[k], e.kind(), e.to_string()),
@@ -919,7 +946,7 @@ fn coalesce_cmd(
     }
     // Cinder's coalesce_chain returns the base: so does the last record.
     if let Some(base) = members.last() {
-        let mut rec = Record::from_path(&base.to_string_lossy());
+        let mut rec = common::files::record_for(base);
         let mut f = match vhd_facts(base) {
             Ok(f) => f,
             Err((kind, msg)) => return fail(ctx, base, kind, msg),
@@ -958,7 +985,7 @@ fn relink_records(
     match result {
         Ok(done) => {
             for r in done {
-                let mut rec = Record::from_path(&r.child.to_string_lossy());
+                let mut rec = common::files::record_for(&r.child);
                 let mut f = match serde_json::to_value(&r)? {
                     Value::Object(m) => m,
                     _ => Map::new(),
@@ -970,7 +997,7 @@ fn relink_records(
         }
         Err(err) => {
             let e = ctx.error(err.kind(), err.to_string());
-            ctx.fail(Record::from_path(&target.to_string_lossy()), e)?;
+            fail_rec(ctx, common::files::record_for(target), e)?;
         }
     }
     Ok(())
@@ -1068,12 +1095,12 @@ pub fn ignored_members(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
-    let dir_rec = || Record::from_path(&dir.to_string_lossy());
+    let dir_rec = || common::files::record_for(dir);
     let chain = match discover(dir) {
         Ok(c) => c,
         Err((kind, msg)) => {
             let e = ctx.error(kind, msg);
-            ctx.fail(dir_rec(), e)?;
+            fail_rec(ctx, dir_rec(), e)?;
             return Ok(());
         }
     };
@@ -1096,7 +1123,7 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
             Ok(f) => facts.push(f),
             Err((kind, msg)) => {
                 let e = ctx.error(kind, msg);
-                ctx.fail(Record::from_path(&p.to_string_lossy()), e)?;
+                fail_rec(ctx, common::files::record_for(p), e)?;
                 return Ok(());
             }
         }
@@ -1130,7 +1157,7 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
         };
         if let Some((kind, msg)) = problem {
             let e = ctx.error(kind, msg);
-            ctx.fail(Record::from_path(&chain[i].to_string_lossy()), e)?;
+            fail_rec(ctx, common::files::record_for(&chain[i]), e)?;
             return Ok(());
         }
     }
@@ -1149,7 +1176,7 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
                 f.get("parent_uuid").is_some() && f.get("parent_uuid") == parent.get("uuid");
             f.insert("parent_uuid_matches".into(), matches.into());
         }
-        let mut rec = Record::from_path(&p.to_string_lossy());
+        let mut rec = common::files::record_for(p);
         rec.set(FACET, Value::Object(f));
         ctx.emit(&rec)?;
     }

@@ -70,8 +70,10 @@ const MAX_LOCATOR_SPACE: u64 = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Relinked {
     /// The child that was rewritten (as given).
+    #[serde(serialize_with = "crate::lossy_path")]
     pub child: PathBuf,
     /// Its new parent (as given).
+    #[serde(serialize_with = "crate::lossy_path")]
     pub parent: PathBuf,
     /// The child's parent UUID before (lower-case, hyphenated).
     pub old_parent_uuid: String,

@@ -51,6 +51,7 @@ const MAX_MOVED: u64 = 256 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resized {
     /// The VHD.
+    #[serde(serialize_with = "crate::lossy_path")]
     pub path: PathBuf,
     /// `fixed`, `dynamic` or `differencing`.
     pub disk_type: &'static str,

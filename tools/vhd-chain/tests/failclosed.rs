@@ -29,27 +29,24 @@ fn run(args: &[&std::ffi::OsStr]) -> Output {
 }
 
 fn run_cmd(c: &mut Command) -> Output {
-    let mut child = c
+    let child = c
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let pid = child.id().to_string();
+    // Output is read while waiting (a full pipe must not look like a hang).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("{c:?} hung for 5 s");
         }
-        if start.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{c:?} hung for 5 s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    child.wait_with_output().unwrap()
 }
 
 fn os(s: &str) -> &std::ffi::OsStr {
@@ -691,5 +688,91 @@ fn a_member_that_is_not_a_vhd_is_refused_from_its_bytes() {
             .stdin(Stdio::null());
         let o = run_cmd(&mut c);
         assert!(o.status.success(), "{o:?}");
+    }
+}
+
+#[test]
+fn non_utf8_names_work_and_round_trip_through_records() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let name = std::ffi::OsStr::from_bytes(b"chain-\xff\xfe");
+    let c = d.join(name);
+    chain_dir(&c);
+    // discover: records with the exact bytes.
+    let o = run(&[os("discover"), c.as_os_str()]);
+    assert!(o.status.success(), "{o:?}");
+    let recs = records(&o);
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        assert!(r["path_bytes"].is_string(), "{r}");
+        assert!(r["vhd"]["uuid"].is_string(), "{r}");
+    }
+    // Those records into info on stdin: the files are found by their bytes.
+    let mut child = vc()
+        .arg("info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &o.stdout).unwrap();
+    drop(child.stdin.take());
+    let o2 = child.wait_with_output().unwrap();
+    assert!(o2.status.success(), "{o2:?}");
+    let recs2 = records(&o2);
+    assert_eq!(recs2.len(), 2);
+    assert_eq!(recs2[0]["path_bytes"], recs[0]["path_bytes"]);
+    // As arguments: info, check, cat, flatten of the directory.
+    let leaf = c.join("0.vhd");
+    for args in [
+        vec![os("info"), leaf.as_os_str()],
+        vec![os("check"), os("--chain"), c.as_os_str()],
+    ] {
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        assert!(records(&o).iter().all(|r| r["path_bytes"].is_string()));
+    }
+    let o = run(&[os("cat"), c.as_os_str()]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout.len() as u64, 4 * MIB);
+    let out = d.join(std::ffi::OsStr::from_bytes(b"flat-\xff.vhd"));
+    let o = run(&[os("flatten"), c.as_os_str(), os("-o"), out.as_os_str()]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(out.exists());
+    assert!(records(&o)[0]["path_bytes"].is_string());
+}
+
+#[test]
+fn messages_name_the_file_once() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::write(d.join("hello.txt"), b"hello\n").unwrap();
+    for args in [
+        vec!["info", "hello.txt"],
+        vec!["check", "hello.txt"],
+        vec!["cat", "hello.txt"],
+        vec!["resize", "hello.txt", "1G"],
+        vec!["flatten", "--replace", "hello.txt"],
+        vec!["info", "missing.vhd"],
+    ] {
+        let mut c = vc();
+        c.current_dir(d).args(&args).stdin(Stdio::null());
+        let o = run_cmd(&mut c);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let file = if args[0] == "resize" {
+            args[1]
+        } else {
+            args[args.len() - 1]
+        };
+        let r = &records(&o)[0];
+        assert_eq!(r["path"], file, "{r}");
+        let m = r["error"]["message"].as_str().unwrap();
+        assert!(
+            !m.contains(file),
+            "{args:?}: the message names the file again: {m}"
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.matches(file).count(), 1, "{args:?}: {err}");
     }
 }
