@@ -12,9 +12,17 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Open a file that must be regular (`-` is stdin, when it is one).
+/// Open a file that must be regular, or a block device (a volume, read
+/// at offsets like a file); `-` is stdin, when it is one.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    Ok(open_input(path, Accept::Regular)?.into_file())
+    Ok(open_volume(path)?.0)
+}
+
+/// [`open_regular`], with the length (a block device's from its end).
+pub fn open_volume(path: &Path) -> io::Result<(File, u64)> {
+    let input = open_input(path, Accept::Regular)?;
+    let len = input.len().unwrap_or(0);
+    Ok((input.into_file(), len))
 }
 
 /// Open a tarball: a regular file, or a stream read once (a pipe, FIFO,
@@ -58,10 +66,10 @@ pub struct RegularSource {
 impl RegularSource {
     /// Open `path`, which must be a regular file.
     pub fn open(path: &Path) -> io::Result<RegularSource> {
-        let file = open_regular(path)?;
+        let (file, len) = open_volume(path)?;
         let md = file.metadata()?;
         Ok(RegularSource {
-            len: md.len(),
+            len,
             allocated: md.blocks().saturating_mul(512),
             file,
         })

@@ -50,8 +50,9 @@ unsafe_member, unexpected_member, limit_exceeded, chain_empty, chain_gap,
 chain_incomplete, not_differencing, bad_image, refused, busy, not_regular,
 same_file, already_exists, usage, io.
 
-Inputs: a VHD (and every chain member) must be a regular file; a FIFO,
-device, socket or directory is refused (not_regular) without ever blocking.
+Inputs: a VHD (and every chain member) must be a regular file (a block
+device holding a VHD may be read); a FIFO, character device, socket or
+directory is refused (not_regular) without ever blocking.
 Only a tarball (extract, flatten) may be a stream: `-` (stdin), a pipe or a
 FIFO is read front to back. Empty stdin where records are read (info,
 flatten without a source) is no records: exit 0, no output.
@@ -300,6 +301,21 @@ impl Command {
             Command::Extract { dir, .. } if is_dash(dir) => Err(usage(
                 "extract: DIR is a directory to write members into; `-` (stdout) cannot hold them",
             )),
+            Command::Resize { file: p, .. }
+            | Command::SetParent { child: p, .. }
+            | Command::Coalesce { child: p, .. }
+            | Command::Fix { dir: p, .. }
+            | Command::Discover { dir: p }
+                if is_dash(p) =>
+            {
+                Err(usage(
+                    "`-` (stdin) cannot be changed in place or listed as a directory: name the file",
+                ))
+            }
+            Command::SetParent { parent: p, .. }
+            | Command::Coalesce {
+                parent: Some(p), ..
+            } if is_dash(p) => Err(usage("`-` (stdin) cannot be a parent VHD: name the file")),
             Command::Check { files, .. } if files.is_empty() => {
                 Err(usage("check: give FILE... (or --chain DIR)"))
             }

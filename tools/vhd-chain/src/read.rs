@@ -208,12 +208,8 @@ impl Image {
             path: path.to_path_buf(),
             why: why.to_string(),
         };
-        let file = crate::input::open_regular(path).map_err(io_err)?;
-        let meta = file.metadata().map_err(io_err)?;
-        if !meta.is_file() {
-            return Err(not_vhd("not a regular file"));
-        }
-        let len = meta.len();
+        // A regular file or a volume (block device); nothing else opens.
+        let (file, len) = crate::input::open_volume(path).map_err(io_err)?;
         let read = |off: u64, n: usize| -> Result<Vec<u8>, ReadError> {
             let mut b = vec![0u8; n];
             file.read_exact_at(&mut b, off).map_err(io_err)?;
