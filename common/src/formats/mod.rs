@@ -84,7 +84,8 @@ impl Source for Vec<u8> {
     }
 }
 
-/// A local file, with its length and allocation read once.
+/// A local file (or a block device), with its length and allocation read
+/// once: the one positioned reader every tool probes and checks through.
 #[derive(Debug)]
 pub struct FileSource {
     file: std::fs::File,
@@ -93,20 +94,31 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Open `path` read-only. Symlinks are followed for the file asked
-    /// about (as qemu-img does); nothing else is ever opened.
+    /// Open `path` read-only through the shared input layer: a regular
+    /// file or a block device; a FIFO, device, socket or directory is
+    /// `not_regular`, and nothing blocks in `open()`. Symlinks are followed
+    /// for the file asked about (as qemu-img does); nothing else is ever
+    /// opened.
     pub fn open(path: &std::path::Path) -> io::Result<Self> {
+        Self::from_input(crate::files::open_input(
+            path,
+            crate::files::Accept::Regular,
+        )?)
+    }
+
+    /// An opened input that is read at offsets (not a stream).
+    pub fn from_input(input: crate::files::Input) -> io::Result<Self> {
         use std::os::unix::fs::MetadataExt;
-        let file = std::fs::File::open(path)?;
-        let md = file.metadata()?;
-        if md.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "is a directory",
+        let Some(len) = input.len() else {
+            return Err(crate::files::refusal(
+                crate::ErrorKind::NotRegular,
+                "is a stream, not a file that can be read at offsets",
             ));
-        }
+        };
+        let file = input.into_file();
+        let md = file.metadata()?;
         Ok(FileSource {
-            len: md.len(),
+            len,
             allocated: md.blocks().saturating_mul(512),
             file,
         })
@@ -124,7 +136,11 @@ impl Source for FileSource {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if let Some(sig) = crate::signal::pending() {
+                        return Err(crate::files::stopped(sig));
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }

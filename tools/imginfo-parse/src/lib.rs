@@ -829,7 +829,7 @@ impl Runner<'_> {
             let mut m = Map::new();
             m.insert("claimed_format".into(), f.as_str().into());
             let (name, _) = files::name_fields(path.as_os_str());
-            let found = source::FileBytes::new(input)
+            let found = source::FileBytes::from_input(input)
                 .map_err(FormatError::Io)
                 .and_then(|src| formats::probe(&src, &name, None));
             if let Ok(p) = found {

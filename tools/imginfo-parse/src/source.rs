@@ -13,7 +13,6 @@
 use common::files::{Input, InputKind};
 use common::formats::Source;
 use std::cell::Cell;
-use std::fs::File;
 use std::io::{self, Read};
 
 /// The most a stream is read: every header the native probe knows lives in
@@ -25,54 +24,7 @@ pub const STREAM_BOUND: usize = 16 << 20;
 pub const UNKNOWN_LEN: u64 = 1 << 60;
 
 /// A regular file or a block device, read at offsets.
-#[derive(Debug)]
-pub struct FileBytes {
-    file: File,
-    len: u64,
-    allocated: u64,
-}
-
-impl FileBytes {
-    /// The regular file of an opened input.
-    pub fn new(input: Input) -> io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        // A block device's length is its end, not its inode's size (0).
-        let len = input.len();
-        let file = input.into_file();
-        let md = file.metadata()?;
-        Ok(FileBytes {
-            len: len.unwrap_or(md.len()),
-            allocated: md.blocks().saturating_mul(512),
-            file,
-        })
-    }
-}
-
-impl Source for FileBytes {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if let Some(sig) = common::signal::pending() {
-                        return Err(common::files::stopped(sig));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
-    }
-    fn allocated(&self) -> Option<u64> {
-        Some(self.allocated)
-    }
-}
+pub type FileBytes = common::formats::FileSource;
 
 /// The first bytes of a stream, and whether they are all of it.
 #[derive(Debug)]
@@ -192,7 +144,7 @@ impl Opened {
     /// Read `input` as what it is.
     pub fn from_input(mut input: Input) -> io::Result<Self> {
         match input.kind() {
-            InputKind::Regular => Ok(Opened::File(FileBytes::new(input)?)),
+            InputKind::Regular => Ok(Opened::File(FileBytes::from_input(input)?)),
             InputKind::Stream => Ok(Opened::Stream(StreamBytes::read(&mut input, STREAM_BOUND)?)),
         }
     }

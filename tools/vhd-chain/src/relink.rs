@@ -515,7 +515,7 @@ fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError
     let table_len = padded(u64::from(be32(&header, 28)) * 4);
 
     // The parent: its footer UUID.
-    let pfile = crate::input::open_regular_or_block(&parent_real).map_err(io_err(parent))?;
+    let pfile = crate::input::open_regular(&parent_real).map_err(io_err(parent))?;
     let pmeta = pfile.metadata().map_err(io_err(parent))?;
     if !pmeta.is_file() && !pmeta.file_type().is_block_device() {
         return Err(RelinkError::NotAVhd {
