@@ -49,7 +49,8 @@ bad_record).
 
 Exit status: 0 fine (in sync), 1 a conflict, a spoiled id or (--compare) a
 difference, 2 an error. Fatal errors (bad usage, an unreadable --dir) are
-error records too.";
+error records too. Empty stdin: no records, exit 0 (the target is still
+reached first, so a wrong URL or token shows).";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]

@@ -249,3 +249,15 @@ fn a_dump_whose_metadata_is_not_its_file_is_refused() {
     assert_eq!(*seen.lock().unwrap(), ["GET / HTTP/1.1"]);
     assert!(Path::new(&d.join(UUID)).is_file());
 }
+
+#[test]
+fn empty_stdin_is_no_records_and_exit_0() {
+    let (url, seen) = versions_only();
+    let (code, recs, err) = load(&["--url", &url], "");
+    assert_eq!((code, recs.len()), (0, 0), "{recs:?} {err}");
+    // The target was reached (a wrong URL shows even with nothing to load),
+    // and nothing but the version document was asked for.
+    let seen = seen.lock().unwrap();
+    assert!(seen.iter().all(|l| l.starts_with("GET / ")), "{seen:?}");
+    assert!(!seen.is_empty());
+}
