@@ -469,17 +469,8 @@ fn glance_cmd(
     opts: &glance::Options,
     check: bool,
 ) -> anyhow::Result<()> {
-    let (entries, summary) = match glance::walk(root, opts) {
-        Ok(x) => x,
-        Err(err) => {
-            let kind = match &err {
-                glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
-                glance::GlanceError::Db { .. } => ErrorKind::Io,
-            };
-            let e = ctx.error(kind, glance_error_message(&err));
-            ctx.fail(common::files::record_for(root), e)?;
-            return Ok(());
-        }
+    let Some((entries, summary)) = glance_walk(ctx, root, opts)? else {
+        return Ok(());
     };
     let flagged = entries
         .iter()
@@ -578,17 +569,8 @@ fn glance_delete_cmd(
         verify: false,
         images: std::collections::HashMap::new(),
     };
-    let (entries, _) = match glance::walk(root, &opts) {
-        Ok(x) => x,
-        Err(err) => {
-            let kind = match &err {
-                glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
-                glance::GlanceError::Db { .. } => ErrorKind::Io,
-            };
-            let e = ctx.error(kind, glance_error_message(&err));
-            ctx.fail(common::files::record_for(root), e)?;
-            return Ok(());
-        }
+    let Some((entries, _)) = glance_walk(ctx, root, &opts)? else {
+        return Ok(());
     };
     // What the walk found (every entry carries it), or what was told.
     let driver = entries.first().and_then(|e| e.driver).or(driver);
@@ -625,6 +607,27 @@ fn glance_delete_cmd(
 }
 
 /// A walk error's message without the path its record already names.
+/// Walk the Glance cache at `root`; a walk that fails is an error record
+/// for the cache (and `None`).
+fn glance_walk(
+    ctx: &mut Ctx,
+    root: &std::path::Path,
+    opts: &glance::Options,
+) -> anyhow::Result<Option<(Vec<glance::Entry>, serde_json::Value)>> {
+    match glance::walk(root, opts) {
+        Ok(x) => Ok(Some(x)),
+        Err(err) => {
+            let kind = match &err {
+                glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
+                glance::GlanceError::Db { .. } => ErrorKind::Io,
+            };
+            let e = ctx.error(kind, glance_error_message(&err));
+            ctx.fail(common::files::record_for(root), e)?;
+            Ok(None)
+        }
+    }
+}
+
 fn glance_error_message(err: &glance::GlanceError) -> String {
     match err {
         glance::GlanceError::Io { source, .. } => source.to_string(),

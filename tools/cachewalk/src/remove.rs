@@ -412,11 +412,28 @@ impl Remover {
                 return Outcome::no("still_in_use", "open by a process (or that cannot be told)");
             }
         }
+        let file = root.join(rel);
+        self.glance_delete(
+            held,
+            &id,
+            (verdict != "orphan_row").then_some(&file),
+            allocated,
+        )
+    }
+
+    /// Delete a Glance entry under the locks `held`: its file (when there is
+    /// one) and its row, counted.
+    fn glance_delete(
+        &mut self,
+        held: GlanceLocked,
+        id: &str,
+        file: Option<&Path>,
+        allocated: u64,
+    ) -> Outcome {
         if let Some(out) = self.before_delete(allocated) {
             return out;
         }
-        let file = root.join(rel);
-        match held.delete(&id, (verdict != "orphan_row").then_some(file.as_path())) {
+        match held.delete(id, file) {
             Ok(row) => {
                 self.deleted += 1;
                 self.bytes += allocated;
@@ -492,26 +509,12 @@ impl Remover {
             None if row => 0,
             None => return Outcome::no("not_cached", "not in the cache"),
         };
-        if let Some(out) = self.before_delete(allocated) {
-            return out;
-        }
-        match held.delete(id, meta.is_some().then_some(file.as_path())) {
-            Ok(row) => {
-                self.deleted += 1;
-                self.bytes += allocated;
-                Outcome {
-                    action: "deleted",
-                    why: None,
-                    error: None,
-                    also_removed: if row {
-                        vec![format!("cache.db:cached_images:{id}")]
-                    } else {
-                        Vec::new()
-                    },
-                }
-            }
-            Err((kind, why)) => Outcome::failed(kind, why),
-        }
+        self.glance_delete(
+            held,
+            id,
+            meta.is_some().then_some(file.as_path()),
+            allocated,
+        )
     }
 }
 
