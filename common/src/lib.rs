@@ -12,6 +12,9 @@
 //! - [`files`]: opening inputs and creating outputs by the fail-closed
 //!   rules (regular files unless streaming, never block, never replace a
 //!   non-regular file, byte file names);
+//! - [`tree`]: walking and changing a tree from directory handles, never
+//!   following a link below the root, files compared by identity;
+//! - [`hook`]: named points where tests change the world between two steps;
 //! - [`exec`]: running child programs (no shell, fixed locale, limits);
 //! - [`size`]: exact byte sizes (`10G`, `1.5 GiB`) and qemu's human sizes;
 //! - [`text`]: byte strings that may not be UTF-8, base64, RFC 3339 times.
@@ -23,6 +26,7 @@ pub mod files;
 pub mod formats;
 pub mod glance;
 pub mod hash;
+pub mod hook;
 pub mod http_source;
 pub mod jobs;
 pub mod jsonl;
@@ -34,6 +38,7 @@ pub mod signal;
 pub mod size;
 pub mod status;
 pub mod text;
+pub mod tree;
 pub mod xattr;
 
 pub use record::{ErrorFacet, ErrorKind, Record};

@@ -177,6 +177,12 @@ pub enum ErrorKind {
     /// The command line asks for something that makes no sense (a flag
     /// that does nothing in this mode, a missing argument).
     Usage,
+    /// A symbolic link where the tool never follows one (a cache's own
+    /// subdirectory, a file of a tree it walks or changes).
+    Symlink,
+    /// A file that is no longer the one listed (another device and inode,
+    /// or another size or modification time): swapped between two steps.
+    Changed,
 }
 
 impl ErrorKind {
@@ -218,6 +224,8 @@ impl ErrorKind {
             ErrorKind::NotRegular => "not_regular",
             ErrorKind::SameFile => "same_file",
             ErrorKind::Usage => "usage",
+            ErrorKind::Symlink => "symlink",
+            ErrorKind::Changed => "changed",
         }
     }
 
@@ -258,6 +266,8 @@ impl ErrorKind {
         ErrorKind::NotRegular,
         ErrorKind::SameFile,
         ErrorKind::Usage,
+        ErrorKind::Symlink,
+        ErrorKind::Changed,
     ];
 
     /// The kind for an I/O error on a named file.

@@ -1,0 +1,520 @@
+//! Directory handles: walk and change a tree relative to directories opened
+//! once, never following a symbolic link below the root.
+//!
+//! The trees the tools walk and change (Nova's instances path and `_base`,
+//! Glance's image cache, dump and chain directories) are written by
+//! services, tenants and people. A path spelled out again at each step can
+//! be redirected between two steps by a component swapped for a link; a
+//! [`Dir`] pins the directory itself, and every name below it is one
+//! component, opened with `O_NOFOLLOW` (`openat`, `fstatat`, `unlinkat`,
+//! `renameat`). The root the operator names may go through links (they
+//! chose it); they are resolved once, when the root is opened.
+//!
+//! Refusals carry their kind ([`ErrorKind::Symlink`] for a link where none
+//! is followed, [`ErrorKind::Changed`] for a file whose identity is not the
+//! one listed), so records say why.
+
+use crate::ErrorKind;
+use crate::files::{FileId, refusal};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What a directory entry is, from `lstat` (a link is a link, never what
+/// it points to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A FIFO, socket or device.
+    Special,
+}
+
+impl Kind {
+    /// A person's name for it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "regular file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symbolic link",
+            Kind::Special => "special file (FIFO, socket or device)",
+        }
+    }
+}
+
+/// An entry's status, read without following it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Device and inode.
+    pub id: FileId,
+    /// What it is.
+    pub kind: Kind,
+    /// `st_size`.
+    pub size: u64,
+    /// Bytes allocated (`st_blocks` × 512).
+    pub allocated: u64,
+    /// Modification time: seconds and nanoseconds since the epoch.
+    pub mtime: (i64, u32),
+    /// Access time: seconds and nanoseconds since the epoch.
+    pub atime: (i64, u32),
+    /// Hard links.
+    pub nlink: u64,
+}
+
+impl Status {
+    fn of(st: &rustix::fs::Stat) -> Status {
+        let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        let kind = match ft {
+            rustix::fs::FileType::RegularFile => Kind::File,
+            rustix::fs::FileType::Directory => Kind::Dir,
+            rustix::fs::FileType::Symlink => Kind::Symlink,
+            _ => Kind::Special,
+        };
+        // The casts only widen or reinterpret the kernel's own types.
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+        Status {
+            id: FileId {
+                dev: st.st_dev as u64,
+                ino: st.st_ino as u64,
+            },
+            kind,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            allocated: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
+            atime: (st.st_atime as i64, st.st_atime_nsec as u32),
+            nlink: st.st_nlink as u64,
+        }
+    }
+
+    /// The status of an open file.
+    pub fn of_file(f: &File) -> io::Result<Status> {
+        Ok(Status::of(&rustix::fs::fstat(f)?))
+    }
+
+    /// Whether `other` is the same file, unchanged: identity, size and
+    /// modification time (what was listed is what is about to be used).
+    pub fn same_as(&self, other: &Status) -> bool {
+        self.id == other.id && self.size == other.size && self.mtime == other.mtime
+    }
+}
+
+/// An open directory and the path it was reached by (for messages and
+/// records only: nothing is ever opened by that path again).
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+    id: FileId,
+}
+
+/// The one-component name `name` as a path argument, refused when it is
+/// not one component (a `/`, `.`, `..`, empty or a NUL).
+fn component(name: &OsStr) -> io::Result<&OsStr> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(refusal(
+            ErrorKind::Refused,
+            format!(
+                "{:?} is not a plain name in its directory (a /, . or .. would leave it)",
+                name
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+fn symlink_refusal(what: &str) -> io::Error {
+    refusal(
+        ErrorKind::Symlink,
+        format!("is a symbolic link; {what} is never reached through a link"),
+    )
+}
+
+impl Dir {
+    /// Open `path` as the root of a walk. Links in the operator's path
+    /// are followed once, here; nothing below the root ever is.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| not_a_dir(e.into()))?;
+        Dir::from_fd(fd, path.to_path_buf())
+    }
+
+    fn from_fd(fd: OwnedFd, path: PathBuf) -> io::Result<Dir> {
+        let st = Status::of(&rustix::fs::fstat(&fd)?);
+        Ok(Dir {
+            fd,
+            path,
+            id: st.id,
+        })
+    }
+
+    /// The path this directory was reached by (messages and records).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `path()/name` (messages and records).
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The directory's own identity.
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// The handle, for calls this module does not wrap.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A path to `name` in this very directory for a library that only
+    /// takes paths (sqlite): `/proc/self/fd/N/name`. The directory stays
+    /// pinned; the library must still open the last component without
+    /// following it (sqlite: `SQLITE_OPEN_NOFOLLOW`).
+    pub fn pinned_path(&self, name: &OsStr) -> io::Result<PathBuf> {
+        let name = component(name)?;
+        Ok(PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name))
+    }
+
+    /// The subdirectory `name`: a link there is refused (kind `symlink`),
+    /// anything but a directory is `not_regular`.
+    pub fn subdir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
+        let name = component(name.as_ref())?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY
+                | OFlags::DIRECTORY
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC
+                | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            // O_DIRECTORY wins over O_NOFOLLOW: a link is ENOTDIR (or ELOOP).
+            rustix::io::Errno::LOOP => symlink_refusal("a directory of this tree"),
+            rustix::io::Errno::NOTDIR
+                if self.status(name).is_ok_and(|s| s.kind == Kind::Symlink) =>
+            {
+                symlink_refusal("a directory of this tree")
+            }
+            e => not_a_dir(e.into()),
+        })?;
+        Dir::from_fd(fd, self.path.join(name))
+    }
+
+    /// [`Dir::subdir`], with a missing one as `None`.
+    pub fn subdir_if_exists(&self, name: impl AsRef<OsStr>) -> io::Result<Option<Dir>> {
+        match self.subdir(name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create the subdirectory `name` (mode 0755 less the umask) if it is
+    /// not there, and open it as [`Dir::subdir`] does.
+    pub fn create_subdir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
+        let name = component(name.as_ref())?;
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.subdir(name)
+    }
+
+    /// The names in this directory (not `.` and `..`), in no order.
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The status of `name`, not following it.
+    pub fn status(&self, name: impl AsRef<OsStr>) -> io::Result<Status> {
+        let name = component(name.as_ref())?;
+        let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(Status::of(&st))
+    }
+
+    /// [`Dir::status`], with a missing entry as `None`.
+    pub fn status_if_exists(&self, name: impl AsRef<OsStr>) -> io::Result<Option<Status>> {
+        match self.status(name) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Open the regular file `name` for reading: a link is refused (kind
+    /// `symlink`), a FIFO, device or directory is `not_regular`, and the
+    /// open never blocks.
+    pub fn open_file(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        self.open_with(name.as_ref(), OFlags::RDONLY)
+    }
+
+    /// Open the regular file `name` for reading and writing (changed in
+    /// place), with the same refusals as [`Dir::open_file`].
+    pub fn open_file_rw(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        self.open_with(name.as_ref(), OFlags::RDWR)
+    }
+
+    fn open_with(&self, name: &OsStr, mode: OFlags) -> io::Result<File> {
+        let name = component(name)?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            mode | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP => symlink_refusal("a file of this tree"),
+            e => e.into(),
+        })?;
+        let file = File::from(fd);
+        let st = Status::of_file(&file)?;
+        if st.kind != Kind::File {
+            return Err(refusal(
+                ErrorKind::NotRegular,
+                format!("is a {}, not a regular file", st.kind.describe()),
+            ));
+        }
+        // Regular files never block; reads and writes need no O_NONBLOCK.
+        rustix::fs::fcntl_setfl(&file, rustix::fs::fcntl_getfl(&file)? - OFlags::NONBLOCK)?;
+        Ok(file)
+    }
+
+    /// Create `name`, which must not exist (not even as a dangling link),
+    /// for writing, with `mode` less the umask.
+    pub fn create_new(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<File> {
+        let name = component(name.as_ref())?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Remove the file (or link) `name` if it is still `expected`: its
+    /// device and inode are read again, without following it, right
+    /// before `unlinkat`. Another file there is refused (kind `changed`)
+    /// and left alone; a missing one is `NotFound`.
+    pub fn remove_file_if(&self, name: impl AsRef<OsStr>, expected: FileId) -> io::Result<()> {
+        let name = component(name.as_ref())?;
+        let now = self.status(name)?;
+        if now.id != expected {
+            return Err(changed(now.kind));
+        }
+        if now.kind == Kind::Dir {
+            return Err(refusal(ErrorKind::NotRegular, "is a directory"));
+        }
+        crate::hook::point("tree.before_unlink");
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Remove the file or link `name`, whatever it is now (a temporary of
+    /// this tool's own, a link found where none belongs). Never a
+    /// directory.
+    pub fn remove_file(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = component(name.as_ref())?;
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Rename `from` in this directory to `to` in `dest` (the same
+    /// filesystem), replacing what `to` names. Neither name is followed:
+    /// a link is moved or replaced as a link.
+    pub fn rename(
+        &self,
+        from: impl AsRef<OsStr>,
+        dest: &Dir,
+        to: impl AsRef<OsStr>,
+    ) -> io::Result<()> {
+        let from = component(from.as_ref())?;
+        let to = component(to.as_ref())?;
+        rustix::fs::renameat(&self.fd, from, &dest.fd, to)?;
+        Ok(())
+    }
+
+    /// Rename as [`Dir::rename`], refused (`already_exists`) when `to`
+    /// exists.
+    pub fn rename_new(
+        &self,
+        from: impl AsRef<OsStr>,
+        dest: &Dir,
+        to: impl AsRef<OsStr>,
+    ) -> io::Result<()> {
+        let from = component(from.as_ref())?;
+        let to = component(to.as_ref())?;
+        rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &dest.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// Flush the directory's entries to disk (after a rename or unlink
+    /// that must survive a crash).
+    pub fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.fd)?;
+        Ok(())
+    }
+}
+
+/// The error for a file whose identity is not the one listed.
+pub fn changed(now: Kind) -> io::Error {
+    refusal(
+        ErrorKind::Changed,
+        format!(
+            "was replaced (now another {}) since it was listed; left alone",
+            now.describe()
+        ),
+    )
+}
+
+/// Check that an opened file is still what was listed (identity, size,
+/// modification time): the bytes about to be hashed, uploaded or
+/// rewritten are those of the file that was judged.
+pub fn check_same(file: &File, listed: &Status) -> io::Result<()> {
+    let now = Status::of_file(file)?;
+    if now.same_as(listed) {
+        Ok(())
+    } else if now.id == listed.id {
+        Err(refusal(
+            ErrorKind::Changed,
+            "changed (size or modification time) since it was listed",
+        ))
+    } else {
+        Err(changed(now.kind))
+    }
+}
+
+fn not_a_dir(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ENOTDIR) {
+        refusal(ErrorKind::NotRegular, "is not a directory")
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn kind(e: &io::Error) -> ErrorKind {
+        ErrorKind::from_io(e)
+    }
+
+    #[test]
+    fn links_below_the_root_are_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("decoy"), b"decoy").unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        symlink(&outside, root.join("sub")).unwrap();
+        symlink(outside.join("decoy"), root.join("file")).unwrap();
+        let d = Dir::open(&root).unwrap();
+        assert_eq!(kind(&d.subdir("sub").unwrap_err()), ErrorKind::Symlink);
+        assert_eq!(kind(&d.open_file("file").unwrap_err()), ErrorKind::Symlink);
+        assert_eq!(d.status("file").unwrap().kind, Kind::Symlink);
+        assert!(d.create_new("file", 0o644).is_err());
+        assert_eq!(std::fs::read(outside.join("decoy")).unwrap(), b"decoy");
+        assert_eq!(
+            kind(&d.open_file("../outside/decoy").unwrap_err()),
+            ErrorKind::Refused
+        );
+        // The root itself may be reached through a link (the operator's).
+        let via = t.path().join("via");
+        symlink(&root, &via).unwrap();
+        let d = Dir::open(&via).unwrap();
+        let mut names = d.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["file", "sub"]);
+    }
+
+    #[test]
+    fn a_pinned_directory_is_not_redirected_by_a_swap() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("cache")).unwrap();
+        std::fs::write(root.join("cache/x"), b"cached").unwrap();
+        let other = t.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("x"), b"decoy").unwrap();
+        let cache = Dir::open(&root).unwrap().subdir("cache").unwrap();
+        let listed = cache.status("x").unwrap();
+        // The cache directory is swapped for a link to another one.
+        std::fs::rename(root.join("cache"), root.join("moved")).unwrap();
+        symlink(&other, root.join("cache")).unwrap();
+        cache.remove_file_if("x", listed.id).unwrap();
+        assert!(!root.join("moved/x").exists());
+        assert_eq!(std::fs::read(other.join("x")).unwrap(), b"decoy");
+    }
+
+    #[test]
+    fn a_file_replaced_after_listing_is_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), b"one").unwrap();
+        let d = Dir::open(t.path()).unwrap();
+        let listed = d.status("a").unwrap();
+        std::fs::write(t.path().join("b"), b"two").unwrap();
+        std::fs::rename(t.path().join("b"), t.path().join("a")).unwrap();
+        let e = d.remove_file_if("a", listed.id).unwrap_err();
+        assert_eq!(kind(&e), ErrorKind::Changed);
+        assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"two");
+        let f = d.open_file("a").unwrap();
+        assert_eq!(
+            kind(&check_same(&f, &listed).unwrap_err()),
+            ErrorKind::Changed
+        );
+    }
+
+    #[test]
+    fn special_files_are_not_regular_and_never_block() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let d = Dir::open(t.path()).unwrap();
+        assert_eq!(
+            kind(&d.open_file("fifo").unwrap_err()),
+            ErrorKind::NotRegular
+        );
+        assert_eq!(kind(&d.subdir("fifo").unwrap_err()), ErrorKind::NotRegular);
+    }
+}
