@@ -125,6 +125,27 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    /// A regular file the caller opened itself (relative to a directory
+    /// handle, without following a link): the handle it judged is the one
+    /// probed. Anything but a regular file is `not_regular`.
+    pub fn from_file(file: std::fs::File) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let md = file.metadata()?;
+        if !md.file_type().is_file() {
+            return Err(crate::files::refusal(
+                crate::ErrorKind::NotRegular,
+                "is not a regular file",
+            ));
+        }
+        Ok(FileSource {
+            len: md.len(),
+            allocated: md.blocks().saturating_mul(512),
+            file,
+        })
+    }
+}
+
 impl Source for FileSource {
     fn len(&self) -> u64 {
         self.len
