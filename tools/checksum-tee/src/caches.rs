@@ -8,12 +8,27 @@
 //! left early. Nova: `_base/<sha1(id)>.part` while writing, renamed to
 //! `_base/<sha1(id)>`, all under Nova's own fcntl lock
 //! `locks/nova-<sha1(id)>`; Nova expects raw files there.
+//!
+//! Every directory a fill touches (the cache root, `incomplete`, `invalid`,
+//! `queue`, `_base`, `locks`) is opened once as a [`Dir`], before any byte
+//! is written, and every create, rename and unlink is relative to those
+//! handles: a subdirectory or `cache.db` that is a symbolic link is refused
+//! (kind `symlink`), and a directory swapped for a link later cannot
+//! redirect the commit. Nothing is ever written, renamed or removed through
+//! a link, and a link under the final name is never replaced.
 
 use crate::pump::Fault;
-use common::atomic::AtomicFile;
+use common::ErrorKind;
+use common::files::{FileId, refusal};
 use common::lock::{LockError, NovaLock};
-use std::io;
+use common::tree::{Dir, Kind, Status};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Which metadata the Glance cache keeps.
@@ -67,31 +82,325 @@ pub fn check_image_id(id: &str) -> Result<(), CacheError> {
         .map_err(|e| CacheError::Refused(format!("{e}; refused as a cache file name")))
 }
 
+/// A refusal of a link where a cache's own file or directory belongs.
+fn link_refusal(what: &str) -> io::Error {
+    refusal(
+        ErrorKind::Symlink,
+        format!("is a symbolic link; {what} is never reached through a link"),
+    )
+}
+
+/// A subdirectory of a cache that could not be opened: not a directory
+/// means the cache is unusable (refused); a link keeps its kind.
+fn subdir_err(parent: &Dir, name: &str, e: io::Error) -> CacheError {
+    let path = parent.join(name);
+    if ErrorKind::from_io(&e) == ErrorKind::NotRegular {
+        CacheError::Refused(format!(
+            "{} is not a directory: the cache is unusable",
+            path.display()
+        ))
+    } else {
+        io_err(&path.display().to_string(), e)
+    }
+}
+
+/// How [`CacheTemp::place`] treats an entry already under the new name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Never replaced (whatever it is, a link included): `already_exists`.
+    New,
+    /// A regular file is replaced (Glance's `invalid/<id>`, a side file);
+    /// a link or anything else is refused and left alone.
+    ReplaceFile,
+}
+
+/// A cache file being written under its temporary name, relative to its
+/// pinned directory (Glance's `incomplete/<id>`, Nova's `<name>.part`).
+/// Dropped without being placed, it is removed, if it is still the file
+/// this fill created. The signal watchdog knows it by the directory's
+/// `/proc/self/fd` path, so it too removes it from the pinned directory.
+pub struct CacheTemp {
+    file: File,
+    dir: Arc<Dir>,
+    name: OsString,
+    id: FileId,
+    tracked: Option<PathBuf>,
+    done: bool,
+}
+
+impl CacheTemp {
+    /// Create `name` in `dir` (`O_CREAT|O_EXCL|O_NOFOLLOW`: an existing
+    /// file or link there is `AlreadyExists`).
+    pub fn create(dir: &Arc<Dir>, name: impl AsRef<OsStr>) -> io::Result<CacheTemp> {
+        let name = name.as_ref();
+        let file = dir.create_new(name, 0o644)?;
+        let id = Status::of_file(&file)?.id;
+        let tracked = dir.pinned_path(name).ok();
+        if let Some(t) = &tracked {
+            common::signal::track_temp(t);
+        }
+        Ok(CacheTemp {
+            file,
+            dir: Arc::clone(dir),
+            name: name.to_owned(),
+            id,
+            tracked,
+            done: false,
+        })
+    }
+
+    /// Where it is (messages and records).
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// The file written, open again for reading (by its pinned name,
+    /// without following a link, and checked to be the same file).
+    pub fn reader(&self) -> io::Result<File> {
+        let f = self.dir.open_file(&self.name)?;
+        let now = Status::of_file(&f)?;
+        if now.id != self.id {
+            return Err(common::tree::changed(now.kind));
+        }
+        Ok(f)
+    }
+
+    /// The temporary name still holds the file written (not a link or
+    /// another file swapped in since).
+    fn check_ours(&self) -> io::Result<()> {
+        let now = self.dir.status(&self.name)?;
+        if now.id != self.id {
+            return Err(common::tree::changed(now.kind));
+        }
+        Ok(())
+    }
+
+    fn untrack(&mut self) {
+        if let Some(t) = self.tracked.take() {
+            common::signal::untrack_temp(&t);
+        }
+    }
+
+    /// fsync, rename to `to` in `dest`, fsync the directories; returns
+    /// the file (still open, for attributes set after the rename).
+    fn place(mut self, dest: &Dir, to: &str, how: Place) -> io::Result<File> {
+        self.file.sync_all()?;
+        self.check_ours()?;
+        let replace = match (how, dest.status_if_exists(to)?) {
+            (_, None) => false,
+            (Place::New, Some(_)) => return Err(already_exists(dest, to)),
+            (Place::ReplaceFile, Some(s)) if s.kind == Kind::File => true,
+            (Place::ReplaceFile, Some(s)) if s.kind == Kind::Symlink => {
+                return Err(link_refusal("a cache file"));
+            }
+            (Place::ReplaceFile, Some(s)) => {
+                return Err(refusal(
+                    ErrorKind::NotRegular,
+                    format!(
+                        "{} is a {}; not replacing it",
+                        dest.join(to).display(),
+                        s.kind.describe()
+                    ),
+                ));
+            }
+        };
+        if replace {
+            self.dir.rename(&self.name, dest, to)?;
+        } else {
+            rename_noreplace(&self.dir, &self.name, dest, to)?;
+        }
+        self.done = true;
+        self.untrack();
+        // What now has the name must be what was written and verified: a
+        // file swapped in between the check and the rename is taken back
+        // out (by its identity) rather than served.
+        let now = dest.status(to)?;
+        if now.id != self.id {
+            let _ = dest.remove_file_if(to, now.id);
+            return Err(common::tree::changed(now.kind));
+        }
+        dest.sync()?;
+        if dest.id() != self.dir.id() {
+            self.dir.sync()?;
+        }
+        self.file.try_clone()
+    }
+
+    /// Remove the temporary file (if it is still ours).
+    pub fn abort(mut self) -> io::Result<()> {
+        self.done = true;
+        self.untrack();
+        self.dir.remove_file_if(&self.name, self.id)
+    }
+}
+
+impl Write for CacheTemp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for CacheTemp {
+    fn drop(&mut self) {
+        // Untracked first: the watchdog never sees a name this fill no
+        // longer owns.
+        self.untrack();
+        if !self.done {
+            let _ = self.dir.remove_file_if(&self.name, self.id);
+        }
+    }
+}
+
+fn already_exists(dir: &Dir, name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "{}: already exists, not replacing it",
+            dir.join(name).display()
+        ),
+    )
+}
+
+/// `renameat2(RENAME_NOREPLACE)`, or where the filesystem has no such
+/// flag (NFS), `linkat` then `unlinkat`, which also never replaces.
+fn rename_noreplace(from_dir: &Dir, from: &OsStr, dest: &Dir, to: &str) -> io::Result<()> {
+    match from_dir.rename_new(from, dest, to) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(already_exists(dest, to));
+        }
+        r => return r,
+    }
+    match link_at(from_dir, from, dest, to) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists(dest, to)),
+        Err(e) => Err(e),
+        Ok(()) => from_dir.remove_file(from),
+    }
+}
+
+/// `linkat(2)` between two pinned directories, never following a link.
+#[allow(unsafe_code)]
+fn link_at(from_dir: &Dir, from: &OsStr, dest: &Dir, to: &str) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |b: &[u8]| {
+        std::ffi::CString::new(b)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
+    };
+    let (f, t) = (cstr(from.as_bytes())?, cstr(to.as_bytes())?);
+    // SAFETY: two open directory descriptors and two NUL-terminated names
+    // that outlive the call; flags 0 (a link is linked, not followed).
+    let r = unsafe {
+        libc::linkat(
+            from_dir.fd().as_raw_fd(),
+            f.as_ptr(),
+            dest.fd().as_raw_fd(),
+            t.as_ptr(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Set extended attribute `name` on an open file (`fsetxattr`: by handle,
+/// so no path is resolved).
+#[allow(unsafe_code)]
+fn set_xattr(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
+    let n = std::ffi::CString::new(name)?;
+    // SAFETY: an open descriptor, a NUL-terminated name and a buffer with
+    // its length, all outliving the call.
+    let r = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The sqlite files beside `cache.db` that sqlite opens by name.
+const DB_FILES: [&str; 4] = [
+    "cache.db",
+    "cache.db-journal",
+    "cache.db-wal",
+    "cache.db-shm",
+];
+
 /// A Glance cache entry being written (the file itself, open at
 /// `incomplete/<id>`, is returned beside it by [`GlanceFill::start`]).
 pub struct GlanceFill {
-    root: PathBuf,
+    root: Dir,
+    invalid: Dir,
+    queue: Option<Dir>,
+    /// Opened at the start (sqlite driver): the database the row goes to
+    /// is the one checked before any byte was written.
+    db: Option<rusqlite::Connection>,
     id: String,
     driver: Driver,
 }
 
 impl GlanceFill {
     /// Start writing `<root>/incomplete/<id>`, as Glance's caching
-    /// iterator does; refuse what Glance would not do.
+    /// iterator does; refuse what Glance would not do, and a cache whose
+    /// own subdirectories or `cache.db` are links, before any byte is
+    /// written.
     pub fn start(
-        root: &Path,
+        root_path: &Path,
         id: &str,
         driver: Driver,
         no_metadata: bool,
-    ) -> Result<(Self, AtomicFile), CacheError> {
+    ) -> Result<(Self, CacheTemp), CacheError> {
         check_image_id(id)?;
-        if !root.is_dir() {
-            return Err(CacheError::Refused(format!(
+        let not_dir = || {
+            CacheError::Refused(format!(
                 "{} is not a directory (the Glance image_cache_dir)",
-                root.display()
-            )));
+                root_path.display()
+            ))
+        };
+        let root = Dir::open(root_path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound
+                || ErrorKind::from_io(&e) == ErrorKind::NotRegular
+            {
+                not_dir()
+            } else {
+                io_err(&root_path.display().to_string(), e)
+            }
+        })?;
+        let mut has_db = false;
+        if matches!(driver, Driver::Auto | Driver::Sqlite) {
+            // sqlite would follow a link at any of these names (creating a
+            // root-owned file at a dangling link's target).
+            for name in DB_FILES {
+                let st = root
+                    .status_if_exists(name)
+                    .map_err(|e| io_err(&root.join(name).display().to_string(), e))?;
+                if st.is_some_and(|s| s.kind == Kind::Symlink) {
+                    return Err(io_err(
+                        &root.join(name).display().to_string(),
+                        link_refusal("the cache's database"),
+                    ));
+                }
+                if name == "cache.db" {
+                    has_db = st.is_some_and(|s| s.kind == Kind::File);
+                }
+            }
         }
-        let has_db = root.join("cache.db").is_file();
         let driver = match driver {
             Driver::Auto if has_db => Driver::Sqlite,
             Driver::Auto if no_metadata => Driver::Auto,
@@ -100,7 +409,7 @@ impl GlanceFill {
                     "{} has no cache.db: the cache uses the xattr or centralized_db driver; \
 say --cache-driver xattr, or --no-metadata (Glance never prunes a file without metadata; \
 queue the image with PUT /v2/cache/{{id}} instead)",
-                    root.display()
+                    root_path.display()
                 )));
             }
             Driver::CentralizedDb if !no_metadata => {
@@ -113,42 +422,59 @@ PUT /v2/cache/{id} instead, or pass --no-metadata to accept that"
             }
             d => d,
         };
-        for sub in ["incomplete", "invalid"] {
-            let d = root.join(sub);
-            if d.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-                return Err(CacheError::Refused(format!(
-                    "{} is not a directory: the cache is unusable",
-                    d.display()
-                )));
-            }
-            if !d.is_dir() {
-                std::fs::create_dir(&d).map_err(|e| io_err(&d.display().to_string(), e))?;
-            }
+        // Every subdirectory is looked at before any is created.
+        let open = |name: &str| {
+            root.subdir_if_exists(name)
+                .map_err(|e| subdir_err(&root, name, e))
+        };
+        let (incomplete, invalid, queue) = (open("incomplete")?, open("invalid")?, open("queue")?);
+        let create = |d: Option<Dir>, name: &str| match d {
+            Some(d) => Ok(d),
+            None => root
+                .create_subdir(name)
+                .map_err(|e| subdir_err(&root, name, e)),
+        };
+        let incomplete = Arc::new(create(incomplete, "incomplete")?);
+        let invalid = create(invalid, "invalid")?;
+        if root
+            .status_if_exists(id)
+            .map_err(|e| io_err(&root.join(id).display().to_string(), e))?
+            .is_some()
+        {
+            return Err(CacheError::Exists(root.join(id)));
         }
-        let final_path = root.join(id);
-        if final_path.symlink_metadata().is_ok() {
-            return Err(CacheError::Exists(final_path));
-        }
-        let temp = root.join("incomplete").join(id);
-        if temp.symlink_metadata().is_ok() {
-            return Err(CacheError::Busy(format!(
+        let busy = || {
+            CacheError::Busy(format!(
                 "{} exists: the image is being cached (or a download stalled; Glance's cleaner \
 removes it after image_cache_stall_time)",
-                temp.display()
-            )));
+                incomplete.join(id).display()
+            ))
+        };
+        if incomplete
+            .status_if_exists(id)
+            .map_err(|e| io_err(&incomplete.join(id).display().to_string(), e))?
+            .is_some()
+        {
+            return Err(busy());
         }
-        let file =
-            AtomicFile::create_at(&temp, &final_path, false).map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => {
-                    CacheError::Busy(format!("{}: {e}", temp.display()))
-                }
-                _ => io_err(&temp.display().to_string(), e),
-            })?;
+        let driver = if no_metadata { Driver::Auto } else { driver };
+        let db = if driver == Driver::Sqlite {
+            Some(open_db(&root)?)
+        } else {
+            None
+        };
+        let file = CacheTemp::create(&incomplete, id).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => busy(),
+            _ => io_err(&incomplete.join(id).display().to_string(), e),
+        })?;
         Ok((
             GlanceFill {
-                root: root.to_owned(),
+                root,
+                invalid,
+                queue,
+                db,
                 id: id.to_owned(),
-                driver: if no_metadata { Driver::Auto } else { driver },
+                driver,
             },
             file,
         ))
@@ -161,49 +487,93 @@ removes it after image_cache_stall_time)",
 
     /// Rename into place, drop the queue marker, add the metadata.
     /// Returns the final path and whether metadata was written.
-    pub fn commit(self, file: AtomicFile, size: u64) -> Result<(PathBuf, bool), CacheError> {
-        let final_path = file
-            .commit()
-            .map_err(|e| io_err("committing into the cache", e))?;
-        let queued = self.root.join("queue").join(&self.id);
-        if queued.is_file() {
-            std::fs::remove_file(&queued).map_err(|e| io_err(&queued.display().to_string(), e))?;
+    pub fn commit(self, file: CacheTemp, size: u64) -> Result<(PathBuf, bool), CacheError> {
+        common::hook::point("checksum-tee.before_commit");
+        let final_path = self.root.join(&self.id);
+        let placed = file
+            .place(&self.root, &self.id, Place::New)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => CacheError::Exists(final_path.clone()),
+                _ => io_err("committing into the cache", e),
+            })?;
+        if let Some(queue) = &self.queue {
+            // Only a regular file is Glance's marker; anything else there
+            // is left alone.
+            let marker = queue
+                .status_if_exists(&self.id)
+                .map_err(|e| io_err(&queue.join(&self.id).display().to_string(), e))?;
+            if let Some(m) = marker.filter(|m| m.kind == Kind::File) {
+                match queue.remove_file_if(&self.id, m.id) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err(&queue.join(&self.id).display().to_string(), e));
+                    }
+                    _ => {}
+                }
+            }
         }
-        let meta = match self.driver {
-            Driver::Sqlite => {
-                add_sqlite_row(&self.root.join("cache.db"), &self.id, size)?;
+        let meta = match (self.driver, &self.db) {
+            (Driver::Sqlite, Some(conn)) => {
+                add_sqlite_row(conn, &self.root.join("cache.db"), &self.id, size)?;
                 true
             }
-            Driver::Xattr => {
-                common::xattr::set(&final_path, "user.hits", b"0")
+            (Driver::Xattr, _) => {
+                set_xattr(&placed, "user.hits", b"0")
                     .map_err(|e| io_err("setting user.hits", e))?;
                 true
             }
-            Driver::Auto | Driver::CentralizedDb => false,
+            _ => false,
         };
         Ok((final_path, meta))
     }
 
-    /// Move to `invalid/<id>` (replacing an older one, as Glance does),
-    /// with `user.error` first under the xattr driver.
-    pub fn invalidate(self, file: AtomicFile, reason: &str) -> Result<PathBuf, CacheError> {
+    /// Move to `invalid/<id>` (replacing an older regular file, as Glance
+    /// does; never a link), with `user.error` first under the xattr
+    /// driver.
+    pub fn invalidate(self, file: CacheTemp, reason: &str) -> Result<PathBuf, CacheError> {
         if self.driver == Driver::Xattr {
-            let _ = common::xattr::set(file.temp_path(), "user.error", reason.as_bytes());
+            let _ = set_xattr(&file.file, "user.error", reason.as_bytes());
         }
-        let dest = self.root.join("invalid").join(&self.id);
-        if dest.symlink_metadata().is_ok() {
-            std::fs::remove_file(&dest).map_err(|e| io_err(&dest.display().to_string(), e))?;
-        }
-        file.divert(&dest)
-            .map_err(|e| io_err("moving to invalid/", e))
+        let dest = self.invalid.join(&self.id);
+        file.place(&self.invalid, &self.id, Place::ReplaceFile)
+            .map_err(|e| io_err(&dest.display().to_string(), e))?;
+        Ok(dest)
     }
 }
 
-/// Glance's sqlite driver's commit: one row, hits 0, both times now.
-fn add_sqlite_row(db: &Path, id: &str, size: u64) -> Result<(), CacheError> {
-    let sql_err = |e: rusqlite::Error| CacheError::Io(format!("{}: {e}", db.display()).into());
-    let conn = rusqlite::Connection::open(db).map_err(sql_err)?;
-    conn.busy_timeout(Duration::from_secs(2)).map_err(sql_err)?;
+/// Open `cache.db` in the pinned cache root without following a link.
+///
+/// sqlite resolves every link in the path it is given, and with
+/// `SQLITE_OPEN_NOFOLLOW` refuses any (so `/proc/self/fd/N/cache.db`
+/// cannot be used). It is given the pinned directory's own current path as
+/// the kernel reports it, which has no link in it, so `NOFOLLOW` refuses a
+/// link anywhere on the way, `cache.db` included (and sqlite opens its
+/// files `O_NOFOLLOW`).
+fn open_db(root: &Dir) -> Result<rusqlite::Connection, CacheError> {
+    use rusqlite::OpenFlags;
+    let shown = root.join("cache.db");
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", root.fd().as_raw_fd()))
+        .map_err(|e| io_err(&root.path().display().to_string(), e))?;
+    // The directory that path names now must be the one pinned.
+    let same = Dir::open(&real).is_ok_and(|d| d.id() == root.id());
+    if !real.is_absolute() || !same {
+        return Err(CacheError::Io(Fault {
+            kind: ErrorKind::Changed,
+            message: format!(
+                "{}: the cache directory moved while it was opened",
+                root.path().display()
+            ),
+        }));
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        real.join("cache.db"),
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(&shown, e))?;
+    conn.busy_timeout(Duration::from_secs(2))
+        .map_err(|e| sql_err(&shown, e))?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS cached_images (
             image_id TEXT PRIMARY KEY,
@@ -213,7 +583,35 @@ fn add_sqlite_row(db: &Path, id: &str, size: u64) -> Result<(), CacheError> {
             hits INTEGER DEFAULT 0,
             checksum TEXT);",
     )
-    .map_err(sql_err)?;
+    .map_err(|e| sql_err(&shown, e))?;
+    Ok(conn)
+}
+
+/// sqlite's extended code for a link refused under `SQLITE_OPEN_NOFOLLOW`
+/// (`SQLITE_CANTOPEN | 6 << 8`; not in every binding's constants).
+const SQLITE_CANTOPEN_SYMLINK: std::ffi::c_int = 14 | (6 << 8);
+
+/// An sqlite failure; a link sqlite refused keeps kind `symlink`.
+fn sql_err(db: &Path, e: rusqlite::Error) -> CacheError {
+    let kind = match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == SQLITE_CANTOPEN_SYMLINK => {
+            ErrorKind::Symlink
+        }
+        _ => ErrorKind::Io,
+    };
+    CacheError::Io(Fault {
+        kind,
+        message: format!("{}: {e}", db.display()),
+    })
+}
+
+/// Glance's sqlite driver's commit: one row, hits 0, both times now.
+fn add_sqlite_row(
+    conn: &rusqlite::Connection,
+    db: &Path,
+    id: &str,
+    size: u64,
+) -> Result<(), CacheError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -223,87 +621,165 @@ fn add_sqlite_row(db: &Path, id: &str, size: u64) -> Result<(), CacheError> {
          VALUES (?1, ?2, ?3, 0, ?4)",
         rusqlite::params![id, now, now, size],
     )
-    .map_err(sql_err)?;
+    .map_err(|e| sql_err(db, e))?;
     Ok(())
 }
 
 /// A Nova `_base` entry being written, under Nova's lock.
 pub struct NovaFill {
-    /// `_base/<name>`.
+    /// `_base/<name>` (messages and records).
     pub final_path: PathBuf,
     /// Nova's cache name: SHA-1 of the image id.
     pub name: String,
     /// A stale `.part` (from a crashed download) was removed first.
     pub removed_stale_part: bool,
-    /// Held until the fill is dropped (after the commit).
+    base: Arc<Dir>,
+    /// Held until the fill is dropped (after the commit and side file).
     _lock: NovaLock,
 }
 
 impl NovaFill {
     /// Take `locks/nova-<name>` (waiting up to `timeout`), then start
-    /// `_base/<name>.part`.
+    /// `_base/<name>.part`. `_base` and `locks` that are links are
+    /// refused.
     pub fn start(
         instances: &Path,
         id: &str,
         timeout: Duration,
-    ) -> Result<(Self, AtomicFile), CacheError> {
+    ) -> Result<(Self, CacheTemp), CacheError> {
         check_image_id(id)?;
-        let base = instances.join("_base");
-        if !base.is_dir() {
-            return Err(CacheError::Refused(format!(
+        let missing = || {
+            CacheError::Refused(format!(
                 "{} does not exist: is {} Nova's instances_path?",
-                base.display(),
+                instances.join("_base").display(),
                 instances.display()
-            )));
-        }
-        let name = common::hash::sha1_hex(id);
-        let lock_path = NovaLock::path_for(instances, &name);
-        // Nova creates its lock directory on first use; so do we.
-        NovaLock::create_lock_dir(&lock_path)
-            .map_err(|e| io_err(&lock_path.display().to_string(), e))?;
-        let lock = NovaLock::acquire(&lock_path, timeout).map_err(|e| match e {
-            LockError::Busy { path } => CacheError::Busy(format!(
-                "{} is held (Nova is downloading or removing this image)",
-                path.display()
-            )),
-            other => CacheError::Io(other.to_string().into()),
+            ))
+        };
+        let inst = Dir::open(instances).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound
+                || ErrorKind::from_io(&e) == ErrorKind::NotRegular
+            {
+                missing()
+            } else {
+                io_err(&instances.display().to_string(), e)
+            }
         })?;
+        let base = inst
+            .subdir_if_exists("_base")
+            .map_err(|e| subdir_err(&inst, "_base", e))?
+            .ok_or_else(missing)?;
+        let name = common::hash::sha1_hex(id);
+        // Nova creates its lock directory on first use; so do we.
+        let locks = inst
+            .create_subdir("locks")
+            .map_err(|e| subdir_err(&inst, "locks", e))?;
+        let lock_name = format!("nova-{name}");
+        let shown = locks.join(&lock_name);
+        // The lock file is opened (O_NOFOLLOW) in the pinned locks/.
+        let pinned = locks
+            .pinned_path(OsStr::new(&lock_name))
+            .map_err(|e| io_err(&shown.display().to_string(), e))?;
+        let lock = NovaLock::acquire(&pinned, timeout).map_err(|e| lock_err(e, &shown))?;
         let final_path = base.join(&name);
-        if final_path.symlink_metadata().is_ok() {
+        if base
+            .status_if_exists(&name)
+            .map_err(|e| io_err(&final_path.display().to_string(), e))?
+            .is_some()
+        {
             return Err(CacheError::Exists(final_path));
         }
-        let part = base.join(format!("{name}.part"));
+        let part = format!("{name}.part");
+        let part_path = base.join(&part);
+        let part_err = |e| io_err(&part_path.display().to_string(), e);
         // Under the lock no one else writes the .part: one left over is
-        // from a download that died.
-        let removed_stale_part = part.symlink_metadata().is_ok();
-        if removed_stale_part {
-            std::fs::remove_file(&part).map_err(|e| io_err(&part.display().to_string(), e))?;
-        }
-        let file = AtomicFile::create_at(&part, &final_path, false)
-            .map_err(|e| io_err(&part.display().to_string(), e))?;
+        // from a download that died. A link there is nobody's download.
+        let removed_stale_part = match base.status_if_exists(&part).map_err(part_err)? {
+            None => false,
+            Some(s) if s.kind == Kind::File => {
+                base.remove_file_if(&part, s.id).map_err(part_err)?;
+                true
+            }
+            Some(s) if s.kind == Kind::Symlink => {
+                return Err(part_err(link_refusal("a cache file")));
+            }
+            Some(s) => {
+                return Err(part_err(refusal(
+                    ErrorKind::NotRegular,
+                    format!("is a {}; not replacing it", s.kind.describe()),
+                )));
+            }
+        };
+        let base = Arc::new(base);
+        let file = CacheTemp::create(&base, &part).map_err(part_err)?;
         Ok((
             NovaFill {
                 final_path,
                 name,
                 removed_stale_part,
+                base,
                 _lock: lock,
             },
             file,
         ))
     }
+
+    /// Rename `<name>.part` to `<name>` in the pinned `_base` (never
+    /// replacing anything, a link included).
+    pub fn commit(&self, file: CacheTemp) -> Result<PathBuf, CacheError> {
+        common::hook::point("checksum-tee.before_commit");
+        file.place(&self.base, &self.name, Place::New)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => CacheError::Exists(self.final_path.clone()),
+                _ => io_err("committing into _base", e),
+            })?;
+        Ok(self.final_path.clone())
+    }
+
+    /// The legacy `_base/<name>.info` side file (Grizzly to Mitaka): the
+    /// content's SHA-1 and when it was taken; replaces an older regular
+    /// file, never a link.
+    pub fn write_sidecar(&self, sha1: &str) -> io::Result<PathBuf> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let info = format!("{}.info", self.name);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let body = serde_json::json!({"sha1": sha1, "sha1-timestamp": now}).to_string();
+        // common::atomic's temporary name pattern, so stale ones are swept.
+        let temp = format!(
+            ".{info}.tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut f = CacheTemp::create(&self.base, temp)?;
+        f.write_all(body.as_bytes())?;
+        f.place(&self.base, &info, Place::ReplaceFile)?;
+        Ok(self.base.join(info))
+    }
 }
 
-/// The legacy `_base/<name>.info` side file (Grizzly to Mitaka): the
-/// content's SHA-1 and when it was taken.
-pub fn write_sidecar(final_path: &Path, sha1: &str) -> io::Result<PathBuf> {
-    let mut info = final_path.as_os_str().to_owned();
-    info.push(".info");
-    let info = PathBuf::from(info);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let body = serde_json::json!({"sha1": sha1, "sha1-timestamp": now}).to_string();
-    let mut f = AtomicFile::create(&info, true)?;
-    io::Write::write_all(&mut f, body.as_bytes())?;
-    f.commit()
+/// Nova's lock could not be taken: messages name the lock file as the
+/// operator knows it, kinds say why.
+fn lock_err(e: LockError, shown: &Path) -> CacheError {
+    let fault = |kind, what: &str| {
+        CacheError::Io(Fault {
+            kind,
+            message: format!("{}: {what}", shown.display()),
+        })
+    };
+    match e {
+        LockError::Busy { .. } => CacheError::Busy(format!(
+            "{} is held (Nova is downloading or removing this image)",
+            shown.display()
+        )),
+        LockError::Symlink { .. } => fault(
+            ErrorKind::Symlink,
+            "lock file is a symbolic link, refusing to follow it",
+        ),
+        LockError::NotAFile { .. } => {
+            fault(ErrorKind::NotRegular, "lock file is not a regular file")
+        }
+        LockError::Io { source, .. } => io_err(&shown.display().to_string(), source),
+        other => CacheError::Io(other.to_string().into()),
+    }
 }

@@ -625,8 +625,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let temp_path = file.temp_path().to_owned();
-    let sink = pump::Sink::from_atomic(file, &temp_path);
+    let sink = pump::Sink::from_cache(file);
     let passthrough: Option<Box<dyn Write>> = if cli.tee {
         Some(Box::new(io::stdout().lock()))
     } else {
@@ -654,13 +653,19 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     let (verified, mismatch) = expected.verdict(&out);
     let short = expected.size.is_some_and(|s| out.bytes < s);
     let mut ok = out.complete() && verified != Some(false) && !short;
-    let file = sink.into_atomic();
+    let pump::SinkFile::Cache(file) = sink.into_file() else {
+        bail!("internal: the cache file is not the cache's");
+    };
     let mut rec = Record::new();
     let mut extra_fields = Map::new();
     // Nova expects raw base files: refuse other formats unless allowed.
     if ok && let Fill::Nova(_) = &fill {
-        let format = common::formats::FileSource::open(&temp_path)
+        // Probed through the file written, opened again in the pinned
+        // _base without following a link.
+        let format = file
+            .reader()
             .ok()
+            .and_then(|f| OpenedFile::new(f).ok())
             .and_then(|src| common::formats::probe(&src, "", None).ok())
             .and_then(|p| {
                 p.info
@@ -719,7 +724,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         Fill::Nova(n) => {
             extra_fields.insert("removed_stale_part".into(), n.removed_stale_part.into());
             if ok {
-                match file.commit() {
+                match n.commit(file) {
                     Ok(p) => {
                         rec.set(common::record::PATH, p.to_string_lossy().into_owned());
                         extra_fields
@@ -728,7 +733,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                             && let Some((_, sha1)) =
                                 out.digests.iter().find(|(a, _)| *a == Algorithm::Sha1)
                         {
-                            match caches::write_sidecar(&n.final_path, sha1) {
+                            match n.write_sidecar(sha1) {
                                 Ok(p) => {
                                     extra_fields.insert(
                                         "sidecar".into(),
@@ -743,7 +748,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                         "committed"
                     }
                     Err(e) => {
-                        out.errors.push(PumpError::Output((&e).into()));
+                        out.errors.push(PumpError::Output(cache_fault(e)));
                         "aborted"
                     }
                 }
@@ -775,11 +780,50 @@ fn emit_report(cli: &Cli, ctx: &mut Ctx, rec: &Record) -> anyhow::Result<()> {
     }
 }
 
-/// A cache's failure as a pump fault, keeping an I/O kind.
+/// A cache's failure as a pump fault, keeping its kind.
 fn cache_fault(e: caches::CacheError) -> Fault {
-    match e {
-        caches::CacheError::Io(f) => f,
-        other => other.to_string().into(),
+    let kind = match &e {
+        caches::CacheError::Io(f) => return f.clone(),
+        caches::CacheError::Busy(_) => ErrorKind::Busy,
+        caches::CacheError::Exists(_) => ErrorKind::AlreadyExists,
+        caches::CacheError::Refused(_) => ErrorKind::Refused,
+    };
+    Fault {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// A file read at offsets for the format probe (the cache file written,
+/// by its handle).
+struct OpenedFile {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl OpenedFile {
+    fn new(file: std::fs::File) -> io::Result<OpenedFile> {
+        let len = file.metadata()?.len();
+        Ok(OpenedFile { file, len })
+    }
+}
+
+impl common::formats::Source for OpenedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
     }
 }
 

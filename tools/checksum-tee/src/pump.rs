@@ -2,6 +2,7 @@
 //! copied) to every hashing thread, write it downstream and to the output
 //! files, and stop cleanly on errors and signals.
 
+use crate::caches::CacheTemp;
 use bytes::BytesMut;
 use common::atomic::AtomicFile;
 use common::hash::{Algorithm, MultiHasher};
@@ -121,10 +122,40 @@ impl fmt::Display for PumpError {
     }
 }
 
+/// Where a sink's bytes go: an atomic output file (sink mode) or a
+/// cache's own temporary file, written relative to its pinned directory.
+pub enum SinkFile {
+    /// `-o FILE`.
+    Atomic(AtomicFile),
+    /// Glance's `incomplete/<id>`, Nova's `<name>.part`.
+    Cache(CacheTemp),
+}
+
+impl Write for SinkFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            SinkFile::Atomic(f) => f.write(buf),
+            SinkFile::Cache(f) => f.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            SinkFile::Atomic(f) => f.write_all(buf),
+            SinkFile::Cache(f) => f.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            SinkFile::Atomic(f) => f.flush(),
+            SinkFile::Cache(f) => f.flush(),
+        }
+    }
+}
+
 /// An output file being written atomically.
 pub struct Sink {
-    file: AtomicFile,
-    /// Where it goes when committed.
+    file: SinkFile,
+    /// Where it goes when committed (a cache's: where it is written).
     pub path: PathBuf,
     /// Set when a write failed (the file is then never committed).
     pub error: Option<Fault>,
@@ -137,34 +168,44 @@ impl Sink {
         // A run killed before its rename left its temp behind: gone now.
         common::atomic::remove_stale_temps(path);
         Ok(Sink {
-            file: AtomicFile::create(path, force)?,
+            file: SinkFile::Atomic(AtomicFile::create(path, force)?),
             path: path.to_owned(),
             error: None,
         })
     }
 
-    /// Write into an already created atomic file (a cache's own temp).
-    pub fn from_atomic(file: AtomicFile, path: &Path) -> Sink {
+    /// Write into a cache's own temporary file.
+    pub fn from_cache(file: CacheTemp) -> Sink {
         Sink {
-            file,
-            path: path.to_owned(),
+            path: file.path(),
+            file: SinkFile::Cache(file),
             error: None,
         }
     }
 
-    /// The atomic file, for a cache's own commit.
-    pub fn into_atomic(self) -> AtomicFile {
+    /// The file, for a cache's own commit.
+    pub fn into_file(self) -> SinkFile {
         self.file
     }
 
     /// Move into place (fsync, rename, fsync the directory).
     pub fn commit(self) -> io::Result<PathBuf> {
-        self.file.commit()
+        match self.file {
+            SinkFile::Atomic(f) => f.commit(),
+            // Caches commit through their own state machines.
+            SinkFile::Cache(f) => {
+                f.abort()?;
+                Err(io::Error::other("a cache file is committed by its cache"))
+            }
+        }
     }
 
     /// Remove the temporary file.
     pub fn abort(self) -> io::Result<()> {
-        self.file.abort()
+        match self.file {
+            SinkFile::Atomic(f) => f.abort(),
+            SinkFile::Cache(f) => f.abort(),
+        }
     }
 }
 
