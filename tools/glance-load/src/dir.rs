@@ -2,12 +2,19 @@
 //! metadata) or an old glance-replicator dump (v1 metadata, mapped to v2).
 //! As the replicator does, only entries named by a UUID are metadata; the
 //! data is `<id>.img` beside it, the members (ours) `<id>.members`.
-//! Symlinks are refused: a dump is plain files, and a link could make us
-//! upload a file from elsewhere.
+//!
+//! The directory is opened once ([`Dir`]) and every file in it is reached
+//! relative to that handle, never following a link: a dump is plain files,
+//! and a link (or a FIFO, a device) could make us upload, or block on, a
+//! file from elsewhere. The data file is only listed here (its status kept
+//! in [`Listed`]); it is opened once, later, and that handle is checked
+//! against the listing, then probed, hashed and uploaded.
 
+use common::tree::{Dir, Kind, Status};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 /// The largest metadata file read (a v2 image with many properties is a
 /// few KiB).
@@ -32,17 +39,29 @@ pub fn is_uuid(name: &str) -> bool {
         })
 }
 
-/// The metadata files of `dir`, by name (the order is stable across runs).
-pub fn entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_name().to_str().is_some_and(is_uuid) {
-            v.push(e.path());
-        }
-    }
+/// Open the dump directory `path` (links in the operator's path are
+/// followed, once) and list its metadata files by name (the order is
+/// stable across runs).
+pub fn open(path: &Path) -> std::io::Result<(Dir, Vec<String>)> {
+    let dir = Dir::open(path)?;
+    let mut v: Vec<String> = dir
+        .names()?
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| is_uuid(n))
+        .collect();
     v.sort();
-    Ok(v)
+    Ok((dir, v))
+}
+
+/// A record of the dump and, when it has a data file, that file as it was
+/// listed: what is uploaded must still be this file.
+#[derive(Debug)]
+pub struct Listed {
+    /// The record.
+    pub record: Record,
+    /// The data file: its name in the dump directory and its status.
+    pub data: Option<(String, Status)>,
 }
 
 /// Why an entry could not be read.
@@ -50,22 +69,20 @@ pub fn entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 // files (`<id>.img`, `<id>.members`), and by name, never the whole path.
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
-    /// Reading failed.
-    #[error("{}{source}", other(path))]
+    /// Reading failed, or the file is not a plain file (a link: kind
+    /// `symlink`; a FIFO, device or directory: `not_regular`).
+    #[error("{}{source}", other(name))]
     Io {
-        /// The file.
-        path: PathBuf,
+        /// The file's name in the dump directory.
+        name: String,
         /// Why.
         source: std::io::Error,
     },
-    /// Not a regular file (a symlink, a directory, ...).
-    #[error("{}not a regular file (a dump holds plain files only)", other(.0))]
-    NotAFile(PathBuf),
     /// Not a JSON object, or too large.
-    #[error("{}{why}", other(path))]
+    #[error("{}{why}", other(name))]
     Bad {
-        /// The file.
-        path: PathBuf,
+        /// The file's name in the dump directory.
+        name: String,
         /// Why.
         why: String,
     },
@@ -83,113 +100,162 @@ impl DirError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DirError::Io { source, .. } => ErrorKind::from_io(source),
-            DirError::NotAFile(_) => ErrorKind::Refused,
             DirError::Bad { .. } => ErrorKind::BadJson,
             DirError::IdMismatch { .. } => ErrorKind::BadRecord,
         }
     }
 }
 
-/// A regular file's metadata; symlinks are not followed.
-fn plain_file(path: &Path) -> Result<Option<std::fs::Metadata>, DirError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() => Ok(Some(m)),
-        Ok(_) => Err(DirError::NotAFile(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DirError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+fn io_error(name: &str) -> impl Fn(std::io::Error) -> DirError + '_ {
+    move |source| DirError::Io {
+        name: name.to_owned(),
+        source,
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, DirError> {
-    let m = plain_file(path)?.ok_or_else(|| DirError::Io {
-        path: path.to_path_buf(),
-        source: std::io::ErrorKind::NotFound.into(),
-    })?;
-    if m.len() > MAX_META {
+/// The JSON of `name`, read from one handle opened without following a
+/// link; None when there is no such file.
+fn read_json(dir: &Dir, name: &str) -> Result<Option<Value>, DirError> {
+    let f = match dir.open_file(name) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(name)(e)),
+    };
+    let len = f.metadata().map_err(io_error(name))?.len();
+    if len > MAX_META {
         return Err(DirError::Bad {
-            path: path.to_path_buf(),
-            why: format!("{} bytes: larger than any image metadata", m.len()),
+            name: name.to_owned(),
+            why: format!("{len} bytes: larger than any image metadata"),
         });
     }
-    let text = std::fs::read(path).map_err(|source| DirError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&text).map_err(|e| DirError::Bad {
-        path: path.to_path_buf(),
-        why: format!("not JSON: {e}"),
-    })
+    let mut text = Vec::new();
+    // Bounded even if the file grows after the check.
+    f.take(MAX_META + 1)
+        .read_to_end(&mut text)
+        .map_err(io_error(name))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| DirError::Bad {
+            name: name.to_owned(),
+            why: format!("not JSON: {e}"),
+        })
 }
 
-/// The record for the metadata file `meta`: top-level `path` (the data
-/// file, when there is one), `image` (v2, mapped from v1 if need be) and
-/// `dump` (`meta_path`, `format`: v2 or v1, `members`). The bare record
-/// (with `path` naming the metadata) on error.
-pub fn record(meta: &Path) -> Result<Record, (Record, DirError)> {
+/// The data file `name` as listed: a regular file, or nothing; a link, a
+/// FIFO, a device or a directory is refused without being opened.
+fn listed_data(dir: &Dir, name: &str) -> Result<Option<Status>, DirError> {
+    let Some(st) = dir.status_if_exists(name).map_err(io_error(name))? else {
+        return Ok(None);
+    };
+    let refuse = |kind, why: String| {
+        Err(DirError::Io {
+            name: name.to_owned(),
+            source: common::files::refusal(kind, why),
+        })
+    };
+    match st.kind {
+        Kind::File => Ok(Some(st)),
+        Kind::Symlink => refuse(
+            ErrorKind::Symlink,
+            "is a symbolic link; a dump holds plain files only, and a link could upload a \
+             file from elsewhere"
+                .into(),
+        ),
+        k => refuse(
+            ErrorKind::NotRegular,
+            format!("is a {}; a dump holds plain files only", k.describe()),
+        ),
+    }
+}
+
+/// The record for the metadata file `meta` (one component) of `dir`:
+/// top-level `path` (the data file, when there is one), `image` (v2,
+/// mapped from v1 if need be) and `dump` (`meta_path`, `format`: v2 or
+/// v1, `members`). The bare record (with `path` naming the metadata) on
+/// error.
+pub fn record_in(dir: &Dir, meta: &str) -> Result<Listed, (Record, DirError)> {
+    let meta_path = dir.join(meta);
     let fail = |e: DirError| {
-        let mut r = Record::from_path(&meta.to_string_lossy());
+        let mut r = Record::from_path(&meta_path.to_string_lossy());
         r.set(
             "dump",
-            serde_json::json!({"meta_path": meta.to_string_lossy()}),
+            serde_json::json!({"meta_path": meta_path.to_string_lossy()}),
         );
         (r, e)
     };
-    let v = read_json(meta).map_err(fail)?;
+    let v = read_json(dir, meta)
+        .map_err(fail)?
+        .ok_or_else(|| fail(io_error(meta)(std::io::ErrorKind::NotFound.into())))?;
     let Value::Object(img) = v else {
         return Err(fail(DirError::Bad {
-            path: meta.to_path_buf(),
+            name: meta.to_owned(),
             why: "not a JSON object".into(),
         }));
     };
     let id = img.get("id").and_then(Value::as_str).unwrap_or("");
-    if id != file_name(meta) {
+    if id != meta {
         return Err(fail(DirError::IdMismatch { id: id.to_owned() }));
     }
     let legacy = is_v1(&img);
     let img = if legacy { from_v1(img) } else { img };
-    let data = meta.with_file_name(format!("{}.img", file_name(meta)));
-    let members = meta.with_file_name(format!("{}.members", file_name(meta)));
-    let has_data = plain_file(&data).map_err(fail)?.is_some();
-    let members = match plain_file(&members).map_err(fail)? {
-        Some(_) => Some(read_json(&members).map_err(fail)?),
-        None => None,
-    };
+    let data_name = format!("{meta}.img");
+    let data = listed_data(dir, &data_name).map_err(fail)?;
+    let members = read_json(dir, &format!("{meta}.members")).map_err(fail)?;
     let mut m = Map::new();
-    if has_data {
-        m.insert("path".into(), data.to_string_lossy().into_owned().into());
+    if data.is_some() {
+        m.insert(
+            "path".into(),
+            dir.join(&data_name).to_string_lossy().into_owned().into(),
+        );
     }
     m.insert("image".into(), Value::Object(img));
     let mut dump = Map::new();
     dump.insert(
         "meta_path".into(),
-        meta.to_string_lossy().into_owned().into(),
+        meta_path.to_string_lossy().into_owned().into(),
     );
     dump.insert("format".into(), (if legacy { "v1" } else { "v2" }).into());
     if let Some(ms) = members {
         dump.insert("members".into(), ms);
     }
     m.insert("dump".into(), Value::Object(dump));
-    Ok(Record::from_map(m))
+    Ok(Listed {
+        record: Record::from_map(m),
+        data: data.map(|st| (data_name, st)),
+    })
+}
+
+/// [`record_in`] for the metadata file at `meta` (its directory opened
+/// for this one record).
+pub fn record(meta: &Path) -> Result<Record, (Record, DirError)> {
+    let name = meta
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = match meta.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = Dir::open(parent).map_err(|source| {
+        (
+            Record::from_path(&meta.to_string_lossy()),
+            DirError::Io {
+                name: String::new(),
+                source,
+            },
+        )
+    })?;
+    record_in(&dir, &name).map(|l| l.record)
 }
 
 /// `name: ` for a file other than the metadata (whose name is a UUID, and
 /// the record's `path`), else nothing.
-fn other(p: &Path) -> String {
-    let name = p.file_name().unwrap_or(p.as_os_str()).to_string_lossy();
-    if is_uuid(&name) {
+fn other(name: &str) -> String {
+    if name.is_empty() || is_uuid(name) {
         String::new()
     } else {
         format!("{name}: ")
     }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// v1 metadata (the replicator's `dump` of a v1 server) has `is_public`

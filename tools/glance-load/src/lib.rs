@@ -161,10 +161,13 @@ impl Tool for Cli {
         if let Some(s) = &source_args {
             s.glance("--source-url")?;
         }
-        let names = match &self.dir {
+        let (dump_dir, names) = match &self.dir {
             // The io::Error stays in the chain: it gives the fatal record's kind.
-            Some(d) => Some(dir::entries(d).with_context(|| format!("--dir {}", d.display()))?),
-            None => None,
+            Some(d) => {
+                let (h, names) = dir::open(d).with_context(|| format!("--dir {}", d.display()))?;
+                (Some(h), Some(names))
+            }
+            None => (None, None),
         };
         let Some(target) = self.endpoint.connect(ctx)? else {
             return Ok(());
@@ -181,22 +184,23 @@ impl Tool for Cli {
             cli: &self,
             target: &target,
             source: source.as_ref(),
+            dir: dump_dir.as_ref(),
         };
-        let inputs: Box<dyn Iterator<Item = anyhow::Result<Input>>> = match names {
-            Some(names) => Box::new(names.into_iter().map(|m| {
-                Ok(match dir::record(&m) {
-                    Ok(r) => Input::Work(r),
+        let inputs: Box<dyn Iterator<Item = anyhow::Result<Input>>> = match (&dump_dir, names) {
+            (Some(d), Some(names)) => Box::new(names.into_iter().map(move |m| {
+                Ok(match dir::record_in(d, &m) {
+                    Ok(l) => Input::Work(l.record, l.data),
                     Err((r, e)) => Input::Fail(r, e.kind(), e.to_string(), None),
                 })
             })),
-            None => Box::new(stdin_inputs()),
+            _ => Box::new(stdin_inputs()),
         };
         let work = |input: Input| match input {
-            Input::Work(rec) => {
+            Input::Work(rec, listed) => {
                 let r = if self.compare {
                     loader.compare_one(&rec)
                 } else {
-                    loader.load_one(&rec)
+                    loader.load_one(&rec, listed.as_ref())
                 };
                 Output::Done(rec, r)
             }
@@ -212,8 +216,9 @@ impl Tool for Cli {
 
 /// One input, in order.
 enum Input {
-    /// A record to load.
-    Work(Record),
+    /// A record to load, with its data file as the dump directory listed
+    /// it (None for a record from stdin).
+    Work(Record, Option<(String, common::tree::Status)>),
     /// A record passed through (it already carries an error).
     Pass(Record),
     /// An input that could not be read as a record.
@@ -232,7 +237,7 @@ fn stdin_inputs() -> impl Iterator<Item = anyhow::Result<Input>> {
         Err(e) => Some(Err(e.into())),
         Ok(None) => None,
         Ok(Some(Ok(r))) if r.has_error() => Some(Ok(Input::Pass(r))),
-        Ok(Some(Ok(r))) => Some(Ok(Input::Work(r))),
+        Ok(Some(Ok(r))) => Some(Ok(Input::Work(r, None))),
         Ok(Some(Err(bad))) => Some(Ok(Input::Fail(
             Record::new(),
             bad.kind,
@@ -244,7 +249,7 @@ fn stdin_inputs() -> impl Iterator<Item = anyhow::Result<Input>> {
 
 fn emit(ctx: &mut Ctx, o: Output) -> anyhow::Result<()> {
     match o {
-        Output::Input(Input::Pass(rec)) | Output::Input(Input::Work(rec)) => ctx.emit(&rec)?,
+        Output::Input(Input::Pass(rec)) | Output::Input(Input::Work(rec, _)) => ctx.emit(&rec)?,
         Output::Input(Input::Fail(rec, kind, msg, line)) => {
             let mut e = ctx.error(kind, msg);
             if let Some(l) = line {

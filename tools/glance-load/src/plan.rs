@@ -3,8 +3,12 @@
 use crate::Cli;
 use crate::stream::Verified;
 use common::glance::{Glance, HttpError, safe_file_name};
+use common::tree::{Dir, Status};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value, json};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -159,8 +163,16 @@ impl LoadError {
 
 /// Where an image's bytes come from.
 enum Data {
-    /// The record's data file.
-    File(PathBuf),
+    /// The record's data file, opened once: this handle is what was
+    /// checked (size, format) and is what gets hashed and uploaded.
+    File {
+        /// For messages.
+        path: PathBuf,
+        /// The open file.
+        file: File,
+        /// Its status when opened (an upload re-checks it).
+        status: Status,
+    },
     /// The source Glance (`--source-url`).
     Source,
 }
@@ -170,6 +182,24 @@ pub struct Loader<'a> {
     pub cli: &'a Cli,
     pub target: &'a Glance,
     pub source: Option<&'a Glance>,
+    /// The `--dir` dump directory, opened once: its data files are opened
+    /// relative to it, never through a link.
+    pub dir: Option<&'a Dir>,
+}
+
+/// A data file read from its start at each upload attempt, by positioned
+/// reads of the one handle (never reopened by name).
+struct FromStart<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for FromStart<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 fn facet(action: &str) -> Map<String, Value> {
@@ -286,33 +316,63 @@ impl Loader<'_> {
     }
 
     /// The data source of the record's image, checked as far as it can be
-    /// before anything is written.
-    fn data_of(&self, rec: &Record, img: &Map<String, Value>) -> Result<Option<Data>, LoadError> {
-        if let Some(p) = rec.path().map(PathBuf::from) {
-            let m = std::fs::metadata(&p).map_err(|source| LoadError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            if let Some(want) = img.get("size").and_then(Value::as_u64)
-                && m.len() != want
-            {
-                return Err(LoadError::DataSize {
-                    path: p,
-                    got: m.len(),
-                    want,
-                });
+    /// before anything is written. A data file is opened here, once: from
+    /// the dump directory's handle without following a link, and checked
+    /// to be the file listed (`listed`); a record's own `path` (stdin) is
+    /// the operator's, followed as a named file is. The handle is then
+    /// probed, and is what gets uploaded.
+    fn data_of(
+        &self,
+        rec: &Record,
+        img: &Map<String, Value>,
+        listed: Option<&(String, Status)>,
+    ) -> Result<Option<Data>, LoadError> {
+        let Some(p) = rec.path().map(PathBuf::from) else {
+            return Ok(self.source.map(|_| Data::Source));
+        };
+        let io_err = |source| LoadError::Io {
+            path: p.clone(),
+            source,
+        };
+        // Listed and judged; nothing of the data file is opened yet.
+        common::hook::point("glance-load.before_upload");
+        let file = match (self.dir, listed) {
+            (Some(dir), Some((name, st))) => {
+                let f = dir.open_file(name).map_err(io_err)?;
+                common::tree::check_same(&f, st).map_err(io_err)?;
+                f
             }
-            if !self.cli.no_format_check {
-                format_check(&p, img)?;
-            }
-            return Ok(Some(Data::File(p)));
+            _ => open_regular(&p).map_err(io_err)?,
+        };
+        let status = Status::of_file(&file).map_err(io_err)?;
+        if let Some(want) = img.get("size").and_then(Value::as_u64)
+            && status.size != want
+        {
+            return Err(LoadError::DataSize {
+                path: p,
+                got: status.size,
+                want,
+            });
         }
-        Ok(self.source.map(|_| Data::Source))
+        if !self.cli.no_format_check {
+            format_check(&p, &file, img)?;
+        }
+        Ok(Some(Data::File {
+            path: p,
+            file,
+            status,
+        }))
     }
 
-    /// Plan and act for one record (crate docs).
-    pub fn load_one(&self, rec: &Record) -> Result<Map<String, Value>, LoadError> {
+    /// Plan and act for one record (crate docs). `listed` is the record's
+    /// data file as the dump directory listed it.
+    pub fn load_one(
+        &self,
+        rec: &Record,
+        listed: Option<&(String, Status)>,
+    ) -> Result<Map<String, Value>, LoadError> {
         let (img, id) = image_of(rec)?;
+        names_agree(rec, id)?;
         let path = format!("/v2/images/{id}");
         let src_status = img.get("status").and_then(Value::as_str).unwrap_or("");
         if matches!(src_status, "deleted" | "pending_delete" | "killed") {
@@ -323,7 +383,7 @@ impl Loader<'_> {
             ));
         }
         let data = if has_data(img) {
-            self.data_of(rec, img)?
+            self.data_of(rec, img, listed)?
         } else {
             None
         };
@@ -677,11 +737,19 @@ impl Loader<'_> {
         let mut attempt = 0;
         loop {
             let (res, failure) = match data {
-                Data::File(p) => {
-                    let f = std::fs::File::open(p).map_err(|source| LoadError::Io {
-                        path: p.clone(),
+                Data::File {
+                    path: fpath,
+                    file,
+                    status,
+                } => {
+                    // The bytes sent are the handle's; its file must not
+                    // have changed in place since it was judged.
+                    common::hook::point("glance-load.before_send");
+                    common::tree::check_same(file, status).map_err(|source| LoadError::Io {
+                        path: fpath.clone(),
                         source,
                     })?;
+                    let f = FromStart { file, pos: 0 };
                     let mut body =
                         Verified::new(f, size, want.clone()).with_progress(self.meter(id, size));
                     let r = self.target.upload(&path, &mut body, size);
@@ -936,19 +1004,63 @@ fn qemu_format(disk_format: &str) -> Option<&'static str> {
     })
 }
 
+/// Open a record's own data file (stdin records: the operator's path,
+/// links followed as for a named file), which must be a regular file; the
+/// open never blocks.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let input = common::files::open_input(path, common::files::Accept::Regular)?;
+    let file = input.into_file();
+    if !file.metadata()?.file_type().is_file() {
+        return Err(common::files::refusal(
+            ErrorKind::NotRegular,
+            "is not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// A record must not name the files of another image: a data file or
+/// metadata file named by a UUID (the dump's layout) that is not the
+/// record's id would load one image's bytes as another's.
+fn names_agree(rec: &Record, id: &str) -> Result<(), LoadError> {
+    let named = |p: &str| {
+        let name = Path::new(p).file_name()?.to_str()?;
+        let stem = name.strip_suffix(".img").unwrap_or(name);
+        crate::dir::is_uuid(stem).then(|| (name.to_owned(), stem.to_owned()))
+    };
+    let meta = rec
+        .get("dump")
+        .and_then(|d| d.get("meta_path"))
+        .and_then(Value::as_str);
+    for p in rec.path().into_iter().chain(meta) {
+        if let Some((name, stem)) = named(p)
+            && stem != id
+        {
+            return Err(LoadError::BadId(format!(
+                "the file {name:?} is named for image {stem}, not for this record's id {id:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The data file must be what its `disk_format` says: Glance 33 refuses
-/// a mismatch with 415 after storing the bytes, which spoils the id.
-fn format_check(path: &Path, img: &Map<String, Value>) -> Result<(), LoadError> {
+/// a mismatch with 415 after storing the bytes, which spoils the id. The
+/// open handle is probed (the very bytes that will be uploaded).
+fn format_check(path: &Path, file: &File, img: &Map<String, Value>) -> Result<(), LoadError> {
     let Some(declared) = img.get("disk_format").and_then(Value::as_str) else {
         return Ok(());
     };
     let Some(want) = qemu_format(declared) else {
         return Ok(());
     };
-    let src = common::formats::FileSource::open(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let src = file
+        .try_clone()
+        .and_then(common::formats::FileSource::from_file)
+        .map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     // An image our probe cannot read is left for Glance to judge.
     let Ok(p) = common::formats::probe(&src, "", None) else {
         return Ok(());

@@ -119,7 +119,11 @@ fn a_dir_that_cannot_be_read_is_an_error_record() {
     std::fs::write(&file, b"x").unwrap();
     let (code, recs, _) = load(&["--url", url, "--dir", file.to_str().unwrap()], "");
     assert_eq!(code, 2);
-    fatal(&recs, "io");
+    let e = fatal(&recs, "not_regular");
+    assert_eq!(
+        e["message"],
+        format!("--dir {}: is not a directory", file.display())
+    );
 
     // No permission (skipped where the test may read it anyway: root).
     let locked = t.path().join("locked");
