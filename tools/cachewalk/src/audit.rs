@@ -13,6 +13,7 @@ use common::formats::{FileSource, FormatError, probe};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Cache sidecars, not images.
@@ -53,16 +54,23 @@ pub struct Finding {
 /// Its keys are absolute paths as Nova saw them (the tree may be mounted
 /// elsewhere now), so only their file names count.
 pub fn disk_info(dir: &Path) -> BTreeMap<String, String> {
-    let Ok(m) = std::fs::symlink_metadata(dir.join("disk.info")) else {
+    match common::tree::Dir::open(dir) {
+        Ok(d) => disk_info_of(&d),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// [`disk_info`] through a directory handle: `disk.info` is opened
+/// without following a link (a link there is not Nova's).
+pub fn disk_info_of(dir: &common::tree::Dir) -> BTreeMap<String, String> {
+    let Ok(f) = dir.open_file("disk.info") else {
         return BTreeMap::new();
     };
     // A disk.info is a few hundred bytes; a huge one is not Nova's.
-    if !m.is_file() || m.len() > 1 << 20 {
+    let mut text = Vec::new();
+    if f.take((1 << 20) + 1).read_to_end(&mut text).is_err() || text.len() > 1 << 20 {
         return BTreeMap::new();
     }
-    let Ok(text) = std::fs::read(dir.join("disk.info")) else {
-        return BTreeMap::new();
-    };
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&text) else {
         return BTreeMap::new();
     };

@@ -710,9 +710,10 @@ fn nova_cmd(
     let entries = match nova::walk(root, opts) {
         Ok(e) => e,
         Err(err) => {
-            // The record names the directory; the message says why.
+            // The record names the directory (the root, or the `_base` or
+            // `locks` refused in it); the message says why.
             let e = ctx.error(ErrorKind::from_io(&err.source), err.source.to_string());
-            ctx.fail(common::files::record_for(root), e)?;
+            ctx.fail(common::files::record_for(&err.path), e)?;
             return Ok(());
         }
     };

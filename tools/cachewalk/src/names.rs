@@ -179,6 +179,20 @@ pub fn classify(name: &str) -> Named {
     n
 }
 
+/// Whether cachewalk understands `class` as a cached image Nova itself
+/// may remove once unused (what `remove` accepts at all).
+pub fn removable(class: Class) -> bool {
+    matches!(
+        class,
+        Class::Original
+            | Class::ResizedLegacy
+            | Class::SmallLegacy
+            | Class::Swap
+            | Class::Ephemeral
+            | Class::EphemeralLegacy
+    )
+}
+
 /// Nova's ephemeral file name for `size_gb` formatted with `fs_label`
 /// (the `virt_mkfs` command, or `default_ephemeral_format`, or `vfat`):
 /// `ephemeral_<GiB>_<first 7 hex digits of MD5(label)>`.

@@ -28,20 +28,24 @@
 
 use crate::inventory::Instance;
 use crate::names::{self, Class, NovaClass};
-use common::formats::{FileSource, probe};
+use common::ErrorKind;
+use common::files::FileId;
+use common::formats::{Source, probe};
+use common::tree::{Dir, Kind, Status};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Hosts that have not written `compute_nodes` for this long no longer
 /// count as sharing the storage (Nova's `TWENTY_FOUR_HOURS`).
 pub const HOST_WINDOW_S: i64 = 86_400;
-/// How deep a backing chain inside `_base` is followed.
-const MAX_CHAIN: usize = 16;
 
 /// How to walk.
 #[derive(Debug, Clone)]
@@ -175,14 +179,14 @@ pub struct WalkError {
     pub source: std::io::Error,
 }
 
-/// A backing reference read from an instance disk.
+/// A backing reference read from an instance disk, matched to a `_base`
+/// entry (by name in the `_base` directory itself, as Nova matches, or by
+/// device and inode).
 #[derive(Debug, Clone)]
 struct Reference {
     /// `<dir>:backing:<disk>` (or the chain member inside `_base`).
     via: String,
-    /// The instance directory name.
-    dir: String,
-    /// The disk's path.
+    /// The disk's path (messages and records).
     disk: PathBuf,
     /// The backing file name inside `_base`.
     base_name: String,
@@ -208,24 +212,106 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// The backing file name of the image at `path`, if its header names one.
-fn backing_of(path: &Path) -> Result<Option<String>, String> {
-    let src = FileSource::open(path).map_err(|e| e.to_string())?;
-    let p = probe(&src, &path.to_string_lossy(), None).map_err(|e| e.to_string())?;
-    Ok(p.info
-        .get("backing_filename")
-        .and_then(Value::as_str)
-        .map(str::to_owned))
+/// `/proc/self/fd/N`: the open file or directory itself, for the calls
+/// that take a path (the kernel resolves it to the handle, never by name).
+fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// The format of the file at `path` from its header.
-fn format_of(path: &Path) -> Option<String> {
-    let src = FileSource::open(path).ok()?;
-    let p = probe(&src, &path.to_string_lossy(), None).ok()?;
-    p.info
-        .get("format")
+/// An open image read at offsets for the header probe.
+struct Handle<'a> {
+    file: &'a File,
+    len: u64,
+}
+
+impl Source for Handle<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+}
+
+/// The length of an open regular file or block device.
+fn length_of(file: &File) -> std::io::Result<u64> {
+    let m = file.metadata()?;
+    if m.file_type().is_block_device() {
+        let mut f = file;
+        return f.seek(std::io::SeekFrom::End(0));
+    }
+    Ok(m.len())
+}
+
+/// Probe the open image `file` (named `label` in messages).
+fn probe_file(file: &File, label: &str) -> Result<serde_json::Map<String, Value>, String> {
+    let len = length_of(file).map_err(|e| e.to_string())?;
+    let src = Handle { file, len };
+    probe(&src, label, None)
+        .map(|p| p.info)
+        .map_err(|e| e.to_string())
+}
+
+/// What a header says about its backing file: the name's exact bytes
+/// and the backing format recorded with it (`-F`), if any.
+#[derive(Debug, Clone)]
+struct BackingName {
+    name: Vec<u8>,
+    format: Option<String>,
+}
+
+/// A header's backing file, none, or why it could not be read.
+type Backing = Result<Option<BackingName>, String>;
+
+fn backing_of(file: &File, label: &str) -> Backing {
+    let info = probe_file(file, label)?;
+    let name = match info.get("backing_filename_bytes").and_then(Value::as_str) {
+        Some(b) => common::text::base64_decode(b),
+        None => info
+            .get("backing_filename")
+            .and_then(Value::as_str)
+            .map(|s| s.as_bytes().to_vec()),
+    };
+    Ok(name.filter(|n| !n.is_empty()).map(|name| BackingName {
+        name,
+        format: info
+            .get("backing_filename_format")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }))
+}
+
+/// The format of the `_base` entry `name` from its header, read through
+/// the directory handle (a link is not followed: no format).
+fn format_of(base: &Dir, name: &OsStr) -> Option<String> {
+    let f = base.open_file(name).ok()?;
+    let info = probe_file(&f, &lossy(name)).ok()?;
+    info.get("format")
         .and_then(Value::as_str)
         .map(str::to_owned)
+}
+
+/// Open `name` in `dir` for reading as Nova and qemu do: a link is
+/// followed (read-only). Only a regular file or a block device is opened
+/// for reading (through an `O_PATH` handle first, so a FIFO or a
+/// character device is never opened); anything else is `not_regular`.
+fn open_following(dir: &Dir, name: &OsStr) -> std::io::Result<File> {
+    let pinned = dir.pinned_path(name)?;
+    let at = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&pinned)?;
+    let ft = at.metadata()?.file_type();
+    if !(ft.is_file() || ft.is_block_device()) {
+        return Err(common::files::refusal(
+            ErrorKind::NotRegular,
+            "is not a regular file or a block device",
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(fd_path(&at))
 }
 
 /// `f` over `items` on every core, results in order.
@@ -253,157 +339,432 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 /// What the walk learned from instance directories.
 #[derive(Debug, Default)]
 struct Disks {
-    /// Backing references into `_base`, chains followed.
+    /// Backing references matched to `_base` entries, chains followed.
     refs: Vec<Reference>,
-    /// Disks that could not be read: (path, why).
-    unreadable: Vec<(PathBuf, String)>,
-    /// Backing files that point outside `_base`: (disk, backing).
-    outside: Vec<(PathBuf, String)>,
+    /// Evidence that is missing and could concern any base file: a disk
+    /// or chain member that could not be read, a chain longer than the
+    /// limit (each a reason naming the file).
+    unknown: Vec<String>,
+    /// Base names that a reference which could not be matched might mean
+    /// (Nova matches by the last component): name → reasons.
+    maybe: Vec<(String, String)>,
+    /// Nova's own view (`_list_backing_images`): the instance directory
+    /// and the last component of the backing file of its `disk`.
+    nova_backing: Vec<(String, String)>,
+}
+
+impl Disks {
+    fn extend(&mut self, o: Disks) {
+        self.refs.extend(o.refs);
+        self.unknown.extend(o.unknown);
+        self.maybe.extend(o.maybe);
+        self.nova_backing.extend(o.nova_backing);
+    }
 }
 
 /// Backing names read from image headers, kept while the file is
-/// unchanged (same inode, size and mtime), so that `remove` can re-check
-/// every instance disk before each deletion without re-reading them all.
+/// unchanged (same device, inode, size and mtime), so that `remove` can
+/// re-check every instance disk before each deletion without re-reading
+/// them all.
 #[derive(Debug, Default)]
 pub struct DiskCache {
-    seen: std::sync::Mutex<HashMap<PathBuf, (FileKey, Backing)>>,
+    seen: std::sync::Mutex<HashMap<FileKey, Backing>>,
 }
 
-/// What a header said about its backing file (or why it could not be read).
-type Backing = Result<Option<String>, String>;
-
-/// Inode, size, mtime seconds and nanoseconds: "the same file, unchanged".
-type FileKey = (u64, u64, i64, i64);
+/// Device, inode, size, mtime: "the same file, unchanged".
+type FileKey = (u64, u64, u64, i64, u32);
 
 impl DiskCache {
-    fn backing_of(&self, path: &Path) -> Result<Option<String>, String> {
-        let key = std::fs::metadata(path)
-            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
-            .map_err(|e| e.to_string())?;
-        let seen = |s: &Self| {
-            let map = s
-                .seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.get(path)
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| v.clone())
-        };
-        if let Some(v) = seen(self) {
+    fn backing_of(&self, file: &File, label: &str) -> Backing {
+        let st = Status::of_file(file).map_err(|e| e.to_string())?;
+        let key = (st.id.dev, st.id.ino, st.size, st.mtime.0, st.mtime.1);
+        let cached = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(v) = cached {
             return v;
         }
-        let v = backing_of(path);
+        let v = backing_of(file, label);
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(path.to_path_buf(), (key, v.clone()));
+            .insert(key, v.clone());
         v
     }
 }
 
-/// Names in `_base` that some instance disk's backing chain reaches now,
-/// and whether every disk could be read (for `remove`'s re-check).
-pub fn backing_users(
-    root: &Path,
-    base_name: &str,
-    cache: &DiskCache,
-) -> (HashMap<String, Vec<String>>, bool) {
-    let d = scan_disks(root, &root.join(base_name), base_name, cache);
-    let mut users: HashMap<String, Vec<String>> = HashMap::new();
-    for r in d.refs {
-        users.entry(r.base_name).or_default().push(r.via);
-    }
-    (users, d.unreadable.is_empty())
+/// The `_base` directory a walk matches references against: its handle
+/// and its entries by identity (from `lstat`).
+struct Base<'a> {
+    dir: &'a Dir,
+    ids: HashMap<FileId, OsString>,
 }
 
-fn scan_disks(root: &Path, base: &Path, base_name: &str, cache: &DiskCache) -> Disks {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Disks::default();
+impl<'a> Base<'a> {
+    fn list(dir: &'a Dir) -> std::io::Result<Base<'a>> {
+        let mut ids = HashMap::new();
+        for n in dir.names()? {
+            if let Ok(st) = dir.status(&n) {
+                ids.insert(st.id, n);
+            }
+        }
+        Ok(Base { dir, ids })
+    }
+}
+
+/// What a backing reference names, resolved as qemu resolves it.
+enum Resolved {
+    /// `_base/<name>`: its directory is `_base` itself (same device and
+    /// inode as the handle), matched by name as Nova does; or a path
+    /// elsewhere that is the same file as a `_base` entry (the directory
+    /// it is in, for the next reference of the chain).
+    Base(OsString, Option<File>),
+    /// `_base/<name>`, which is not there.
+    Missing(OsString),
+    /// A file outside `_base`.
+    Outside,
+    /// Nothing that can be matched here (why).
+    Unmatched(String),
+}
+
+/// Resolve `backing` as qemu does: an absolute path as it is, a relative
+/// one from the directory of the image that names it (`ctx`, a handle).
+/// Directories are followed as the kernel follows them for qemu; the
+/// last component is matched by name only inside `_base` itself, and
+/// elsewhere by identity (stat, read-only), never read.
+fn resolve(ctx: &Path, backing: &[u8], base: &Base) -> Resolved {
+    let (parent, last): (&[u8], &[u8]) = match backing.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/", &backing[1..]),
+        Some(i) => (&backing[..i], &backing[i + 1..]),
+        None => (b".", backing),
     };
-    let mut dirs: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n != OsStr::new(base_name) && n != "locks")
-        })
-        .collect();
-    dirs.sort();
-    let base_norm = normalize(base);
-    // One directory per task, on every core; merged in directory order.
-    let parts = par_map(&dirs, |dir| scan_dir(dir, base, &base_norm, cache));
+    let parent = OsStr::from_bytes(parent);
+    let last = OsStr::from_bytes(last);
+    let parent_path = if parent.as_bytes().starts_with(b"/") {
+        PathBuf::from(parent)
+    } else {
+        ctx.join(parent)
+    };
+    let dir = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&parent_path)
+    {
+        Ok(d) => d,
+        Err(e) => return Resolved::Unmatched(format!("directory: {e}")),
+    };
+    let plain = !last.is_empty() && last != "." && last != "..";
+    if FileId::of_file(&dir).is_ok_and(|id| id == base.dir.id()) && plain {
+        return match base.dir.status_if_exists(last) {
+            Ok(Some(_)) => Resolved::Base(last.to_os_string(), None),
+            Ok(None) => Resolved::Missing(last.to_os_string()),
+            Err(e) => Resolved::Unmatched(e.to_string()),
+        };
+    }
+    match std::fs::metadata(fd_path(&dir).join(last)) {
+        Ok(m) => match base.ids.get(&FileId::of_metadata(&m)) {
+            Some(n) => Resolved::Base(n.clone(), Some(dir)),
+            None => Resolved::Outside,
+        },
+        Err(e) => Resolved::Unmatched(e.to_string()),
+    }
+}
+
+/// The last component of a backing name (what Nova matches by).
+fn last_component(b: &[u8]) -> String {
+    let last = b.rsplit(|&c| c == b'/').next().unwrap_or(b);
+    String::from_utf8_lossy(last).into_owned()
+}
+
+/// Instance directories of `root`: every directory (a link to one
+/// followed, as Nova's `os.path.exists(<entry>/disk)` follows it) but
+/// `_base` and `locks`. Listed, then scanned on every core.
+fn scan_disks(root: &Dir, base: &Base, base_name: &str, cache: &DiskCache) -> Disks {
     let mut d = Disks::default();
+    let mut names = match root.names() {
+        Ok(n) => n,
+        Err(e) => {
+            d.unknown.push(format!(
+                "instances_path_unreadable:{}: {e}",
+                root.path().display()
+            ));
+            return d;
+        }
+    };
+    names.retain(|n| n != OsStr::new(base_name) && n != "locks");
+    names.sort();
+    let parts = par_map(&names, |name| scan_entry(root, name, base, cache));
     for p in parts {
-        d.refs.extend(p.refs);
-        d.unreadable.extend(p.unreadable);
-        d.outside.extend(p.outside);
+        d.extend(p);
     }
     d
 }
+
+/// One entry of the instances path: a directory (or a link to one) is
+/// scanned; anything else has no disks.
+fn scan_entry(root: &Dir, name: &OsStr, base: &Base, cache: &DiskCache) -> Disks {
+    let mut d = Disks::default();
+    let display = root.join(name);
+    let dir = match root.status(name).map(|s| s.kind) {
+        Ok(Kind::Dir) => root.subdir(name),
+        // Followed read-only, as Nova follows it.
+        Ok(Kind::Symlink) => root.pinned_path(name).and_then(|p| Dir::open(&p)),
+        Ok(_) => return d,
+        // Gone since the listing: nothing to read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return d,
+        Err(e) => Err(e),
+    };
+    let dir = match dir {
+        Ok(dir) => dir,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || ErrorKind::from_io(&e) == ErrorKind::NotRegular
+                || e.raw_os_error() == Some(libc::ELOOP) =>
+        {
+            // A dangling link, a link to a file or a link loop: no
+            // `disk` in it for Nova or qemu either.
+            return d;
+        }
+        Err(e) => {
+            d.unknown.push(format!(
+                "instance_dir_unreadable:{}: {e}",
+                display.display()
+            ));
+            return d;
+        }
+    };
+    // `_base` reached through a link is not an instance directory.
+    if dir.id() == base.dir.id() {
+        return d;
+    }
+    scan_dir(&dir, &lossy(name), &display, base, cache)
+}
+
+/// How deep a backing chain is followed; a longer one keeps every base
+/// file (what lies below could be any of them).
+const MAX_CHAIN: usize = 256;
 
 /// The backing chains of the `disk*` files of one instance directory.
-fn scan_dir(dir: &Path, base: &Path, base_norm: &Path, cache: &DiskCache) -> Disks {
+fn scan_dir(dir: &Dir, dir_name: &str, display: &Path, base: &Base, cache: &DiskCache) -> Disks {
     let mut d = Disks::default();
-    let dir_name = dir.file_name().map(lossy).unwrap_or_default();
-    let Ok(files) = std::fs::read_dir(dir) else {
-        d.unreadable
-            .push((dir.to_path_buf(), "cannot list the directory".into()));
-        return d;
+    let files = match dir.names() {
+        Ok(f) => f,
+        Err(e) => {
+            d.unknown.push(format!(
+                "instance_dir_unreadable:{}: {e}",
+                display.display()
+            ));
+            return d;
+        }
     };
-    let mut disks: Vec<PathBuf> = files
-        .flatten()
-        .filter(|e| e.file_name().as_bytes().starts_with(b"disk"))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "disk.info"))
+    let mut disks: Vec<OsString> = files
+        .into_iter()
+        .filter(|n| n.as_bytes().starts_with(b"disk") && n != "disk.info")
         .collect();
     disks.sort();
+    let info = crate::audit::disk_info_of(dir);
     for disk in disks {
-        let disk_name = disk.file_name().map(lossy).unwrap_or_default();
-        let mut current = disk.clone();
-        let mut via = format!("{dir_name}:backing:{disk_name}");
-        for _ in 0..MAX_CHAIN {
-            let backing = match cache.backing_of(&current) {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(why) => {
-                    // A disk that vanished since the listing is no
-                    // evidence either way (Nova skips it too).
-                    if current.exists() {
-                        d.unreadable.push((current.clone(), why));
-                    }
-                    break;
-                }
-            };
-            let target = if Path::new(&backing).is_absolute() {
-                PathBuf::from(&backing)
-            } else {
-                current.parent().unwrap_or(Path::new(".")).join(&backing)
-            };
-            let target = normalize(&target);
-            let inside = target.parent() == Some(base_norm);
-            let Some(name) = target.file_name().filter(|_| inside).map(lossy) else {
-                d.outside.push((current.clone(), backing));
-                break;
-            };
-            d.refs.push(Reference {
-                via: via.clone(),
-                dir: dir_name.clone(),
-                disk: disk.clone(),
-                base_name: name.clone(),
-            });
-            // Follow the chain inside the cache, never out of it, and
-            // never through a symlink.
-            let next = base.join(&name);
-            if !std::fs::symlink_metadata(&next).is_ok_and(|m| m.is_file()) {
-                break;
-            }
-            via = format!("{dir_name}:backing:{disk_name}>{name}");
-            current = next;
+        // A directory named disk* is no disk (a link to one neither).
+        if dir
+            .pinned_path(&disk)
+            .is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_dir()))
+        {
+            continue;
         }
+        let raw = info.get(&lossy(&disk)).is_some_and(|f| f == "raw");
+        scan_disk(
+            dir,
+            dir_name,
+            &disk,
+            &display.join(&disk),
+            raw,
+            base,
+            cache,
+            &mut d,
+        );
     }
     d
+}
+
+/// One disk's backing chain (module docs).
+#[allow(clippy::too_many_arguments)]
+fn scan_disk(
+    dir: &Dir,
+    dir_name: &str,
+    disk: &OsStr,
+    display: &Path,
+    raw: bool,
+    base: &Base,
+    cache: &DiskCache,
+    d: &mut Disks,
+) {
+    let disk_label = lossy(disk);
+    let file = match open_following(dir, disk) {
+        Ok(f) => f,
+        // Vanished since the listing, or a dangling link: Nova's
+        // os.path.exists is false and qemu has nothing to open.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            d.unknown.push(format!(
+                "instance_disk_unreadable:{}: {e}",
+                display.display()
+            ));
+            return;
+        }
+    };
+    let reference = |via: &str, name: &OsStr| Reference {
+        via: via.to_owned(),
+        disk: display.to_path_buf(),
+        base_name: lossy(name),
+    };
+    let mut visited: HashSet<FileId> = HashSet::new();
+    if let Ok(id) = FileId::of_file(&file) {
+        visited.insert(id);
+        // The disk is a base file itself (a link or a hard link into _base).
+        if let Some(n) = base.ids.get(&id) {
+            d.refs
+                .push(reference(&format!("{dir_name}:disk:{disk_label}"), n));
+        }
+    }
+    if raw {
+        // Nova recorded it raw (disk.info): qemu reads no chain from it,
+        // whatever a guest wrote at its start.
+        return;
+    }
+    let mut current = file;
+    let mut current_label = display.to_path_buf();
+    // The directory relative backing names start from: the instance
+    // directory (qemu resolves from the disk's path as libvirt gives it),
+    // then `_base`, or the directory a reference was matched in.
+    let mut ctx = fd_path(&dir.fd());
+    // Holds the directory `ctx` names while it is used.
+    let mut ctx_owned: Option<File>;
+    let mut via = format!("{dir_name}:backing:{disk_label}");
+    for step in 0.. {
+        if step == MAX_CHAIN {
+            d.unknown.push(format!(
+                "backing_chain_longer_than_{MAX_CHAIN}:{}",
+                display.display()
+            ));
+            return;
+        }
+        let b = match cache.backing_of(&current, &current_label.to_string_lossy()) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(why) => {
+                let what = if step == 0 {
+                    "instance_disk_unreadable"
+                } else {
+                    "backing_file_unreadable"
+                };
+                d.unknown
+                    .push(format!("{what}:{}: {why}", current_label.display()));
+                return;
+            }
+        };
+        if step == 0 && disk == "disk" {
+            d.nova_backing
+                .push((dir_name.to_owned(), last_component(&b.name)));
+        }
+        let shown = String::from_utf8_lossy(&b.name).into_owned();
+        match resolve(&ctx, &b.name, base) {
+            Resolved::Base(name, parent) => {
+                d.refs.push(reference(&via, &name));
+                if b.format.as_deref() == Some("raw") {
+                    // qemu opens it as raw: no chain is read from it.
+                    return;
+                }
+                // Never followed out of _base: a link there ends it (the
+                // link itself is kept as not a regular file).
+                let Ok(next) = base.dir.open_file(&name) else {
+                    return;
+                };
+                if FileId::of_file(&next).is_ok_and(|id| !visited.insert(id)) {
+                    return;
+                }
+                via = format!("{dir_name}:backing:{disk_label}>{}", lossy(&name));
+                current_label = base.dir.join(&name);
+                ctx_owned = parent;
+                ctx = match &ctx_owned {
+                    Some(p) => fd_path(p),
+                    None => fd_path(&base.dir.fd()),
+                };
+                current = next;
+            }
+            Resolved::Missing(name) => {
+                d.refs.push(reference(&via, &name));
+                return;
+            }
+            Resolved::Outside => {
+                d.maybe.push((
+                    last_component(&b.name),
+                    format!("backing_outside_base:{via}:{shown}"),
+                ));
+                return;
+            }
+            Resolved::Unmatched(why) => {
+                d.maybe.push((
+                    last_component(&b.name),
+                    format!("backing_unmatched:{via}:{shown}: {why}"),
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// What instance disks say about `_base` now (`remove`'s re-check).
+#[derive(Debug, Default)]
+pub struct Users {
+    /// Base names some backing chain reaches → who.
+    pub by_name: HashMap<String, Vec<String>>,
+    /// Base names an unmatched reference might mean → why.
+    pub maybe: HashMap<String, Vec<String>>,
+    /// Missing evidence that could concern any base file.
+    pub unknown: Vec<String>,
+}
+
+impl Users {
+    /// Why `name` must be kept, if anything says so.
+    pub fn keeps(&self, name: &str) -> Option<String> {
+        if let Some(who) = self.by_name.get(name) {
+            return Some(format!("backing file of {}", who.join(", ")));
+        }
+        if let Some(why) = self.maybe.get(name) {
+            return Some(why.join(", "));
+        }
+        self.unknown.first().cloned()
+    }
+}
+
+/// Names in `_base` that some instance disk's backing chain reaches now,
+/// and what is unknown (for `remove`'s re-check, through the same
+/// handles it deletes through).
+pub fn backing_users(root: &Dir, base: &Dir, base_name: &str, cache: &DiskCache) -> Users {
+    let base = match Base::list(base) {
+        Ok(b) => b,
+        Err(e) => {
+            return Users {
+                unknown: vec![format!("base_unreadable: {e}")],
+                ..Users::default()
+            };
+        }
+    };
+    let d = scan_disks(root, &base, base_name, cache);
+    let mut u = Users {
+        unknown: d.unknown,
+        ..Users::default()
+    };
+    for r in d.refs {
+        u.by_name.entry(r.base_name).or_default().push(r.via);
+    }
+    for (n, why) in d.maybe {
+        u.maybe.entry(n).or_default().push(why);
+    }
+    u
 }
 
 /// Open files: (dev, ino) → pids; `false` when some process's
@@ -443,9 +804,13 @@ pub fn open_files(proc_root: &Path) -> (HashMap<(u64, u64), Vec<u32>>, bool) {
     (map, complete)
 }
 
-/// `compute_nodes`: host → last seen (epoch seconds).
-fn read_compute_nodes(path: &Path) -> Option<BTreeMap<String, f64>> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// `compute_nodes`: host → last seen (epoch seconds), read through the
+/// root handle (a link there is not followed).
+fn read_compute_nodes(root: &Dir) -> Option<BTreeMap<String, f64>> {
+    let f = root.open_file("compute_nodes").ok()?;
+    let mut text = String::new();
+    // A registry is a few hundred bytes; a huge one is not Nova's.
+    f.take(16 << 20).read_to_string(&mut text).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     let m = v.as_object()?;
     Some(
@@ -499,8 +864,8 @@ fn read_sidecar(path: &Path, class: Class) -> Option<Value> {
 
 /// What every host sharing the storage needs: the reasons the inventory
 /// does not cover them (empty when it does).
-fn coverage(root: &Path, opts: &Options) -> (Vec<String>, Option<Value>) {
-    let nodes = read_compute_nodes(&root.join("compute_nodes"));
+fn coverage(root: &Dir, opts: &Options) -> (Vec<String>, Option<Value>) {
+    let nodes = read_compute_nodes(root);
     let contents = nodes.as_ref().map(|n| serde_json::json!(n));
     let mut reasons = Vec::new();
     let Some(inv) = &opts.inventory else {
@@ -529,22 +894,30 @@ fn coverage(root: &Path, opts: &Options) -> (Vec<String>, Option<Value>) {
 }
 
 /// Walk `root` (module docs). Entries sorted by `rel_path`, dangling
-/// references after them.
+/// references after them. The root is opened once (the operator's links
+/// followed there); `_base` and `locks` are opened from it without
+/// following a link: either being a link is refused (kind `symlink`).
 pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
-    let meta = std::fs::metadata(root).map_err(|source| WalkError {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(WalkError {
-            path: root.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-        });
-    }
-    let base = root.join(&opts.base_name);
-    let disks = scan_disks(root, &base, &opts.base_name, &DiskCache::default());
+    let fail = |path: PathBuf| move |source| WalkError { path, source };
+    let root_dir = Dir::open(root).map_err(fail(root.to_path_buf()))?;
+    let base_dir = root_dir
+        .subdir_if_exists(&opts.base_name)
+        .map_err(fail(root.join(&opts.base_name)))?;
+    let locks_dir = root_dir
+        .subdir_if_exists("locks")
+        .map_err(fail(root.join("locks")))?;
+    let base_path = root.join(&opts.base_name);
+    let base = match &base_dir {
+        Some(b) => Some(Base::list(b).map_err(fail(base_path.clone()))?),
+        None => None,
+    };
+    let disks = match &base {
+        Some(b) => scan_disks(&root_dir, b, &opts.base_name, &DiskCache::default()),
+        // No cache: nothing to protect.
+        None => Disks::default(),
+    };
     let (fds, fds_complete) = open_files(&opts.proc_root);
-    let (inventory_gaps, nodes) = coverage(root, opts);
+    let (inventory_gaps, nodes) = coverage(&root_dir, opts);
 
     // Evidence from the inventory: base names → used_by, and Nova's own
     // (narrower) view.
@@ -607,14 +980,13 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         used.entry(r.base_name.clone())
             .or_default()
             .push(r.via.clone());
-        // Nova reads only `disk`, only of current instances' directories,
-        // and only the first link.
-        let first_link = !r.via.contains('>');
-        if first_link
-            && r.disk.file_name().is_some_and(|n| n == "disk")
-            && nova_dirs.contains(&r.dir)
-        {
-            nova_backing.insert(r.base_name.clone());
+    }
+    // Nova reads only `disk`, only of current instances' directories,
+    // only the first link, and keeps the last component of what it names
+    // (`_base/<basename>`), wherever the path points.
+    for (dir, name) in &disks.nova_backing {
+        if nova_dirs.contains(dir) {
+            nova_backing.insert(name.clone());
         }
     }
 
@@ -625,23 +997,33 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             .or_default()
             .push(r.via.clone());
     }
-    let mut walk_reasons: Vec<String> = Vec::new();
-    for (p, _) in &disks.unreadable {
-        walk_reasons.push(format!("instance_disk_unreadable:{}", p.display()));
+    // Unmatched references keep what they might name.
+    let mut maybe_by_name: HashMap<&str, Vec<String>> = HashMap::new();
+    for (name, why) in &disks.maybe {
+        maybe_by_name
+            .entry(name.as_str())
+            .or_default()
+            .push(why.clone());
     }
+    let mut walk_reasons: Vec<String> = disks.unknown.clone();
     if !fds_complete {
         walk_reasons.push("open_files_unknown".to_owned());
     }
 
     let mut entries = Vec::new();
     let mut present: HashSet<String> = HashSet::new();
-    if let Ok(list) = std::fs::read_dir(&base) {
-        let mut names: Vec<std::ffi::OsString> = list.flatten().map(|e| e.file_name()).collect();
-        // Nova's view depends on os.listdir's (readdir) order.
+    let listed = match &base_dir {
+        Some(b) => b.names().map_err(fail(base_path.clone()))?,
+        None => Vec::new(),
+    };
+    if let Some(base_dir) = &base_dir {
+        let mut names = listed;
+        // Nova's view depends on os.listdir's (readdir) order, and its
+        // os.path.exists / isfile follow links.
         let listing: Vec<(String, bool, bool)> = names
             .iter()
             .map(|n| {
-                let m = std::fs::metadata(base.join(n));
+                let m = base_dir.pinned_path(n).and_then(std::fs::metadata);
                 (
                     lossy(n),
                     m.is_ok(),
@@ -654,44 +1036,39 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         // Stat and read the headers on every core: tens of thousands of
         // files are normal on a busy host.
         let probed = par_map(&names, |name| {
-            let path = base.join(name);
-            let m = std::fs::symlink_metadata(&path).ok()?;
+            let st = base_dir.status(name).ok()?;
             let named = names::classify(&lossy(name));
-            let fmt = (m.file_type().is_file()
+            let fmt = (st.kind == Kind::File
                 && !matches!(
                     named.class,
                     Class::ChecksumSidecar | Class::InfoSidecar | Class::PartialDownload
                 ))
-            .then(|| format_of(&path))
+            .then(|| format_of(base_dir, name))
             .flatten();
-            Some((m, fmt, named))
+            Some((st, fmt, named))
         });
         for (name, probed) in names.into_iter().zip(probed) {
-            let path = base.join(&name);
+            let path = base_path.join(&name);
             // Vanished since the listing: nothing to say.
-            let Some((m, format, named)) = probed else {
+            let Some((st, format, named)) = probed else {
                 continue;
             };
             let text = lossy(&name);
             present.insert(text.clone());
-            let ft = m.file_type();
-            let file_type = if ft.is_symlink() {
-                "symlink"
-            } else if ft.is_file() {
-                "file"
-            } else if ft.is_dir() {
-                "directory"
-            } else {
-                "other"
+            let file_type = match st.kind {
+                Kind::Symlink => "symlink",
+                Kind::File => "file",
+                Kind::Dir => "directory",
+                Kind::Special => "other",
             };
             let rel = format!("{}/{}", opts.base_name, text);
-            let mut e = new_entry(root, &path, &rel, &name, &m, opts.now);
+            let mut e = new_entry(root, &path, &rel, &name, &st, opts.now);
             e.file_type = file_type;
             e.class = serde_json::to_value(named.class)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            e.nova_class = if ft.is_dir() {
+            e.nova_class = if st.kind == Kind::Dir {
                 NovaClass::Ignored
             } else {
                 named.nova
@@ -709,8 +1086,11 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 });
                 e.image_status = opts.images.get(id).and_then(|m| m.status.clone());
             }
-            if ft.is_file() && matches!(named.class, Class::ChecksumSidecar | Class::InfoSidecar) {
-                e.contents = read_sidecar(&path, named.class);
+            if st.kind == Kind::File
+                && matches!(named.class, Class::ChecksumSidecar | Class::InfoSidecar)
+                && let Ok(pinned) = base_dir.pinned_path(&name)
+            {
+                e.contents = read_sidecar(&pinned, named.class);
             }
             e.format = format;
             if !matches!(named.class, Class::Unknown) {
@@ -738,16 +1118,24 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                     who.push(via.clone());
                 }
             }
-            if let Some(pids) = fds.get(&(m.dev(), m.ino()))
-                && ft.is_file()
+            if let Some(pids) = fds.get(&(st.id.dev, st.id.ino))
+                && st.kind == Kind::File
             {
                 who.extend(pids.iter().map(|p| format!("pid:{p}")));
             }
             who.sort();
             who.dedup();
+            let mut reasons = walk_reasons.clone();
+            reasons.extend(
+                maybe_by_name
+                    .get(text.as_str())
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
             e.in_use = if !who.is_empty() {
                 "yes"
-            } else if walk_reasons.is_empty() {
+            } else if reasons.is_empty() {
                 "no"
             } else {
                 "unknown"
@@ -757,8 +1145,8 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             decide(
                 &mut e,
                 &named,
-                ft.is_file(),
-                &walk_reasons,
+                st.kind == Kind::File,
+                &reasons,
                 &inventory_gaps,
                 opts,
             );
@@ -802,19 +1190,18 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     }
 
     // locks/ and compute_nodes.
-    let locks = root.join("locks");
-    if let Ok(list) = std::fs::read_dir(&locks) {
-        let mut names: Vec<std::ffi::OsString> = list.flatten().map(|e| e.file_name()).collect();
+    if let Some(locks) = &locks_dir {
+        let mut names = locks.names().map_err(fail(root.join("locks")))?;
         names.sort();
         for name in names {
-            let path = locks.join(&name);
-            let Ok(m) = std::fs::symlink_metadata(&path) else {
+            let path = root.join("locks").join(&name);
+            let Ok(st) = locks.status(&name) else {
                 continue;
             };
             let text = lossy(&name);
-            let mut e = new_entry(root, &path, &format!("locks/{text}"), &name, &m, opts.now);
+            let mut e = new_entry(root, &path, &format!("locks/{text}"), &name, &st, opts.now);
             e.class = "lock".into();
-            e.file_type = if m.file_type().is_file() {
+            e.file_type = if st.kind == Kind::File {
                 "file"
             } else {
                 "other"
@@ -838,18 +1225,17 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             entries.push(e);
         }
     }
-    let registry = root.join("compute_nodes");
-    if let Ok(m) = std::fs::symlink_metadata(&registry) {
+    if let Ok(Some(st)) = root_dir.status_if_exists("compute_nodes") {
         let mut e = new_entry(
             root,
-            &registry,
+            &root.join("compute_nodes"),
             "compute_nodes",
             OsStr::new("compute_nodes"),
-            &m,
+            &st,
             opts.now,
         );
         e.class = "registry".into();
-        e.file_type = if m.file_type().is_file() {
+        e.file_type = if st.kind == Kind::File {
             "file"
         } else {
             "other"
@@ -887,7 +1273,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 let rel = format!("{}/{fp}", opts.base_name);
                 let mut d = dangling_entry(
                     root,
-                    &base.join(&fp),
+                    &base_path.join(&fp),
                     &rel,
                     &format!("{}:{field}", inst.who()),
                     vec!["image_in_use_without_base_file".into()],
@@ -903,14 +1289,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     Ok(entries)
 }
 
-fn new_entry(
-    root: &Path,
-    path: &Path,
-    rel: &str,
-    name: &OsStr,
-    m: &std::fs::Metadata,
-    now: i64,
-) -> Entry {
+fn new_entry(root: &Path, path: &Path, rel: &str, name: &OsStr, st: &Status, now: i64) -> Entry {
     let bytes = std::str::from_utf8(name.as_bytes()).is_err().then(|| {
         let mut full = rel
             .rsplit_once('/')
@@ -932,12 +1311,12 @@ fn new_entry(
         resize_suffix: None,
         image_id: None,
         image_id_source: None,
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.len(),
-        allocated: m.blocks().saturating_mul(512),
-        mtime: common::text::rfc3339_utc(m.mtime(), 0).unwrap_or_default(),
-        age_s: now - m.mtime(),
+        dev: st.id.dev,
+        ino: st.id.ino,
+        size: st.size,
+        allocated: st.allocated,
+        mtime: common::text::rfc3339_utc(st.mtime.0, 0).unwrap_or_default(),
+        age_s: now - st.mtime.0,
         format: None,
         in_use: "unknown",
         used_by: Vec::new(),

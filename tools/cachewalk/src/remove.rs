@@ -20,10 +20,15 @@
 //! `skipped_not_candidate`, `limit_reached`, `delete_failed`.
 
 use crate::glance::{self, Driver};
+use crate::names::{self, NovaClass};
 use crate::nova::{self, DiskCache};
+use common::files::FileId;
 use common::lock::{LockError, NovaLock};
 use common::record::ErrorKind;
+use common::tree::{Dir, Kind};
 use serde_json::Value;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -147,34 +152,42 @@ impl Remover {
                 "only nova_base entries with verdict candidate are removed",
             );
         }
-        // The file must be root/_base/<name>, named as the record says
-        // (the exact bytes when the name is not UTF-8).
+        // The file must be root/<subdirectory>/<name>, named as the record
+        // says (the exact bytes when the name is not UTF-8), each part one
+        // plain name: anything else is refused, never resolved.
+        let refused = |why: &str| Outcome {
+            error: Some(ErrorKind::Refused),
+            ..Outcome::no("skipped_not_candidate", why)
+        };
         let root = PathBuf::from(s("root"));
         let rel: PathBuf = match field(c, "rel_path_bytes").and_then(Value::as_str) {
             Some(b) => match common::text::base64_decode(b) {
                 Some(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
                 None => {
-                    return Outcome::no("skipped_not_candidate", "rel_path_bytes is not base64");
+                    return refused("rel_path_bytes is not base64");
                 }
             },
             None => PathBuf::from(s("rel_path")),
         };
-        let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
+        let plain = |p: &[u8]| !p.is_empty() && p != b"." && p != b".." && !p.contains(&b'/');
+        let rel_bytes = rel.as_os_str().as_bytes();
+        let parts: Vec<&[u8]> = rel_bytes.split(|&b| b == b'/').collect();
         let [dir, name] = parts[..] else {
-            return Outcome::no(
-                "skipped_not_candidate",
-                "rel_path is not <cache dir>/<name>",
-            );
+            return refused("rel_path is not <subdirectory>/<name>");
         };
-        if [dir, name]
-            .iter()
-            .any(|p| *p == "." || *p == ".." || *p == "/")
-            || path != root.join(&rel)
-        {
-            return Outcome::no("skipped_not_candidate", "path is not root/rel_path");
+        if !plain(dir) || !plain(name) || dir == b"locks" {
+            return refused("rel_path is not <subdirectory>/<name> of plain names");
+        }
+        let (dir, name) = (OsStr::from_bytes(dir), OsStr::from_bytes(name));
+        if path != root.join(&rel) {
+            return refused("path is not root/rel_path");
         }
         let text = name.to_string_lossy().into_owned();
-        let file = root.join(dir).join(name);
+        // Only a name Nova itself removes is ever judged again.
+        let named = names::classify(&text);
+        if named.nova == NovaClass::Ignored || !names::removable(named.class) {
+            return refused("not a name Nova removes");
+        }
         let (Some(dev), Some(ino), Some(size), Some(threshold)) =
             (n("dev"), n("ino"), n("size"), n("threshold_s"))
         else {
@@ -185,69 +198,87 @@ impl Remover {
         };
         let mtime = common::text::parse_time(s("mtime"));
         let allocated = n("allocated").unwrap_or(size);
-        // 2. Nova's lock.
-        // oslo's lock file name: nova-<name>, the name's exact bytes.
-        let lock_path = {
+        // The root as the operator named it (links followed once), the
+        // cache and lock directories from it, never through a link.
+        let dirs = Dir::open(&root).and_then(|r| {
+            let base = r.subdir(dir)?;
+            Ok((r, base))
+        });
+        let (root_dir, base_dir) = match dirs {
+            Ok(d) => d,
+            Err(e) => {
+                return Outcome::failed(
+                    ErrorKind::from_io(&e),
+                    format!("{}: {e}", root.join(dir).display()),
+                );
+            }
+        };
+        // 2. Nova's lock: oslo's lock file nova-<name> (the name's exact
+        // bytes) in locks/, created as fasteners does (the root holds this
+        // very _base, so its locks/ is the one Nova would use); a link
+        // there is refused and nothing is created through it.
+        let lock_name = {
             let mut n = std::ffi::OsString::from("nova-");
             n.push(name);
-            root.join("locks").join(n)
+            n
         };
-        // As fasteners does for Nova: the root holds this very _base, so
-        // its locks/ is the one Nova would use.
-        if let Err(e) = NovaLock::create_lock_dir(&lock_path) {
-            return Outcome::failed(
-                ErrorKind::from_io(&e),
-                format!("{}: {e}", lock_path.display()),
-            );
-        }
+        let lock_shown = root.join("locks").join(&lock_name);
+        let locks_dir = match root_dir.create_subdir("locks") {
+            Ok(d) => d,
+            Err(e) => {
+                return Outcome::failed(
+                    ErrorKind::from_io(&e),
+                    format!("{}: {e}", root.join("locks").display()),
+                );
+            }
+        };
+        let lock_path = match locks_dir.pinned_path(&lock_name) {
+            Ok(p) => p,
+            Err(e) => return Outcome::failed(ErrorKind::from_io(&e), e.to_string()),
+        };
         let lock = match NovaLock::acquire(&lock_path, LOCK_WAIT) {
             Ok(l) => l,
             Err(LockError::Busy { .. }) => {
                 return Outcome::no(
                     "skipped_lock_busy",
-                    format!("{} is held", lock_path.display()),
+                    format!("{} is held", lock_shown.display()),
                 );
             }
             Err(e) => {
                 let kind = match &e {
+                    LockError::Symlink { .. } => ErrorKind::Symlink,
                     LockError::Io { source, .. } => ErrorKind::from_io(source),
                     _ => ErrorKind::Refused,
                 };
-                return Outcome::failed(kind, e.to_string());
+                return Outcome::failed(kind, format!("{}: {e}", lock_shown.display()));
             }
+        let lock_id = locks_dir.status(&lock_name).ok().map(|s| s.id);
         };
         if let Some(ms) = std::env::var(HOLD_HOOK).ok().and_then(|v| v.parse().ok()) {
             std::thread::sleep(Duration::from_millis(ms));
         }
-        // 3. Re-stat under the lock.
-        let now_meta = match std::fs::symlink_metadata(&file) {
+        // 3. Re-stat under the lock, through the cache directory's handle.
+        let now = match base_dir.status(name) {
             Ok(m) => m,
             Err(e) => return Outcome::no("changed_since_walk", format!("gone: {e}")),
         };
-        let same = now_meta.file_type().is_file()
-            && now_meta.dev() == dev
-            && now_meta.ino() == ino
-            && now_meta.len() == size
-            && mtime.is_some_and(|t| t == now_meta.mtime());
+        let same = now.kind == Kind::File
+            && now.id == (FileId { dev, ino })
+            && now.size == size
+            && mtime.is_some_and(|t| t == now.mtime.0);
         if !same {
             return Outcome::no(
                 "changed_since_walk",
                 "not the same file, size or mtime as walked",
             );
         }
-        if self.opts.now - now_meta.mtime() < threshold as i64 {
+        if self.opts.now - now.mtime.0 < threshold as i64 {
             return Outcome::no("changed_since_walk", "younger than its threshold now");
         }
-        // 4. Nothing uses it now.
-        let (users, complete) = nova::backing_users(&root, &dir.to_string_lossy(), &self.disks);
-        if let Some(who) = users.get(&text) {
-            return Outcome::no(
-                "still_in_use",
-                format!("backing file of {}", who.join(", ")),
-            );
-        }
-        if !complete {
-            return Outcome::no("still_in_use", "an instance disk could not be read");
+        // 4. Nothing uses it now, and nothing unknown might.
+        let users = nova::backing_users(&root_dir, &base_dir, &dir.to_string_lossy(), &self.disks);
+        if let Some(why) = users.keeps(&text) {
+            return Outcome::no("still_in_use", why);
         }
         let (fds, fds_complete) = nova::open_files(&self.opts.proc_root);
         if let Some(pids) = fds.get(&(dev, ino)) {
@@ -262,8 +293,17 @@ impl Remover {
         if let Some(out) = self.before_delete(allocated) {
             return out;
         }
-        if let Err(e) = std::fs::remove_file(&file) {
-            return Outcome::failed(ErrorKind::from_io(&e), e.to_string());
+        // A test swaps the file here; the unlink below compares identity.
+        common::hook::point("cachewalk.nova.before_remove");
+        if let Err(e) = base_dir.remove_file_if(name, FileId { dev, ino }) {
+            let kind = ErrorKind::from_io(&e);
+            if kind == ErrorKind::Changed || e.kind() == std::io::ErrorKind::NotFound {
+                return Outcome {
+                    error: (kind == ErrorKind::Changed).then_some(kind),
+                    ..Outcome::no("changed_since_walk", e.to_string())
+                };
+            }
+            return Outcome::failed(kind, e.to_string());
         }
         self.deleted += 1;
         self.bytes += allocated;
@@ -271,9 +311,9 @@ impl Remover {
         for ext in [".info", ".sha1"] {
             let mut side = name.to_os_string();
             side.push(ext);
-            let p = root.join(dir).join(&side);
-            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file())
-                && std::fs::remove_file(&p).is_ok()
+            if let Ok(st) = base_dir.status(&side)
+                && st.kind == Kind::File
+                && base_dir.remove_file_if(&side, st.id).is_ok()
             {
                 also.push(format!(
                     "{}/{}",
@@ -282,15 +322,12 @@ impl Remover {
                 ));
             }
         }
-        // Nova removes the lock file of a removed base file (bug 1256306).
-        if std::fs::remove_file(&lock_path).is_ok() {
-            also.push(format!(
-                "locks/{}",
-                lock_path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ));
+        // Nova removes the lock file of a removed base file (bug 1256306):
+        // the one locked, in the locks directory held.
+        if let Some(id) = lock_id
+            && locks_dir.remove_file_if(&lock_name, id).is_ok()
+        {
+            also.push(format!("locks/{}", lock_name.to_string_lossy()));
         }
         drop(lock);
         Outcome {
@@ -313,7 +350,11 @@ impl Remover {
     /// is not what the cache says now is refused. With the sqlite driver
     /// the file and its `cache.db` row go in one transaction; with
     /// `centralized_db` the rows live in Glance's database, so this refuses
-    /// and points to Glance's cache API.
+    /// and points to Glance's cache API. Everything goes through the
+    /// root's handle: `rel_path` must be `<name>` or
+    /// `<incomplete|invalid|queue>/<name>`, a subdirectory, lock file or
+    /// `cache.db` that is a link is refused (kind `symlink`), and the file
+    /// unlinked is the one judged (kind `changed` otherwise).
     fn remove_glance(&mut self, path: &Path, c: &Value) -> Outcome {
         let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
         let n = |k: &str| field(c, k).and_then(Value::as_u64);
