@@ -246,14 +246,14 @@ impl Remover {
             }
             Err(e) => {
                 let kind = match &e {
-                    LockError::Symlink { .. } => ErrorKind::Symlink,
                     LockError::Io { source, .. } => ErrorKind::from_io(source),
+                    LockError::Symlink { .. } => ErrorKind::Symlink,
                     _ => ErrorKind::Refused,
                 };
                 return Outcome::failed(kind, format!("{}: {e}", lock_shown.display()));
             }
-        let lock_id = locks_dir.status(&lock_name).ok().map(|s| s.id);
         };
+        let lock_id = locks_dir.status(&lock_name).ok().map(|s| s.id);
         if let Some(ms) = std::env::var(HOLD_HOOK).ok().and_then(|v| v.parse().ok()) {
             std::thread::sleep(Duration::from_millis(ms));
         }
@@ -350,11 +350,7 @@ impl Remover {
     /// is not what the cache says now is refused. With the sqlite driver
     /// the file and its `cache.db` row go in one transaction; with
     /// `centralized_db` the rows live in Glance's database, so this refuses
-    /// and points to Glance's cache API. Everything goes through the
-    /// root's handle: `rel_path` must be `<name>` or
-    /// `<incomplete|invalid|queue>/<name>`, a subdirectory, lock file or
-    /// `cache.db` that is a link is refused (kind `symlink`), and the file
-    /// unlinked is the one judged (kind `changed` otherwise).
+    /// and points to Glance's cache API.
     fn remove_glance(&mut self, path: &Path, c: &Value) -> Outcome {
         let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
         let n = |k: &str| field(c, k).and_then(Value::as_u64);
