@@ -11,8 +11,18 @@
 //! `Ok(None)` when the bytes are not that format, `Ok(Some)` with the info
 //! fields in qemu's JSON shape (snake_case keys), and `Err` when the magic
 //! matches but the header is broken or hostile.
+//!
+//! Behind the parsers, [`score`] restates qemu's own probe functions: when
+//! qemu's probing would not read the file as raw, the answer is never raw.
+//! It is the format qemu picks, or, where that format's header cannot be
+//! read, an error naming it ("not raw"), so no check can pass such a file
+//! as raw. qemu's dmg probe goes by the file name (`*.dmg`), so the name
+//! given to [`probe`] matters.
 
+pub mod bochs;
+pub mod cloop;
 mod crc;
+pub mod dmg;
 pub mod iso;
 pub mod luks;
 pub mod parallels;
@@ -20,6 +30,7 @@ pub mod partition;
 pub mod qcow;
 pub mod qcow2;
 pub mod qed;
+pub mod score;
 pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
@@ -447,6 +458,9 @@ const PARSERS: &[(&str, ParseFn)] = &[
     ("vhdx", vhdx::parse),
     ("vdi", vdi::parse),
     ("parallels", parallels::parse),
+    ("bochs", bochs::parse),
+    ("dmg", dmg::parse),
+    ("cloop", cloop::parse),
     ("iso", iso::parse),
     ("partition", partition::parse),
 ];
@@ -493,7 +507,8 @@ pub fn probe(src: &dyn Source, name: &str, forced: Option<&str>) -> Result<Probe
     // fails on bytes carrying its magic stops the probe only where qemu
     // would have chosen that format: forced, or ahead of the winner.
     let mut found: Vec<Parsed> = Vec::new();
-    let mut first_error: Option<FormatError> = None;
+    let mut errors: Vec<(&str, FormatError)> = Vec::new();
+    let mut first_error: Option<usize> = None;
     for (fmt, parse) in PARSERS {
         if let Some(f) = forced
             && f != *fmt
@@ -507,16 +522,51 @@ pub fn probe(src: &dyn Source, name: &str, forced: Option<&str>) -> Result<Probe
             Err(e) if forced.is_some() => return Err(e),
             Err(e) => {
                 if first_error.is_none() && !found.iter().any(|p| p.qemu_probes) {
-                    first_error = Some(e);
+                    first_error = Some(errors.len());
                 }
+                errors.push((fmt, e));
             }
         }
     }
-    if let Some(e) = first_error {
-        // Only an error ahead of any format qemu would pick is fatal; the
-        // ISO and partition-table readers never return one.
-        return Err(e);
-    }
+    // What qemu's probing picks decides: the parser of that format must
+    // have read it, or the probe fails naming it; never raw.
+    let qemu_pick = match forced {
+        Some(_) => None,
+        None => {
+            let head = Reader::new(src, "probe").read_upto(0, score::PROBE_BUF)?;
+            score::pick(&head, src.len(), name)
+        }
+    };
+    let picked = match qemu_pick {
+        Some(q) => match found
+            .iter()
+            .position(|p| p.qemu_probes && p.kind == q.format)
+        {
+            Some(i) => Some(i),
+            None => {
+                return Err(match errors.iter().position(|(f, _)| *f == q.format) {
+                    Some(i) => errors.swap_remove(i).1,
+                    None => FormatError::Invalid {
+                        format: q.format,
+                        what: format!(
+                            "qemu probes these bytes as {} (score {}, raw scores 1) but the header \
+cannot be read: not raw",
+                            q.format, q.score
+                        ),
+                    },
+                });
+            }
+        },
+        None => {
+            if let Some(i) = first_error {
+                // Only an error ahead of any format qemu would pick is
+                // fatal; the ISO and partition-table readers never return
+                // one.
+                return Err(errors.swap_remove(i).1);
+            }
+            None
+        }
+    };
     let mut detected: Vec<Value> = found.iter().map(|p| Value::from(p.kind)).collect();
     if forced.is_none() && !found.iter().any(|p| p.qemu_probes) {
         detected.insert(0, "raw".into());
@@ -536,7 +586,7 @@ pub fn probe(src: &dyn Source, name: &str, forced: Option<&str>) -> Result<Probe
             });
         }
         Some(_) => Some(0),
-        None => found.iter().position(|p| p.qemu_probes),
+        None => picked.or_else(|| found.iter().position(|p| p.qemu_probes)),
     };
     let mut info = match winner {
         Some(i) => std::mem::take(&mut found[i].info),

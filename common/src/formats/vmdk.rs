@@ -140,7 +140,7 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
 }
 
 /// qemu's `vmdk_probe` for text descriptors.
-fn probe_text(buf: &[u8]) -> bool {
+pub(crate) fn probe_text(buf: &[u8]) -> bool {
     let end = buf.len();
     let mut p = 0;
     while p < end {
