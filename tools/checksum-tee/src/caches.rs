@@ -348,9 +348,6 @@ pub struct GlanceFill {
     root: Dir,
     invalid: Dir,
     queue: Option<Dir>,
-    /// Opened at the start (sqlite driver): the database the row goes to
-    /// is the one checked before any byte was written.
-    db: Option<rusqlite::Connection>,
     id: String,
     driver: Driver,
 }
@@ -382,25 +379,11 @@ impl GlanceFill {
                 io_err(&root_path.display().to_string(), e)
             }
         })?;
-        let mut has_db = false;
-        if matches!(driver, Driver::Auto | Driver::Sqlite) {
-            // sqlite would follow a link at any of these names (creating a
-            // root-owned file at a dangling link's target).
-            for name in DB_FILES {
-                let st = root
-                    .status_if_exists(name)
-                    .map_err(|e| io_err(&root.join(name).display().to_string(), e))?;
-                if st.is_some_and(|s| s.kind == Kind::Symlink) {
-                    return Err(io_err(
-                        &root.join(name).display().to_string(),
-                        link_refusal("the cache's database"),
-                    ));
-                }
-                if name == "cache.db" {
-                    has_db = st.is_some_and(|s| s.kind == Kind::File);
-                }
-            }
-        }
+        let has_db = if matches!(driver, Driver::Auto | Driver::Sqlite) {
+            check_db_links(&root)?.is_some_and(|s| s.kind == Kind::File)
+        } else {
+            false
+        };
         let driver = match driver {
             Driver::Auto if has_db => Driver::Sqlite,
             Driver::Auto if no_metadata => Driver::Auto,
@@ -458,11 +441,13 @@ removes it after image_cache_stall_time)",
             return Err(busy());
         }
         let driver = if no_metadata { Driver::Auto } else { driver };
-        let db = if driver == Driver::Sqlite {
-            Some(open_db(&root)?)
-        } else {
-            None
-        };
+        if driver == Driver::Sqlite {
+            // Opened (and its table made) before any byte, so a database
+            // sqlite cannot use is refused now; opened again for the row,
+            // since sqlite names its journal by path, and refuses to write
+            // a database whose directory moved since it was opened.
+            open_db(&root)?;
+        }
         let file = CacheTemp::create(&incomplete, id).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => busy(),
             _ => io_err(&incomplete.join(id).display().to_string(), e),
@@ -472,7 +457,6 @@ removes it after image_cache_stall_time)",
                 root,
                 invalid,
                 queue,
-                db,
                 id: id.to_owned(),
                 driver,
             },
@@ -511,12 +495,13 @@ removes it after image_cache_stall_time)",
                 }
             }
         }
-        let meta = match (self.driver, &self.db) {
-            (Driver::Sqlite, Some(conn)) => {
-                add_sqlite_row(conn, &self.root.join("cache.db"), &self.id, size)?;
+        let meta = match self.driver {
+            Driver::Sqlite => {
+                let conn = open_db(&self.root)?;
+                add_sqlite_row(&conn, &self.root.join("cache.db"), &self.id, size)?;
                 true
             }
-            (Driver::Xattr, _) => {
+            Driver::Xattr => {
                 set_xattr(&placed, "user.hits", b"0")
                     .map_err(|e| io_err("setting user.hits", e))?;
                 true
@@ -540,6 +525,25 @@ removes it after image_cache_stall_time)",
     }
 }
 
+/// Refuse links at the names sqlite opens (it would follow one, creating
+/// a root-owned file at a dangling link's target); `cache.db`'s status.
+fn check_db_links(root: &Dir) -> Result<Option<Status>, CacheError> {
+    let mut db = None;
+    for name in DB_FILES {
+        let shown = || root.join(name).display().to_string();
+        let st = root
+            .status_if_exists(name)
+            .map_err(|e| io_err(&shown(), e))?;
+        if st.is_some_and(|s| s.kind == Kind::Symlink) {
+            return Err(io_err(&shown(), link_refusal("the cache's database")));
+        }
+        if name == "cache.db" {
+            db = st;
+        }
+    }
+    Ok(db)
+}
+
 /// Open `cache.db` in the pinned cache root without following a link.
 ///
 /// sqlite resolves every link in the path it is given, and with
@@ -551,6 +555,7 @@ removes it after image_cache_stall_time)",
 fn open_db(root: &Dir) -> Result<rusqlite::Connection, CacheError> {
     use rusqlite::OpenFlags;
     let shown = root.join("cache.db");
+    check_db_links(root)?;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", root.fd().as_raw_fd()))
         .map_err(|e| io_err(&root.path().display().to_string(), e))?;
     // The directory that path names now must be the one pinned.
