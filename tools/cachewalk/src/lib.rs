@@ -469,23 +469,41 @@ fn glance_cmd(
     opts: &glance::Options,
     check: bool,
 ) -> anyhow::Result<()> {
-    let Some((entries, summary)) = glance_walk(ctx, root, opts)? else {
-        return Ok(());
+    // Streamed: the rows of a large cache.db are never all in memory.
+    let mut walk = match glance::stream(root, opts) {
+        Ok(w) => w,
+        Err(err) => return glance_walk_failed(ctx, root, &err),
     };
-    let flagged = entries
-        .iter()
-        .any(|e| matches!(e.verdict, "corrupt" | "orphan_file" | "orphan_row"));
-    for e in entries {
-        let mut rec = common::files::record_for(&e.path);
-        rec.set(FACET, serde_json::to_value(&e)?);
-        ctx.emit(&rec)?;
+    let mut flagged = false;
+    for e in walk.by_ref() {
+        let e = match e {
+            Ok(e) => e,
+            Err(err) => return glance_walk_failed(ctx, root, &err),
+        };
+        flagged |= matches!(e.verdict, "corrupt" | "orphan_file" | "orphan_row");
+        emit_glance_entry(ctx, &e)?;
     }
     if check && flagged {
         ctx.merge(Status::No);
     }
     let mut rec = common::files::record_for(root);
-    rec.set(FACET, summary);
+    rec.set(FACET, walk.summary());
     ctx.emit(&rec)?;
+    Ok(())
+}
+
+/// One entry of a Glance walk; one that could not be looked into (a
+/// subdirectory that is a link) carries its error facet.
+fn emit_glance_entry(ctx: &mut Ctx, e: &glance::Entry) -> anyhow::Result<()> {
+    let mut rec = common::files::record_for(&e.path);
+    rec.set(FACET, serde_json::to_value(e)?);
+    match &e.error {
+        Some((kind, why)) => {
+            let err = ctx.error(*kind, why.as_str());
+            ctx.fail(rec, err)?;
+        }
+        None => ctx.emit(&rec)?,
+    }
     Ok(())
 }
 
@@ -606,7 +624,6 @@ fn glance_delete_cmd(
     Ok(())
 }
 
-/// A walk error's message without the path its record already names.
 /// Walk the Glance cache at `root`; a walk that fails is an error record
 /// for the cache (and `None`).
 fn glance_walk(
@@ -617,20 +634,37 @@ fn glance_walk(
     match glance::walk(root, opts) {
         Ok(x) => Ok(Some(x)),
         Err(err) => {
-            let kind = match &err {
-                glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
-                glance::GlanceError::Db { .. } => ErrorKind::Io,
-            };
-            let e = ctx.error(kind, glance_error_message(&err));
-            ctx.fail(common::files::record_for(root), e)?;
+            glance_walk_failed(ctx, root, &err)?;
             Ok(None)
         }
     }
 }
 
-fn glance_error_message(err: &glance::GlanceError) -> String {
+/// The error record of a Glance walk that could not run (or go on).
+fn glance_walk_failed(
+    ctx: &mut Ctx,
+    root: &std::path::Path,
+    err: &glance::GlanceError,
+) -> anyhow::Result<()> {
+    let kind = match err {
+        glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
+        glance::GlanceError::Db { .. } => ErrorKind::Io,
+    };
+    let e = ctx.error(kind, glance_error_message(root, err));
+    ctx.fail(common::files::record_for(root), e)?;
+    Ok(())
+}
+
+/// A walk error's message without the path its record already names.
+fn glance_error_message(root: &std::path::Path, err: &glance::GlanceError) -> String {
     match err {
-        glance::GlanceError::Io { source, .. } => source.to_string(),
+        // Something below the root (cache.db, a subdirectory): named.
+        glance::GlanceError::Io { path, source } => match path.strip_prefix(root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => {
+                format!("{}: {source}", rel.display())
+            }
+            _ => source.to_string(),
+        },
         glance::GlanceError::Db { path, why } => format!(
             "{}: {why}",
             path.file_name()

@@ -30,7 +30,6 @@ use serde_json::Value;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -350,7 +349,11 @@ impl Remover {
     /// is not what the cache says now is refused. With the sqlite driver
     /// the file and its `cache.db` row go in one transaction; with
     /// `centralized_db` the rows live in Glance's database, so this refuses
-    /// and points to Glance's cache API.
+    /// and points to Glance's cache API. Everything goes through the
+    /// root's handle: `rel_path` must be `<name>` or
+    /// `<incomplete|invalid|queue>/<name>`, a subdirectory, lock file or
+    /// `cache.db` that is a link is refused (kind `symlink`), and the file
+    /// unlinked is the one judged (kind `changed` otherwise).
     fn remove_glance(&mut self, path: &Path, c: &Value) -> Outcome {
         let s = |k: &str| field(c, k).and_then(Value::as_str).unwrap_or("");
         let n = |k: &str| field(c, k).and_then(Value::as_u64);
@@ -371,12 +374,13 @@ impl Remover {
         };
         let root = PathBuf::from(s("root"));
         let rel = s("rel_path");
-        let valid_rel = !rel.is_empty()
-            && rel
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..")
-            && rel.split('/').count() <= 2;
-        if !valid_rel || path != root.join(rel) {
+        let Some((sub, name)) = glance::split_rel(rel) else {
+            return refused(
+                ErrorKind::Refused,
+                "rel_path is not <image id> or <incomplete|invalid|queue>/<name>",
+            );
+        };
+        if path != root.join(rel) {
             return Outcome::no("skipped_not_candidate", "path is not root/rel_path");
         }
         let (Some(max_size), Some(stall_time)) = (n("max_size"), n("stall_time")) else {
@@ -386,13 +390,16 @@ impl Remover {
             );
         };
         let id = s("image_id").to_owned();
-        let root_entry = !rel.contains('/');
+        let dir = match common::tree::Dir::open(&root) {
+            Ok(d) => d,
+            Err(e) => return io_failed(&root, &e),
+        };
         let lock_name = if verdict == "orphan_temp" {
             "glance-cache-clean"
         } else {
             "glance-cache-prune"
         };
-        let held = match GlanceLocked::take(&root, driver, root_entry, Some(lock_name)) {
+        let held = match GlanceLocked::take(&dir, driver, sub.is_none(), Some(lock_name)) {
             Ok(h) => h,
             Err(out) => return out,
         };
@@ -405,7 +412,7 @@ impl Remover {
             verify: false,
             images: std::collections::HashMap::new(),
         };
-        let now = match glance::entry_now(&root, rel, &opts) {
+        let now = match glance::entry_now(&dir, rel, &opts) {
             Ok(Some(e)) => e,
             Ok(None) => return Outcome::no("changed_since_walk", "gone"),
             Err(e) => {
@@ -430,32 +437,42 @@ impl Remover {
             }
         }
         if now.verdict != verdict {
-            return Outcome {
-                error: Some(ErrorKind::Refused),
-                ..Outcome::no(
-                    "refused",
-                    format!(
-                        "the record's verdict is not what the cache says now ({})",
-                        now.verdict
-                    ),
-                )
-            };
+            return refused(
+                ErrorKind::Refused,
+                format!(
+                    "the record's verdict is not what the cache says now ({})",
+                    now.verdict
+                ),
+            );
         }
         let allocated = now.allocated;
         // A download still being written is not stalled, whatever its age.
-        if rel.starts_with("incomplete/") {
+        if sub == Some("incomplete") {
             let (fds, complete) = nova::open_files(&self.opts.proc_root);
             if fds.contains_key(&(now.dev, now.ino)) || !complete {
                 return Outcome::no("still_in_use", "open by a process (or that cannot be told)");
             }
         }
-        let file = root.join(rel);
-        self.glance_delete(
-            held,
-            &id,
-            (verdict != "orphan_row").then_some(&file),
-            allocated,
-        )
+        let file = if verdict == "orphan_row" {
+            None
+        } else {
+            let parent = match sub {
+                None => dir,
+                Some(sub) => match dir.subdir(sub) {
+                    Ok(d) => d,
+                    Err(e) => return io_failed(&root.join(sub), &e),
+                },
+            };
+            Some(Judged {
+                dir: parent,
+                name: name.to_owned(),
+                id: common::files::FileId {
+                    dev: now.dev,
+                    ino: now.ino,
+                },
+            })
+        };
+        self.glance_delete(held, &id, file, allocated)
     }
 
     /// Delete a Glance entry under the locks `held`: its file (when there is
@@ -464,7 +481,7 @@ impl Remover {
         &mut self,
         held: GlanceLocked,
         id: &str,
-        file: Option<&Path>,
+        file: Option<Judged>,
         allocated: u64,
     ) -> Outcome {
         if let Some(out) = self.before_delete(allocated) {
@@ -485,6 +502,9 @@ impl Remover {
                     },
                 }
             }
+            Err((ErrorKind::Changed, why)) => {
+                refused_as("changed_since_walk", ErrorKind::Changed, why)
+            }
             Err((kind, why)) => Outcome::failed(kind, why),
         }
     }
@@ -497,7 +517,8 @@ impl Remover {
     /// written: an `incomplete/<id>` (Glance's own "being cached" test)
     /// is `skipped_busy` (kind busy, exit 75), checked again under
     /// `cache.db`'s write lock. `id` is a safe file name (the caller
-    /// checks).
+    /// checks). Through the root's handle, as [`Remover::remove`] for a
+    /// Glance record: an `incomplete/` that is a link is refused.
     pub fn delete_cached(&mut self, root: &Path, id: &str, driver: Option<Driver>) -> Outcome {
         let Some(driver) = driver.filter(|d| *d != Driver::CentralizedDb) else {
             return Outcome {
@@ -505,12 +526,21 @@ impl Remover {
                 ..refused_centralized()
             };
         };
+        let dir = match common::tree::Dir::open(root) {
+            Ok(d) => d,
+            Err(e) => return io_failed(root, &e),
+        };
         let being_written = |s: &Self| -> Option<Outcome> {
-            let partial = root.join("incomplete").join(id);
-            let m = std::fs::symlink_metadata(&partial).ok()?;
+            let inc = match dir.subdir_if_exists("incomplete") {
+                Ok(Some(d)) => d,
+                Ok(None) => return None,
+                // Whether it is being written cannot be told.
+                Err(e) => return Some(io_failed(&root.join("incomplete"), &e)),
+            };
+            let m = inc.status_if_exists(id).ok()??;
             let (fds, _) = nova::open_files(&s.opts.proc_root);
             let by = fds
-                .get(&(m.dev(), m.ino()))
+                .get(&(m.id.dev, m.id.ino))
                 .map(|p| format!(" by pid {p:?}"))
                 .unwrap_or_default();
             Some(Outcome {
@@ -524,7 +554,7 @@ impl Remover {
         if let Some(out) = being_written(self) {
             return out;
         }
-        let held = match GlanceLocked::take(root, driver, true, None) {
+        let held = match GlanceLocked::take(&dir, driver, true, None) {
             Ok(h) => h,
             Err(out) => return out,
         };
@@ -532,26 +562,56 @@ impl Remover {
         if let Some(out) = being_written(self) {
             return out;
         }
-        let file = root.join(id);
-        let meta = std::fs::symlink_metadata(&file).ok();
+        let meta = match dir.status_if_exists(id) {
+            Ok(m) => m,
+            Err(e) => return io_failed(&root.join(id), &e),
+        };
         let row = held.has_row(id);
         let allocated = match &meta {
-            Some(m) if m.is_file() => m.blocks().saturating_mul(512),
-            Some(_) => {
-                return Outcome {
-                    error: Some(ErrorKind::NotRegular),
-                    ..Outcome::no("refused", "not a regular file: never deleted")
+            Some(m) if m.kind == common::tree::Kind::File => m.allocated,
+            Some(m) => {
+                let kind = if m.kind == common::tree::Kind::Symlink {
+                    ErrorKind::Symlink
+                } else {
+                    ErrorKind::NotRegular
                 };
+                return refused(
+                    kind,
+                    format!("a {}, not a regular file: never deleted", m.kind.describe()),
+                );
             }
             None if row => 0,
             None => return Outcome::no("not_cached", "not in the cache"),
         };
-        self.glance_delete(
-            held,
-            id,
-            meta.is_some().then_some(file.as_path()),
-            allocated,
-        )
+        let file = meta.map(|m| Judged {
+            dir,
+            name: id.to_owned(),
+            id: m.id,
+        });
+        self.glance_delete(held, id, file, allocated)
+    }
+}
+
+/// `refused`, with the error's kind.
+fn refused(kind: ErrorKind, why: impl Into<String>) -> Outcome {
+    refused_as("refused", kind, why)
+}
+
+fn refused_as(action: &'static str, kind: ErrorKind, why: impl Into<String>) -> Outcome {
+    Outcome {
+        error: Some(kind),
+        ..Outcome::no(action, why)
+    }
+}
+
+/// A failure to reach `path`: a link is `refused`, the rest
+/// `delete_failed`, each with its kind.
+fn io_failed(path: &Path, e: &std::io::Error) -> Outcome {
+    let kind = ErrorKind::from_io(e);
+    let why = format!("{}: {e}", path.display());
+    match kind {
+        ErrorKind::Symlink | ErrorKind::Refused | ErrorKind::NotRegular => refused(kind, why),
+        _ => Outcome::failed(kind, why),
     }
 }
 
@@ -564,12 +624,36 @@ fn refused_centralized() -> Outcome {
     )
 }
 
+/// The file judged under the locks: its directory's handle, its name
+/// there and its identity then.
+struct Judged {
+    dir: common::tree::Dir,
+    name: String,
+    id: common::files::FileId,
+}
+
+impl Judged {
+    /// Unlink it if it is still the file judged (kind `changed`
+    /// otherwise, left alone).
+    fn remove(&self) -> Result<(), (ErrorKind, String)> {
+        common::hook::point("cachewalk.glance.before_remove");
+        self.dir.remove_file_if(&self.name, self.id).map_err(|e| {
+            (
+                ErrorKind::from_io(&e),
+                format!("{}: {e}", self.dir.join(&self.name).display()),
+            )
+        })
+    }
+}
+
 /// Glance's locks, held while an entry is judged again and deleted:
 /// Glance's oslo lock file (`glance-cache-prune` or `-clean`), only when
 /// it exists in the cache root (Glance's default `lock_path` there; never
-/// created, since the xattr driver counts every root file as an image),
-/// and for a root entry of the sqlite driver `cache.db`'s write lock
-/// (`BEGIN IMMEDIATE`: Glance cannot record a hit or a row meanwhile).
+/// created, since the xattr driver counts every root file as an image;
+/// never deleted, as oslo never deletes it; a link there is refused), and
+/// for a root entry of the sqlite driver `cache.db`'s write lock
+/// (`BEGIN IMMEDIATE`: Glance cannot record a hit or a row meanwhile),
+/// `cache.db` opened without following a link.
 struct GlanceLocked {
     _oslo: Option<NovaLock>,
     db: Option<(PathBuf, rusqlite::Connection)>,
@@ -587,45 +671,81 @@ fn sql_err(db: &Path, e: &rusqlite::Error) -> (ErrorKind, String) {
 
 impl GlanceLocked {
     fn take(
-        root: &Path,
+        dir: &common::tree::Dir,
         driver: Driver,
         root_entry: bool,
         lock_name: Option<&str>,
     ) -> Result<GlanceLocked, Outcome> {
-        let lock_path = root.join(lock_name.unwrap_or_default());
-        let oslo = if lock_name.is_some()
-            && std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.is_file())
-        {
-            match NovaLock::acquire(&lock_path, LOCK_WAIT) {
-                Ok(l) => Some(l),
-                Err(LockError::Busy { .. }) => {
-                    return Err(Outcome::no(
-                        "skipped_lock_busy",
-                        format!("{} is held", lock_path.display()),
-                    ));
-                }
-                Err(e) => {
-                    let kind = match &e {
-                        LockError::Io { source, .. } => ErrorKind::from_io(source),
-                        _ => ErrorKind::Refused,
-                    };
-                    return Err(Outcome::failed(kind, e.to_string()));
+        use common::tree::Kind;
+        let oslo = match lock_name {
+            Some(name) => {
+                let shown = dir.join(name);
+                match dir.status_if_exists(name) {
+                    Ok(Some(s)) if s.kind == Kind::File => {
+                        // Through the pinned root; the lock file itself is
+                        // opened with O_NOFOLLOW.
+                        let pinned = dir
+                            .pinned_path(std::ffi::OsStr::new(name))
+                            .map_err(|e| io_failed(&shown, &e))?;
+                        match NovaLock::acquire(&pinned, LOCK_WAIT) {
+                            Ok(l) => Some(l),
+                            Err(LockError::Busy { .. }) => {
+                                return Err(Outcome::no(
+                                    "skipped_lock_busy",
+                                    format!("{} is held", shown.display()),
+                                ));
+                            }
+                            Err(LockError::Io { source, .. }) => {
+                                return Err(io_failed(&shown, &source));
+                            }
+                            Err(LockError::Symlink { .. }) => {
+                                return Err(refused(
+                                    ErrorKind::Symlink,
+                                    format!(
+                                        "{}: the lock file is a symbolic link",
+                                        shown.display()
+                                    ),
+                                ));
+                            }
+                            Err(_) => {
+                                return Err(refused(
+                                    ErrorKind::Refused,
+                                    format!("{}: not a lock file", shown.display()),
+                                ));
+                            }
+                        }
+                    }
+                    Ok(Some(s)) if s.kind == Kind::Symlink => {
+                        return Err(refused(
+                            ErrorKind::Symlink,
+                            format!(
+                                "{}: Glance's lock file is a symbolic link; never locked or followed",
+                                shown.display()
+                            ),
+                        ));
+                    }
+                    Ok(_) => None,
+                    Err(e) => return Err(io_failed(&shown, &e)),
                 }
             }
-        } else {
-            None
+            None => None,
         };
-        let db_path = root.join("cache.db");
-        let db = if driver == Driver::Sqlite && root_entry && db_path.is_file() {
+        let db_path = dir.join("cache.db");
+        let present = match dir.status_if_exists("cache.db") {
+            Ok(s) => s.is_some(),
+            Err(e) => return Err(io_failed(&db_path, &e)),
+        };
+        let db = if driver == Driver::Sqlite && root_entry && present {
             let fail = |e: rusqlite::Error| {
                 let (kind, why) = sql_err(&db_path, &e);
                 Outcome::failed(kind, why)
             };
-            let conn = rusqlite::Connection::open_with_flags(
-                &db_path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
-            )
-            .map_err(fail)?;
+            let conn =
+                glance::open_db(dir, "cache.db", rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+                    .map_err(|e| match e {
+                        glance::OpenDbError::Io(e) => io_failed(&db_path, &e),
+                        glance::OpenDbError::Sql(e) => fail(e),
+                    })?;
             conn.busy_timeout(Duration::from_secs(2)).map_err(fail)?;
             conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
             Some((db_path, conn))
@@ -651,12 +771,10 @@ impl GlanceLocked {
     /// given) as one unit: the row goes only if the file did (Glance's own
     /// delete does both; a row without its file is what Glance calls
     /// corrupt state). Returns whether a row was deleted.
-    fn delete(self, id: &str, file: Option<&Path>) -> Result<bool, (ErrorKind, String)> {
+    fn delete(self, id: &str, file: Option<Judged>) -> Result<bool, (ErrorKind, String)> {
         let Some((db, conn)) = self.db else {
             return match file {
-                Some(f) => std::fs::remove_file(f)
-                    .map(|()| false)
-                    .map_err(|e| (ErrorKind::from_io(&e), e.to_string())),
+                Some(f) => f.remove().map(|()| false),
                 None => Err((
                     ErrorKind::NotFound,
                     "no cache.db to delete the row from".to_owned(),
@@ -667,7 +785,7 @@ impl GlanceLocked {
             .map_err(|e| sql_err(&db, &e))?;
         if let Some(f) = file {
             // Rolled back (the connection closes without COMMIT) on failure.
-            std::fs::remove_file(f).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
+            f.remove()?;
         }
         conn.execute_batch("COMMIT").map_err(|e| sql_err(&db, &e))?;
         Ok(true)
