@@ -598,3 +598,36 @@ fn nova_race_base_swapped_for_a_link_before_the_rename() {
     // The lock was taken in the real locks/.
     assert!(inst.join("locks").join(format!("nova-{NAME}")).exists());
 }
+
+#[test]
+fn glance_invalid_entry_as_a_link_is_never_replaced_or_followed() {
+    let mut s = Scratch::new();
+    let cache = s.p().join("cache");
+    glance_cache(&cache);
+    symlink(s.outside().join("decoy"), cache.join("invalid").join(ID)).unwrap();
+    s.seal();
+    // A mismatch goes to invalid/ID, which Glance replaces when it is an
+    // older failed download; a link there is left alone.
+    let out = glance_fill(s.p(), &[], &[], b"not the verified bytes!!");
+    let r = record(&out);
+    assert_eq!(out.status.code(), Some(2), "{r}");
+    assert_eq!(r["checksums"]["state"], "invalid", "{r}");
+    assert_eq!(r["error"]["kind"], "symlink", "{r}");
+    assert!(r["checksums"].get("invalid_path").is_none(), "{r}");
+    s.assert_outside_untouched("invalid/ID a link");
+    assert!(is_link(&cache.join("invalid").join(ID)));
+    assert_eq!(
+        std::fs::read_dir(cache.join("incomplete")).unwrap().count(),
+        0
+    );
+    // An older regular file there is replaced, as Glance does.
+    std::fs::remove_file(cache.join("invalid").join(ID)).unwrap();
+    std::fs::write(cache.join("invalid").join(ID), b"older failure").unwrap();
+    let out = glance_fill(s.p(), &["-q"], &[], b"not the verified bytes!!");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read(cache.join("invalid").join(ID)).unwrap(),
+        b"not the verified bytes!!"
+    );
+    s.assert_outside_untouched("invalid/ID replaced");
+}
