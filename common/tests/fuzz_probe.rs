@@ -4,7 +4,7 @@
 //! overwritten, extreme integers planted in header fields, and truncation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use common::formats::probe;
+use common::formats::{probe, score};
 use proptest::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -79,6 +79,54 @@ proptest! {
         if let Ok(p) = probe(&data, "dir/x", None) {
             prop_assert!(p.info.contains_key("format"));
             prop_assert!(p.info["virtual_size"].is_u64());
+        }
+    }
+
+    /// The probe never calls raw what qemu's probing opens as another
+    /// format: it answers that format or fails naming it. Names ending in
+    /// `.dmg` are drawn too (qemu's dmg probe goes by the name).
+    #[test]
+    fn never_raw_where_qemu_probes_a_format(
+        seed in 0usize..64,
+        flips in proptest::collection::vec((0usize..2048, any::<u8>()), 0..8),
+        magic in 0usize..16,
+        cut in proptest::option::of(0usize..4096),
+        dmg_name in any::<bool>(),
+    ) {
+        let seeds = seeds();
+        let mut data = seeds[seed % seeds.len()].clone();
+        // Plant a magic qemu probes for, sometimes.
+        const MAGICS: &[(usize, &[u8])] = &[
+            (0, b"QED\0"),
+            (0, b"QFI\xfb\0\0\0\x03"),
+            (0x40, b"\x7f\x10\xda\xbe"),
+            (0, b"Bochs Virtual HD Image\0"),
+            (0, b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"),
+            (0, b"conectix"),
+            (0, b"vhdxfile"),
+            (0, b"KDMV"),
+            (0, b"WithouFreSpacExt\x02\0\0\0"),
+            (0, b"LUKS\xba\xbe\0\x01"),
+        ];
+        if let Some((at, m)) = MAGICS.get(magic) {
+            if data.len() < at + m.len() { data.resize(at + m.len(), 0); }
+            data[*at..at + m.len()].copy_from_slice(m);
+        }
+        for (off, b) in flips {
+            if let Some(x) = data.get_mut(off) { *x = b; }
+        }
+        if let Some(c) = cut { data.truncate(c); }
+        let name = if dmg_name { "dir/x.dmg" } else { "dir/x" };
+        let pick = score::pick(&data, data.len() as u64, name);
+        match probe(&data, name, None) {
+            Ok(p) => {
+                let format = p.info["format"].as_str().unwrap_or("");
+                match pick {
+                    Some(q) => prop_assert_eq!(format, q.format),
+                    None => prop_assert_eq!(format, "raw"),
+                }
+            }
+            Err(_) => {}
         }
     }
 
