@@ -415,13 +415,8 @@ impl Remover {
         let now = match glance::entry_now(&dir, rel, &opts) {
             Ok(Some(e)) => e,
             Ok(None) => return Outcome::no("changed_since_walk", "gone"),
-            Err(e) => {
-                let kind = match &e {
-                    glance::GlanceError::Io { source, .. } => ErrorKind::from_io(source),
-                    glance::GlanceError::Db { .. } => ErrorKind::Io,
-                };
-                return Outcome::failed(kind, e.to_string());
-            }
+            Err(glance::GlanceError::Io { path, source }) => return io_failed(&path, &source),
+            Err(e) => return Outcome::failed(ErrorKind::Io, e.to_string()),
         };
         if verdict != "orphan_row" {
             let mtime = common::text::parse_time(s("mtime"));
