@@ -180,10 +180,13 @@ impl Dir {
         self.fd.as_fd()
     }
 
-    /// A path to `name` in this very directory for a library that only
-    /// takes paths (sqlite): `/proc/self/fd/N/name`. The directory stays
-    /// pinned; the library must still open the last component without
-    /// following it (sqlite: `SQLITE_OPEN_NOFOLLOW`).
+    /// A path to `name` in this very directory for a call that only takes
+    /// paths (xattrs, a lock library): `/proc/self/fd/N/name`. The
+    /// directory stays pinned, but the kernel follows `name` itself if it
+    /// is a link, so check it first. Not for sqlite: with
+    /// `SQLITE_OPEN_NOFOLLOW` sqlite refuses any link in the path, and
+    /// `/proc/self/fd/N` is one; open the directory's real path with that
+    /// flag and compare the opened file's identity with the listing.
     pub fn pinned_path(&self, name: &OsStr) -> io::Result<PathBuf> {
         let name = component(name)?;
         Ok(PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name))
