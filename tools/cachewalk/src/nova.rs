@@ -7,12 +7,23 @@
 //! verdict:
 //! - **backing chains**: every `disk*` file of every directory under
 //!   INSTANCES_PATH (not only those named after known instances, unlike
-//!   Nova, which reads `disk` of current instances only), read natively
-//!   (the qcow2/QED/VMDK/VHDX header via `common::formats`, bounded, never
-//!   opening the backing file), the chain followed inside `_base`. A
-//!   missing backing file is a `dangling_reference` record. A disk that
-//!   cannot be read makes every verdict `keep_unknown`: its backing file
-//!   could be anything (Nova's pass stops there too);
+//!   Nova, which reads `disk` of current instances only; links to disks
+//!   and to instance directories followed read-only, as Nova follows
+//!   them), read natively (the qcow2/QED/VMDK/VHDX header via
+//!   `common::formats`, bounded, never opening the backing file). Each
+//!   backing name is resolved as qemu resolves it (relative to the
+//!   directory of the image naming it) and matched by identity: by name
+//!   when its directory is `_base` itself (same device and inode as the
+//!   handle, as Nova matches by name), elsewhere by device and inode; the
+//!   chain is followed inside `_base` only, through its handle. A name
+//!   that cannot be matched keeps the base file of the same name
+//!   (`keep_unknown`, with the reason). A disk recorded raw in
+//!   `disk.info`, or a base file named with backing format raw, is not
+//!   read for a chain (qemu reads none). A missing backing file is a
+//!   `dangling_reference` record. A disk or chain member that cannot be
+//!   read, or a chain longer than `MAX_CHAIN` (256), keeps every base file
+//!   `keep_unknown`, the reason naming that file: its backing could be
+//!   any of them (Nova's pass stops there too);
 //! - **the inventory** (`--instances`): `image_ref`, `kernel_id`,
 //!   `ramdisk_id` hashed to fingerprints, swap and ephemeral names;
 //! - **open files**: every process's `/proc/<pid>/fd` (qemu keeps its
