@@ -162,6 +162,41 @@ pub fn check_chain(chain: &[PathBuf], opts: &Options) -> Result<Vec<Report>, Che
     for p in chain {
         checked.push(check_inner(p, opts)?);
     }
+    Ok(chain_rules(checked))
+}
+
+/// [`check_chain`] over files already opened (a chain directory's
+/// members, opened without following links): these handles are read.
+pub fn check_chain_files(
+    chain: Vec<(PathBuf, std::fs::File)>,
+    opts: &Options,
+) -> Result<Vec<Report>, CheckError> {
+    let mut checked = Vec::with_capacity(chain.len());
+    for (p, f) in chain {
+        let src = RegularSource::from_file(f).map_err(|source| CheckError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        checked.push(check_source(&p, src, opts)?);
+    }
+    Ok(chain_rules(checked))
+}
+
+/// Check one file already opened (and judged) by the caller.
+pub fn check_opened(
+    path: &Path,
+    file: std::fs::File,
+    opts: &Options,
+) -> Result<Report, CheckError> {
+    let src = RegularSource::from_file(file).map_err(|source| CheckError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(check_source(path, src, opts)?.0)
+}
+
+/// The chain rules over checked members, leaf first.
+fn chain_rules(mut checked: Vec<(Report, Facts)>) -> Vec<Report> {
     let n = checked.len();
     for i in 0..n {
         let parent = checked.get(i + 1).map(|(_, f)| f.clone());
@@ -205,7 +240,7 @@ pub fn check_chain(chain: &[PathBuf], opts: &Options) -> Result<Vec<Report>, Che
         report.findings.extend(c.finish());
         report.valid = report.findings.is_empty();
     }
-    Ok(checked.into_iter().map(|(r, _)| r).collect())
+    checked.into_iter().map(|(r, _)| r).collect()
 }
 
 /// What a chain check needs from each member.
@@ -515,6 +550,14 @@ fn check_inner(path: &Path, opts: &Options) -> Result<(Report, Facts), CheckErro
         path: path.to_owned(),
         source,
     })?;
+    check_source(path, src, opts)
+}
+
+fn check_source(
+    path: &Path,
+    src: RegularSource,
+    opts: &Options,
+) -> Result<(Report, Facts), CheckError> {
     let len = src.len();
     let file = File { path, src, len };
     let not_vhd = |why: &str| CheckError::NotAVhd {

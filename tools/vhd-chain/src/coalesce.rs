@@ -40,9 +40,9 @@ use crate::read::{Chain, ReadError};
 use crate::resize::{self, ResizeError};
 use common::ErrorKind;
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// How deep a chain of parent names we follow.
@@ -125,18 +125,8 @@ fn layout_of(path: &Path) -> Result<(File, Layout), CoalesceError> {
             source,
         })
     };
-    // Never blocks (a FIFO); the layout read refuses what is not a file.
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io_err)?;
-    if !f.metadata().map_err(io_err)?.is_file() {
-        return Err(io_err(common::files::refusal(
-            common::ErrorKind::NotRegular,
-            "is not a regular file",
-        )));
-    }
+    // Never through a link (`symlink`), never blocks (a FIFO is refused).
+    let f = crate::input::open_nofollow(path, false).map_err(io_err)?;
     let l = Layout::read(&f).map_err(|e| CoalesceError::Resize(resize::layout_error(path, e)))?;
     Ok((f, l))
 }
@@ -397,6 +387,20 @@ fn child_runs(f: &File, l: &Layout) -> io::Result<Vec<(u64, u64, u64)>> {
     Ok(runs)
 }
 
+/// [`Chain::open`], every member opened without following a link: coalesce
+/// reads only files it may write or that sit beside them (`symlink`).
+fn open_chain(chain: &[PathBuf]) -> Result<Chain, ReadError> {
+    let mut files = Vec::with_capacity(chain.len());
+    for p in chain {
+        let f = crate::input::open_nofollow(p, false).map_err(|source| ReadError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        files.push((p.clone(), f));
+    }
+    Chain::from_files(files)
+}
+
 /// Merge `child` into its parent (`parent`, or the one its header names),
 /// the rest of the chain found by name (module docs). In place, a crashed
 /// earlier run's journal is rolled back first.
@@ -454,7 +458,7 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
         }
     }
     // The chain as it reads now (this also checks the links by UUID).
-    let mut before = Chain::open(chain)?;
+    let mut before = open_chain(chain)?;
     let child_size = before.virtual_size();
     let want = before.digest(0, child_size)?;
     drop(before);
@@ -468,7 +472,7 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
     let parent_size = pl.size;
     let rest: Vec<PathBuf> = chain[1..].to_vec();
     let want_tail = if parent_size > child_size {
-        Chain::open(&rest)?.digest(child_size, parent_size)?
+        open_chain(&rest)?.digest(child_size, parent_size)?
     } else {
         String::new()
     };
@@ -476,9 +480,15 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
         path: parent.to_path_buf(),
         source,
     })?;
-    let valid_before = crate::check::check_file(parent, &crate::check::Options::default())
-        .map(|r| r.valid)
-        .unwrap_or(false);
+    // Judged from the parent's handle, not from its name again.
+    let judged = pf.try_clone().map_err(|source| ResizeError::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let valid_before =
+        crate::check::check_opened(parent, judged, &crate::check::Options::default())
+            .map(|r| r.valid)
+            .unwrap_or(false);
 
     // Grow the parent first when the child is larger.
     let grow: Option<Edit> = if child_size > parent_size {
@@ -550,7 +560,7 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
     let verify = |p: &Path| -> Result<(), String> {
         let mut after: Vec<PathBuf> = vec![p.to_path_buf()];
         after.extend_from_slice(&rest[1..]);
-        let mut c = Chain::open(&after).map_err(|e| e.to_string())?;
+        let mut c = open_chain(&after).map_err(|e| e.to_string())?;
         let got = c.digest(0, child_size).map_err(|e| e.to_string())?;
         if got != want {
             return Err(format!(
@@ -566,7 +576,8 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
             }
         }
         if valid_before {
-            let r = crate::check::check_file(p, &crate::check::Options::default())
+            let f = crate::input::open_nofollow(p, false).map_err(|e| e.to_string())?;
+            let r = crate::check::check_opened(p, f, &crate::check::Options::default())
                 .map_err(|e| e.to_string())?;
             if !r.valid {
                 let names: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();

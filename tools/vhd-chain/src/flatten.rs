@@ -336,9 +336,14 @@ pub fn flatten_with(
         _scratch = Some(guard);
         path
     };
-    let members = crate::discover(&dir)
+    // Members opened relative to the directory, never through a link;
+    // these handles are the ones read.
+    let members = crate::member::ChainDir::open(&dir)
+        .and_then(|c| c.open_all())
         .map_err(|(kind, message)| FlattenError::Discover { kind, message })?;
-    let mut chain = read::Chain::open(&members)?;
+    let chain_length = members.len();
+    let mut chain =
+        read::Chain::from_files(members.into_iter().map(|m| (m.path, m.file)).collect())?;
     let size = chain.virtual_size();
 
     let uuid = random_uuid().map_err(out_err)?;
@@ -408,7 +413,7 @@ pub fn flatten_with(
     let output = atomic.commit().map_err(out_err)?;
     Ok(Flattened {
         output,
-        chain_length: members.len(),
+        chain_length,
         virtual_size: size,
         blocks_allocated: written.blocks_allocated,
         bytes_written: written.file_size,

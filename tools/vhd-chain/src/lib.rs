@@ -13,6 +13,7 @@ pub mod flatten;
 pub mod input;
 pub mod journal;
 pub mod layout;
+pub mod member;
 pub mod patch;
 pub mod raw;
 pub mod read;
@@ -48,11 +49,16 @@ chain_index, chain_length, role (leaf, middle, base) and parent_uuid_matches.
 Errors are records with error.kind: not_a_vhd, not_a_tarball,
 unsafe_member, unexpected_member, limit_exceeded, chain_empty, chain_gap,
 chain_incomplete, not_differencing, bad_image, refused, busy, not_regular,
-same_file, already_exists, usage, io.
+symlink, changed, same_file, already_exists, usage, io.
 
 Inputs: a VHD (and every chain member) must be a regular file (a block
 device holding a VHD may be read); a FIFO, character device, socket or
-directory is refused (not_regular) without ever blocking.
+directory is refused (not_regular) without ever blocking. Links: a file
+only read and named here (info, check FILE, cat FILE) may be the operator's
+link and is followed, as qemu-img does; a chain directory's member, and a
+file changed (set-parent, fix, resize, coalesce, journals), is never
+reached through a link (symlink), and one replaced while being worked on is
+left alone (changed).
 Only a tarball (extract, flatten) may be a stream: `-` (stdin), a pipe or a
 FIFO is read front to back. Empty stdin where records are read (info,
 flatten without a source) is no records: exit 0, no output.
@@ -477,8 +483,8 @@ impl Cli {
                 in_place,
                 journal,
             } => coalesce_cmd(ctx, &child, parent.as_deref(), chain, in_place, journal),
-            Command::Fix { dir, force } => match discover(&dir) {
-                Ok(chain) => relink_records(ctx, &dir, relink::fix(&chain, force)),
+            Command::Fix { dir, force } => match member::ChainDir::open(&dir) {
+                Ok(chain) => relink_records(ctx, &dir, relink::fix_dir(&chain, force)),
                 Err((kind, msg)) => {
                     let e = ctx.error(kind, msg);
                     fail_rec(ctx, common::files::record_for(&dir), e)?;
@@ -495,7 +501,24 @@ impl Cli {
 pub fn vhd_facts(path: &Path) -> Result<Map<String, Value>, (ErrorKind, String)> {
     let src =
         input::RegularSource::open(path).map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
-    let p = probe(&src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
+    facts_of(path, &src)
+}
+
+/// [`vhd_facts`] of a file already opened (a chain member).
+pub fn vhd_facts_of(
+    path: &Path,
+    file: std::fs::File,
+) -> Result<Map<String, Value>, (ErrorKind, String)> {
+    let src = input::RegularSource::from_file(file)
+        .map_err(|e| (ErrorKind::from_io(&e), e.to_string()))?;
+    facts_of(path, &src)
+}
+
+fn facts_of(
+    path: &Path,
+    src: &input::RegularSource,
+) -> Result<Map<String, Value>, (ErrorKind, String)> {
+    let p = probe(src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
         FormatError::Io(e) => (ErrorKind::from_io(&e), e.to_string()),
         FormatError::Invalid { what, .. } if what.starts_with("not a vpc") => (
             ErrorKind::NotAVhd,
@@ -628,15 +651,21 @@ fn check_cmd(
     };
     if chain {
         for dir in files {
-            match discover(dir) {
-                Ok(members) => match check::check_chain(&members, &opts) {
-                    Ok(reports) => {
-                        for (m, r) in members.iter().zip(reports) {
-                            emit(ctx, m, Ok(r))?;
+            // Members opened relative to the directory, never through a
+            // link; the handles opened are the ones checked.
+            match member::ChainDir::open(dir).and_then(|c| c.open_all()) {
+                Ok(members) => {
+                    let paths: Vec<PathBuf> = members.iter().map(|m| m.path.clone()).collect();
+                    let files = members.into_iter().map(|m| (m.path, m.file)).collect();
+                    match check::check_chain_files(files, &opts) {
+                        Ok(reports) => {
+                            for (m, r) in paths.iter().zip(reports) {
+                                emit(ctx, m, Ok(r))?;
+                            }
                         }
+                        Err(err) => emit(ctx, dir, Err(err))?,
                     }
-                    Err(err) => emit(ctx, dir, Err(err))?,
-                },
+                }
                 Err((kind, msg)) => {
                     let e = ctx.error(kind, msg);
                     fail_rec(ctx, common::files::record_for(dir), e)?;
@@ -655,17 +684,15 @@ fn cat_cmd(ctx: &mut Ctx, source: &Path) -> anyhow::Result<()> {
     // No records on success: the bytes are the output. A failure is an
     // error record (on stdout, after whatever bytes were written: the exit
     // status says the bytes are not the disk).
-    let members = if source.is_dir() {
-        match discover(source) {
-            Ok(m) => m,
-            Err((kind, msg)) => return fail_path(ctx, source, kind, &msg),
-        }
+    let opened = if source.is_dir() {
+        member::ChainDir::open(source).and_then(|c| c.read_chain())
     } else {
-        vec![source.to_owned()]
+        // A file named here is only read: the operator's link is followed.
+        read::Chain::open(&[source.to_owned()]).map_err(|e| (e.kind(), e.to_string()))
     };
-    let mut chain = match read::Chain::open(&members) {
+    let mut chain = match opened {
         Ok(c) => c,
-        Err(e) => return fail_path(ctx, source, e.kind(), &e.to_string()),
+        Err((kind, msg)) => return fail_path(ctx, source, kind, &msg),
     };
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     match chain.copy_to(&mut out) {
@@ -868,8 +895,9 @@ fn flatten_dry_run(
 ) -> Result<Map<String, Value>, (ErrorKind, String)> {
     let mut m = Map::new();
     let names: Vec<String> = if is_dir {
-        let chain = discover(source)?;
-        let c = read::Chain::open(&chain).map_err(|e| (e.kind(), e.to_string()))?;
+        let members = member::ChainDir::open(source)?;
+        let c = members.read_chain()?;
+        let chain = members.paths();
         m.insert("virtual_size".into(), c.virtual_size().into());
         m.insert(
             "blocks_to_write_at_most".into(),
@@ -963,7 +991,10 @@ fn coalesce_cmd(
     // Cinder's coalesce_chain returns the base: so does the last record.
     if let Some(base) = members.last() {
         let mut rec = common::files::record_for(base);
-        let mut f = match vhd_facts(base) {
+        let facts = input::open_nofollow(base, false)
+            .map_err(|e| (ErrorKind::from_io(&e), format!("{}: {e}", base.display())))
+            .and_then(|f| vhd_facts_of(base, f));
+        let mut f = match facts {
             Ok(f) => f,
             Err((kind, msg)) => return fail(ctx, base, kind, msg),
         };
@@ -1027,20 +1058,11 @@ fn relink_records(
 /// order; both kinds of names together are [`ErrorKind::UnexpectedMember`]
 /// (os-xenapi would rename one over the other). `swap.vhd` is never part
 /// of the chain (see [`ignored_members`]). Only names are looked at.
+/// The paths are for records and messages: subcommands open the members
+/// through [`member::ChainDir`], relative to the directory and never
+/// through a link.
 pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, (ErrorKind, String)> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| (ErrorKind::from_io(&e), format!("{}: {e}", dir.display())))?;
-    let mut names = Vec::new();
-    for e in entries {
-        let e = e.map_err(|e| (ErrorKind::Io, e.to_string()))?;
-        if let Some(n) = e.file_name().to_str() {
-            names.push(n.to_owned());
-        }
-    }
-    Ok(chain_of_names(&dir.display().to_string(), &names)?
-        .into_iter()
-        .map(|n| dir.join(n))
-        .collect())
+    Ok(member::ChainDir::open(dir)?.paths())
 }
 
 /// [`discover`]'s rules over a list of file names (those of a directory,
@@ -1112,7 +1134,7 @@ pub fn ignored_members(dir: &Path) -> Vec<PathBuf> {
 
 fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
     let dir_rec = || common::files::record_for(dir);
-    let chain = match discover(dir) {
+    let members = match member::ChainDir::open(dir) {
         Ok(c) => c,
         Err((kind, msg)) => {
             let e = ctx.error(kind, msg);
@@ -1120,6 +1142,7 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let chain = members.paths();
     for p in ignored_members(dir) {
         ctx.warn(&format!(
             "{}: the legacy swap disk is not part of the chain; ignored",
@@ -1134,8 +1157,12 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
             .unwrap_or_default()
     };
     let mut facts = Vec::with_capacity(chain.len());
-    for p in &chain {
-        match vhd_facts(p) {
+    for (i, p) in chain.iter().enumerate() {
+        // Opened relative to the directory: a link is refused (symlink).
+        let facts_now = members
+            .open_member(i)
+            .and_then(|m| vhd_facts_of(&m.path, m.file));
+        match facts_now {
             Ok(f) => facts.push(f),
             Err((kind, msg)) => {
                 let e = ctx.error(kind, msg);

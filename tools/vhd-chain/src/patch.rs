@@ -19,9 +19,9 @@
 use crate::journal::{self, Journal, JournalError, Rollback};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// How to change the file.
@@ -86,7 +86,7 @@ impl PatchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PatchError::Io { source, .. } => ErrorKind::from_io(source),
-            PatchError::Changed { .. } => ErrorKind::Busy,
+            PatchError::Changed { .. } => ErrorKind::Changed,
             PatchError::Journal(e) => e.kind(),
             PatchError::Verify { .. } => ErrorKind::Internal,
         }
@@ -198,11 +198,11 @@ fn apply_copy(
     verify: Verify,
 ) -> Result<(), PatchError> {
     let err = io_at(target);
-    let src = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(target)
-        .map_err(io_at(target))?;
+    // Between judging the file and the first write: a test swaps it here.
+    common::hook::point("vhd-chain.before_write");
+    // Opened again by name: never through a link, and it must be the file
+    // judged (identity, size, mtime), or nothing is written.
+    let src = crate::input::open_nofollow(target, false).map_err(io_at(target))?;
     if !same_file(&src.metadata().map_err(io_at(target))?, planned) {
         return Err(PatchError::Changed {
             path: target.to_path_buf(),
@@ -269,12 +269,11 @@ fn apply_in_place(
     journal: &Path,
     verify: Verify,
 ) -> Result<(), PatchError> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(target)
-        .map_err(io_at(target))?;
+    // Between judging the file and the first write: a test swaps it here.
+    common::hook::point("vhd-chain.before_write");
+    // Opened again by name: never through a link, and it must be the file
+    // judged (identity, size, mtime), or nothing is written.
+    let f = crate::input::open_nofollow(target, true).map_err(io_at(target))?;
     if !same_file(&f.metadata().map_err(io_at(target))?, planned) {
         return Err(PatchError::Changed {
             path: target.to_path_buf(),

@@ -196,6 +196,16 @@ impl Image {
     }
 
     fn open(path: &Path) -> Result<Image, ReadError> {
+        // A regular file or a volume (block device); nothing else opens.
+        let (file, len) = crate::input::open_volume(path).map_err(|source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Image::from_file(path, file, len)
+    }
+
+    /// An image from a file already opened (and judged) by the caller.
+    fn from_file(path: &Path, file: File, len: u64) -> Result<Image, ReadError> {
         let io_err = |source| ReadError::Io {
             path: path.to_path_buf(),
             source,
@@ -208,8 +218,6 @@ impl Image {
             path: path.to_path_buf(),
             why: why.to_string(),
         };
-        // A regular file or a volume (block device); nothing else opens.
-        let (file, len) = crate::input::open_volume(path).map_err(io_err)?;
         let read = |off: u64, n: usize| -> Result<Vec<u8>, ReadError> {
             let mut b = vec![0u8; n];
             file.read_exact_at(&mut b, off).map_err(io_err)?;
@@ -434,6 +442,28 @@ impl Chain {
         for p in chain {
             images.push(Image::open(p)?);
         }
+        Chain::from_images(images)
+    }
+
+    /// [`Chain::open`] over files already opened (a chain directory's
+    /// members, opened without following links): these handles are the
+    /// ones read.
+    pub fn from_files(chain: Vec<(PathBuf, File)>) -> Result<Chain, ReadError> {
+        let mut images = Vec::with_capacity(chain.len());
+        for (p, f) in chain {
+            let len = f
+                .metadata()
+                .map_err(|source| ReadError::Io {
+                    path: p.clone(),
+                    source,
+                })?
+                .len();
+            images.push(Image::from_file(&p, f, len)?);
+        }
+        Chain::from_images(images)
+    }
+
+    fn from_images(images: Vec<Image>) -> Result<Chain, ReadError> {
         let Some(base) = images.last() else {
             return Err(ReadError::ChainIncomplete {
                 path: PathBuf::new(),

@@ -37,13 +37,16 @@
 //! - Non-ASCII parent names are encoded as UTF-16 (vhd-util's iconv from
 //!   ASCII fails on them); names that are not UTF-8 are refused.
 
+use crate::member::ChainDir;
 use crate::raw::{be32, be64, checksum, put};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
 use common::files::FileId;
 use common::formats::{FormatError, Source, probe};
+use common::tree::{Dir, Status, check_same};
 use serde::Serialize;
 use serde_json::Value;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -176,8 +179,9 @@ pub enum RelinkError {
         /// The file.
         path: PathBuf,
     },
-    /// The child changed (or was replaced) while we worked on it.
-    #[error("{path}: changed while being relinked; nothing was replaced")]
+    /// The child changed (or its name was given to another file) while
+    /// we worked on it.
+    #[error("{path}: changed or replaced while being relinked; nothing was replaced")]
     Changed {
         /// The child.
         path: PathBuf,
@@ -203,7 +207,7 @@ impl RelinkError {
             | RelinkError::BadName { .. } => ErrorKind::Refused,
             RelinkError::SelfParent { .. } => ErrorKind::SameFile,
             RelinkError::BadLocator { .. } => ErrorKind::BadImage,
-            RelinkError::Changed { .. } => ErrorKind::Busy,
+            RelinkError::Changed { .. } => ErrorKind::Changed,
             RelinkError::Io { source, .. } => ErrorKind::from_io(source),
         }
     }
@@ -246,39 +250,130 @@ pub fn set_parent(child: &Path, parent: &Path, force: bool) -> Result<Relinked, 
     )
 }
 
-/// [`set_parent`] with all the options.
+/// [`set_parent`] with all the options. CHILD is changed, so it is opened
+/// relative to its directory without following a link (a link is refused,
+/// `symlink`); PARENT is only read, so the operator's link is followed.
 pub fn set_parent_with(
     child: &Path,
     parent: &Path,
     opts: &Options,
 ) -> Result<Relinked, RelinkError> {
-    plan(child, parent, opts)?.apply()
+    let (dir, name) = crate::member::dir_and_name(child).map_err(io_err(child))?;
+    let dir_real = real_dir(&dir);
+    let pfile = crate::input::open_regular(parent).map_err(io_err(parent))?;
+    let parent_real = std::fs::canonicalize(parent).map_err(io_err(parent))?;
+    let child = ChildRef {
+        path: child,
+        dir: &dir,
+        name: &name,
+        dir_real: &dir_real,
+    };
+    plan(&child, parent, pfile, &parent_real, opts)?.apply()
 }
 
-/// Cinder's `fix_vhd_chain`: link `chain[i]` to `chain[i + 1]` for every
+/// Where `dir` is, as a canonical path, for the locators' relative path
+/// (the handle itself is what is written through).
+fn real_dir(dir: &Dir) -> PathBuf {
+    std::fs::canonicalize(dir.path()).unwrap_or_else(|_| dir.path().to_path_buf())
+}
+
+/// Cinder's `fix_vhd_chain`: link member `i` to member `i + 1` for every
 /// member but the last (`0.vhd` is the leaf). Every link is checked before
-/// anything is written; a chain of 0 or 1 members is a no-op.
+/// anything is written; a chain of 1 member is a no-op. Members are
+/// opened relative to the directory, never through a link (`symlink`).
+pub fn fix_dir(chain: &ChainDir, force: bool) -> Result<Vec<Relinked>, RelinkError> {
+    fix_dir_with(chain, force, &[])
+}
+
+/// [`fix_dir`] with per-member mtimes (Unix seconds, index = chain index,
+/// e.g. from extraction): `mtimes[i + 1]`, when present, is used as the
+/// parent timestamp of member `i`.
+pub fn fix_dir_with(
+    chain: &ChainDir,
+    force: bool,
+    mtimes: &[Option<i64>],
+) -> Result<Vec<Relinked>, RelinkError> {
+    let dir = chain.dir();
+    let dir_real = real_dir(dir);
+    let paths = chain.paths();
+    let refs: Vec<ChildRef<'_, '_>> = paths
+        .iter()
+        .zip(chain.names())
+        .map(|(path, name)| ChildRef {
+            path,
+            dir,
+            name,
+            dir_real: &dir_real,
+        })
+        .collect();
+    fix_refs(&refs, force, mtimes)
+}
+
+/// [`fix_dir`] over members named by path (each opened relative to its
+/// own directory, never through a link).
 pub fn fix(chain: &[PathBuf], force: bool) -> Result<Vec<Relinked>, RelinkError> {
     fix_with(chain, force, &[])
 }
 
-/// [`fix`] with per-member mtimes (Unix seconds, index = chain index, e.g.
-/// from extraction): `mtimes[i + 1]`, when present, is used as the parent
-/// timestamp of `chain[i]`.
+/// [`fix_dir_with`] over members named by path.
 pub fn fix_with(
     chain: &[PathBuf],
     force: bool,
     mtimes: &[Option<i64>],
 ) -> Result<Vec<Relinked>, RelinkError> {
-    let mut plans = Vec::with_capacity(chain.len().saturating_sub(1));
-    for (i, pair) in chain.windows(2).enumerate() {
+    let mut opened = Vec::with_capacity(chain.len());
+    for p in chain {
+        let (dir, name) = crate::member::dir_and_name(p).map_err(io_err(p))?;
+        let real = real_dir(&dir);
+        opened.push((dir, name, real));
+    }
+    let refs: Vec<ChildRef<'_, '_>> = chain
+        .iter()
+        .zip(&opened)
+        .map(|(path, (dir, name, dir_real))| ChildRef {
+            path,
+            dir,
+            name,
+            dir_real,
+        })
+        .collect();
+    fix_refs(&refs, force, mtimes)
+}
+
+/// Plan every link `refs[i]` -> `refs[i + 1]`, then write them.
+fn fix_refs(
+    refs: &[ChildRef<'_, '_>],
+    force: bool,
+    mtimes: &[Option<i64>],
+) -> Result<Vec<Relinked>, RelinkError> {
+    let mut plans = Vec::with_capacity(refs.len().saturating_sub(1));
+    for (i, pair) in refs.windows(2).enumerate() {
         let opts = Options {
             force,
             parent_mtime: mtimes.get(i + 1).copied().flatten(),
         };
-        plans.push(plan(&pair[0], &pair[1], &opts)?);
+        let p = &pair[1];
+        // A member: opened relative to its directory, never via a link.
+        let pfile = p.dir.open_file(p.name).map_err(io_err(p.path))?;
+        plans.push(plan(
+            &pair[0],
+            p.path,
+            pfile,
+            &p.dir_real.join(p.name),
+            &opts,
+        )?);
     }
     plans.into_iter().map(Plan::apply).collect()
+}
+
+/// The child: its directory's handle and its name there.
+struct ChildRef<'a, 'd> {
+    /// As given (messages and records).
+    path: &'a Path,
+    dir: &'d Dir,
+    name: &'a OsStr,
+    /// The directory's canonical path (for the locators).
+    dir_real: &'a Path,
 }
 
 /// A read-only handle on an open file for `probe`.
@@ -309,14 +404,17 @@ impl Source for FdSource<'_> {
 }
 
 /// Everything decided, nothing written yet.
-struct Plan {
+struct Plan<'a> {
     /// The child as given (for messages).
     child: PathBuf,
-    /// Its canonical path: what is replaced (a symlink stays a symlink,
-    /// as vhd-util writes through it).
-    target: PathBuf,
+    /// Its directory: the copy is made there and renamed over `name`.
+    dir: &'a Dir,
+    name: OsString,
+    /// The judged handle: what is copied.
     file: File,
     meta: std::fs::Metadata,
+    /// The judged handle's identity, size and mtime.
+    status: Status,
     header_offset: u64,
     header: Vec<u8>,
     /// (offset, padded payload) per rewritten locator.
@@ -451,29 +549,23 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
     a < b.saturating_add(blen) && b < a.saturating_add(alen)
 }
 
-fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError> {
-    let child_real = std::fs::canonicalize(child).map_err(io_err(child))?;
-    let parent_real = std::fs::canonicalize(parent).map_err(io_err(parent))?;
-    let same_inode = match (
-        std::fs::metadata(&child_real),
-        std::fs::metadata(&parent_real),
-    ) {
-        (Ok(c), Ok(p)) => FileId::of_metadata(&c) == FileId::of_metadata(&p),
-        _ => false,
-    };
-    if child_real == parent_real || same_inode {
+fn plan<'d>(
+    c: &ChildRef<'_, 'd>,
+    parent: &Path,
+    pfile: File,
+    parent_real: &Path,
+    opts: &Options,
+) -> Result<Plan<'d>, RelinkError> {
+    let child = c.path;
+    // The child: opened once, relative to its directory, never through a
+    // link; this handle is judged, copied and checked again before the
+    // rename.
+    let file = c.dir.open_file(c.name).map_err(io_err(child))?;
+    let meta = file.metadata().map_err(io_err(child))?;
+    let status = Status::of_file(&file).map_err(io_err(child))?;
+    if FileId::of_file(&pfile).map_err(io_err(parent))? == status.id {
         return Err(RelinkError::SelfParent {
             path: child.to_owned(),
-        });
-    }
-
-    // The child: one open file for every read and the copy.
-    let file = crate::input::open_regular(&child_real).map_err(io_err(child))?;
-    let meta = file.metadata().map_err(io_err(child))?;
-    if !meta.is_file() {
-        return Err(RelinkError::NotAVhd {
-            path: child.to_owned(),
-            why: "not a regular file".into(),
         });
     }
     let len = meta.len();
@@ -515,7 +607,6 @@ fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError
     let table_len = padded(u64::from(be32(&header, 28)) * 4);
 
     // The parent: its footer UUID.
-    let pfile = crate::input::open_regular(&parent_real).map_err(io_err(parent))?;
     let pmeta = pfile.metadata().map_err(io_err(parent))?;
     if !pmeta.is_file() && !pmeta.file_type().is_block_device() {
         return Err(RelinkError::NotAVhd {
@@ -565,8 +656,7 @@ fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError
             room: PARENT_NAME_LEN as u64,
         });
     }
-    let child_dir = child_real.parent().unwrap_or(Path::new("/"));
-    let rel = relative_path(child_dir, &parent_real).ok_or_else(|| bad_name("not UTF-8"))?;
+    let rel = relative_path(c.dir_real, parent_real).ok_or_else(|| bad_name("not UTF-8"))?;
 
     // Parent timestamp: mtime - 946684800 as u32 (C's truncation).
     let mtime = opts.parent_mtime.unwrap_or_else(|| pmeta.mtime());
@@ -653,9 +743,11 @@ fn plan(child: &Path, parent: &Path, opts: &Options) -> Result<Plan, RelinkError
 
     Ok(Plan {
         child: child.to_owned(),
-        target: child_real,
+        dir: c.dir,
+        name: c.name.to_os_string(),
         file,
         meta,
+        status,
         header_offset,
         header,
         writes,
@@ -683,14 +775,22 @@ fn block_len(f: &File) -> io::Result<u64> {
     Ok(n)
 }
 
-impl Plan {
+impl Plan<'_> {
     fn apply(self) -> Result<Relinked, RelinkError> {
         let child = &self.child;
-        let err = io_err(child);
-        let mut out = AtomicFile::create(&self.target, true).map_err(io_err(child))?;
+        let changed = || RelinkError::Changed {
+            path: child.clone(),
+        };
+        // Between judging the child and writing: a test swaps it here.
+        common::hook::point("vhd-chain.before_write");
+        // The copy is made in the child's own directory (the pinned
+        // handle, whatever its path names now) and renamed over the name.
+        let target = self.dir.pinned_path(&self.name).map_err(io_err(child))?;
+        let mut out = AtomicFile::create(&target, true).map_err(io_err(child))?;
         let perm = std::fs::Permissions::from_mode(self.meta.mode() & 0o7777);
         out.file().set_permissions(perm).map_err(io_err(child))?;
-        // Copy the whole child from offset 0 (std uses copy_file_range).
+        // Copy the whole judged child from offset 0 (std uses
+        // copy_file_range).
         let mut src = &self.file;
         {
             use std::io::{Seek, SeekFrom};
@@ -698,9 +798,7 @@ impl Plan {
         }
         let copied = io::copy(&mut src, out.file()).map_err(io_err(child))?;
         if copied != self.meta.len() {
-            return Err(RelinkError::Changed {
-                path: child.clone(),
-            });
+            return Err(changed());
         }
         for (off, data) in &self.writes {
             out.file().write_all_at(data, *off).map_err(io_err(child))?;
@@ -708,20 +806,14 @@ impl Plan {
         out.file()
             .write_all_at(&self.header, self.header_offset)
             .map_err(io_err(child))?;
-        // The path must still be the file we copied, unchanged.
-        let now = std::fs::symlink_metadata(&self.target).map_err(io_err(child))?;
-        let fd_now = self.file.metadata().map_err(io_err(child))?;
-        let same = now.dev() == self.meta.dev()
-            && now.ino() == self.meta.ino()
-            && fd_now.len() == self.meta.len()
-            && fd_now.mtime() == self.meta.mtime()
-            && fd_now.mtime_nsec() == self.meta.mtime_nsec();
-        if !same {
-            return Err(RelinkError::Changed {
-                path: child.clone(),
-            });
+        // The name must still be the file we judged and copied, unchanged:
+        // another file given that name is never replaced.
+        check_same(&self.file, &self.status).map_err(|_| changed())?;
+        match self.dir.status(&self.name) {
+            Ok(now) if now.same_as(&self.status) => {}
+            _ => return Err(changed()),
         }
-        out.commit().map_err(err)?;
+        out.commit().map_err(io_err(child))?;
         Ok(self.result)
     }
 }

@@ -36,9 +36,9 @@ use crate::patch::{self, Edit, Mode, PatchError};
 use crate::raw::{SECTOR, UNALLOCATED, aligned, be32, be64, padded, put, reseal};
 use common::ErrorKind;
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const HEADER: usize = 1024;
@@ -172,12 +172,9 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
         path: path.to_path_buf(),
         source,
     };
-    // O_NONBLOCK: a FIFO never blocks the open; it is refused below.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io_err)?;
+    // Changed in place or replaced: never through a link (`symlink`), even
+    // named directly; a FIFO never blocks the open and is refused.
+    let file = crate::input::open_nofollow(path, false).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
         return Err(io_err(common::files::refusal(
@@ -188,7 +185,9 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
             ),
         )));
     }
-    let valid_before = check::check_file(path, &check::Options::default())
+    // Judged from the handle opened above, not from the name again.
+    let judged = file.try_clone().map_err(io_err)?;
+    let valid_before = check::check_opened(path, judged, &check::Options::default())
         .map(|r| r.valid)
         .unwrap_or(false);
     let (edit, mut done, moved) = plan(path, &file, size)?;
