@@ -419,3 +419,75 @@ fn headers_qemu_probes_but_cannot_open_are_never_raw() {
         );
     }
 }
+
+#[test]
+fn variants_open_exactly_where_qemu_opens_them() {
+    if !have_qemu_img() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let bochs_with = |o: usize, v: u32| {
+        let mut b = bochs(0x0002_0000, 1 << 20, 4096);
+        b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        b
+    };
+    let cloop_with = |o: usize, v: &[u8]| {
+        let mut c = cloop(2, 4096);
+        c[o..o + v.len()].copy_from_slice(v);
+        c
+    };
+    let dmg_with = |o: usize, v: u64| {
+        let mut d = dmg(64);
+        let at = d.len() - 512 + o;
+        d[at..at + 8].copy_from_slice(&v.to_be_bytes());
+        d
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("e512.bochs", bochs(0x0002_0000, 1 << 20, 512)),
+        ("e8m.bochs", bochs(0x0002_0000, 64 << 20, 8 << 20)),
+        ("e16m.bochs", bochs_with(80, 16 << 20)),
+        ("cat-big.bochs", bochs_with(72, 0x10_0001)),
+        ("cat-small.bochs", bochs_with(72, 255)),
+        ("odd-disk.bochs", bochs(0x0002_0000, (1 << 20) + 100, 4096)),
+        ("b512.cloop", cloop(3, 512)),
+        ("zero.cloop", cloop(0, 4096)),
+        ("b1000.cloop", cloop_with(128, &1000u32.to_be_bytes())),
+        (
+            "b128m.cloop",
+            cloop_with(128, &(128u32 << 20).to_be_bytes()),
+        ),
+        (
+            "huge-block.cloop",
+            cloop_with(152, &(1u64 << 30).to_be_bytes()),
+        ),
+        ("odd.dmg", {
+            let mut d = dmg(64);
+            d.insert(0, b' ');
+            d
+        }),
+        ("zero-sectors.dmg", dmg_with(0x1ec, 0)),
+        ("fork-after.dmg", dmg_with(0x18, 1 << 20)),
+        ("xml-after.dmg", dmg_with(0xd8, 1 << 20)),
+        ("neg.dmg", dmg_with(0x1ec, u64::MAX)),
+    ];
+    let mut wrong = Vec::new();
+    for (name, bytes) in &cases {
+        std::fs::write(t.path().join(name), bytes).unwrap();
+        let q = qemu_info(t.path(), name);
+        let n = native(t.path(), &[name]);
+        let ours = &n.records[0]["info"];
+        match &q {
+            Some(q) => {
+                if ours["format"] != q["format"] || ours["virtual_size"] != q["virtual-size"] {
+                    wrong.push(format!("{name}: qemu {q} vs ours {}", n.stdout));
+                }
+            }
+            None => {
+                if n.code != 2 {
+                    wrong.push(format!("{name}: qemu refuses it, ours {}", n.stdout));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
