@@ -99,6 +99,12 @@ fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 
 /// Audit every instance disk and cache file under `root` (module docs).
 pub fn audit(root: &Path, base_name: &str, assume_raw: bool) -> std::io::Result<Vec<Finding>> {
+    // A _base that is a link is refused (kind symlink), as the walk does:
+    // its files are not the cache's.
+    let root_dir = common::tree::Dir::open(root)?;
+    root_dir.subdir_if_exists(base_name).map_err(|e| {
+        common::files::refusal(common::ErrorKind::from_io(&e), format!("{base_name}: {e}"))
+    })?;
     let base = root.join(base_name);
     let base_norm = normalize(&base);
     let mut out = Vec::new();

@@ -408,21 +408,35 @@ impl DiskCache {
 }
 
 /// The `_base` directory a walk matches references against: its handle
-/// and its entries by identity (from `lstat`).
+/// and, listed only when first needed (a reference that resolves outside
+/// `_base`'s own directory, a disk reached through a link or with other
+/// hard links), its entries by identity (from `lstat`).
 struct Base<'a> {
     dir: &'a Dir,
-    ids: HashMap<FileId, OsString>,
+    ids: std::sync::OnceLock<HashMap<FileId, OsString>>,
 }
 
 impl<'a> Base<'a> {
-    fn list(dir: &'a Dir) -> std::io::Result<Base<'a>> {
-        let mut ids = HashMap::new();
-        for n in dir.names()? {
-            if let Ok(st) = dir.status(&n) {
-                ids.insert(st.id, n);
-            }
+    fn new(dir: &'a Dir) -> Base<'a> {
+        Base {
+            dir,
+            ids: std::sync::OnceLock::new(),
         }
-        Ok(Base { dir, ids })
+    }
+
+    /// The `_base` entry that is the file `id`, if any.
+    fn name_of(&self, id: FileId) -> Option<&OsString> {
+        self.ids
+            .get_or_init(|| {
+                let mut ids = HashMap::new();
+                for n in self.dir.names().unwrap_or_default() {
+                    if let Ok(st) = self.dir.status(&n) {
+                        ids.insert(st.id, n);
+                    }
+                }
+                ids
+            })
+            .get(&id)
     }
 }
 
@@ -476,7 +490,7 @@ fn resolve(ctx: &Path, backing: &[u8], base: &Base) -> Resolved {
         };
     }
     match std::fs::metadata(fd_path(&dir).join(last)) {
-        Ok(m) => match base.ids.get(&FileId::of_metadata(&m)) {
+        Ok(m) => match base.name_of(FileId::of_metadata(&m)) {
             Some(n) => Resolved::Base(n.clone(), Some(dir)),
             None => Resolved::Outside,
         },
@@ -632,10 +646,16 @@ fn scan_disk(
         base_name: lossy(name),
     };
     let mut visited: HashSet<FileId> = HashSet::new();
-    if let Ok(id) = FileId::of_file(&file) {
+    if let Ok(m) = file.metadata() {
+        let id = FileId::of_metadata(&m);
         visited.insert(id);
-        // The disk is a base file itself (a link or a hard link into _base).
-        if let Some(n) = base.ids.get(&id) {
+        // The disk is a base file itself: reached through a link, or a
+        // hard link (a plain entry with one link cannot also be in _base).
+        let linked = dir.status(disk).is_ok_and(|s| s.kind == Kind::Symlink);
+        if let Some(n) = (linked || m.nlink() > 1)
+            .then(|| base.name_of(id))
+            .flatten()
+        {
             d.refs
                 .push(reference(&format!("{dir_name}:disk:{disk_label}"), n));
         }
@@ -755,15 +775,7 @@ impl Users {
 /// and what is unknown (for `remove`'s re-check, through the same
 /// handles it deletes through).
 pub fn backing_users(root: &Dir, base: &Dir, base_name: &str, cache: &DiskCache) -> Users {
-    let base = match Base::list(base) {
-        Ok(b) => b,
-        Err(e) => {
-            return Users {
-                unknown: vec![format!("base_unreadable: {e}")],
-                ..Users::default()
-            };
-        }
-    };
+    let base = Base::new(base);
     let d = scan_disks(root, &base, base_name, cache);
     let mut u = Users {
         unknown: d.unknown,
@@ -918,10 +930,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         .subdir_if_exists("locks")
         .map_err(fail(root.join("locks")))?;
     let base_path = root.join(&opts.base_name);
-    let base = match &base_dir {
-        Some(b) => Some(Base::list(b).map_err(fail(base_path.clone()))?),
-        None => None,
-    };
+    let base = base_dir.as_ref().map(Base::new);
     let disks = match &base {
         Some(b) => scan_disks(&root_dir, b, &opts.base_name, &DiskCache::default()),
         // No cache: nothing to protect.

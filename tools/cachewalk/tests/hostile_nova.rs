@@ -539,6 +539,15 @@ fn linked_base_and_locks_are_refused() {
     for x in lines(&out) {
         assert_eq!(x["error"]["kind"], "symlink", "{x}");
     }
+    // --audit refuses it too.
+    let out = cachewalk(
+        &["nova".as_ref(), root.as_os_str(), "--audit".as_ref()],
+        "",
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(lines(&out)[0]["error"]["kind"], "symlink");
     assert!(s.top.join("base.real").join(fp("img-1")).exists());
     s.decoys_untouched();
 }
