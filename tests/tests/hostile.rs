@@ -183,6 +183,8 @@ fn expect(mode: &Mode, input: In) -> Expect {
         // flatten also takes a chain directory: an empty one has no chain.
         In::Dir if mode.name == "vhd-chain flatten" => Expect::Kind(&["chain_empty"]),
         In::Dir => Expect::Kind(&["not_regular"]),
+        // A file changed in place is never reached through a link (issue 17).
+        In::SymlinkLoop if mode.name == "vhd-chain resize" => Expect::Kind(&["symlink"]),
         In::SymlinkLoop => Expect::Kind(&["io", "not_found", "not_regular"]),
         In::Vanished => Expect::Kind(&["not_found"]),
         In::Fifo | In::Dash if mode.streams => Expect::Exit(&[0]),
