@@ -306,13 +306,17 @@ fn format_of(base: &Dir, name: &OsStr) -> Option<String> {
 /// followed (read-only). Only a regular file or a block device is opened
 /// for reading (through an `O_PATH` handle first, so a FIFO or a
 /// character device is never opened); anything else is `not_regular`.
-fn open_following(dir: &Dir, name: &OsStr) -> std::io::Result<File> {
+fn open_following(dir: &Dir, name: &OsStr) -> std::io::Result<Option<File>> {
     let pinned = dir.pinned_path(name)?;
     let at = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH)
         .open(&pinned)?;
     let ft = at.metadata()?.file_type();
+    if ft.is_dir() {
+        // A directory named disk* (or a link to one) is no disk.
+        return Ok(None);
+    }
     if !(ft.is_file() || ft.is_block_device()) {
         return Err(common::files::refusal(
             ErrorKind::NotRegular,
@@ -323,6 +327,7 @@ fn open_following(dir: &Dir, name: &OsStr) -> std::io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(fd_path(&at))
+        .map(Some)
 }
 
 /// `f` over `items` on every core, results in order.
@@ -385,17 +390,24 @@ pub struct DiskCache {
 /// Device, inode, size, mtime: "the same file, unchanged".
 type FileKey = (u64, u64, u64, i64, u32);
 
+fn key_of(st: &Status) -> FileKey {
+    (st.id.dev, st.id.ino, st.size, st.mtime.0, st.mtime.1)
+}
+
 impl DiskCache {
-    fn backing_of(&self, file: &File, label: &str) -> Backing {
-        let st = Status::of_file(file).map_err(|e| e.to_string())?;
-        let key = (st.id.dev, st.id.ino, st.size, st.mtime.0, st.mtime.1);
-        let cached = self
-            .seen
+    /// What was read from the file `st` describes, if it is unchanged.
+    fn cached(&self, st: &Status) -> Option<Backing> {
+        self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        if let Some(v) = cached {
+            .get(&key_of(st))
+            .cloned()
+    }
+
+    fn backing_of(&self, file: &File, label: &str) -> Backing {
+        let st = Status::of_file(file).map_err(|e| e.to_string())?;
+        let key = key_of(&st);
+        if let Some(v) = self.cached(&st) {
             return v;
         }
         let v = backing_of(file, label);
@@ -592,13 +604,6 @@ fn scan_dir(dir: &Dir, dir_name: &str, display: &Path, base: &Base, cache: &Disk
     disks.sort();
     let info = crate::audit::disk_info_of(dir);
     for disk in disks {
-        // A directory named disk* is no disk (a link to one neither).
-        if dir
-            .pinned_path(&disk)
-            .is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_dir()))
-        {
-            continue;
-        }
         let raw = info.get(&lossy(&disk)).is_some_and(|f| f == "raw");
         scan_disk(
             dir,
@@ -614,6 +619,15 @@ fn scan_dir(dir: &Dir, dir_name: &str, display: &Path, base: &Base, cache: &Disk
     d
 }
 
+/// Whether the header of the listed disk `st` is cached (never needed
+/// when the disk is read as raw).
+fn d_cached(cache: &DiskCache, st: &Status, raw: bool) -> Option<Backing> {
+    if raw {
+        return Some(Ok(None));
+    }
+    cache.cached(st)
+}
+
 /// One disk's backing chain (module docs).
 #[allow(clippy::too_many_arguments)]
 fn scan_disk(
@@ -627,46 +641,72 @@ fn scan_disk(
     d: &mut Disks,
 ) {
     let disk_label = lossy(disk);
-    let file = match open_following(dir, disk) {
-        Ok(f) => f,
-        // Vanished since the listing, or a dangling link: Nova's
-        // os.path.exists is false and qemu has nothing to open.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            d.unknown.push(format!(
-                "instance_disk_unreadable:{}: {e}",
-                display.display()
-            ));
-            return;
-        }
+    let unreadable = |d: &mut Disks, e: &dyn std::fmt::Display| {
+        d.unknown.push(format!(
+            "instance_disk_unreadable:{}: {e}",
+            display.display()
+        ));
     };
     let reference = |via: &str, name: &OsStr| Reference {
         via: via.to_owned(),
         disk: display.to_path_buf(),
         base_name: lossy(name),
     };
-    let mut visited: HashSet<FileId> = HashSet::new();
-    if let Ok(m) = file.metadata() {
-        let id = FileId::of_metadata(&m);
-        visited.insert(id);
-        // The disk is a base file itself: reached through a link, or a
-        // hard link (a plain entry with one link cannot also be in _base).
-        let linked = dir.status(disk).is_ok_and(|s| s.kind == Kind::Symlink);
-        if let Some(n) = (linked || m.nlink() > 1)
-            .then(|| base.name_of(id))
-            .flatten()
-        {
-            d.refs
-                .push(reference(&format!("{dir_name}:disk:{disk_label}"), n));
+    let listed = match dir.status(disk) {
+        Ok(st) => st,
+        // Vanished since the listing: no evidence either way.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => return unreadable(d, &e),
+    };
+    // A plain file is read without following anything (and not at all
+    // when its header was read before, unchanged); a link is followed
+    // read-only, as Nova and qemu follow it.
+    let (st, file) = if listed.kind == Kind::File {
+        let cached = d_cached(cache, &listed, raw);
+        match cached {
+            Some(_) => (listed, None),
+            None => match dir.open_file(disk) {
+                Ok(f) => (listed, Some(f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) => return unreadable(d, &e),
+            },
         }
+    } else if listed.kind == Kind::Dir {
+        return;
+    } else {
+        match open_following(dir, disk) {
+            Ok(Some(f)) => match Status::of_file(&f) {
+                Ok(st) => (st, Some(f)),
+                Err(e) => return unreadable(d, &e),
+            },
+            // A directory: no disk.
+            Ok(None) => return,
+            // A dangling link: Nova's os.path.exists is false and qemu has
+            // nothing to open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => return unreadable(d, &e),
+        }
+    };
+    let mut visited: HashSet<FileId> = HashSet::from([st.id]);
+    // The disk is a base file itself: reached through a link, or a hard
+    // link (a plain entry with one link cannot also be in _base).
+    if (listed.kind != Kind::File || st.nlink > 1)
+        && let Some(n) = base.name_of(st.id)
+    {
+        d.refs
+            .push(reference(&format!("{dir_name}:disk:{disk_label}"), n));
     }
     if raw {
         // Nova recorded it raw (disk.info): qemu reads no chain from it,
         // whatever a guest wrote at its start.
         return;
     }
-    let mut current = file;
     let mut current_label = display.to_path_buf();
+    let mut backing = match (&file, cache.cached(&st)) {
+        (_, Some(b)) => b,
+        (Some(f), None) => cache.backing_of(f, &current_label.to_string_lossy()),
+        (None, None) => return,
+    };
     // The directory relative backing names start from: the instance
     // directory (qemu resolves from the disk's path as libvirt gives it),
     // then `_base`, or the directory a reference was matched in.
@@ -682,7 +722,7 @@ fn scan_disk(
             ));
             return;
         }
-        let b = match cache.backing_of(&current, &current_label.to_string_lossy()) {
+        let b = match backing {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(why) => {
@@ -718,12 +758,12 @@ fn scan_disk(
                 }
                 via = format!("{dir_name}:backing:{disk_label}>{}", lossy(&name));
                 current_label = base.dir.join(&name);
+                backing = cache.backing_of(&next, &current_label.to_string_lossy());
                 ctx_owned = parent;
                 ctx = match &ctx_owned {
                     Some(p) => fd_path(p),
                     None => fd_path(&base.dir.fd()),
                 };
-                current = next;
             }
             Resolved::Missing(name) => {
                 d.refs.push(reference(&via, &name));
