@@ -43,12 +43,11 @@ Examples:
   glance-dump --url $SRC | glance-load --url $DST --compare
 
 An image id that is not a plain name (empty, . or .., a /, a control
-character, anything but letters, digits, - and _), a dump's metadata
-file whose id is not its own name, and a record whose path or
-dump.meta_path is a dump file named for another image, are refused before
-any request (kind bad_record). In --dir, files are never reached through a
-link (kind symlink) nor read when they are FIFOs or devices (not_regular);
-a data file swapped or rewritten after it was listed is refused (changed).
+character, anything but letters, digits, - and _), and a dump's metadata
+file whose id is not its own name, are refused before any request (kind
+bad_record). In --dir, files are never reached through a link (kind
+symlink) nor read when they are FIFOs or devices (not_regular); a data
+file swapped or rewritten after it was listed is refused (changed).
 
 Exit status: 0 fine (in sync), 1 a conflict, a spoiled id or (--compare) a
 difference, 2 an error. Fatal errors (bad usage, an unreadable --dir) are

@@ -372,7 +372,6 @@ impl Loader<'_> {
         listed: Option<&(String, Status)>,
     ) -> Result<Map<String, Value>, LoadError> {
         let (img, id) = image_of(rec)?;
-        names_agree(rec, id)?;
         let path = format!("/v2/images/{id}");
         let src_status = img.get("status").and_then(Value::as_str).unwrap_or("");
         if matches!(src_status, "deleted" | "pending_delete" | "killed") {
@@ -1017,31 +1016,6 @@ fn open_regular(path: &Path) -> io::Result<File> {
         ));
     }
     Ok(file)
-}
-
-/// A record must not name the files of another image: a data file or
-/// metadata file named by a UUID (the dump's layout) that is not the
-/// record's id would load one image's bytes as another's.
-fn names_agree(rec: &Record, id: &str) -> Result<(), LoadError> {
-    let named = |p: &str| {
-        let name = Path::new(p).file_name()?.to_str()?;
-        let stem = name.strip_suffix(".img").unwrap_or(name);
-        crate::dir::is_uuid(stem).then(|| (name.to_owned(), stem.to_owned()))
-    };
-    let meta = rec
-        .get("dump")
-        .and_then(|d| d.get("meta_path"))
-        .and_then(Value::as_str);
-    for p in rec.path().into_iter().chain(meta) {
-        if let Some((name, stem)) = named(p)
-            && stem != id
-        {
-            return Err(LoadError::BadId(format!(
-                "the file {name:?} is named for image {stem}, not for this record's id {id:?}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The data file must be what its `disk_format` says: Glance 33 refuses
