@@ -155,6 +155,24 @@ impl FileSource {
             file,
         })
     }
+
+    /// A regular file or block device the caller opened and measured
+    /// (a block device's length is where it ends, not its `st_size`).
+    pub fn from_volume(file: std::fs::File, len: u64) -> io::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let md = file.metadata()?;
+        if !md.file_type().is_file() && !md.file_type().is_block_device() {
+            return Err(crate::files::refusal(
+                crate::ErrorKind::NotRegular,
+                "is not a regular file or block device",
+            ));
+        }
+        Ok(FileSource {
+            len,
+            allocated: md.blocks().saturating_mul(512),
+            file,
+        })
+    }
 }
 
 impl Source for FileSource {

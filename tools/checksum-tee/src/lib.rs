@@ -665,7 +665,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         let format = file
             .reader()
             .ok()
-            .and_then(|f| OpenedFile::new(f).ok())
+            .and_then(|f| common::formats::FileSource::from_file(f).ok())
             .and_then(|src| common::formats::probe(&src, "", None).ok())
             .and_then(|p| {
                 p.info
@@ -791,39 +791,6 @@ fn cache_fault(e: caches::CacheError) -> Fault {
     Fault {
         kind,
         message: e.to_string(),
-    }
-}
-
-/// A file read at offsets for the format probe (the cache file written,
-/// by its handle).
-struct OpenedFile {
-    file: std::fs::File,
-    len: u64,
-}
-
-impl OpenedFile {
-    fn new(file: std::fs::File) -> io::Result<OpenedFile> {
-        let len = file.metadata()?.len();
-        Ok(OpenedFile { file, len })
-    }
-}
-
-impl common::formats::Source for OpenedFile {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
     }
 }
 

@@ -18,10 +18,9 @@
 
 use common::ErrorKind;
 use common::files::{Accept, Input, open_input, refusal};
-use common::formats::Source;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Open a file that must be regular, or a block device (a volume, read
@@ -80,64 +79,8 @@ pub fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
 }
 
 /// A regular file or block device read at offsets for the format probes
-/// and checks: opened by path ([`RegularSource::open`], following the
-/// operator's link) or from a handle already opened and judged
-/// ([`RegularSource::from_file`], a chain member).
-#[derive(Debug)]
-pub struct RegularSource {
-    file: File,
-    len: u64,
-    allocated: u64,
-}
-
-impl RegularSource {
-    /// Open `path` as [`open_volume`] does.
-    pub fn open(path: &Path) -> io::Result<RegularSource> {
-        let (file, len) = open_volume(path)?;
-        RegularSource::with_len(file, len)
-    }
-
-    /// An open regular file (its length from `fstat`).
-    pub fn from_file(file: File) -> io::Result<RegularSource> {
-        let len = file.metadata()?.len();
-        RegularSource::with_len(file, len)
-    }
-
-    fn with_len(file: File, len: u64) -> io::Result<RegularSource> {
-        let allocated = file.metadata()?.blocks().saturating_mul(512);
-        Ok(RegularSource {
-            file,
-            len,
-            allocated,
-        })
-    }
-}
-
-impl Source for RegularSource {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let mut done = 0;
-        while done < buf.len() {
-            match self
-                .file
-                .read_at(&mut buf[done..], offset.saturating_add(done as u64))
-            {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if let Some(sig) = common::signal::pending() {
-                        return Err(common::files::stopped(sig));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
-    }
-    fn allocated(&self) -> Option<u64> {
-        Some(self.allocated)
-    }
-}
+/// and checks: opened by path (`RegularSource::open`, following the
+/// operator's link, a block device's length from its end) or from a
+/// handle already opened and judged (`RegularSource::from_file`, a chain
+/// member).
+pub type RegularSource = common::formats::FileSource;

@@ -42,7 +42,7 @@ use crate::raw::{be32, be64, checksum, put};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
 use common::files::FileId;
-use common::formats::{FormatError, Source, probe};
+use common::formats::{FormatError, probe};
 use common::tree::{Dir, Status, check_same};
 use serde::Serialize;
 use serde_json::Value;
@@ -376,33 +376,6 @@ struct ChildRef<'a, 'd> {
     dir_real: &'a Path,
 }
 
-/// A read-only handle on an open file for `probe`.
-struct FdSource<'a> {
-    file: &'a File,
-    len: u64,
-}
-
-impl Source for FdSource<'_> {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self
-                .file
-                .read_at(&mut buf[done..], offset.saturating_add(done as u64))
-            {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
-    }
-}
-
 /// Everything decided, nothing written yet.
 struct Plan<'a> {
     /// The child as given (for messages).
@@ -434,7 +407,10 @@ fn probe_header(
     file: &File,
     len: u64,
 ) -> Result<serde_json::Map<String, Value>, RelinkError> {
-    let src = FdSource { file, len };
+    // A second handle on the very file judged (the caller keeps its own).
+    let src =
+        common::formats::FileSource::from_volume(file.try_clone().map_err(io_err(path))?, len)
+            .map_err(io_err(path))?;
     let p = probe(&src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
         FormatError::Io(source) => RelinkError::Io {
             path: path.to_owned(),
