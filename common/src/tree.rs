@@ -192,6 +192,25 @@ impl Dir {
         Ok(PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name))
     }
 
+    /// The directory's current absolute path as the kernel reports it
+    /// (no link in it), checked to lead back to this very directory: for a
+    /// library that opens by path and refuses every link on it (sqlite
+    /// with `SQLITE_OPEN_NOFOLLOW`). A directory removed or moved away
+    /// meanwhile is `changed`.
+    pub fn current_path(&self) -> io::Result<PathBuf> {
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))?;
+        let same = real.is_absolute()
+            && !real.as_os_str().as_bytes().ends_with(b" (deleted)")
+            && Dir::open(&real).is_ok_and(|d| d.id == self.id);
+        if !same {
+            return Err(refusal(
+                ErrorKind::Changed,
+                "the directory was removed or moved while it was used",
+            ));
+        }
+        Ok(real)
+    }
+
     /// The subdirectory `name`: a link there is refused (kind `symlink`),
     /// anything but a directory is `not_regular`.
     pub fn subdir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {

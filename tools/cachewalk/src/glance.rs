@@ -177,19 +177,12 @@ fn rfc(secs: i64) -> String {
     common::text::rfc3339_utc(secs, 0).unwrap_or_default()
 }
 
-/// The path sqlite is given for `name` in `dir`: the directory's real
-/// path, read from its handle. sqlite resolves every link of a path
-/// itself (the `/proc/self/fd/N` of [`Dir::pinned_path`] included), so
-/// with `SQLITE_OPEN_NOFOLLOW` only a path without any link opens.
+/// The path sqlite is given for `name` in `dir`: the directory's current
+/// real path ([`Dir::current_path`]). sqlite resolves every link of a path
+/// itself (`/proc/self/fd/N` included), so with `SQLITE_OPEN_NOFOLLOW`
+/// only a path without any link opens.
 fn sqlite_path(dir: &Dir, name: &str) -> std::io::Result<PathBuf> {
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", dir.fd().as_raw_fd()))?;
-    if !real.is_absolute() || real.to_string_lossy().ends_with(" (deleted)") {
-        return Err(refusal(
-            ErrorKind::Changed,
-            "the cache directory was removed or is not reachable by a path",
-        ));
-    }
-    Ok(real.join(name))
+    Ok(dir.current_path()?.join(name))
 }
 
 /// Why `cache.db` (or another sqlite file of the cache) was not opened.

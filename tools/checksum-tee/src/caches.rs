@@ -556,19 +556,9 @@ fn open_db(root: &Dir) -> Result<rusqlite::Connection, CacheError> {
     use rusqlite::OpenFlags;
     let shown = root.join("cache.db");
     check_db_links(root)?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", root.fd().as_raw_fd()))
+    let real = root
+        .current_path()
         .map_err(|e| io_err(&root.path().display().to_string(), e))?;
-    // The directory that path names now must be the one pinned.
-    let same = Dir::open(&real).is_ok_and(|d| d.id() == root.id());
-    if !real.is_absolute() || !same {
-        return Err(CacheError::Io(Fault {
-            kind: ErrorKind::Changed,
-            message: format!(
-                "{}: the cache directory moved while it was opened",
-                root.path().display()
-            ),
-        }));
-    }
     let conn = rusqlite::Connection::open_with_flags(
         real.join("cache.db"),
         OpenFlags::SQLITE_OPEN_READ_WRITE
