@@ -249,10 +249,7 @@ fn from_file(file: File, accept: Accept) -> io::Result<Input> {
     if ft.is_block_device() {
         // A volume (Cinder's LVM, XenServer's LVHD): read at offsets like a
         // file, its length from seeking to its end.
-        use std::io::{Seek, SeekFrom};
-        let mut file = file;
-        let len = file.seek(SeekFrom::End(0))?;
-        file.seek(SeekFrom::Start(0))?;
+        let len = volume_len(&file)?;
         set_blocking(&file)?;
         return Ok(Input {
             file,
@@ -277,6 +274,20 @@ fn from_file(file: File, accept: Accept) -> io::Result<Input> {
         id,
         len: None,
     })
+}
+
+/// The length of an open regular file, or of a block device (a volume:
+/// from seeking to its end, then back to its start).
+pub fn volume_len(file: &File) -> io::Result<u64> {
+    let md = file.metadata()?;
+    if !md.file_type().is_block_device() {
+        return Ok(md.len());
+    }
+    use std::io::{Seek, SeekFrom};
+    let mut f = file;
+    let len = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(len)
 }
 
 /// A person's name for a file type.

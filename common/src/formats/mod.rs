@@ -137,28 +137,10 @@ impl FileSource {
 }
 
 impl FileSource {
-    /// A regular file the caller opened itself (relative to a directory
-    /// handle, without following a link): the handle it judged is the one
-    /// probed. Anything but a regular file is `not_regular`.
+    /// A regular file or block device the caller opened itself (relative
+    /// to a directory handle, without following a link): the handle it
+    /// judged is the one probed. Anything else is `not_regular`.
     pub fn from_file(file: std::fs::File) -> io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let md = file.metadata()?;
-        if !md.file_type().is_file() {
-            return Err(crate::files::refusal(
-                crate::ErrorKind::NotRegular,
-                "is not a regular file",
-            ));
-        }
-        Ok(FileSource {
-            len: md.len(),
-            allocated: md.blocks().saturating_mul(512),
-            file,
-        })
-    }
-
-    /// A regular file or block device the caller opened and measured
-    /// (a block device's length is where it ends, not its `st_size`).
-    pub fn from_volume(file: std::fs::File, len: u64) -> io::Result<Self> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let md = file.metadata()?;
         if !md.file_type().is_file() && !md.file_type().is_block_device() {
@@ -168,7 +150,7 @@ impl FileSource {
             ));
         }
         Ok(FileSource {
-            len,
+            len: crate::files::volume_len(&file)?,
             allocated: md.blocks().saturating_mul(512),
             file,
         })
@@ -183,7 +165,10 @@ impl Source for FileSource {
         use std::os::unix::fs::FileExt;
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+            match self
+                .file
+                .read_at(&mut buf[done..], offset.saturating_add(done as u64))
+            {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {

@@ -41,17 +41,17 @@ use crate::inventory::Instance;
 use crate::names::{self, Class, NovaClass};
 use common::ErrorKind;
 use common::files::FileId;
-use common::formats::{Source, probe};
+use common::formats::probe;
 use common::tree::{Dir, Kind, Status};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Hosts that have not written `compute_nodes` for this long no longer
@@ -229,35 +229,12 @@ fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// An open image read at offsets for the header probe.
-struct Handle<'a> {
-    file: &'a File,
-    len: u64,
-}
-
-impl Source for Handle<'_> {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.file.read_at(buf, offset)
-    }
-}
-
-/// The length of an open regular file or block device.
-fn length_of(file: &File) -> std::io::Result<u64> {
-    let m = file.metadata()?;
-    if m.file_type().is_block_device() {
-        let mut f = file;
-        return f.seek(std::io::SeekFrom::End(0));
-    }
-    Ok(m.len())
-}
-
 /// Probe the open image `file` (named `label` in messages).
 fn probe_file(file: &File, label: &str) -> Result<serde_json::Map<String, Value>, String> {
-    let len = length_of(file).map_err(|e| e.to_string())?;
-    let src = Handle { file, len };
+    let src = file
+        .try_clone()
+        .and_then(common::formats::FileSource::from_file)
+        .map_err(|e| e.to_string())?;
     probe(&src, label, None)
         .map(|p| p.info)
         .map_err(|e| e.to_string())

@@ -402,15 +402,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RelinkError + '_ {
     }
 }
 
-fn probe_header(
-    path: &Path,
-    file: &File,
-    len: u64,
-) -> Result<serde_json::Map<String, Value>, RelinkError> {
+fn probe_header(path: &Path, file: &File) -> Result<serde_json::Map<String, Value>, RelinkError> {
     // A second handle on the very file judged (the caller keeps its own).
-    let src =
-        common::formats::FileSource::from_volume(file.try_clone().map_err(io_err(path))?, len)
-            .map_err(io_err(path))?;
+    let src = common::formats::FileSource::from_file(file.try_clone().map_err(io_err(path))?)
+        .map_err(io_err(path))?;
     let p = probe(&src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
         FormatError::Io(source) => RelinkError::Io {
             path: path.to_owned(),
@@ -545,7 +540,7 @@ fn plan<'d>(
         });
     }
     let len = meta.len();
-    let h = probe_header(child, &file, len)?;
+    let h = probe_header(child, &file)?;
     let disk_type = str_field(&h, "disk_type");
     if disk_type != "differencing" || str_field(&h, "footer_source") != "start" {
         return Err(RelinkError::NotDifferencing {
@@ -590,12 +585,7 @@ fn plan<'d>(
             why: "not a regular file or block device".into(),
         });
     }
-    let plen = if pmeta.is_file() {
-        pmeta.len()
-    } else {
-        block_len(&pfile).map_err(io_err(parent))?
-    };
-    let ph = probe_header(parent, &pfile, plen)?;
+    let ph = probe_header(parent, &pfile)?;
     let new_uuid = str_field(&ph, "uuid").to_string();
     let new_uuid_bytes = uuid_bytes(&new_uuid).ok_or_else(|| RelinkError::NotAVhd {
         path: parent.to_owned(),
@@ -739,16 +729,6 @@ fn plan<'d>(
             forced: mismatch,
         },
     })
-}
-
-/// A block device's size (seek to the end; vhd-util accepts block devices
-/// as parents).
-fn block_len(f: &File) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = f;
-    let n = f.seek(SeekFrom::End(0))?;
-    f.seek(SeekFrom::Start(0))?;
-    Ok(n)
 }
 
 impl Plan<'_> {
