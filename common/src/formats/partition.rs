@@ -20,6 +20,12 @@
 //!   type GUID (`"C12A7328-F81F-11D2-BA4B-00A0C93EC93B"`), `sectors` from
 //!   first and last LBA (0 if last < first), `guid` (the partition's
 //!   unique GUID), `name` (UTF-16LE, lossy);
+//! - `partitions_within_file`: every listed partition ends within the
+//!   file (`(start_lba + sectors) × sector size ≤ length`; for GPT also
+//!   that the entry array was read). A hybrid ISO's table always does:
+//!   its partitions cover the ISO, the EFI image inside it or an EFI
+//!   partition appended after it. `--check` uses it to tell an ISO's boot
+//!   record from a second layout;
 //! - MBR only: `disk_signature` (u32 at 440, as `"0x…"`);
 //! - GPT only: `sector_size` (512 or 4096), `disk_guid`, `header_crc_ok`
 //!   (CRC32 of the header with its CRC field zeroed, over the header size
@@ -78,6 +84,9 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     if let Some((idx, start)) = protective {
         for ss in [512u64, 4096] {
             if let Some(mut info) = gpt(r, ss) {
+                let fits = info.get("entries_read") == Some(&Value::Bool(true))
+                    && within_file(r.len(), ss, info.get("partitions"));
+                info.insert("partitions_within_file".into(), fits.into());
                 info.insert("hybrid_mbr".into(), (parts.len() > 1).into());
                 info.insert(
                     "protective_mbr_ok".into(),
@@ -93,7 +102,12 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     }
     let mut info = Map::new();
     info.insert("type".into(), "mbr".into());
-    info.insert("partitions".into(), Value::Array(parts));
+    let parts = Value::Array(parts);
+    info.insert(
+        "partitions_within_file".into(),
+        within_file(r.len(), 512, Some(&parts)).into(),
+    );
+    info.insert("partitions".into(), parts);
     info.insert(
         "disk_signature".into(),
         format!("0x{:08x}", le32(&s0, 440)).into(),
@@ -103,6 +117,23 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         qemu_probes: false,
         info,
     }))
+}
+
+/// Whether every partition in `parts` (the info's list) ends within a file
+/// of `len` bytes, for sectors of `ss` bytes; overflow is "no".
+fn within_file(len: u64, ss: u64, parts: Option<&Value>) -> bool {
+    let Some(parts) = parts.and_then(Value::as_array) else {
+        return false;
+    };
+    parts.iter().all(|p| {
+        let start = p.get("start_lba").and_then(Value::as_u64);
+        let n = p.get("sectors").and_then(Value::as_u64);
+        start
+            .zip(n)
+            .and_then(|(s, n)| s.checked_add(n))
+            .and_then(|end| end.checked_mul(ss))
+            .is_some_and(|end| end <= len)
+    })
 }
 
 /// The GPT at LBA 1 for sector size `ss`, if there is one.
@@ -267,6 +298,17 @@ mod tests {
         assert_eq!(parts[0]["type"], "0x83");
         assert_eq!(parts[0]["bootable"], true);
         assert_eq!(parts[1]["start_lba"], 6144);
+        // This disk's partitions lie past its 64 sectors.
+        assert_eq!(p.info["partitions_within_file"], false);
+        let mut b = disk(false);
+        b.resize(6244 * 512, 0);
+        assert_eq!(run(&b).unwrap().info["partitions_within_file"], true);
+        b.truncate(6244 * 512 - 1);
+        assert_eq!(run(&b).unwrap().info["partitions_within_file"], false);
+        // Start + sectors overflowing u32 or u64 arithmetic is "no".
+        let mut b = disk(false);
+        mbr_entry(&mut b, 2, 0, 0x83, u32::MAX, u32::MAX);
+        assert_eq!(run(&b).unwrap().info["partitions_within_file"], false);
     }
 
     #[test]
@@ -276,6 +318,7 @@ mod tests {
         assert_eq!(p.info["header_crc_ok"], true);
         assert_eq!(p.info["entries_crc_ok"], true);
         assert_eq!(p.info["protective_mbr_ok"], true);
+        assert_eq!(p.info["partitions_within_file"], true);
         let parts = p.info["partitions"].as_array().unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
@@ -291,6 +334,8 @@ mod tests {
         let p = run(&b).unwrap();
         assert_eq!(p.info["entries_read"], false);
         assert_eq!(p.info["partitions"], json!([]));
+        // Unread entries: where the partitions lie is not known.
+        assert_eq!(p.info["partitions_within_file"], false);
     }
 
     #[test]

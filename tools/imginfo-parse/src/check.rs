@@ -27,7 +27,7 @@ pub struct Policy {
     /// image's size up to whole GiB).
     pub volume_size_gb: Option<u64>,
     /// `--allow-multi`: extra formats a file may match besides its own
-    /// (`iso,mbr` for hybrid install ISOs).
+    /// (`iso,vpc`; a hybrid ISO's own boot record needs none).
     pub allow_multi: Vec<String>,
     /// `--vmdk-create-types`: accepted VMDK create types.
     pub vmdk_create_types: Vec<String>,
@@ -304,26 +304,51 @@ pub fn check(info: &Value, p: &Policy) -> Value {
         ));
     }
 
-    // Several layouts in one file: polyglots, hybrid ISOs. One layout that
-    // qemu reads as raw (a plain ISO, a partitioned disk, a fixed VHD's
-    // footer) is not "multiple".
+    // Several layouts in one file: polyglots. One layout that qemu reads
+    // as raw (a plain ISO, a partitioned disk, a fixed VHD's footer) is not
+    // "multiple", and neither is an ISO with its own boot record (below).
     if let Some(det) = info.get("detected_formats").and_then(Value::as_array) {
-        let kinds: Vec<&str> = det
+        let mut kinds: Vec<&str> = det
             .iter()
             .filter_map(Value::as_str)
             .filter(|k| *k != "raw")
             .collect();
+        // A hybrid ISO is one layout. isohybrid, xorriso's -isohybrid-mbr,
+        // -isohybrid-gpt-basdat and -append_partition (iPXE's, memtest86+'s
+        // and most distributions' install ISOs) write an MBR or GPT into
+        // the ISO's 32 KiB system area so that the same bytes boot from a
+        // USB stick; its partitions cover the ISO itself, the El Torito EFI
+        // image inside it, or an EFI partition appended after it. qemu
+        // reads the file as raw, as it reads either part alone, and only
+        // the guest's firmware reads the table: nothing in it is a hazard
+        // to the host. So when the ISO is raw to qemu and every partition
+        // lies within the file, the table is folded into the ISO. A table
+        // pointing past the end of the file is nothing an ISO tool writes
+        // and stays a second layout. Headers of formats qemu or Glance's
+        // inspector read as containers (qcow2, QED, VMDK, VHD, VHDX, VDI,
+        // LUKS, ...) are never folded in: an ISO carrying one is the
+        // polyglot these checks exist for.
+        let boot_table = iso_boot_table(info);
+        if format == "raw" && kinds.contains(&"iso") && boot_table.is_ok() {
+            kinds.retain(|k| !matches!(*k, "mbr" | "gpt"));
+        }
         let extra: Vec<&str> = kinds
             .iter()
             .copied()
             .filter(|k| *k != format && !p.allow_multi.iter().any(|a| a == k))
             .collect();
         if kinds.len() > 1 && !extra.is_empty() {
+            let iso = kinds.contains(&"iso");
+            let found: Vec<String> = kinds
+                .iter()
+                .map(|k| structure(k, format, info, iso.then_some(&boot_table)))
+                .collect();
             failures.push(fail(
                 "multiple_formats",
                 format!(
-                    "the data matches {} at once (allow with --allow-multi {})",
+                    "the data matches {} at once: {} (allow with --allow-multi {})",
                     kinds.join(", "),
+                    found.join("; "),
                     extra.join(",")
                 ),
             ));
@@ -367,6 +392,70 @@ pub fn check(info: &Value, p: &Policy) -> Value {
         ));
     }
     verdict(failures)
+}
+
+/// Whether the partition table found beside an ISO is that ISO's boot
+/// record (its partitions all lie within the file), or why not.
+fn iso_boot_table(info: &Value) -> Result<(), &'static str> {
+    let Some(pt) = info.get("partition_table") else {
+        return Err("its partitions are not described, so not known to lie within the file");
+    };
+    match pt.get("partitions_within_file").and_then(Value::as_bool) {
+        Some(true) => Ok(()),
+        Some(false) if pt.get("entries_read").and_then(Value::as_bool) == Some(false) => {
+            Err("its GPT partition entries cannot be read")
+        }
+        Some(false) => Err("a partition reaches past the end of the file"),
+        None => Err("not known whether its partitions lie within the file"),
+    }
+}
+
+/// What one detected kind is, for the `multiple_formats` reason: which
+/// structure was found, and whether qemu reads the file through it.
+fn structure(
+    kind: &str,
+    format: &str,
+    info: &Value,
+    iso_table: Option<&Result<(), &str>>,
+) -> String {
+    match kind {
+        "iso" => {
+            let udf = get(info, &["iso", "type"]).and_then(Value::as_str) == Some("udf");
+            format!(
+                "iso: {} file system",
+                if udf { "a UDF" } else { "an ISO 9660" }
+            )
+        }
+        "mbr" | "gpt" => {
+            let what = if kind == "mbr" {
+                "an MBR partition table"
+            } else {
+                "a GPT partition table"
+            };
+            match iso_table {
+                Some(Err(why)) => format!("{kind}: {what}, not the ISO's boot record: {why}"),
+                Some(Ok(())) => format!(
+                    "{kind}: {what} (an ISO's boot record, but qemu reads the file as {format})"
+                ),
+                None => format!("{kind}: {what}"),
+            }
+        }
+        k => {
+            // What qemu's probe picks: `detected_format` where a claim
+            // chose how the bytes were read, else the format itself.
+            let probed = info
+                .get("detected_format")
+                .and_then(Value::as_str)
+                .unwrap_or(format);
+            if probed == k {
+                format!("{k}: a {k} header, which qemu's probe reads the file as")
+            } else {
+                format!(
+                    "{k}: a {k} header or footer, read as {k} with -f {k} or by Glance's inspector"
+                )
+            }
+        }
+    }
 }
 
 /// The verdict for a record that has no usable `info` (an error record).
@@ -477,6 +566,66 @@ mod tests {
             "format_specific": {"type": "qcow2", "data": {}}});
         p.allow_multi = vec!["mbr".into()];
         assert_eq!(names(&check(&poly, &p)), ["multiple_formats"]);
+    }
+
+    #[test]
+    fn an_iso_with_its_boot_record_is_one_layout() {
+        let p = Policy {
+            expect_format: Some("iso".into()),
+            ..policy()
+        };
+        let hybrid = |within: bool| {
+            json!({"format": "raw", "virtual_size": 2097152,
+                "detected_formats": ["raw", "iso", "mbr"],
+                "iso": {"type": "iso9660", "el_torito": true},
+                "partition_table": {"type": "mbr", "partitions_within_file": within,
+                    "partitions": [{"number": 1, "type": "0x17", "start_lba": 0, "sectors": 4096}]}})
+        };
+        assert_eq!(check(&hybrid(true), &p)["acceptable"], true);
+        // A table pointing past the end of the file is a second layout.
+        let v = check(&hybrid(false), &p);
+        assert_eq!(names(&v), ["multiple_formats"]);
+        let why = v["failures"][0]["reason"].as_str().unwrap();
+        assert!(why.contains("not the ISO's boot record"), "{why}");
+        assert!(why.contains("past the end of the file"), "{why}");
+        // A GPT whose entries cannot be read: not known where it points.
+        let gpt = json!({"format": "raw", "virtual_size": 1,
+            "detected_formats": ["raw", "iso", "gpt"], "iso": {"type": "udf"},
+            "partition_table": {"type": "gpt", "entries_read": false,
+                "partitions_within_file": false, "partitions": []}});
+        let why = check(&gpt, &p)["failures"][0]["reason"].clone();
+        assert!(
+            why.as_str().unwrap().contains("entries cannot be read"),
+            "{why}"
+        );
+        assert!(why.as_str().unwrap().contains("a UDF file system"), "{why}");
+        // A disk-image header with the ISO is refused, and says which.
+        let mut poly = hybrid(true);
+        poly["format"] = "qcow2".into();
+        poly["detected_formats"] = json!(["qcow2", "iso", "mbr"]);
+        poly["format_specific"] = json!({"type": "qcow2", "data": {}});
+        let v = check(&poly, &p);
+        assert_eq!(names(&v), ["format_mismatch", "multiple_formats"]);
+        let why = v["failures"][1]["reason"].as_str().unwrap();
+        assert!(
+            why.contains("qcow2: a qcow2 header, which qemu's probe reads the file as"),
+            "{why}"
+        );
+        // A VHD footer at the end of an ISO: raw to qemu, a VHD to others.
+        let mut footer = hybrid(true);
+        footer["detected_formats"] = json!(["raw", "iso", "mbr", "vpc"]);
+        let v = check(&footer, &p);
+        assert_eq!(names(&v), ["multiple_formats"]);
+        let why = v["failures"][0]["reason"].as_str().unwrap();
+        assert!(
+            why.starts_with("the data matches iso, vpc at once"),
+            "{why}"
+        );
+        assert!(why.contains("read as vpc with -f vpc"), "{why}");
+        assert!(why.ends_with("(allow with --allow-multi iso,vpc)"), "{why}");
+        // An MBR beside a partitioned disk without an ISO is unchanged.
+        let disk = json!({"format": "raw", "virtual_size": 1, "detected_formats": ["raw", "mbr"]});
+        assert_eq!(check(&disk, &policy())["acceptable"], true);
     }
 
     #[test]

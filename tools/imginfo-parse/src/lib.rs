@@ -132,8 +132,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", requires = "check")]
     pub volume_size_gb: Option<u64>,
 
-    /// With --check: other formats a file may also match, e.g. iso,mbr for
-    /// hybrid install ISOs
+    /// With --check: other formats a file may also match, e.g. iso,vpc
+    /// (a hybrid ISO's own MBR or GPT needs none)
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "check")]
     pub allow_multi: Vec<String>,
 
@@ -833,7 +833,7 @@ impl Runner<'_> {
                 .map_err(FormatError::Io)
                 .and_then(|src| formats::probe(&src, &name, None));
             if let Ok(p) = found {
-                for k in ["format", "detected_formats"] {
+                for k in ["format", "detected_formats", "iso", "partition_table"] {
                     if let Some(v) = p.info.get(k) {
                         let key = if k == "format" { "detected_format" } else { k };
                         m.insert(key.into(), v.clone());

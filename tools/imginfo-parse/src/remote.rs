@@ -97,6 +97,13 @@ pub fn probe_as(
     if let Some(d) = auto.info.get("detected_formats") {
         p.info.insert("detected_formats".into(), d.clone());
     }
+    // The layouts found beside it (a forced read runs one parser only):
+    // --check needs them to tell an ISO's boot record from a polyglot.
+    for k in ["iso", "partition_table"] {
+        if let (None, Some(v)) = (p.info.get(k), auto.info.get(k)) {
+            p.info.insert(k.into(), v.clone());
+        }
+    }
     p.info.insert("detected_format".into(), auto_format);
     if let Some(f) = forced {
         p.info.insert("claimed_format".into(), f.into());
