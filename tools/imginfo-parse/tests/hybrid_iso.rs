@@ -73,6 +73,11 @@ fn assert_accepted(dir: Option<&Path>, file: &str, table: &str) {
             assert_eq!(code, 0, "{file} through qemu-img {args:?}: {r}");
             assert_eq!(r["info"]["format"], "raw", "{file}: qemu-img: {r}");
             assert_eq!(r["info"]["source"], "qemu_json");
+            // The differential: the native reading is qemu-img's.
+            let (_, n) = one(dir, &[file]);
+            for k in ["format", "virtual_size", "encrypted", "dirty_flag"] {
+                assert_eq!(n["info"][k], r["info"][k], "{file}: {k}");
+            }
         }
     }
 }
