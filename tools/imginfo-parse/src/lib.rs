@@ -308,6 +308,23 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     ] {
         only(!http && given, flag, "--url or --from-glance")?;
     }
+    // The native probe reads qemu's formats only; a name it does not know
+    // would give a record without a format. (qemu-img judges its own -f.)
+    if let Some(f) = cli.format.as_deref().filter(|_| !cli.qemu) {
+        let known = common::formats::known_formats();
+        if !known.contains(&f) {
+            return Err(common::cli::usage(match f {
+                "iso" | "mbr" | "gpt" | "partition" => format!(
+                    "-f {f}: not a qemu format: qemu reads that layout as raw (-f raw; with \
+                     --check, --expect-format iso checks an ISO)"
+                ),
+                _ => format!(
+                    "-f {f}: not a format qemu probes (one of {})",
+                    known.join(", ")
+                ),
+            }));
+        }
+    }
     Ok(())
 }
 

@@ -127,6 +127,31 @@ fn flags_that_do_nothing_in_a_mode_are_usage_errors() {
 }
 
 #[test]
+fn a_format_the_probe_does_not_know_is_a_usage_error() {
+    // `-f iso` used to give a record with no format at all.
+    for (f, says) in [("iso", "reads that layout as raw"), ("bogus", "qcow2")] {
+        let r = run(&["-f", f, "x.img"], b"");
+        assert_eq!(r.code, 2, "{f}: {}", r.stdout);
+        assert_eq!(r.records.len(), 1, "{f}");
+        assert_eq!(r.records[0]["error"]["kind"], "usage", "{f}");
+        let msg = r.records[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with(&format!("-f {f}: ")) && msg.contains(says),
+            "{msg}"
+        );
+    }
+    // Every name the probe knows is taken (the file is what fails).
+    for f in ["raw", "qcow2", "vpc", "vhdx", "dmg"] {
+        let r = run(&["-f", f, "/nonexistent.img"], b"");
+        assert_eq!(
+            r.records[0]["error"]["kind"], "not_found",
+            "{f}: {}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
 fn non_utf8_names_round_trip_through_records() {
     use std::os::unix::ffi::OsStrExt;
     let d = tempfile::tempdir().unwrap();
