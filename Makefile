@@ -60,6 +60,12 @@ test-glance: build-debug
 		-p glance-dump -p glance-load -p imginfo-parse -p pipeline-tests --test readme_glance --test pipelines_glance --test glance --test glance_audit \
 		--test replicate --test errors --test tls --test keystone --test server_faults
 
+# The differential tests against the upstream OpenStack code itself
+# (tests/tests/upstream_*.rs, drivers in tests/upstream/; they build the
+# pinned venv under target/ when missing: python3.11 and, once, PyPI).
+test-upstream: build-debug
+	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) -p pipeline-tests --test 'upstream_*'
+
 # The fuzz campaign (fuzz/run.sh): each cargo-fuzz target for FUZZ_SECONDS
 # from fuzz/seeds/<target> and fuzz/regressions/<target>, growing a scratch
 # corpus in fuzz/corpus/<target>; fails on any crash, OOM or hang and says

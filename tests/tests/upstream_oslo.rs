@@ -1,0 +1,971 @@
+//! The oslo.utils differential: oslo.utils' format inspector (what Nova,
+//! Glance and Cinder run on every image since 2024), driven in-process by
+//! `tests/upstream/oslo_inspect.py` from the pinned Glance 33 venv, beside
+//! `imginfo-parse --check` (native probe, default options: the VMDK create
+//! types and banned formats Nova and Glance use) on the same files.
+//!
+//! Inputs: the committed image corpus (tests/fixtures/hostile/images, the
+//! fuzz seeds of every image format), images written by the real qemu-img
+//! in every format it can create, hand-built cases (GPT with odd protective
+//! MBRs, LUKS2, a VMDK descriptor away from sector 1, ...) and seeded
+//! mutations of all those (flipped and planted header bytes, truncations,
+//! planted magics). `UPSTREAM_SEED` reproduces a run (the seed is printed);
+//! `UPSTREAM_OSLO_MUTATIONS` sets the number of mutations (default 240).
+//!
+//! Compared per file: the format (oslo's names mapped to ours), the virtual
+//! size when the formats agree, and the verdict (oslo safe vs our
+//! `check.acceptable`). Every disagreement falls in a class; every class
+//! must be a row of tests/upstream/differences-oslo.json, and every row's
+//! listed cases must still show it (no silent drift either way).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use pipeline_tests::{tool, workspace};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// A file both sides look at.
+struct Case {
+    id: String,
+    path: PathBuf,
+    /// Not a mutation: table rows may name it.
+    fixed: bool,
+}
+
+/// splitmix64: small, seeded, good enough to pick offsets.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// Skip (outside CI) or fail (in CI) for a missing prerequisite.
+fn missing(what: &str) -> Option<PathBuf> {
+    assert!(!in_ci(), "{what} (required in CI)");
+    eprintln!("SKIPPED: the oslo.utils differential: {what}");
+    None
+}
+
+/// The venv's python with oslo.utils importable, made by
+/// tests/glance-server/ensure-venv.sh when missing.
+fn venv_python() -> Option<PathBuf> {
+    let venv = workspace().join("target/glance-venv");
+    let python = venv.join("bin/python");
+    let importable = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import oslo_utils.imageutils.format_inspector"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable(&python) {
+        return Some(python);
+    }
+    if Command::new("python3.11")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return missing("no python3.11 to build the Glance 33 venv");
+    }
+    let st = Command::new(workspace().join("tests/glance-server/ensure-venv.sh"))
+        .arg(&venv)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    if !st.success() || !importable(&python) {
+        return missing("the Glance 33 venv could not be built (no PyPI?)");
+    }
+    Some(python)
+}
+
+fn have_qemu_img() -> bool {
+    if Command::new("qemu-img").arg("--version").output().is_ok() {
+        return true;
+    }
+    missing("qemu-img is not installed (apt-get install qemu-utils)").is_some()
+}
+
+// ---------------------------------------------------------------- inputs
+
+/// The committed images: the hostile corpus and the fuzz seeds of the
+/// image formats (the files imginfo-parse's own tests read).
+fn corpus(cases: &mut Vec<Case>) {
+    let ws = workspace();
+    let mut dirs = vec![ws.join("tests/fixtures/hostile/images")];
+    for d in [
+        "qcow2",
+        "qcow",
+        "qed",
+        "vhd",
+        "vhdx",
+        "vdi",
+        "vmdk",
+        "iso",
+        "luks",
+        "partition",
+        "probe",
+        "parallels",
+    ] {
+        dirs.push(ws.join("fuzz/seeds").join(d));
+    }
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for path in files {
+            if !path.is_file() || path.extension().is_some_and(|e| e == "tsv") {
+                continue;
+            }
+            let id = path
+                .strip_prefix(&ws)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            cases.push(Case {
+                id,
+                path,
+                fixed: true,
+            });
+        }
+    }
+}
+
+/// Images written by qemu-img in every format it creates (sizes small:
+/// oslo's driver reads each file to its end).
+fn qemu_built(dir: &Path, cases: &mut Vec<Case>) {
+    let secret = "--object=secret,id=s0,data=oslo";
+    let builds: &[(&str, &[&str])] = &[
+        ("raw", &["-f", "raw", "raw.img", "1M"]),
+        ("raw-empty", &["-f", "raw", "raw-empty.img", "0"]),
+        (
+            "qcow2-v2",
+            &["-f", "qcow2", "-o", "compat=0.10", "qcow2-v2.img", "1M"],
+        ),
+        ("qcow2-v3", &["-f", "qcow2", "qcow2-v3.img", "1M"]),
+        ("qcow2-1g", &["-f", "qcow2", "qcow2-1g.img", "1G"]),
+        (
+            "qcow2-extl2",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "extended_l2=on",
+                "qcow2-extl2.img",
+                "1M",
+            ],
+        ),
+        (
+            "qcow2-lazy",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "lazy_refcounts=on",
+                "qcow2-lazy.img",
+                "1M",
+            ],
+        ),
+        (
+            "qcow2-zstd",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "compression_type=zstd",
+                "qcow2-zstd.img",
+                "1M",
+            ],
+        ),
+        (
+            "qcow2-backing",
+            &[
+                "-f",
+                "qcow2",
+                "-b",
+                "raw.img",
+                "-F",
+                "raw",
+                "qcow2-backing.img",
+            ],
+        ),
+        (
+            "qcow2-datafile",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "data_file=qcow2-datafile.data",
+                "qcow2-datafile.img",
+                "1M",
+            ],
+        ),
+        (
+            "qcow2-datafile-raw",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "data_file=qcow2-dfr.data,data_file_raw=on",
+                "qcow2-datafile-raw.img",
+                "1M",
+            ],
+        ),
+        (
+            "qcow2-luks",
+            &[
+                secret,
+                "-f",
+                "qcow2",
+                "-o",
+                "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+                "qcow2-luks.img",
+                "1M",
+            ],
+        ),
+        ("qcow1", &["-f", "qcow", "qcow1.img", "1M"]),
+        (
+            "luks",
+            &[
+                secret,
+                "-f",
+                "luks",
+                "-o",
+                "key-secret=s0,iter-time=10",
+                "luks.img",
+                "1M",
+            ],
+        ),
+        (
+            "vmdk-monolithicSparse",
+            &["-f", "vmdk", "vmdk-monolithicSparse.img", "1M"],
+        ),
+        (
+            "vmdk-streamOptimized",
+            &[
+                "-f",
+                "vmdk",
+                "-o",
+                "subformat=streamOptimized",
+                "vmdk-streamOptimized.img",
+                "1M",
+            ],
+        ),
+        (
+            "vmdk-monolithicFlat",
+            &[
+                "-f",
+                "vmdk",
+                "-o",
+                "subformat=monolithicFlat",
+                "vmdk-monolithicFlat.img",
+                "1M",
+            ],
+        ),
+        (
+            "vmdk-twoGbMaxExtentSparse",
+            &[
+                "-f",
+                "vmdk",
+                "-o",
+                "subformat=twoGbMaxExtentSparse",
+                "vmdk-twoGbMaxExtentSparse.img",
+                "1M",
+            ],
+        ),
+        (
+            "vmdk-twoGbMaxExtentFlat",
+            &[
+                "-f",
+                "vmdk",
+                "-o",
+                "subformat=twoGbMaxExtentFlat",
+                "vmdk-twoGbMaxExtentFlat.img",
+                "1M",
+            ],
+        ),
+        (
+            "vmdk-backing",
+            &[
+                "-f",
+                "vmdk",
+                "-b",
+                "vmdk-monolithicSparse.img",
+                "-F",
+                "vmdk",
+                "vmdk-backing.img",
+            ],
+        ),
+        ("vpc-dynamic", &["-f", "vpc", "vpc-dynamic.img", "1M"]),
+        (
+            "vpc-fixed",
+            &["-f", "vpc", "-o", "subformat=fixed", "vpc-fixed.img", "1M"],
+        ),
+        (
+            "vpc-force-size",
+            &[
+                "-f",
+                "vpc",
+                "-o",
+                "force_size=on",
+                "vpc-force-size.img",
+                "1M",
+            ],
+        ),
+        ("vhdx-dynamic", &["-f", "vhdx", "vhdx-dynamic.img", "1M"]),
+        (
+            "vhdx-fixed",
+            &[
+                "-f",
+                "vhdx",
+                "-o",
+                "subformat=fixed",
+                "vhdx-fixed.img",
+                "1M",
+            ],
+        ),
+        ("vdi-dynamic", &["-f", "vdi", "vdi-dynamic.img", "1M"]),
+        (
+            "vdi-static",
+            &["-f", "vdi", "-o", "static=on", "vdi-static.img", "1M"],
+        ),
+        ("qed", &["-f", "qed", "qed.img", "1M"]),
+        (
+            "qed-backing",
+            &["-f", "qed", "-b", "raw.img", "-F", "raw", "qed-backing.img"],
+        ),
+        ("parallels", &["-f", "parallels", "parallels.img", "1M"]),
+    ];
+    for (name, args) in builds {
+        let mut argv: Vec<&str> = vec!["create", "-q"];
+        argv.extend_from_slice(args);
+        let st = Command::new("qemu-img")
+            .args(&argv)
+            .current_dir(dir)
+            .stderr(Stdio::inherit())
+            .status()
+            .unwrap();
+        assert!(st.success(), "qemu-img {argv:?}");
+        let file = args.iter().rev().find(|a| a.ends_with(".img")).unwrap();
+        cases.push(Case {
+            id: format!("qemu/{name}"),
+            path: dir.join(file),
+            fixed: true,
+        });
+    }
+}
+
+fn put(buf: &mut Vec<u8>, off: usize, bytes: &[u8]) {
+    if buf.len() < off + bytes.len() {
+        buf.resize(off + bytes.len(), 0);
+    }
+    buf[off..off + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Cases built by hand: the shapes the issue names (GPT with an unusual
+/// protective MBR, LUKS version 2, a VMDK descriptor away from sector 1)
+/// and the classes the mutations found, each made deterministic here.
+fn crafted(dir: &Path, qemu_dir: Option<&Path>, cases: &mut Vec<Case>) {
+    let ws = workspace();
+    let read = |p: &str| std::fs::read(ws.join(p)).unwrap();
+    let gpt = read("fuzz/seeds/partition/gpt.img");
+    let iso = read("fuzz/seeds/iso/tiny.iso");
+    let mut made: Vec<(&str, Vec<u8>)> = Vec::new();
+
+    // GPT whose protective MBR entry starts at CHS 0/0/1 (some tools write
+    // it so); oslo wants exactly 0/2/0.
+    let mut b = gpt.clone();
+    put(&mut b, 446 + 1, &[0, 1, 0]);
+    made.push(("gpt-pmbr-chs", b));
+    // A hybrid MBR: the protective entry plus a second, real partition.
+    let mut b = gpt.clone();
+    put(&mut b, 446 + 16, &[0x80, 0, 0x22, 0, 0x83, 0, 0x31, 0]);
+    put(&mut b, 446 + 16 + 8, &34u32.to_le_bytes());
+    put(&mut b, 446 + 16 + 12, &16u32.to_le_bytes());
+    made.push(("gpt-hybrid-mbr", b));
+    // The protective entry not at LBA 1.
+    let mut b = gpt.clone();
+    put(&mut b, 446 + 8, &2u32.to_le_bytes());
+    made.push(("gpt-pmbr-lba2", b));
+    // A boot flag that is neither 0x00 nor 0x80.
+    let mut b = gpt.clone();
+    put(&mut b, 446, &[0x01]);
+    made.push(("gpt-pmbr-bootflag", b));
+    // A boot sector (0x55AA) with no partition table: a kernel, a VBR.
+    let mut b = vec![0u8; 64 * 1024];
+    put(&mut b, 0, &[0xEB, 0x3C, 0x90]);
+    put(&mut b, 510, &[0x55, 0xAA]);
+    made.push(("mbr-no-partitions", b));
+    // A hybrid ISO: ISO 9660 with an MBR in its system area (the form of
+    // most distribution ISOs).
+    let mut b = iso.clone();
+    put(&mut b, 446, &[0x80, 0, 1, 0, 0x17, 0, 0x20, 0]);
+    put(&mut b, 446 + 8, &0u32.to_le_bytes());
+    put(&mut b, 446 + 12, &((iso.len() / 512) as u32).to_le_bytes());
+    put(&mut b, 510, &[0x55, 0xAA]);
+    made.push(("iso-hybrid-mbr", b));
+    // LUKS version 2: binary header (magic, version 2, header size) and a
+    // JSON area, as cryptsetup writes it; qemu has no LUKS2 driver.
+    let mut b = vec![0u8; 1024 * 1024];
+    put(&mut b, 0, b"LUKS\xba\xbe");
+    put(&mut b, 6, &2u16.to_be_bytes());
+    put(&mut b, 8, &16384u64.to_be_bytes());
+    put(&mut b, 16, &1u64.to_be_bytes());
+    put(&mut b, 72, b"sha256");
+    put(&mut b, 168, b"8f0a4b4c-6b7e-4d0c-9d0a-3f1c2e5b6a7d");
+    put(&mut b, 4096, br#"{"keyslots":{},"tokens":{},"segments":{"0":{"type":"crypt","offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":512}},"digests":{},"config":{"json_size":"12288","keyslots_size":"16744448"}}"#);
+    made.push(("luks2", b));
+
+    // A plain file with only an ISO 9660 signature (no volume size).
+    let mut b = vec![0u8; 64 * 1024];
+    put(&mut b, 0x8000, b"\x01CD001\x01");
+    made.push(("iso-signature-only", b));
+    // A fixed VHD (footer at the end only: raw to qemu and oslo) with an
+    // ISO 9660 descriptor inside.
+    let mut b = read("fuzz/seeds/vhd/fixed.vhd");
+    put(&mut b, 0x8000, b"\x01CD001\x01");
+    made.push(("vpc-fixed-iso", b));
+    // A qcow2 (or VDI, VMDK) whose header holds 0x55AA at 510.
+    let mut b = read("fuzz/seeds/qcow2/v3.qcow2");
+    put(&mut b, 510, &[0x55, 0xAA]);
+    made.push(("qcow2-55aa", b));
+    // A VHDX with the VDI magic at 0x40 (inside its file identifier).
+    let mut b = read("fuzz/seeds/vhdx/small.vhdx");
+    put(&mut b, 0x40, b"\x7f\x10\xda\xbe");
+    made.push(("vhdx-vdi-magic", b));
+    // A parallels image with the VDI magic at 0x40.
+    let mut b = read("fuzz/seeds/parallels/p.parallels");
+    put(&mut b, 0x40, b"\x7f\x10\xda\xbe");
+    made.push(("parallels-vdi-magic", b));
+    // A VDI header cut short of 512 bytes (qemu reads zeros past the end).
+    let mut b = read("fuzz/seeds/vdi/dynamic.vdi");
+    b.truncate(500);
+    made.push(("vdi-short-header", b));
+    // A qcow v1 header cut short of 512 bytes.
+    let mut b = read("fuzz/seeds/probe/v1-backing.qcow");
+    b.truncate(237);
+    made.push(("qcow1-short-header", b));
+    // A qcow2 magic with version 0: raw to qemu, qcow2 to oslo.
+    let mut b = read("fuzz/seeds/qcow2/v3.qcow2");
+    put(&mut b, 4, &0u32.to_be_bytes());
+    made.push(("qcow2-version0", b));
+    // A qcow2 v3 with a backing file offset but a zero name length:
+    // qemu reads no backing file.
+    let mut b = read("fuzz/seeds/qcow2/v3.qcow2");
+    put(&mut b, 8, &0x200u64.to_be_bytes());
+    made.push(("qcow2-backing-offset-no-name", b));
+    // A VMDK descriptor file with one non-text byte in a comment.
+    let mut b = read("fuzz/seeds/vmdk/monolithicFlat.vmdk");
+    if let Some(i) = b.iter().position(|&c| c == b'#') {
+        b[i + 1] = 0x01;
+    }
+    made.push(("vmdk-descriptor-binary-byte", b));
+    // A raw disk whose first sector is a VMDK descriptor text.
+    let mut b = vec![0u8; 1024 * 1024];
+    put(
+        &mut b,
+        0,
+        b"# Disk DescriptorFile\ncreateType=\"monolithicSparse\"\n",
+    );
+    made.push(("raw-descriptor-text", b));
+    // A monolithicSparse VMDK with a line oslo does not know in its
+    // descriptor (qemu ignores it).
+    let mut b = read("fuzz/seeds/vmdk/sparse.vmdk");
+    let end = 512 + b[512..].iter().position(|&c| c == 0).unwrap();
+    put(&mut b, end, b"unknown line\n");
+    made.push(("vmdk-descriptor-unknown-line", b));
+    // A qcow2 naming a data file in its header extension with the
+    // incompatible "external data file" bit (2) clear.
+    let mut b = read("tests/fixtures/hostile/images/datafile.qcow2");
+    b[0x4f] &= !4;
+    made.push(("qcow2-datafile-bit-clear", b));
+    // A VMDK descriptor file (refused: monolithicFlat) with 0x55AA at 510.
+    let mut b = read("fuzz/seeds/vmdk/monolithicFlat.vmdk");
+    put(&mut b, 510, &[0x55, 0xAA]);
+    made.push(("vmdk-flat-55aa", b));
+    // A short VMDK descriptor text without a version= line: qemu's probe
+    // needs one, oslo's does not.
+    made.push((
+        "vmdk-descriptor-no-version",
+        b"# Disk DescriptorFile\ncreateType=\"monolithicSparse\"\nRW 2048 SPARSE \"x.vmdk\"\n"
+            .to_vec(),
+    ));
+    // A GPT disk whose length is not whole sectors.
+    let mut b = gpt.clone();
+    b.extend_from_slice(&[0u8; 100]);
+    made.push(("gpt-odd-length", b));
+    // A qcow v1 whose size field is not whole sectors.
+    let mut b = read("tests/fixtures/hostile/images/v1.qcow");
+    let size = u64::from_be_bytes(b[24..32].try_into().unwrap());
+    put(&mut b, 24, &(size + 8).to_be_bytes());
+    made.push(("qcow1-odd-size", b));
+
+    if let Some(q) = qemu_dir {
+        let sparse = std::fs::read(q.join("vmdk-monolithicSparse.img")).unwrap();
+        // A VMDK whose descriptor is at sector 2 (the header says so, and
+        // the text is there): qemu reads it; oslo wants sector 1.
+        let mut b = sparse.clone();
+        let desc = sparse[512..1024].to_vec();
+        put(&mut b, 1024, &desc);
+        put(&mut b, 28, &2u64.to_le_bytes());
+        put(&mut b, 36, &19u64.to_le_bytes());
+        made.push(("vmdk-desc-sector2", b));
+        // A descriptor size field over 1 MiB (qemu never reads it).
+        let mut b = sparse.clone();
+        put(&mut b, 36, &4096u64.to_le_bytes());
+        made.push(("vmdk-desc-size-2m", b));
+        // A qcow2 v3 with the corrupt bit set.
+        let mut b = std::fs::read(q.join("qcow2-v3.img")).unwrap();
+        b[0x4f] |= 2;
+        made.push(("qcow2-corrupt-bit", b));
+    }
+    for (name, bytes) in made {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        cases.push(Case {
+            id: format!("crafted/{name}"),
+            path,
+            fixed: true,
+        });
+    }
+}
+
+/// Magics of the formats either side knows, at the offsets they are read.
+const MAGICS: &[(&[u8], usize)] = &[
+    (b"QFI\xfb\x00\x00\x00\x03", 0),
+    (b"KDMV\x01\x00\x00\x00", 0),
+    (b"conectix", 0),
+    (b"vhdxfile", 0),
+    (b"LUKS\xba\xbe\x00\x01", 0),
+    (b"QED\x00", 0),
+    (b"\x7f\x10\xda\xbe", 0x40),
+    (b"\x55\xaa", 510),
+    (b"\x01CD001\x01", 0x8000),
+    (
+        b"# Disk DescriptorFile\ncreateType=\"monolithicSparse\"\n",
+        0,
+    ),
+];
+
+/// Seeded mutations of the fixed cases: flipped or planted header bytes,
+/// truncations, planted magics (one to three each).
+fn mutations(dir: &Path, rng: &mut Rng, count: usize, cases: &mut Vec<Case>) {
+    let bases: Vec<(String, Vec<u8>)> = cases
+        .iter()
+        .filter(|c| c.fixed)
+        .filter_map(|c| {
+            let len = std::fs::metadata(&c.path).ok()?.len();
+            (len <= 4 << 20).then(|| (c.id.clone(), std::fs::read(&c.path).unwrap()))
+        })
+        .collect();
+    for n in 0..count {
+        let (base_id, base) = rng.pick(&bases);
+        let mut b = base.clone();
+        let mut ops = Vec::new();
+        for _ in 0..=rng.below(3) {
+            match rng.below(5) {
+                0 | 1 => {
+                    // A header byte: first 1 KiB mostly, anywhere in 64 KiB.
+                    let span = if rng.below(4) == 0 { 65536 } else { 1024 };
+                    let off = rng.below(span.min(b.len() as u64).max(1)) as usize;
+                    if off < b.len() {
+                        b[off] ^= 1 << rng.below(8);
+                    }
+                    ops.push(format!("flip@{off}"));
+                }
+                2 => {
+                    // A field planted: 0, all-ones, or a random word.
+                    let off = (rng.below(128) * 4) as usize;
+                    let v = match rng.below(3) {
+                        0 => 0u32,
+                        1 => u32::MAX,
+                        _ => rng.next() as u32,
+                    };
+                    put(&mut b, off, &v.to_be_bytes());
+                    ops.push(format!("word@{off}"));
+                }
+                3 => {
+                    let (magic, off) = rng.pick(MAGICS);
+                    // Mostly where it is read, sometimes one sector later.
+                    let off = off + if rng.below(4) == 0 { 512 } else { 0 };
+                    put(&mut b, off, magic);
+                    ops.push(format!("magic@{off}"));
+                }
+                _ => {
+                    let len = rng.below(b.len().min(70_000) as u64 + 1) as usize;
+                    b.truncate(len);
+                    ops.push(format!("trunc@{len}"));
+                }
+            }
+        }
+        let path = dir.join(format!("m{n:04}"));
+        std::fs::write(&path, &b).unwrap();
+        cases.push(Case {
+            id: format!("mut/{n}:{base_id}:{}", ops.join(",")),
+            path,
+            fixed: false,
+        });
+    }
+}
+
+// ---------------------------------------------------------------- running
+
+fn run_oslo(python: &Path, cases: &[Case]) -> Vec<Value> {
+    let mut child = Command::new(python)
+        .arg(workspace().join("tests/upstream/oslo_inspect.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for c in cases {
+        let line = serde_json::json!({"id": c.id, "path": c.path});
+        input.push_str(&line.to_string());
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "oslo_inspect.py failed");
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), cases.len(), "oslo_inspect.py lost records");
+    recs
+}
+
+fn run_ours(cases: &[Case]) -> Vec<Value> {
+    let bin = tool("imginfo-parse").unwrap();
+    let mut recs = Vec::new();
+    for chunk in cases.chunks(200) {
+        let out = Command::new(&bin)
+            .args(["-q", "--check"])
+            .args(chunk.iter().map(|c| &c.path))
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        let code = out.status.code();
+        assert!(matches!(code, Some(0..=2)), "imginfo-parse exited {code:?}");
+        let got: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(got.len(), chunk.len(), "imginfo-parse: one record per file");
+        for (c, r) in chunk.iter().zip(&got) {
+            assert_eq!(r["path"], c.path.to_string_lossy().as_ref());
+        }
+        recs.extend(got);
+    }
+    recs
+}
+
+// ---------------------------------------------------------------- comparing
+
+/// oslo's format names as ours: VHD is qemu's vpc, qcow v1 is matched by
+/// oslo's qcow2 inspector (same magic).
+fn oslo_name(n: &str) -> &str {
+    match n {
+        "vhd" => "vpc",
+        other => other,
+    }
+}
+
+/// Our format in oslo's terms: qemu's primary format, except that raw is
+/// named by what oslo would see in it (gpt for any MBR signature, iso);
+/// "multiple" where we refuse a polyglot, "error" for an error record.
+fn our_format(r: &Value) -> String {
+    if r.get("error").is_some_and(|e| !e.is_null()) {
+        return "error".into();
+    }
+    let checks = failed_checks(r);
+    if checks.contains("multiple_formats") {
+        return "multiple".into();
+    }
+    let fmt = r["info"]["format"].as_str().unwrap_or("?");
+    let detected = detected(r);
+    match fmt {
+        "raw" if detected.contains("iso") => "iso".into(),
+        "raw" if detected.contains("gpt") || detected.contains("mbr") => "gpt".into(),
+        "qcow" => "qcow2".into(),
+        other => other.into(),
+    }
+}
+
+/// Our `detected_formats`.
+fn detected(r: &Value) -> BTreeSet<&str> {
+    r["info"]["detected_formats"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn failed_checks(r: &Value) -> BTreeSet<String> {
+    r["check"]["failures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["check"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The disagreement classes of one file (empty: both sides agree).
+///
+/// - `format:OSLO/OURS:V` when the formats differ (V: oslo's verdict and
+///   ours, `safe`/`refused`: a different format explains the verdict);
+/// - `virtual_size:FMT:HOW` when they agree on the format but not the size
+///   (`sector_rounding`: ours is oslo's rounded up to 512 bytes, as qemu's
+///   block layer does);
+/// - `verdict:we_refuse:FMT:CHECK` for each check of ours when only we
+///   refuse (`verdict:we_refuse:bad_image` when our record is an error:
+///   a header qemu would not open), `verdict:oslo_refuses:FMT:CHECK` for
+///   each of oslo's failures (`format_error` for an ImageFormatError) when
+///   only oslo refuses.
+fn classify(oslo: &Value, ours: &Value) -> Vec<String> {
+    let mut classes = Vec::new();
+    let o_fmt = match oslo["format"].as_str() {
+        Some(f) => oslo_name(f).to_owned(),
+        None if oslo["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Multiple formats")) =>
+        {
+            "multiple".into()
+        }
+        None => "error".into(),
+    };
+    let u_fmt = our_format(ours);
+    let o_safe = oslo["safe"].as_bool().unwrap();
+    let u_safe = ours["check"]["acceptable"].as_bool().unwrap();
+    let word = |safe: bool| if safe { "we_accept" } else { "we_refuse" };
+    if u_fmt == "error" {
+        // No format or size to compare: only the verdict counts.
+        if o_safe {
+            classes.push("verdict:we_refuse:bad_image".to_owned());
+        }
+        return classes;
+    }
+    let oslo_formats: BTreeSet<&str> = oslo["formats"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let detected = detected(ours);
+    if oslo_formats.contains("gpt") && !detected.contains("gpt") && !detected.contains("mbr") {
+        // Any 0x55AA at 510 is an MBR to oslo; not to qemu or us.
+        classes.push(format!("format:mbr_signature_only:{}", word(u_safe)));
+        return classes;
+    }
+    if o_fmt == "multiple" && u_fmt != "multiple" {
+        classes.push("format:polyglot_oslo_only".to_owned());
+        return classes;
+    }
+    if u_fmt == "multiple" && o_fmt != "multiple" {
+        classes.push("format:polyglot_ours_only".to_owned());
+        return classes;
+    }
+    if o_fmt != u_fmt {
+        classes.push(format!("format:{o_fmt}/{u_fmt}"));
+        return classes;
+    }
+    if o_fmt != "multiple" && o_fmt != "error" {
+        let (a, b) = (
+            oslo["virtual_size"].as_u64(),
+            ours["info"]["virtual_size"].as_u64(),
+        );
+        if a != b {
+            let how = match (a, b) {
+                (Some(x), Some(y)) if y == x.div_ceil(512) * 512 || y == x / 512 * 512 => {
+                    "sector_rounding"
+                }
+                (Some(0), _) => "oslo_zero",
+                (Some(x), Some(y)) if x < y => "oslo_smaller",
+                (Some(_), Some(_)) => "oslo_larger",
+                _ => "unknown",
+            };
+            classes.push(format!("virtual_size:{o_fmt}:{how}"));
+        }
+    }
+    if o_safe && !u_safe {
+        for check in failed_checks(ours) {
+            classes.push(format!("verdict:we_refuse:{u_fmt}:{check}"));
+        }
+    } else if !o_safe && u_safe {
+        match oslo["failures"].as_object() {
+            Some(f) if !f.is_empty() => {
+                for name in f.keys() {
+                    classes.push(format!("verdict:oslo_refuses:{o_fmt}:{name}"));
+                }
+            }
+            _ => classes.push(format!("verdict:oslo_refuses:{o_fmt}:format_error")),
+        }
+    }
+    classes
+}
+
+#[derive(Debug)]
+struct Row {
+    class: String,
+    cases: Vec<String>,
+}
+
+fn table() -> Vec<Row> {
+    let path = workspace().join("tests/upstream/differences-oslo.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            for k in ["class", "upstream", "ours", "why"] {
+                assert!(
+                    r[k].is_string(),
+                    "{}: a row without {k}: {r}",
+                    path.display()
+                );
+            }
+            let cases: Vec<String> = r["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
+            assert!(!cases.is_empty(), "row {} names no case", r["class"]);
+            Row {
+                class: r["class"].as_str().unwrap().to_owned(),
+                cases,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn oslo_format_inspector_beside_imginfo_parse() {
+    let t0 = Instant::now();
+    let Some(python) = venv_python() else {
+        return;
+    };
+    let seed = std::env::var("UPSTREAM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    let count: usize = std::env::var("UPSTREAM_OSLO_MUTATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(240);
+    eprintln!("oslo differential: UPSTREAM_SEED={seed} UPSTREAM_OSLO_MUTATIONS={count}");
+    let mut rng = Rng(seed);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cases = Vec::new();
+    corpus(&mut cases);
+    let qdir = tmp.path().join("qemu");
+    std::fs::create_dir(&qdir).unwrap();
+    let qemu = have_qemu_img();
+    if qemu {
+        qemu_built(&qdir, &mut cases);
+    }
+    let cdir = tmp.path().join("crafted");
+    std::fs::create_dir(&cdir).unwrap();
+    crafted(&cdir, qemu.then_some(qdir.as_path()), &mut cases);
+    let mdir = tmp.path().join("mut");
+    std::fs::create_dir(&mdir).unwrap();
+    mutations(&mdir, &mut rng, count, &mut cases);
+
+    let oslo = run_oslo(&python, &cases);
+    let ours = run_ours(&cases);
+
+    let rows = table();
+    let known: BTreeSet<&str> = rows.iter().map(|r| r.class.as_str()).collect();
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut agree = 0;
+    let mut unlisted = Vec::new();
+    let mut dump = String::new();
+    for ((c, o), u) in cases.iter().zip(&oslo).zip(&ours) {
+        assert_eq!(o["id"], c.id.as_str());
+        let classes = classify(o, u);
+        let row = serde_json::json!({"id": c.id, "classes": classes, "oslo": o,
+            "ours": {"format": u["info"]["format"], "detected_formats": u["info"]["detected_formats"],
+                     "virtual_size": u["info"]["virtual_size"], "check": u["check"], "error": u["error"]}});
+        dump.push_str(&row.to_string());
+        dump.push('\n');
+        if classes.is_empty() {
+            agree += 1;
+        }
+        for class in classes {
+            if !known.contains(class.as_str()) {
+                unlisted.push(format!(
+                    "{class}\n    case {}\n    oslo: {}\n    ours: format {} size {} check {}",
+                    c.id, o, u["info"]["format"], u["info"]["virtual_size"], u["check"]
+                ));
+            }
+            seen.entry(class).or_default().insert(c.id.clone());
+        }
+    }
+    if let Some(p) = std::env::var_os("UPSTREAM_OSLO_DUMP") {
+        std::fs::write(p, dump).unwrap();
+    }
+    let mut stale = Vec::new();
+    for row in &rows {
+        for case in &row.cases {
+            if !cases.iter().any(|c| c.fixed && &c.id == case) {
+                if case.starts_with("qemu/") && !qemu {
+                    continue;
+                }
+                stale.push(format!("{}: case {case} does not exist", row.class));
+            } else if !seen.get(&row.class).is_some_and(|s| s.contains(case)) {
+                stale.push(format!("{}: case {case} no longer shows it", row.class));
+            }
+        }
+    }
+    let classes_found = seen.len();
+    eprintln!(
+        "oslo differential: {agree}/{} cases agree, {} differ in {classes_found} documented classes ({} table rows), {:.1} s",
+        cases.len(),
+        cases.len() - agree,
+        rows.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    for (class, ids) in &seen {
+        eprintln!("  {class}: {} cases", ids.len());
+    }
+    assert!(
+        unlisted.is_empty() && stale.is_empty(),
+        "UPSTREAM_SEED={seed}: disagreements not in tests/upstream/differences-oslo.json:\n{}\n\nrows that no longer hold:\n{}",
+        unlisted.join("\n"),
+        stale.join("\n")
+    );
+}
