@@ -500,6 +500,18 @@ fn crafted(dir: &Path, qemu_dir: Option<&Path>, cases: &mut Vec<Case>) {
     let end = 512 + b[512..].iter().position(|&c| c == 0).unwrap();
     put(&mut b, end, b"unknown line\n");
     made.push(("vmdk-descriptor-unknown-line", b));
+    // A LUKS magic on a VDI header cut short of oslo's 592-byte capture.
+    let mut b = read("fuzz/seeds/vdi/dynamic.vdi");
+    b.truncate(500);
+    put(&mut b, 0, b"LUKS\xba\xbe\x00\x01");
+    made.push(("luks-magic-short-vdi", b));
+    // A first sector of text, then a non-ASCII byte before the first NUL:
+    // oslo's VMDK inspector never sets its create type and raises
+    // AttributeError.
+    let mut b = vec![b'a'; 600];
+    b.push(0xFF);
+    b.extend_from_slice(&[0u8; 100]);
+    made.push(("text-then-non-ascii", b));
     // A qcow2 naming a data file in its header extension with the
     // incompatible "external data file" bit (2) clear.
     let mut b = read("tests/fixtures/hostile/images/datafile.qcow2");
@@ -771,6 +783,21 @@ fn classify(oslo: &Value, ours: &Value) -> Vec<String> {
         // No format or size to compare: only the verdict counts.
         if o_safe {
             classes.push("verdict:we_refuse:bad_image".to_owned());
+        }
+        return classes;
+    }
+    let o_error = oslo["error"].as_str().unwrap_or("");
+    if o_error.starts_with("ImageFormatError: Incomplete") || o_fmt == "error" {
+        // oslo could not finish: a header shorter than its capture
+        // region, or an exception inside an inspector. Refused.
+        if u_safe {
+            let kind = o_error.split(':').next().unwrap_or("");
+            let kind = if kind == "ImageFormatError" {
+                "incomplete_header"
+            } else {
+                kind
+            };
+            classes.push(format!("verdict:oslo_refuses:{kind}"));
         }
         return classes;
     }
