@@ -969,7 +969,8 @@ fn oslo_format_inspector_beside_imginfo_parse() {
     for row in &rows {
         for case in &row.cases {
             if !cases.iter().any(|c| c.fixed && &c.id == case) {
-                if case.starts_with("qemu/") && !qemu {
+                if !qemu {
+                    // Without qemu-img, its images and the cases made from them are absent.
                     continue;
                 }
                 stale.push(format!("{}: case {case} does not exist", row.class));
