@@ -28,7 +28,7 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test test-glance faults fuzz check deb deb-check vendor-check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance test-upstream faults fuzz check deb deb-check vendor-check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
