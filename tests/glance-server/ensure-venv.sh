@@ -3,7 +3,8 @@
 #
 # Make VENV a Python venv holding the pinned Glance 33 (and with it
 # oslo.utils 10.x, the upstream code the differential tests run) and uWSGI,
-# unless it already has them. start-glance.sh calls it; the upstream
+# unless it already has them, and the `xattr` package Glance's xattr cache
+# driver imports (a test requirement of Glance's, not of the server). start-glance.sh calls it; the upstream
 # differential tests call it alone (they need Glance's code, not a server).
 #
 # Environment: GLANCE_PYTHON (default python3.11), GLANCE_VERSION (default
@@ -27,4 +28,9 @@ if [ ! -x "$venv/bin/glance-manage" ] || [ ! -x "$venv/bin/uwsgi" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
       "${constraints[@]}" "glance==$version" uwsgi >&2
   log "pip install took $(( $(date +%s) - t0 )) s"
+fi
+if ! "$venv/bin/python" -c 'import xattr' 2>/dev/null; then
+  log "adding xattr to $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      -c "$here/requirements-glance33-py311.txt" xattr==1.3.1 >&2
 fi

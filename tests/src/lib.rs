@@ -114,3 +114,45 @@ pub fn readme_steps(readme: &str, tag: Option<&str>) -> Vec<Step> {
     }
     out
 }
+
+/// The python of the pinned Glance 33 venv (`target/glance-venv`: Glance,
+/// oslo.utils 10.x, xattr), made by `tests/glance-server/ensure-venv.sh`
+/// when `module` is not importable. Where python3.11 or PyPI is missing:
+/// `None` after a SKIPPED line naming `what`, or a failure under CI.
+#[allow(clippy::print_stderr, clippy::panic)] // SKIPPED lines are its purpose
+pub fn upstream_python(what: &str, module: &str) -> Option<PathBuf> {
+    let ci = std::env::var_os("CI").is_some();
+    let missing = |why: &str| {
+        assert!(!ci, "{what}: {why} (required in CI)");
+        eprintln!("SKIPPED: {what}: {why}");
+        None
+    };
+    let venv = workspace().join("target/glance-venv");
+    let python = venv.join("bin/python");
+    let importable = |p: &Path| {
+        Command::new(p)
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable(&python) {
+        return Some(python);
+    }
+    if Command::new("python3.11")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return missing("no python3.11 to build the Glance 33 venv");
+    }
+    let built = Command::new(workspace().join("tests/glance-server/ensure-venv.sh"))
+        .arg(&venv)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built || !importable(&python) {
+        return missing("the Glance 33 venv could not be built (no PyPI?)");
+    }
+    Some(python)
+}

@@ -30,7 +30,7 @@
 use pipeline_tests::{records_of, tool, workspace};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const ASPECTS: [&str; 6] = [
@@ -41,53 +41,6 @@ const ASPECTS: [&str; 6] = [
     "cached",
     "removed",
 ];
-
-/// The venv's python with Glance 33 and the `xattr` package, or None
-/// (SKIPPED said) where python3.11 or PyPI is missing outside CI.
-fn glance_python() -> Option<PathBuf> {
-    let ci = std::env::var_os("CI").is_some();
-    if Command::new("python3.11")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(!ci, "python3.11 is required in CI");
-        eprintln!("SKIPPED upstream glance cache differential: no python3.11");
-        return None;
-    }
-    let ws = workspace();
-    let venv = ws.join("target/glance-venv");
-    let st = Command::new(ws.join("tests/glance-server/ensure-venv.sh"))
-        .arg(&venv)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    if !st.success() {
-        assert!(!ci, "ensure-venv.sh failed");
-        eprintln!("SKIPPED upstream glance cache differential: the Glance venv could not be made");
-        return None;
-    }
-    let py = venv.join("bin/python");
-    let has_xattr = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import xattr"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has_xattr(&py) {
-        // Glance's xattr driver imports it (a test requirement of Glance,
-        // not of the server venv).
-        let st = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-c"])
-            .arg(ws.join("tests/glance-server/requirements-glance33-py311.txt"))
-            .arg("xattr==1.3.1")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success() || !ci, "pip install xattr failed");
-    }
-    Some(py)
-}
 
 fn seed() -> String {
     std::env::var("UPSTREAM_SEED").unwrap_or_else(|_| {
@@ -235,7 +188,12 @@ fn cachewalk_remove(sc: &Value, recs: &[Value]) {
 #[test]
 fn glance_cache_matches_glance_33() {
     let t0 = std::time::Instant::now();
-    let Some(py) = glance_python() else { return };
+    let Some(py) = pipeline_tests::upstream_python(
+        "upstream glance cache differential",
+        "glance.image_cache.drivers.xattr",
+    ) else {
+        return;
+    };
     let seed = seed();
     let count: usize = std::env::var("UPSTREAM_GLANCE_CASES")
         .ok()

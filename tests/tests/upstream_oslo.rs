@@ -70,39 +70,6 @@ fn missing(what: &str) -> Option<PathBuf> {
     None
 }
 
-/// The venv's python with oslo.utils importable, made by
-/// tests/glance-server/ensure-venv.sh when missing.
-fn venv_python() -> Option<PathBuf> {
-    let venv = workspace().join("target/glance-venv");
-    let python = venv.join("bin/python");
-    let importable = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import oslo_utils.imageutils.format_inspector"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable(&python) {
-        return Some(python);
-    }
-    if Command::new("python3.11")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return missing("no python3.11 to build the Glance 33 venv");
-    }
-    let st = Command::new(workspace().join("tests/glance-server/ensure-venv.sh"))
-        .arg(&venv)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    if !st.success() || !importable(&python) {
-        return missing("the Glance 33 venv could not be built (no PyPI?)");
-    }
-    Some(python)
-}
-
 fn have_qemu_img() -> bool {
     if Command::new("qemu-img").arg("--version").output().is_ok() {
         return true;
@@ -897,7 +864,10 @@ fn table() -> Vec<Row> {
 #[test]
 fn oslo_format_inspector_beside_imginfo_parse() {
     let t0 = Instant::now();
-    let Some(python) = venv_python() else {
+    let Some(python) = pipeline_tests::upstream_python(
+        "the oslo.utils differential",
+        "oslo_utils.imageutils.format_inspector",
+    ) else {
         return;
     };
     let seed = std::env::var("UPSTREAM_SEED")
