@@ -1603,16 +1603,7 @@ fn decide(
     inventory_gaps: &[String],
     opts: &Options,
 ) {
-    let understood = matches!(
-        named.class,
-        Class::Original
-            | Class::ResizedLegacy
-            | Class::SmallLegacy
-            | Class::Swap
-            | Class::Ephemeral
-            | Class::EphemeralLegacy
-            | Class::PartialDownload
-    );
+    let understood = names::removable(named.class) || named.class == Class::PartialDownload;
     let threshold = match named.class {
         Class::ResizedLegacy | Class::SmallLegacy => opts.resized_age,
         _ => opts.original_age,
