@@ -696,7 +696,7 @@ fn parse_sparse(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
     // past the end is no reason to refuse what qemu opens (the window read
     // here is bounded by 1 MiB and the file).
     let d_off = h0.desc_offset.checked_mul(512);
-    let d_len = h0.desc_size.checked_mul(512).unwrap_or(u64::MAX);
+    let d_len = h0.desc_size.saturating_mul(512);
     let desc_raw = match d_off {
         Some(off) if h0.desc_offset != 0 && d_len != 0 => r.read_upto(
             off,
