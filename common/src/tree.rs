@@ -131,7 +131,8 @@ fn component(name: &OsStr) -> io::Result<&OsStr> {
     Ok(name)
 }
 
-fn symlink_refusal(what: &str) -> io::Error {
+/// The refusal of a link where `what` belongs (kind `symlink`).
+pub fn symlink_refusal(what: &str) -> io::Error {
     refusal(
         ErrorKind::Symlink,
         format!("is a symbolic link; {what} is never reached through a link"),
@@ -189,7 +190,7 @@ impl Dir {
     /// flag and compare the opened file's identity with the listing.
     pub fn pinned_path(&self, name: &OsStr) -> io::Result<PathBuf> {
         let name = component(name)?;
-        Ok(PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name))
+        Ok(fd_path(&self.fd).join(name))
     }
 
     /// The directory's current absolute path as the kernel reports it
@@ -198,7 +199,7 @@ impl Dir {
     /// with `SQLITE_OPEN_NOFOLLOW`). A directory removed or moved away
     /// meanwhile is `changed`.
     pub fn current_path(&self) -> io::Result<PathBuf> {
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))?;
+        let real = std::fs::read_link(fd_path(&self.fd))?;
         let same = real.is_absolute()
             && !real.as_os_str().as_bytes().ends_with(b" (deleted)")
             && Dir::open(&real).is_ok_and(|d| d.id == self.id);
@@ -406,6 +407,12 @@ impl Dir {
         rustix::fs::fsync(&self.fd)?;
         Ok(())
     }
+}
+
+/// `/proc/self/fd/N`: the path of an open file or directory for a call
+/// that only takes paths (the kernel resolves it to the very file open).
+pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// The error for a file whose identity is not the one listed.

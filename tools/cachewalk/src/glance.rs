@@ -14,7 +14,6 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -301,40 +300,10 @@ struct Spool {
     count: u64,
 }
 
-/// An unnamed file in the temporary directory (removed when closed).
-fn anonymous_file() -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = std::env::temp_dir();
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-        .open(&tmp)
-    {
-        Ok(f) => Ok(f),
-        // A filesystem without O_TMPFILE: a new name, unlinked at once.
-        Err(_) => {
-            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = tmp.join(format!(".cachewalk-rows-{}-{n}", std::process::id()));
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&p)?;
-            std::fs::remove_file(&p)?;
-            Ok(f)
-        }
-    }
-}
-
 impl Spool {
     fn new() -> std::io::Result<Spool> {
         Ok(Spool {
-            file: std::io::BufWriter::new(anonymous_file()?),
+            file: std::io::BufWriter::new(tempfile::tempfile()?),
             count: 0,
         })
     }
@@ -859,7 +828,7 @@ fn verify_entry(
     });
     match opened {
         Ok(f) => crate::verify::verify(
-            Path::new(&format!("/proc/self/fd/{}", f.as_raw_fd())),
+            &common::tree::fd_path(&f),
             &crate::verify::Expect {
                 glance: meta,
                 ..crate::verify::Expect::default()

@@ -49,7 +49,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -223,12 +222,6 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// `/proc/self/fd/N`: the open file or directory itself, for the calls
-/// that take a path (the kernel resolves it to the handle, never by name).
-fn fd_path(fd: &impl AsRawFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
 /// Probe the open image `file` (named `label` in messages).
 fn probe_file(file: &File, label: &str) -> Result<serde_json::Map<String, Value>, String> {
     let src = file
@@ -303,7 +296,7 @@ fn open_following(dir: &Dir, name: &OsStr) -> std::io::Result<Option<File>> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(fd_path(&at))
+        .open(common::tree::fd_path(&at))
         .map(Some)
 }
 
@@ -478,7 +471,7 @@ fn resolve(ctx: &Path, backing: &[u8], base: &Base) -> Resolved {
             Err(e) => Resolved::Unmatched(e.to_string()),
         };
     }
-    match std::fs::metadata(fd_path(&dir).join(last)) {
+    match std::fs::metadata(common::tree::fd_path(&dir).join(last)) {
         Ok(m) => match base.name_of(FileId::of_metadata(&m)) {
             Some(n) => Resolved::Base(n.clone(), Some(dir)),
             None => Resolved::Outside,
@@ -687,7 +680,7 @@ fn scan_disk(
     // The directory relative backing names start from: the instance
     // directory (qemu resolves from the disk's path as libvirt gives it),
     // then `_base`, or the directory a reference was matched in.
-    let mut ctx = fd_path(&dir.fd());
+    let mut ctx = common::tree::fd_path(&dir.fd());
     // Holds the directory `ctx` names while it is used.
     let mut ctx_owned: Option<File>;
     let mut via = format!("{dir_name}:backing:{disk_label}");
@@ -738,8 +731,8 @@ fn scan_disk(
                 backing = cache.backing_of(&next, &current_label.to_string_lossy());
                 ctx_owned = parent;
                 ctx = match &ctx_owned {
-                    Some(p) => fd_path(p),
-                    None => fd_path(&base.dir.fd()),
+                    Some(p) => common::tree::fd_path(p),
+                    None => common::tree::fd_path(&base.dir.fd()),
                 };
             }
             Resolved::Missing(name) => {

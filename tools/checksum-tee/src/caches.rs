@@ -82,14 +82,6 @@ pub fn check_image_id(id: &str) -> Result<(), CacheError> {
         .map_err(|e| CacheError::Refused(format!("{e}; refused as a cache file name")))
 }
 
-/// A refusal of a link where a cache's own file or directory belongs.
-fn link_refusal(what: &str) -> io::Error {
-    refusal(
-        ErrorKind::Symlink,
-        format!("is a symbolic link; {what} is never reached through a link"),
-    )
-}
-
 /// A subdirectory of a cache that could not be opened: not a directory
 /// means the cache is unusable (refused); a link keeps its kind.
 fn subdir_err(parent: &Dir, name: &str, e: io::Error) -> CacheError {
@@ -191,7 +183,7 @@ impl CacheTemp {
             (Place::New, Some(_)) => return Err(already_exists(dest, to)),
             (Place::ReplaceFile, Some(s)) if s.kind == Kind::File => true,
             (Place::ReplaceFile, Some(s)) if s.kind == Kind::Symlink => {
-                return Err(link_refusal("a cache file"));
+                return Err(common::tree::symlink_refusal("a cache file"));
             }
             (Place::ReplaceFile, Some(s)) => {
                 return Err(refusal(
@@ -535,7 +527,10 @@ fn check_db_links(root: &Dir) -> Result<Option<Status>, CacheError> {
             .status_if_exists(name)
             .map_err(|e| io_err(&shown(), e))?;
         if st.is_some_and(|s| s.kind == Kind::Symlink) {
-            return Err(io_err(&shown(), link_refusal("the cache's database")));
+            return Err(io_err(
+                &shown(),
+                common::tree::symlink_refusal("the cache's database"),
+            ));
         }
         if name == "cache.db" {
             db = st;
@@ -695,7 +690,7 @@ impl NovaFill {
                 true
             }
             Some(s) if s.kind == Kind::Symlink => {
-                return Err(part_err(link_refusal("a cache file")));
+                return Err(part_err(common::tree::symlink_refusal("a cache file")));
             }
             Some(s) => {
                 return Err(part_err(refusal(

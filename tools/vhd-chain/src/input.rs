@@ -44,10 +44,7 @@ pub fn open_tarball(path: &Path) -> io::Result<Input> {
 
 /// The refusal for a link where none is followed.
 pub fn symlink_refusal() -> io::Error {
-    refusal(
-        ErrorKind::Symlink,
-        "is a symbolic link; a file vhd-chain changes, or a chain member, is never reached through a link",
-    )
+    common::tree::symlink_refusal("a file vhd-chain changes, or a chain member,")
 }
 
 /// Open the regular file `path` (for reading, and writing when `write`)
