@@ -242,6 +242,13 @@ pub enum Command {
         /// by `cachewalk glance`)
         #[arg(long, value_name = "DRIVER", requires = "glance_cache")]
         driver: Option<glance::Driver>,
+        /// The inventory the walk was given (`cachewalk nova --instances`):
+        /// an instance disk that cannot be read then keeps only the base
+        /// files of its instance's images, swap and ephemeral files, as in
+        /// the walk; without it such a disk keeps every base file. Not
+        /// `-` (stdin holds the records)
+        #[arg(long, value_name = "FILE", conflicts_with = "glance_cache")]
+        instances: Option<PathBuf>,
     },
 }
 
@@ -291,17 +298,8 @@ impl Tool for Cli {
                 let Some(images) = read_images(ctx, images.as_deref())? else {
                     return Ok(());
                 };
-                let inventory = match instances.as_deref() {
-                    None => None,
-                    Some(f) => {
-                        let read = |r: &mut dyn std::io::BufRead| {
-                            inventory::read(r).map_err(|e| (e.kind, e.to_string()))
-                        };
-                        match load(ctx, f, read)? {
-                            Some(inv) => Some(inv),
-                            None => return Ok(()),
-                        }
-                    }
+                let Some(inventory) = load_inventory(ctx, instances.as_deref())? else {
+                    return Ok(());
                 };
                 let opts = nova::Options {
                     now: now.unwrap_or_else(now_epoch),
@@ -355,13 +353,23 @@ impl Tool for Cli {
                 image,
                 all,
                 driver,
+                instances,
             } => {
+                if instances.as_deref() == Some(std::path::Path::new("-")) {
+                    return Err(common::cli::usage(
+                        "remove --instances cannot be - (stdin holds the records)",
+                    ));
+                }
+                let Some(inventory) = load_inventory(ctx, instances.as_deref())? else {
+                    return Ok(());
+                };
                 let opts = remove::Options {
                     dry_run,
                     max_count,
                     max_bytes,
                     now: now.unwrap_or_else(now_epoch),
                     proc_root: PathBuf::from("/proc"),
+                    inventory,
                 };
                 let remover = remove::Remover::new(opts);
                 match glance_cache {
@@ -376,6 +384,20 @@ impl Tool for Cli {
             }
         }
     }
+}
+
+/// The inventory of `--instances`: `Some(None)` without the option,
+/// `None` when it could not be read (the error record is written).
+fn load_inventory(
+    ctx: &mut Ctx,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Option<Vec<inventory::Instance>>>> {
+    let Some(f) = path else {
+        return Ok(Some(None));
+    };
+    let read =
+        |r: &mut dyn std::io::BufRead| inventory::read(r).map_err(|e| (e.kind, e.to_string()));
+    Ok(load(ctx, f, read)?.map(Some))
 }
 
 /// Read a file of records given to an option (`-`: stdin; a pipe or

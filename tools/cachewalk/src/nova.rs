@@ -21,9 +21,13 @@
 //!   `disk.info`, or a base file named with backing format raw, is not
 //!   read for a chain (qemu reads none). A missing backing file is a
 //!   `dangling_reference` record. A disk or chain member that cannot be
-//!   read, or a chain longer than `MAX_CHAIN` (256), keeps every base file
-//!   `keep_unknown`, the reason naming that file: its backing could be
-//!   any of them (Nova's pass stops there too);
+//!   read, or a chain longer than `MAX_CHAIN` (256), keeps base files
+//!   `keep_unknown`, the reason naming that file (Nova's pass stops
+//!   there): every one, since its backing could be any of them, except
+//!   for a disk Nova builds from its instance's images (`disk`,
+//!   `disk.local`, `disk.swap`, `disk.eph<N>`) of an instance the
+//!   inventory names, which keeps only that instance's base files
+//!   ([`Missing`]);
 //! - **the inventory** (`--instances`): `image_ref`, `kernel_id`,
 //!   `ramdisk_id` hashed to fingerprints, swap and ephemeral names;
 //! - **open files**: every process's `/proc/<pid>/fd` (qemu keeps its
@@ -327,10 +331,10 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 struct Disks {
     /// Backing references matched to `_base` entries, chains followed.
     refs: Vec<Reference>,
-    /// Evidence that is missing and could concern any base file: a disk
-    /// or chain member that could not be read, a chain longer than the
-    /// limit (each a reason naming the file).
-    unknown: Vec<String>,
+    /// Evidence that is missing: a disk or chain member that could not
+    /// be read, a chain longer than the limit (each a reason naming the
+    /// file).
+    unknown: Vec<Unknown>,
     /// Base names that a reference which could not be matched might mean
     /// (Nova matches by the last component): name → reasons.
     maybe: Vec<(String, String)>,
@@ -345,6 +349,94 @@ impl Disks {
         self.unknown.extend(o.unknown);
         self.maybe.extend(o.maybe);
         self.nova_backing.extend(o.nova_backing);
+    }
+}
+
+/// Evidence that is missing (a reason naming the file).
+#[derive(Debug, Clone)]
+struct Unknown {
+    reason: String,
+    /// The instance directory of a disk Nova builds only on base files
+    /// of that instance's own images, swap and ephemeral sizes (`disk`,
+    /// `disk.local`, `disk.swap`, `disk.eph<N>`); `None`: it could
+    /// concern any base file.
+    instance_dir: Option<String>,
+}
+
+impl Unknown {
+    fn host(reason: String) -> Unknown {
+        Unknown {
+            reason,
+            instance_dir: None,
+        }
+    }
+
+    fn disk(dir_name: &str, disk: &OsStr, reason: String) -> Unknown {
+        let built = disk.to_str().is_some_and(|n| {
+            matches!(n, "disk" | "disk.local" | "disk.swap")
+                || n.strip_prefix("disk.eph")
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        });
+        Unknown {
+            reason,
+            instance_dir: built.then(|| dir_name.to_owned()),
+        }
+    }
+}
+
+/// What missing evidence keeps. An unreadable disk Nova built for an
+/// instance the inventory names keeps only the base files that instance
+/// may use: names starting with the fingerprint (or the raw id) of its
+/// `image_ref`, `kernel_id` or `ramdisk_id`, every resized variant of
+/// them, and every swap and ephemeral file (sizes change on resize).
+/// Anything else missing (an unreadable directory, a base file's own
+/// backing, a chain over the limit, a disk of an instance the inventory
+/// does not name, `disk.rescue`) keeps every base file.
+#[derive(Debug, Default)]
+pub struct Missing {
+    host: Vec<String>,
+    /// (fingerprints and raw ids, reason).
+    bounded: Vec<(Vec<String>, String)>,
+}
+
+impl Missing {
+    fn new(unknown: Vec<Unknown>, inventory: Option<&[Instance]>) -> Missing {
+        let mut m = Missing::default();
+        for u in unknown {
+            let inst = u.instance_dir.as_deref().and_then(|d| {
+                let d = d.strip_suffix("_resize").unwrap_or(d);
+                inventory?
+                    .iter()
+                    .find(|i| i.uuid == d || i.name.as_deref() == Some(d))
+            });
+            match inst {
+                Some(i) if !i.image_ids.is_empty() => {
+                    let mut prefixes = Vec::new();
+                    for (_, id) in &i.image_ids {
+                        prefixes.push(common::hash::sha1_hex(id));
+                        prefixes.push(id.clone());
+                    }
+                    m.bounded.push((prefixes, u.reason));
+                }
+                _ => m.host.push(u.reason),
+            }
+        }
+        m
+    }
+
+    /// The reasons that keep the base file `name` (empty: none).
+    pub fn reasons_for(&self, name: &str) -> Vec<String> {
+        let mut out = self.host.clone();
+        let spare = matches!(
+            names::classify(name).class,
+            Class::Swap | Class::Ephemeral | Class::EphemeralLegacy
+        );
+        for (prefixes, why) in &self.bounded {
+            if spare || prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                out.push(why.clone());
+            }
+        }
+        out
     }
 }
 
@@ -494,10 +586,10 @@ fn scan_disks(root: &Dir, base: &Base, base_name: &str, cache: &DiskCache) -> Di
     let mut names = match root.names() {
         Ok(n) => n,
         Err(e) => {
-            d.unknown.push(format!(
+            d.unknown.push(Unknown::host(format!(
                 "instances_path_unreadable:{}: {e}",
                 root.path().display()
-            ));
+            )));
             return d;
         }
     };
@@ -536,10 +628,10 @@ fn scan_entry(root: &Dir, name: &OsStr, base: &Base, cache: &DiskCache) -> Disks
             return d;
         }
         Err(e) => {
-            d.unknown.push(format!(
+            d.unknown.push(Unknown::host(format!(
                 "instance_dir_unreadable:{}: {e}",
                 display.display()
-            ));
+            )));
             return d;
         }
     };
@@ -560,10 +652,10 @@ fn scan_dir(dir: &Dir, dir_name: &str, display: &Path, base: &Base, cache: &Disk
     let files = match dir.names() {
         Ok(f) => f,
         Err(e) => {
-            d.unknown.push(format!(
+            d.unknown.push(Unknown::host(format!(
                 "instance_dir_unreadable:{}: {e}",
                 display.display()
-            ));
+            )));
             return d;
         }
     };
@@ -612,9 +704,10 @@ fn scan_disk(
 ) {
     let disk_label = lossy(disk);
     let unreadable = |d: &mut Disks, e: &dyn std::fmt::Display| {
-        d.unknown.push(format!(
-            "instance_disk_unreadable:{}: {e}",
-            display.display()
+        d.unknown.push(Unknown::disk(
+            dir_name,
+            disk,
+            format!("instance_disk_unreadable:{}: {e}", display.display()),
         ));
     };
     let reference = |via: &str, name: &OsStr| Reference {
@@ -686,23 +779,33 @@ fn scan_disk(
     let mut via = format!("{dir_name}:backing:{disk_label}");
     for step in 0.. {
         if step == MAX_CHAIN {
-            d.unknown.push(format!(
+            d.unknown.push(Unknown::host(format!(
                 "backing_chain_longer_than_{MAX_CHAIN}:{}",
                 display.display()
-            ));
+            )));
             return;
         }
         let b = match backing {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(why) => {
-                let what = if step == 0 {
-                    "instance_disk_unreadable"
+                // The disk itself is bounded by what its instance uses; a
+                // base file's own backing could be anything.
+                d.unknown.push(if step == 0 {
+                    Unknown::disk(
+                        dir_name,
+                        disk,
+                        format!(
+                            "instance_disk_unreadable:{}: {why}",
+                            current_label.display()
+                        ),
+                    )
                 } else {
-                    "backing_file_unreadable"
-                };
-                d.unknown
-                    .push(format!("{what}:{}: {why}", current_label.display()));
+                    Unknown::host(format!(
+                        "backing_file_unreadable:{}: {why}",
+                        current_label.display()
+                    ))
+                });
                 return;
             }
         };
@@ -764,8 +867,8 @@ pub struct Users {
     pub by_name: HashMap<String, Vec<String>>,
     /// Base names an unmatched reference might mean → why.
     pub maybe: HashMap<String, Vec<String>>,
-    /// Missing evidence that could concern any base file.
-    pub unknown: Vec<String>,
+    /// Missing evidence and the base files it keeps.
+    pub missing: Missing,
 }
 
 impl Users {
@@ -777,18 +880,24 @@ impl Users {
         if let Some(why) = self.maybe.get(name) {
             return Some(why.join(", "));
         }
-        self.unknown.first().cloned()
+        self.missing.reasons_for(name).into_iter().next()
     }
 }
 
 /// Names in `_base` that some instance disk's backing chain reaches now,
 /// and what is unknown (for `remove`'s re-check, through the same
 /// handles it deletes through).
-pub fn backing_users(root: &Dir, base: &Dir, base_name: &str, cache: &DiskCache) -> Users {
+pub fn backing_users(
+    root: &Dir,
+    base: &Dir,
+    base_name: &str,
+    cache: &DiskCache,
+    inventory: Option<&[Instance]>,
+) -> Users {
     let base = Base::new(base);
     let d = scan_disks(root, &base, base_name, cache);
     let mut u = Users {
-        unknown: d.unknown,
+        missing: Missing::new(d.unknown, inventory),
         ..Users::default()
     };
     for r in d.refs {
@@ -1035,10 +1144,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             .or_default()
             .push(why.clone());
     }
-    let mut walk_reasons: Vec<String> = disks.unknown.clone();
-    if !fds_complete {
-        walk_reasons.push("open_files_unknown".to_owned());
-    }
+    let missing = Missing::new(disks.unknown.clone(), opts.inventory.as_deref());
 
     let mut entries = Vec::new();
     let mut present: HashSet<String> = HashSet::new();
@@ -1155,7 +1261,10 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             }
             who.sort();
             who.dedup();
-            let mut reasons = walk_reasons.clone();
+            let mut reasons = missing.reasons_for(&text);
+            if !fds_complete {
+                reasons.push("open_files_unknown".to_owned());
+            }
             reasons.extend(
                 maybe_by_name
                     .get(text.as_str())

@@ -11,7 +11,9 @@
 //!    threshold; else `changed_since_walk`;
 //! 4. under the lock, no instance disk's backing chain reaches it now and
 //!    no process holds it open (a disk that cannot be read, or processes
-//!    whose files cannot be listed, count as use); else `still_in_use`.
+//!    whose files cannot be listed, count as use; with `--instances`, a
+//!    disk that cannot be read counts only for its instance's base files,
+//!    as in the walk); else `still_in_use`.
 //!
 //! Then the file is unlinked and, as Nova does, its `.info`/`.sha1`
 //! sidecars and its lock file. Every record comes back with
@@ -49,6 +51,8 @@ pub struct Options {
     pub now: i64,
     /// Where processes are listed.
     pub proc_root: PathBuf,
+    /// The instance inventory (bounds what an unreadable disk keeps).
+    pub inventory: Option<Vec<crate::inventory::Instance>>,
 }
 
 /// The outcome for one record.
@@ -275,7 +279,13 @@ impl Remover {
             return Outcome::no("changed_since_walk", "younger than its threshold now");
         }
         // 4. Nothing uses it now, and nothing unknown might.
-        let users = nova::backing_users(&root_dir, &base_dir, &dir.to_string_lossy(), &self.disks);
+        let users = nova::backing_users(
+            &root_dir,
+            &base_dir,
+            &dir.to_string_lossy(),
+            &self.disks,
+            self.opts.inventory.as_deref(),
+        );
         if let Some(why) = users.keeps(&text) {
             return Outcome::no("still_in_use", why);
         }

@@ -489,6 +489,128 @@ fn broken_headers_where_nova_expects_raw_stop_nothing() {
     assert_eq!(m[&format!("_base/{tenant}")]["verdict"], "keep_in_use");
 }
 
+/// `cachewalk nova ROOT --instances -` with this inventory on stdin.
+fn walk_with(root: &Path, inventory: &str) -> Output {
+    let now = NOW.to_string();
+    cachewalk(
+        &[
+            "nova".as_ref(),
+            root.as_os_str(),
+            "--now".as_ref(),
+            now.as_ref(),
+            "--instances".as_ref(),
+            "-".as_ref(),
+            "--host".as_ref(),
+            "c1".as_ref(),
+        ],
+        inventory,
+        None,
+        &[],
+    )
+}
+
+/// One tenant's unreadable disk keeps the base files its instance may
+/// use (the inventory says which: its image's fingerprint and its
+/// variants, every swap and ephemeral file), not the whole host; remove
+/// given the same inventory frees the rest, without it keeps everything.
+/// A disk Nova does not build from the instance's images (`disk.rescue`)
+/// or of an instance the inventory does not name still keeps every file.
+#[test]
+fn an_unreadable_disk_keeps_only_its_instances_base_files() {
+    let s = Scratch::new();
+    let root = s.top.join("instances");
+    nova_tree(&root);
+    let base = root.join("_base");
+    let own = fp("img-3");
+    let variant = format!("{own}_10737418240");
+    for n in [own.as_str(), variant.as_str(), "swap_512"] {
+        file(&base.join(n), 4096, 10 * DAY);
+    }
+    let mut bad = b"QFI\xfb\0\0\0\x03".to_vec();
+    bad.extend_from_slice(&[0xff; 4096]);
+    fs::create_dir(root.join("inst-3")).unwrap();
+    fs::write(root.join("inst-3/disk"), &bad).unwrap();
+    let inv = "{\"uuid\":\"inst-3\",\"host\":\"c1\",\"image_ref\":\"img-3\"}\n";
+    let out = walk_with(&root, inv);
+    assert!(out.status.success());
+    let m = by_rel(&lines(&out));
+    let why = format!(
+        "instance_disk_unreadable:{}:",
+        root.join("inst-3/disk").display()
+    );
+    // The image and its resized variants are the instance's (in use by
+    // the inventory); a swap file of any size may be its disk's backing.
+    for n in [own.as_str(), variant.as_str()] {
+        assert_eq!(m[&format!("_base/{n}")]["verdict"], "keep_in_use");
+    }
+    let e = &m["_base/swap_512"];
+    assert_eq!(e["verdict"], "keep_unknown", "{e}");
+    assert!(e["reasons"][0].as_str().unwrap().starts_with(&why), "{e}");
+    for n in [fp("img-1"), fp("spare")] {
+        let e = &m[&format!("_base/{n}")];
+        assert_eq!(e["verdict"], "candidate", "{n}: {e}");
+    }
+
+    // remove: the same inventory frees the rest (dry run); none keeps all.
+    let inv_file = s.top.join("inv.jsonl");
+    fs::write(&inv_file, inv).unwrap();
+    let now = NOW.to_string();
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "remove".as_ref(),
+            "--dry-run".as_ref(),
+            "--now".as_ref(),
+            now.as_ref(),
+        ];
+        args.extend_from_slice(extra);
+        let r = lines(&cachewalk(&args, &all_records(&out), None, &[]));
+        r.iter()
+            .map(|v| {
+                (
+                    v["cache"]["rel_path"].as_str().unwrap_or("").to_owned(),
+                    v["cache"]["action"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let with = run(&["--instances".as_ref(), inv_file.as_os_str()]);
+    assert_eq!(
+        with[&format!("_base/{}", fp("spare"))],
+        "would_delete",
+        "{with:?}"
+    );
+    let without = run(&[]);
+    assert_eq!(
+        without[&format!("_base/{}", fp("spare"))],
+        "still_in_use",
+        "{without:?}"
+    );
+    // `-` is stdin, which holds the records.
+    let dash = cachewalk(
+        &["remove".as_ref(), "--instances".as_ref(), "-".as_ref()],
+        "",
+        None,
+        &[],
+    );
+    assert_eq!(dash.status.code(), Some(2));
+
+    // disk.rescue is built from another image: every file kept.
+    fs::rename(root.join("inst-3/disk"), root.join("inst-3/disk.rescue")).unwrap();
+    let m = by_rel(&lines(&walk_with(&root, inv)));
+    assert_eq!(
+        m[&format!("_base/{}", fp("spare"))]["verdict"],
+        "keep_unknown"
+    );
+    // An instance the inventory does not name: every file kept.
+    fs::rename(root.join("inst-3/disk.rescue"), root.join("inst-3/disk")).unwrap();
+    let m = by_rel(&lines(&walk_with(&root, "")));
+    assert_eq!(
+        m[&format!("_base/{}", fp("spare"))]["verdict"],
+        "keep_unknown"
+    );
+    s.decoys_untouched();
+}
+
 /// `_base` or `locks` that is a link: the walk is one error record (kind
 /// symlink, the directory named), nothing judged; remove refuses the same
 /// way and creates or deletes nothing through the link.
