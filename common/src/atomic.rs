@@ -141,6 +141,32 @@ impl AtomicFile {
         Ok(dest)
     }
 
+    /// fsync the file and put it in place of `name` in `dir` (where the
+    /// temp file must be, created through `dir`'s pinned path) only if
+    /// `name` is still the file `expected`
+    /// ([`crate::tree::Dir::replace_if`]); fsync the directory. On a
+    /// refusal the temp file is removed and the named file left alone.
+    pub fn replace_in(
+        mut self,
+        dir: &crate::tree::Dir,
+        name: &OsStr,
+        expected: &crate::tree::Status,
+    ) -> io::Result<()> {
+        self.file.sync_all()?;
+        let temp = self.temp.file_name().unwrap_or_default().to_os_string();
+        let ours = crate::files::FileId::of_file(&self.file)?;
+        if dir.status(&temp)?.id != ours {
+            return Err(io::Error::other(format!(
+                "{}: the temporary file is not in {}",
+                self.temp.display(),
+                dir.path().display()
+            )));
+        }
+        dir.replace_if(&temp, name, expected)?;
+        self.done = true;
+        dir.sync()
+    }
+
     /// After fsync, move the temp file to `dest` instead of the final path
     /// (Glance's `invalid/<id>` on a verification failure). Never replaces
     /// an existing `dest`. Both directories are fsynced.

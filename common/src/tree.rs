@@ -401,6 +401,80 @@ impl Dir {
         Ok(())
     }
 
+    /// Put `temp` (this tool's new file) in place of `name` only if
+    /// `name` is still the file `expected` (identity, size, modification
+    /// time), with no moment where a file put at `name` by someone else
+    /// is replaced unseen: the two names are exchanged atomically
+    /// (`renameat2(RENAME_EXCHANGE)`), what now sits under `temp` is
+    /// checked and, if it is not `expected`, exchanged back (kind
+    /// `changed`); otherwise the old file is unlinked. Where the
+    /// filesystem cannot exchange, it is checked, then renamed over.
+    pub fn replace_if(
+        &self,
+        temp: impl AsRef<OsStr>,
+        name: impl AsRef<OsStr>,
+        expected: &Status,
+    ) -> io::Result<()> {
+        let temp = component(temp.as_ref())?;
+        let name = component(name.as_ref())?;
+        let mismatch = |now: &Status| {
+            if now.kind == Kind::File && now.id == expected.id {
+                refusal(
+                    ErrorKind::Changed,
+                    "changed (size or modification time) since it was judged; left alone",
+                )
+            } else {
+                changed(now.kind)
+            }
+        };
+        crate::hook::point("tree.before_replace");
+        match rustix::fs::renameat_with(
+            &self.fd,
+            temp,
+            &self.fd,
+            name,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {
+                let old = self.status(temp)?;
+                if old.kind != Kind::File || !old.same_as(expected) {
+                    rustix::fs::renameat_with(
+                        &self.fd,
+                        temp,
+                        &self.fd,
+                        name,
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )?;
+                    return Err(mismatch(&old));
+                }
+                rustix::fs::unlinkat(&self.fd, temp, AtFlags::empty())?;
+                Ok(())
+            }
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                let now = self.status(name)?;
+                if now.kind != Kind::File || !now.same_as(expected) {
+                    return Err(mismatch(&now));
+                }
+                rustix::fs::renameat(&self.fd, temp, &self.fd, name)?;
+                Ok(())
+            }
+            Err(rustix::io::Errno::NOENT) => Err(refusal(
+                ErrorKind::Changed,
+                "vanished since it was judged; nothing replaced",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A second handle on the same directory.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+            id: self.id,
+        })
+    }
+
     /// Flush the directory's entries to disk (after a rename or unlink
     /// that must survive a crash).
     pub fn sync(&self) -> io::Result<()> {

@@ -34,6 +34,7 @@
 
 use crate::journal::Rollback;
 use crate::layout::{FOOTER, Kind, Layout, LayoutError};
+use crate::member::Target;
 use crate::patch::{self, Edit, Mode, PatchError};
 use crate::raw::{SECTOR, UNALLOCATED, aligned, padded, put, reseal};
 use crate::read::{Chain, ReadError};
@@ -387,18 +388,40 @@ fn child_runs(f: &File, l: &Layout) -> io::Result<Vec<(u64, u64, u64)>> {
     Ok(runs)
 }
 
-/// [`Chain::open`], every member opened without following a link: coalesce
-/// reads only files it may write or that sit beside them (`symlink`).
-fn open_chain(chain: &[PathBuf]) -> Result<Chain, ReadError> {
-    let mut files = Vec::with_capacity(chain.len());
-    for p in chain {
-        let f = crate::input::open_nofollow(p, false).map_err(|source| ReadError::Io {
-            path: p.clone(),
+/// The chain the opened members form (handles of their own).
+fn chain_of(members: &[Target]) -> Result<Chain, ReadError> {
+    let mut files = Vec::with_capacity(members.len());
+    for t in members {
+        let f = t.handle().map_err(|source| ReadError::Io {
+            path: t.path.clone(),
             source,
         })?;
-        files.push((p.clone(), f));
+        files.push((t.path.clone(), f));
     }
     Chain::from_files(files)
+}
+
+/// The layout of an opened member.
+fn layout(t: &Target) -> Result<Layout, CoalesceError> {
+    Layout::read(&t.file).map_err(|e| CoalesceError::Resize(resize::layout_error(&t.path, e)))
+}
+
+/// Open the members of `chain` (paths, child first) once, without
+/// following a link; the parent for writing when `mode` is in place.
+pub fn open_members(chain: &[PathBuf], mode: Mode) -> Result<Vec<Target>, CoalesceError> {
+    let in_place = matches!(mode, Mode::InPlace { .. });
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Target::open(p, in_place && i == 1).map_err(|source| {
+                CoalesceError::Resize(ResizeError::Io {
+                    path: p.clone(),
+                    source,
+                })
+            })
+        })
+        .collect()
 }
 
 /// Merge `child` into its parent (`parent`, or the one its header names),
@@ -410,7 +433,7 @@ pub fn coalesce(
     mode: Mode,
 ) -> Result<Coalesced, CoalesceError> {
     let journal = recover(&parent_of(child, parent)?, mode)?;
-    let chain = find_chain(child, parent)?;
+    let chain = open_members(&find_chain(child, parent)?, mode)?;
     let mut done = coalesce_chain_step(&chain, mode)?;
     done.journal = journal;
     Ok(done)
@@ -424,64 +447,61 @@ pub fn recover(parent: &Path, mode: Mode) -> Result<Rollback, CoalesceError> {
     })
 }
 
-/// Merge `chain[0]` into `chain[1]`; `chain[2..]` are the ancestors. A
-/// journal of an earlier in-place run must have been [`recover`]ed.
-pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, CoalesceError> {
-    let (child, parent) = match chain {
-        [c, p, ..] => (c.as_path(), p.as_path()),
+/// Merge `chain[0]` into `chain[1]`; `chain[2..]` are the ancestors, all
+/// opened once ([`open_members`], or from a chain directory's handle; the
+/// parent read-write when in place): they are judged, read and the parent
+/// changed through those handles only. A journal of an earlier in-place
+/// run must have been [`recover`]ed.
+pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, CoalesceError> {
+    let (child_t, parent_t) = match chain {
+        [c, p, ..] => (c, p),
         _ => {
             return Err(CoalesceError::Parent {
-                path: chain.first().cloned().unwrap_or_default(),
+                path: chain.first().map(|t| t.path.clone()).unwrap_or_default(),
                 why: "no parent to coalesce into".into(),
             });
         }
     };
+    let (child, parent) = (child_t.path.as_path(), parent_t.path.as_path());
     // The parent is written: it must not be the child (or another member)
     // under a second name, a hard link.
     let mut seen = Vec::with_capacity(chain.len());
-    for p in chain {
-        if let Ok(m) = std::fs::metadata(p) {
-            let id = common::files::FileId::of_metadata(&m);
-            if seen.contains(&id) {
-                return Err(CoalesceError::Resize(ResizeError::Io {
-                    path: parent.to_path_buf(),
-                    source: common::files::refusal(
-                        ErrorKind::SameFile,
-                        format!(
-                            "{} is the same file as another member of the chain; refusing to write over it",
-                            p.display()
-                        ),
+    for t in chain {
+        if seen.contains(&t.status.id) {
+            return Err(CoalesceError::Resize(ResizeError::Io {
+                path: parent.to_path_buf(),
+                source: common::files::refusal(
+                    ErrorKind::SameFile,
+                    format!(
+                        "{} is the same file as another member of the chain; refusing to write over it",
+                        t.path.display()
                     ),
-                }));
-            }
-            seen.push(id);
+                ),
+            }));
         }
+        seen.push(t.status.id);
     }
     // The chain as it reads now (this also checks the links by UUID).
-    let mut before = open_chain(chain)?;
+    let mut before = chain_of(chain)?;
     let child_size = before.virtual_size();
     let want = before.digest(0, child_size)?;
     drop(before);
-    let (cf, cl) = layout_of(child)?;
+    let (cf, cl) = (&child_t.file, layout(child_t)?);
     if cl.kind != Kind::Differencing {
         return Err(CoalesceError::NotDifferencing {
             path: child.to_path_buf(),
         });
     }
-    let (pf, pl) = layout_of(parent)?;
+    let (pf, pl) = (&parent_t.file, layout(parent_t)?);
     let parent_size = pl.size;
-    let rest: Vec<PathBuf> = chain[1..].to_vec();
+    let rest = &chain[1..];
     let want_tail = if parent_size > child_size {
-        open_chain(&rest)?.digest(child_size, parent_size)?
+        chain_of(rest)?.digest(child_size, parent_size)?
     } else {
         String::new()
     };
-    let planned = pf.metadata().map_err(|source| ResizeError::Io {
-        path: parent.to_path_buf(),
-        source,
-    })?;
     // Judged from the parent's handle, not from its name again.
-    let judged = pf.try_clone().map_err(|source| ResizeError::Io {
+    let judged = parent_t.handle().map_err(|source| ResizeError::Io {
         path: parent.to_path_buf(),
         source,
     })?;
@@ -492,11 +512,11 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
 
     // Grow the parent first when the child is larger.
     let grow: Option<Edit> = if child_size > parent_size {
-        Some(resize::plan(parent, &pf, child_size)?.0)
+        Some(resize::plan(parent, pf, child_size)?.0)
     } else {
         None
     };
-    let runs = child_runs(&cf, &cl).map_err(|source| ResizeError::Io {
+    let runs = child_runs(cf, &cl).map_err(|source| ResizeError::Io {
         path: child.to_path_buf(),
         source,
     })?;
@@ -557,10 +577,12 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
         ed.finish()?;
         Ok(())
     };
-    let verify = |p: &Path| -> Result<(), String> {
-        let mut after: Vec<PathBuf> = vec![p.to_path_buf()];
-        after.extend_from_slice(&rest[1..]);
-        let mut c = open_chain(&after).map_err(|e| e.to_string())?;
+    let verify = |p: &Path, f: &File| -> Result<(), String> {
+        let mut after = vec![(p.to_path_buf(), f.try_clone().map_err(|e| e.to_string())?)];
+        for t in &rest[1..] {
+            after.push((t.path.clone(), t.handle().map_err(|e| e.to_string())?));
+        }
+        let mut c = Chain::from_files(after).map_err(|e| e.to_string())?;
         let got = c.digest(0, child_size).map_err(|e| e.to_string())?;
         if got != want {
             return Err(format!(
@@ -576,8 +598,8 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
             }
         }
         if valid_before {
-            let f = crate::input::open_nofollow(p, false).map_err(|e| e.to_string())?;
-            let r = crate::check::check_opened(p, f, &crate::check::Options::default())
+            let h = f.try_clone().map_err(|e| e.to_string())?;
+            let r = crate::check::check_opened(p, h, &crate::check::Options::default())
                 .map_err(|e| e.to_string())?;
             if !r.valid {
                 let names: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
@@ -586,7 +608,7 @@ pub fn coalesce_chain_step(chain: &[PathBuf], mode: Mode) -> Result<Coalesced, C
         }
         Ok(())
     };
-    patch::apply_with(parent, &planned, mode, &ranges, &poison, &mut work, &verify)?;
+    patch::apply_with(parent_t, mode, &ranges, &poison, &mut work, &verify)?;
     Ok(Coalesced {
         child: child.to_path_buf(),
         parent: parent.to_path_buf(),

@@ -959,16 +959,25 @@ fn coalesce_cmd(
         };
     }
     // Only names are read to discover the chain, so a parent a crashed
-    // in-place run left poisoned is found, and rolled back first.
-    let members = match discover(child) {
-        Ok(m) => m,
+    // in-place run left poisoned is found, and rolled back first. The
+    // directory is opened once: every step opens its members from that
+    // handle (a directory swapped between steps is not followed).
+    let dir = match member::ChainDir::open(child) {
+        Ok(d) => d,
         Err((kind, msg)) => return fail(ctx, child, kind, msg),
     };
+    let members = dir.paths();
     let mut rolled_back = Vec::new();
     if in_place {
-        for p in members.iter().skip(1) {
+        for (i, p) in members.iter().enumerate().skip(1) {
             let j = journal_of(p);
-            match coalesce::recover(p, mode_for(in_place, &j)) {
+            let at = dir.dir().pinned_path(&dir.names()[i]).map_err(|e| {
+                coalesce::CoalesceError::Resize(resize::ResizeError::Io {
+                    path: p.clone(),
+                    source: e,
+                })
+            });
+            match at.and_then(|at| coalesce::recover(&at, mode_for(in_place, &j))) {
                 Ok(journal::Rollback::None) => {}
                 Ok(r) => rolled_back.push((p.clone(), r)),
                 Err(e) => return fail(ctx, p, e.kind(), e.to_string()),
@@ -976,8 +985,19 @@ fn coalesce_cmd(
         }
     }
     for k in 0..members.len().saturating_sub(1) {
+        if k > 0 {
+            // Between two steps: a test swaps the directory here.
+            common::hook::point("vhd-chain.coalesce.next_step");
+        }
         let j = journal_of(&members[k + 1]);
-        match coalesce::coalesce_chain_step(&members[k..], mode_for(in_place, &j)) {
+        let opened: Result<Vec<member::Target>, member::Failure> = (k..members.len())
+            .map(|i| dir.open_target(i, in_place && i == k + 1))
+            .collect();
+        let opened = match opened {
+            Ok(o) => o,
+            Err((kind, msg)) => return fail(ctx, &members[k], kind, msg),
+        };
+        match coalesce::coalesce_chain_step(&opened, mode_for(in_place, &j)) {
             Ok(mut done) => {
                 if let Some((_, r)) = rolled_back.iter().find(|(p, _)| *p == members[k + 1]) {
                     done.journal = *r;
@@ -991,9 +1011,9 @@ fn coalesce_cmd(
     // Cinder's coalesce_chain returns the base: so does the last record.
     if let Some(base) = members.last() {
         let mut rec = common::files::record_for(base);
-        let facts = input::open_nofollow(base, false)
-            .map_err(|e| (ErrorKind::from_io(&e), format!("{}: {e}", base.display())))
-            .and_then(|f| vhd_facts_of(base, f));
+        let facts = dir
+            .open_target(members.len() - 1, false)
+            .and_then(|t| vhd_facts_of(base, t.file));
         let mut f = match facts {
             Ok(f) => f,
             Err((kind, msg)) => return fail(ctx, base, kind, msg),

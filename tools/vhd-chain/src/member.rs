@@ -118,6 +118,96 @@ impl ChainDir {
     }
 }
 
+/// A file vhd-chain changes (resize, coalesce's parent) or reads beside
+/// it (coalesce's child and ancestors): opened once, relative to its
+/// directory's handle, without following a link; judged, read and, for
+/// the one changed, rewritten (in place) or replaced (by exchange,
+/// [`Dir::replace_if`]) through these handles only.
+#[derive(Debug)]
+pub struct Target {
+    /// The path given (records and messages only).
+    pub path: PathBuf,
+    /// Its directory, opened once.
+    pub dir: Dir,
+    /// Its name there.
+    pub name: OsString,
+    /// The open file (read-write when changed in place).
+    pub file: File,
+    /// What it was when opened (identity, size, mtime).
+    pub status: Status,
+}
+
+impl Target {
+    /// Open `path` (its directory through the operator's links, the file
+    /// itself never through one), for writing too when `write`.
+    pub fn open(path: &Path, write: bool) -> std::io::Result<Target> {
+        let (dir, name) = dir_and_name(path)?;
+        Target::open_in(dir, name, path.to_path_buf(), write)
+    }
+
+    /// Open `name` in `dir` (`path` names it in records).
+    pub fn open_in(
+        dir: Dir,
+        name: OsString,
+        path: PathBuf,
+        write: bool,
+    ) -> std::io::Result<Target> {
+        let file = if write {
+            dir.open_file_rw(&name)
+        } else {
+            dir.open_file(&name)
+        }
+        .map_err(|e| {
+            if ErrorKind::from_io(&e) == ErrorKind::Symlink {
+                crate::input::symlink_refusal()
+            } else {
+                e
+            }
+        })?;
+        let status = Status::of_file(&file)?;
+        Ok(Target {
+            path,
+            dir,
+            name,
+            file,
+            status,
+        })
+    }
+
+    /// A second handle on the opened file (a reader with its own
+    /// position).
+    pub fn handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Whether the opened file is still what was judged, and still the
+    /// file its name in its directory holds (a file renamed over it
+    /// meanwhile is `changed`: writing the judged one would change what
+    /// no name reaches).
+    pub fn unchanged(&self) -> std::io::Result<()> {
+        common::tree::check_same(&self.file, &self.status)?;
+        let now = self.dir.status(&self.name)?;
+        if now.kind == common::tree::Kind::File && now.same_as(&self.status) {
+            Ok(())
+        } else {
+            Err(common::tree::changed(now.kind))
+        }
+    }
+}
+
+impl ChainDir {
+    /// Member `i` as a [`Target`] (for writing when `write`), relative to
+    /// the directory's handle.
+    pub fn open_target(&self, i: usize, write: bool) -> Result<Target, Failure> {
+        let name = self.names.get(i).cloned().unwrap_or_default();
+        let path = self.dir.join(&name);
+        self.dir
+            .try_clone()
+            .and_then(|d| Target::open_in(d, name, path.clone(), write))
+            .map_err(|e| failure(&path, &e))
+    }
+}
+
 /// The directory holding `path` (a file named on the command line), and
 /// the file's name in it: a file changed is opened relative to that
 /// directory, never through a link in its last component.

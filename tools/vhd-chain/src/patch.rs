@@ -13,15 +13,19 @@
 //!   change is written, the footers last, and the journal removed. A re-run
 //!   after a crash finds the journal and rolls the file back first.
 //!
-//! In both modes the target must still be the file that was planned from
-//! (same device, inode, length and mtime), or nothing is changed.
+//! In both modes the target is opened once ([`Target`]): the handle the
+//! change was planned from is the one copied or written, it must still be
+//! unchanged (size, mtime) before anything is written, and the copy
+//! replaces the name only by an atomic exchange checked afterwards (a file
+//! put at that name meanwhile is put back, never replaced).
 
 use crate::journal::{self, Journal, JournalError, Rollback};
+use crate::member::Target;
 use common::ErrorKind;
 use common::atomic::AtomicFile;
-use std::fs::{File, Metadata};
-use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// How to change the file.
@@ -100,24 +104,16 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> PatchError + '_ {
     }
 }
 
-/// Whether `now` is the same file, unchanged, as `then`.
-fn same_file(now: &Metadata, then: &Metadata) -> bool {
-    now.dev() == then.dev()
-        && now.ino() == then.ino()
-        && now.len() == then.len()
-        && now.mtime() == then.mtime()
-        && now.mtime_nsec() == then.mtime_nsec()
-}
-
 /// Roll back an interrupted in-place change of `target` if `journal`
 /// exists (a re-run's first step).
 pub fn recover(journal: &Path, target: &Path) -> Result<Rollback, PatchError> {
     Ok(journal::rollback(journal, target)?)
 }
 
-/// A check of the changed file (given its current path) before it
-/// replaces the target or its journal is dropped.
-pub type Verify<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
+/// A check of the changed file before it replaces the target or its
+/// journal is dropped: a path for messages, and the open file to read
+/// (the copy, or the target itself).
+pub type Verify<'a> = &'a dyn Fn(&Path, &File) -> Result<(), String>;
 
 /// The ranges an in-place `edit` overwrites (within the old length), for
 /// its journal.
@@ -133,30 +129,16 @@ fn edit_ranges(edit: &Edit, old_len: u64) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// Apply `edit` to `target`, whose metadata when planned was `planned`,
-/// and `verify` the result before it counts (module docs).
-pub fn apply(
-    target: &Path,
-    planned: &Metadata,
-    edit: &Edit,
-    mode: Mode,
-    verify: Verify,
-) -> Result<(), PatchError> {
-    let ranges = edit_ranges(edit, planned.len());
+/// Apply `edit` to `target` (opened and judged: the plan was made from
+/// its handle) and `verify` the result before it counts (module docs).
+pub fn apply(target: &Target, edit: &Edit, mode: Mode, verify: Verify) -> Result<(), PatchError> {
+    let ranges = edit_ranges(edit, target.status.size);
     let crash_after = std::env::var(CRASH_HOOK).ok().and_then(|v| v.parse().ok());
     let mut work = |f: &File| match mode {
         Mode::Copy => write_edit(f, edit),
         Mode::InPlace { .. } => write_edit_with(f, edit, crash_after),
     };
-    apply_with(
-        target,
-        planned,
-        mode,
-        &ranges,
-        &edit.poison,
-        &mut work,
-        verify,
-    )
+    apply_with(target, mode, &ranges, &edit.poison, &mut work, verify)
 }
 
 /// The general form of [`apply`]: `work` changes the file it is given
@@ -164,19 +146,24 @@ pub fn apply(
 /// the footers at `poison` were poisoned; it must rewrite them), then
 /// `verify` checks the result before it counts.
 pub fn apply_with(
-    target: &Path,
-    planned: &Metadata,
+    target: &Target,
     mode: Mode,
     ranges: &[(u64, u64)],
     poison: &[u64],
     work: &mut dyn FnMut(&File) -> io::Result<()>,
     verify: Verify,
 ) -> Result<(), PatchError> {
+    // Between judging the file and the first write: a test swaps or
+    // changes it here.
+    common::hook::point("vhd-chain.before_write");
+    // The handle judged is the one copied or written; it must still be
+    // what was judged (size, mtime), or nothing is written.
+    target.unchanged().map_err(|_| PatchError::Changed {
+        path: target.path.clone(),
+    })?;
     match mode {
-        Mode::Copy => apply_copy(target, planned, work, verify),
-        Mode::InPlace { journal } => {
-            apply_in_place(target, planned, ranges, poison, work, journal, verify)
-        }
+        Mode::Copy => apply_copy(target, work, verify),
+        Mode::InPlace { journal } => apply_in_place(target, ranges, poison, work, journal, verify),
     }
 }
 
@@ -192,49 +179,44 @@ pub fn crash_point(i: usize) {
 }
 
 fn apply_copy(
-    target: &Path,
-    planned: &Metadata,
+    target: &Target,
     work: &mut dyn FnMut(&File) -> io::Result<()>,
     verify: Verify,
 ) -> Result<(), PatchError> {
-    let err = io_at(target);
-    // Between judging the file and the first write: a test swaps it here.
-    common::hook::point("vhd-chain.before_write");
-    // Opened again by name: never through a link, and it must be the file
-    // judged (identity, size, mtime), or nothing is written.
-    let src = crate::input::open_nofollow(target, false).map_err(io_at(target))?;
-    if !same_file(&src.metadata().map_err(io_at(target))?, planned) {
-        return Err(PatchError::Changed {
-            path: target.to_path_buf(),
-        });
-    }
+    let path = &target.path;
+    let changed = || PatchError::Changed { path: path.clone() };
+    // The copy is made in the target's own directory (its pinned handle,
+    // whatever the path names now).
+    let temp_at = target.dir.pinned_path(&target.name).map_err(io_at(path))?;
     // A crashed earlier run's copy is garbage now.
-    common::atomic::remove_stale_temps(target);
-    let mut out = AtomicFile::create(target, true).map_err(io_at(target))?;
-    let perm = std::fs::Permissions::from_mode(planned.mode() & 0o7777);
-    out.file().set_permissions(perm).map_err(io_at(target))?;
-    let copied = io::copy(&mut &src, out.file()).map_err(io_at(target))?;
-    if copied != planned.len() {
-        return Err(PatchError::Changed {
-            path: target.to_path_buf(),
-        });
+    common::atomic::remove_stale_temps(&temp_at);
+    let mut out = AtomicFile::create(&temp_at, true).map_err(io_at(path))?;
+    let perm = target.file.metadata().map_err(io_at(path))?.permissions();
+    let perm = std::fs::Permissions::from_mode(perm.mode() & 0o7777);
+    out.file().set_permissions(perm).map_err(io_at(path))?;
+    // The whole judged file, from offset 0 (std uses copy_file_range).
+    let mut src = &target.file;
+    src.seek(SeekFrom::Start(0)).map_err(io_at(path))?;
+    let copied = io::copy(&mut src, out.file()).map_err(io_at(path))?;
+    if copied != target.status.size {
+        return Err(changed());
     }
     common::signal::check()
         .and_then(|()| work(out.file()))
-        .map_err(io_at(target))?;
-    verify(out.temp_path()).map_err(|why| PatchError::Verify {
-        path: target.to_path_buf(),
+        .map_err(io_at(path))?;
+    verify(path, out.file()).map_err(|why| PatchError::Verify {
+        path: path.clone(),
         why,
     })?;
-    // The path must still be the file we copied, unchanged.
-    let now = std::fs::symlink_metadata(target).map_err(io_at(target))?;
-    if !same_file(&now, planned) || !same_file(&src.metadata().map_err(io_at(target))?, planned) {
-        return Err(PatchError::Changed {
-            path: target.to_path_buf(),
-        });
+    // Put in place only over the file judged and copied, unchanged: the
+    // names are exchanged and what came out is checked (another file given
+    // that name is put back, never replaced).
+    target.unchanged().map_err(|_| changed())?;
+    match out.replace_in(&target.dir, &target.name, &target.status) {
+        Ok(()) => Ok(()),
+        Err(e) if ErrorKind::from_io(&e) == ErrorKind::Changed => Err(changed()),
+        Err(e) => Err(io_at(path)(e)),
     }
-    out.commit().map_err(err)?;
-    Ok(())
 }
 
 /// Test hook, as vhd-util's `VHD_UTIL_TEST_FAIL_*`: with
@@ -261,49 +243,39 @@ pub fn write_edit(f: &File, edit: &Edit) -> io::Result<()> {
 }
 
 fn apply_in_place(
-    target: &Path,
-    planned: &Metadata,
+    target: &Target,
     ranges: &[(u64, u64)],
     poison: &[u64],
     work: &mut dyn FnMut(&File) -> io::Result<()>,
     journal: &Path,
     verify: Verify,
 ) -> Result<(), PatchError> {
-    // Between judging the file and the first write: a test swaps it here.
-    common::hook::point("vhd-chain.before_write");
-    // Opened again by name: never through a link, and it must be the file
-    // judged (identity, size, mtime), or nothing is written.
-    let f = crate::input::open_nofollow(target, true).map_err(io_at(target))?;
-    if !same_file(&f.metadata().map_err(io_at(target))?, planned) {
-        return Err(PatchError::Changed {
-            path: target.to_path_buf(),
-        });
-    }
+    let path = &target.path;
+    let f = &target.file;
     let mut ranges = ranges.to_vec();
     ranges.extend(poison.iter().map(|&o| (o, 8)));
-    let j = Journal::begin(journal, target, &f, &ranges)?;
+    let j = Journal::begin(journal, path, f, &ranges)?;
     let done = (|| -> io::Result<()> {
         for &off in poison {
             f.write_all_at(b"v_poison", off)?;
         }
         f.sync_data()?;
-        work(&f)
+        work(f)
     })()
-    .map_err(io_at(target))
+    .map_err(io_at(path))
     .and_then(|()| {
-        verify(target).map_err(|why| PatchError::Verify {
-            path: target.to_path_buf(),
+        verify(path, f).map_err(|why| PatchError::Verify {
+            path: path.clone(),
             why,
         })
     });
     match done {
-        Ok(()) => Ok(j.commit(&f)?),
+        Ok(()) => Ok(j.commit(f)?),
         Err(e) => {
             // Undo now rather than leave a poisoned file; if even that
             // fails, the journal stays for the next run.
             drop(j);
-            drop(f);
-            let _ = journal::rollback(journal, target);
+            let _ = journal::rollback(journal, path);
             Err(e)
         }
     }

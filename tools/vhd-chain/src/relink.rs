@@ -763,14 +763,14 @@ impl Plan<'_> {
             .write_all_at(&self.header, self.header_offset)
             .map_err(io_err(child))?;
         // The name must still be the file we judged and copied, unchanged:
-        // another file given that name is never replaced.
+        // the names are exchanged and what came out is checked, so another
+        // file given that name meanwhile is put back, never replaced.
         check_same(&self.file, &self.status).map_err(|_| changed())?;
-        match self.dir.status(&self.name) {
-            Ok(now) if now.same_as(&self.status) => {}
-            _ => return Err(changed()),
+        match out.replace_in(self.dir, &self.name, &self.status) {
+            Ok(()) => Ok(self.result),
+            Err(e) if ErrorKind::from_io(&e) == ErrorKind::Changed => Err(changed()),
+            Err(e) => Err(io_err(child)(e)),
         }
-        out.commit().map_err(io_err(child))?;
-        Ok(self.result)
     }
 }
 

@@ -172,25 +172,16 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
         path: path.to_path_buf(),
         source,
     };
-    // Changed in place or replaced: never through a link (`symlink`), even
-    // named directly; a FIFO never blocks the open and is refused.
-    let file = crate::input::open_nofollow(path, false).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if !meta.is_file() {
-        return Err(io_err(common::files::refusal(
-            common::ErrorKind::NotRegular,
-            format!(
-                "is a {}, not a regular file",
-                common::files::describe(&meta)
-            ),
-        )));
-    }
-    // Judged from the handle opened above, not from the name again.
-    let judged = file.try_clone().map_err(io_err)?;
+    // Opened once, never through a link (`symlink`), even named directly;
+    // a FIFO never blocks the open and is refused. This handle is judged,
+    // planned from and changed (in place) or copied.
+    let in_place = matches!(mode, Mode::InPlace { .. });
+    let target = crate::member::Target::open(path, in_place).map_err(io_err)?;
+    let judged = target.handle().map_err(io_err)?;
     let valid_before = check::check_opened(path, judged, &check::Options::default())
         .map(|r| r.valid)
         .unwrap_or(false);
-    let (edit, mut done, moved) = plan(path, &file, size)?;
+    let (edit, mut done, moved) = plan(path, &target.file, size)?;
     done.journal = journal;
     done.mode = match mode {
         Mode::Copy => "copy",
@@ -199,15 +190,16 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
     if done.method == "unchanged" {
         return Ok(done);
     }
-    let verify = |p: &Path| -> Result<(), String> {
+    let verify = |p: &Path, f: &File| -> Result<(), String> {
         if valid_before {
-            let r = check::check_file(p, &check::Options::default()).map_err(|e| e.to_string())?;
+            let h = f.try_clone().map_err(|e| e.to_string())?;
+            let r =
+                check::check_opened(p, h, &check::Options::default()).map_err(|e| e.to_string())?;
             if !r.valid {
                 let names: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
                 return Err(format!("the resized VHD fails: {}", names.join(", ")));
             }
         }
-        let f = File::open(p).map_err(|e| e.to_string())?;
         for (off, bytes) in &moved {
             let mut back = vec![0u8; bytes.len()];
             f.read_exact_at(&mut back, *off)
@@ -218,7 +210,7 @@ pub fn resize(path: &Path, size: u64, mode: Mode) -> Result<Resized, ResizeError
         }
         Ok(())
     };
-    patch::apply(path, &meta, &edit, mode, &verify)?;
+    patch::apply(&target, &edit, mode, &verify)?;
     Ok(done)
 }
 

@@ -3,8 +3,12 @@
 //! subcommand, never read or written through; a file changed in place
 //! that is a link is refused even when named directly; and a file swapped
 //! between judging and writing (driven by the `vhd-chain.before_write`
-//! hook, not by timing) is never written: the decoys and the swapped-in
-//! file keep their bytes, inode and mtime.
+//! hook, not by timing) is never written, nor replaced by the copy when
+//! swapped in right before the copy is put in place (`tree.before_replace`:
+//! the names are exchanged, checked and exchanged back): the decoys and the
+//! swapped-in file keep their bytes, inode and mtime. `coalesce --chain`
+//! stays in the directory it opened when the path is swapped for a link
+//! between two steps (`vhd-chain.coalesce.next_step`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -18,10 +22,15 @@ use support::{create_dynamic, have_qemu, make_child};
 const HOOK: &str = "IMAGE_TOOLS_TEST_HOOK_VHD_CHAIN_BEFORE_WRITE";
 
 fn vc(args: &[&std::ffi::OsStr], hook: Option<&str>) -> Output {
+    vc_at(args, HOOK, hook)
+}
+
+/// Run with the hook `var` set to `hook`.
+fn vc_at(args: &[&std::ffi::OsStr], var: &str, hook: Option<&str>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vhd-chain"));
     c.args(args).stdin(Stdio::null());
     if let Some(h) = hook {
-        c.env(HOOK, h);
+        c.env(var, h);
     }
     c.output().unwrap()
 }
@@ -330,27 +339,100 @@ fn a_file_swapped_between_judging_and_writing_is_never_written() {
             "1.vhd",
         ),
     ];
-    for (what, argv, victim) in cases {
-        let t = tree();
-        // The file swapped in: a real VHD of its own, outside the chain
-        // until the hook moves it over the member being changed.
-        let other = t.decoy.join("other.vhd");
-        create_dynamic(&other, "8M");
-        support::qemu_write(&other, &[(0x77, 0, 4096)]);
-        let before = print(&other);
-        let target = t.chain.join(victim);
-        let a = argv(&t.chain);
-        let a: Vec<&std::ffi::OsStr> = a.iter().map(|x| x.as_os_str()).collect();
-        let out = vc(&a, Some(&swap(&other, &target)));
-        refused(&out, "changed", what);
-        // The name holds the swapped-in file, bytes, inode and mtime as
-        // they were: nothing was written into it or over it.
-        assert_eq!(print(&target), before, "{what}");
-        let left: Vec<String> = fs::read_dir(&t.chain)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.'))
-            .collect();
-        assert!(left.is_empty(), "{what}: left behind {left:?}");
+    for (var, when) in [
+        (HOOK, "before writing"),
+        (
+            "IMAGE_TOOLS_TEST_HOOK_TREE_BEFORE_REPLACE",
+            "before the replace",
+        ),
+    ] {
+        for (what, argv, victim) in &cases {
+            if var != HOOK && what.contains("--in-place") {
+                // Changed in place: nothing is renamed.
+                continue;
+            }
+            let what = format!("{what} ({when})");
+            let t = tree();
+            // The file swapped in: a real VHD of its own, outside the chain
+            // until the hook moves it over the member being changed.
+            let other = t.decoy.join("other.vhd");
+            create_dynamic(&other, "8M");
+            support::qemu_write(&other, &[(0x77, 0, 4096)]);
+            let before = print(&other);
+            let target = t.chain.join(victim);
+            let a = argv(&t.chain);
+            let a: Vec<&std::ffi::OsStr> = a.iter().map(|x| x.as_os_str()).collect();
+            let out = vc_at(&a, var, Some(&swap(&other, &target)));
+            refused(&out, "changed", &what);
+            // The name holds the swapped-in file, bytes, inode and mtime as
+            // they were: nothing was written into it or over it.
+            assert_eq!(print(&target), before, "{what}");
+            let left: Vec<String> = fs::read_dir(&t.chain)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            assert!(left.is_empty(), "{what}: left behind {left:?}");
+        }
     }
+}
+
+/// `coalesce --chain DIR` over three members: between its two steps the
+/// path DIR is moved away and replaced by a link to a decoy chain. The
+/// second step still works in the directory opened at the start (now
+/// under its new name); the decoy chain is not read or written.
+#[test]
+fn coalesce_chain_stays_in_the_directory_it_opened() {
+    if !have_qemu() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let top = t.path();
+    let (chain, moved, decoy) = (top.join("chain"), top.join("moved"), top.join("decoy"));
+    for d in [&chain, &decoy] {
+        fs::create_dir(d).unwrap();
+        create_dynamic(&d.join("2.vhd"), "8M");
+        support::qemu_write(&d.join("2.vhd"), &[(0x22, 0, 65536)]);
+        create_dynamic(&d.join("1.vhd"), "8M");
+        make_child(&d.join("1.vhd"), &d.join("2.vhd"));
+        support::qemu_write(&d.join("1.vhd"), &[(0x11, 65536, 65536)]);
+        create_dynamic(&d.join("0.vhd"), "8M");
+        make_child(&d.join("0.vhd"), &d.join("1.vhd"));
+        support::qemu_write(&d.join("0.vhd"), &[(0x33, 131072, 4096)]);
+    }
+    let want = support::convert(&chain.join("0.vhd"));
+    let decoys: Vec<Print> = ["0.vhd", "1.vhd", "2.vhd"]
+        .iter()
+        .map(|n| print(&decoy.join(n)))
+        .collect();
+    let hook = format!(
+        "mv '{}' '{}' && ln -s '{}' '{}'",
+        chain.display(),
+        moved.display(),
+        decoy.display(),
+        chain.display()
+    );
+    let out = vc_at(
+        &[os("coalesce"), os("--chain"), chain.as_os_str()],
+        "IMAGE_TOOLS_TEST_HOOK_VHD_CHAIN_COALESCE_NEXT_STEP",
+        Some(&hook),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fs::symlink_metadata(&chain)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    for (n, p) in ["0.vhd", "1.vhd", "2.vhd"].iter().zip(&decoys) {
+        assert_eq!(&print(&decoy.join(n)), p, "decoy {n} changed");
+    }
+    // The base of the directory opened holds the whole disk.
+    let base = support::convert(&moved.join("2.vhd"));
+    assert_eq!(base, want);
 }
