@@ -28,7 +28,7 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test test-glance test-upstream faults fuzz check deb deb-check vendor-check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance test-upstream upstream-man faults fuzz check deb deb-check vendor-check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
@@ -64,7 +64,10 @@ test-glance: build-debug
 # (tests/tests/upstream_*.rs, drivers in tests/upstream/; they build the
 # pinned venv under target/ when missing: python3.11 and, once, PyPI).
 test-upstream: build-debug
-	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) -p pipeline-tests --test 'upstream_*'
+	rm -rf target/upstream-summary
+	UPSTREAM_SUMMARY_DIR="$(abspath target/upstream-summary)" IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" \
+	  $(CARGO) test $(CARGOFLAGS) -p pipeline-tests --test 'upstream_*'
+	@python3 tests/upstream/summary.py target/upstream-summary
 
 # The fuzz campaign (fuzz/run.sh): each cargo-fuzz target for FUZZ_SECONDS
 # from fuzz/seeds/<target> and fuzz/regressions/<target>, growing a scratch
@@ -124,13 +127,22 @@ deb-check: build completions
 
 # Man pages are generated from the clap definitions plus doc/*.roff and
 # committed, so packagers never need to run a binary for the target.
-man: build-debug
+# The man pages' tables of deliberate differences from the upstream code,
+# rendered from the tables the differential tests assert.
+UPSTREAM_MAN_CACHEWALK = tools/cachewalk/doc/upstream.roff \
+	"Glance's image cache (glance 33.0.0)=tests/upstream/differences-glance-cache.json"
+
+upstream-man:
+	@python3 tests/upstream/man_table.py $(UPSTREAM_MAN_CACHEWALK)
+
+man: upstream-man build-debug
 	@for t in $(TOOLS); do \
 		$(DEBUG_DIR)/$$t --generate man > man/$$t.1 || exit 1; \
 		echo "man/$$t.1"; \
 	done
 
 man-check: build-debug
+	@python3 tests/upstream/man_table.py --check $(UPSTREAM_MAN_CACHEWALK)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	for t in $(TOOLS); do \
 		$(DEBUG_DIR)/$$t --generate man > "$$tmp/$$t.1" || exit 1; \

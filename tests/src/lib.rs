@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod summary;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,6 +155,49 @@ pub fn upstream_python(what: &str, module: &str) -> Option<PathBuf> {
         .is_ok_and(|s| s.success());
     if !built || !importable(&python) {
         return missing("the Glance 33 venv could not be built (no PyPI?)");
+    }
+    Some(python)
+}
+
+/// The python of the pinned Nova venv (`target/nova-venv`: nova 34.0.0,
+/// kept apart from Glance's, whose pins conflict), made by
+/// `tests/upstream/ensure-nova-venv.sh` when `module` is not importable.
+/// Where python3.11 or PyPI is missing: `None` after a SKIPPED line naming
+/// `what`, or a failure under CI.
+#[allow(clippy::print_stderr, clippy::panic)] // SKIPPED lines are its purpose
+pub fn upstream_nova_python(what: &str, module: &str) -> Option<PathBuf> {
+    let ci = std::env::var_os("CI").is_some();
+    let missing = |why: &str| {
+        assert!(!ci, "{what}: {why} (required in CI)");
+        eprintln!("SKIPPED: {what}: {why}");
+        None
+    };
+    let venv = workspace().join("target/nova-venv");
+    let python = venv.join("bin/python");
+    let importable = |p: &Path| {
+        Command::new(p)
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable(&python) {
+        return Some(python);
+    }
+    if Command::new("python3.11")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return missing("no python3.11 to build the Nova 34 venv");
+    }
+    let built = Command::new(workspace().join("tests/upstream/ensure-nova-venv.sh"))
+        .arg(&venv)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built || !importable(&python) {
+        return missing("the Nova 34 venv could not be built (no PyPI?)");
     }
     Some(python)
 }

@@ -263,7 +263,11 @@ fn parse_time_arg(s: &str) -> Result<i64, String> {
 
 impl Tool for Cli {
     const NAME: &'static str = "cachewalk";
-    const MAN_EXTRA: &'static str = include_str!("../doc/cachewalk.extra.roff");
+    const MAN_EXTRA: &'static str = concat!(
+        include_str!("../doc/cachewalk.extra.roff"),
+        include_str!("../doc/upstream.roff"),
+        include_str!("../doc/cachewalk.see-also.roff")
+    );
 
     fn shared(&self) -> &SharedArgs {
         &self.shared
