@@ -825,6 +825,48 @@ fn classify(oslo: &Value, ours: &Value) -> Vec<String> {
     classes
 }
 
+/// What `check.oslo` must say for oslo's answer: its verdict, the format
+/// detect_file_format returned (null when it raised) and the failure names
+/// (oslo's check names; `incomplete`, `multiple_formats` and
+/// `inspector_error` for what it raised).
+fn oslo_expected(oslo: &Value) -> Value {
+    let error = oslo["error"].as_str().unwrap_or("");
+    let mut failures: BTreeSet<String> = oslo["failures"]
+        .as_object()
+        .map(|f| f.keys().cloned().collect())
+        .unwrap_or_default();
+    if error.starts_with("ImageFormatError: Incomplete") {
+        failures.insert("incomplete".into());
+    } else if error.contains("Multiple formats detected") {
+        failures.insert("multiple_formats".into());
+    } else if !error.is_empty() {
+        failures.insert("inspector_error".into());
+    }
+    serde_json::json!({
+        "acceptable": oslo["safe"],
+        "format": oslo["format"],
+        "failures": failures,
+    })
+}
+
+/// Our `check.oslo`, failures as a set.
+fn oslo_ours(ours: &Value) -> Value {
+    let o = &ours["check"]["oslo"];
+    let failures: BTreeSet<&str> = o["failures"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    serde_json::json!({
+        "acceptable": o["acceptable"],
+        "format": o["format"],
+        "failures": failures,
+    })
+}
+
+/// Cases where `check.oslo` may differ from oslo itself, with the reason
+/// (none: every case must agree).
+const OSLO_MODEL_GAPS: &[(&str, &str)] = &[];
+
 #[derive(Debug)]
 struct Row {
     class: String,
@@ -911,8 +953,20 @@ fn oslo_format_inspector_beside_imginfo_parse() {
     let mut agree = 0;
     let mut unlisted = Vec::new();
     let mut dump = String::new();
+    let mut model_agree = 0;
+    let mut model_wrong = Vec::new();
     for ((c, o), u) in cases.iter().zip(&oslo).zip(&ours) {
         assert_eq!(o["id"], c.id.as_str());
+        // check.oslo is a model of oslo itself: it must give oslo's answer.
+        let (want, got) = (oslo_expected(o), oslo_ours(u));
+        if want == got {
+            model_agree += 1;
+        } else if !OSLO_MODEL_GAPS.iter().any(|(id, _)| *id == c.id) {
+            model_wrong.push(format!(
+                "case {}\n    oslo:       {want}\n    check.oslo: {got}\n    oslo said:  {o}",
+                c.id
+            ));
+        }
         let classes = classify(o, u);
         let row = serde_json::json!({"id": c.id, "classes": classes, "oslo": o,
             "ours": {"format": u["info"]["format"], "detected_formats": u["info"]["detected_formats"],
@@ -960,6 +1014,16 @@ fn oslo_format_inspector_beside_imginfo_parse() {
     for (class, ids) in &seen {
         eprintln!("  {class}: {} cases", ids.len());
     }
+    eprintln!(
+        "oslo differential: check.oslo gives oslo's answer on {model_agree}/{} cases",
+        cases.len()
+    );
+    assert!(
+        model_wrong.is_empty(),
+        "UPSTREAM_SEED={seed}: check.oslo differs from oslo.utils itself on {} cases:\n{}",
+        model_wrong.len(),
+        model_wrong.join("\n")
+    );
     assert!(
         unlisted.is_empty() && stale.is_empty(),
         "UPSTREAM_SEED={seed}: disagreements not in tests/upstream/differences-oslo.json:\n{}\n\nrows that no longer hold:\n{}",

@@ -24,6 +24,8 @@ inspector it returns.
   failures        {check name: message} from SafetyCheckFailed
   error           "ImageFormatError: ..." or "<Type>: ..." when detection or
                   the safety check raised something else (refused)
+  formats_error   "<Type>: ..." when the whole-file read raised (then
+                  formats is empty); the verdict above does not depend on it
 
 Nothing is stubbed: the module is used as shipped. Logging is silenced.
 Only the standard library and oslo.utils are imported.
@@ -61,12 +63,15 @@ def inspect(path):
         'failures': {},
         'error': None,
     }
+    wrapper = None
     try:
         matches, wrapper = full_read(path)
         out['formats'] = sorted(matches)
     except Exception as e:  # noqa: BLE001 - reported, never hidden
-        out['error'] = f'{type(e).__name__}: {e}'
-        return out
+        # The whole-file read (64 KiB chunks) can raise where detection
+        # (4 KiB chunks) does not, or the other way round: its failure is
+        # kept apart from the verdict.
+        out['formats_error'] = f'{type(e).__name__}: {e}'
     inspector = None
     try:
         inspector = fi.detect_file_format(path)
@@ -85,7 +90,9 @@ def inspect(path):
     if out['format'] is not None:
         # The same inspector after the whole stream (Glance's upload view).
         full = [
-            i for i in wrapper._inspectors if i.NAME == out['format']
+            i
+            for i in (wrapper._inspectors if wrapper is not None else ())
+            if i.NAME == out['format']
         ]
         try:
             size = full[0].virtual_size if full else inspector.virtual_size

@@ -6,6 +6,7 @@ pub mod check;
 pub mod human;
 pub mod info;
 pub mod input;
+pub mod oslo;
 pub mod qemu;
 pub mod qjson;
 mod remote;
@@ -59,7 +60,10 @@ qemu), non_utf8 and ambiguous. With --check: check {acceptable, failures:
 [{check, reason}]}, checks backing_file, data_file, unknown_features,
 version, corrupt, legacy_aes, create_type, extents, banned, format_mismatch,
 require_format, multiple_formats, virtual_size, not_read, not_probed,
-ambiguous, info.
+ambiguous, info; and check.oslo {acceptable, format, failures} for a file or
+stream: the verdict of oslo.utils' format inspector (what Nova and Glance run)
+on the same bytes, as information (it changes neither acceptable nor the exit
+status).
 See `man imginfo-parse`.
 
 Examples:
@@ -241,6 +245,9 @@ struct Runner<'a> {
     audit: remote::Audit,
     /// `--qemu -f`: what native detection found, for the next image.
     detection: Option<Map<String, Value>>,
+    /// `--check` on a file or stream read natively: oslo's verdict on its
+    /// bytes (`check.oslo`), for the record about to be emitted.
+    oslo: Option<Value>,
 }
 
 /// `--timeout`'s default, seconds.
@@ -364,6 +371,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         glance,
         audit: remote::Audit::default(),
         detection: None,
+        oslo: None,
     };
     if !cli.urls.is_empty() {
         for url in &cli.urls {
@@ -660,6 +668,7 @@ impl Runner<'_> {
     /// Emit a record that carries `info`, adding the verdict with --check;
     /// `not_read` says what the probe could not read (never a pass).
     fn emit_info(&mut self, mut rec: Record, not_read: Option<&str>) -> io::Result<()> {
+        let oslo = self.oslo.take();
         if self.cli.check
             && let Some(info) = rec.get(FACET)
         {
@@ -667,6 +676,7 @@ impl Runner<'_> {
             if let Some(why) = not_read {
                 check::add_failure(&mut verdict, "not_read", why);
             }
+            with_oslo(&mut verdict, oslo);
             if verdict["acceptable"] != true {
                 self.ctx.merge(Status::No);
             }
@@ -677,11 +687,13 @@ impl Runner<'_> {
 
     /// Emit an error record (with a failed verdict under --check).
     fn fail(&mut self, mut rec: Record, e: common::ErrorFacet) -> io::Result<()> {
+        let oslo = self.oslo.take();
         if self.cli.check {
-            let verdict = match rec.get(FACET) {
+            let mut verdict = match rec.get(FACET) {
                 Some(info) => check::check(info, &self.policy),
                 None => check::no_info(&e.message),
             };
+            with_oslo(&mut verdict, oslo);
             rec.set(CHECK, verdict);
         }
         self.ctx.fail(rec, e)
@@ -720,6 +732,16 @@ impl Runner<'_> {
             source::Opened::File(_) => None,
         };
         let not_read = stream.and_then(|s| s.not_read());
+        if self.cli.check {
+            // oslo's verdict on the same bytes, never past what a stream
+            // gave (its unread end is `not_read`, not a guess).
+            self.oslo = Some(match &opened {
+                source::Opened::File(f) => oslo::verdict(f, None),
+                source::Opened::Stream(s) => {
+                    oslo::verdict(s, (!s.complete()).then(|| s.bytes_read()))
+                }
+            });
+        }
         if let Some(s) = stream {
             let mut probe = Map::new();
             probe.insert("bytes_read".into(), s.bytes_read().into());
@@ -888,6 +910,14 @@ impl Runner<'_> {
                 self.fail(rec, e)
             }
         }
+    }
+}
+
+/// Add oslo's verdict (`check.oslo`) to a `check` facet: information
+/// beside ours, it changes neither `acceptable` nor the exit status.
+fn with_oslo(verdict: &mut Value, oslo: Option<Value>) {
+    if let (Some(m), Some(o)) = (verdict.as_object_mut(), oslo) {
+        m.insert("oslo".into(), o);
     }
 }
 
