@@ -505,7 +505,57 @@ fn crafted(dir: &Path, qemu_dir: Option<&Path>, cases: &mut Vec<Case>) {
     put(&mut b, 24, &(size + 8).to_be_bytes());
     made.push(("qcow1-odd-size", b));
 
+    // oslo's quirks, for check.oslo's model of them: a text first chunk
+    // with a non-ASCII byte after 4 KiB (detection's chunk reads text, a
+    // whole-file read with larger chunks raises)...
+    let mut b = vec![b'a'; 5000];
+    b[4500] = 0xFF;
+    b.extend_from_slice(&[0u8; 100]);
+    made.push(("text-non-ascii-after-4k", b));
+    // ... a VHDX whose metadata region lies behind the region table (oslo
+    // captures what follows the table instead)...
+    let mut b = read("fuzz/seeds/vhdx/small.vhdx");
+    let meta_guid = [
+        0x06, 0xA2, 0x7C, 0x8B, 0x90, 0x47, 0x9A, 0x4B, 0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88,
+        0x6E,
+    ];
+    let table = 192 * 1024;
+    if let Some(e) = (0..8)
+        .map(|i| table + 16 + i * 32)
+        .find(|&e| b.get(e..e + 16) == Some(&meta_guid[..]))
+    {
+        put(&mut b, e + 16, &65536u64.to_le_bytes());
+    }
+    made.push(("vhdx-metadata-behind-table", b));
+    // ... and a sparse VMDK header with its grain directory "at the end"
+    // and its descriptor at sector 2 (oslo adds the footer, then raises).
+    let mut b = read("fuzz/seeds/vmdk/sparse.vmdk");
+    put(&mut b, 56, &u64::MAX.to_le_bytes());
+    put(&mut b, 28, &2u64.to_le_bytes());
+    made.push(("vmdk-gd-at-end-desc-sector2", b));
+
     if let Some(q) = qemu_dir {
+        let mut stream = std::fs::read(q.join("vmdk-streamOptimized.img")).unwrap();
+        // A streamOptimized footer, one that names yet another footer, and
+        // one whose end-of-stream marker is damaged (the header's grain directory "at the end" makes oslo read them;
+        // qemu-img create writes none: one is appended, as a streaming
+        // writer ends the file: footer marker, header copy, end of stream).
+        let mut copy = stream[..512].to_vec();
+        put(&mut stream, 56, &u64::MAX.to_le_bytes());
+        put(&mut copy, 56, &1u64.to_le_bytes());
+        let mut marker = vec![0u8; 512];
+        put(&mut marker, 12, &3u32.to_le_bytes());
+        stream.extend_from_slice(&marker);
+        stream.extend_from_slice(&copy);
+        stream.extend_from_slice(&[0u8; 512]);
+        let n = stream.len();
+        made.push(("vmdk-stream-footer", stream.clone()));
+        let mut b = stream.clone();
+        put(&mut b, n - 1024 + 56, &u64::MAX.to_le_bytes());
+        made.push(("vmdk-stream-footer-footer", b));
+        let mut b = stream.clone();
+        put(&mut b, n - 512 + 12, &1u32.to_le_bytes());
+        made.push(("vmdk-stream-bad-eos", b));
         let sparse = std::fs::read(q.join("vmdk-monolithicSparse.img")).unwrap();
         // A VMDK whose descriptor is at sector 2 (the header says so, and
         // the text is there): qemu reads it; oslo wants sector 1.
