@@ -130,10 +130,15 @@ deb-check: build completions
 # The man pages' tables of deliberate differences from the upstream code,
 # rendered from the tables the differential tests assert.
 UPSTREAM_MAN_CACHEWALK = tools/cachewalk/doc/upstream.roff \
+	"Nova's image cache manager (nova 34.0.0)=tests/upstream/differences-nova.json" \
 	"Glance's image cache (glance 33.0.0)=tests/upstream/differences-glance-cache.json"
+UPSTREAM_MAN_IMGINFO = tools/imginfo-parse/doc/upstream.roff \
+	"oslo.utils' format inspector (oslo.utils 10.2.0; Nova, Glance)=tests/upstream/differences-oslo.json" \
+	"Cinder's image checks (cinder 29.0.0)=tests/upstream/differences-cinder.json"
 
 upstream-man:
 	@python3 tests/upstream/man_table.py $(UPSTREAM_MAN_CACHEWALK)
+	@python3 tests/upstream/man_table.py $(UPSTREAM_MAN_IMGINFO)
 
 man: upstream-man build-debug
 	@for t in $(TOOLS); do \
@@ -143,6 +148,7 @@ man: upstream-man build-debug
 
 man-check: build-debug
 	@python3 tests/upstream/man_table.py --check $(UPSTREAM_MAN_CACHEWALK)
+	@python3 tests/upstream/man_table.py --check $(UPSTREAM_MAN_IMGINFO)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	for t in $(TOOLS); do \
 		$(DEBUG_DIR)/$$t --generate man > "$$tmp/$$t.1" || exit 1; \

@@ -33,12 +33,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// A file both sides look at.
-struct Case {
-    id: String,
-    path: PathBuf,
-    /// Not a mutation: table rows may name it.
-    fixed: bool,
-}
+type Case = pipeline_tests::corpus::Image;
 
 /// splitmix64: small, seeded, good enough to pick offsets.
 struct Rng(u64);
@@ -78,275 +73,6 @@ fn have_qemu_img() -> bool {
 }
 
 // ---------------------------------------------------------------- inputs
-
-/// The committed images: the hostile corpus and the fuzz seeds of the
-/// image formats (the files imginfo-parse's own tests read).
-fn corpus(cases: &mut Vec<Case>) {
-    let ws = workspace();
-    let mut dirs = vec![ws.join("tests/fixtures/hostile/images")];
-    for d in [
-        "qcow2",
-        "qcow",
-        "qed",
-        "vhd",
-        "vhdx",
-        "vdi",
-        "vmdk",
-        "iso",
-        "luks",
-        "partition",
-        "probe",
-        "parallels",
-    ] {
-        dirs.push(ws.join("fuzz/seeds").join(d));
-    }
-    for dir in dirs {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for path in files {
-            if !path.is_file() || path.extension().is_some_and(|e| e == "tsv") {
-                continue;
-            }
-            let id = path
-                .strip_prefix(&ws)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            cases.push(Case {
-                id,
-                path,
-                fixed: true,
-            });
-        }
-    }
-}
-
-/// Images written by qemu-img in every format it creates (sizes small:
-/// oslo's driver reads each file to its end).
-fn qemu_built(dir: &Path, cases: &mut Vec<Case>) {
-    let secret = "--object=secret,id=s0,data=oslo";
-    let builds: &[(&str, &[&str])] = &[
-        ("raw", &["-f", "raw", "raw.img", "1M"]),
-        ("raw-empty", &["-f", "raw", "raw-empty.img", "0"]),
-        (
-            "qcow2-v2",
-            &["-f", "qcow2", "-o", "compat=0.10", "qcow2-v2.img", "1M"],
-        ),
-        ("qcow2-v3", &["-f", "qcow2", "qcow2-v3.img", "1M"]),
-        ("qcow2-1g", &["-f", "qcow2", "qcow2-1g.img", "1G"]),
-        (
-            "qcow2-extl2",
-            &[
-                "-f",
-                "qcow2",
-                "-o",
-                "extended_l2=on",
-                "qcow2-extl2.img",
-                "1M",
-            ],
-        ),
-        (
-            "qcow2-lazy",
-            &[
-                "-f",
-                "qcow2",
-                "-o",
-                "lazy_refcounts=on",
-                "qcow2-lazy.img",
-                "1M",
-            ],
-        ),
-        (
-            "qcow2-zstd",
-            &[
-                "-f",
-                "qcow2",
-                "-o",
-                "compression_type=zstd",
-                "qcow2-zstd.img",
-                "1M",
-            ],
-        ),
-        (
-            "qcow2-backing",
-            &[
-                "-f",
-                "qcow2",
-                "-b",
-                "raw.img",
-                "-F",
-                "raw",
-                "qcow2-backing.img",
-            ],
-        ),
-        (
-            "qcow2-datafile",
-            &[
-                "-f",
-                "qcow2",
-                "-o",
-                "data_file=qcow2-datafile.data",
-                "qcow2-datafile.img",
-                "1M",
-            ],
-        ),
-        (
-            "qcow2-datafile-raw",
-            &[
-                "-f",
-                "qcow2",
-                "-o",
-                "data_file=qcow2-dfr.data,data_file_raw=on",
-                "qcow2-datafile-raw.img",
-                "1M",
-            ],
-        ),
-        (
-            "qcow2-luks",
-            &[
-                secret,
-                "-f",
-                "qcow2",
-                "-o",
-                "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
-                "qcow2-luks.img",
-                "1M",
-            ],
-        ),
-        ("qcow1", &["-f", "qcow", "qcow1.img", "1M"]),
-        (
-            "luks",
-            &[
-                secret,
-                "-f",
-                "luks",
-                "-o",
-                "key-secret=s0,iter-time=10",
-                "luks.img",
-                "1M",
-            ],
-        ),
-        (
-            "vmdk-monolithicSparse",
-            &["-f", "vmdk", "vmdk-monolithicSparse.img", "1M"],
-        ),
-        (
-            "vmdk-streamOptimized",
-            &[
-                "-f",
-                "vmdk",
-                "-o",
-                "subformat=streamOptimized",
-                "vmdk-streamOptimized.img",
-                "1M",
-            ],
-        ),
-        (
-            "vmdk-monolithicFlat",
-            &[
-                "-f",
-                "vmdk",
-                "-o",
-                "subformat=monolithicFlat",
-                "vmdk-monolithicFlat.img",
-                "1M",
-            ],
-        ),
-        (
-            "vmdk-twoGbMaxExtentSparse",
-            &[
-                "-f",
-                "vmdk",
-                "-o",
-                "subformat=twoGbMaxExtentSparse",
-                "vmdk-twoGbMaxExtentSparse.img",
-                "1M",
-            ],
-        ),
-        (
-            "vmdk-twoGbMaxExtentFlat",
-            &[
-                "-f",
-                "vmdk",
-                "-o",
-                "subformat=twoGbMaxExtentFlat",
-                "vmdk-twoGbMaxExtentFlat.img",
-                "1M",
-            ],
-        ),
-        (
-            "vmdk-backing",
-            &[
-                "-f",
-                "vmdk",
-                "-b",
-                "vmdk-monolithicSparse.img",
-                "-F",
-                "vmdk",
-                "vmdk-backing.img",
-            ],
-        ),
-        ("vpc-dynamic", &["-f", "vpc", "vpc-dynamic.img", "1M"]),
-        (
-            "vpc-fixed",
-            &["-f", "vpc", "-o", "subformat=fixed", "vpc-fixed.img", "1M"],
-        ),
-        (
-            "vpc-force-size",
-            &[
-                "-f",
-                "vpc",
-                "-o",
-                "force_size=on",
-                "vpc-force-size.img",
-                "1M",
-            ],
-        ),
-        ("vhdx-dynamic", &["-f", "vhdx", "vhdx-dynamic.img", "1M"]),
-        (
-            "vhdx-fixed",
-            &[
-                "-f",
-                "vhdx",
-                "-o",
-                "subformat=fixed",
-                "vhdx-fixed.img",
-                "1M",
-            ],
-        ),
-        ("vdi-dynamic", &["-f", "vdi", "vdi-dynamic.img", "1M"]),
-        (
-            "vdi-static",
-            &["-f", "vdi", "-o", "static=on", "vdi-static.img", "1M"],
-        ),
-        ("qed", &["-f", "qed", "qed.img", "1M"]),
-        (
-            "qed-backing",
-            &["-f", "qed", "-b", "raw.img", "-F", "raw", "qed-backing.img"],
-        ),
-        ("parallels", &["-f", "parallels", "parallels.img", "1M"]),
-    ];
-    for (name, args) in builds {
-        let mut argv: Vec<&str> = vec!["create", "-q"];
-        argv.extend_from_slice(args);
-        let st = Command::new("qemu-img")
-            .args(&argv)
-            .current_dir(dir)
-            .stderr(Stdio::inherit())
-            .status()
-            .unwrap();
-        assert!(st.success(), "qemu-img {argv:?}");
-        let file = args.iter().rev().find(|a| a.ends_with(".img")).unwrap();
-        cases.push(Case {
-            id: format!("qemu/{name}"),
-            path: dir.join(file),
-            fixed: true,
-        });
-    }
-}
 
 fn put(buf: &mut Vec<u8>, off: usize, bytes: &[u8]) {
     if buf.len() < off + bytes.len() {
@@ -980,12 +706,12 @@ fn oslo_format_inspector_beside_imginfo_parse() {
 
     let tmp = tempfile::tempdir().unwrap();
     let mut cases = Vec::new();
-    corpus(&mut cases);
+    cases.extend(pipeline_tests::corpus::committed());
     let qdir = tmp.path().join("qemu");
     std::fs::create_dir(&qdir).unwrap();
     let qemu = have_qemu_img();
     if qemu {
-        qemu_built(&qdir, &mut cases);
+        cases.extend(pipeline_tests::corpus::qemu_built(&qdir).unwrap());
     }
     let cdir = tmp.path().join("crafted");
     std::fs::create_dir(&cdir).unwrap();
@@ -1080,4 +806,5 @@ fn oslo_format_inspector_beside_imginfo_parse() {
         unlisted.join("\n"),
         stale.join("\n")
     );
+    pipeline_tests::summary::record("oslo", agree, cases.len(), cases.len() - agree);
 }

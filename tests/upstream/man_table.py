@@ -58,9 +58,12 @@ def render(tables):
                         m["extra"].append(extra)
                     break
             else:
-                merged.append({"label": label, "body": body, "extra": [extra] if extra else []})
+                merged.append({"label": label, "body": body, "extra": [extra] if extra else [],
+                               "bug": r.get("bug") is True})
         for m in merged:
             head = m["label"] + (" (%s)" % ", ".join(m["extra"]) if m["extra"] else "")
+            if m.get("bug"):
+                head += " (a known bug of this tool, to be fixed)"
             up, ours, why = m["body"]
             lines.append(".TP")
             lines.append(".B %s" % esc(head))

@@ -256,9 +256,13 @@ pub fn check(info: &Value, p: &Policy) -> Value {
         failures.push(fail("banned", format!("{format} images are not allowed")));
     }
 
+    // A LUKS volume is claimed as raw: Glance has no luks disk_format, and
+    // Cinder uploads encrypted volumes as raw and reads LUKS as raw.
+    let luks_as_raw = |claimed: &str| qemu_format_name(claimed) == "raw" && format == "luks";
     if let Some(claimed) = &p.expect_format
         && !claimed.eq_ignore_ascii_case("ami")
         && qemu_format_name(claimed) != format
+        && !luks_as_raw(claimed)
     {
         failures.push(fail(
             "format_mismatch",
@@ -550,6 +554,16 @@ mod tests {
         p.expect_format = None;
         p.require_format = Some("raw".into());
         assert_eq!(names(&check(&info, &p)), ["require_format"]);
+    }
+
+    #[test]
+    fn a_luks_volume_is_raw_to_glance_and_cinder() {
+        let mut p = policy();
+        let info = json!({"format": "luks", "virtual_size": 1});
+        p.expect_format = Some("raw".into());
+        assert_eq!(check(&info, &p)["acceptable"], true);
+        p.expect_format = Some("qcow2".into());
+        assert_eq!(names(&check(&info, &p)), ["format_mismatch"]);
     }
 
     #[test]

@@ -222,7 +222,11 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 
 impl Tool for Cli {
     const NAME: &'static str = "imginfo-parse";
-    const MAN_EXTRA: &'static str = include_str!("../doc/imginfo-parse.extra.roff");
+    const MAN_EXTRA: &'static str = concat!(
+        include_str!("../doc/imginfo-parse.extra.roff"),
+        include_str!("../doc/upstream.roff"),
+        include_str!("../doc/imginfo-parse.see-also.roff")
+    );
 
     fn shared(&self) -> &SharedArgs {
         &self.shared
