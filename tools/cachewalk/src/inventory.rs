@@ -6,7 +6,8 @@
 //! `ephemeral_gb` (a number or a list: the ephemeral BDMs' sizes in GiB,
 //! first first) and `ephemeral_format` (what Nova hashes into ephemeral
 //! file names: the `virt_mkfs` command or `default_ephemeral_format`).
-//! Records with an `error` are skipped; anything else is an error.
+//! Records with an `error` are skipped; anything else is an error. An
+//! empty image id is an id (Nova counts `""`), a null one is none.
 
 use serde_json::{Map, Value};
 use std::io::BufRead;
@@ -20,7 +21,8 @@ pub struct Instance {
     pub name: Option<String>,
     /// The compute host it is on.
     pub host: Option<String>,
-    /// `image_ref`, `kernel_id`, `ramdisk_id` (empty ones dropped).
+    /// `image_ref`, `kernel_id`, `ramdisk_id` (empty strings kept, as Nova
+    /// keeps them; null or absent dropped).
     pub image_ids: Vec<(&'static str, String)>,
     /// Nova's task state.
     pub task_state: Option<String>,
@@ -80,9 +82,12 @@ pub fn parse_instance(m: &Map<String, Value>) -> Result<Instance, String> {
         ephemeral_format: opt_str(m, "ephemeral_format"),
         ..Instance::default()
     };
+    // An empty id is kept: Nova counts "" (a volume-backed instance's
+    // image_ref, a kernel_id never set) as an id; only null or absent is
+    // none.
     for k in ["image_ref", "kernel_id", "ramdisk_id"] {
-        if let Some(id) = opt_str(m, k) {
-            inst.image_ids.push((k, id));
+        if let Some(id) = m.get(k).and_then(Value::as_str) {
+            inst.image_ids.push((k, id.to_owned()));
         }
     }
     inst.swap_mb = match m.get("swap_mb") {
@@ -144,7 +149,13 @@ mod tests {
         );
         let v = read(text.as_bytes()).unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0].image_ids, vec![("image_ref", "img".to_string())]);
+        assert_eq!(
+            v[0].image_ids,
+            vec![
+                ("image_ref", "img".to_string()),
+                ("kernel_id", String::new())
+            ]
+        );
         assert_eq!(v[0].swap_mb, Some(512));
         assert_eq!(v[0].ephemeral_gb, vec![20, 5]);
         assert_eq!(v[0].who(), "u1@c1");

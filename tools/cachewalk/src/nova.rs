@@ -136,6 +136,14 @@ pub struct Entry {
     pub mtime: String,
     /// `now - mtime`, seconds.
     pub age_s: i64,
+    /// The sub-second part of the mtime: an age equal to a threshold is
+    /// old enough only when it is 0 (Nova compares float ages).
+    #[serde(skip)]
+    pub mtime_nsec: u32,
+    /// The mtime Nova reads (`os.path.getmtime` follows a link), when it
+    /// differs from the entry's own (a link).
+    #[serde(skip)]
+    pub nova_mtime: Option<(i64, u32)>,
     /// From the file's header (`raw` when nothing else matches).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
@@ -410,9 +418,9 @@ impl Missing {
                     .find(|i| i.uuid == d || i.name.as_deref() == Some(d))
             });
             match inst {
-                Some(i) if !i.image_ids.is_empty() => {
+                Some(i) if i.image_ids.iter().any(|(_, id)| !id.is_empty()) => {
                     let mut prefixes = Vec::new();
-                    for (_, id) in &i.image_ids {
+                    for (_, id) in i.image_ids.iter().filter(|(_, id)| !id.is_empty()) {
                         prefixes.push(common::hash::sha1_hex(id));
                         prefixes.push(id.clone());
                     }
@@ -1072,7 +1080,18 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         fp_ids.insert(common::hash::sha1_hex(id), id.clone());
     }
     let mut inventory_ids: HashSet<String> = HashSet::new();
+    // Nova's update() is given only the instances of the hosts sharing the
+    // storage: this one and those compute_nodes has seen within 24 h (an
+    // instance with no host is on none of them).
+    let nova_hosts: HashSet<String> = read_compute_nodes(&root_dir)
+        .into_iter()
+        .flatten()
+        .filter(|(_, seen)| (opts.now as f64) - seen < HOST_WINDOW_S as f64)
+        .map(|(h, _)| h)
+        .chain(std::iter::once(opts.host.clone()))
+        .collect();
     for inst in opts.inventory.iter().flatten() {
+        let nova_counts = inst.host.as_ref().is_some_and(|h| nova_hosts.contains(h));
         for (field, id) in &inst.image_ids {
             let fp = common::hash::sha1_hex(id);
             inventory_ids.insert(id.clone());
@@ -1080,7 +1099,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             used.entry(fp.clone())
                 .or_default()
                 .push(format!("{}:{field}", inst.who()));
-            if !nova_fps.contains(&fp) {
+            if nova_counts && !nova_fps.contains(&fp) {
                 nova_fps.push(fp);
             }
         }
@@ -1089,7 +1108,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
             used.entry(n.clone())
                 .or_default()
                 .push(format!("{}:swap_bdm", inst.who()));
-            nova_used_names.insert(n);
+            if nova_counts {
+                nova_used_names.insert(n);
+            }
         }
         let label = inst
             .ephemeral_format
@@ -1101,14 +1122,12 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 .or_default()
                 .push(format!("{}:ephemeral_bdm", inst.who()));
             // Nova predicts the first ephemeral only.
-            if i == 0 {
+            if i == 0 && nova_counts {
                 nova_used_names.insert(n);
             }
         }
-        for d in [Some(inst.uuid.clone()), inst.name.clone()]
-            .into_iter()
-            .flatten()
-        {
+        let dirs = [Some(inst.uuid.clone()), inst.name.clone()];
+        for d in dirs.into_iter().flatten().filter(|_| nova_counts) {
             if inst.resizing() {
                 nova_dirs.insert(format!("{d}_resize"));
             }
@@ -1156,15 +1175,19 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         let mut names = listed;
         // Nova's view depends on os.listdir's (readdir) order, and its
         // os.path.exists / isfile follow links.
+        // What Nova sees of each name, links followed: a regular file, and
+        // its mtime.
+        let mut followed: HashMap<String, (bool, (i64, u32))> = HashMap::new();
         let listing: Vec<(String, bool, bool)> = names
             .iter()
             .map(|n| {
                 let m = base_dir.pinned_path(n).and_then(std::fs::metadata);
-                (
-                    lossy(n),
-                    m.is_ok(),
-                    m.as_ref().is_ok_and(std::fs::Metadata::is_file),
-                )
+                let is_file = m.as_ref().is_ok_and(std::fs::Metadata::is_file);
+                if let Ok(m) = &m {
+                    let nsec = u32::try_from(m.mtime_nsec()).unwrap_or(0);
+                    followed.insert(lossy(n), (is_file, (m.mtime(), nsec)));
+                }
+                (lossy(n), m.is_ok(), is_file)
             })
             .collect();
         let marks = nova_marks(&listing, &nova_fps, &nova_backing);
@@ -1204,11 +1227,17 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            e.nova_class = if st.kind == Kind::Dir {
-                NovaClass::Ignored
-            } else {
+            // Nova's scan keeps only what os.path.isfile accepts (links
+            // followed), and ages a link by its target's mtime.
+            let seen = followed.get(&text);
+            e.nova_class = if seen.is_some_and(|f| f.0) {
                 named.nova
+            } else {
+                NovaClass::Ignored
             };
+            if st.kind == Kind::Symlink {
+                e.nova_mtime = seen.map(|f| f.1);
+            }
             e.fingerprint = named.fingerprint.clone();
             e.resize_suffix = named.resize_suffix.clone();
             if let Some(fp) = &named.fingerprint
@@ -1305,7 +1334,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     // Sidecars whose base file is gone are orphans (Nova never cleans them).
     let present_names = present.clone();
     for e in &mut entries {
+        // A sidecar an instance disk is backed by stays what its use says.
         if matches!(e.class.as_str(), "checksum_sidecar" | "info_sidecar")
+            && e.in_use != "yes"
             && let Some(owner) =
                 names::classify(e.rel_path.rsplit('/').next().unwrap_or("")).belongs_to
         {
@@ -1405,7 +1436,9 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         ));
     }
     for inst in opts.inventory.iter().flatten() {
-        for (field, id) in &inst.image_ids {
+        // An empty id (a volume-backed instance's image_ref "") names no
+        // image that could be missing.
+        for (field, id) in inst.image_ids.iter().filter(|(_, id)| !id.is_empty()) {
             let fp = common::hash::sha1_hex(id);
             let has = present.iter().any(|n| n.starts_with(&fp));
             if !has && seen.insert((inst.uuid.clone(), fp.clone())) {
@@ -1456,6 +1489,8 @@ fn new_entry(root: &Path, path: &Path, rel: &str, name: &OsStr, st: &Status, now
         allocated: st.allocated,
         mtime: common::text::rfc3339_utc(st.mtime.0, 0).unwrap_or_default(),
         age_s: now - st.mtime.0,
+        mtime_nsec: st.mtime.1,
+        nova_mtime: None,
         format: None,
         in_use: "unknown",
         used_by: Vec::new(),
@@ -1495,6 +1530,8 @@ fn dangling_entry(root: &Path, path: &Path, rel: &str, via: &str, reasons: Vec<S
         allocated: 0,
         mtime: String::new(),
         age_s: 0,
+        mtime_nsec: 0,
+        nova_mtime: None,
         format: None,
         in_use: "yes",
         used_by: vec![via.to_owned()],
@@ -1691,9 +1728,20 @@ fn nova_view(
     e.nova_in_use = Some(in_use);
     e.nova_reason = Some(why);
     if !in_use && let Some(t) = threshold {
-        let mtime = opts.now - e.age_s;
-        e.nova_eligible_at = common::text::rfc3339_utc(mtime + t as i64, 0);
+        let (secs, nsec) = e.nova_mtime.unwrap_or((opts.now - e.age_s, e.mtime_nsec));
+        // The first whole second at which Nova's float age reaches t.
+        let at = secs + t as i64 + i64::from(nsec > 0);
+        e.nova_eligible_at = common::text::rfc3339_utc(at, 0);
     }
+}
+
+/// Whether a file `age_s` seconds old by whole seconds, with `nsec` past
+/// its mtime's second, is younger than `threshold`, as Nova's float age
+/// (`time.time() - os.path.getmtime()`) compares: an age of exactly the
+/// threshold is old enough only when the mtime has no sub-second part.
+pub fn too_young(age_s: i64, nsec: u32, threshold: u64) -> bool {
+    let t = i64::try_from(threshold).unwrap_or(i64::MAX);
+    age_s < t || (age_s == t && nsec > 0)
 }
 
 /// cachewalk's verdict (module docs).
@@ -1723,7 +1771,7 @@ fn decide(
     } else if !walk_reasons.is_empty() {
         reasons.extend(walk_reasons.iter().cloned());
         "keep_unknown"
-    } else if e.age_s < threshold as i64 {
+    } else if too_young(e.age_s, e.mtime_nsec, threshold) {
         reasons.push(format!("younger_than_{threshold}s"));
         "keep_young"
     } else if named.class == Class::PartialDownload {

@@ -275,7 +275,7 @@ impl Remover {
                 "not the same file, size or mtime as walked",
             );
         }
-        if self.opts.now - now.mtime.0 < threshold as i64 {
+        if nova::too_young(self.opts.now - now.mtime.0, now.mtime.1, threshold) {
             return Outcome::no("changed_since_walk", "younger than its threshold now");
         }
         // 4. Nothing uses it now, and nothing unknown might.

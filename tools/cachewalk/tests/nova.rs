@@ -974,3 +974,62 @@ fn fatal_errors_are_error_records() {
     assert_eq!(v["path"], gone.to_str().unwrap());
     assert!(!v["error"]["message"].as_str().unwrap().contains("gone"));
 }
+
+/// Found by the Nova differential (tests/tests/upstream_nova.rs): Nova
+/// ages files by a float (`time.time() - getmtime`), counts an empty
+/// image_ref as the id "" (keeping SHA-1("") in use), and predicts use
+/// only for instances on the hosts sharing the storage.
+#[test]
+fn sub_second_ages_empty_ids_and_other_hosts_as_nova_sees_them() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    fs::create_dir_all(root.join("_base")).unwrap();
+    // Exactly the threshold old, plus half a second younger: too young.
+    let young = root.join("_base").join(fp("half-second"));
+    fs::write(&young, b"x").unwrap();
+    let st = Command::new("touch")
+        .arg("-d")
+        .arg(format!("@{}.5", NOW - DAY))
+        .arg(&young)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exact = root.join("_base").join(fp("exact"));
+    file(&exact, 1, DAY);
+    let empty = root.join("_base").join(fp(""));
+    file(&empty, 1, 10 * DAY);
+    let other = root.join("_base").join(fp("elsewhere"));
+    file(&other, 1, 10 * DAY);
+    let inv = concat!(
+        "{\"uuid\":\"u1\",\"host\":\"compute-1\",\"image_ref\":\"\"}\n",
+        "{\"uuid\":\"u2\",\"host\":\"compute-9\",\"image_ref\":\"elsewhere\"}\n",
+    );
+    let (out, recs) = walk(root, &["--assume-no-instances-on", "compute-9"], Some(inv));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = by_rel(&recs);
+    let e = &m[&format!("_base/{}", fp("half-second"))];
+    assert_eq!(e["verdict"], "keep_young", "{e}");
+    assert!(
+        e["nova_eligible_at"].as_str().unwrap()
+            > common::text::rfc3339_utc(NOW, 0).unwrap().as_str(),
+        "{e}"
+    );
+    assert_eq!(m[&format!("_base/{}", fp("exact"))]["verdict"], "candidate");
+    let e = &m[&format!("_base/{}", fp(""))];
+    assert_eq!(e["verdict"], "keep_in_use", "{e}");
+    assert_eq!(e["nova_in_use"], true, "{e}");
+    // Used by an instance on a host not sharing this storage: Nova does
+    // not count it; cachewalk keeps it all the same.
+    let e = &m[&format!("_base/{}", fp("elsewhere"))];
+    assert_eq!(e["nova_in_use"], false, "{e}");
+    assert_eq!(e["verdict"], "keep_in_use", "{e}");
+    // No dangling record for the empty id.
+    assert!(
+        recs.iter()
+            .all(|r| r["cache"]["record"] != "dangling_reference" || r["cache"]["image_id"] != "")
+    );
+}
