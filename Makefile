@@ -46,7 +46,10 @@ build-debug:
 
 # Pipeline tests in tests/ run the built binaries, so build them first.
 test: build-debug
-	IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" $(CARGO) test $(CARGOFLAGS) --workspace
+	rm -rf target/upstream-summary
+	UPSTREAM_SUMMARY_DIR="$(abspath target/upstream-summary)" IMAGE_TOOLS_BIN_DIR="$(abspath $(DEBUG_DIR))" \
+	  $(CARGO) test $(CARGOFLAGS) --workspace
+	@python3 tests/upstream/summary.py target/upstream-summary
 
 # The fault campaign alone (it also runs in `make test`): every writer
 # killed at pseudo-random points, then checked and re-run.

@@ -1,6 +1,7 @@
 //! The images the differential tests run upstream code on: the committed
-//! corpus (the hostile fixtures and the image formats' fuzz seeds) and
-//! images written by the installed qemu-img in every format it creates.
+//! corpus (the hostile fixtures and the image formats' fuzz seeds),
+//! images written by the installed qemu-img in every format it creates,
+//! and real images no one here made, shipped by Debian packages.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -294,6 +295,43 @@ pub fn qemu_built(dir: &Path) -> Result<Vec<Image>, String> {
         out.push(Image {
             id: format!("qemu/{name}"),
             path: dir.join(file),
+            fixed: true,
+        });
+    }
+    Ok(out)
+}
+
+/// Disk images Debian packages ship (path, package): hybrid ISO 9660 +
+/// MBR boot images (the form of most distribution ISOs) and the boot
+/// code templates their makers use. `.ci/run` installs the packages.
+pub const DISTRIBUTION: [(&str, &str); 7] = [
+    ("/usr/lib/ipxe/ipxe.iso", "ipxe"),
+    ("/usr/lib/memtest86+/memtest86+x64.iso", "memtest86+"),
+    ("/usr/lib/memtest86+/memtest86+ia32.iso", "memtest86+"),
+    ("/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux"),
+    ("/usr/lib/ISOLINUX/isolinux.bin", "isolinux"),
+    ("/usr/lib/syslinux/mbr/mbr.bin", "syslinux-common"),
+    ("/usr/lib/syslinux/mbr/gptmbr.bin", "syslinux-common"),
+];
+
+/// The [`DISTRIBUTION`] images installed here (`debian/<package>/<file>`);
+/// under CI a missing one is an error naming its package.
+pub fn distribution() -> Result<Vec<Image>, String> {
+    let mut out = Vec::new();
+    for (path, package) in DISTRIBUTION {
+        let p = Path::new(path);
+        if !p.is_file() {
+            if std::env::var_os("CI").is_some() {
+                return Err(format!(
+                    "{path} is required in CI (apt-get install {package})"
+                ));
+            }
+            continue;
+        }
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        out.push(Image {
+            id: format!("debian/{package}/{}", name.unwrap_or_default()),
+            path: p.to_path_buf(),
             fixed: true,
         });
     }

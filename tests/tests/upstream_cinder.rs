@@ -251,6 +251,7 @@ fn cinder_and_imginfo_parse_accept_and_refuse_the_same_images() {
     eprintln!("cinder differential: UPSTREAM_SEED={seed}");
     let work = tempfile::tempdir().unwrap();
     let mut images = corpus::committed();
+    images.extend(corpus::distribution().unwrap());
     images.extend(corpus::qemu_built(work.path()).unwrap());
     let mut cases = Vec::new();
     for (i, image) in images.iter().enumerate() {

@@ -707,6 +707,7 @@ fn oslo_format_inspector_beside_imginfo_parse() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cases = Vec::new();
     cases.extend(pipeline_tests::corpus::committed());
+    cases.extend(pipeline_tests::corpus::distribution().unwrap());
     let qdir = tmp.path().join("qemu");
     std::fs::create_dir(&qdir).unwrap();
     let qemu = have_qemu_img();
