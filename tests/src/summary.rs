@@ -5,11 +5,10 @@
 //! upstream differential: nova A/B, glance C/D, oslo E/F, cinder G/H agree (K documented differences)
 //! ```
 //!
-//! For each component: how many cases agree with the upstream code
-//! exactly, and how many ran; K is the number of cases, over all
-//! components, that differ only as a row of a `differences-*.json` table
-//! says. A test fails on any other difference, so agreeing and documented
-//! cases always add up to the total.
+//! For each component, of the B cases run, A agree with the upstream code:
+//! the same answer, or a difference a row of its `differences-*.json`
+//! table documents; K counts the documented ones over all components. A
+//! test fails on any other difference, so A is B in every passing run.
 
 use std::path::PathBuf;
 
