@@ -61,7 +61,7 @@ qemu), non_utf8 and ambiguous. With --check: check {acceptable, failures:
 version, corrupt, legacy_aes, create_type, extents, banned, format_mismatch,
 require_format, multiple_formats, virtual_size, not_read, not_probed,
 ambiguous, info; and check.oslo {acceptable, format, failures} for a file or
-stream: the verdict of oslo.utils' format inspector (what Nova and Glance run)
+stream (natively or with --qemu): the verdict of oslo.utils' format inspector (what Nova and Glance run)
 on the same bytes, as information (it changes neither acceptable nor the exit
 status).
 See `man imginfo-parse`.
@@ -866,15 +866,22 @@ impl Runner<'_> {
             }
         };
         let cli = self.cli;
+        let bytes = source::FileBytes::from_input(input);
+        // oslo's verdict on the file qemu-img is about to read (the first
+        // record of a chain carries it: the image named).
+        if cli.check {
+            self.oslo = bytes.as_ref().ok().map(|src| oslo::verdict(src, None));
+        }
         // `-f` is a claim that qemu-img does not check: detection still
         // runs, natively, so --check sees bytes of another format.
         self.detection = cli.format.as_ref().map(|f| {
             let mut m = Map::new();
             m.insert("claimed_format".into(), f.as_str().into());
             let (name, _) = files::name_fields(path.as_os_str());
-            let found = source::FileBytes::from_input(input)
-                .map_err(FormatError::Io)
-                .and_then(|src| formats::probe(&src, &name, None));
+            let found = bytes
+                .as_ref()
+                .map_err(|e| FormatError::Io(std::io::Error::new(e.kind(), e.to_string())))
+                .and_then(|src| formats::probe(src, &name, None));
             if let Ok(p) = found {
                 for k in ["format", "detected_formats", "iso", "partition_table"] {
                     if let Some(v) = p.info.get(k) {
