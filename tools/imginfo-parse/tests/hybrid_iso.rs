@@ -87,12 +87,8 @@ fn debian_packaged_isos_are_isos() {
     // (path, package, required under CI)
     let images = [
         ("/usr/lib/ipxe/ipxe.iso", "ipxe", true),
-        ("/usr/lib/memtest86+/memtest86+x64.iso", "memtest86+", false),
-        (
-            "/usr/lib/memtest86+/memtest86+ia32.iso",
-            "memtest86+",
-            false,
-        ),
+        ("/usr/lib/memtest86+/memtest86+x64.iso", "memtest86+", true),
+        ("/usr/lib/memtest86+/memtest86+ia32.iso", "memtest86+", true),
     ];
     for (path, package, required) in images {
         if !Path::new(path).is_file() {
