@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 pub mod corpus;
 pub mod summary;
+pub mod upstream;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -116,70 +117,4 @@ pub fn readme_steps(readme: &str, tag: Option<&str>) -> Vec<Step> {
         }
     }
     out
-}
-
-/// The python of the pinned Glance 33 venv (`target/glance-venv`: Glance,
-/// oslo.utils 10.x, xattr), made by `tests/glance-server/ensure-venv.sh`
-/// ([`upstream_venv`]).
-pub fn upstream_python(what: &str, module: &str) -> Option<PathBuf> {
-    upstream_venv(
-        what,
-        "glance-venv",
-        "tests/glance-server/ensure-venv.sh",
-        module,
-    )
-}
-
-/// The python of the pinned Nova venv (`target/nova-venv`: nova 34.0.0,
-/// kept apart from Glance's, whose pins conflict), made by
-/// `tests/upstream/ensure-nova-venv.sh` ([`upstream_venv`]).
-pub fn upstream_nova_python(what: &str, module: &str) -> Option<PathBuf> {
-    upstream_venv(
-        what,
-        "nova-venv",
-        "tests/upstream/ensure-nova-venv.sh",
-        module,
-    )
-}
-
-/// The python of a pinned upstream venv `target/<venv>` in which `module`
-/// imports, made by the script `ensure` (workspace-relative, given the
-/// venv's path) when it does not. Where python3.11 or PyPI is missing:
-/// `None` after a SKIPPED line naming `what`, or a failure under CI.
-#[allow(clippy::print_stderr, clippy::panic)] // SKIPPED lines are its purpose
-pub fn upstream_venv(what: &str, venv: &str, ensure: &str, module: &str) -> Option<PathBuf> {
-    let ci = std::env::var_os("CI").is_some();
-    let missing = |why: &str| {
-        assert!(!ci, "{what}: {why} (required in CI)");
-        eprintln!("SKIPPED: {what}: {why}");
-        None
-    };
-    let venv = workspace().join("target").join(venv);
-    let python = venv.join("bin/python");
-    let importable = |p: &Path| {
-        Command::new(p)
-            .args(["-c", &format!("import {module}")])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable(&python) {
-        return Some(python);
-    }
-    if Command::new("python3.11")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return missing("no python3.11 to build the venv");
-    }
-    let built = Command::new(workspace().join(ensure))
-        .arg(&venv)
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !built || !importable(&python) {
-        return missing("the venv could not be built (no PyPI?)");
-    }
-    Some(python)
 }

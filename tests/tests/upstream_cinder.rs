@@ -26,7 +26,7 @@
     clippy::print_stderr
 )]
 
-use pipeline_tests::{corpus, tool, workspace};
+use pipeline_tests::{corpus, tool, upstream, workspace};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -44,18 +44,6 @@ struct Case {
     image: corpus::Image,
     claim: &'static str,
     size_gb: Option<u64>,
-}
-
-fn seed() -> u64 {
-    std::env::var("UPSTREAM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            u64::try_from(t.as_nanos() % 1_000_000_007).unwrap()
-        })
 }
 
 /// The Glance name of the format qemu-img finds (the case's own claim).
@@ -245,16 +233,11 @@ fn cinder_and_imginfo_parse_accept_and_refuse_the_same_images() {
         eprintln!("SKIPPED: the Cinder differential: no qemu-img");
         return;
     }
-    let Some(python) = pipeline_tests::upstream_venv(
-        "the Cinder differential",
-        "cinder-venv",
-        "tests/upstream/ensure-cinder-venv.sh",
-        "cinder.image.image_utils",
-    ) else {
+    let Some(python) = upstream::cinder_python("the Cinder differential") else {
         return;
     };
     let t0 = std::time::Instant::now();
-    let seed = seed();
+    let seed = upstream::seed();
     eprintln!("cinder differential: UPSTREAM_SEED={seed}");
     let work = tempfile::tempdir().unwrap();
     let mut images = corpus::committed();

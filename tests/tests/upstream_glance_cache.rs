@@ -27,7 +27,7 @@
     clippy::print_stderr
 )]
 
-use pipeline_tests::{records_of, tool, workspace};
+use pipeline_tests::{records_of, tool, upstream, workspace};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -41,15 +41,6 @@ const ASPECTS: [&str; 6] = [
     "cached",
     "removed",
 ];
-
-fn seed() -> String {
-    std::env::var("UPSTREAM_SEED").unwrap_or_else(|_| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        format!("{}", t.as_nanos() % 1_000_000_007)
-    })
-}
 
 fn lines(out: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(out)
@@ -188,13 +179,13 @@ fn cachewalk_remove(sc: &Value, recs: &[Value]) {
 #[test]
 fn glance_cache_matches_glance_33() {
     let t0 = std::time::Instant::now();
-    let Some(py) = pipeline_tests::upstream_python(
+    let Some(py) = upstream::glance_python(
         "upstream glance cache differential",
         "glance.image_cache.drivers.xattr",
     ) else {
         return;
     };
-    let seed = seed();
+    let seed = upstream::seed();
     let count: usize = std::env::var("UPSTREAM_GLANCE_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -202,20 +193,8 @@ fn glance_cache_matches_glance_33() {
     let ws = workspace();
     let driver_py = ws.join("tests/upstream/glance_cache.py");
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(&py)
-        .args(["-W", "ignore"])
-        .arg(&driver_py)
-        .args(["run", "--seed", &seed, "--count", &count.to_string()])
-        .arg("--work")
-        .arg(work.path())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "glance_cache.py run failed (UPSTREAM_SEED={seed})"
-    );
-    let mut scenarios = lines(&out.stdout);
+    let mut scenarios =
+        upstream::run_generator(&py, "glance_cache.py", seed, count, work.path()).unwrap();
     let header = scenarios.remove(0);
     assert_eq!(header["record"], "header");
     if header["xattr"] != true {

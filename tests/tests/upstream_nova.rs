@@ -24,19 +24,10 @@
     clippy::print_stderr
 )]
 
-use pipeline_tests::{records_of, tool, workspace};
+use pipeline_tests::{records_of, tool, upstream, workspace};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
-
-fn seed() -> String {
-    std::env::var("UPSTREAM_SEED").unwrap_or_else(|_| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        format!("{}", t.as_nanos() % 1_000_000_007)
-    })
-}
+use std::process::Command;
 
 /// One disagreement: scenario, its features, the file, the aspect, both
 /// sides.
@@ -91,34 +82,18 @@ fn nova_imagecache_matches_nova_34() {
         eprintln!("SKIPPED: {what}: qemu-img is not installed (apt-get install qemu-utils)");
         return;
     }
-    let Some(py) = pipeline_tests::upstream_nova_python(what, "nova.virt.libvirt.imagecache")
-    else {
+    let Some(py) = upstream::nova_python(what) else {
         return;
     };
-    let seed = seed();
+    let seed = upstream::seed();
     let count: usize = std::env::var("UPSTREAM_NOVA_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
     let ws = workspace();
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(&py)
-        .args(["-W", "ignore"])
-        .arg(ws.join("tests/upstream/nova_imagecache.py"))
-        .args(["run", "--seed", &seed, "--count", &count.to_string()])
-        .arg("--work")
-        .arg(work.path())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nova_imagecache.py run failed (UPSTREAM_SEED={seed})"
-    );
-    let scenarios: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let scenarios =
+        upstream::run_generator(&py, "nova_imagecache.py", seed, count, work.path()).unwrap();
     assert_eq!(scenarios.len(), count);
 
     let table: Value = serde_json::from_str(

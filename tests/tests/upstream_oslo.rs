@@ -682,21 +682,13 @@ fn table() -> Vec<Row> {
 #[test]
 fn oslo_format_inspector_beside_imginfo_parse() {
     let t0 = Instant::now();
-    let Some(python) = pipeline_tests::upstream_python(
+    let Some(python) = pipeline_tests::upstream::glance_python(
         "the oslo.utils differential",
         "oslo_utils.imageutils.format_inspector",
     ) else {
         return;
     };
-    let seed = std::env::var("UPSTREAM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = pipeline_tests::upstream::seed();
     let count: usize = std::env::var("UPSTREAM_OSLO_MUTATIONS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -77,6 +77,12 @@ fn lines(out: &Output) -> Vec<Value> {
 /// `cachewalk nova ROOT` (run in `cwd` when given), no inventory needed
 /// beyond this host's (an empty one).
 fn walk(root: &Path, cwd: Option<&Path>) -> Output {
+    walk_in(root, "", cwd)
+}
+
+/// `cachewalk nova ROOT --instances -` with this inventory on stdin, run
+/// in `cwd` when given.
+fn walk_in(root: &Path, inventory: &str, cwd: Option<&Path>) -> Output {
     let now = NOW.to_string();
     cachewalk(
         &[
@@ -89,7 +95,7 @@ fn walk(root: &Path, cwd: Option<&Path>) -> Output {
             "--host".as_ref(),
             "c1".as_ref(),
         ],
-        "",
+        inventory,
         cwd,
         &[],
     )
@@ -489,24 +495,8 @@ fn broken_headers_where_nova_expects_raw_stop_nothing() {
     assert_eq!(m[&format!("_base/{tenant}")]["verdict"], "keep_in_use");
 }
 
-/// `cachewalk nova ROOT --instances -` with this inventory on stdin.
 fn walk_with(root: &Path, inventory: &str) -> Output {
-    let now = NOW.to_string();
-    cachewalk(
-        &[
-            "nova".as_ref(),
-            root.as_os_str(),
-            "--now".as_ref(),
-            now.as_ref(),
-            "--instances".as_ref(),
-            "-".as_ref(),
-            "--host".as_ref(),
-            "c1".as_ref(),
-        ],
-        inventory,
-        None,
-        &[],
-    )
+    walk_in(root, inventory, None)
 }
 
 /// One tenant's unreadable disk keeps the base files its instance may
