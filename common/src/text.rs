@@ -82,34 +82,24 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// Seconds (and nanoseconds) since the Unix epoch as an RFC 3339 UTC string:
 /// `2026-11-22T17:00:00Z`, with a fraction only when `nsec` is non-zero.
 /// Years outside 0..=9999 are clamped by returning `None`: RFC 3339 cannot
 /// write them.
 pub fn rfc3339_utc(secs: i64, nsec: u32) -> Option<String> {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, mo, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) || nsec >= 1_000_000_000 {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    if !(0..=9999).contains(&t.year()) || nsec >= 1_000_000_000 {
         return None;
     }
-    let (h, mi, s) = (rem / 3600, rem / 60 % 60, rem % 60);
-    let mut out = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+    let mut out = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
     if nsec != 0 {
         let frac = format!("{nsec:09}");
         out.push('.');
@@ -119,45 +109,33 @@ pub fn rfc3339_utc(secs: i64, nsec: u32) -> Option<String> {
     Some(out)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of
-/// `civil_from_days`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Parse a point in time for a command line: whole seconds since the Unix
 /// epoch (`1795626000`), or RFC 3339 in UTC (`2026-11-25T17:00:00Z`,
-/// `+00:00` accepted, a fraction ignored). Seconds since the epoch.
+/// `+00:00` accepted, a fraction ignored). Seconds since the epoch; `None`
+/// for a date or time that does not exist (`2026-02-31`, `23:59:60`).
 pub fn parse_time(s: &str) -> Option<i64> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().ok();
     }
     let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
-    let (date, time) = s.split_once(['T', ' '])?;
-    let time = time.split('.').next()?;
-    let num = |x: &str, n: usize| -> Option<i64> {
+    let (date, clock) = s.split_once(['T', ' '])?;
+    let clock = clock.split('.').next()?;
+    // The syntax is ours (fixed widths, `-` and `:`); the calendar is the
+    // crate's, which refuses days a month does not have.
+    fn num<T: std::str::FromStr>(x: &str, n: usize) -> Option<T> {
         (x.len() == n && x.bytes().all(|b| b.is_ascii_digit()))
             .then(|| x.parse().ok())
             .flatten()
-    };
+    }
     let d: Vec<&str> = date.split('-').collect();
-    let t: Vec<&str> = time.split(':').collect();
+    let t: Vec<&str> = clock.split(':').collect();
     let ([y, mo, da], [h, mi, se]) = (d.as_slice(), t.as_slice()) else {
         return None;
     };
-    let (y, mo, da) = (num(y, 4)?, num(mo, 2)?, num(da, 2)?);
-    let (h, mi, se) = (num(h, 2)?, num(mi, 2)?, num(se, 2)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let days = days_from_civil(y, mo as u32, da as u32);
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+    let month = time::Month::try_from(num::<u8>(mo, 2)?).ok()?;
+    let date = time::Date::from_calendar_date(num(y, 4)?, month, num(da, 2)?).ok()?;
+    let clock = time::Time::from_hms(num(h, 2)?, num(mi, 2)?, num(se, 2)?).ok()?;
+    Some(date.with_time(clock).assume_utc().unix_timestamp())
 }
 
 #[cfg(test)]
@@ -185,6 +163,47 @@ mod tests {
         ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn times_that_do_not_exist_are_refused() {
+        for bad in [
+            "2026-02-31T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-12-31T23:59:60Z",
+            "2026-11-25T24:00:00Z",
+            "2026-11-25T17:60:00Z",
+            "2026-00-10T00:00:00Z",
+            "2026-11-00T00:00:00Z",
+            "2026-11-25T17:00Z",
+            "2026-11-25t17:00:00Z",
+            "2026-11-25T17:00:00z",
+            "+2026-11-25T17:00:00Z",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+        for (good, secs) in [
+            ("2024-02-29T12:00:00Z", 1_709_208_000),
+            ("2000-02-29 00:00:00+00:00", 951_782_400),
+            ("2026-04-30T23:59:59.999Z", 1_777_593_599),
+            ("0000-01-01T00:00:00Z", -62_167_219_200),
+            ("9999-12-31T23:59:59Z", 253_402_300_799),
+        ] {
+            assert_eq!(parse_time(good), Some(secs), "{good}");
+            assert_eq!(
+                rfc3339_utc(secs, 0).map(|t| parse_time(&t)),
+                Some(Some(secs))
+            );
+        }
+        assert_eq!(rfc3339_utc(-62_167_219_201, 0), None);
+        assert_eq!(rfc3339_utc(253_402_300_800, 0), None);
+        assert_eq!(rfc3339_utc(0, 1_000_000_000), None);
+        assert_eq!(
+            rfc3339_utc(1, 1).as_deref(),
+            Some("1970-01-01T00:00:01.000000001Z")
+        );
     }
 
     #[test]

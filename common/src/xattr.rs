@@ -1,64 +1,23 @@
 //! Extended attributes, for the Glance cache's xattr driver (`user.hits`,
 //! `user.error`). Symlinks are never followed.
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// The most bytes of an attribute value read (Glance's are short decimal
-/// numbers or an exception text).
-pub const MAX_VALUE: usize = 64 * 1024;
-
-fn cstrings(path: &Path, name: &str) -> io::Result<(CString, CString)> {
-    Ok((
-        CString::new(path.as_os_str().as_bytes())?,
-        CString::new(name)?,
-    ))
-}
-
 /// Set attribute `name` of the file at `path` (not following a symlink).
-#[allow(unsafe_code)]
 pub fn set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let (p, n) = cstrings(path, name)?;
-    // SAFETY: valid NUL-terminated strings and a buffer with its length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    xattr::set(path, name, value)
 }
 
 /// Attribute `name` of the file at `path` (not following a symlink):
-/// `Ok(None)` when the file has no such attribute; an error when the
-/// filesystem has no xattrs (`Unsupported`) or the value is longer than
-/// [`MAX_VALUE`].
-#[allow(unsafe_code)]
+/// `Ok(None)` when the file has no such attribute (`ENODATA`); an error of
+/// kind `Unsupported` when the filesystem has no xattrs (`EOPNOTSUPP`,
+/// which std leaves uncategorized). The kernel bounds a value at 64 KiB.
 pub fn get(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let (p, n) = cstrings(path, name)?;
-    let mut buf = vec![0u8; MAX_VALUE];
-    // SAFETY: valid NUL-terminated strings; the buffer is writable for its
-    // length, which is passed.
-    let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if rc >= 0 {
-        buf.truncate(usize::try_from(rc).unwrap_or(0));
-        return Ok(Some(buf));
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ENODATA) => Ok(None),
-        Some(libc::EOPNOTSUPP) => Err(io::Error::new(io::ErrorKind::Unsupported, e)),
-        _ => Err(e),
-    }
+    xattr::get(path, name).map_err(|e| match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => io::Error::new(io::ErrorKind::Unsupported, e),
+        _ => e,
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@
 
 pub mod bochs;
 pub mod cloop;
-mod crc;
 pub mod dmg;
 pub mod iso;
 pub mod luks;
