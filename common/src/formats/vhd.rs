@@ -109,8 +109,12 @@ pub const FOOTER_LEN: usize = 512;
 pub const HEADER_LEN: usize = 1024;
 /// The footer cookie.
 pub const FOOTER_COOKIE: [u8; 8] = *b"conectix";
+/// The footer cookie, for messages.
+pub const FOOTER_COOKIE_NAME: &str = "conectix";
 /// The dynamic header cookie.
 pub const HEADER_COOKIE: [u8; 8] = *b"cxsparse";
+/// The dynamic header cookie, for messages.
+pub const HEADER_COOKIE_NAME: &str = "cxsparse";
 /// The cookie blktap writes over a footer while a journaled resize runs.
 pub const POISON_COOKIE: [u8; 8] = *b"v_poison";
 /// The batmap header cookie.

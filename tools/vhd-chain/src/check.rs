@@ -15,8 +15,11 @@
 //! `512k + 511`), as blktap; for dynamic and differencing disks also the
 //! copy at offset 0, which must match (blktap's hidden-flag quirk allowed).
 //! When the end footer is missing (a truncated file), the copy at 0 drives
-//! the remaining checks. Neither copy carrying a `conectix` (or
-//! `v_poison`) cookie is [`CheckError::NotAVhd`].
+//! the remaining checks. Neither copy carrying the footer cookie (or
+//! `v_poison`) is [`CheckError::NotAVhd`]. Footers, header, locators, BAT
+//! and batmap are read through `common::formats::vhd`, and blktap's
+//! hidden-flag quirk is its rule ([`Footer::checksum_accepted`],
+//! [`Footer::same_as`]).
 //!
 //! Rules (`Finding::rule`), by group (`Report::checked`):
 //! - `footer`: `footer_cookie`, `footer_poisoned`, `footer_checksum`,
@@ -50,9 +53,15 @@
 //! One rule reports at most [`MAX_PER_RULE`] findings, then one summary.
 
 use crate::input::RegularSource;
-use crate::raw::{all_zero, be32, be64, checksum, padded};
+use crate::raw::all_zero;
 use common::ErrorKind;
 use common::formats::Source;
+use common::formats::vhd::{
+    self, BatmapHeader, DiskType, DynamicHeader, FEATURE_RESERVED, FEATURE_TEMPORARY,
+    FOOTER_COOKIE_NAME, FOOTER_LEN, FORMAT_VERSION, Footer, FooterChecksum, Geometry,
+    HEADER_COOKIE_NAME, HEADER_LEN, LOCATOR_CODES, NO_OFFSET, ParentLocator, SECTOR, TAP_VERSION,
+    UNALLOCATED, uuid_string,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io;
@@ -64,20 +73,10 @@ pub const MAX_PER_RULE: usize = 16;
 /// entries of 2 MiB, 4 177 920 of 512 KiB).
 pub const MAX_BAT_ENTRIES: u32 = 1 << 22;
 
-const SECTOR: u64 = 512;
-const FOOTER: usize = 512;
-const HEADER: usize = 1024;
-/// Seconds between the Unix epoch and the VHD epoch (2000-01-01 UTC).
-const VHD_EPOCH: u64 = 946_684_800;
 const FUTURE_SLACK: i64 = 1800;
 const MAX_BLOCK: u32 = 2 << 20;
 /// Largest single read.
 const CHUNK: usize = 1 << 20;
-/// blktap's VHD_CURRENT_VERSION, 1.3.
-const TAP_CURRENT: u32 = 0x0001_0003;
-const BATMAP_CURRENT: u32 = 0x0001_0002;
-const BATMAP_V11: u32 = 0x0001_0001;
-const UNUSED: u32 = 0xffff_ffff;
 
 /// One broken rule.
 #[derive(Debug, Clone, Serialize)]
@@ -204,7 +203,7 @@ fn chain_rules(mut checked: Vec<(Report, Facts)>) -> Vec<Report> {
             continue;
         };
         let mut c = Collector::default();
-        let diff = facts.disk_type == Some(4);
+        let diff = facts.disk_type == Some(DiskType::Differencing.code());
         match parent {
             Some(pf) => {
                 if !diff {
@@ -291,71 +290,11 @@ impl Collector {
     }
 }
 
-fn uuid16(b: &[u8], o: usize) -> [u8; 16] {
-    b.get(o..o + 16)
-        .and_then(|s| <[u8; 16]>::try_from(s).ok())
-        .unwrap_or([0; 16])
-}
-
-fn uuid_string(b: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(36);
-    for (i, v) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push_str(&format!("{v:02x}"));
-    }
-    s
-}
-
-/// blktap's `vhd_chs`: the geometry for `size` bytes, packed C<<16|H<<8|S.
-pub fn vhd_chs(size: u64) -> u32 {
-    let secs = size.div_ceil(SECTOR).clamp(1, 65535 * 16 * 255);
-    let (spt, heads, cth);
-    if secs >= 65535 * 16 * 63 {
-        spt = 255;
-        heads = 16;
-        cth = secs / spt;
-    } else {
-        let mut s = 17;
-        let mut c = secs / s;
-        let mut h = c.div_ceil(1024).max(4);
-        if c >= h * 1024 || h > 16 {
-            s = 31;
-            h = 16;
-            c = secs / s;
-        }
-        if c >= h * 1024 {
-            s = 63;
-            h = 16;
-            c = secs / s;
-        }
-        spt = s;
-        heads = h;
-        cth = c;
-    }
-    let cyl = cth / heads;
-    // cyl < 65536, heads <= 16, spt <= 255 by construction
-    ((cyl as u32) << 16) | ((heads as u32) << 8) | spt as u32
-}
-
 fn now_vhd() -> i64 {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    unix as i64 - VHD_EPOCH as i64
-}
-
-/// blktap's `vhd_parent_locator_size`: data space in sectors below 512,
-/// in bytes when a multiple of 512, invalid (0) otherwise.
-fn locator_size(space: u32) -> u64 {
-    if space < 512 {
-        u64::from(space) * SECTOR
-    } else if space.is_multiple_of(512) {
-        u64::from(space)
-    } else {
-        0
-    }
+    unix as i64 - vhd::VHD_EPOCH as i64
 }
 
 struct File<'a> {
@@ -385,57 +324,46 @@ impl File<'_> {
 }
 
 /// What is wrong with one footer copy (`what` names it in messages).
-fn footer_rules(c: &mut Collector, f: &[u8], what: &str, opts: &Options) {
-    let cookie = f.get(..8).unwrap_or(&[]);
-    if cookie == b"v_poison" {
+fn footer_rules(c: &mut Collector, f: &Footer, what: &str, opts: &Options) {
+    if f.is_poisoned() {
         c.add(
             "footer_poisoned",
             format!("{what}: cookie v_poison: an interrupted vhd-util resize (revert it with its journal)"),
         );
-    } else if cookie != b"conectix" {
-        c.add("footer_cookie", format!("{what}: no conectix cookie"));
+    } else if !f.has_cookie() {
+        c.add(
+            "footer_cookie",
+            format!("{what}: no {FOOTER_COOKIE_NAME} cookie"),
+        );
         return;
     }
-    let creator = f.get(28..32).unwrap_or(&[]);
-    let tap = creator.starts_with(b"tap");
-    let crtr_ver = be32(f, 32);
-    let hidden = f.get(85).copied().unwrap_or(0);
-    let stored = be32(f, 64);
-    if checksum(f, 64) != stored {
-        let quirk = hidden != 0 && tap && (crtr_ver == 0x0000_0001 || crtr_ver == 0x0001_0001) && {
-            let mut g = f.to_vec();
-            if let Some(b) = g.get_mut(85) {
-                *b = 0;
-            }
-            checksum(&g, 64) == stored
-        };
-        if !quirk {
-            c.add(
-                "footer_checksum",
-                format!(
-                    "{what}: checksum {stored:#010x}, computed {:#010x}",
-                    checksum(f, 64)
-                ),
-            );
-        }
+    if let FooterChecksum::Mismatch { stored, computed } = f.checksum_state() {
+        c.add(
+            "footer_checksum",
+            format!("{what}: checksum {stored:#010x}, computed {computed:#010x}"),
+        );
     }
-    let features = be32(f, 8);
-    if features & 2 == 0 || features & !3 != 0 {
+    let features = f.features;
+    if features & FEATURE_RESERVED == 0 || features & !(FEATURE_RESERVED | FEATURE_TEMPORARY) != 0 {
         c.add(
             "footer_features",
             format!("{what}: features {features:#x}: bit 0x2 must be set, only 0x1 may be added"),
         );
     }
-    let version = be32(f, 12);
-    if version != 0x0001_0000 {
+    let version = f.format_version;
+    if version != FORMAT_VERSION {
         c.add(
             "footer_version",
             format!("{what}: file format version {version:#010x}, not 0x00010000"),
         );
     }
-    let dtype = be32(f, 60);
-    let data_offset = be64(f, 16);
-    if dtype != 3 && dtype != 4 && data_offset != u64::MAX {
+    let dtype = f.disk_type_code;
+    let data_offset = f.data_offset;
+    if !matches!(
+        f.disk_type(),
+        Some(DiskType::Dynamic | DiskType::Differencing)
+    ) && data_offset != NO_OFFSET
+    {
         c.add(
             "footer_data_offset",
             format!(
@@ -443,14 +371,15 @@ fn footer_rules(c: &mut Collector, f: &[u8], what: &str, opts: &Options) {
             ),
         );
     }
-    let ts = be32(f, 24);
+    let ts = f.timestamp;
     if !opts.ignore_timestamps && i64::from(ts) > now_vhd() + FUTURE_SLACK {
         c.add(
             "footer_timestamp_future",
             format!("{what}: creation time {ts} (seconds since 2000) is in the future"),
         );
     }
-    if tap && crtr_ver > TAP_CURRENT {
+    let crtr_ver = f.creator_version;
+    if f.is_tap() && crtr_ver > TAP_VERSION {
         c.add(
             "tap_creator_version",
             format!(
@@ -460,78 +389,53 @@ fn footer_rules(c: &mut Collector, f: &[u8], what: &str, opts: &Options) {
             ),
         );
     }
-    let size = be64(f, 48);
-    let geometry = be32(f, 56);
-    let want = vhd_chs(size);
-    if want < geometry {
+    let size = f.current_size;
+    let want = Geometry::for_size(size);
+    if want.packed() < f.geometry.packed() {
         c.add(
             "geometry_too_large",
             format!(
-                "{what}: geometry {}/{}/{} is larger than {}/{}/{} for the current size {size}",
-                geometry >> 16,
-                (geometry >> 8) & 0xff,
-                geometry & 0xff,
-                want >> 16,
-                (want >> 8) & 0xff,
-                want & 0xff
+                "{what}: geometry {} is larger than {want} for the current size {size}",
+                f.geometry
             ),
         );
     }
-    if !matches!(dtype, 2..=4) {
+    if f.disk_type().is_none() {
         c.add(
             "disk_type",
             format!("{what}: disk type {dtype} is not fixed (2), dynamic (3) or differencing (4)"),
         );
     }
-    let saved = f.get(84).copied().unwrap_or(0);
-    if saved > 1 {
+    if f.saved_state > 1 {
         c.add(
             "footer_saved_state",
-            format!("{what}: saved state {saved}, not 0 or 1"),
+            format!("{what}: saved state {}, not 0 or 1", f.saved_state),
         );
     }
-    if hidden > 1 {
+    if f.hidden > 1 {
         c.add(
             "footer_hidden",
-            format!("{what}: hidden {hidden}, not 0 or 1"),
+            format!("{what}: hidden {}, not 0 or 1", f.hidden),
         );
     }
-    if !all_zero(f.get(86..FOOTER).unwrap_or(&[])) {
+    if !all_zero(&f.reserved) {
         c.add(
             "footer_reserved",
             format!("{what}: reserved bytes 86..511 are not zero"),
         );
     }
-    if all_zero(f.get(68..84).unwrap_or(&[])) {
+    if all_zero(&f.uuid) {
         c.add("uuid_null", format!("{what}: unique id is all zero"));
     }
 }
 
-fn has_cookie(f: &[u8]) -> bool {
-    f.starts_with(b"conectix") || f.starts_with(b"v_poison")
+fn has_cookie(f: &Footer) -> bool {
+    f.has_cookie() || f.is_poisoned()
 }
 
-fn footer_ok(f: &[u8]) -> bool {
-    has_cookie(f) && checksum(f, 64) == be32(f, 64)
-}
-
-/// The footers equal, allowing blktap's old hidden-flag quirk.
-fn footers_match(primary: &[u8], backup: &[u8]) -> bool {
-    if primary == backup {
-        return true;
-    }
-    let ver = be32(backup, 32);
-    if backup.get(85).copied().unwrap_or(0) != 0
-        && backup.get(28..31) == Some(b"tap".as_slice())
-        && (ver == 0x0000_0001 || ver == 0x0001_0001)
-    {
-        let mut b = backup.to_vec();
-        if let Some(x) = b.get_mut(85) {
-            *x = 0;
-        }
-        return primary == b.as_slice();
-    }
-    false
+/// A footer to go by: a cookie and a checksum blktap accepts.
+fn footer_ok(f: &Footer) -> bool {
+    has_cookie(f) && f.checksum_accepted()
 }
 
 /// A named byte range of metadata.
@@ -573,12 +477,12 @@ fn check_source(
     } else {
         len - 512
     };
-    let primary = file.read(footer_start, FOOTER)?;
-    let backup = file.read(0, FOOTER)?;
+    let primary = Footer::decode(&file.read(footer_start, FOOTER_LEN)?);
+    let backup = Footer::decode(&file.read(0, FOOTER_LEN)?);
     if !has_cookie(&primary) && !has_cookie(&backup) {
-        return Err(not_vhd(
-            "no footer (conectix) at the end of the file or at offset 0",
-        ));
+        return Err(not_vhd(&format!(
+            "no footer ({FOOTER_COOKIE_NAME}) at the end of the file or at offset 0"
+        )));
     }
 
     let mut c = Collector::default();
@@ -590,20 +494,22 @@ fn check_source(
     } else {
         c.add(
             "footer_cookie",
-            format!("{end_what}: no conectix cookie (truncated, or the copy at 0 is stray)"),
+            format!(
+                "{end_what}: no {FOOTER_COOKIE_NAME} cookie (truncated, or the copy at 0 is stray)"
+            ),
         );
     }
-    let footer: &[u8] = if footer_ok(&primary) || (has_cookie(&primary) && !footer_ok(&backup)) {
+    let footer: &Footer = if footer_ok(&primary) || (has_cookie(&primary) && !footer_ok(&backup)) {
         &primary
     } else {
         &backup
     };
-    let dtype = be32(footer, 60);
+    let dtype = footer.disk_type_code;
     facts.disk_type = Some(dtype);
-    facts.uuid = Some(uuid16(footer, 68));
-    let current_size = be64(footer, 48);
+    facts.uuid = Some(footer.uuid);
+    let current_size = footer.current_size;
 
-    if dtype == 2 {
+    if footer.disk_type() == Some(DiskType::Fixed) {
         if footer_start != current_size {
             c.add(
                 "fixed_size_mismatch",
@@ -614,14 +520,17 @@ fn check_source(
         }
         return Ok((finish(c, checked), facts));
     }
-    if dtype != 3 && dtype != 4 {
+    if !matches!(
+        footer.disk_type(),
+        Some(DiskType::Dynamic | DiskType::Differencing)
+    ) {
         return Ok((finish(c, checked), facts));
     }
     // Dynamic and differencing disks keep a copy at 0.
     if has_cookie(&primary) {
         if has_cookie(&backup) {
             footer_rules(&mut c, &backup, "footer copy at offset 0", opts);
-            if !footers_match(&primary, &backup) {
+            if !primary.same_as(&backup) {
                 c.add(
                     "footer_copies_differ",
                     "the footer at the end and its copy at offset 0 differ",
@@ -630,7 +539,7 @@ fn check_source(
         } else {
             c.add(
                 "footer_cookie",
-                "footer copy at offset 0: no conectix cookie",
+                format!("footer copy at offset 0: no {FOOTER_COOKIE_NAME} cookie"),
             );
         }
     } else {
@@ -638,11 +547,11 @@ fn check_source(
     }
 
     // Dynamic header.
-    let data_offset = be64(footer, 16);
+    let data_offset = footer.data_offset;
     checked.push("header".into());
-    if data_offset < FOOTER as u64
+    if data_offset < FOOTER_LEN as u64
         || data_offset
-            .checked_add(HEADER as u64)
+            .checked_add(HEADER_LEN as u64)
             .is_none_or(|e| e > footer_start)
     {
         c.add(
@@ -651,40 +560,38 @@ fn check_source(
         );
         return Ok((finish(c, checked), facts));
     }
-    let hdr = file.read(data_offset, HEADER)?;
-    if !hdr.starts_with(b"cxsparse") {
+    let hdr = DynamicHeader::decode(&file.read(data_offset, HEADER_LEN)?);
+    if !hdr.has_cookie() {
         c.add(
             "header_cookie",
-            format!("no cxsparse cookie at offset {data_offset}"),
+            format!("no {HEADER_COOKIE_NAME} cookie at offset {data_offset}"),
         );
         return Ok((finish(c, checked), facts));
     }
-    let stored = be32(&hdr, 36);
-    if checksum(&hdr, 36) != stored {
+    let stored = hdr.checksum;
+    let computed = hdr.computed_checksum();
+    if computed != stored {
         c.add(
             "header_checksum",
-            format!(
-                "header checksum {stored:#010x}, computed {:#010x}",
-                checksum(&hdr, 36)
-            ),
+            format!("header checksum {stored:#010x}, computed {computed:#010x}"),
         );
     }
-    let hver = be32(&hdr, 24);
-    if hver != 0x0001_0000 {
+    let hver = hdr.version;
+    if hver != FORMAT_VERSION {
         c.add(
             "header_version",
             format!("header version {hver:#010x}, not 0x00010000"),
         );
     }
-    if be64(&hdr, 8) != u64::MAX {
+    if hdr.data_offset != NO_OFFSET {
         c.add(
             "header_data_offset",
-            format!("header data offset {:#x} is not all ones", be64(&hdr, 8)),
+            format!("header data offset {:#x} is not all ones", hdr.data_offset),
         );
     }
-    let table_offset = be64(&hdr, 16);
-    let entries = be32(&hdr, 28);
-    let bat_bytes = padded(u64::from(entries) * 4);
+    let table_offset = hdr.table_offset;
+    let entries = hdr.max_table_entries;
+    let bat_bytes = hdr.bat_bytes();
     if table_offset == 0 || !table_offset.is_multiple_of(SECTOR) {
         c.add(
             "table_offset",
@@ -692,7 +599,7 @@ fn check_source(
         );
     }
     let bat_end = table_offset.checked_add(bat_bytes);
-    let bat_fits = bat_end.is_some_and(|e| e <= footer_start) && table_offset >= FOOTER as u64;
+    let bat_fits = bat_end.is_some_and(|e| e <= footer_start) && table_offset >= FOOTER_LEN as u64;
     if !bat_fits {
         c.add(
             "bat_outside_file",
@@ -701,7 +608,7 @@ fn check_source(
             ),
         );
     }
-    let block_size = be32(&hdr, 32);
+    let block_size = hdr.block_size;
     let block_ok = block_size.is_power_of_two() && block_size >= 512;
     if !block_size.is_power_of_two() {
         c.add(
@@ -720,7 +627,7 @@ fn check_source(
             format!("block size {block_size} is larger than 2 MiB (blktap refuses it)"),
         );
     }
-    if be32(&hdr, 60) != 0 || !all_zero(hdr.get(768..HEADER).unwrap_or(&[])) {
+    if hdr.reserved1 != 0 || !all_zero(&hdr.reserved2) {
         c.add(
             "header_reserved",
             "reserved header bytes (60..63, 768..1023) are not zero",
@@ -731,12 +638,12 @@ fn check_source(
     let mut meta = vec![
         Extent {
             start: 0,
-            len: FOOTER as u64,
+            len: FOOTER_LEN as u64,
             what: "the footer copy".into(),
         },
         Extent {
             start: data_offset,
-            len: HEADER as u64,
+            len: HEADER_LEN as u64,
             what: "the dynamic header".into(),
         },
         Extent {
@@ -745,22 +652,16 @@ fn check_source(
             what: "the BAT".into(),
         },
     ];
-    let name_field = hdr.get(64..576).unwrap_or(&[]);
-    if dtype == 4 {
-        facts.parent_uuid = Some(uuid16(&hdr, 40));
-        let pts = be32(&hdr, 56);
+    if footer.disk_type() == Some(DiskType::Differencing) {
+        facts.parent_uuid = Some(hdr.parent_uuid);
+        let pts = hdr.parent_timestamp;
         if !opts.ignore_timestamps && i64::from(pts) > now_vhd() {
             c.add(
                 "parent_timestamp_future",
                 format!("parent timestamp {pts} (seconds since 2000) is in the future"),
             );
         }
-        let units: Vec<u16> = name_field
-            .chunks_exact(2)
-            .map(|p| u16::from_be_bytes([p[0], p[1]]))
-            .take_while(|u| *u != 0)
-            .collect();
-        match String::from_utf16(&units) {
+        match hdr.parent_name() {
             Err(_) => c.add("parent_name", "parent name is not valid UTF-16BE"),
             Ok(s) if !s.is_ascii() => c.add(
                 "parent_name_not_ascii",
@@ -772,16 +673,16 @@ fn check_source(
         locator_rules(&mut c, &hdr, footer_start, &mut meta);
     } else {
         let mut bad = Vec::new();
-        if !all_zero(name_field) {
+        if !all_zero(&hdr.parent_name) {
             bad.push("name");
         }
-        if !all_zero(hdr.get(576..768).unwrap_or(&[])) {
+        if hdr.locators.iter().any(|l| *l != ParentLocator::default()) {
             bad.push("locators");
         }
-        if !all_zero(hdr.get(40..56).unwrap_or(&[])) {
+        if !all_zero(&hdr.parent_uuid) {
             bad.push("UUID");
         }
-        if be32(&hdr, 56) != 0 {
+        if hdr.parent_timestamp != 0 {
             bad.push("timestamp");
         }
         if !bad.is_empty() {
@@ -817,7 +718,7 @@ fn check_source(
         return Ok((finish(c, checked), facts));
     }
     let bat = read_bat(&file, table_offset, entries)?;
-    let bitmap_bytes = padded(u64::from(block_size / 512).div_ceil(8));
+    let bitmap_bytes = vhd::bitmap_bytes(u64::from(block_size));
     let block_len = bitmap_bytes + u64::from(block_size);
 
     // Batmap (adds metadata extents before the overlap check).
@@ -834,7 +735,7 @@ fn check_source(
 
     let mut blocks: Vec<(u64, u32)> = Vec::new();
     for (i, &v) in bat.iter().enumerate() {
-        if v == UNUSED {
+        if v == UNALLOCATED {
             continue;
         }
         let i = i as u32;
@@ -879,11 +780,10 @@ fn check_source(
     if let Some(map) = batmap {
         let spb = u64::from(block_size / 512);
         for (i, &v) in bat.iter().enumerate() {
-            let byte = map.get(i / 8).copied().unwrap_or(0);
-            if byte & (0x80 >> (i % 8)) == 0 {
+            if !vhd::bit(&map, i as u64) {
                 continue;
             }
-            if v == UNUSED {
+            if v == UNALLOCATED {
                 c.add(
                     "batmap_bit_unallocated",
                     format!("batmap marks block {i} full but it is not allocated"),
@@ -905,11 +805,11 @@ fn check_source(
     }
 
     // Data under clear bits (dynamic disks only).
-    if opts.data && dtype == 3 {
+    if opts.data && footer.disk_type() == Some(DiskType::Dynamic) {
         checked.push("data".into());
         let spb = u64::from(block_size / 512);
         for (i, &v) in bat.iter().enumerate() {
-            if v == UNUSED {
+            if v == UNALLOCATED {
                 continue;
             }
             let start = u64::from(v) * SECTOR;
@@ -959,8 +859,7 @@ fn finish(c: Collector, checked: Vec<String>) -> Report {
 }
 
 fn bit(bm: &[u8], s: u64) -> bool {
-    let byte = bm.get((s / 8) as usize).copied().unwrap_or(0);
-    byte & (0x80 >> (s % 8)) != 0
+    vhd::bit(bm, s)
 }
 
 fn read_bitmap(file: &File, start: u64, bytes: u64) -> Result<Vec<u8>, CheckError> {
@@ -974,27 +873,23 @@ fn read_bat(file: &File, table_offset: u64, entries: u32) -> Result<Vec<u32>, Ch
     let mut off = 0u64;
     while off < total {
         let n = (total - off).min(CHUNK as u64) as usize;
-        let chunk = file.read(table_offset + off, n)?;
-        bat.extend(
-            chunk
-                .chunks_exact(4)
-                .map(|e| u32::from_be_bytes([e[0], e[1], e[2], e[3]])),
-        );
+        bat.extend(vhd::decode_bat(&file.read(table_offset + off, n)?));
         off += n as u64;
     }
     Ok(bat)
 }
 
-fn locator_rules(c: &mut Collector, hdr: &[u8], footer_start: u64, meta: &mut Vec<Extent>) {
-    for i in 0..8usize {
-        let e = 576 + 24 * i;
-        let code = be32(hdr, e);
-        let space = be32(hdr, e + 4);
-        let dlen = be32(hdr, e + 8);
-        let reserved = be32(hdr, e + 12);
-        let off = be64(hdr, e + 16);
-        let name = String::from_utf8_lossy(hdr.get(e..e + 4).unwrap_or(&[])).into_owned();
-        if code == 0 {
+fn locator_rules(
+    c: &mut Collector,
+    hdr: &DynamicHeader,
+    footer_start: u64,
+    meta: &mut Vec<Extent>,
+) {
+    for (i, l) in hdr.locators.iter().enumerate() {
+        let code = u32::from_be_bytes(l.code);
+        let (space, dlen, reserved, off) = (l.data_space, l.data_length, l.reserved, l.data_offset);
+        let name = l.code_string();
+        if l.is_empty() {
             if space != 0 || dlen != 0 || reserved != 0 || off != 0 {
                 c.add(
                     "locator_empty_not_zero",
@@ -1003,16 +898,13 @@ fn locator_rules(c: &mut Collector, hdr: &[u8], footer_start: u64, meta: &mut Ve
             }
             continue;
         }
-        if !matches!(
-            &code.to_be_bytes(),
-            b"Wi2r" | b"Wi2k" | b"W2ru" | b"W2ku" | b"Mac " | b"MacX"
-        ) {
+        if !LOCATOR_CODES.contains(&l.code) {
             c.add(
                 "locator_code",
                 format!("locator {i}: unknown platform code {code:#010x} ({name:?})"),
             );
         }
-        let size = locator_size(space);
+        let size = l.space_bytes();
         let mut bad = Vec::new();
         if off == 0 {
             bad.push("zero data offset".to_string());
@@ -1059,25 +951,25 @@ fn batmap_rules(
     c: &mut Collector,
     checked: &mut Vec<String>,
     file: &File,
-    footer: &[u8],
+    footer: &Footer,
     header_off: u64,
     entries: u32,
     footer_start: u64,
     meta: &mut Vec<Extent>,
 ) -> Result<Option<Vec<u8>>, CheckError> {
-    if footer.get(28..31).is_none_or(|t| t != b"tap") {
+    if !footer.is_tap() {
         return Ok(None);
     }
-    let ver = be32(footer, 32);
+    let ver = footer.creator_version;
     let fits = header_off + SECTOR <= footer_start;
     let required = ver >= 0x0001_0002;
-    let hdr = if fits {
+    let hdr = BatmapHeader::decode(&if fits {
         file.read(header_off, 512)?
     } else {
         Vec::new()
-    };
+    });
     // 1.1 images have a batmap only when its header is there.
-    if !required && (ver != 0x0001_0001 || !hdr.starts_with(b"tdbatmap")) {
+    if !required && (ver != 0x0001_0001 || !hdr.has_cookie()) {
         return Ok(None);
     }
     checked.push("batmap".into());
@@ -1088,7 +980,7 @@ fn batmap_rules(
         );
         return Ok(None);
     }
-    if !hdr.starts_with(b"tdbatmap") {
+    if !hdr.has_cookie() {
         c.add(
             "batmap_cookie",
             format!("no tdbatmap cookie at {header_off} (required for tap 1.2 and later)"),
@@ -1100,19 +992,19 @@ fn batmap_rules(
         len: SECTOR,
         what: "the batmap header".into(),
     });
-    let map_off = be64(&hdr, 8);
-    let map_secs = be32(&hdr, 16);
-    let bver = be32(&hdr, 20);
-    let stored = be32(&hdr, 24);
+    let map_off = hdr.map_offset;
+    let map_secs = hdr.map_sectors;
+    let bver = hdr.version;
+    let stored = hdr.checksum;
     let mut usable = true;
-    if bver > BATMAP_CURRENT {
+    if bver > vhd::BATMAP_VERSION {
         c.add(
             "batmap_version",
             format!("batmap version {bver:#010x} is newer than 1.2"),
         );
         usable = false;
     }
-    let map_len = u64::from(map_secs) * SECTOR;
+    let map_len = hdr.map_bytes();
     if map_secs == 0 || map_len * 8 < u64::from(entries) {
         c.add(
             "batmap_size",
@@ -1123,7 +1015,7 @@ fn batmap_rules(
     if map_off
         .checked_add(map_len)
         .is_none_or(|e| e > footer_start)
-        || map_off < FOOTER as u64
+        || map_off < FOOTER_LEN as u64
     {
         c.add(
             "batmap_outside_file",
@@ -1136,9 +1028,8 @@ fn batmap_rules(
         len: map_len,
         what: "the batmap".into(),
     });
-    // The checksum covers current_size >> 24 bytes in whole sectors (at
-    // least one); never more than 128 KiB for 2040 GiB.
-    let sum_len = padded((be64(footer, 48) >> 24).max(1));
+    // The checksum covers at most 128 KiB (for 2040 GiB).
+    let sum_len = vhd::batmap_checksum_len(footer.current_size);
     let bits_len = u64::from(entries).div_ceil(8);
     let want = sum_len.max(bits_len).min(CHUNK as u64 * 4);
     let mut map = Vec::new();
@@ -1148,19 +1039,11 @@ fn batmap_rules(
         map.extend(file.read(map_off + off, n)?);
         off += n as u64;
     }
-    let mut sum: u32 = 0;
-    for b in map.iter().take(sum_len as usize) {
-        let v = if bver == BATMAP_V11 {
-            (*b as i8) as i32 as u32
-        } else {
-            u32::from(*b)
-        };
-        sum = sum.wrapping_add(v);
-    }
-    if !sum != stored {
+    let computed = vhd::batmap_checksum(&map, footer.current_size, bver);
+    if computed != stored {
         c.add(
             "batmap_checksum",
-            format!("batmap checksum {stored:#010x}, computed {:#010x}", !sum),
+            format!("batmap checksum {stored:#010x}, computed {computed:#010x}"),
         );
     }
     if !usable || c.has("batmap_checksum") {

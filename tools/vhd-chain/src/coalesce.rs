@@ -36,10 +36,11 @@ use crate::journal::Rollback;
 use crate::layout::{FOOTER, Kind, Layout, LayoutError};
 use crate::member::Target;
 use crate::patch::{self, Edit, Mode, PatchError};
-use crate::raw::{SECTOR, UNALLOCATED, aligned, padded, put, reseal};
+use crate::raw::aligned;
 use crate::read::{Chain, ReadError};
 use crate::resize::{self, ResizeError};
 use common::ErrorKind;
+use common::formats::vhd::{self, SECTOR, UNALLOCATED, padded};
 use serde::Serialize;
 use std::fs::File;
 use std::io;
@@ -139,15 +140,9 @@ fn named_parent(child: &Path, l: &Layout) -> Result<PathBuf, CoalesceError> {
         path: child.to_path_buf(),
         why,
     };
-    let units: Vec<u16> = l
+    let name = l
         .hdr
-        .get(64..576)
-        .unwrap_or_default()
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    let name = String::from_utf16(&units)
+        .parent_name()
         .map_err(|_| bad("the parent name in its header is not valid UTF-16".into()))?;
     if name.is_empty() {
         return Err(bad("its header names no parent: give PARENT".into()));
@@ -268,15 +263,12 @@ impl<'a> Editor<'a> {
             let mut bm = vec![0u8; self.l.bitmap_bytes as usize];
             self.f.read_exact_at(&mut bm, base)?;
             for i in within..within + n {
-                bm[(i / 8) as usize] |= 0x80 >> (i % 8);
+                vhd::set_bit(&mut bm, i);
             }
             self.write_at(&bm, base)?;
-            let full = (0..spb).all(|i| bm[(i / 8) as usize] & (0x80 >> (i % 8)) != 0);
-            if full
-                && let Some(b) = &mut self.l.batmap
-                && let Some(byte) = b.map.get_mut((blk / 8) as usize)
-            {
-                *byte |= 0x80 >> (blk % 8);
+            let full = (0..spb).all(|i| vhd::bit(&bm, i));
+            if full && let Some(b) = &mut self.l.batmap {
+                vhd::set_bit(&mut b.map, blk);
             }
             data = &data[bytes..];
             s += n;
@@ -325,20 +317,15 @@ impl<'a> Editor<'a> {
     /// The BAT, the batmap, the footers; the file's new length.
     fn finish(mut self) -> io::Result<u64> {
         if self.l.kind != Kind::Fixed {
-            let mut table = vec![0u8; padded(self.l.bat.len() as u64 * 4) as usize];
-            for (i, e) in self.l.bat.iter().enumerate() {
-                put(&mut table, i * 4, &e.to_be_bytes());
-            }
+            let table = vhd::encode_bat(&self.l.bat, self.l.bat.len());
             self.write_at(&table, self.l.table_off)?;
             if let Some(mut b) = self.l.batmap.take() {
-                let sum = b.checksum(self.l.size);
-                put(&mut b.hdr, 24, &sum.to_be_bytes());
+                b.hdr.checksum = b.checksum(self.l.size);
                 self.write_at(&b.map, b.map_off)?;
-                self.write_at(&b.hdr, b.hdr_off)?;
+                self.write_at(&b.hdr.encode(), b.hdr_off)?;
             }
         }
-        let mut footer = self.l.footer.clone();
-        reseal(&mut footer, 64);
+        let footer = self.l.footer.sealed();
         let end = padded(self.data_end);
         self.write_at(&footer, end)?;
         if self.l.kind != Kind::Fixed {
@@ -367,7 +354,7 @@ fn child_runs(f: &File, l: &Layout) -> io::Result<Vec<(u64, u64, u64)>> {
         let base = u64::from(e) * SECTOR;
         f.read_exact_at(&mut bm, base)?;
         let n = spb.min(total - first);
-        let bit = |i: u64| bm[(i / 8) as usize] & (0x80 >> (i % 8)) != 0;
+        let bit = |i: u64| vhd::bit(&bm, i);
         let mut i = 0;
         while i < n {
             if !bit(i) {

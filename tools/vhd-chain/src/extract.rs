@@ -25,6 +25,7 @@
 //! and every file this call created is removed before the error is returned,
 //! so a refused archive leaves `dir` as it was.
 
+use common::formats::vhd;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -344,7 +345,7 @@ pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member
 /// [`extract`], and every member must be a VHD: whole 512-byte sectors
 /// (plus a 511-byte footer, as old writers left) of at least one footer,
 /// refused from its tar header otherwise, before a byte is written; a
-/// member that does not begin with a footer copy (`conectix`, as every
+/// member that does not begin with a footer copy (its cookie, as every
 /// dynamic and differencing VHD does) can only be a fixed VHD, whose only
 /// footer is its last sector, checked as the member ends (within the byte
 /// bounds, like any member).
@@ -972,7 +973,7 @@ struct Sniff {
     tail: Vec<u8>,
 }
 
-const COOKIE: &[u8; 8] = b"conectix";
+const COOKIE: &[u8; 8] = &vhd::FOOTER_COOKIE;
 
 impl Sniff {
     fn feed(&mut self, b: &[u8]) {
@@ -998,9 +999,8 @@ impl Sniff {
             return Ok(());
         }
         let fixed_at = |at: usize| {
-            self.tail.len() >= at + 64
-                && &self.tail[at..at + 8] == COOKIE
-                && self.tail[at + 60..at + 64] == 2u32.to_be_bytes()
+            let f = vhd::Footer::decode(self.tail.get(at..).unwrap_or_default());
+            f.has_cookie() && f.disk_type() == Some(vhd::DiskType::Fixed)
         };
         if fixed_at(0) || fixed_at(1) {
             return Ok(());

@@ -31,7 +31,7 @@
 //! disk) and the reader's pieces.
 
 use crate::read::{self, ReadError};
-use crate::write::{BLOCK_SIZE, DynamicWriter, random_uuid, vhd_timestamp_now};
+use crate::write::{BLOCK_SIZE, DynamicWriter, random_uuid};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
 use common::files::FileId;
@@ -210,11 +210,11 @@ impl Verifier {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<(u64, u64, usize)>>();
         let handle = std::thread::spawn(move || {
             let mut digest = crate::write::BlockDigest::default();
-            let mut buf = vec![0u8; (crate::raw::SECTOR + BLOCK_SIZE) as usize];
+            let mut buf = vec![0u8; (common::formats::vhd::SECTOR + BLOCK_SIZE) as usize];
             for batch in rx {
                 for (index, off, valid) in batch {
                     file.read_exact_at(&mut buf, off)?;
-                    let (bitmap, data) = buf.split_at(crate::raw::SECTOR as usize);
+                    let (bitmap, data) = buf.split_at(common::formats::vhd::SECTOR as usize);
                     if bitmap.iter().any(|b| *b != 0xff) {
                         return Err(io::Error::other(format!(
                             "block {index}: its bitmap reads back wrong"
@@ -351,8 +351,13 @@ pub fn flatten_with(
     // The verifier reads each block back from the file as soon as it is
     // written, on its own thread, while the rest is still being copied.
     let verifier = Verifier::start(&temp).map_err(out_err)?;
-    let mut writer =
-        DynamicWriter::new(atomic.file(), size, uuid, vhd_timestamp_now()).map_err(out_err)?;
+    let mut writer = DynamicWriter::new(
+        atomic.file(),
+        size,
+        uuid,
+        common::formats::vhd::timestamp_now(),
+    )
+    .map_err(out_err)?;
     // Holes (no member holds a block there) cost neither reads nor writes.
     // Writeback is started every WRITEBACK_BLOCKS blocks written, so the
     // disk works while we do and the final fsync has little left.

@@ -5,15 +5,18 @@
 //! also accepts the footer copy at 0, a file to be changed must have a
 //! good end footer: the change rewrites it.
 
-use crate::raw::{SECTOR, UNALLOCATED, be32, be64, checksum, padded};
+use common::formats::vhd::{
+    self, BatmapHeader, DynamicHeader, FOOTER_LEN, Footer, HEADER_LEN, SECTOR, UNALLOCATED, padded,
+};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+/// The disk type.
+pub use common::formats::vhd::DiskType as Kind;
+
 /// Bytes of a footer.
-pub const FOOTER: u64 = 512;
-/// Bytes of a dynamic header.
-pub const HEADER: usize = 1024;
+pub const FOOTER: u64 = FOOTER_LEN as u64;
 /// The largest batmap map we read (1 MiB: 8 Mi blocks).
 const MAX_BATMAP: u64 = 1 << 20;
 /// The largest block size changed (blktap allows 2 MiB; Hyper-V up to
@@ -22,36 +25,14 @@ pub const MAX_BLOCK: u64 = 256 << 20;
 /// Bytes a fixed disk may hold between its data and its footer.
 const MAX_SLACK: u64 = 64 * 1024;
 
-/// The disk type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Type 2.
-    Fixed,
-    /// Type 3.
-    Dynamic,
-    /// Type 4.
-    Differencing,
-}
-
-impl Kind {
-    /// The name in records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Fixed => "fixed",
-            Kind::Dynamic => "dynamic",
-            Kind::Differencing => "differencing",
-        }
-    }
-}
-
 /// blktap's batmap: a header right after the BAT and a bit per block set
 /// when the block's bitmap is full.
 #[derive(Debug, Clone)]
 pub struct Batmap {
     /// Where the header is.
     pub hdr_off: u64,
-    /// The header (512 bytes).
-    pub hdr: Vec<u8>,
+    /// The header.
+    pub hdr: BatmapHeader,
     /// Where the map is.
     pub map_off: u64,
     /// The map.
@@ -59,22 +40,9 @@ pub struct Batmap {
 }
 
 impl Batmap {
-    /// The checksum of `map` for a disk of `size` bytes: blktap sums
-    /// `size >> 24` bytes in whole sectors (at least one); version 1.1
-    /// summed signed chars.
+    /// The checksum of `map` for a disk of `size` bytes.
     pub fn checksum(&self, size: u64) -> u32 {
-        let n = padded((size >> 24).max(1)) as usize;
-        let signed = be32(&self.hdr, 20) == 0x0001_0001;
-        let sum = (0..n).fold(0u32, |a, i| {
-            let b = self.map.get(i).copied().unwrap_or(0);
-            let v = if signed {
-                (b as i8) as i32 as u32
-            } else {
-                u32::from(b)
-            };
-            a.wrapping_add(v)
-        });
-        !sum
+        vhd::batmap_checksum(&self.map, size, self.hdr.version)
     }
 }
 
@@ -103,17 +71,17 @@ pub struct Layout {
     /// The file's length.
     pub len: u64,
     /// The end footer.
-    pub footer: Vec<u8>,
+    pub footer: Footer,
     /// Where it is (`len - 512`).
     pub footer_off: u64,
     /// The disk type.
     pub kind: Kind,
     /// `current_size`.
     pub size: u64,
-    /// Dynamic header offset and bytes (empty for fixed).
+    /// Dynamic header offset (0 for fixed).
     pub hdr_off: u64,
-    /// The dynamic header.
-    pub hdr: Vec<u8>,
+    /// The dynamic header (blank for fixed).
+    pub hdr: DynamicHeader,
     /// BAT offset.
     pub table_off: u64,
     /// Block size in bytes (0 for fixed).
@@ -141,21 +109,22 @@ impl Layout {
             )));
         }
         let footer_off = len - FOOTER;
-        let footer = read(footer_off, FOOTER as usize)?;
-        if footer.starts_with(b"v_poison") || read(0, 8)?.starts_with(b"v_poison") {
+        let footer = Footer::decode(&read(footer_off, FOOTER_LEN)?);
+        if footer.is_poisoned() || Footer::decode(&read(0, 8)?).is_poisoned() {
             return Err(LayoutError::Poisoned);
         }
-        if !footer.starts_with(b"conectix") || checksum(&footer, 64) != be32(&footer, 64) {
+        // blktap's rule, hidden quirk included, as check and read.
+        if !footer.has_cookie() || !footer.checksum_accepted() {
             return Err(LayoutError::NotAVhd(
                 "no valid footer at the end (cookie conectix, matching checksum)".into(),
             ));
         }
-        let size = be64(&footer, 48);
-        let kind = match be32(&footer, 60) {
-            2 => Kind::Fixed,
-            3 => Kind::Dynamic,
-            4 => Kind::Differencing,
-            t => return Err(LayoutError::Broken(format!("unknown disk type {t}"))),
+        let size = footer.current_size;
+        let Some(kind) = footer.disk_type() else {
+            return Err(LayoutError::Broken(format!(
+                "unknown disk type {}",
+                footer.disk_type_code
+            )));
         };
         if !size.is_multiple_of(SECTOR) {
             return Err(LayoutError::Broken(format!(
@@ -169,7 +138,7 @@ impl Layout {
             kind,
             size,
             hdr_off: 0,
-            hdr: Vec::new(),
+            hdr: DynamicHeader::blank(),
             table_off: 0,
             block: 0,
             bitmap_bytes: 0,
@@ -191,25 +160,21 @@ impl Layout {
             }
             return Ok(l);
         }
-        let hdr_off = be64(&l.footer, 16);
+        let hdr_off = l.footer.data_offset;
         if hdr_off < FOOTER
             || hdr_off
-                .checked_add(HEADER as u64)
+                .checked_add(HEADER_LEN as u64)
                 .is_none_or(|e| e > footer_off)
         {
             return Err(LayoutError::Broken(format!(
                 "dynamic header offset {hdr_off} is outside the file"
             )));
         }
-        let hdr = read(hdr_off, HEADER)?;
-        if !hdr.starts_with(b"cxsparse") || checksum(&hdr, 36) != be32(&hdr, 36) {
-            return Err(LayoutError::Broken(format!(
-                "no valid dynamic header at {hdr_off}"
-            )));
-        }
-        let table_off = be64(&hdr, 16);
-        let entries = u64::from(be32(&hdr, 28));
-        let block = u64::from(be32(&hdr, 32));
+        let hdr = DynamicHeader::parse(&read(hdr_off, HEADER_LEN)?)
+            .map_err(|_| LayoutError::Broken(format!("no valid dynamic header at {hdr_off}")))?;
+        let table_off = hdr.table_offset;
+        let entries = u64::from(hdr.max_table_entries);
+        let block = u64::from(hdr.block_size);
         if !block.is_power_of_two() || !(SECTOR..=MAX_BLOCK).contains(&block) {
             return Err(LayoutError::Broken(format!(
                 "block size {block} is not a power of two from 512 to {MAX_BLOCK}"
@@ -220,7 +185,7 @@ impl Layout {
                 "{entries} BAT entries cannot cover {size} bytes in blocks of {block}"
             )));
         }
-        let bitmap_bytes = padded((block / SECTOR).div_ceil(8));
+        let bitmap_bytes = vhd::bitmap_bytes(block);
         let block_bytes = bitmap_bytes + block;
         if entries * 4 > crate::read::MAX_BAT_BYTES
             || table_off < FOOTER
@@ -232,10 +197,7 @@ impl Layout {
                 "BAT of {entries} entries at {table_off} is outside the file"
             )));
         }
-        let bat: Vec<u32> = read(table_off, (entries * 4) as usize)?
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let bat = vhd::decode_bat(&read(table_off, (entries * 4) as usize)?);
         for (i, &e) in bat.iter().enumerate() {
             if e != UNALLOCATED
                 && (u64::from(e) * SECTOR)
@@ -249,15 +211,14 @@ impl Layout {
         }
         // blktap 1.1+ keeps its batmap right after the BAT.
         let bm_hdr_off = table_off + padded(entries * 4);
-        let creator = l.footer.get(28..31).unwrap_or_default();
-        if creator == b"tap"
-            && be32(&l.footer, 32) >= 0x0001_0001
+        if l.footer.is_tap()
+            && l.footer.creator_version >= 0x0001_0001
             && bm_hdr_off + SECTOR <= footer_off
         {
-            let bh = read(bm_hdr_off, SECTOR as usize)?;
-            if bh.starts_with(b"tdbatmap") {
-                let map_off = be64(&bh, 8);
-                let map_len = u64::from(be32(&bh, 16)) * SECTOR;
+            let bh = BatmapHeader::decode(&read(bm_hdr_off, SECTOR as usize)?);
+            if bh.has_cookie() {
+                let map_off = bh.map_offset;
+                let map_len = bh.map_bytes();
                 if map_len > MAX_BATMAP
                     || map_off.checked_add(map_len).is_none_or(|e| e > footer_off)
                 {
@@ -288,18 +249,13 @@ impl Layout {
         self.bitmap_bytes + self.block
     }
 
-    /// The creator application (4 bytes).
-    pub fn creator(&self) -> &[u8] {
-        self.footer.get(28..32).unwrap_or_default()
-    }
-
     /// The extents of the metadata at the front of a dynamic disk that a
     /// change rewrites: the footer copy, the header, the BAT and the
     /// batmap (offset, length).
     pub fn metadata_extents(&self) -> Vec<(u64, u64)> {
         let mut v = vec![(0, FOOTER), (self.footer_off, FOOTER)];
         if self.kind != Kind::Fixed {
-            v.push((self.hdr_off, HEADER as u64));
+            v.push((self.hdr_off, HEADER_LEN as u64));
             v.push((self.table_off, padded(self.bat.len() as u64 * 4)));
             if let Some(b) = &self.batmap {
                 v.push((b.hdr_off, SECTOR));

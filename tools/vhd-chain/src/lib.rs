@@ -23,7 +23,7 @@ pub mod write;
 
 use clap::{Parser, Subcommand};
 use common::cli::{Ctx, SharedArgs, Tool};
-use common::formats::{FormatError, probe};
+use common::formats::{FormatError, Reader, vhd};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value};
 use std::io;
@@ -518,14 +518,19 @@ fn facts_of(
     path: &Path,
     src: &input::RegularSource,
 ) -> Result<Map<String, Value>, (ErrorKind, String)> {
-    let p = probe(src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
-        FormatError::Io(e) => (ErrorKind::from_io(&e), e.to_string()),
-        FormatError::Invalid { what, .. } if what.starts_with("not a vpc") => (
-            ErrorKind::NotAVhd,
-            "not a VHD (no valid footer)".to_string(),
-        ),
-        other => (ErrorKind::NotAVhd, other.to_string()),
-    })?;
+    // qemu's reading of the file, as `imginfo-parse -f vpc` reports it;
+    // `Ok(None)` is the typed "not a VHD".
+    let p = vhd::parse(&Reader::new(src, "vpc"), &path.to_string_lossy())
+        .map_err(|e| match e {
+            FormatError::Io(e) => (ErrorKind::from_io(&e), e.to_string()),
+            other => (ErrorKind::NotAVhd, other.to_string()),
+        })?
+        .ok_or_else(|| {
+            (
+                ErrorKind::NotAVhd,
+                "not a VHD (no valid footer)".to_string(),
+            )
+        })?;
     let mut facts = match p.info.get("header") {
         Some(Value::Object(h)) => h.clone(),
         _ => Map::new(),

@@ -7,10 +7,11 @@
 //! - **Footer** (section 2.11, blktap's order): the last 512 bytes; a
 //!   511-byte footer at the end of a `512k + 511` file; then, for dynamic
 //!   and differencing disks only, the copy at offset 0. A candidate counts
-//!   when its cookie is `conectix` and its checksum matches (including
-//!   old blktap's hidden-flag quirk, section 2.3). `v_poison` is reported
-//!   as an interrupted `vhd-util resize`.
-//! - **Dynamic header**: cookie `cxsparse`, a valid checksum (as blktap;
+//!   when it has the footer cookie and blktap accepts its checksum
+//!   ([`Footer::checksum_accepted`]: old blktap's hidden-flag quirk
+//!   included, section 2.3). `v_poison` is reported as an interrupted
+//!   `vhd-util resize`.
+//! - **Dynamic header**: its cookie, a valid checksum (as blktap;
 //!   qemu does not check it), a power-of-two block size of at least 512,
 //!   enough BAT entries for the image's `current_size`.
 //! - **BAT**: only the entries that cover `current_size` are read, once;
@@ -48,17 +49,16 @@
 //! runs that no image holds without reading anything, and keeps one sector
 //! bitmap per image: memory does not grow with the disk.
 
-use crate::raw::{be32, be64, checksum};
 use common::ErrorKind;
+use common::formats::vhd::{
+    self, DiskType, DynamicHeader, FOOTER_COOKIE_NAME, FOOTER_LEN, Footer, HEADER_COOKIE_NAME,
+    HEADER_LEN, SECTOR, UNALLOCATED, VhdError,
+};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const SECTOR: u64 = 512;
-const FOOTER: usize = 512;
-const HEADER: usize = 1024;
-const UNALLOCATED: u32 = 0xffff_ffff;
 /// Largest BAT we read into memory (16 Mi entries; a 2040 GiB disk with
 /// 2 MiB blocks needs 1 Mi).
 pub const MAX_BAT_BYTES: u64 = 64 << 20;
@@ -126,49 +126,6 @@ impl ReadError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DiskType {
-    Fixed,
-    Dynamic,
-    Differencing,
-}
-
-/// What a footer candidate is.
-enum Candidate {
-    Good(Vec<u8>),
-    Poisoned,
-    Bad,
-}
-
-fn judge_footer(f: Vec<u8>) -> Candidate {
-    if f.starts_with(b"v_poison") {
-        return Candidate::Poisoned;
-    }
-    if !f.starts_with(b"conectix") {
-        return Candidate::Bad;
-    }
-    let stored = be32(&f, 64);
-    if checksum(&f, 64) == stored {
-        return Candidate::Good(f);
-    }
-    // Old blktap set `hidden` without updating the checksum (section 2.3).
-    let version = be32(&f, 32);
-    let hidden = f.get(85).copied().unwrap_or(0);
-    if f.get(28..32) == Some(b"tap\0")
-        && (version == 0x0000_0001 || version == 0x0001_0001)
-        && hidden != 0
-    {
-        let mut g = f.clone();
-        if let Some(b) = g.get_mut(85) {
-            *b = 0;
-        }
-        if checksum(&g, 64) == stored {
-            return Candidate::Good(f);
-        }
-    }
-    Candidate::Bad
-}
-
 /// One member of the chain, opened.
 struct Image {
     path: PathBuf,
@@ -223,69 +180,75 @@ impl Image {
             file.read_exact_at(&mut b, off).map_err(io_err)?;
             Ok(b)
         };
-        if len < FOOTER as u64 {
+        if len < FOOTER_LEN as u64 {
             return Err(not_vhd("shorter than a footer"));
         }
 
         // Footer: end, 511-byte end, copy at 0 (dynamic/differencing only).
         let mut poisoned = false;
-        let mut chosen: Option<(Vec<u8>, u64)> = None;
-        let mut ends = vec![(len - FOOTER as u64, FOOTER)];
+        let mut chosen: Option<(Footer, u64)> = None;
+        let mut ends = vec![(len - FOOTER_LEN as u64, FOOTER_LEN)];
         if len % SECTOR == 511 {
             ends.push((len - 511, 511));
         }
         for (off, n) in ends {
-            let mut f = read(off, n)?;
-            f.resize(FOOTER, 0);
-            match judge_footer(f) {
-                Candidate::Good(f) => {
+            // blktap's rule: the cookie and an accepted checksum (hidden
+            // quirk included).
+            match Footer::parse(&read(off, n)?) {
+                Ok(f) => {
                     chosen = Some((f, off));
                     break;
                 }
-                Candidate::Poisoned => poisoned = true,
-                Candidate::Bad => {}
+                Err(VhdError::Poisoned) => poisoned = true,
+                Err(_) => {}
             }
         }
         if chosen.is_none() {
-            match judge_footer(read(0, FOOTER)?) {
-                Candidate::Good(f) if matches!(be32(&f, 60), 3 | 4) => {
+            match Footer::parse(&read(0, FOOTER_LEN)?) {
+                Ok(f)
+                    if matches!(
+                        f.disk_type(),
+                        Some(DiskType::Dynamic | DiskType::Differencing)
+                    ) =>
+                {
                     // No trustworthy end footer: blocks may reach the end.
                     chosen = Some((f, len));
                 }
-                Candidate::Poisoned => poisoned = true,
+                Err(VhdError::Poisoned) => poisoned = true,
                 _ => {}
             }
         }
         let Some((footer, data_end)) = chosen else {
-            return Err(not_vhd(if poisoned {
-                "footer cookie is v_poison: an interrupted resize (roll it back with its journal: vhd-chain resize --in-place, or vhd-util revert)"
+            return Err(not_vhd(&if poisoned {
+                "footer cookie is v_poison: an interrupted resize (roll it back with its journal: vhd-chain resize --in-place, or vhd-util revert)".to_string()
             } else {
-                "no valid footer (cookie conectix and a matching checksum) at the end or at 0"
+                format!(
+                    "no valid footer (cookie {FOOTER_COOKIE_NAME} and a matching checksum) at the end or at 0"
+                )
             }));
         };
 
-        let kind = match be32(&footer, 60) {
-            2 => DiskType::Fixed,
-            3 => DiskType::Dynamic,
-            4 => DiskType::Differencing,
-            t => return Err(not_vhd(&format!("unknown disk type {t}"))),
+        let Some(kind) = footer.disk_type() else {
+            return Err(not_vhd(&format!(
+                "unknown disk type {}",
+                footer.disk_type_code
+            )));
         };
         // A good end footer with a poisoned copy at 0 is a resize that
         // stopped after its last footer write but one: refuse it, as qemu
         // (which reads the copy first) does.
-        if kind != DiskType::Fixed && read(0, 8)?.starts_with(b"v_poison") {
+        if kind != DiskType::Fixed && Footer::decode(&read(0, 8)?).is_poisoned() {
             return Err(not_vhd(
                 "footer copy at 0 is v_poison: an interrupted resize (roll it back with its journal)",
             ));
         }
-        let current_size = be64(&footer, 48);
+        let current_size = footer.current_size;
         if !current_size.is_multiple_of(SECTOR) {
             return Err(broken(format!(
                 "current size {current_size} is not a multiple of 512"
             )));
         }
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(footer.get(68..84).unwrap_or(&[0u8; 16]));
+        let uuid = footer.uuid;
         let mut img = Image {
             path: path.to_path_buf(),
             file: file.try_clone().map_err(io_err)?,
@@ -309,8 +272,8 @@ impl Image {
         }
 
         // Dynamic header.
-        let hdr_off = be64(&footer, 16);
-        match hdr_off.checked_add(HEADER as u64) {
+        let hdr_off = footer.data_offset;
+        match hdr_off.checked_add(HEADER_LEN as u64) {
             Some(e) if e <= data_end => {}
             _ => {
                 return Err(broken(format!(
@@ -318,21 +281,25 @@ impl Image {
                 )));
             }
         }
-        let hdr = read(hdr_off, HEADER)?;
-        if !hdr.starts_with(b"cxsparse") {
-            return Err(broken(format!("no dynamic header (cxsparse) at {hdr_off}")));
-        }
-        if checksum(&hdr, 36) != be32(&hdr, 36) {
-            return Err(broken("dynamic header checksum mismatch".into()));
-        }
-        let block_size = be32(&hdr, 32);
+        let hdr = match DynamicHeader::parse(&read(hdr_off, HEADER_LEN)?) {
+            Ok(h) => h,
+            Err(VhdError::HeaderChecksum { .. }) => {
+                return Err(broken("dynamic header checksum mismatch".into()));
+            }
+            Err(_) => {
+                return Err(broken(format!(
+                    "no dynamic header ({HEADER_COOKIE_NAME}) at {hdr_off}"
+                )));
+            }
+        };
+        let block_size = hdr.block_size;
         if !block_size.is_power_of_two() || block_size < 512 {
             return Err(broken(format!("invalid block size {block_size}")));
         }
         let block_size = u64::from(block_size);
         let spb = block_size / SECTOR;
-        let bitmap_bytes = spb.div_ceil(8).div_ceil(SECTOR) * SECTOR;
-        let entries = u64::from(be32(&hdr, 28));
+        let bitmap_bytes = vhd::bitmap_bytes(block_size);
+        let entries = u64::from(hdr.max_table_entries);
         let needed = current_size.div_ceil(block_size);
         if entries < needed {
             return Err(broken(format!(
@@ -345,7 +312,7 @@ impl Image {
                 "a BAT of {needed} entries is more than this reader accepts ({MAX_BAT_BYTES} bytes)"
             )));
         }
-        let table_off = be64(&hdr, 16);
+        let table_off = hdr.table_offset;
         match table_off.checked_add(bat_bytes) {
             Some(e) if e <= data_end => {}
             _ => {
@@ -358,8 +325,7 @@ impl Image {
         let raw = read(table_off, n)?;
         let block_bytes = bitmap_bytes + block_size;
         let mut bat = Vec::with_capacity(raw.len() / 4);
-        for (i, e) in raw.chunks_exact(4).enumerate() {
-            let v = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+        for (i, v) in vhd::decode_bat(&raw).into_iter().enumerate() {
             if v != UNALLOCATED {
                 let start = u64::from(v) * SECTOR;
                 if start + block_bytes > data_end {
@@ -372,8 +338,7 @@ impl Image {
             bat.push(v);
         }
         if kind == DiskType::Differencing {
-            img.parent_uuid
-                .copy_from_slice(hdr.get(40..56).unwrap_or(&[0u8; 16]));
+            img.parent_uuid = hdr.parent_uuid;
         }
         img.sectors_per_block = spb;
         img.bitmap_sectors = bitmap_bytes / SECTOR;
@@ -404,10 +369,7 @@ impl Image {
     }
 
     fn bit(&self, i: u64) -> bool {
-        let byte = usize::try_from(i / 8).unwrap_or(usize::MAX);
-        self.bitmap
-            .get(byte)
-            .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+        vhd::bit(&self.bitmap, i)
     }
 }
 

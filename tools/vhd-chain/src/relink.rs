@@ -38,34 +38,23 @@
 //!   ASCII fails on them); names that are not UTF-8 are refused.
 
 use crate::member::ChainDir;
-use crate::raw::{be32, be64, checksum, put};
 use common::ErrorKind;
 use common::atomic::AtomicFile;
 use common::files::FileId;
-use common::formats::{FormatError, probe};
+use common::formats::vhd::{
+    self, DiskType, FOOTER_LEN, HEADER_COOKIE_NAME, HEADER_LEN, PARENT_NAME_LEN, ParentLocator,
+    SECTOR, uuid_string,
+};
+use common::formats::{FormatError, Reader};
 use common::tree::{Dir, Status, check_same};
 use serde::Serialize;
-use serde_json::Value;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-const SECTOR: u64 = 512;
-const FOOTER: u64 = 512;
-const HEADER: usize = 1024;
-/// Seconds between the Unix epoch and the VHD epoch (2000-01-01 UTC).
-const VHD_EPOCH: i64 = 946_684_800;
-/// Header offsets.
-const H_CHECKSUM: usize = 36;
-const H_PARENT_UUID: usize = 40;
-const H_PARENT_TS: usize = 56;
-const H_PARENT_NAME: usize = 64;
-const PARENT_NAME_LEN: usize = 512;
-const H_LOCATORS: usize = 576;
-const LOCATOR_ENTRY: usize = 24;
-const LOCATORS: usize = 8;
+const FOOTER: u64 = FOOTER_LEN as u64;
 /// Largest locator data area we write (vhd-util's paths are < 1 KiB).
 const MAX_LOCATOR_SPACE: u64 = 64 * 1024;
 
@@ -402,75 +391,32 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RelinkError + '_ {
     }
 }
 
-fn probe_header(path: &Path, file: &File) -> Result<serde_json::Map<String, Value>, RelinkError> {
+/// The file opened as qemu opens a VHD (footer copy at 0 for dynamic and
+/// differencing disks, strict checksums: what `vhd-chain info` reports).
+fn qemu_open(path: &Path, file: &File) -> Result<vhd::QemuOpen, RelinkError> {
     // A second handle on the very file judged (the caller keeps its own).
     let src = common::formats::FileSource::from_file(file.try_clone().map_err(io_err(path))?)
         .map_err(io_err(path))?;
-    let p = probe(&src, &path.to_string_lossy(), Some("vpc")).map_err(|e| match e {
-        FormatError::Io(source) => RelinkError::Io {
-            path: path.to_owned(),
-            source,
-        },
-        other => RelinkError::NotAVhd {
-            path: path.to_owned(),
-            why: other.to_string(),
-        },
-    })?;
-    match p.info.get("header") {
-        Some(Value::Object(h)) => Ok(h.clone()),
-        _ => Err(RelinkError::NotAVhd {
+    match vhd::open_qemu(&Reader::new(&src, "vpc")) {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => Err(RelinkError::NotAVhd {
             path: path.to_owned(),
             why: "no VHD footer".into(),
+        }),
+        Err(FormatError::Io(source)) => Err(RelinkError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(other) => Err(RelinkError::NotAVhd {
+            path: path.to_owned(),
+            why: other.to_string(),
         }),
     }
 }
 
-fn str_field<'a>(h: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
-    h.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-/// A 16-byte id as lower-case hyphenated hex, in stored byte order.
-fn uuid_string(b: &[u8]) -> String {
-    let mut s = String::with_capacity(36);
-    for (i, v) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push_str(&format!("{v:02x}"));
-    }
-    s
-}
-
-/// The inverse of [`uuid_string`].
-fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
-    let hex: Vec<u8> = s.bytes().filter(|c| *c != b'-').collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        let t = std::str::from_utf8(pair).ok()?;
-        *out.get_mut(i)? = u8::from_str_radix(t, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// libvhd's `vhd_parent_locator_size`: below 512 the space is in sectors,
-/// a multiple of 512 is bytes, anything else is invalid (0).
-fn locator_space(data_space: u32) -> u64 {
-    let s = u64::from(data_space);
-    if s < SECTOR {
-        s * SECTOR
-    } else if s.is_multiple_of(SECTOR) {
-        s
-    } else {
-        0
-    }
-}
-
 /// Whole sectors, at least one (libvhd's `vhd_bytes_padded`).
-fn padded(len: u64) -> u64 {
-    len.div_ceil(SECTOR).max(1) * SECTOR
+fn bytes_padded(len: u64) -> u64 {
+    vhd::padded(len).max(SECTOR)
 }
 
 /// blktap's `relative_path_to(child, parent)`: from the child's directory
@@ -494,25 +440,6 @@ fn relative_path(child_dir: &Path, parent: &Path) -> Option<String> {
     };
     s.push_str(&to.get(common..)?.join("/"));
     Some(s)
-}
-
-/// libvhd's `vhd_macx_encode_location`.
-fn encode_macx(rel: &str) -> Vec<u8> {
-    format!("file://{rel}").into_bytes()
-}
-
-/// libvhd's `vhd_w2u_encode_location`: a relative path gets `.\` in front
-/// (replacing a leading `./`), every `/` becomes `\`; UTF-16LE.
-fn encode_w2u(rel: &str) -> Vec<u8> {
-    let s = if rel.starts_with('/') {
-        rel.to_string()
-    } else {
-        format!(".\\{}", rel.strip_prefix("./").unwrap_or(rel))
-    };
-    s.replace('/', "\\")
-        .encode_utf16()
-        .flat_map(u16::to_le_bytes)
-        .collect()
 }
 
 /// Whether `[a, a + alen)` and `[b, b + blen)` overlap.
@@ -540,42 +467,42 @@ fn plan<'d>(
         });
     }
     let len = meta.len();
-    let h = probe_header(child, &file)?;
-    let disk_type = str_field(&h, "disk_type");
-    if disk_type != "differencing" || str_field(&h, "footer_source") != "start" {
+    let opened = qemu_open(child, &file)?;
+    let disk_type = opened.footer.disk_type();
+    if disk_type != Some(DiskType::Differencing) || !opened.at_start {
         return Err(RelinkError::NotDifferencing {
             path: child.to_owned(),
-            disk_type: disk_type.to_string(),
+            disk_type: disk_type.map_or("unknown", DiskType::name).to_string(),
         });
     }
-    let header_offset = h
-        .get("dynamic_header_offset")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| RelinkError::NotAVhd {
+    let Some(dynamic) = opened.dynamic else {
+        return Err(RelinkError::NotAVhd {
             path: child.to_owned(),
             why: "no dynamic header".into(),
-        })?;
+        });
+    };
+    let header_offset = dynamic.offset;
     let not_vhd = |why: &str| RelinkError::NotAVhd {
         path: child.to_owned(),
         why: why.to_string(),
     };
     // The whole header must be in the file, clear of both footers.
     let header_end = header_offset
-        .checked_add(HEADER as u64)
+        .checked_add(HEADER_LEN as u64)
         .ok_or_else(|| not_vhd("dynamic header offset out of range"))?;
     if header_offset < FOOTER || len < FOOTER || header_end > len - FOOTER {
         return Err(not_vhd(
             "dynamic header overlaps a footer or is past the end",
         ));
     }
-    let mut header = vec![0u8; HEADER];
-    file.read_exact_at(&mut header, header_offset)
-        .map_err(io_err(child))?;
-    if !header.starts_with(b"cxsparse") {
-        return Err(not_vhd("no dynamic header (cxsparse)"));
+    let mut header = dynamic.header;
+    if !header.has_cookie() {
+        return Err(not_vhd(&format!(
+            "no dynamic header ({HEADER_COOKIE_NAME})"
+        )));
     }
-    let table_offset = be64(&header, 16);
-    let table_len = padded(u64::from(be32(&header, 28)) * 4);
+    let table_offset = header.table_offset;
+    let table_len = bytes_padded(u64::from(header.max_table_entries) * 4);
 
     // The parent: its footer UUID.
     let pmeta = pfile.metadata().map_err(io_err(parent))?;
@@ -585,14 +512,10 @@ fn plan<'d>(
             why: "not a regular file or block device".into(),
         });
     }
-    let ph = probe_header(parent, &pfile)?;
-    let new_uuid = str_field(&ph, "uuid").to_string();
-    let new_uuid_bytes = uuid_bytes(&new_uuid).ok_or_else(|| RelinkError::NotAVhd {
-        path: parent.to_owned(),
-        why: "no footer UUID".into(),
-    })?;
-    let old_uuid = uuid_string(header.get(H_PARENT_UUID..H_PARENT_UUID + 16).unwrap_or(&[]));
-    let mismatch = old_uuid != new_uuid;
+    let new_uuid_bytes = qemu_open(parent, &pfile)?.footer.uuid;
+    let new_uuid = uuid_string(&new_uuid_bytes);
+    let old_uuid = uuid_string(&header.parent_uuid);
+    let mismatch = header.parent_uuid != new_uuid_bytes;
     if mismatch && !opts.force {
         return Err(RelinkError::UuidMismatch {
             child: child.to_owned(),
@@ -613,12 +536,11 @@ fn plan<'d>(
         .to_str()
         .ok_or_else(|| bad_name("not UTF-8"))?
         .to_string();
-    let name16: Vec<u8> = base.encode_utf16().flat_map(u16::to_be_bytes).collect();
-    if name16.len() > PARENT_NAME_LEN {
+    if let Err(need) = header.set_parent_name(&base) {
         return Err(RelinkError::NameTooLong {
             path: child.to_owned(),
             code: "parent_name".into(),
-            need: name16.len() as u64,
+            need: need as u64,
             room: PARENT_NAME_LEN as u64,
         });
     }
@@ -626,34 +548,28 @@ fn plan<'d>(
 
     // Parent timestamp: mtime - 946684800 as u32 (C's truncation).
     let mtime = opts.parent_mtime.unwrap_or_else(|| pmeta.mtime());
-    let ts = mtime.wrapping_sub(VHD_EPOCH) as u32;
+    let ts = mtime.wrapping_sub(vhd::VHD_EPOCH as i64) as u32;
 
-    put(&mut header, H_PARENT_UUID, &new_uuid_bytes);
-    put(&mut header, H_PARENT_TS, &ts.to_be_bytes());
-    put(&mut header, H_PARENT_NAME, &[0u8; PARENT_NAME_LEN]);
-    put(&mut header, H_PARENT_NAME, &name16);
+    header.parent_uuid = new_uuid_bytes;
+    header.parent_timestamp = ts;
 
     // Locators, in place.
     let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut codes = Vec::new();
-    for i in 0..LOCATORS {
-        let e = H_LOCATORS + LOCATOR_ENTRY * i;
-        let code_bytes: [u8; 4] = be32(&header, e).to_be_bytes();
-        let payload = match &code_bytes {
-            b"MacX" => encode_macx(&rel),
-            b"W2ku" | b"W2ru" => encode_w2u(&rel),
-            _ => continue,
+    for (i, loc) in header.locators.iter_mut().enumerate() {
+        let Some(payload) = ParentLocator::encode_path(loc.code, &rel) else {
+            continue;
         };
-        let code = String::from_utf8_lossy(&code_bytes).into_owned();
+        let code = loc.code_string();
         let bad = |why: String| RelinkError::BadLocator {
             path: child.to_owned(),
             code: code.clone(),
             index: i,
             why,
         };
-        let space = locator_space(be32(&header, e + 4));
-        let off = be64(&header, e + 16);
-        let need = padded(payload.len() as u64);
+        let space = loc.space_bytes();
+        let off = loc.data_offset;
+        let need = bytes_padded(payload.len() as u64);
         if space == 0 || need > space {
             return Err(RelinkError::NameTooLong {
                 path: child.to_owned(),
@@ -679,7 +595,7 @@ fn plan<'d>(
             )));
         }
         if overlaps(off, need, 0, FOOTER)
-            || overlaps(off, need, header_offset, HEADER as u64)
+            || overlaps(off, need, header_offset, HEADER_LEN as u64)
             || overlaps(off, need, table_offset, table_len)
         {
             return Err(bad(format!(
@@ -694,18 +610,15 @@ fn plan<'d>(
                 "data area at {off} overlaps another locator's"
             )));
         }
-        let data_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let space_bytes = u32::try_from(need).unwrap_or(u32::MAX);
-        put(&mut header, e + 4, &space_bytes.to_be_bytes());
-        put(&mut header, e + 8, &data_len.to_be_bytes());
+        loc.data_length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        loc.data_space = u32::try_from(need).unwrap_or(u32::MAX);
         let mut data = payload;
         data.resize(usize::try_from(need).unwrap_or(0), 0);
         writes.push((off, data));
         codes.push(code);
     }
 
-    let sum = checksum(&header, H_CHECKSUM);
-    put(&mut header, H_CHECKSUM, &sum.to_be_bytes());
+    let header = header.sealed().to_vec();
 
     Ok(Plan {
         child: child.to_owned(),
@@ -789,37 +702,9 @@ mod tests {
     }
 
     #[test]
-    fn locator_encodings_match_libvhd() {
-        assert_eq!(encode_macx("./base.vhd"), b"file://./base.vhd");
-        let w: Vec<u8> = ".\\base.vhd"
-            .encode_utf16()
-            .flat_map(u16::to_le_bytes)
-            .collect();
-        assert_eq!(encode_w2u("./base.vhd"), w);
-        let w: Vec<u8> = ".\\..\\y\\b.vhd"
-            .encode_utf16()
-            .flat_map(u16::to_le_bytes)
-            .collect();
-        assert_eq!(encode_w2u("../y/b.vhd"), w);
-    }
-
-    #[test]
-    fn space_and_padding() {
-        assert_eq!(locator_space(1), 512);
-        assert_eq!(locator_space(512), 512);
-        assert_eq!(locator_space(1024), 1024);
-        assert_eq!(locator_space(513), 0);
-        assert_eq!(locator_space(0), 0);
-        assert_eq!(padded(0), 512);
-        assert_eq!(padded(17), 512);
-        assert_eq!(padded(513), 1024);
-    }
-
-    #[test]
-    fn uuid_round_trip() {
-        let b: Vec<u8> = (0u8..16).collect();
-        let s = uuid_string(&b);
-        assert_eq!(uuid_bytes(&s).unwrap().to_vec(), b);
-        assert!(uuid_bytes("xyz").is_none());
+    fn padding_is_at_least_a_sector() {
+        assert_eq!(bytes_padded(0), 512);
+        assert_eq!(bytes_padded(17), 512);
+        assert_eq!(bytes_padded(513), 1024);
     }
 }

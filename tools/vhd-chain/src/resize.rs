@@ -33,15 +33,15 @@ use crate::check;
 use crate::journal::Rollback;
 use crate::layout::{FOOTER, Kind, Layout, LayoutError};
 use crate::patch::{self, Edit, Mode, PatchError};
-use crate::raw::{SECTOR, UNALLOCATED, aligned, be32, be64, padded, put, reseal};
+use crate::raw::aligned;
 use common::ErrorKind;
+use common::formats::vhd::{self, Geometry, HEADER_LEN, SECTOR, UNALLOCATED, padded};
 use serde::Serialize;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const HEADER: usize = 1024;
 /// The largest VHD (blktap's and Hyper-V's limit, 2040 GiB).
 pub const MAX_SIZE: u64 = 2040 << 30;
 /// The most block and locator bytes one resize moves (in memory).
@@ -128,26 +128,6 @@ impl ResizeError {
             ResizeError::Patch(e) => e.kind(),
         }
     }
-}
-
-/// blktap's `vhd_parent_locator_size`: data space in sectors below 512,
-/// in bytes when a multiple of 512, invalid (0) otherwise.
-fn locator_bytes(space: u32) -> u64 {
-    let s = u64::from(space);
-    if s < 512 {
-        s * SECTOR
-    } else if s.is_multiple_of(SECTOR) {
-        s
-    } else {
-        0
-    }
-}
-
-fn chs_product(geometry: u32) -> u64 {
-    u64::from(geometry >> 16)
-        * u64::from((geometry >> 8) & 0xff)
-        * u64::from(geometry & 0xff)
-        * SECTOR
 }
 
 fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
@@ -286,16 +266,15 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
         journal: Rollback::None,
     };
     // The new footer.
-    let mut new_footer = footer.clone();
-    put(&mut new_footer, 48, &size.to_be_bytes());
-    let geometry = check::vhd_chs(size);
-    put(&mut new_footer, 56, &geometry.to_be_bytes());
-    let creator = footer.get(28..32).unwrap_or_default().to_vec();
-    if (creator == b"vpc " || creator == b"qemu") && chs_product(geometry) != size {
-        put(&mut new_footer, 28, b"qem2");
+    let mut f = footer;
+    f.current_size = size;
+    f.geometry = Geometry::for_size(size);
+    let creator = f.creator_app;
+    if (creator == *b"vpc " || creator == *b"qemu") && f.geometry.total_sectors() * SECTOR != size {
+        f.creator_app = *b"qem2";
         done.creator_was = Some(String::from_utf8_lossy(&creator).into_owned());
     }
-    reseal(&mut new_footer, 64);
+    let new_footer = f.sealed().to_vec();
 
     let mut edit = Edit::default();
     if l.kind == Kind::Fixed {
@@ -330,9 +309,8 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
     if new_entries <= entries {
         done.method = "footer";
         if let Some(mut b) = bm {
-            let sum = b.checksum(size);
-            put(&mut b.hdr, 24, &sum.to_be_bytes());
-            edit.writes.push((b.hdr_off, b.hdr));
+            b.hdr.checksum = b.checksum(size);
+            edit.writes.push((b.hdr_off, b.hdr.encode().to_vec()));
         }
         edit.writes.push((footer_off, new_footer.clone()));
         edit.writes.push((0, new_footer));
@@ -356,7 +334,7 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
         new_bm_hdr
     };
     let region = (table_off, meta_end - table_off);
-    if overlaps(hdr_off, HEADER as u64, region.0, region.1)
+    if overlaps(hdr_off, HEADER_LEN as u64, region.0, region.1)
         || overlaps(0, FOOTER, region.0, region.1)
     {
         return Err(broken(
@@ -364,7 +342,7 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
         ));
     }
     // What stays, what moves.
-    let mut tail = meta_end.max(hdr_off + HEADER as u64);
+    let mut tail = meta_end.max(hdr_off + HEADER_LEN as u64);
     let mut moving_blocks = Vec::new();
     for (i, &e) in bat.iter().enumerate() {
         if e == UNALLOCATED {
@@ -378,13 +356,12 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
         }
     }
     let mut moving_locators = Vec::new();
-    for i in 0..8 {
-        let at = 576 + 24 * i;
-        if be32(&hdr, at) == 0 {
+    for (i, loc) in hdr.locators.iter().enumerate() {
+        if loc.is_empty() {
             continue;
         }
-        let space = locator_bytes(be32(&hdr, at + 4));
-        let off = be64(&hdr, at + 16);
+        let space = loc.space_bytes();
+        let off = loc.data_offset;
         if space == 0 || off.checked_add(space).is_none_or(|e| e > footer_off) {
             return Err(broken(format!("parent locator {i} is outside the file")));
         }
@@ -430,7 +407,9 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
     for &(i, off, space) in &moving_locators {
         let bytes = read(off, space as usize)?;
         let at = padded(tail);
-        put(&mut hdr, 576 + 24 * i + 16, &at.to_be_bytes());
+        if let Some(loc) = hdr.locators.get_mut(i) {
+            loc.data_offset = at;
+        }
         tail = at + space;
         moved.push((at, bytes.clone()));
         edit.writes.push((at, bytes));
@@ -438,29 +417,18 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
     done.blocks_moved = moving_blocks.len() as u64;
     done.locators_moved = moving_locators.len() as u64;
     // The new BAT, batmap, header, footers.
-    let mut table = vec![0u8; new_bat_len as usize];
-    for i in 0..new_entries as usize {
-        let e = bat.get(i).copied().unwrap_or(UNALLOCATED);
-        put(&mut table, i * 4, &e.to_be_bytes());
-    }
-    edit.writes.push((table_off, table));
+    edit.writes
+        .push((table_off, vhd::encode_bat(&bat, new_entries as usize)));
     if let Some(mut b) = bm {
         b.map.resize(new_map_len as usize, 0);
-        put(&mut b.hdr, 8, &(new_bm_hdr + SECTOR).to_be_bytes());
-        let secs = u32::try_from(new_map_len / SECTOR).unwrap_or(0);
-        put(&mut b.hdr, 16, &secs.to_be_bytes());
-        let sum = b.checksum(size);
-        put(&mut b.hdr, 24, &sum.to_be_bytes());
-        edit.writes.push((new_bm_hdr, b.hdr));
+        b.hdr.map_offset = new_bm_hdr + SECTOR;
+        b.hdr.map_sectors = u32::try_from(new_map_len / SECTOR).unwrap_or(0);
+        b.hdr.checksum = b.checksum(size);
+        edit.writes.push((new_bm_hdr, b.hdr.encode().to_vec()));
         edit.writes.push((new_bm_hdr + SECTOR, b.map));
     }
-    put(
-        &mut hdr,
-        28,
-        &u32::try_from(new_entries).unwrap_or(0).to_be_bytes(),
-    );
-    reseal(&mut hdr, 36);
-    edit.writes.push((hdr_off, hdr));
+    hdr.max_table_entries = u32::try_from(new_entries).unwrap_or(0);
+    edit.writes.push((hdr_off, hdr.sealed().to_vec()));
     let end = padded(tail);
     edit.writes.push((end, new_footer.clone()));
     edit.writes.push((0, new_footer));

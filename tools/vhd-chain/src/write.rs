@@ -13,7 +13,7 @@
 //! The footer says creator `tap\0` version 1.3 (what XenServer writes),
 //! host OS 0, `current_size` exactly the size given (qemu believes
 //! `current_size` for `tap\0`, so `qemu-img info` reports it unchanged),
-//! the [`crate::check::vhd_chs`] geometry of that size, hidden 0.
+//! the [`Geometry::for_size`] of that size, hidden 0.
 //!
 //! A `tap` 1.2+ image without a batmap fails `vhd-util check`, hence the
 //! batmap (version 1.2, checksum over `current_size >> 24` bytes in whole
@@ -23,20 +23,17 @@
 //! memory and written by seeking back at [`DynamicWriter::finish`], with
 //! the header and both footers.
 
-use crate::raw::{aligned, all_zero, checksum, put};
+use crate::raw::{aligned, all_zero};
+use common::formats::vhd::{
+    self, BatmapHeader, DiskType, DynamicHeader, FEATURE_RESERVED, FOOTER_LEN, FORMAT_VERSION,
+    Footer, Geometry, NO_OFFSET, SECTOR, TAP_CREATOR, TAP_VERSION, UNALLOCATED,
+};
 use std::io::{self, Seek, SeekFrom, Write};
 
 /// Bytes per block (the blktap and qemu default).
 pub const BLOCK_SIZE: u64 = 2 << 20;
-const SECTOR: u64 = 512;
-const FOOTER: usize = 512;
-const HEADER: usize = 1024;
 const HEADER_OFFSET: u64 = 512;
 const TABLE_OFFSET: u64 = 1536;
-const UNALLOCATED: u32 = 0xffff_ffff;
-const BATMAP_VERSION: u32 = 0x0001_0002;
-/// Seconds from the Unix epoch to the VHD epoch (2000-01-01 00:00 UTC).
-pub const VHD_EPOCH: u64 = 946_684_800;
 
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,15 +133,6 @@ impl<W: Write + Seek> std::fmt::Debug for DynamicWriter<W> {
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
-/// The current time as a VHD timestamp (seconds since 2000-01-01 UTC;
-/// 0 if the clock is before that).
-pub fn vhd_timestamp_now() -> u32 {
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    u32::try_from(unix.saturating_sub(VHD_EPOCH)).unwrap_or(u32::MAX)
 }
 
 /// A random (version 4) UUID from `/dev/urandom`.
@@ -299,38 +287,36 @@ impl<W: Write + Seek> DynamicWriter<W> {
         Ok(())
     }
 
-    fn footer(&self) -> [u8; FOOTER] {
-        let mut f = [0u8; FOOTER];
-        put(&mut f, 0, b"conectix");
-        put(&mut f, 8, &2u32.to_be_bytes());
-        put(&mut f, 12, &0x0001_0000u32.to_be_bytes());
-        put(&mut f, 16, &HEADER_OFFSET.to_be_bytes());
-        put(&mut f, 24, &self.timestamp.to_be_bytes());
-        put(&mut f, 28, b"tap\0");
-        put(&mut f, 32, &0x0001_0003u32.to_be_bytes());
-        // Host OS 0, as blktap writes.
-        put(&mut f, 40, &self.size.to_be_bytes());
-        put(&mut f, 48, &self.size.to_be_bytes());
-        put(&mut f, 56, &crate::check::vhd_chs(self.size).to_be_bytes());
-        put(&mut f, 60, &3u32.to_be_bytes());
-        put(&mut f, 68, &self.uuid);
-        // Saved state 0, hidden 0.
-        let sum = checksum(&f, 64);
-        put(&mut f, 64, &sum.to_be_bytes());
+    fn footer(&self) -> Footer {
+        let mut f = Footer {
+            features: FEATURE_RESERVED,
+            format_version: FORMAT_VERSION,
+            data_offset: HEADER_OFFSET,
+            timestamp: self.timestamp,
+            creator_app: TAP_CREATOR,
+            creator_version: TAP_VERSION,
+            // Host OS 0, as blktap writes; saved state 0, hidden 0.
+            original_size: self.size,
+            current_size: self.size,
+            geometry: Geometry::for_size(self.size),
+            disk_type_code: DiskType::Dynamic.code(),
+            uuid: self.uuid,
+            ..Footer::blank()
+        };
+        f.seal();
         f
     }
 
-    fn header(&self) -> [u8; HEADER] {
-        let mut h = [0u8; HEADER];
-        put(&mut h, 0, b"cxsparse");
-        put(&mut h, 8, &u64::MAX.to_be_bytes());
-        put(&mut h, 16, &TABLE_OFFSET.to_be_bytes());
-        put(&mut h, 24, &0x0001_0000u32.to_be_bytes());
-        let entries = u32::try_from(self.bat.len()).unwrap_or(u32::MAX);
-        put(&mut h, 28, &entries.to_be_bytes());
-        put(&mut h, 32, &(BLOCK_SIZE as u32).to_be_bytes());
-        let sum = checksum(&h, 36);
-        put(&mut h, 36, &sum.to_be_bytes());
+    fn header(&self) -> DynamicHeader {
+        let mut h = DynamicHeader {
+            data_offset: NO_OFFSET,
+            table_offset: TABLE_OFFSET,
+            version: FORMAT_VERSION,
+            max_table_entries: u32::try_from(self.bat.len()).unwrap_or(u32::MAX),
+            block_size: BLOCK_SIZE as u32,
+            ..DynamicHeader::blank()
+        };
+        h.seal();
         h
     }
 
@@ -339,28 +325,16 @@ impl<W: Write + Seek> DynamicWriter<W> {
         let map_len = (self.batmap_sectors * SECTOR) as usize;
         let mut map = vec![0u8; map_len];
         for (i, e) in self.bat.iter().enumerate() {
-            if *e != UNALLOCATED
-                && let Some(b) = map.get_mut(i / 8)
-            {
-                *b |= 0x80 >> (i % 8);
+            if *e != UNALLOCATED {
+                vhd::set_bit(&mut map, i as u64);
             }
         }
-        // blktap's checksum covers current_size >> 24 bytes, in whole
-        // sectors, at least one.
-        let sum_len = ((self.size >> 24).max(1).div_ceil(SECTOR) * SECTOR) as usize;
-        let sum = map
-            .iter()
-            .take(sum_len)
-            .fold(0u32, |a, b| a.wrapping_add(u32::from(*b)));
-        let mut h = vec![0u8; SECTOR as usize];
-        put(&mut h, 0, b"tdbatmap");
-        put(&mut h, 8, &(self.batmap_offset + SECTOR).to_be_bytes());
         let secs = u32::try_from(self.batmap_sectors).unwrap_or(u32::MAX);
-        put(&mut h, 16, &secs.to_be_bytes());
-        put(&mut h, 20, &BATMAP_VERSION.to_be_bytes());
-        put(&mut h, 24, &(!sum).to_be_bytes());
-        h.extend_from_slice(&map);
-        h
+        let mut h = BatmapHeader::new(self.batmap_offset + SECTOR, secs);
+        h.checksum = vhd::batmap_checksum(&map, self.size, h.version);
+        let mut out = h.encode().to_vec();
+        out.extend_from_slice(&map);
+        out
     }
 
     /// Complete the image: the last (partial) block, the BAT, the header
@@ -384,14 +358,9 @@ impl<W: Write + Seek> DynamicWriter<W> {
                 self.bat.len()
             )));
         }
-        let mut table = Vec::with_capacity(self.bat.len() * 4 + FOOTER);
-        for e in &self.bat {
-            table.extend_from_slice(&e.to_be_bytes());
-        }
-        let padded = table.len().div_ceil(SECTOR as usize) * SECTOR as usize;
-        table.resize(padded, 0);
-        let footer = self.footer();
-        let header = self.header();
+        let table = vhd::encode_bat(&self.bat, self.bat.len());
+        let footer = self.footer().encode();
+        let header = self.header().encode();
         let end = self.data_end;
         self.out.seek(SeekFrom::Start(end))?;
         self.out.write_all(&footer)?;
@@ -407,7 +376,7 @@ impl<W: Write + Seek> DynamicWriter<W> {
             blocks,
             blocks_allocated: self.allocated,
             block_digest: self.digest.finish(),
-            file_size: end + FOOTER as u64,
+            file_size: end + FOOTER_LEN as u64,
         };
         Ok((self.out, written))
     }

@@ -65,7 +65,7 @@ fn assert_good_output(p: &Path, size: u64) {
     assert_eq!(u64::from_be_bytes(end[48..56].try_into().unwrap()), size);
     assert_eq!(
         be32(end, 56),
-        vhd_chain::check::vhd_chs(size),
+        common::formats::vhd::Geometry::for_size(size).packed(),
         "vhd_chs geometry"
     );
     assert_ne!(&end[68..84], &[0u8; 16], "a UUID");
