@@ -7,6 +7,7 @@ use crate::record::{ErrorFacet, Record};
 use crate::status::Status;
 use clap::{ArgMatches, Command};
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The one version all tools report.
@@ -163,6 +164,44 @@ pub fn each_stdin_record(
                 ctx.fail(Record::new(), e)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The file a record names ([`crate::files::path_of`]). A record read
+/// from stdin cannot name `-`: stdin carries the records.
+pub fn record_input_path(rec: &Record, from_stdin: bool) -> Result<PathBuf, String> {
+    match crate::files::path_of(rec)? {
+        Some(p) if from_stdin && crate::files::is_dash(&p) => {
+            Err("`-` names stdin, which carries the records".to_owned())
+        }
+        Some(p) => Ok(p),
+        None => Err("record has no string `path`".to_owned()),
+    }
+}
+
+/// The inputs of a tool taking FILE arguments or, without them, records
+/// naming files on stdin: `f` gets each record (`{"path": FILE}` for an
+/// argument, where `-` is stdin) with the file it names. A stdin record
+/// naming no file, or `-`, is an error record (`bad_record`) and the
+/// stream goes on; records with an `error` pass through
+/// ([`each_stdin_record`]).
+pub fn each_input_file(
+    ctx: &mut Ctx,
+    files: &[PathBuf],
+    mut f: impl FnMut(&mut Ctx, Record, PathBuf) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if files.is_empty() {
+        return each_stdin_record(ctx, |ctx, rec| match record_input_path(&rec, true) {
+            Ok(p) => f(ctx, rec, p),
+            Err(why) => {
+                let e = ctx.error(crate::ErrorKind::BadRecord, why);
+                Ok(ctx.fail(rec, e)?)
+            }
+        });
+    }
+    for p in files {
+        f(ctx, crate::files::record_for(p), p.clone())?;
     }
     Ok(())
 }
@@ -426,6 +465,48 @@ mod tests {
             let s = String::from_utf8(out).unwrap();
             assert!(s.contains("quiet"), "{g:?}: {s}");
         }
+    }
+
+    #[test]
+    fn stdin_records_cannot_name_stdin() {
+        let rec = |j: serde_json::Value| match j {
+            serde_json::Value::Object(m) => Record::from_map(m),
+            _ => Record::new(),
+        };
+        let dash = rec(serde_json::json!({"path": "-"}));
+        // Named on the command line, `-` is stdin; in a record on stdin,
+        // which carries the records, it is refused (fail closed).
+        assert_eq!(record_input_path(&dash, false), Ok(PathBuf::from("-")));
+        assert!(
+            record_input_path(&dash, true)
+                .is_err_and(|e| e.contains("stdin, which carries the records"))
+        );
+        let none = rec(serde_json::json!({"name": "x"}));
+        assert_eq!(
+            record_input_path(&none, true),
+            Err("record has no string `path`".to_owned())
+        );
+        let file = rec(serde_json::json!({"path": "a.vhd"}));
+        assert_eq!(record_input_path(&file, true), Ok(PathBuf::from("a.vhd")));
+    }
+
+    #[test]
+    fn file_arguments_become_records() {
+        let mut ctx = Ctx::new("demo", true, Box::new(io::sink()));
+        let mut seen = Vec::new();
+        let files = [PathBuf::from("-"), PathBuf::from("b")];
+        each_input_file(&mut ctx, &files, |_, rec, p| {
+            seen.push((rec.path().map(str::to_owned), p));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                (Some("-".to_owned()), PathBuf::from("-")),
+                (Some("b".to_owned()), PathBuf::from("b"))
+            ]
+        );
     }
 
     #[test]

@@ -113,25 +113,6 @@ impl HttpError {
 
 pub use crate::files::{UnsafeName, safe_file_name};
 
-/// What Glance says the data must be: size, and the hash to check
-/// (`os_hash_value` with `os_hash_algo`, else `checksum` MD5).
-pub fn expected(img: &Value) -> (Option<u64>, Option<(crate::hash::Algorithm, String)>) {
-    let size = img.get("size").and_then(Value::as_u64);
-    let s = |k: &str| {
-        img.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase)
-    };
-    let hash = match (
-        s("os_hash_algo").and_then(|a| a.parse::<crate::hash::Algorithm>().ok()),
-        s("os_hash_value"),
-    ) {
-        (Some(a), Some(v)) => Some((a, v)),
-        _ => s("checksum").map(|c| (crate::hash::Algorithm::Md5, c)),
-    };
-    (size, hash)
-}
-
 /// The few HTML entities webob's error pages use, decoded (`&amp;` last,
 /// so `&amp;lt;` stays `&lt;`).
 fn unescape(s: &str) -> String {
@@ -822,25 +803,6 @@ impl Glance {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_multihash_wins_then_md5() {
-        let img = serde_json::json!({"size": 3, "checksum": "ABC", "os_hash_algo": "sha512", "os_hash_value": "DEF"});
-        assert_eq!(
-            expected(&img),
-            (
-                Some(3),
-                Some((crate::hash::Algorithm::Sha512, "def".to_owned()))
-            )
-        );
-        let old =
-            serde_json::json!({"checksum": "abc", "os_hash_algo": null, "os_hash_value": null});
-        assert_eq!(
-            expected(&old),
-            (None, Some((crate::hash::Algorithm::Md5, "abc".to_owned())))
-        );
-        assert_eq!(expected(&serde_json::json!({})), (None, None));
-    }
 
     #[test]
     fn webob_entities_are_decoded() {

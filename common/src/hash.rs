@@ -163,6 +163,127 @@ pub fn sha1_hex(text: &str) -> String {
     hex(&sha1::Sha1::digest(text.as_bytes()))
 }
 
+/// What the bytes must be: a size and digests (lower-case hex), given by
+/// the operator or stated by Glance. One rule for every tool, fail closed:
+/// every stated digest is compared, and one that was not computed counts
+/// as a mismatch. A tool that skips a digest for speed (glance-dump
+/// without `--md5`) says so by narrowing with [`Expected::only`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// Digests, lower-case hex, in the order mismatches are listed.
+    pub digests: Vec<(Algorithm, String)>,
+}
+
+/// One way the bytes were not what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// A different size.
+    Size {
+        /// Bytes expected.
+        want: u64,
+        /// Bytes seen.
+        got: u64,
+    },
+    /// A different digest, or none computed (`got` None).
+    Digest {
+        /// Its algorithm.
+        algorithm: Algorithm,
+        /// The expected hex.
+        want: String,
+        /// The computed hex.
+        got: Option<String>,
+    },
+}
+
+impl Mismatch {
+    /// `size`, or the algorithm's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mismatch::Size { .. } => "size",
+            Mismatch::Digest { algorithm, .. } => algorithm.name(),
+        }
+    }
+}
+
+impl Expected {
+    /// What a Glance image states: `size`, `checksum` (MD5) and
+    /// `os_hash_value` under `os_hash_algo`, each where present and not
+    /// null. A multihash whose algorithm is unknown here cannot be
+    /// checked and is left out (MD5 still is).
+    pub fn from_glance(image: &serde_json::Value) -> Self {
+        let s = |k: &str| {
+            image
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_ascii_lowercase)
+        };
+        let mut digests = Vec::new();
+        if let Some(md5) = s("checksum") {
+            digests.push((Algorithm::Md5, md5));
+        }
+        if let (Some(Ok(a)), Some(v)) = (
+            s("os_hash_algo").map(|a| a.parse::<Algorithm>()),
+            s("os_hash_value"),
+        ) && !digests.contains(&(a, v.clone()))
+        {
+            digests.push((a, v));
+        }
+        Expected {
+            size: image.get("size").and_then(serde_json::Value::as_u64),
+            digests,
+        }
+    }
+
+    /// Nothing to compare with.
+    pub fn is_empty(&self) -> bool {
+        self.size.is_none() && self.digests.is_empty()
+    }
+
+    /// The digest glanceclient checks: the multihash, else the MD5.
+    pub fn primary(&self) -> Option<&(Algorithm, String)> {
+        self.digests
+            .iter()
+            .find(|(a, _)| *a != Algorithm::Md5)
+            .or_else(|| self.digests.first())
+    }
+
+    /// The algorithms of the stated digests.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.digests.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// Only the digests of `algorithms` (the size stays).
+    #[must_use]
+    pub fn only(mut self, algorithms: &[Algorithm]) -> Self {
+        self.digests.retain(|(a, _)| algorithms.contains(a));
+        self
+    }
+
+    /// How `bytes` bytes hashing to `digests` differ: the size first,
+    /// then each stated digest in order. Empty when all match.
+    pub fn mismatches(&self, bytes: u64, digests: &[(Algorithm, String)]) -> Vec<Mismatch> {
+        let mut out = Vec::new();
+        if let Some(want) = self.size
+            && want != bytes
+        {
+            out.push(Mismatch::Size { want, got: bytes });
+        }
+        for (alg, want) in &self.digests {
+            let got = digests.iter().find(|(a, _)| a == alg).map(|(_, h)| h);
+            if !got.is_some_and(|g| g.eq_ignore_ascii_case(want)) {
+                out.push(Mismatch::Digest {
+                    algorithm: *alg,
+                    want: want.clone(),
+                    got: got.cloned(),
+                });
+            }
+        }
+        out
+    }
+}
+
 /// Chunks queued per hashing thread: bounds memory to a few chunks
 /// whatever the input size, and lets a fast hash run ahead a little.
 const QUEUE: usize = 4;
@@ -282,6 +403,56 @@ pub fn hash_file(path: &std::path::Path, algorithms: &[Algorithm]) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glance_states_both_digests_and_each_is_checked() {
+        let img = serde_json::json!({"size": 3, "checksum": "ABC", "os_hash_algo": "sha512", "os_hash_value": "DEF"});
+        let e = Expected::from_glance(&img);
+        assert_eq!(e.size, Some(3));
+        assert_eq!(
+            e.digests,
+            [
+                (Algorithm::Md5, "abc".to_owned()),
+                (Algorithm::Sha512, "def".to_owned())
+            ]
+        );
+        assert_eq!(e.primary(), Some(&(Algorithm::Sha512, "def".to_owned())));
+        // Pre-Rocky images: null multihash, MD5 alone.
+        let old =
+            serde_json::json!({"checksum": "abc", "os_hash_algo": null, "os_hash_value": null});
+        let e = Expected::from_glance(&old);
+        assert_eq!(e.primary(), Some(&(Algorithm::Md5, "abc".to_owned())));
+        // An algorithm unknown here cannot be checked; MD5 still is.
+        let odd =
+            serde_json::json!({"checksum": "abc", "os_hash_algo": "blake2b", "os_hash_value": "x"});
+        assert_eq!(Expected::from_glance(&odd).algorithms(), [Algorithm::Md5]);
+        assert!(Expected::from_glance(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn fail_closed_every_stated_digest_must_match_and_be_computed() {
+        let img = serde_json::json!({"size": 3, "checksum": "ABC", "os_hash_algo": "sha512", "os_hash_value": "DEF"});
+        let e = Expected::from_glance(&img);
+        let good = [
+            (Algorithm::Md5, "abc".to_owned()),
+            (Algorithm::Sha512, "DEF".to_owned()),
+        ];
+        assert!(e.mismatches(3, &good).is_empty());
+        // A right multihash does not excuse a wrong MD5 (the copies that
+        // checked only the multihash passed this).
+        let bad_md5 = [
+            (Algorithm::Md5, "abd".to_owned()),
+            (Algorithm::Sha512, "def".to_owned()),
+        ];
+        let names = |m: Vec<Mismatch>| m.iter().map(Mismatch::name).collect::<Vec<_>>();
+        assert_eq!(names(e.mismatches(3, &bad_md5)), ["md5"]);
+        // Not computed is not matched.
+        assert_eq!(names(e.mismatches(4, &good[1..])), ["size", "md5"]);
+        // Narrowed on purpose, the MD5 is not asked for.
+        let narrow = e.clone().only(&[Algorithm::Sha512]);
+        assert!(narrow.mismatches(3, &good[1..]).is_empty());
+        assert_eq!(narrow.size, Some(3));
+    }
 
     #[test]
     fn whole_files_hash_like_coreutils() {

@@ -114,6 +114,33 @@ impl<R: BufRead> Iterator for RecordReader<R> {
     }
 }
 
+/// The records of a file read whole (an option's `--instances FILE`),
+/// each with its line number, lines bounded as [`RecordReader`] bounds
+/// them; the first bad line or read error is the last item, an `Err`
+/// (a read error as a `BadLine` of its kind): one bad line makes such a
+/// file unusable.
+pub fn read_strict<R: BufRead>(input: R) -> impl Iterator<Item = Result<(u64, Record), BadLine>> {
+    let mut reader = RecordReader::new(input);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let item = match reader.next_record() {
+            Ok(None) => return None,
+            Ok(Some(Ok(rec))) => return Some(Ok((reader.line(), rec))),
+            Ok(Some(Err(bad))) => bad,
+            Err(e) => BadLine {
+                line: reader.line() + 1,
+                kind: ErrorKind::from_io(&e),
+                message: e.to_string(),
+            },
+        };
+        done = true;
+        Some(Err(item))
+    })
+}
+
 fn trim_ascii(b: &[u8]) -> &[u8] {
     b.trim_ascii()
 }
@@ -241,6 +268,18 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].as_ref().unwrap_err().kind, ErrorKind::TooLarge);
         assert_eq!(out[1].as_ref().unwrap().get("next").unwrap(), 1);
+    }
+
+    #[test]
+    fn strict_reading_stops_at_the_first_bad_line() {
+        let mut input = b"{\"a\":1}\n\n".to_vec();
+        input.extend(vec![b'x'; MAX_LINE + 1]);
+        input.extend_from_slice(b"\n{\"b\":2}\n");
+        let out: Vec<_> = read_strict(&input[..]).collect();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].as_ref().unwrap().0, 1);
+        let e = out[1].as_ref().unwrap_err();
+        assert_eq!((e.line, e.kind), (3, ErrorKind::TooLarge));
     }
 
     #[test]

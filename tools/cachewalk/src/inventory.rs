@@ -56,10 +56,10 @@ impl Instance {
 #[error("line {line}: {why}")]
 pub struct InventoryError {
     /// 1-based line number.
-    pub line: usize,
+    pub line: u64,
     /// What is wrong.
     pub why: String,
-    /// Its kind: `io` (reading), `bad_json`, `bad_record`.
+    /// Its kind: `io` (reading), `bad_json`, `bad_record`, `too_large`.
     pub kind: common::ErrorKind,
 }
 
@@ -105,33 +105,32 @@ pub fn parse_instance(m: &Map<String, Value>) -> Result<Instance, String> {
     Ok(inst)
 }
 
-/// Read the inventory from JSON lines.
+/// Read the inventory from JSON lines, each bounded ([`common::jsonl`]):
+/// an over-long line is an error, never a line held whole.
 pub fn read(input: impl BufRead) -> Result<Vec<Instance>, InventoryError> {
     let mut out = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let err = |kind, why: String| InventoryError {
-            line: i + 1,
-            why,
-            kind,
-        };
-        let line = line.map_err(|e| err(common::ErrorKind::from_io(&e), e.to_string()))?;
-        if line.trim().is_empty() {
+    for item in common::jsonl::read_strict(input) {
+        let (line, rec) = item?;
+        if rec.as_map().contains_key("error") {
             continue;
         }
-        let v: Value = serde_json::from_str(&line)
-            .map_err(|e| err(common::ErrorKind::BadJson, e.to_string()))?;
-        let Value::Object(m) = v else {
-            return Err(err(
-                common::ErrorKind::BadRecord,
-                "not a JSON object".into(),
-            ));
-        };
-        if m.contains_key("error") {
-            continue;
-        }
-        out.push(parse_instance(&m).map_err(|w| err(common::ErrorKind::BadRecord, w.to_string()))?);
+        out.push(parse_instance(rec.as_map()).map_err(|w| InventoryError {
+            line,
+            why: w.to_string(),
+            kind: common::ErrorKind::BadRecord,
+        })?);
     }
     Ok(out)
+}
+
+impl From<common::jsonl::BadLine> for InventoryError {
+    fn from(bad: common::jsonl::BadLine) -> Self {
+        InventoryError {
+            line: bad.line,
+            why: bad.message,
+            kind: bad.kind,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -165,5 +164,16 @@ mod tests {
         assert_eq!(bad.line, 2);
         assert!(read("[1]".as_bytes()).is_err());
         assert!(read("{\"uuid\":\"u\",\"swap_mb\":\"x\"}".as_bytes()).is_err());
+    }
+
+    /// A line longer than the bounded reader takes is a `too_large`
+    /// error at its line, read through and never held whole.
+    #[test]
+    fn an_over_long_line_is_an_error_not_an_allocation() {
+        let mut text = b"{\"uuid\":\"u1\"}\n{\"uuid\":\"".to_vec();
+        text.resize(text.len() + common::jsonl::MAX_LINE + 10, b'x');
+        text.extend_from_slice(b"\"}\n");
+        let e = read(&text[..]).unwrap_err();
+        assert_eq!((e.line, e.kind), (2, common::ErrorKind::TooLarge));
     }
 }

@@ -6,7 +6,7 @@
 //! where the cached bytes can be Glance's bytes. Verification reports;
 //! it never deletes.
 
-use common::hash::{Algorithm, hash_file};
+use common::hash::{Algorithm, Expected, Mismatch, hash_file};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -16,12 +16,9 @@ use std::path::Path;
 /// What Glance says about an image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageMeta {
-    /// MD5 of the uploaded bytes.
-    pub checksum: Option<String>,
-    /// Glance's multihash algorithm.
-    pub os_hash_algo: Option<String>,
-    /// Its value.
-    pub os_hash_value: Option<String>,
+    /// What Glance states about the bytes: `size`, `checksum` (MD5) and
+    /// the multihash ([`Expected::from_glance`]).
+    pub expected: Expected,
     /// `raw`, `qcow2`, ...
     pub disk_format: Option<String>,
     /// `active`, `deactivated`, `deleted`, ...
@@ -33,44 +30,42 @@ pub struct ImageMeta {
 #[error("line {line}: {why}")]
 pub struct ImagesError {
     /// 1-based line.
-    pub line: usize,
+    pub line: u64,
     /// What is wrong.
     pub why: String,
-    /// Its kind: `io` (reading), `bad_json`, `bad_record`.
+    /// Its kind: `io` (reading), `bad_json`, `bad_record`, `too_large`.
     pub kind: common::ErrorKind,
 }
 
 /// Read image records: JSON lines whose `image` facet (glance-dump) or the
-/// record itself holds a Glance image (`id`, `checksum`, `os_hash_algo`,
-/// `os_hash_value`, `disk_format`, `status`). Error records are skipped.
+/// record itself holds a Glance image (`id`, `size`, `checksum`,
+/// `os_hash_algo`, `os_hash_value`, `disk_format`, `status`). Error
+/// records are skipped; lines are read bounded ([`common::jsonl`]).
 pub fn read_images(input: impl BufRead) -> Result<HashMap<String, ImageMeta>, ImagesError> {
     let mut out = HashMap::new();
-    for (i, line) in input.lines().enumerate() {
-        let err = |kind, why: String| ImagesError {
-            line: i + 1,
-            why,
-            kind,
-        };
-        let line = line.map_err(|e| err(common::ErrorKind::from_io(&e), e.to_string()))?;
-        if line.trim().is_empty() {
+    for item in common::jsonl::read_strict(input) {
+        let (line, rec) = item.map_err(|bad| ImagesError {
+            line: bad.line,
+            why: bad.message,
+            kind: bad.kind,
+        })?;
+        if rec.get("error").is_some() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line)
-            .map_err(|e| err(common::ErrorKind::BadJson, e.to_string()))?;
-        if v.get("error").is_some() {
-            continue;
-        }
+        let v = Value::Object(rec.into_map());
         let img = v.get("image").filter(|i| i.is_object()).unwrap_or(&v);
         let s = |k: &str| img.get(k).and_then(Value::as_str).map(str::to_owned);
         let Some(id) = s("id") else {
-            return Err(err(common::ErrorKind::BadRecord, "no image `id`".into()));
+            return Err(ImagesError {
+                line,
+                why: "no image `id`".into(),
+                kind: common::ErrorKind::BadRecord,
+            });
         };
         out.insert(
             id,
             ImageMeta {
-                checksum: s("checksum").map(|c| c.to_ascii_lowercase()),
-                os_hash_algo: s("os_hash_algo"),
-                os_hash_value: s("os_hash_value").map(|c| c.to_ascii_lowercase()),
+                expected: Expected::from_glance(img),
                 disk_format: s("disk_format"),
                 status: s("status"),
             },
@@ -130,15 +125,10 @@ pub struct Expect<'a> {
 /// Hash `path` and compare (module docs).
 pub fn verify(path: &Path, expect: &Expect) -> Verification {
     let mut algs = vec![Algorithm::Sha1];
-    let multi = expect
-        .glance
-        .and_then(|g| g.os_hash_algo.as_deref())
-        .and_then(|a| a.parse::<Algorithm>().ok());
-    if expect.glance.is_some() {
+    let glance = expect.glance.map(|g| &g.expected);
+    if let Some(e) = glance {
         algs.push(Algorithm::Md5);
-        if let Some(a) = multi {
-            algs.push(a);
-        }
+        algs.extend(e.algorithms());
     }
     let mut v = Verification::default();
     let d = match hash_file(path, &algs) {
@@ -171,21 +161,27 @@ pub fn verify(path: &Path, expect: &Expect) -> Verification {
             v.mismatch.push("sha1_sidecar".into());
         }
     }
-    if let Some(g) = expect.glance {
+    if let Some(e) = glance {
         v.md5 = get(Algorithm::Md5);
-        if let Some(c) = &g.checksum {
-            compared = true;
-            if v.md5.as_deref() != Some(c.as_str()) {
-                v.mismatch.push("glance_checksum".into());
-            }
-        }
-        if let (Some(a), Some(want)) = (multi, &g.os_hash_value) {
-            compared = true;
+        if let Some((a, _)) = e.digests.iter().find(|(a, _)| *a != Algorithm::Md5) {
             v.os_hash_algo = Some(a.name().to_owned());
-            v.os_hash_value = get(a);
-            if v.os_hash_value.as_deref() != Some(want.as_str()) {
-                v.mismatch.push("glance_os_hash_value".into());
-            }
+            v.os_hash_value = get(*a);
+        }
+        compared |= !e.is_empty();
+        // The one rule of common::hash: every digest Glance states, and
+        // its size, must match.
+        for m in e.mismatches(d.bytes, &d.digests) {
+            v.mismatch.push(
+                match m {
+                    Mismatch::Size { .. } => "glance_size",
+                    Mismatch::Digest {
+                        algorithm: Algorithm::Md5,
+                        ..
+                    } => "glance_checksum",
+                    Mismatch::Digest { .. } => "glance_os_hash_value",
+                }
+                .into(),
+            );
         }
     }
     v.verified = if !v.mismatch.is_empty() {
@@ -303,10 +299,21 @@ mod tests {
             "{\"error\":{\"kind\":\"io\"}}\n",
         );
         let m = read_images(text.as_bytes()).unwrap();
-        assert_eq!(m["a"].checksum.as_deref(), Some("abc"));
-        assert_eq!(m["a"].os_hash_value.as_deref(), Some("def"));
+        assert_eq!(
+            m["a"].expected.digests,
+            [
+                (Algorithm::Md5, "abc".to_owned()),
+                (Algorithm::Sha512, "def".to_owned())
+            ]
+        );
         assert_eq!(m["b"].status.as_deref(), Some("deleted"));
         assert!(read_images("{\"x\":1}".as_bytes()).is_err());
+        // Bounded: an over-long line is `too_large`, never held whole.
+        let mut long = b"{\"id\":\"".to_vec();
+        long.resize(long.len() + common::jsonl::MAX_LINE, b'x');
+        long.extend_from_slice(b"\"}\n");
+        let e = read_images(&long[..]).unwrap_err();
+        assert_eq!((e.line, e.kind), (1, common::ErrorKind::TooLarge));
     }
 
     #[test]
@@ -318,7 +325,10 @@ mod tests {
         std::fs::write(t.path().join("f.info"), format!("{{\"sha1\": \"{sha1}\"}}")).unwrap();
         assert_eq!(sidecar_sha1(&p), Stored::Sha1(sha1.into()));
         let good = ImageMeta {
-            checksum: Some("900150983cd24fb0d6963f7d28e17f72".into()),
+            expected: Expected {
+                size: Some(3),
+                digests: vec![(Algorithm::Md5, "900150983cd24fb0d6963f7d28e17f72".into())],
+            },
             ..ImageMeta::default()
         };
         let v = verify(
@@ -331,7 +341,10 @@ mod tests {
         );
         assert_eq!(v.verified, Value::Bool(true));
         let bad = ImageMeta {
-            checksum: Some("00".into()),
+            expected: Expected {
+                size: None,
+                digests: vec![(Algorithm::Md5, "00".into())],
+            },
             ..ImageMeta::default()
         };
         let v = verify(
@@ -355,6 +368,39 @@ mod tests {
         let v = verify(&p, &Expect::default());
         assert_eq!(v.verified, Value::Null);
         assert_eq!(v.sha1.as_deref(), Some(sha1));
+    }
+
+    /// Every digest Glance states and its size are checked (the rule of
+    /// common::hash): a right multihash does not excuse a wrong MD5, and
+    /// a wrong size is a finding of its own.
+    #[test]
+    fn every_stated_glance_value_is_checked() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let meta = |v: serde_json::Value| ImageMeta {
+            expected: Expected::from_glance(&v),
+            ..ImageMeta::default()
+        };
+        let check = |m: &ImageMeta| {
+            verify(
+                &p,
+                &Expect {
+                    glance: Some(m),
+                    ..Expect::default()
+                },
+            )
+        };
+        let v = check(&meta(serde_json::json!({
+            "size": 3, "checksum": "00", "os_hash_algo": "sha256", "os_hash_value": sha256
+        })));
+        assert_eq!(v.verified, Value::Bool(false));
+        assert_eq!(v.mismatch, ["glance_checksum"]);
+        assert_eq!(v.os_hash_value.as_deref(), Some(sha256));
+        let v = check(&meta(serde_json::json!({"size": 4})));
+        assert_eq!(v.verified, Value::Bool(false));
+        assert_eq!(v.mismatch, ["glance_size"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use common::files::{self, Accept, FileId};
 use common::hash::{Algorithm, sha1_hex};
 use common::status::Status;
 use common::{ErrorKind, Record};
-use pump::{Expected, Fault, Outcome, PumpError, Sink};
+use pump::{Expected, Fault, Outcome, PumpError, Sink, verdict};
 use serde_json::{Map, Value};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -410,7 +410,7 @@ fn facet(cli: &Cli, out: &Outcome, expected: &Expected, state: &str) -> Map<Stri
         }
         m.insert("expected".into(), Value::Object(e));
     }
-    let (verified, mismatch) = expected.verdict(out);
+    let (verified, mismatch) = verdict(expected, out);
     m.insert("verified".into(), verified.map_or(Value::Null, Value::Bool));
     m.insert(
         "mismatch".into(),
@@ -510,7 +510,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         .filter(|e| !out.errors.contains(e))
         .collect();
     out.errors.extend(copy_errors);
-    let (verified, _) = expected.verdict(&out);
+    let (verified, _) = verdict(&expected, &out);
     let short = expected.size.is_some_and(|s| out.bytes < s);
     let commit = out.complete() && verified != Some(false) && !short;
     let mut finals = Vec::new();
@@ -650,7 +650,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     {
         out.errors.push(PumpError::Output(e));
     }
-    let (verified, mismatch) = expected.verdict(&out);
+    let (verified, mismatch) = verdict(&expected, &out);
     let short = expected.size.is_some_and(|s| out.bytes < s);
     let mut ok = out.complete() && verified != Some(false) && !short;
     let pump::SinkFile::Cache(file) = sink.into_file() else {
@@ -823,7 +823,7 @@ fn report_status(ctx: &Ctx, rec: &mut Record, out: &Outcome, expected: &Expected
         rec.set_error(&err);
         return Status::Error;
     }
-    match expected.verdict(out).0 {
+    match verdict(expected, out).0 {
         Some(false) if out.overrun => {
             ctx.warn(&format!(
                 "size mismatch: longer than the {} bytes expected (stopped reading after {})",
@@ -833,7 +833,7 @@ fn report_status(ctx: &Ctx, rec: &mut Record, out: &Outcome, expected: &Expected
             Status::No
         }
         Some(false) => {
-            let (_, mismatch) = expected.verdict(out);
+            let (_, mismatch) = verdict(expected, out);
             ctx.warn(&format!("mismatch: {}", mismatch.join(", ")));
             Status::No
         }
@@ -854,38 +854,10 @@ fn write_report(cli: &Cli, rec: &Record) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Expected values from a record's Glance `image` facet.
-fn expected_from_image(image: &Value) -> Expected {
-    let mut e = Expected {
-        size: image.get("size").and_then(Value::as_u64),
-        ..Expected::default()
-    };
-    if let Some(md5) = image.get("checksum").and_then(Value::as_str) {
-        e.digests.push((Algorithm::Md5, md5.to_ascii_lowercase()));
-    }
-    if let (Some(algo), Some(value)) = (
-        image.get("os_hash_algo").and_then(Value::as_str),
-        image.get("os_hash_value").and_then(Value::as_str),
-    ) && let Ok(a) = algo.parse::<Algorithm>()
-    {
-        e.digests.push((a, value.to_ascii_lowercase()));
-    }
-    e
-}
-
 /// Verify: re-read each file and compare.
 fn verify(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
-    if !cli.files.is_empty() {
-        for f in &cli.files {
-            verify_record(cli, ctx, files::record_for(f), true)?;
-            if let Some(sig) = common::signal::pending() {
-                return Err(Interrupted(sig).into());
-            }
-        }
-        return Ok(());
-    }
-    common::cli::each_stdin_record(ctx, |ctx, rec| {
-        verify_record(cli, ctx, rec, false)?;
+    common::cli::each_input_file(ctx, &cli.files, |ctx, rec, path| {
+        verify_record(cli, ctx, rec, &path)?;
         if let Some(sig) = common::signal::pending() {
             return Err(Interrupted(sig).into());
         }
@@ -893,40 +865,18 @@ fn verify(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     })
 }
 
-/// Verify the file `rec` names; `from_args`: named on the command line,
-/// where `-` is stdin (in records, stdin carries the records).
-fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record, from_args: bool) -> anyhow::Result<()> {
-    let path = match files::path_of(&rec) {
-        Ok(Some(p)) if from_args || !files::is_dash(&p) => p,
-        Ok(Some(_)) => {
-            let e = ctx.error(
-                ErrorKind::BadRecord,
-                "`-` names stdin, which carries the records",
-            );
-            ctx.fail(rec, e)?;
-            return Ok(());
-        }
-        Ok(None) => {
-            let e = ctx.error(ErrorKind::BadRecord, "record has no string `path`");
-            ctx.fail(rec, e)?;
-            return Ok(());
-        }
-        Err(msg) => {
-            let e = ctx.error(ErrorKind::BadRecord, msg);
-            ctx.fail(rec, e)?;
-            return Ok(());
-        }
-    };
+/// Verify the file `path` that `rec` names.
+fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record, path: &Path) -> anyhow::Result<()> {
     let mut expected = cli.expected();
     if expected.is_empty()
         && let Some(image) = rec.get("image")
     {
-        expected = expected_from_image(image);
+        expected = Expected::from_glance(image);
     }
-    let extra: Vec<Algorithm> = expected.digests.iter().map(|(a, _)| *a).collect();
+    let extra = expected.algorithms();
     // Never blocks in open(); a stream (FIFO, pipe, device) is read front
     // to back like a file; a directory is not_regular.
-    let file = match files::open_input(&path, Accept::Streams) {
+    let file = match files::open_input(path, Accept::Streams) {
         Ok(f) => f,
         Err(err) => {
             let e = ctx.error(ErrorKind::from_io(&err), io_message(&err));

@@ -16,43 +16,25 @@ use std::path::{Path, PathBuf};
 /// chunks in flight bound memory.
 pub const CHUNK: usize = 1 << 20;
 
-/// What the stream should have been.
-#[derive(Debug, Clone, Default)]
-pub struct Expected {
-    /// Size in bytes.
-    pub size: Option<u64>,
-    /// Digests, lower-case hex.
-    pub digests: Vec<(Algorithm, String)>,
-}
+/// What the stream should have been ([`common::hash::Expected`]).
+pub use common::hash::Expected;
 
-impl Expected {
-    /// Nothing to compare with.
-    pub fn is_empty(&self) -> bool {
-        self.size.is_none() && self.digests.is_empty()
+/// `Some(true)` all match, `Some(false)` some do not (listed), `None`
+/// nothing was expected: never a silent "verified".
+pub fn verdict(expected: &Expected, out: &Outcome) -> (Option<bool>, Vec<String>) {
+    if expected.is_empty() {
+        return (None, Vec::new());
     }
-
-    /// `Some(true)` all match, `Some(false)` some do not (listed), `None`
-    /// nothing was expected: never a silent "verified".
-    pub fn verdict(&self, out: &Outcome) -> (Option<bool>, Vec<String>) {
-        if self.is_empty() {
-            return (None, Vec::new());
-        }
-        if out.overrun {
-            // Only a prefix was read: its digests prove nothing either way.
-            return (Some(false), vec!["size".to_string()]);
-        }
-        let mut mismatch = Vec::new();
-        if self.size.is_some_and(|s| s != out.bytes) {
-            mismatch.push("size".to_string());
-        }
-        for (alg, want) in &self.digests {
-            let got = out.digests.iter().find(|(a, _)| a == alg).map(|(_, h)| h);
-            if got != Some(want) {
-                mismatch.push(alg.name().to_string());
-            }
-        }
-        (Some(mismatch.is_empty()), mismatch)
+    if out.overrun {
+        // Only a prefix was read: its digests prove nothing either way.
+        return (Some(false), vec!["size".to_string()]);
     }
+    let mismatch: Vec<String> = expected
+        .mismatches(out.bytes, &out.digests)
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    (Some(mismatch.is_empty()), mismatch)
 }
 
 /// A failure's text, with the `error.kind` its record reports (a full

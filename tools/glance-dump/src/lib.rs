@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use common::cli::{Ctx, SharedArgs, Tool};
 use common::glance::{Glance, HttpError, UnsafeName, safe_file_name};
-use common::hash::{Algorithm, MultiHasher};
+use common::hash::{Algorithm, Expected, Mismatch, MultiHasher};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -482,34 +482,41 @@ fn dump_one(
         facet.insert("action".into(), "metadata_written".into());
         return Ok((facet, None));
     }
-    let (size, hash) = common::glance::expected(img);
-    // The hash Glance has (else MD5), and MD5 too when asked for.
-    let mut algs = vec![hash.as_ref().map_or(Algorithm::Md5, |(a, _)| *a)];
-    if md5 && !algs.contains(&Algorithm::Md5) {
+    // glanceclient's digest (the multihash, else MD5) is always checked;
+    // MD5 beside a multihash costs as much CPU again, so only with --md5
+    // (and then it is checked too).
+    let stated = Expected::from_glance(img);
+    let primary = stated.primary().map_or(Algorithm::Md5, |(a, _)| *a);
+    let mut algs = vec![primary];
+    if md5 && primary != Algorithm::Md5 {
         algs.insert(0, Algorithm::Md5);
     }
+    let expected = stated.only(&algs);
+    let size = expected.size;
     let data = dir.join(format!("{id}.img"));
     let part = dir.join(format!("{id}.img.part"));
     let check = |bytes: u64, digests: &[(Algorithm, String)]| -> Result<(), String> {
-        if let Some(s) = size
-            && s != bytes
-        {
-            return Err(format!("{bytes} bytes, Glance says {s}"));
-        }
-        if let Some((a, want)) = &hash {
-            let got = digests
-                .iter()
-                .find(|(x, _)| x == a)
-                .map(|(_, h)| h.as_str());
-            if got != Some(want.as_str()) {
-                return Err(format!(
+        let why: Vec<String> = expected
+            .mismatches(bytes, digests)
+            .into_iter()
+            .map(|m| match m {
+                Mismatch::Size { want, got } => format!("{got} bytes, Glance says {want}"),
+                Mismatch::Digest {
+                    algorithm,
+                    want,
+                    got,
+                } => format!(
                     "{} {}, Glance says {want}",
-                    a.name(),
-                    got.unwrap_or("?")
-                ));
-            }
+                    algorithm.name(),
+                    got.as_deref().unwrap_or("?")
+                ),
+            })
+            .collect();
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
         }
-        Ok(())
     };
     let record = |facet: &mut Map<String, Value>, bytes: u64, digests: &[(Algorithm, String)]| {
         facet.insert(
@@ -525,7 +532,7 @@ fn dump_one(
                 facet.insert("os_hash_value".into(), h.as_str().into());
             }
         }
-        facet.insert("verified".into(), hash.is_some().into());
+        facet.insert("verified".into(), (!expected.digests.is_empty()).into());
     };
     // Already there and verified: nothing to fetch.
     if data.is_file() {

@@ -3,6 +3,7 @@
 use crate::Cli;
 use crate::stream::Verified;
 use common::glance::{Glance, HttpError, safe_file_name};
+use common::hash::Expected;
 use common::tree::{Dir, Status};
 use common::{ErrorKind, Record};
 use serde_json::{Map, Value, json};
@@ -725,8 +726,14 @@ impl Loader<'_> {
         img: &Map<String, Value>,
         data: &Data,
     ) -> Result<Option<Map<String, Value>>, LoadError> {
-        let (size, want) = common::glance::expected(&Value::Object(img.clone()));
-        let Some(size) = size else {
+        // glanceclient's digest (the multihash, else MD5), checked as the
+        // bytes stream: a second one would cost as much CPU again.
+        let stated = Expected::from_glance(&Value::Object(img.clone()));
+        let want = match stated.primary().map(|(a, _)| *a) {
+            Some(a) => stated.only(&[a]),
+            None => stated,
+        };
+        let Some(size) = want.size else {
             return Err(LoadError::Stream {
                 id: id.to_owned(),
                 why: "the source image has no size".into(),

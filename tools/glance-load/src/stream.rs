@@ -6,7 +6,7 @@
 //! active image, and the id stays usable for a retry.
 
 use bytes::Bytes;
-use common::hash::{Algorithm, MultiHasher};
+use common::hash::{Expected, Mismatch, MultiHasher};
 use std::io::{self, Read};
 
 /// Reads exactly `size` bytes of `inner`, verified (module docs).
@@ -16,16 +16,16 @@ pub struct Verified<R> {
     left: u64,
     size: u64,
     hasher: Option<MultiHasher>,
-    want: Option<(Algorithm, String)>,
+    want: Expected,
     /// Why the data was refused, once it was.
     failed: Option<String>,
     progress: Option<common::progress::Progress>,
 }
 
 impl<R: Read> Verified<R> {
-    /// `inner` must yield `size` bytes hashing to `want` (when known).
-    pub fn new(inner: R, size: u64, want: Option<(Algorithm, String)>) -> Self {
-        let algs: Vec<Algorithm> = want.iter().map(|(a, _)| *a).collect();
+    /// `inner` must yield `size` bytes hashing to `want`'s digests.
+    pub fn new(inner: R, size: u64, want: Expected) -> Self {
+        let algs = want.algorithms();
         Verified {
             inner,
             left: size,
@@ -60,21 +60,22 @@ impl<R: Read> Verified<R> {
             return Ok(());
         };
         let digests = h.finish();
-        if let Some((alg, want)) = &self.want {
-            let got = digests
-                .iter()
-                .find(|(a, _)| a == alg)
-                .map(|(_, d)| d.as_str())
-                .unwrap_or("");
-            if !got.eq_ignore_ascii_case(want) {
-                let why = format!(
-                    "the data's {} is {got}, the source image says {want}: upload abandoned",
-                    alg.name()
-                );
-                return Err(self.refuse(io::ErrorKind::InvalidData, why));
+        let why = match self.want.mismatches(self.size, &digests).into_iter().next() {
+            None => return Ok(()),
+            Some(Mismatch::Size { want, got }) => {
+                format!("the data has {got} bytes, the source image {want}: upload abandoned")
             }
-        }
-        Ok(())
+            Some(Mismatch::Digest {
+                algorithm,
+                want,
+                got,
+            }) => format!(
+                "the data's {} is {}, the source image says {want}: upload abandoned",
+                algorithm.name(),
+                got.unwrap_or_default()
+            ),
+        };
+        Err(self.refuse(io::ErrorKind::InvalidData, why))
     }
 
     fn short(&mut self) -> io::Error {
@@ -136,10 +137,13 @@ impl<R: Read> Read for Verified<R> {
 mod tests {
     use super::*;
 
-    fn md5(data: &[u8]) -> Option<(Algorithm, String)> {
-        let mut h = MultiHasher::new(&[Algorithm::Md5]);
+    fn md5(data: &[u8]) -> Expected {
+        let mut h = MultiHasher::new(&[common::hash::Algorithm::Md5]);
         h.update(&Bytes::copy_from_slice(data));
-        h.finish().into_iter().next()
+        Expected {
+            size: None,
+            digests: h.finish(),
+        }
     }
 
     fn drain(r: &mut dyn Read) -> (Vec<u8>, io::Result<()>) {
@@ -175,11 +179,11 @@ mod tests {
     #[test]
     fn short_and_long_data_fail() {
         let data = b"0123456789".to_vec();
-        let mut r = Verified::new(&data[..5], 10, None);
+        let mut r = Verified::new(&data[..5], 10, Expected::default());
         let (out, res) = drain(&mut r);
         assert_eq!(res.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(out.len(), 5);
-        let mut r = Verified::new(&data[..], 4, None);
+        let mut r = Verified::new(&data[..], 4, Expected::default());
         let (out, res) = drain(&mut r);
         assert!(res.is_err());
         assert!(out.len() < 4);

@@ -395,7 +395,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     if !cli.files.is_empty() {
         for f in &cli.files {
-            r.path_record(files::record_for(f))?;
+            r.path_record(files::record_for(f), f.clone())?;
         }
         return Ok(());
     }
@@ -503,7 +503,15 @@ impl Runner<'_> {
                     return self.ctx.emit(&rec);
                 }
                 if rec.path().is_some() {
-                    return self.path_record(rec);
+                    // On stdin, `-` cannot name the image: stdin carries
+                    // the records.
+                    return match common::cli::record_input_path(&rec, true) {
+                        Ok(p) => self.path_record(rec, p),
+                        Err(why) => {
+                            let e = self.ctx.error(ErrorKind::BadRecord, why);
+                            self.fail(rec, e)
+                        }
+                    };
                 }
                 let msg = "not qemu-img info output (no `format`) and not a record with a `path`";
                 let e = self.ctx.error(ErrorKind::BadRecord, msg).at_line(line);
@@ -704,22 +712,18 @@ impl Runner<'_> {
     }
 
     /// A record naming a local file: read it natively, or with qemu-img.
-    fn path_record(&mut self, rec: Record) -> io::Result<()> {
+    fn path_record(&mut self, rec: Record, path: PathBuf) -> io::Result<()> {
         if self.cli.qemu {
-            self.qemu_record(rec)
+            self.qemu_record(rec, path)
         } else {
-            self.native_record(rec)
+            self.native_record(rec, path)
         }
     }
 
     /// Read the image's headers ourselves: a regular file at offsets, a
     /// stream (pipe, FIFO, `-`, a character device) for real up to its
     /// probe bound.
-    fn native_record(&mut self, mut rec: Record) -> io::Result<()> {
-        let path = match self.record_path(&rec) {
-            Ok(p) => p,
-            Err(e) => return self.fail(rec, *e),
-        };
+    fn native_record(&mut self, mut rec: Record, path: PathBuf) -> io::Result<()> {
         let opened = files::open_input(&path, Accept::Streams).and_then(source::Opened::from_input);
         let opened = match opened {
             Ok(o) => o,
@@ -803,18 +807,6 @@ impl Runner<'_> {
         }
     }
 
-    /// The local file a record names (`path_bytes` wins over `path`).
-    fn record_path(&self, rec: &Record) -> Result<PathBuf, Box<common::ErrorFacet>> {
-        match files::path_of(rec) {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(Box::new(
-                self.ctx
-                    .error(ErrorKind::BadRecord, "record has no string `path`"),
-            )),
-            Err(msg) => Err(Box::new(self.ctx.error(ErrorKind::BadRecord, msg))),
-        }
-    }
-
     /// The native probe of `src` (see [`remote::probe_as`]).
     fn probe(
         &self,
@@ -841,11 +833,7 @@ impl Runner<'_> {
     /// stream cannot be handed to qemu-img safely (it would read it
     /// again, or probe what it was given on another open), so it is
     /// refused.
-    fn qemu_record(&mut self, rec: Record) -> io::Result<()> {
-        let path = match self.record_path(&rec) {
-            Ok(p) => p,
-            Err(e) => return self.fail(rec, *e),
-        };
+    fn qemu_record(&mut self, rec: Record, path: PathBuf) -> io::Result<()> {
         if files::is_dash(&path) {
             let e = self.ctx.error(
                 ErrorKind::NotRegular,

@@ -243,3 +243,33 @@ fn a_fifo_without_a_writer_ends_on_sigterm() {
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(!st.success());
 }
+
+/// A record on stdin cannot name `-` (stdin carries the records: probing
+/// it would read the records that follow as the image); the stream goes
+/// on. Named on the command line, `-` is stdin (as in checksum-tee).
+#[test]
+fn a_record_on_stdin_cannot_name_stdin() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("a.raw");
+    std::fs::write(&raw, vec![0u8; 4096]).unwrap();
+    let mut input = b"{\"path\":\"-\"}\n".to_vec();
+    for _ in 0..200 {
+        input.extend_from_slice(
+            format!("{{\"path\":{}}}\n", Value::from(raw.to_str().unwrap())).as_bytes(),
+        );
+    }
+    for args in [&[][..], &["--qemu"][..]] {
+        let r = run(args, &input);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.records.len(), 201, "{args:?}");
+        assert_eq!(r.records[0]["error"]["kind"], "bad_record", "{args:?}");
+        assert!(
+            r.records[1..]
+                .iter()
+                .all(|rec| rec["path"] == raw.to_str().unwrap())
+        );
+    }
+    let r = run(&["-"], &[0u8; 512]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(one(&r)["info"]["format"], "raw");
+}
