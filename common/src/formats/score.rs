@@ -95,10 +95,14 @@ pub fn parallels(buf: &[u8], _name: &str) -> u8 {
     if known && le32(buf, 16) == 2 { 100 } else { 0 }
 }
 
-/// `block/vpc.c`: the cookie `conectix` at offset 0 (a fixed disk's
-/// footer at the end is not probed).
+/// `block/vpc.c`: the footer cookie at offset 0 (a fixed disk's footer
+/// at the end is not probed).
 pub fn vpc(buf: &[u8], _name: &str) -> u8 {
-    if buf.starts_with(b"conectix") { 100 } else { 0 }
+    if buf.starts_with(&super::vhd::FOOTER_COOKIE) {
+        100
+    } else {
+        0
+    }
 }
 
 /// `block/vmdk.c`: `COWD` or `KDMV`, or a text descriptor.
@@ -217,7 +221,7 @@ mod tests {
         b[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
         b[0x40..0x44].copy_from_slice(&0xbeda_107fu32.to_le_bytes());
         assert_eq!(pick(&b, 512, "x").map(|p| p.format), Some("vdi"));
-        b[..8].copy_from_slice(b"conectix");
+        b[..8].copy_from_slice(&super::super::vhd::FOOTER_COOKIE);
         assert_eq!(pick(&b, 512, "x").map(|p| p.format), Some("vpc"));
         let mut c = vec![0u8; 512];
         c[..cloop_magic_len()].copy_from_slice(super::super::cloop::MAGIC);

@@ -115,9 +115,10 @@ impl Layout {
         }
         // blktap's rule, hidden quirk included, as check and read.
         if !footer.has_cookie() || !footer.checksum_accepted() {
-            return Err(LayoutError::NotAVhd(
-                "no valid footer at the end (cookie conectix, matching checksum)".into(),
-            ));
+            return Err(LayoutError::NotAVhd(format!(
+                "no valid footer at the end (cookie {}, matching checksum)",
+                vhd::FOOTER_COOKIE_NAME
+            )));
         }
         let size = footer.current_size;
         let Some(kind) = footer.disk_type() else {
