@@ -257,7 +257,7 @@ fn apply_in_place(
     let j = Journal::begin(journal, path, f, &ranges)?;
     let done = (|| -> io::Result<()> {
         for &off in poison {
-            f.write_all_at(b"v_poison", off)?;
+            f.write_all_at(&common::formats::vhd::POISON_COOKIE, off)?;
         }
         f.sync_data()?;
         work(f)
