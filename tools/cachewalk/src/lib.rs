@@ -258,7 +258,7 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 
 fn parse_time_arg(s: &str) -> Result<i64, String> {
     common::text::parse_time(s)
-        .ok_or_else(|| format!("{s:?} is neither epoch seconds nor RFC 3339 UTC"))
+        .ok_or_else(|| format!("{s:?} is not a time: give epoch seconds or an RFC 3339 UTC time that exists (2026-02-28T12:00:00Z)"))
 }
 
 impl Tool for Cli {
