@@ -182,8 +182,18 @@ impl Tool for Cli {
             None => None,
         };
         common::signal::install();
+        let opts = plan::Options {
+            dry_run: self.dry_run,
+            strict: self.strict,
+            prune_keys: self.prune_keys,
+            keep_owner: self.keep_owner,
+            exclude_keys: self.exclude_keys.clone(),
+            check_format: !self.no_format_check,
+            retries: self.retries,
+            progress: !self.shared.quiet && self.jobs == 1,
+        };
         let loader = plan::Loader {
-            cli: &self,
+            opts: &opts,
             target: &target,
             source: source.as_ref(),
             dir: dump_dir.as_ref(),

@@ -1,6 +1,5 @@
 //! Per image: read the target's state, plan, act (crate docs), or compare.
 
-use crate::Cli;
 use crate::stream::Verified;
 use common::glance::{Glance, HttpError, safe_file_name};
 use common::hash::Expected;
@@ -178,9 +177,31 @@ enum Data {
     Source,
 }
 
+/// How to load, built once from the command line (in lib.rs).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Plan only, write nothing (`--dry-run`).
+    pub dry_run: bool,
+    /// With --compare, target-only keys are differences (`--strict`).
+    pub strict: bool,
+    /// Remove properties the source lacks (`--prune-keys`).
+    pub prune_keys: bool,
+    /// Also send owner (`--keep-owner`).
+    pub keep_owner: bool,
+    /// Keys never sent nor compared (`--exclude-key`).
+    pub exclude_keys: Vec<String>,
+    /// Check that the data is in its disk_format before uploading (not
+    /// `--no-format-check`).
+    pub check_format: bool,
+    /// Tries after a transient failure (`--retries`).
+    pub retries: u32,
+    /// Show transfer progress (not `-q`, one job at a time).
+    pub progress: bool,
+}
+
 /// The work of one run.
 pub struct Loader<'a> {
-    pub cli: &'a Cli,
+    pub opts: &'a Options,
     pub target: &'a Glance,
     pub source: Option<&'a Glance>,
     /// The `--dir` dump directory, opened once: its data files are opened
@@ -250,8 +271,8 @@ impl Loader<'_> {
             .filter(|(k, v)| {
                 !READ_ONLY.contains(&k.as_str())
                     && !k.starts_with("os_glance_")
-                    && (self.cli.keep_owner || k.as_str() != "owner")
-                    && !self.cli.exclude_keys.iter().any(|x| x == *k)
+                    && (self.opts.keep_owner || k.as_str() != "owner")
+                    && !self.opts.exclude_keys.iter().any(|x| x == *k)
                     // A null is never sent (and never becomes "None").
                     && !v.is_null()
             })
@@ -270,7 +291,7 @@ impl Loader<'_> {
                     && !v.is_null()
                     && !BASE.contains(&k.as_str())
                     && !k.starts_with("os_glance_")
-                    && !self.cli.exclude_keys.iter().any(|x| x == *k)
+                    && !self.opts.exclude_keys.iter().any(|x| x == *k)
             })
             .map(|(k, _)| k.clone())
             .collect()
@@ -286,7 +307,7 @@ impl Loader<'_> {
         let mut attempt = 0;
         loop {
             match op() {
-                Err(e) if e.transient() && attempt < self.cli.retries && safe() => {
+                Err(e) if e.transient() && attempt < self.opts.retries && safe() => {
                     attempt += 1;
                     backoff(attempt);
                 }
@@ -355,7 +376,7 @@ impl Loader<'_> {
                 want,
             });
         }
-        if !self.cli.no_format_check {
+        if self.opts.check_format {
             format_check(&p, &file, img)?;
         }
         Ok(Some(Data::File {
@@ -409,7 +430,7 @@ impl Loader<'_> {
         let mut body = self.sendable(img);
         // Set after the upload: a protected queued image is stuck.
         body.remove("protected");
-        let mut out = facet(if self.cli.dry_run {
+        let mut out = facet(if self.opts.dry_run {
             "would_create"
         } else {
             "created"
@@ -422,7 +443,7 @@ impl Loader<'_> {
                 .collect::<Vec<_>>()
                 .into(),
         );
-        if self.cli.dry_run {
+        if self.opts.dry_run {
             return Ok(out);
         }
         let body = Value::Object(body);
@@ -555,7 +576,7 @@ impl Loader<'_> {
                     "no_data: the record has no data file (path) and there is no --source-url",
                 ));
             };
-            if self.cli.dry_run {
+            if self.opts.dry_run {
                 out = facet("would_upload");
             } else {
                 if let Some(spoiled) = self.upload(id, img, &data)? {
@@ -576,7 +597,7 @@ impl Loader<'_> {
         let changed = self.finish(img, id, &target, &mut out)?;
         let members = self.members(rec, id, &mut out, false)?;
         if !out.contains_key("action") {
-            let action = match (changed || members, self.cli.dry_run) {
+            let action = match (changed || members, self.opts.dry_run) {
                 (false, _) => "unchanged",
                 (true, true) => "would_update",
                 (true, false) => "updated",
@@ -622,7 +643,7 @@ impl Loader<'_> {
                 changes.push(k);
             }
         }
-        if self.cli.prune_keys {
+        if self.opts.prune_keys {
             for k in self.extra(img, target) {
                 ops.push(json!({"op": "remove", "path": format!("/{k}")}));
                 changes.push(format!("-{k}"));
@@ -641,7 +662,7 @@ impl Loader<'_> {
         if !changes.is_empty() {
             out.insert("changes".into(), changes.into());
         }
-        if self.cli.dry_run {
+        if self.opts.dry_run {
             return Ok(changed);
         }
         if !ops.is_empty() {
@@ -675,7 +696,7 @@ impl Loader<'_> {
         };
         let path = format!("/v2/images/{id}/members");
         let mut have: Map<String, Value> = Map::new();
-        if !(new && self.cli.dry_run) {
+        if !(new && self.opts.dry_run) {
             let t = self.retry(|| self.target.get_json(&path, &[200]), || true)?;
             for m in t
                 .get("members")
@@ -692,7 +713,7 @@ impl Loader<'_> {
         let mut notes = Vec::new();
         for (mid, st) in &src {
             if !have.contains_key(mid) {
-                if !self.cli.dry_run {
+                if !self.opts.dry_run {
                     self.target.send_json(
                         "POST",
                         &path,
@@ -807,7 +828,7 @@ impl Loader<'_> {
                     &format!("{e}; the target's image is {t_status} with data stuck in its store"),
                 )));
             }
-            if e.transient() && t_status == "queued" && attempt < self.cli.retries {
+            if e.transient() && t_status == "queued" && attempt < self.opts.retries {
                 attempt += 1;
                 backoff(attempt);
                 continue;
@@ -818,11 +839,7 @@ impl Loader<'_> {
 
     /// A progress meter for one upload: on a terminal, one image at a time.
     fn meter(&self, id: &str, size: u64) -> common::progress::Progress {
-        common::progress::Progress::new(
-            id,
-            Some(size),
-            !self.cli.shared.quiet && self.cli.jobs == 1,
-        )
+        common::progress::Progress::new(id, Some(size), self.opts.progress)
     }
 
     /// The target's image once Glance is done with a cut upload: not
@@ -912,7 +929,7 @@ impl Loader<'_> {
             }
         }
         let extra = self.extra(img, &target);
-        let differs = !diffs.is_empty() || (self.cli.strict && !extra.is_empty());
+        let differs = !diffs.is_empty() || (self.opts.strict && !extra.is_empty());
         let mut out = facet(if differs { "diff" } else { "in_sync" });
         if !diffs.is_empty() {
             out.insert("differences".into(), diffs.into());

@@ -33,6 +33,8 @@ use std::time::Duration;
 pub const FACET: &str = "info";
 /// The facet `--check` adds.
 pub const CHECK: &str = "check";
+/// The tool's name, for error facets built outside lib.rs.
+pub const NAME: &str = <Cli as Tool>::NAME;
 
 const AFTER_HELP: &str = "\
 Input: FILE arguments (or records with a \"path\" on stdin) are images: their
@@ -380,8 +382,9 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     if !cli.urls.is_empty() {
         for url in &cli.urls {
             let g = cli.auth.client(Some(url), "--url", true, timeout)?;
+            let opts = remote_options(&cli);
             let job = remote::Job {
-                cli: &cli,
+                opts: &opts,
                 policy: &r.policy,
                 glance: None,
             };
@@ -426,8 +429,9 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
 fn from_glance(mut r: Runner<'_>, g: &common::glance::Glance) -> anyhow::Result<()> {
     let cli = r.cli;
     let policy = r.policy.clone();
+    let opts = remote_options(cli);
     let job = remote::Job {
-        cli,
+        opts: &opts,
         policy: &policy,
         glance: Some(g),
     };
@@ -909,6 +913,15 @@ impl Runner<'_> {
                 self.fail(rec, e)
             }
         }
+    }
+}
+
+/// What a remote probe needs of the command line.
+fn remote_options(cli: &Cli) -> remote::Options {
+    remote::Options {
+        check: cli.check,
+        expect_format: cli.expect_format.clone(),
+        format: cli.format.clone(),
     }
 }
 

@@ -6,8 +6,7 @@
 
 use crate::info::{Source, finish};
 use crate::input::Doc;
-use crate::{CHECK, Cli, FACET, check};
-use common::cli::Tool;
+use crate::{CHECK, FACET, NAME, check};
 use common::formats::{self, FormatError};
 use common::glance::Glance;
 use common::http_source::{Budget, HttpSource, OpenError};
@@ -111,16 +110,28 @@ pub fn probe_as(
     Ok(p)
 }
 
+/// What a remote probe is asked, from the command line (built once, in
+/// lib.rs).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Judge the image (`--check`).
+    pub check: bool,
+    /// The format the image is claimed to be (`--expect-format`).
+    pub expect_format: Option<String>,
+    /// The format to read it as (`-f`).
+    pub format: Option<String>,
+}
+
 /// What the work needs: shared, read-only.
 pub struct Job<'a> {
-    pub cli: &'a Cli,
+    pub opts: &'a Options,
     pub policy: &'a check::Policy,
     pub glance: Option<&'a Glance>,
 }
 
 impl Job<'_> {
     fn error(&self, kind: ErrorKind, message: impl Into<String>) -> ErrorFacet {
-        ErrorFacet::new(Cli::NAME, kind, message)
+        ErrorFacet::new(NAME, kind, message)
     }
 
     fn outcome(&self, rec: Record, delta: Audit) -> Outcome {
@@ -191,7 +202,7 @@ impl Job<'_> {
         delta.not_probed += 1;
         rec.set("probe", serde_json::json!({"not_probed": why}));
         let mut unacceptable = false;
-        if self.cli.check {
+        if self.opts.check {
             let c = if empty {
                 serde_json::json!({"acceptable": true, "failures": [], "not_probed": why})
             } else {
@@ -214,7 +225,7 @@ impl Job<'_> {
     /// --check) the verdict, judged against the claimed format (the
     /// record's disk_format unless --expect-format).
     pub fn http(&self, g: &Glance, path: &str, url: &str, mut rec: Record) -> Outcome {
-        let claimed = self.cli.expect_format.clone().or_else(|| {
+        let claimed = self.opts.expect_format.clone().or_else(|| {
             rec.get("image")
                 .and_then(|i| i.get("disk_format"))
                 .and_then(Value::as_str)
@@ -236,11 +247,11 @@ impl Job<'_> {
             Err(OpenError::Http(e)) => {
                 delta.errors += 1;
                 let mut o = self.outcome(rec, delta);
-                o.error = Some(common::glance::http_error_facet(Cli::NAME, &e));
+                o.error = Some(common::glance::http_error_facet(NAME, &e));
                 return o;
             }
         };
-        let probed = probe_as(&src, url, self.cli.format.as_deref(), claimed.as_deref());
+        let probed = probe_as(&src, url, self.opts.format.as_deref(), claimed.as_deref());
         delta.requests += u64::from(src.requests());
         delta.bytes_read += src.bytes();
         rec.set(
@@ -252,7 +263,7 @@ impl Job<'_> {
                 delta.probed += 1;
                 rec.set(FACET, Value::Object(finish(p.info, Some(Source::Native))));
                 let mut unacceptable = false;
-                if self.cli.check
+                if self.opts.check
                     && let Some(info) = rec.get(FACET)
                 {
                     let policy = check::Policy {
