@@ -1,7 +1,7 @@
 //! `common::lock` against the real thing: Python's `fcntl.lockf`, which is
 //! what fasteners (and so Nova) uses. POSIX record locks only exclude across
 //! processes, so every test here runs a second process. Needs `python3`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 use common::lock::{LockError, NovaLock};
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,7 @@
 //! test has a process of its own: in the library's unit tests it would
 //! stop every other test's loops that poll `pending()` (jobs::ordered
 //! feeding stopped short under load).
-#![allow(clippy::unwrap_used)]
+#![cfg(test)]
 
 use common::signal::{exit_code, install, pending};
 

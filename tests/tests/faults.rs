@@ -5,16 +5,10 @@
 //! Writers: checksum-tee's atomic sink, vhd-chain flatten, cachewalk
 //! remove (Nova's `_base`; Glance's cache, file and `cache.db` row),
 //! glance-dump --dir and glance-load (against real Glances).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../glance-server/harness.rs"]
-mod harness;
-use harness::{AUTH, bytes_of, create, curl, start, upload};
+use glance_server::{AUTH, bytes_of, create, curl, start, upload};
+use test_support::glance_server;
 
 use pipeline_tests::tool;
 use std::path::Path;
@@ -487,7 +481,8 @@ fn killed_glance_transfers_leave_no_bad_image_and_converge() {
             runs += 1;
         }
         let state = || {
-            let (code, body) = harness::curl_as(&AUTH, &[&format!("{}/v2/images/{new_id}", b.url)]);
+            let (code, body) =
+                glance_server::curl_as(&AUTH, &[&format!("{}/v2/images/{new_id}", b.url)]);
             (code == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
         };
         // Glance finishes with a cut upload after the client is gone.

@@ -6,15 +6,9 @@
 //! under a final name, no temporary left behind, inputs untouched. Where
 //! the sandbox forbids a mount, ptrace or a change of user, the test says
 //! so on stderr and skips that part; it never passes silently.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../glance-server/harness.rs"]
-mod harness;
+use test_support::glance_server;
 
 use pipeline_tests::{records_of, tool};
 use serde_json::Value;
@@ -131,7 +125,7 @@ impl Fixture {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let data = harness::bytes_of(7, 8 << 20);
+        let data = glance_server::bytes_of(7, 8 << 20);
         std::fs::write(dir.path().join("input"), &data).unwrap();
         sh(
             dir.path(),
@@ -526,24 +520,26 @@ fn glance_dump_into_a_full_or_read_only_dir() {
     let Some(t) = tmpfs_or_skip("glance_dump full disk", "3m") else {
         return;
     };
-    let Some(g) = harness::start() else { return };
+    let Some(g) = glance_server::start() else {
+        return;
+    };
     let w = tempfile::tempdir().unwrap();
-    let small = harness::bytes_of(11, 100_000);
-    let big = harness::bytes_of(12, 8 << 20);
+    let small = glance_server::bytes_of(11, 100_000);
+    let big = glance_server::bytes_of(12, 8 << 20);
     let mut ids = Vec::new();
     for (name, data) in [("small", &small), ("big", &big)] {
-        let id = harness::create(
+        let id = glance_server::create(
             &g.url,
             &format!(r#"{{"name":"{name}","disk_format":"raw","container_format":"bare"}}"#),
         );
         std::fs::write(w.path().join(name), data).unwrap();
-        harness::upload(&g.url, &id, &w.path().join(name));
+        glance_server::upload(&g.url, &id, &w.path().join(name));
         ids.push(id);
     }
     let dump = |dir: &Path| {
         let mut c = Command::new(tool("glance-dump").unwrap());
         c.args(["--url", &g.url, "--dir"]).arg(dir);
-        for h in harness::AUTH {
+        for h in glance_server::AUTH {
             c.args(["--header", h]);
         }
         run(&mut c, None)
@@ -552,11 +548,13 @@ fn glance_dump_into_a_full_or_read_only_dir() {
     let (code, recs) = dump(&d);
     assert_eq!(code, 2, "{recs:?}");
     assert!(
-        harness::of_image(&recs, &ids[0]).get("error").is_none(),
+        glance_server::of_image(&recs, &ids[0])
+            .get("error")
+            .is_none(),
         "{recs:?}"
     );
     assert_eq!(
-        harness::of_image(&recs, &ids[1])["error"]["kind"],
+        glance_server::of_image(&recs, &ids[1])["error"]["kind"],
         "no_space",
         "{recs:?}"
     );
@@ -576,7 +574,7 @@ fn glance_dump_into_a_full_or_read_only_dir() {
     assert_eq!(code, 2, "{recs:?}");
     for id in &ids {
         assert_eq!(
-            harness::of_image(&recs, id)["error"]["kind"],
+            glance_server::of_image(&recs, id)["error"]["kind"],
             "read_only",
             "{recs:?}"
         );

@@ -11,12 +11,7 @@
 //! to a tool blocked on a FIFO or on stdin ends it with 143 within a
 //! second. Device nodes need root (CI runs as root); elsewhere those
 //! cases print `SKIPPED` with the reason.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use pipeline_tests::tool;
 use std::collections::BTreeMap;
@@ -27,6 +22,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::mkfifo;
 
 const CASE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -312,14 +308,6 @@ impl Fixtures {
             Content::Tarball => &self.tarball,
         }
     }
-}
-
-fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    #[allow(unsafe_code)]
-    // SAFETY: a NUL-terminated path.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {}", p.display());
 }
 
 /// A character device node (1,3 is /dev/null, 1,5 /dev/zero); Err with

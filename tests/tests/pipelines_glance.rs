@@ -6,16 +6,10 @@
 //! and the cache audit (`glance-dump --metaonly > images.jsonl; cachewalk
 //! nova INSTANCES --images images.jsonl --verify | jq 'select(corrupt or
 //! dangling)'`) finding a corrupted `_base` file and a missing one.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../glance-server/harness.rs"]
-mod harness;
-use harness::{AUTH, bytes_of, create, curl, start, upload};
+use glance_server::{AUTH, bytes_of, create, curl, start, upload};
+use test_support::glance_server;
 
 use pipeline_tests::{records_of, tool, tools_path};
 use serde_json::Value;
@@ -304,7 +298,7 @@ fn cinder_fetch_to_raw() {
         }
         ids.insert(name, id);
     }
-    let script = harness::workspace().join("examples/fetch-to-raw");
+    let script = glance_server::workspace().join("examples/fetch-to-raw");
     // Every temporary directory the scripts remove is kept in `spy/`.
     let (spy_bin, spy) = spy_rm(d);
     let spied = format!("{}:{}", spy_bin.display(), tools_path());
@@ -461,7 +455,7 @@ fn cinder_fetch_to_raw() {
     // Cinder's upload_volume (examples/upload-volume): the volume's format
     // declared (default raw), converted only when it differs, checked,
     // uploaded with a new id and verified.
-    let upload_script = harness::workspace().join("examples/upload-volume");
+    let upload_script = glance_server::workspace().join("examples/upload-volume");
     let volume = d.join("volume.raw");
     std::fs::write(&volume, bytes_of(12, 8 << 20)).unwrap();
     let scratch = d.join("tmp");

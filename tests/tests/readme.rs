@@ -1,12 +1,7 @@
 //! Runs every command of the README's ```console blocks, in order, in one
 //! scratch directory (holding a copy of `examples/`), and compares each
 //! command's standard output with the lines shown under it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use pipeline_tests::{readme_steps, tool, tools_path, workspace};
 use std::path::Path;

@@ -4,16 +4,10 @@
 //! with the lines shown. The headerauth test server takes identity headers
 //! instead of a token: a shell prelude adds them to the two tools, which
 //! is the only thing it changes.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../glance-server/harness.rs"]
-mod harness;
-use harness::{AUTH, create, start, upload};
+use glance_server::{AUTH, create, start, upload};
+use test_support::glance_server;
 
 use pipeline_tests::{readme_steps, tool, tools_path, workspace};
 use std::process::Command;
@@ -55,7 +49,7 @@ fn readme_glance_commands_give_the_output_shown() {
     let Some(dr) = start() else { return };
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("cirros.raw");
-    std::fs::write(&data, harness::bytes_of(7, 1 << 20)).unwrap();
+    std::fs::write(&data, glance_server::bytes_of(7, 1 << 20)).unwrap();
     let id = create(
         &src.url,
         r#"{"name":"cirros","disk_format":"raw","container_format":"bare","os_distro":"cirros"}"#,

@@ -19,12 +19,7 @@
 //! `tests/upstream/differences-cinder.json` (a row named `qemu:...` holds
 //! for the `--qemu` reading only, any other for both), and every row must
 //! still be seen. `UPSTREAM_SEED` reproduces a run.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use pipeline_tests::{corpus, tool, upstream, workspace};
 use serde_json::{Value, json};

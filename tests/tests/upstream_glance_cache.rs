@@ -20,12 +20,7 @@
 //! so, only without python3.11 or PyPI outside CI; the xattr half is
 //! skipped (SKIPPED line) where the temporary directory has no user
 //! xattrs.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use pipeline_tests::{records_of, tool, upstream, workspace};
 use serde_json::{Value, json};

@@ -17,12 +17,7 @@
 //! feature ran). `UPSTREAM_SEED` reproduces a run, `UPSTREAM_NOVA_CASES`
 //! sets the count (default 500). Skipped, saying so, only without
 //! python3.11, PyPI or qemu-img outside CI.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use pipeline_tests::{records_of, tool, upstream, workspace};
 use serde_json::{Value, json};

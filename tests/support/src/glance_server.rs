@@ -1,7 +1,6 @@
-//! Test harness for the Glance tools: a real Glance 33 started with the
-//! scripts beside this file, and curl with the test identity. Included by
-//! the tools' tests with `#[path]`.
-#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::print_stderr)]
+//! Test harness for the Glance tools: a real Glance 33 (and Keystone)
+//! started with the scripts in tests/glance-server and
+//! tests/keystone-server, and curl with the test identity.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ pub const AUTH: [&str; 4] = [
     "X-Roles: admin,member,reader",
 ];
 
-/// The workspace root (the including crate may sit at any depth).
+/// The workspace root (where the server scripts are).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()

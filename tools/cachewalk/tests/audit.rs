@@ -5,7 +5,7 @@
 //! one backed outside `_base` are flagged; clean qcow2 and raw disks are
 //! not; a disk disk.info does not name counts as raw only with
 //! --assume-raw.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
 

@@ -4,12 +4,7 @@
 //! test_prune_to_zero, test_clean_stalled(_nonzero_stall_time),
 //! test_queue) as records: what the pruner and cleaner would delete, and
 //! the queue markers the prefetcher reads.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::collections::BTreeMap;

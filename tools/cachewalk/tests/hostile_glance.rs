@@ -2,12 +2,7 @@
 //! are links, forged records, and a file swapped between the judgement and
 //! the unlink (a test hook, not timing). Decoy files sit beside the cache;
 //! they are read before and after and must be exactly as they were.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -15,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use test_support::records;
 
 const NOW: i64 = 1_795_626_000;
 
@@ -118,13 +114,6 @@ fn run(args: &[&str], stdin: &str, env: &[(&str, String)]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn walk(root: &Path, extra: &[&str]) -> Output {
     let now = NOW.to_string();
     let mut args = vec!["glance", root.to_str().unwrap(), "--now", &now];
@@ -133,9 +122,9 @@ fn walk(root: &Path, extra: &[&str]) -> Output {
 }
 
 /// `remove` fed with these records (JSON lines).
-fn remove(records: &str, env: &[(&str, String)]) -> Vec<Value> {
+fn remove(input: &str, env: &[(&str, String)]) -> Vec<Value> {
     let now = NOW.to_string();
-    lines(&run(&["remove", "--now", &now], records, env))
+    records(&run(&["remove", "--now", &now], input, env))
 }
 
 fn rel(r: &Value) -> &str {
@@ -154,7 +143,7 @@ fn linked_subdirectories_are_refused_never_listed_or_deleted_through() {
         let before = snapshot(&s.decoy);
         let out = walk(&s.root, &["--max-size", "0"]);
         assert_eq!(out.status.code(), Some(2), "{sub}");
-        let recs = lines(&out);
+        let recs = records(&out);
         assert!(
             !recs.iter().any(|r| rel(r).starts_with(&format!("{sub}/"))),
             "{sub}: {recs:?}"
@@ -204,7 +193,7 @@ fn a_linked_cache_db_is_refused_and_nothing_is_created_at_its_target() {
     symlink(&target, s.root.join("cache.db")).unwrap();
     let out = walk(&s.root, &[]);
     assert_eq!(out.status.code(), Some(2));
-    let recs = lines(&out);
+    let recs = records(&out);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["error"]["kind"], "symlink");
     assert!(
@@ -236,7 +225,7 @@ fn a_linked_cache_db_is_refused_and_nothing_is_created_at_its_target() {
     cache_db(&target, &[("img-a", 5.0)]);
     let before = snapshot(&s.decoy);
     let out = walk(&s.root, &[]);
-    assert_eq!(lines(&out)[0]["error"]["kind"], "symlink");
+    assert_eq!(records(&out)[0]["error"]["kind"], "symlink");
     let out = run(
         &[
             "remove",
@@ -296,7 +285,7 @@ fn a_linked_glance_lock_file_is_refused() {
     symlink(s.decoy.join("bad"), s.root.join("glance-cache-clean")).unwrap();
     let before = snapshot(&s.decoy);
     let out = walk(&s.root, &[]);
-    let bad = lines(&out)
+    let bad = records(&out)
         .into_iter()
         .find(|r| rel(r) == "invalid/bad")
         .unwrap();
@@ -323,7 +312,7 @@ fn links_inside_the_cache_are_kept_findings() {
     symlink(s.decoy.join("img-a"), s.root.join("img-b")).unwrap();
     let before = snapshot(&s.decoy);
     let out = walk(&s.root, &["--max-size", "0"]);
-    let recs = lines(&out);
+    let recs = records(&out);
     for name in ["invalid/link", "incomplete/link", "img-b"] {
         let r = recs.iter().find(|r| rel(r) == name).unwrap();
         assert_eq!(r["cache"]["verdict"], "keep", "{r}");
@@ -360,7 +349,7 @@ fn a_file_swapped_after_the_judgement_is_left_alone() {
     let s = scene();
     // A root image the pruner deletes, and an invalid download.
     let out = walk(&s.root, &["--max-size", "0"]);
-    let recs = lines(&out);
+    let recs = records(&out);
     let img = recs.iter().find(|r| rel(r) == "img-a").unwrap();
     assert_eq!(img["cache"]["verdict"], "would_prune");
     let bad = recs.iter().find(|r| rel(r) == "invalid/bad").unwrap();
@@ -401,7 +390,7 @@ fn queueing_never_writes_through_a_link() {
         &[],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(lines(&out)[0]["error"]["kind"], "symlink");
+    assert_eq!(records(&out)[0]["error"]["kind"], "symlink");
     assert_eq!(snapshot(&s.decoy), before);
     assert!(!s.decoy.join("new-image").exists());
 }

@@ -4,7 +4,7 @@
 //! and `locks` swapped for links, forged records and a file swapped right
 //! before the unlink (hook `cachewalk.nova.before_remove`). Real qemu-img
 //! disks; decoys outside the tree are hashed before and after.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
 use support::{DAY, NOW, fp, have_qemu};
@@ -16,6 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use test_support::records;
 
 /// A file of `len` bytes with mtime `NOW - age`.
 fn file(p: &Path, len: usize, age: i64) {
@@ -65,13 +66,6 @@ fn cachewalk(
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// `cachewalk nova ROOT` (run in `cwd` when given), no inventory needed
@@ -209,14 +203,14 @@ fn assert_in_use_and_only_spare_goes(s: &Scratch, root: &Path, out: &Output, via
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let recs = lines(out);
+    let recs = records(out);
     let m = by_rel(&recs);
     let e = &m[&format!("_base/{}", fp("img-1"))];
     assert_eq!(e["in_use"], "yes", "{e}");
     assert_eq!(e["verdict"], "keep_in_use", "{e}");
     assert_eq!(e["used_by"], serde_json::json!([via]), "{e}");
     assert_eq!(m[&format!("_base/{}", fp("spare"))]["verdict"], "candidate");
-    let r = lines(&remove(&all_records(out), &[]));
+    let r = records(&remove(&all_records(out), &[]));
     let deleted: Vec<&str> = r
         .iter()
         .filter(|x| x["cache"]["action"] == "deleted")
@@ -274,14 +268,14 @@ fn a_relative_instances_path_keeps_the_base_in_use() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let m = by_rel(&lines(&out));
+    let m = by_rel(&records(&out));
     let e = &m[&format!("_base/{}", fp("img-1"))];
     assert_eq!(e["verdict"], "keep_in_use", "{e}");
     assert_eq!(e["used_by"], serde_json::json!(["inst-1:backing:disk"]));
     // remove is given the records as written (root "instances") and runs
     // in the same directory.
     let now = NOW.to_string();
-    let r = lines(&cachewalk(
+    let r = records(&cachewalk(
         &["remove".as_ref(), "--now".as_ref(), now.as_ref()],
         &all_records(&out),
         Some(&nova),
@@ -323,7 +317,7 @@ fn unmatched_references_keep_what_they_might_name() {
     let before = snapshot(&s.decoys);
     let out = walk(&root, None);
     assert!(out.status.success());
-    let m = by_rel(&lines(&out));
+    let m = by_rel(&records(&out));
     let e = &m[&format!("_base/{}", fp("img-1"))];
     assert_eq!(e["verdict"], "keep_unknown", "{e}");
     assert_eq!(e["in_use"], "unknown");
@@ -343,7 +337,7 @@ fn unmatched_references_keep_what_they_might_name() {
             .starts_with("backing_outside_base:inst-2:backing:disk:"),
         "{o}"
     );
-    let r = lines(&remove(&all_records(&out), &[]));
+    let r = records(&remove(&all_records(&out), &[]));
     assert!(r.iter().all(|x| x["cache"]["action"] != "deleted"), "{r:?}");
     assert_eq!(snapshot(&s.decoys), before);
 }
@@ -378,7 +372,7 @@ fn linked_disks_and_instance_dirs_are_followed() {
     let before = snapshot(&elsewhere);
     let out = walk(&root, None);
     assert!(out.status.success());
-    let m = by_rel(&lines(&out));
+    let m = by_rel(&records(&out));
     for (img, via) in [
         ("img-1", "inst-1:backing:disk"),
         ("img-2", "inst-2:backing:disk"),
@@ -431,7 +425,7 @@ fn a_deep_chain_keeps_everything_below_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let m = by_rel(&lines(&out));
+    let m = by_rel(&records(&out));
     for n in names.iter().chain([&a, &b]) {
         let e = &m[&format!("_base/{n}")];
         assert_eq!(e["verdict"], "keep_in_use", "{n}: {e}");
@@ -474,7 +468,7 @@ fn broken_headers_where_nova_expects_raw_stop_nothing() {
     .unwrap();
     let out = walk(&root, None);
     assert!(out.status.success());
-    let m = by_rel(&lines(&out));
+    let m = by_rel(&records(&out));
     assert_eq!(m[&format!("_base/{tenant}")]["verdict"], "keep_in_use");
     assert_eq!(m[&format!("_base/{}", fp("spare"))]["verdict"], "candidate");
     assert_eq!(m[&format!("_base/{}", fp("img-1"))]["verdict"], "candidate");
@@ -484,7 +478,7 @@ fn broken_headers_where_nova_expects_raw_stop_nothing() {
     fs::create_dir(root.join("inst-3")).unwrap();
     fs::write(root.join("inst-3/disk"), &bad).unwrap();
     let out = walk(&root, None);
-    let m = by_rel(&lines(&out));
+    let m = by_rel(&records(&out));
     let e = &m[&format!("_base/{}", fp("spare"))];
     assert_eq!(e["verdict"], "keep_unknown");
     let want = format!(
@@ -523,7 +517,7 @@ fn an_unreadable_disk_keeps_only_its_instances_base_files() {
     let inv = "{\"uuid\":\"inst-3\",\"host\":\"c1\",\"image_ref\":\"img-3\"}\n";
     let out = walk_with(&root, inv);
     assert!(out.status.success());
-    let m = by_rel(&lines(&out));
+    let m = by_rel(&records(&out));
     let why = format!(
         "instance_disk_unreadable:{}:",
         root.join("inst-3/disk").display()
@@ -553,7 +547,7 @@ fn an_unreadable_disk_keeps_only_its_instances_base_files() {
             now.as_ref(),
         ];
         args.extend_from_slice(extra);
-        let r = lines(&cachewalk(&args, &all_records(&out), None, &[]));
+        let r = records(&cachewalk(&args, &all_records(&out), None, &[]));
         r.iter()
             .map(|v| {
                 (
@@ -586,14 +580,14 @@ fn an_unreadable_disk_keeps_only_its_instances_base_files() {
 
     // disk.rescue is built from another image: every file kept.
     fs::rename(root.join("inst-3/disk"), root.join("inst-3/disk.rescue")).unwrap();
-    let m = by_rel(&lines(&walk_with(&root, inv)));
+    let m = by_rel(&records(&walk_with(&root, inv)));
     assert_eq!(
         m[&format!("_base/{}", fp("spare"))]["verdict"],
         "keep_unknown"
     );
     // An instance the inventory does not name: every file kept.
     fs::rename(root.join("inst-3/disk.rescue"), root.join("inst-3/disk")).unwrap();
-    let m = by_rel(&lines(&walk_with(&root, "")));
+    let m = by_rel(&records(&walk_with(&root, "")));
     assert_eq!(
         m[&format!("_base/{}", fp("spare"))]["verdict"],
         "keep_unknown"
@@ -611,7 +605,7 @@ fn linked_base_and_locks_are_refused() {
     nova_tree(&root);
     fs::remove_dir(root.join("inst-1")).unwrap();
     let out = walk(&root, None);
-    let plan: String = lines(&out)
+    let plan: String = records(&out)
         .iter()
         .filter(|r| r["cache"]["verdict"] == "candidate")
         .map(|r| format!("{r}\n"))
@@ -623,13 +617,13 @@ fn linked_base_and_locks_are_refused() {
     symlink(s.decoys.join("locks"), root.join("locks")).unwrap();
     let out = walk(&root, None);
     assert_eq!(out.status.code(), Some(2));
-    let r = lines(&out);
+    let r = records(&out);
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["error"]["kind"], "symlink");
     assert_eq!(r[0]["path"], root.join("locks").to_str().unwrap());
     let out = remove(&plan, &[]);
     assert_eq!(out.status.code(), Some(2));
-    for x in lines(&out) {
+    for x in records(&out) {
         assert_eq!(x["cache"]["action"], "delete_failed", "{x}");
         assert_eq!(x["error"]["kind"], "symlink", "{x}");
     }
@@ -643,12 +637,12 @@ fn linked_base_and_locks_are_refused() {
     symlink(s.decoys.join("_base"), root.join("_base")).unwrap();
     let out = walk(&root, None);
     assert_eq!(out.status.code(), Some(2));
-    let r = lines(&out);
+    let r = records(&out);
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["error"]["kind"], "symlink");
     assert_eq!(r[0]["path"], root.join("_base").to_str().unwrap());
     let out = remove(&plan, &[]);
-    for x in lines(&out) {
+    for x in records(&out) {
         assert_eq!(x["error"]["kind"], "symlink", "{x}");
     }
     // --audit refuses it too.
@@ -659,7 +653,7 @@ fn linked_base_and_locks_are_refused() {
         &[],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(lines(&out)[0]["error"]["kind"], "symlink");
+    assert_eq!(records(&out)[0]["error"]["kind"], "symlink");
     assert!(s.top.join("base.real").join(fp("img-1")).exists());
     s.decoys_untouched();
 }
@@ -674,7 +668,7 @@ fn forged_rel_paths_are_refused() {
     nova_tree(&root);
     fs::remove_dir(root.join("inst-1")).unwrap();
     let out = walk(&root, None);
-    let rec = lines(&out)
+    let rec = records(&out)
         .into_iter()
         .find(|r| r["cache"]["rel_path"] == format!("_base/{}", fp("spare")))
         .unwrap();
@@ -712,7 +706,7 @@ fn forged_rel_paths_are_refused() {
     for c in &cases {
         let out = remove(c, &[]);
         assert_eq!(out.status.code(), Some(2), "{c}");
-        let r = &lines(&out)[0];
+        let r = &records(&out)[0];
         assert_eq!(r["cache"]["action"], "skipped_not_candidate", "{r}");
         assert_eq!(r["error"]["kind"], "refused", "{r}");
     }
@@ -723,7 +717,7 @@ fn forged_rel_paths_are_refused() {
             .exists()
     );
     // The genuine record still goes.
-    let r = lines(&remove(&format!("{rec}\n"), &[]));
+    let r = records(&remove(&format!("{rec}\n"), &[]));
     assert_eq!(r[0]["cache"]["action"], "deleted");
 }
 
@@ -737,7 +731,7 @@ fn a_file_swapped_before_the_unlink_is_left_alone() {
     nova_tree(&root);
     fs::remove_dir(root.join("inst-1")).unwrap();
     let out = walk(&root, None);
-    let rec = lines(&out)
+    let rec = records(&out)
         .into_iter()
         .find(|r| r["cache"]["rel_path"] == format!("_base/{}", fp("spare")))
         .unwrap();
@@ -749,7 +743,7 @@ fn a_file_swapped_before_the_unlink_is_left_alone() {
     let var = common::hook::var_name("cachewalk.nova.before_remove");
     let out = remove(&format!("{rec}\n"), &[(&var, &swap)]);
     assert_eq!(out.status.code(), Some(2));
-    let r = &lines(&out)[0];
+    let r = &records(&out)[0];
     assert_eq!(r["cache"]["action"], "changed_since_walk", "{r}");
     assert_eq!(r["error"]["kind"], "changed", "{r}");
     assert_eq!(fs::read(&target).unwrap(), b"new");

@@ -5,7 +5,7 @@
 //! test_imagecache.py`: list_base_images, list_backing_images_*,
 //! handle_base_image_* / verify_base_images, age_and_verify_swap_images)
 //! as records.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
 use support::set_age;
@@ -16,19 +16,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use test_support::run_ok;
 
 /// A file of `len` bytes with mtime `NOW - age`.
 fn file(p: &Path, len: usize, age: i64) {
     support::file_of(p, len, 0, age);
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A qcow2 instance disk backed by `backing` (as Nova names it).

@@ -3,7 +3,7 @@
 //! re-checked; a Python process holding `fcntl.lockf` on the lock makes
 //! remove skip (exit 75), and a lock cachewalk holds blocks Python; files
 //! changed or newly used since the walk are kept.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
 use support::{DAY, NOW, fp, have_qemu};
@@ -13,6 +13,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use test_support::records;
 
 /// A file of `len` bytes with mtime `NOW - age`.
 fn file(p: &Path, len: usize, age: i64) {
@@ -36,13 +37,6 @@ fn cachewalk(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The walk's candidate records, as `jq -c 'select(.cache.verdict ==
@@ -141,7 +135,7 @@ fn exactly_the_candidates_go_with_their_sidecars_and_locks() {
     // --dry-run: the same list, nothing deleted.
     let out = remove(&cands, &["--dry-run"], &[]);
     assert!(out.status.success());
-    let r = lines(&out);
+    let r = records(&out);
     assert!(
         r.iter().all(|x| x["cache"]["action"] == "would_delete"),
         "{r:?}"
@@ -154,7 +148,7 @@ fn exactly_the_candidates_go_with_their_sidecars_and_locks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = lines(&out);
+    let r = records(&out);
     assert_eq!(r[0]["cache"]["action"], "deleted");
     assert_eq!(
         r[0]["cache"]["also_removed"],
@@ -173,7 +167,7 @@ fn exactly_the_candidates_go_with_their_sidecars_and_locks() {
     want.sort();
     assert_eq!(left, want);
     // Replaying the same records: the files are gone, nothing else goes.
-    let r = lines(&remove(&cands, &[], &[]));
+    let r = records(&remove(&cands, &[], &[]));
     assert!(
         r.iter()
             .all(|x| x["cache"]["action"] == "changed_since_walk")
@@ -214,7 +208,7 @@ fn a_lock_held_by_python_lockf_makes_remove_skip_with_75() {
     let _ = py.kill();
     let _ = py.wait();
     assert_eq!(out.status.code(), Some(75));
-    let r = lines(&out);
+    let r = records(&out);
     assert_eq!(r[0]["cache"]["action"], "skipped_lock_busy");
     assert!(root.join("_base").join(fp("unused")).exists());
     // The other candidate, with a free lock, went.
@@ -255,7 +249,7 @@ fn a_lock_held_by_cachewalk_blocks_python() {
     let out = c.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "blocked");
     assert!(out.status.success());
-    assert_eq!(lines(&out)[0]["cache"]["action"], "deleted");
+    assert_eq!(records(&out)[0]["cache"]["action"], "deleted");
 }
 
 #[test]
@@ -281,7 +275,7 @@ fn changed_newly_used_limited_and_non_candidates_are_kept() {
         .status()
         .unwrap();
     assert!(st.success());
-    let r = lines(&remove(&cands, &["--max-count", "0"], &[]));
+    let r = records(&remove(&cands, &["--max-count", "0"], &[]));
     let by: std::collections::BTreeMap<String, String> = r
         .iter()
         .map(|x| {
@@ -310,7 +304,7 @@ fn changed_newly_used_limited_and_non_candidates_are_kept() {
         &[],
     );
     let all = String::from_utf8_lossy(&walk.stdout).into_owned();
-    let r = lines(&remove(&all, &[], &[]));
+    let r = records(&remove(&all, &[], &[]));
     for x in &r {
         if x["cache"]["verdict"] != "candidate" {
             assert_eq!(x["cache"]["action"], "skipped_not_candidate", "{x}");
@@ -351,7 +345,7 @@ fn a_non_utf8_name_round_trips_through_remove() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = &lines(&out)[0];
+    let v = &records(&out)[0];
     assert_eq!(v["cache"]["action"], "deleted", "{v}");
     assert_eq!(v["path_bytes"], want.as_str());
     assert!(!p.exists());

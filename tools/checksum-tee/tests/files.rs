@@ -2,12 +2,7 @@
 //! a device, FIFO, directory or symlink is never replaced (even with
 //! --force), the input itself is never written over, `-` is stdin/stdout,
 //! and flags that would do nothing are usage errors.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -20,6 +15,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::{BIN, run};
+use test_support::mkfifo;
 
 fn record(bytes: &[u8]) -> Value {
     let text = String::from_utf8_lossy(bytes);
@@ -28,10 +24,6 @@ fn record(bytes: &[u8]) -> Value {
         .last()
         .unwrap_or_else(|| panic!("no record in {text:?}"));
     serde_json::from_str(line).unwrap()
-}
-
-fn mkfifo(p: &Path) {
-    assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
 }
 
 /// `args` with stdin from `input`, in `dir`.

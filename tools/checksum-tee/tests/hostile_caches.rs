@@ -5,12 +5,7 @@
 //! case is built in a scratch directory with decoy files OUTSIDE the cache,
 //! snapshotted (content hashes, link targets, every name) before and after:
 //! nothing outside is written, created, renamed or removed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::collections::BTreeMap;

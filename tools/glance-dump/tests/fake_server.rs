@@ -3,12 +3,7 @@
 //! or marker that leads back), the exact query a `--filter` becomes, ids
 //! that are no file names, and fatal errors as records. Quick: part of
 //! `make test`, each run bounded in time.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};

@@ -6,20 +6,14 @@
 //! server without v2 or without credentials an error. One test function,
 //! so the server starts once (about 95 s the first time: pip; seconds after,
 //! the venv is kept under target/).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-#[path = "../../../tests/glance-server/harness.rs"]
-mod harness;
-use harness::{AUTH, create, free_port, start, upload};
+use glance_server::{AUTH, create, free_port, start, upload};
+use test_support::glance_server;
 
 fn dump(url: &str, args: &[&str], auth: bool) -> (Output, Vec<Value>) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_glance-dump"));

@@ -3,16 +3,10 @@
 //! catalog (here a real Glance, which in its test mode reads identity
 //! headers rather than validating tokens); a wrong password is a clear
 //! error that never shows the password.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../../../tests/glance-server/harness.rs"]
-mod harness;
-use harness::{AUTH, create, start, start_keystone};
+use glance_server::{AUTH, create, start, start_keystone};
+use test_support::glance_server;
 
 use serde_json::Value;
 use std::process::Command;

@@ -2,12 +2,7 @@
 //! a real TLS server (`openssl s_server -www`, which answers any GET with
 //! an HTML status page), with a CA and a server certificate made by
 //! `openssl` for 127.0.0.1.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::path::Path;

@@ -2,19 +2,13 @@
 //! file, an old glance-replicator dump, 401/403, 400, 409, 415 and the
 //! spoiled id it leaves (every later PUT is a 500); and a
 //! 1 GiB livecopy in constant memory.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../../../tests/glance-server/harness.rs"]
-mod harness;
-use harness::{
+use glance_server::{
     AUTH, auth_flags, bytes_of, create, curl, curl_as, dump_text, glance_tool, have_bins, image,
     md5_hex, patch, run_tool, run_with_rss, start, upload,
 };
+use test_support::glance_server;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -25,7 +19,7 @@ fn load(url: &str, extra: &[&str], input: &str) -> (i32, Vec<Value>) {
 }
 
 fn load_bin() -> PathBuf {
-    harness::bin("glance-load")
+    glance_server::bin("glance-load")
 }
 
 fn one_image(src: &str, dir: &Path, name: &str, seed: u32) -> (String, PathBuf) {

@@ -3,16 +3,10 @@
 //! verified, non-active images as metadata; a second run writes nothing;
 //! a changed property is patched alone; other data under the same id is a
 //! conflict; --dry-run writes nothing.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../../../tests/glance-server/harness.rs"]
-mod harness;
-use harness::{AUTH, create, curl, dump_text, glance_tool, have_bins, patch, start, upload};
+use glance_server::{AUTH, create, curl, dump_text, glance_tool, have_bins, patch, start, upload};
+use test_support::glance_server;
 
 use serde_json::Value;
 use std::process::Command;

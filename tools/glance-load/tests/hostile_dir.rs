@@ -8,12 +8,7 @@
 //! the record judged, before the data file is opened; `before_send` runs
 //! after it was opened and checked, right before its bytes go out. Decoy
 //! files live outside the dump directory and are hashed before and after.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use common::hash::{Algorithm, MultiHasher};
 use serde_json::{Map, Value, json};

@@ -4,19 +4,13 @@
 //! into one target and by livecopy (`glance-dump | glance-load
 //! --source-url`) into another, each checked by a compare that finds
 //! nothing and by the targets' own view; a second load writes nothing.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../../../tests/glance-server/harness.rs"]
-mod harness;
-use harness::{
+use glance_server::{
     AUTH, auth_flags, bytes_of, create, curl, curl_as, dump_text, glance_tool, have_bins, patch,
     start, upload,
 };
+use test_support::glance_server;
 
 use serde_json::{Value, json};
 

@@ -4,19 +4,13 @@
 //! in a body. Each time an error record and exit 2, nothing half-written
 //! under a final name, and a re-run that converges or says precisely why
 //! it cannot. (A 500 on PUT is in errors.rs.)
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../../../tests/glance-server/harness.rs"]
-mod harness;
-use harness::{
+use glance_server::{
     AUTH, Server, auth_flags, bin, bytes_of, create, curl_as, have_bins, have_python311, image,
     md5_hex, of_image, start, upload,
 };
+use test_support::glance_server;
 
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -389,7 +383,7 @@ impl Staller {
     fn start(dir: &Path, mode: &str, data: &Path, img: &Value) -> Staller {
         let script = dir.join("staller.py");
         std::fs::write(&script, STALLER).unwrap();
-        let port = harness::free_port();
+        let port = glance_server::free_port();
         let child = Command::new("python3.11")
             .arg(&script)
             .arg(port.to_string())

@@ -1,12 +1,7 @@
 //! `--check`: the hostile corpus gets the right verdicts, nothing but the
 //! named files is ever opened, and Cinder's image rules (its unit tests'
 //! scenarios, as pipes) hold.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 

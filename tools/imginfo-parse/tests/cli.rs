@@ -1,11 +1,6 @@
 //! imginfo-parse as a user runs it: streams, errors, exit statuses, and
 //! `--qemu` against the real qemu-img.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 

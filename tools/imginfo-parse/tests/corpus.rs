@@ -1,12 +1,7 @@
 //! The qemu-img 10.0.2 corpus (tests/fixtures/qemu): every capture parses,
 //! JSON and human captures of the same image agree, and the hand-written
 //! old-generation captures give the values worked out by hand.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 

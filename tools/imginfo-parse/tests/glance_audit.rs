@@ -5,22 +5,16 @@
 //! --check --from-glance` must flag exactly the planted ones, from their
 //! headers alone: under 1 % of the stored bytes, counted from the server's
 //! own access log.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
-#[path = "../../../tests/glance-server/harness.rs"]
-mod harness;
-use harness::{auth_flags, bytes_of, create, dump_text, have_bins, run_tool, start, upload};
+use glance_server::{auth_flags, bytes_of, create, dump_text, have_bins, run_tool, start, upload};
+use test_support::glance_server;
 
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
-        harness::workspace()
+        glance_server::workspace()
             .join("tests/fixtures/hostile/images")
             .join(name),
     )
@@ -103,7 +97,7 @@ fn the_audit_flags_exactly_the_planted_images() {
     let mut args = vec!["--check", "--summary", "--from-glance", g.url.as_str()];
     let auth = auth_flags("--header");
     args.extend(auth.iter().map(String::as_str));
-    let (code, recs) = run_tool(harness::bin("imginfo-parse"), &args, &listing);
+    let (code, recs) = run_tool(glance_server::bin("imginfo-parse"), &args, &listing);
     assert_eq!(code, 1, "{recs:#?}");
     let mut flagged: Vec<String> = recs
         .iter()
@@ -171,7 +165,10 @@ fn the_audit_flags_exactly_the_planted_images() {
             "PATH",
             format!(
                 "{}:{}",
-                harness::bin("imginfo-parse").parent().unwrap().display(),
+                glance_server::bin("imginfo-parse")
+                    .parent()
+                    .unwrap()
+                    .display(),
                 std::env::var("PATH").unwrap_or_default()
             ),
         )
@@ -194,7 +191,7 @@ fn the_audit_flags_exactly_the_planted_images() {
     let url = format!("{}/v2/images/{d}/file", g.url);
     let mut args = vec!["--check", "--url", url.as_str()];
     args.extend(auth.iter().map(String::as_str));
-    let (code, one) = run_tool(harness::bin("imginfo-parse"), &args, "");
+    let (code, one) = run_tool(glance_server::bin("imginfo-parse"), &args, "");
     assert_eq!(code, 1);
     assert_eq!(one[0]["check"]["acceptable"], false);
 }

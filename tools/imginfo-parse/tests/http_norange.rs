@@ -2,12 +2,7 @@
 //! http.server answers 200 with the whole file): the image is reported
 //! not_probed, never passed: with --check, `acceptable: false` and exit 1,
 //! so `--check ... && upload` does not upload.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::process::{Command, Stdio};

@@ -11,12 +11,7 @@
 //! used when present). The rest is built here with xorriso, the way
 //! isohybrid and distribution build scripts lay hybrids out, and with
 //! qemu-img for the planted headers.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 

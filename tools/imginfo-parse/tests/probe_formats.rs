@@ -4,12 +4,7 @@
 //! qemu-img, and headers qemu probes but cannot open (short files, the
 //! VDI signature beside another header, a raw disk named `*.dmg`). Each is
 //! refused by `--check --expect-format raw`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 

@@ -1,22 +1,17 @@
 //! Streams as image arguments (`-`, /dev/stdin, FIFOs, `<(...)`, /dev/zero):
 //! read for real up to the probe bound and judged on what was read, never
 //! on what was not; a directory and `--qemu` on a stream are refused.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 
 use serde_json::Value;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
+use test_support::mkfifo;
 
 /// A qcow2 whose backing file is /etc/passwd, as qemu-img makes it.
 fn evil(d: &Path) -> PathBuf {
@@ -51,14 +46,6 @@ fn failed(rec: &Value) -> Vec<String> {
         .iter()
         .map(|f| f["check"].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    #[allow(unsafe_code)]
-    // SAFETY: a NUL-terminated path.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0);
 }
 
 #[test]

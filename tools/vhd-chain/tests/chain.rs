@@ -3,12 +3,7 @@
 //! as XenServer writes them), and Cinder's chain-discovery tests
 //! (test_empty_chain, test_single_vhd_file_chain,
 //! test_chain_with_two_elements) as directories.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 use support::have_qemu;

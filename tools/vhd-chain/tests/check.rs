@@ -1,12 +1,7 @@
 //! `check::check_file` / `check::check_chain` (vhd-util `check [-p] [-c]`)
 //! on VHDs made by qemu-img and qemu-io, then broken one rule at a time by
 //! patching bytes here (checksums fixed unless the checksum is the rule).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 use support::have_qemu;

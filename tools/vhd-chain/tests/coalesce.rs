@@ -5,9 +5,10 @@
 //! last (Cinder's coalesce_chain returns the base); an in-place coalesce
 //! killed mid-way is rolled back by the next run; unsafe parent names and
 //! wrong parents are refused.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
+use test_support::records;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -32,13 +33,6 @@ fn vc(args: &[&str], env: Option<(&str, &str)>) -> Output {
 }
 
 /// The records printed, each line parsed.
-fn records(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn ok(out: &Output) -> Vec<serde_json::Value> {
     assert!(
         out.status.success(),

@@ -4,9 +4,10 @@
 //! never replace a non-regular file nor an input; extraction is bounded
 //! and a member that is not a VHD is refused from its first bytes;
 //! non-UTF-8 names work and messages name each thing once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
+use test_support::{mkfifo, records};
 
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
@@ -54,13 +55,6 @@ fn os(s: &str) -> &std::ffi::OsStr {
 }
 
 /// The records printed.
-fn records(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The run failed with exit 2 and a record of `kind`.
 fn refused(out: &Output, kind: &str) -> serde_json::Value {
     let recs = records(out);
@@ -214,11 +208,6 @@ fn coalesce_in_place_never_takes_a_foreign_file_as_its_journal() {
         assert!(fs::read(&parent).unwrap() == pb, "{j:?}");
         assert!(fs::read(&keep).unwrap() == keep_bytes, "{j:?}");
     }
-}
-
-fn mkfifo(p: &Path) {
-    let st = Command::new("mkfifo").arg(p).status().unwrap();
-    assert!(st.success());
 }
 
 /// `dir/0.vhd` (leaf) and `dir/1.vhd` (base), a good chain.
@@ -554,7 +543,6 @@ impl Tmpfs {
                 "mount tmpfs: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            #[allow(clippy::print_stderr)]
             {
                 eprintln!("skipping: cannot mount a tmpfs");
             }

@@ -3,18 +3,14 @@
 //! patched into a differencing disk of its base, with exact bitmaps, as in
 //! tests/read.rs), `check::check_file` (vhd-util check's rules) on the
 //! output; tarballs made by tar; the error cases leave nothing behind.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 use support::{
     be32, convert, create_dynamic as create, exact_bitmaps, have_qemu, listing, make_child, model,
-    qemu_virtual_size, qemu_write as write, run_ok as run,
+    qemu_virtual_size, qemu_write as write,
 };
+use test_support::run_ok as run;
 
 use common::ErrorKind;
 use std::fs::{self, File};

@@ -5,15 +5,11 @@
 //! footers' per-run timestamp, UUID and checksum), never anything else.
 //! A final run cleans up the killed runs' scratch directories and
 //! temporary files and says how many it removed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
-use support::{create_dynamic as vhd, have_qemu, make_child, run_ok as run};
+use support::{create_dynamic as vhd, have_qemu, make_child};
+use test_support::run_ok as run;
 
 use serde_json::Value;
 use std::fs;

@@ -3,12 +3,7 @@
 //! (a qemu dynamic child patched into a differencing disk of its base, as
 //! in tests/relink.rs) compared with an independent model; hostile and
 //! truncated files.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 use support::{

@@ -4,12 +4,7 @@
 //! disk type 4 in both footers, the parent fields of the dynamic header,
 //! and MacX / W2ku / W2ru / Wi2k locators whose data lives in sectors
 //! appended before the end footer.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![cfg(test)]
 
 mod support;
 use support::have_qemu;

@@ -2,7 +2,7 @@
 //! and libvhdi; the BAT grows in place with blocks moved out of its way;
 //! refusals change nothing; an in-place resize killed mid-way is rolled
 //! back byte-for-byte by the next run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
 
@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::{
     be32, convert, create_dynamic, have_libvhdi, have_qemu, libvhdi_raw, listing, make_child,
-    model, qemu_virtual_size, qemu_write, run_ok,
+    model, qemu_virtual_size, qemu_write,
 };
+use test_support::run_ok;
 use vhd_chain::read::Chain;
 
 const MIB: u64 = 1 << 20;

@@ -2,7 +2,7 @@
 //! what it made (temporary output, scratch directory) or rolls an in-place
 //! change back from its journal, writes an `interrupted` error record and
 //! exits 128+N.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 mod support;
 
@@ -10,7 +10,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{create_dynamic, have_qemu, listing, make_child, qemu_write, run_ok};
+use support::{create_dynamic, have_qemu, listing, make_child, qemu_write};
+use test_support::run_ok;
 
 const MIB: u64 = 1 << 20;
 

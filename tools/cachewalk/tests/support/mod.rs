@@ -1,5 +1,5 @@
 //! Helpers shared by cachewalk's integration tests.
-#![allow(dead_code, clippy::panic)]
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
@@ -11,14 +11,7 @@ pub const DAY: i64 = 86_400;
 
 /// qemu-img is installed (CI installs it: there a missing one fails).
 pub fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img is required in CI"
-        );
-    }
-    ok
+    test_support::require("qemu-img", test_support::runs("qemu-img"))
 }
 
 /// Nova's fingerprint of an image id.

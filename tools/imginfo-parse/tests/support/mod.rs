@@ -1,16 +1,9 @@
 //! Helpers shared by imginfo-parse's integration tests.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_imginfo-parse");
 
@@ -29,26 +22,14 @@ pub struct Run {
 /// Run imginfo-parse with `args`, feeding `stdin`, in a clean environment.
 pub fn run_in(dir: Option<&Path>, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Run {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("QEMU_IMG")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args).env_remove("QEMU_IMG").env("LC_ALL", "C");
     for (k, v) in envs {
         cmd.env(k, v);
     }
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = test_support::run_fed(&mut cmd, stdin);
     let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
     // Records must be JSON lines, except for help, version and --generate.
     let text_out = args
@@ -82,13 +63,7 @@ pub fn run_file(path: &Path) -> Run {
 /// fails the test instead of skipping it.
 pub fn qemu_img() -> Option<PathBuf> {
     let found = common::exec::which(std::ffi::OsStr::new("qemu-img"));
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img is required in CI (apt-get install qemu-utils)"
-        );
-        eprintln!("skipping: qemu-img is not installed");
-    }
+    test_support::require("qemu-img (qemu-utils)", found.is_some());
     found
 }
 

@@ -1,5 +1,5 @@
 //! Helpers shared by vhd-chain's integration tests.
-#![allow(dead_code, clippy::print_stderr, clippy::panic)]
+#![allow(dead_code)]
 
 use std::process::Command;
 
@@ -7,29 +7,11 @@ use std::process::Command;
 /// CI installs them, so there a missing one fails the test instead of
 /// skipping it.
 pub fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok()
-        && Command::new("qemu-io").arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-img and qemu-io are required in CI"
-        );
-        eprintln!("skipping: qemu-img / qemu-io are not installed");
-    }
-    ok
+    let ok = test_support::runs("qemu-img") && test_support::runs("qemu-io");
+    test_support::require("qemu-img and qemu-io", ok)
 }
 
-/// Run a command that must succeed; its stdout.
-pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use test_support::run_ok;
 
 /// A dynamic VHD made by qemu-img.
 pub fn create_dynamic(p: &std::path::Path, size: &str) {
@@ -114,14 +96,7 @@ pub fn have_libvhdi() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3-libvhdi is required in CI"
-        );
-        eprintln!("skipping: pyvhdi (python3-libvhdi) is not installed for /usr/bin/python3");
-    }
-    ok
+    test_support::require("pyvhdi (python3-libvhdi) for /usr/bin/python3", ok)
 }
 
 /// The virtual disk of `chain` (leaf first, each member `set_parent` to
