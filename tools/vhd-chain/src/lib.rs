@@ -435,15 +435,9 @@ impl Cli {
                         let rec = common::files::record_for(&src);
                         flatten_one(ctx, rec, &src, &how, false)
                     }
-                    None => {
-                        common::cli::each_stdin_record(ctx, |ctx, rec| match record_path(&rec) {
-                            Ok(p) => flatten_one(ctx, rec, &p, &how, true),
-                            Err(m) => {
-                                let e = ctx.error(ErrorKind::BadRecord, m);
-                                Ok(fail_rec(ctx, rec, e)?)
-                            }
-                        })
-                    }
+                    None => common::cli::each_input_file(ctx, &[], |ctx, rec, p| {
+                        flatten_one(ctx, rec, &p, &how, true)
+                    }),
                 }
             }
             Command::SetParent {
@@ -541,24 +535,8 @@ fn facts_of(
     Ok(facts)
 }
 
-/// The file a record names (`path_bytes` wins over the lossy `path`).
-fn record_path(rec: &Record) -> Result<PathBuf, String> {
-    match common::files::path_of(rec) {
-        Ok(Some(p)) => Ok(p),
-        Ok(None) => Err("record has no `path`".to_owned()),
-        Err(m) => Err(m),
-    }
-}
-
-fn info_record(ctx: &mut Ctx, mut rec: Record) -> io::Result<()> {
-    let path = match record_path(&rec) {
-        Ok(p) => p,
-        Err(m) => {
-            let e = ctx.error(ErrorKind::BadRecord, m);
-            return fail_rec(ctx, rec, e);
-        }
-    };
-    match vhd_facts(&path) {
+fn info_record(ctx: &mut Ctx, mut rec: Record, path: &Path) -> io::Result<()> {
+    match vhd_facts(path) {
         Ok(f) => {
             rec.set(FACET, Value::Object(f));
             ctx.emit(&rec)
@@ -571,13 +549,7 @@ fn info_record(ctx: &mut Ctx, mut rec: Record) -> io::Result<()> {
 }
 
 fn info(ctx: &mut Ctx, files: &[PathBuf]) -> anyhow::Result<()> {
-    if !files.is_empty() {
-        for f in files {
-            info_record(ctx, common::files::record_for(f))?;
-        }
-        return Ok(());
-    }
-    common::cli::each_stdin_record(ctx, |ctx, rec| Ok(info_record(ctx, rec)?))
+    common::cli::each_input_file(ctx, files, |ctx, rec, p| Ok(info_record(ctx, rec, &p)?))
 }
 
 fn extract_cmd(
