@@ -19,7 +19,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct SharedArgs {
     /// Do not print error lines on stderr (the records still carry them,
     /// and the exit status still tells)
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     pub quiet: bool,
 
     /// Write a man page or a shell completion script to stdout and exit

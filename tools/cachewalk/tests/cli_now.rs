@@ -51,3 +51,31 @@ fn a_leap_day_is_a_time() {
         }
     }
 }
+
+/// `-q` is global: after the subcommand as before it, it silences the
+/// stderr line and leaves the error record and the exit status.
+#[test]
+fn quiet_goes_anywhere_on_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    for args in [
+        vec!["-q", "nova"],
+        vec!["nova", "-q"],
+        vec!["glance", "--quiet"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
+            .args(&args)
+            .arg(&missing)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rec["error"]["kind"], "not_found", "{args:?}: {rec}");
+    }
+}
