@@ -46,7 +46,8 @@ Exit status: 0 fine, 1 with --check when a dangling reference, a corrupt
 file or a malformed sidecar was found,
 2 an error (also written as an error record on stdout; a flag that does
 nothing in the chosen mode is a usage error), 75 (remove) a lock was busy
-or an image is being written. Empty stdin (remove, fname): no records, no
+or an image is being written, 128+N stopped by signal N (130 SIGINT, 143
+SIGTERM; nothing half-deleted). Empty stdin (remove, fname): no records, no
 output, exit 0. A name that is not UTF-8 comes with path_bytes (base64 of
 the exact bytes), which remove reads back.";
 

@@ -42,8 +42,9 @@ no file is written for it.
 
 Exit status: 0 fine, 2 an error (the server has no v2 API, a request
 failed, the listing loops, a download did not verify, an id that cannot
-be a file name). Fatal errors (bad usage, a --dir that cannot be created)
-are error records too.";
+be a file name), 128+N stopped by signal N (130 SIGINT, 143 SIGTERM).
+Fatal errors (bad usage, a --dir that cannot be created) are error records
+too.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]

@@ -50,7 +50,8 @@ symlink) nor read when they are FIFOs or devices (not_regular); a data
 file swapped or rewritten after it was listed is refused (changed).
 
 Exit status: 0 fine (in sync), 1 a conflict, a spoiled id or (--compare) a
-difference, 2 an error. Fatal errors (bad usage, an unreadable --dir) are
+difference, 2 an error, 128+N stopped by signal N (130 SIGINT, 143
+SIGTERM). Fatal errors (bad usage, an unreadable --dir) are
 error records too. Empty stdin: no records, exit 0 (the target is still
 reached first, so a wrong URL or token shows).";
 

@@ -74,7 +74,8 @@ Examples:
   qemu-img info disk.img | imginfo-parse | jq .info.virtual_size
 
 Exit status: 0 all fine, 1 an image is not acceptable or was not judged
-(--check: not probed, not read), 2 an error.";
+(--check: not probed, not read), 2 an error, 128+N stopped by signal N
+(130 SIGINT, 143 SIGTERM). A closed stdout (| head -1) ends it with 0.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]

@@ -70,7 +70,9 @@ Examples:
   vhd-chain flatten image.tgz -o disk.vhd && imginfo-parse --check disk.vhd
   vhd-chain info disk.vhd | jq .vhd.virtual_size
 
-Exit status: 0 fine, 2 an error record was written (or bad usage).";
+Exit status: 0 fine, 1 (check) a VHD is not valid, 2 an error record was
+written (or bad usage), 128+N stopped by signal N (130 SIGINT, 143 SIGTERM,
+129 SIGHUP) after cleaning up.";
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
