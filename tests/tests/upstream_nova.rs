@@ -71,10 +71,7 @@ fn compare(now: i64, n: &Value, e: &Value) -> Vec<(&'static str, Value, Value)> 
 fn nova_imagecache_matches_nova_34() {
     let t0 = std::time::Instant::now();
     let what = "upstream nova image cache differential";
-    let ci = std::env::var_os("CI").is_some();
-    if Command::new("qemu-img").arg("--version").output().is_err() {
-        assert!(!ci, "{what}: qemu-img is not installed (required in CI)");
-        eprintln!("SKIPPED: {what}: qemu-img is not installed (apt-get install qemu-utils)");
+    if !test_support::require("qemu-img", test_support::runs("qemu-img")) {
         return;
     }
     let Some(py) = upstream::nova_python(what) else {

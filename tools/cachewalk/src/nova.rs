@@ -1014,8 +1014,7 @@ fn read_sidecar(path: &Path, class: Class) -> Option<Value> {
 
 /// What every host sharing the storage needs: the reasons the inventory
 /// does not cover them (empty when it does).
-fn coverage(root: &Dir, opts: &Options) -> (Vec<String>, Option<Value>) {
-    let nodes = read_compute_nodes(root);
+fn coverage(nodes: &Option<BTreeMap<String, f64>>, opts: &Options) -> (Vec<String>, Option<Value>) {
     let contents = nodes.as_ref().map(|n| serde_json::json!(n));
     let mut reasons = Vec::new();
     let Some(inv) = &opts.inventory else {
@@ -1064,7 +1063,8 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         None => Disks::default(),
     };
     let (fds, fds_complete) = open_files(&opts.proc_root);
-    let (inventory_gaps, nodes) = coverage(&root_dir, opts);
+    let compute_nodes = read_compute_nodes(&root_dir);
+    let (inventory_gaps, nodes) = coverage(&compute_nodes, opts);
 
     // Evidence from the inventory: base names → used_by, and Nova's own
     // (narrower) view.
@@ -1083,11 +1083,11 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     // Nova's update() is given only the instances of the hosts sharing the
     // storage: this one and those compute_nodes has seen within 24 h (an
     // instance with no host is on none of them).
-    let nova_hosts: HashSet<String> = read_compute_nodes(&root_dir)
-        .into_iter()
+    let nova_hosts: HashSet<String> = compute_nodes
+        .iter()
         .flatten()
-        .filter(|(_, seen)| (opts.now as f64) - seen < HOST_WINDOW_S as f64)
-        .map(|(h, _)| h)
+        .filter(|(_, seen)| (opts.now as f64) - **seen < HOST_WINDOW_S as f64)
+        .map(|(h, _)| h.clone())
         .chain(std::iter::once(opts.host.clone()))
         .collect();
     for inst in opts.inventory.iter().flatten() {

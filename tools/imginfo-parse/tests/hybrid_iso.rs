@@ -104,15 +104,7 @@ fn debian_packaged_isos_are_isos() {
 
 /// xorriso, or a skip (a failure under CI, which installs it).
 fn xorriso() -> bool {
-    if common::exec::which(std::ffi::OsStr::new("xorriso")).is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "xorriso is required in CI (apt-get install xorriso)"
-    );
-    eprintln!("SKIPPED: xorriso is not installed");
-    false
+    test_support::require("xorriso", test_support::runs("xorriso"))
 }
 
 /// A tree with a BIOS boot image and an EFI image, plus a blank MBR

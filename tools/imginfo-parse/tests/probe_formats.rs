@@ -131,15 +131,7 @@ fn dmg(sectors: u64) -> Vec<u8> {
 // ---- helpers -----------------------------------------------------------
 
 fn have_qemu_img() -> bool {
-    if common::exec::which(std::ffi::OsStr::new("qemu-img")).is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "qemu-img is required in CI"
-    );
-    eprintln!("skipping the qemu-img comparison: qemu-img is not installed");
-    false
+    test_support::require("qemu-img", test_support::runs("qemu-img"))
 }
 
 /// `qemu-img info --output=json` of `file` in `dir`: its JSON, or `None`
