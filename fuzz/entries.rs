@@ -13,7 +13,7 @@
 //! private scratch directory, rewritten on every run.
 #![allow(dead_code, clippy::expect_used)]
 
-use common::formats::{self, Source};
+use formats::{self, Source};
 use imginfo_parse::check::{self, Policy};
 use imginfo_parse::info::{self, finish};
 use imginfo_parse::input::{Doc, DocReader, InputMode};
@@ -107,7 +107,7 @@ fn forced(data: &[u8], format: &str) {
     let _ = formats::probe(&Mem(data), IMAGE_NAME, Some(format));
 }
 
-/// qcow2 (`common::formats::qcow2`).
+/// qcow2 (`formats::qcow2`).
 pub fn qcow2(data: &[u8]) {
     forced(data, "qcow2");
 }
@@ -225,14 +225,14 @@ pub fn imginfo_human(data: &[u8]) {
 
 /// JSON Lines records, as every tool reads stdin.
 pub fn jsonl(data: &[u8]) {
-    let mut r = common::jsonl::RecordReader::new(data);
+    let mut r = filter::jsonl::RecordReader::new(data);
     while let Ok(Some(rec)) = r.next_record() {
         if let Ok(rec) = rec {
             let _ = rec.path();
             let _ = rec.has_error();
         }
     }
-    let _ = common::jsonl::parse_record(data, 1);
+    let _ = filter::jsonl::parse_record(data, 1);
 }
 
 /// Sizes: a user's (`10G`, `1.5 GiB`) and qemu's human ones.
@@ -240,10 +240,10 @@ pub fn size(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(n) = common::size::parse_size(s) {
-        let _ = common::size::format_size(n);
+    if let Ok(n) = system::size::parse_size(s) {
+        let _ = system::size::format_size(n);
     }
-    let _ = common::size::parse_human_size(s);
+    let _ = system::size::parse_human_size(s);
 }
 
 /// Points in time on a command line (epoch seconds or RFC 3339 UTC).
@@ -251,12 +251,12 @@ pub fn time(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Some(t) = common::text::parse_time(s)
-        && let Some(text) = common::text::rfc3339_utc(t, 0)
+    if let Some(t) = system::text::parse_time(s)
+        && let Some(text) = system::text::rfc3339_utc(t, 0)
     {
         // What we print, we read back as the same second.
         assert_eq!(
-            common::text::parse_time(&text),
+            system::text::parse_time(&text),
             Some(t),
             "{s:?} -> {t} -> {text:?}"
         );

@@ -54,7 +54,7 @@ fn strs(v: &Value) -> Vec<String> {
 
 fn epoch(s: &Value) -> Value {
     s.as_str()
-        .and_then(common::text::parse_time)
+        .and_then(system::text::parse_time)
         .map_or(Value::Null, Value::from)
 }
 

@@ -41,7 +41,7 @@ fn compare(now: i64, n: &Value, e: &Value) -> Vec<(&'static str, Value, Value)> 
     let mut out = Vec::new();
     let eligible = e["nova_eligible_at"]
         .as_str()
-        .and_then(common::text::parse_time);
+        .and_then(system::text::parse_time);
     let predicts_removal = e["nova_in_use"] == false && eligible.is_some_and(|t| t <= now);
     let removed = n["removed"] == true;
     let cw = json!({

@@ -9,7 +9,7 @@
 //! outside `_base`, is flagged too.
 
 use crate::nova::normalize;
-use common::formats::{FileSource, FormatError, probe};
+use formats::{FileSource, FormatError, probe};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ pub struct Finding {
 /// Its keys are absolute paths as Nova saw them (the tree may be mounted
 /// elsewhere now), so only their file names count.
 pub fn disk_info(dir: &Path) -> BTreeMap<String, String> {
-    match common::tree::Dir::open(dir) {
+    match system::tree::Dir::open(dir) {
         Ok(d) => disk_info_of(&d),
         Err(_) => BTreeMap::new(),
     }
@@ -62,7 +62,7 @@ pub fn disk_info(dir: &Path) -> BTreeMap<String, String> {
 
 /// [`disk_info`] through a directory handle: `disk.info` is opened
 /// without following a link (a link there is not Nova's).
-pub fn disk_info_of(dir: &common::tree::Dir) -> BTreeMap<String, String> {
+pub fn disk_info_of(dir: &system::tree::Dir) -> BTreeMap<String, String> {
     let Ok(f) = dir.open_file("disk.info") else {
         return BTreeMap::new();
     };
@@ -101,9 +101,9 @@ fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 pub fn audit(root: &Path, base_name: &str, assume_raw: bool) -> std::io::Result<Vec<Finding>> {
     // A _base that is a link is refused (kind symlink), as the walk does:
     // its files are not the cache's.
-    let root_dir = common::tree::Dir::open(root)?;
+    let root_dir = system::tree::Dir::open(root)?;
     root_dir.subdir_if_exists(base_name).map_err(|e| {
-        common::files::refusal(common::ErrorKind::from_io(&e), format!("{base_name}: {e}"))
+        system::files::refusal(filter::ErrorKind::from_io(&e), format!("{base_name}: {e}"))
     })?;
     let base = root.join(base_name);
     let base_norm = normalize(&base);

@@ -7,15 +7,15 @@
 //! downloads are stalled. And `--queue ID`: a `queue/ID` marker for the
 //! prefetcher, as `glance-cache-manage queue-image` makes it.
 
-use common::ErrorKind;
-use common::files::refusal;
-use common::tree::{Dir, Kind, Status};
+use filter::ErrorKind;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use system::files::refusal;
+use system::tree::{Dir, Kind, Status};
 
 /// Glance's default `image_cache_max_size` (10 GiB).
 pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
@@ -173,7 +173,7 @@ struct Row {
 }
 
 fn rfc(secs: i64) -> String {
-    common::text::rfc3339_utc(secs, 0).unwrap_or_default()
+    system::text::rfc3339_utc(secs, 0).unwrap_or_default()
 }
 
 /// The path sqlite is given for `name` in `dir`: the directory's current
@@ -233,7 +233,7 @@ pub(crate) fn open_db(
         && dir.status(name).is_ok_and(|s| s.id == listed.id)
         && sqlite_path(dir, name).is_ok_and(|p| p == path);
     if !same {
-        return Err(OpenDbError::Io(common::tree::changed(Kind::File)));
+        return Err(OpenDbError::Io(system::tree::changed(Kind::File)));
     }
     Ok(conn)
 }
@@ -426,7 +426,7 @@ fn entry(root: &Path, rel: &str, class: &'static str, m: &Status, now: i64) -> E
 /// `user.hits` of `name` in `dir`, not following it (the directory
 /// reached through its pinned handle).
 fn hits_xattr(dir: &Dir, name: &OsStr) -> std::io::Result<Option<Vec<u8>>> {
-    common::xattr::get(&dir.pinned_path(name)?, "user.hits")
+    system::xattr::get(&dir.pinned_path(name)?, "user.hits")
 }
 
 /// The driver from the evidence: `cache.db` (a link there too: it is then
@@ -821,14 +821,14 @@ fn verify_entry(
         let listed = dir.status(&e.rel_path)?;
         let same = listed.id.dev == e.dev && listed.id.ino == e.ino;
         if !same {
-            return Err(common::tree::changed(listed.kind));
+            return Err(system::tree::changed(listed.kind));
         }
-        common::tree::check_same(&f, &listed)?;
+        system::tree::check_same(&f, &listed)?;
         Ok(f)
     });
     match opened {
         Ok(f) => crate::verify::verify(
-            &common::tree::fd_path(&f),
+            &system::tree::fd_path(&f),
             &crate::verify::Expect {
                 glance: meta,
                 ..crate::verify::Expect::default()
@@ -981,7 +981,7 @@ fn prune_xattr(entries: &mut [Entry], counted: u64, max: u64) {
     let mut order: Vec<(f64, u64, String, usize)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         if e.record == "entry" && !e.mtime.is_empty() && !e.rel_path.contains('/') {
-            let at = common::text::parse_time(&e.atime).unwrap_or(0) as f64;
+            let at = system::text::parse_time(&e.atime).unwrap_or(0) as f64;
             order.push((at, e.size, e.rel_path.clone(), i));
         }
     }

@@ -60,7 +60,7 @@ pub struct InventoryError {
     /// What is wrong.
     pub why: String,
     /// Its kind: `io` (reading), `bad_json`, `bad_record`, `too_large`.
-    pub kind: common::ErrorKind,
+    pub kind: filter::ErrorKind,
 }
 
 fn opt_str(m: &Map<String, Value>, k: &str) -> Option<String> {
@@ -105,11 +105,11 @@ pub fn parse_instance(m: &Map<String, Value>) -> Result<Instance, String> {
     Ok(inst)
 }
 
-/// Read the inventory from JSON lines, each bounded ([`common::jsonl`]):
+/// Read the inventory from JSON lines, each bounded ([`filter::jsonl`]):
 /// an over-long line is an error, never a line held whole.
 pub fn read(input: impl BufRead) -> Result<Vec<Instance>, InventoryError> {
     let mut out = Vec::new();
-    for item in common::jsonl::read_strict(input) {
+    for item in filter::jsonl::read_strict(input) {
         let (line, rec) = item?;
         if rec.as_map().contains_key("error") {
             continue;
@@ -117,14 +117,14 @@ pub fn read(input: impl BufRead) -> Result<Vec<Instance>, InventoryError> {
         out.push(parse_instance(rec.as_map()).map_err(|w| InventoryError {
             line,
             why: w.to_string(),
-            kind: common::ErrorKind::BadRecord,
+            kind: filter::ErrorKind::BadRecord,
         })?);
     }
     Ok(out)
 }
 
-impl From<common::jsonl::BadLine> for InventoryError {
-    fn from(bad: common::jsonl::BadLine) -> Self {
+impl From<filter::jsonl::BadLine> for InventoryError {
+    fn from(bad: filter::jsonl::BadLine) -> Self {
         InventoryError {
             line: bad.line,
             why: bad.message,
@@ -171,9 +171,9 @@ mod tests {
     #[test]
     fn an_over_long_line_is_an_error_not_an_allocation() {
         let mut text = b"{\"uuid\":\"u1\"}\n{\"uuid\":\"".to_vec();
-        text.resize(text.len() + common::jsonl::MAX_LINE + 10, b'x');
+        text.resize(text.len() + filter::jsonl::MAX_LINE + 10, b'x');
         text.extend_from_slice(b"\"}\n");
         let e = read(&text[..]).unwrap_err();
-        assert_eq!((e.line, e.kind), (2, common::ErrorKind::TooLarge));
+        assert_eq!((e.line, e.kind), (2, filter::ErrorKind::TooLarge));
     }
 }

@@ -13,9 +13,9 @@ pub mod remove;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
-use common::cli::{Ctx, SharedArgs, Tool};
-use common::status::Status;
-use common::{ErrorKind, Record};
+use filter::cli::{Ctx, SharedArgs, Tool};
+use filter::status::Status;
+use filter::{ErrorKind, Record};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -254,11 +254,11 @@ pub enum Command {
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
-    common::size::parse_size(s).map_err(|e| e.to_string())
+    system::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_time_arg(s: &str) -> Result<i64, String> {
-    common::text::parse_time(s)
+    system::text::parse_time(s)
         .ok_or_else(|| format!("{s:?} is not a time: give epoch seconds or an RFC 3339 UTC time that exists (2026-02-28T12:00:00Z)"))
 }
 
@@ -276,7 +276,7 @@ impl Tool for Cli {
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
         let Some(command) = self.command else {
-            return Err(common::cli::usage("a subcommand is needed (see --help)"));
+            return Err(filter::cli::usage("a subcommand is needed (see --help)"));
         };
         match command {
             Command::Fname { ids } => fname_cmd(ctx, &ids),
@@ -361,7 +361,7 @@ impl Tool for Cli {
                 instances,
             } => {
                 if instances.as_deref() == Some(std::path::Path::new("-")) {
-                    return Err(common::cli::usage(
+                    return Err(filter::cli::usage(
                         "remove --instances cannot be - (stdin holds the records)",
                     ));
                 }
@@ -381,7 +381,7 @@ impl Tool for Cli {
                     Some(root) if all || !image.is_empty() => {
                         glance_delete_cmd(ctx, remover, &root, &image, driver)
                     }
-                    Some(_) => Err(common::cli::usage(
+                    Some(_) => Err(filter::cli::usage(
                         "--glance-cache needs --image ID... or --all",
                     )),
                     None => remove_cmd(ctx, remover),
@@ -414,14 +414,14 @@ fn load<T>(
     path: &std::path::Path,
     parse: impl FnOnce(&mut dyn std::io::BufRead) -> Result<T, (ErrorKind, String)>,
 ) -> anyhow::Result<Option<T>> {
-    let result = common::files::open_input(path, common::files::Accept::Streams)
+    let result = system::files::open_input(path, system::files::Accept::Streams)
         .map_err(|e| (ErrorKind::from_io(&e), e.to_string()))
         .and_then(|input| parse(&mut std::io::BufReader::new(input)));
     match result {
         Ok(t) => Ok(Some(t)),
         Err((kind, message)) => {
             let e = ctx.error(kind, message);
-            ctx.fail(common::files::record_for(path), e)?;
+            ctx.fail(filter::record::record_for(path), e)?;
             Ok(None)
         }
     }
@@ -462,7 +462,7 @@ fn hostname() -> String {
 
 /// Nova's cache name facet for `id`.
 fn fname_facet(id: &str) -> Value {
-    let fp = common::hash::sha1_hex(id);
+    let fp = system::hash::sha1_hex(id);
     serde_json::json!({ "fingerprint": fp, "rel_path": format!("_base/{fp}") })
 }
 
@@ -476,7 +476,7 @@ fn fname_cmd(ctx: &mut Ctx, ids: &[String]) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    common::cli::each_stdin_record(ctx, |ctx, mut rec| {
+    filter::cli::each_stdin_record(ctx, |ctx, mut rec| {
         let Some(id) = rec
             .get("image_id")
             .and_then(Value::as_str)
@@ -513,7 +513,7 @@ fn glance_cmd(
     if check && flagged {
         ctx.merge(Status::No);
     }
-    let mut rec = common::files::record_for(root);
+    let mut rec = filter::record::record_for(root);
     rec.set(FACET, walk.summary());
     ctx.emit(&rec)?;
     Ok(())
@@ -522,7 +522,7 @@ fn glance_cmd(
 /// One entry of a Glance walk; one that could not be looked into (a
 /// subdirectory that is a link) carries its error facet.
 fn emit_glance_entry(ctx: &mut Ctx, e: &glance::Entry) -> anyhow::Result<()> {
-    let mut rec = common::files::record_for(&e.path);
+    let mut rec = filter::record::record_for(&e.path);
     rec.set(FACET, serde_json::to_value(e)?);
     match &e.error {
         Some((kind, why)) => {
@@ -538,7 +538,7 @@ fn queue_cmd(ctx: &mut Ctx, root: &std::path::Path, ids: &[String]) -> anyhow::R
     for id in ids {
         match glance::queue(root, id) {
             Ok(path) => {
-                let mut rec = common::files::record_for(&path);
+                let mut rec = filter::record::record_for(&path);
                 rec.set(
                     FACET,
                     serde_json::json!({
@@ -604,7 +604,7 @@ fn glance_delete_cmd(
     driver: Option<glance::Driver>,
 ) -> anyhow::Result<()> {
     for id in ids {
-        common::files::safe_file_name(id).map_err(|e| common::cli::usage(e.to_string()))?;
+        system::files::safe_file_name(id).map_err(|e| filter::cli::usage(e.to_string()))?;
     }
     let opts = glance::Options {
         now: now_epoch(),
@@ -643,7 +643,7 @@ fn glance_delete_cmd(
         let Value::Object(facet) = facet else {
             continue;
         };
-        let mut rec = common::files::record_for(&root.join(&id));
+        let mut rec = filter::record::record_for(&root.join(&id));
         let out = remover.delete_cached(root, &id, driver);
         apply_outcome(ctx, &mut rec, facet, out);
         ctx.emit(&rec)?;
@@ -678,7 +678,7 @@ fn glance_walk_failed(
         glance::GlanceError::Db { .. } => ErrorKind::Io,
     };
     let e = ctx.error(kind, glance_error_message(root, err));
-    ctx.fail(common::files::record_for(root), e)?;
+    ctx.fail(filter::record::record_for(root), e)?;
     Ok(())
 }
 
@@ -702,8 +702,8 @@ fn glance_error_message(root: &std::path::Path, err: &glance::GlanceError) -> St
 }
 
 fn remove_cmd(ctx: &mut Ctx, mut remover: remove::Remover) -> anyhow::Result<()> {
-    common::cli::each_stdin_record(ctx, |ctx, mut rec| {
-        let path = match common::files::path_of(&rec) {
+    filter::cli::each_stdin_record(ctx, |ctx, mut rec| {
+        let path = match filter::record::path_of(&rec) {
             Ok(p) => p.unwrap_or_default(),
             Err(why) => {
                 let e = ctx.error(ErrorKind::BadRecord, why);
@@ -733,7 +733,7 @@ fn audit_cmd(
         Ok(f) => f,
         Err(err) => {
             let e = ctx.error(ErrorKind::from_io(&err), err.to_string());
-            ctx.fail(common::files::record_for(root), e)?;
+            ctx.fail(filter::record::record_for(root), e)?;
             return Ok(());
         }
     };
@@ -747,7 +747,7 @@ fn audit_cmd(
     let recs: Vec<Out> = findings
         .iter()
         .map(|f| {
-            let (path, path_bytes) = common::files::name_fields(f.path.as_os_str());
+            let (path, path_bytes) = system::files::name_fields(f.path.as_os_str());
             Out {
                 path,
                 path_bytes,
@@ -774,7 +774,7 @@ fn nova_cmd(
             // The record names the directory (the root, or the `_base` or
             // `locks` refused in it); the message says why.
             let e = ctx.error(ErrorKind::from_io(&err.source), err.source.to_string());
-            ctx.fail(common::files::record_for(&err.path), e)?;
+            ctx.fail(filter::record::record_for(&err.path), e)?;
             return Ok(());
         }
     };
@@ -795,7 +795,7 @@ fn nova_cmd(
     let recs: Vec<Out> = entries
         .iter()
         .map(|e| {
-            let (path, path_bytes) = common::files::name_fields(e.path.as_os_str());
+            let (path, path_bytes) = system::files::name_fields(e.path.as_os_str());
             Out {
                 path,
                 path_bytes,

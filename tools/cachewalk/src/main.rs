@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    common::cli::main::<cachewalk::Cli>()
+    filter::cli::main::<cachewalk::Cli>()
 }

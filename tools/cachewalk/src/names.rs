@@ -198,7 +198,7 @@ pub fn removable(class: Class) -> bool {
 /// `ephemeral_<GiB>_<first 7 hex digits of MD5(label)>`.
 pub fn ephemeral_name(size_gb: u64, fs_label: &str) -> String {
     use md5::Digest;
-    let hex = common::hash::hex(&md5::Md5::digest(fs_label.as_bytes()));
+    let hex = system::hash::hex(&md5::Md5::digest(fs_label.as_bytes()));
     format!("ephemeral_{size_gb}_{}", &hex[..7])
 }
 

@@ -10,7 +10,7 @@
 //!   Nova, which reads `disk` of current instances only; links to disks
 //!   and to instance directories followed read-only, as Nova follows
 //!   them), read natively (the qcow2/QED/VMDK/VHDX header via
-//!   `common::formats`, bounded, never opening the backing file). Each
+//!   the `formats` crate, bounded, never opening the backing file). Each
 //!   backing name is resolved as qemu resolves it (relative to the
 //!   directory of the image naming it) and matched by identity: by name
 //!   when its directory is `_base` itself (same device and inode as the
@@ -43,10 +43,8 @@
 
 use crate::inventory::Instance;
 use crate::names::{self, Class, NovaClass};
-use common::ErrorKind;
-use common::files::FileId;
-use common::formats::probe;
-use common::tree::{Dir, Kind, Status};
+use filter::ErrorKind;
+use formats::probe;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -56,6 +54,8 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use system::files::FileId;
+use system::tree::{Dir, Kind, Status};
 
 /// Hosts that have not written `compute_nodes` for this long no longer
 /// count as sharing the storage (Nova's `TWENTY_FOUR_HOURS`).
@@ -238,7 +238,7 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
 fn probe_file(file: &File, label: &str) -> Result<serde_json::Map<String, Value>, String> {
     let src = file
         .try_clone()
-        .and_then(common::formats::FileSource::from_file)
+        .and_then(formats::FileSource::from_file)
         .map_err(|e| e.to_string())?;
     probe(&src, label, None)
         .map(|p| p.info)
@@ -259,7 +259,7 @@ type Backing = Result<Option<BackingName>, String>;
 fn backing_of(file: &File, label: &str) -> Backing {
     let info = probe_file(file, label)?;
     let name = match info.get("backing_filename_bytes").and_then(Value::as_str) {
-        Some(b) => common::text::base64_decode(b),
+        Some(b) => system::text::base64_decode(b),
         None => info
             .get("backing_filename")
             .and_then(Value::as_str)
@@ -300,7 +300,7 @@ fn open_following(dir: &Dir, name: &OsStr) -> std::io::Result<Option<File>> {
         return Ok(None);
     }
     if !(ft.is_file() || ft.is_block_device()) {
-        return Err(common::files::refusal(
+        return Err(system::files::refusal(
             ErrorKind::NotRegular,
             "is not a regular file or a block device",
         ));
@@ -308,7 +308,7 @@ fn open_following(dir: &Dir, name: &OsStr) -> std::io::Result<Option<File>> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(common::tree::fd_path(&at))
+        .open(system::tree::fd_path(&at))
         .map(Some)
 }
 
@@ -421,7 +421,7 @@ impl Missing {
                 Some(i) if i.image_ids.iter().any(|(_, id)| !id.is_empty()) => {
                     let mut prefixes = Vec::new();
                     for (_, id) in i.image_ids.iter().filter(|(_, id)| !id.is_empty()) {
-                        prefixes.push(common::hash::sha1_hex(id));
+                        prefixes.push(system::hash::sha1_hex(id));
                         prefixes.push(id.clone());
                     }
                     m.bounded.push((prefixes, u.reason));
@@ -571,7 +571,7 @@ fn resolve(ctx: &Path, backing: &[u8], base: &Base) -> Resolved {
             Err(e) => Resolved::Unmatched(e.to_string()),
         };
     }
-    match std::fs::metadata(common::tree::fd_path(&dir).join(last)) {
+    match std::fs::metadata(system::tree::fd_path(&dir).join(last)) {
         Ok(m) => match base.name_of(FileId::of_metadata(&m)) {
             Some(n) => Resolved::Base(n.clone(), Some(dir)),
             None => Resolved::Outside,
@@ -781,7 +781,7 @@ fn scan_disk(
     // The directory relative backing names start from: the instance
     // directory (qemu resolves from the disk's path as libvirt gives it),
     // then `_base`, or the directory a reference was matched in.
-    let mut ctx = common::tree::fd_path(&dir.fd());
+    let mut ctx = system::tree::fd_path(&dir.fd());
     // Holds the directory `ctx` names while it is used.
     let mut ctx_owned: Option<File>;
     let mut via = format!("{dir_name}:backing:{disk_label}");
@@ -842,8 +842,8 @@ fn scan_disk(
                 backing = cache.backing_of(&next, &current_label.to_string_lossy());
                 ctx_owned = parent;
                 ctx = match &ctx_owned {
-                    Some(p) => common::tree::fd_path(p),
-                    None => common::tree::fd_path(&base.dir.fd()),
+                    Some(p) => system::tree::fd_path(p),
+                    None => system::tree::fd_path(&base.dir.fd()),
                 };
             }
             Resolved::Missing(name) => {
@@ -1077,7 +1077,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     let mut nova_dirs: HashSet<String> = HashSet::new();
     // Glance's images name fingerprints too (the inventory's ids win).
     for id in opts.images.keys() {
-        fp_ids.insert(common::hash::sha1_hex(id), id.clone());
+        fp_ids.insert(system::hash::sha1_hex(id), id.clone());
     }
     let mut inventory_ids: HashSet<String> = HashSet::new();
     // Nova's update() is given only the instances of the hosts sharing the
@@ -1093,7 +1093,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     for inst in opts.inventory.iter().flatten() {
         let nova_counts = inst.host.as_ref().is_some_and(|h| nova_hosts.contains(h));
         for (field, id) in &inst.image_ids {
-            let fp = common::hash::sha1_hex(id);
+            let fp = system::hash::sha1_hex(id);
             inventory_ids.insert(id.clone());
             fp_ids.insert(fp.clone(), id.clone());
             used.entry(fp.clone())
@@ -1439,7 +1439,7 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         // An empty id (a volume-backed instance's image_ref "") names no
         // image that could be missing.
         for (field, id) in inst.image_ids.iter().filter(|(_, id)| !id.is_empty()) {
-            let fp = common::hash::sha1_hex(id);
+            let fp = system::hash::sha1_hex(id);
             let has = present.iter().any(|n| n.starts_with(&fp));
             if !has && seen.insert((inst.uuid.clone(), fp.clone())) {
                 let rel = format!("{}/{fp}", opts.base_name);
@@ -1468,7 +1468,7 @@ fn new_entry(root: &Path, path: &Path, rel: &str, name: &OsStr, st: &Status, now
             .map(|(dir, _)| format!("{dir}/").into_bytes())
             .unwrap_or_default();
         full.extend_from_slice(name.as_bytes());
-        common::text::base64(&full)
+        system::text::base64(&full)
     });
     Entry {
         record: "entry",
@@ -1487,7 +1487,7 @@ fn new_entry(root: &Path, path: &Path, rel: &str, name: &OsStr, st: &Status, now
         ino: st.id.ino,
         size: st.size,
         allocated: st.allocated,
-        mtime: common::text::rfc3339_utc(st.mtime.0, 0).unwrap_or_default(),
+        mtime: system::text::rfc3339_utc(st.mtime.0, 0).unwrap_or_default(),
         age_s: now - st.mtime.0,
         mtime_nsec: st.mtime.1,
         nova_mtime: None,
@@ -1731,7 +1731,7 @@ fn nova_view(
         let (secs, nsec) = e.nova_mtime.unwrap_or((opts.now - e.age_s, e.mtime_nsec));
         // The first whole second at which Nova's float age reaches t.
         let at = secs + t as i64 + i64::from(nsec > 0);
-        e.nova_eligible_at = common::text::rfc3339_utc(at, 0);
+        e.nova_eligible_at = system::text::rfc3339_utc(at, 0);
     }
 }
 
@@ -1822,7 +1822,7 @@ mod nova_marks_tests {
         let h21 = "472b07b9fcf2c2451e8781e944bf5f77cd8457c8";
         let h22 = "12c6fc06c99a462375eeb3f43dfd832b08ca9e17";
         let h42 = "92cfceb39d57d914ed8b14d0e37643de0797ae56";
-        assert_eq!(common::hash::sha1_hex("1"), h1);
+        assert_eq!(system::hash::sha1_hex("1"), h1);
         let listing: Vec<(String, bool, bool)> = [
             "00000001",
             "ephemeral_0_20_None",
@@ -1841,7 +1841,7 @@ mod nova_marks_tests {
         .collect();
         let used: Vec<String> = ["1", "21", "22"]
             .iter()
-            .map(|i| common::hash::sha1_hex(i))
+            .map(|i| system::hash::sha1_hex(i))
             .collect();
         let backing = HashSet::from([format!("{h1}_5368709120")]);
         let m = nova_marks(&listing, &used, &backing);

@@ -24,16 +24,16 @@
 use crate::glance::{self, Driver};
 use crate::names::{self, NovaClass};
 use crate::nova::{self, DiskCache};
-use common::files::FileId;
-use common::lock::{LockError, NovaLock};
-use common::record::ErrorKind;
-use common::tree::{Dir, Kind};
+use filter::record::ErrorKind;
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use system::files::FileId;
+use system::lock::{LockError, NovaLock};
+use system::tree::{Dir, Kind};
 
 /// How long to retry a busy lock before skipping the file.
 pub const LOCK_WAIT: Duration = Duration::from_millis(500);
@@ -164,7 +164,7 @@ impl Remover {
         };
         let root = PathBuf::from(s("root"));
         let rel: PathBuf = match field(c, "rel_path_bytes").and_then(Value::as_str) {
-            Some(b) => match common::text::base64_decode(b) {
+            Some(b) => match system::text::base64_decode(b) {
                 Some(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
                 None => {
                     return refused("rel_path_bytes is not base64");
@@ -199,7 +199,7 @@ impl Remover {
                 "the record lacks dev, ino, size or threshold_s",
             );
         };
-        let mtime = common::text::parse_time(s("mtime"));
+        let mtime = system::text::parse_time(s("mtime"));
         let allocated = n("allocated").unwrap_or(size);
         // The root as the operator named it (links followed once), the
         // cache and lock directories from it, never through a link.
@@ -303,7 +303,7 @@ impl Remover {
             return out;
         }
         // A test swaps the file here; the unlink below compares identity.
-        common::hook::point("cachewalk.nova.before_remove");
+        system::hook::point("cachewalk.nova.before_remove");
         if let Err(e) = base_dir.remove_file_if(name, FileId { dev, ino }) {
             let kind = ErrorKind::from_io(&e);
             if kind == ErrorKind::Changed || e.kind() == std::io::ErrorKind::NotFound {
@@ -400,7 +400,7 @@ impl Remover {
             );
         };
         let id = s("image_id").to_owned();
-        let dir = match common::tree::Dir::open(&root) {
+        let dir = match system::tree::Dir::open(&root) {
             Ok(d) => d,
             Err(e) => return io_failed(&root, &e),
         };
@@ -429,11 +429,11 @@ impl Remover {
             Err(e) => return Outcome::failed(ErrorKind::Io, e.to_string()),
         };
         if verdict != "orphan_row" {
-            let mtime = common::text::parse_time(s("mtime"));
+            let mtime = system::text::parse_time(s("mtime"));
             if n("dev") != Some(now.dev)
                 || n("ino") != Some(now.ino)
                 || n("size") != Some(now.size)
-                || mtime.is_none_or(|t| Some(t) != common::text::parse_time(&now.mtime))
+                || mtime.is_none_or(|t| Some(t) != system::text::parse_time(&now.mtime))
             {
                 return Outcome::no(
                     "changed_since_walk",
@@ -471,7 +471,7 @@ impl Remover {
             Some(Judged {
                 dir: parent,
                 name: name.to_owned(),
-                id: common::files::FileId {
+                id: system::files::FileId {
                     dev: now.dev,
                     ino: now.ino,
                 },
@@ -531,7 +531,7 @@ impl Remover {
                 ..refused_centralized()
             };
         };
-        let dir = match common::tree::Dir::open(root) {
+        let dir = match system::tree::Dir::open(root) {
             Ok(d) => d,
             Err(e) => return io_failed(root, &e),
         };
@@ -573,9 +573,9 @@ impl Remover {
         };
         let row = held.has_row(id);
         let allocated = match &meta {
-            Some(m) if m.kind == common::tree::Kind::File => m.allocated,
+            Some(m) if m.kind == system::tree::Kind::File => m.allocated,
             Some(m) => {
-                let kind = if m.kind == common::tree::Kind::Symlink {
+                let kind = if m.kind == system::tree::Kind::Symlink {
                     ErrorKind::Symlink
                 } else {
                     ErrorKind::NotRegular
@@ -632,16 +632,16 @@ fn refused_centralized() -> Outcome {
 /// The file judged under the locks: its directory's handle, its name
 /// there and its identity then.
 struct Judged {
-    dir: common::tree::Dir,
+    dir: system::tree::Dir,
     name: String,
-    id: common::files::FileId,
+    id: system::files::FileId,
 }
 
 impl Judged {
     /// Unlink it if it is still the file judged (kind `changed`
     /// otherwise, left alone).
     fn remove(&self) -> Result<(), (ErrorKind, String)> {
-        common::hook::point("cachewalk.glance.before_remove");
+        system::hook::point("cachewalk.glance.before_remove");
         self.dir.remove_file_if(&self.name, self.id).map_err(|e| {
             (
                 ErrorKind::from_io(&e),
@@ -676,12 +676,12 @@ fn sql_err(db: &Path, e: &rusqlite::Error) -> (ErrorKind, String) {
 
 impl GlanceLocked {
     fn take(
-        dir: &common::tree::Dir,
+        dir: &system::tree::Dir,
         driver: Driver,
         root_entry: bool,
         lock_name: Option<&str>,
     ) -> Result<GlanceLocked, Outcome> {
-        use common::tree::Kind;
+        use system::tree::Kind;
         let oslo = match lock_name {
             Some(name) => {
                 let shown = dir.join(name);

@@ -6,12 +6,12 @@
 //! where the cached bytes can be Glance's bytes. Verification reports;
 //! it never deletes.
 
-use common::hash::{Algorithm, Expected, Mismatch, hash_file};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
+use system::hash::{Algorithm, Expected, Mismatch, hash_file};
 
 /// What Glance says about an image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,16 +34,16 @@ pub struct ImagesError {
     /// What is wrong.
     pub why: String,
     /// Its kind: `io` (reading), `bad_json`, `bad_record`, `too_large`.
-    pub kind: common::ErrorKind,
+    pub kind: filter::ErrorKind,
 }
 
 /// Read image records: JSON lines whose `image` facet (glance-dump) or the
 /// record itself holds a Glance image (`id`, `size`, `checksum`,
 /// `os_hash_algo`, `os_hash_value`, `disk_format`, `status`). Error
-/// records are skipped; lines are read bounded ([`common::jsonl`]).
+/// records are skipped; lines are read bounded ([`filter::jsonl`]).
 pub fn read_images(input: impl BufRead) -> Result<HashMap<String, ImageMeta>, ImagesError> {
     let mut out = HashMap::new();
-    for item in common::jsonl::read_strict(input) {
+    for item in filter::jsonl::read_strict(input) {
         let (line, rec) = item.map_err(|bad| ImagesError {
             line: bad.line,
             why: bad.message,
@@ -59,7 +59,7 @@ pub fn read_images(input: impl BufRead) -> Result<HashMap<String, ImageMeta>, Im
             return Err(ImagesError {
                 line,
                 why: "no image `id`".into(),
-                kind: common::ErrorKind::BadRecord,
+                kind: filter::ErrorKind::BadRecord,
             });
         };
         out.insert(
@@ -168,7 +168,7 @@ pub fn verify(path: &Path, expect: &Expect) -> Verification {
             v.os_hash_value = get(*a);
         }
         compared |= !e.is_empty();
-        // The one rule of common::hash: every digest Glance states, and
+        // The one rule of system::hash: every digest Glance states, and
         // its size, must match.
         for m in e.mismatches(d.bytes, &d.digests) {
             v.mismatch.push(
@@ -310,10 +310,10 @@ mod tests {
         assert!(read_images("{\"x\":1}".as_bytes()).is_err());
         // Bounded: an over-long line is `too_large`, never held whole.
         let mut long = b"{\"id\":\"".to_vec();
-        long.resize(long.len() + common::jsonl::MAX_LINE, b'x');
+        long.resize(long.len() + filter::jsonl::MAX_LINE, b'x');
         long.extend_from_slice(b"\"}\n");
         let e = read_images(&long[..]).unwrap_err();
-        assert_eq!((e.line, e.kind), (1, common::ErrorKind::TooLarge));
+        assert_eq!((e.line, e.kind), (1, filter::ErrorKind::TooLarge));
     }
 
     #[test]
@@ -371,7 +371,7 @@ mod tests {
     }
 
     /// Every digest Glance states and its size are checked (the rule of
-    /// common::hash): a right multihash does not excuse a wrong MD5, and
+    /// system::hash): a right multihash does not excuse a wrong MD5, and
     /// a wrong size is a finding of its own.
     #[test]
     fn every_stated_glance_value_is_checked() {

@@ -239,7 +239,7 @@ fn the_xattr_driver() {
     ] {
         let p = root.join(id);
         fs::write(&p, vec![0u8; 1024]).unwrap();
-        if let Err(e) = common::xattr::set(&p, "user.hits", hits.as_bytes()) {
+        if let Err(e) = system::xattr::set(&p, "user.hits", hits.as_bytes()) {
             eprintln!("skipping: no user xattrs on {}: {e}", root.display());
             return;
         }
@@ -773,7 +773,7 @@ fn delete_cached_images_of_an_xattr_cache() {
     for id in ["x", "y"] {
         let p = root.join(id);
         fs::write(&p, b"data").unwrap();
-        if let Err(e) = common::xattr::set(&p, "user.hits", b"1") {
+        if let Err(e) = system::xattr::set(&p, "user.hits", b"1") {
             eprintln!("skipping: no user xattrs on {}: {e}", root.display());
             return;
         }

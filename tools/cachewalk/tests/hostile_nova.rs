@@ -138,7 +138,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
             } else if t.is_symlink() {
                 m.insert(p.clone(), format!("-> {:?}", fs::read_link(&p).unwrap()));
             } else {
-                m.insert(p.clone(), common::hash::hex(&fs::read(&p).unwrap()));
+                m.insert(p.clone(), system::hash::hex(&fs::read(&p).unwrap()));
             }
         }
     }
@@ -740,7 +740,7 @@ fn a_file_swapped_before_the_unlink_is_left_alone() {
         "printf new > '{0}.new' && mv '{0}.new' '{0}'",
         target.display()
     );
-    let var = common::hook::var_name("cachewalk.nova.before_remove");
+    let var = system::hook::var_name("cachewalk.nova.before_remove");
     let out = remove(&format!("{rec}\n"), &[(&var, &swap)]);
     assert_eq!(out.status.code(), Some(2));
     let r = &records(&out)[0];

@@ -286,7 +286,7 @@ fn ages_thresholds_and_the_inventory() {
         assert_eq!(m[&format!("_base/{n}")]["verdict"], *verdict, "{n}");
     }
     // Done when: every candidate is a file Nova itself would delete now.
-    let now_text = common::text::rfc3339_utc(NOW, 0).unwrap();
+    let now_text = system::text::rfc3339_utc(NOW, 0).unwrap();
     for (rel, e) in &m {
         if e["verdict"] == "candidate" {
             assert_eq!(e["nova_in_use"], false, "{rel}");
@@ -305,7 +305,7 @@ fn ages_thresholds_and_the_inventory() {
     assert_eq!(o["nova_threshold_s"], 86400);
     assert_eq!(
         o["nova_eligible_at"],
-        common::text::rfc3339_utc(NOW - DAY - 1 + DAY, 0).unwrap()
+        system::text::rfc3339_utc(NOW - DAY - 1 + DAY, 0).unwrap()
     );
     assert_eq!(o["lock"], format!("nova-{}", fp("old-unused")));
 
@@ -474,7 +474,7 @@ fn hostile_names_symlinks_locks_and_missing_dirs() {
         .unwrap();
     assert_eq!(
         bad["cache"]["rel_path_bytes"],
-        common::text::base64(b"_base/bad\xffname")
+        system::text::base64(b"_base/bad\xffname")
     );
     assert_eq!(
         m[&format!("locks/nova-{}", fp("gone"))]["verdict"],
@@ -532,10 +532,10 @@ fn verify_against_sidecars_and_glance() {
     let base = root.join("_base");
     fs::create_dir(&base).unwrap();
     let data = b"base image bytes";
-    let sha1 = common::hash::sha1_hex(std::str::from_utf8(data).unwrap());
+    let sha1 = system::hash::sha1_hex(std::str::from_utf8(data).unwrap());
     let md5 = {
         use md5::Digest;
-        common::hash::hex(&md5::Md5::digest(data))
+        system::hash::hex(&md5::Md5::digest(data))
     };
     for id in ["good", "bad-sidecar", "raw-img", "raw-bad", "qcow-img"] {
         fs::write(base.join(fp(id)), data).unwrap();
@@ -1007,7 +1007,7 @@ fn sub_second_ages_empty_ids_and_other_hosts_as_nova_sees_them() {
     assert_eq!(e["verdict"], "keep_young", "{e}");
     assert!(
         e["nova_eligible_at"].as_str().unwrap()
-            > common::text::rfc3339_utc(NOW, 0).unwrap().as_str(),
+            > system::text::rfc3339_utc(NOW, 0).unwrap().as_str(),
         "{e}"
     );
     assert_eq!(m[&format!("_base/{}", fp("exact"))]["verdict"], "candidate");

@@ -333,11 +333,11 @@ fn a_non_utf8_name_round_trips_through_remove() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(recs.len(), 1, "{plan}");
-    let want = common::text::base64(p.as_os_str().as_bytes());
+    let want = system::text::base64(p.as_os_str().as_bytes());
     assert_eq!(recs[0]["path_bytes"], want.as_str());
     assert_eq!(
         recs[0]["cache"]["rel_path_bytes"],
-        common::text::base64(b"_base/ephemeral_20_wi\xffdows").as_str()
+        system::text::base64(b"_base/ephemeral_20_wi\xffdows").as_str()
     );
     let out = remove(&plan, &[], &[]);
     assert!(

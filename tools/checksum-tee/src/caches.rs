@@ -18,10 +18,7 @@
 //! a link, and a link under the final name is never replaced.
 
 use crate::pump::Fault;
-use common::ErrorKind;
-use common::files::{FileId, refusal};
-use common::lock::{LockError, NovaLock};
-use common::tree::{Dir, Kind, Status};
+use filter::ErrorKind;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
@@ -30,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use system::files::{FileId, refusal};
+use system::lock::{LockError, NovaLock};
+use system::tree::{Dir, Kind, Status};
 
 /// Which metadata the Glance cache keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,7 +77,7 @@ fn io_err(what: &str, e: io::Error) -> CacheError {
 /// An image id usable as a file name: no `/`, not `.`/`..`, not empty,
 /// no NUL, newline or other control character.
 pub fn check_image_id(id: &str) -> Result<(), CacheError> {
-    common::files::safe_file_name(id)
+    system::files::safe_file_name(id)
         .map(drop)
         .map_err(|e| CacheError::Refused(format!("{e}; refused as a cache file name")))
 }
@@ -129,7 +129,7 @@ impl CacheTemp {
         let id = Status::of_file(&file)?.id;
         let tracked = dir.pinned_path(name).ok();
         if let Some(t) = &tracked {
-            common::signal::track_temp(t);
+            system::signal::track_temp(t);
         }
         Ok(CacheTemp {
             file,
@@ -152,7 +152,7 @@ impl CacheTemp {
         let f = self.dir.open_file(&self.name)?;
         let now = Status::of_file(&f)?;
         if now.id != self.id {
-            return Err(common::tree::changed(now.kind));
+            return Err(system::tree::changed(now.kind));
         }
         Ok(f)
     }
@@ -162,14 +162,14 @@ impl CacheTemp {
     fn check_ours(&self) -> io::Result<()> {
         let now = self.dir.status(&self.name)?;
         if now.id != self.id {
-            return Err(common::tree::changed(now.kind));
+            return Err(system::tree::changed(now.kind));
         }
         Ok(())
     }
 
     fn untrack(&mut self) {
         if let Some(t) = self.tracked.take() {
-            common::signal::untrack_temp(&t);
+            system::signal::untrack_temp(&t);
         }
     }
 
@@ -183,7 +183,7 @@ impl CacheTemp {
             (Place::New, Some(_)) => return Err(already_exists(dest, to)),
             (Place::ReplaceFile, Some(s)) if s.kind == Kind::File => true,
             (Place::ReplaceFile, Some(s)) if s.kind == Kind::Symlink => {
-                return Err(common::tree::symlink_refusal("a cache file"));
+                return Err(system::tree::symlink_refusal("a cache file"));
             }
             (Place::ReplaceFile, Some(s)) => {
                 return Err(refusal(
@@ -209,7 +209,7 @@ impl CacheTemp {
         let now = dest.status(to)?;
         if now.id != self.id {
             let _ = dest.remove_file_if(to, now.id);
-            return Err(common::tree::changed(now.kind));
+            return Err(system::tree::changed(now.kind));
         }
         dest.sync()?;
         if dest.id() != self.dir.id() {
@@ -464,7 +464,7 @@ removes it after image_cache_stall_time)",
     /// Rename into place, drop the queue marker, add the metadata.
     /// Returns the final path and whether metadata was written.
     pub fn commit(self, file: CacheTemp, size: u64) -> Result<(PathBuf, bool), CacheError> {
-        common::hook::point("checksum-tee.before_commit");
+        system::hook::point("checksum-tee.before_commit");
         let final_path = self.root.join(&self.id);
         let placed = file
             .place(&self.root, &self.id, Place::New)
@@ -529,7 +529,7 @@ fn check_db_links(root: &Dir) -> Result<Option<Status>, CacheError> {
         if st.is_some_and(|s| s.kind == Kind::Symlink) {
             return Err(io_err(
                 &shown(),
-                common::tree::symlink_refusal("the cache's database"),
+                system::tree::symlink_refusal("the cache's database"),
             ));
         }
         if name == "cache.db" {
@@ -658,7 +658,7 @@ impl NovaFill {
             .subdir_if_exists("_base")
             .map_err(|e| subdir_err(&inst, "_base", e))?
             .ok_or_else(missing)?;
-        let name = common::hash::sha1_hex(id);
+        let name = system::hash::sha1_hex(id);
         // Nova creates its lock directory on first use; so do we.
         let locks = inst
             .create_subdir("locks")
@@ -690,7 +690,7 @@ impl NovaFill {
                 true
             }
             Some(s) if s.kind == Kind::Symlink => {
-                return Err(part_err(common::tree::symlink_refusal("a cache file")));
+                return Err(part_err(system::tree::symlink_refusal("a cache file")));
             }
             Some(s) => {
                 return Err(part_err(refusal(
@@ -716,7 +716,7 @@ impl NovaFill {
     /// Rename `<name>.part` to `<name>` in the pinned `_base` (never
     /// replacing anything, a link included).
     pub fn commit(&self, file: CacheTemp) -> Result<PathBuf, CacheError> {
-        common::hook::point("checksum-tee.before_commit");
+        system::hook::point("checksum-tee.before_commit");
         file.place(&self.base, &self.name, Place::New)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => CacheError::Exists(self.final_path.clone()),
@@ -735,7 +735,7 @@ impl NovaFill {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let body = serde_json::json!({"sha1": sha1, "sha1-timestamp": now}).to_string();
-        // common::atomic's temporary name pattern, so stale ones are swept.
+        // system::atomic's temporary name pattern, so stale ones are swept.
         let temp = format!(
             ".{info}.tmp-{}-{}",
             std::process::id(),

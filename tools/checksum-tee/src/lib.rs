@@ -7,15 +7,15 @@ pub mod pump;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::cli::{Ctx, Interrupted, SharedArgs, Tool};
-use common::files::{self, Accept, FileId};
-use common::hash::{Algorithm, sha1_hex};
-use common::status::Status;
-use common::{ErrorKind, Record};
+use filter::cli::{Ctx, Interrupted, SharedArgs, Tool};
+use filter::status::Status;
+use filter::{ErrorKind, Record};
 use pump::{Expected, Fault, Outcome, PumpError, Sink, verdict};
 use serde_json::{Map, Value};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use system::files::{self, Accept, FileId};
+use system::hash::{Algorithm, sha1_hex};
 
 /// The facet this tool owns.
 pub const FACET: &str = "checksums";
@@ -195,7 +195,7 @@ pub struct Cli {
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
-    common::size::parse_size(s).map_err(|e| e.to_string())
+    system::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_expect(s: &str) -> Result<(Algorithm, String), String> {
@@ -222,7 +222,7 @@ impl Tool for Cli {
     }
 
     fn run(mut self, ctx: &mut Ctx) -> anyhow::Result<()> {
-        common::signal::install();
+        system::signal::install();
         self.check_usage()?;
         if self.verify {
             verify(&self, ctx)
@@ -240,7 +240,7 @@ impl Cli {
     /// Refuse flags that would do nothing in the chosen mode (a usage
     /// error, never silently ignored), and turn `-o -` into --tee.
     fn check_usage(&mut self) -> anyhow::Result<()> {
-        use common::cli::usage;
+        use filter::cli::usage;
         let cache = self.glance_cache.is_some() || self.nova_base.is_some();
         let dashes = self.outputs.iter().filter(|p| files::is_dash(p)).count();
         if self.verify {
@@ -532,7 +532,7 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     let mut rec = Record::new();
     if let Some(first) = finals.first() {
-        files::set_path(&mut rec, first);
+        filter::record::set_path(&mut rec, first);
     }
     let mut f = facet(cli, &out, &expected, state);
     if !finals.is_empty() {
@@ -665,8 +665,8 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         let format = file
             .reader()
             .ok()
-            .and_then(|f| common::formats::FileSource::from_file(f).ok())
-            .and_then(|src| common::formats::probe(&src, "", None).ok())
+            .and_then(|f| formats::FileSource::from_file(f).ok())
+            .and_then(|src| formats::probe(&src, "", None).ok())
             .and_then(|p| {
                 p.info
                     .get("format")
@@ -697,7 +697,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             if ok {
                 match g.commit(file, out.bytes) {
                     Ok((p, meta)) => {
-                        rec.set(common::record::PATH, p.to_string_lossy().into_owned());
+                        rec.set(filter::record::PATH, p.to_string_lossy().into_owned());
                         extra_fields
                             .insert("final_path".into(), p.to_string_lossy().into_owned().into());
                         extra_fields.insert("metadata".into(), meta.into());
@@ -726,7 +726,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             if ok {
                 match n.commit(file) {
                     Ok(p) => {
-                        rec.set(common::record::PATH, p.to_string_lossy().into_owned());
+                        rec.set(filter::record::PATH, p.to_string_lossy().into_owned());
                         extra_fields
                             .insert("final_path".into(), p.to_string_lossy().into_owned().into());
                         if cli.sidecar
@@ -856,9 +856,9 @@ fn write_report(cli: &Cli, rec: &Record) -> anyhow::Result<()> {
 
 /// Verify: re-read each file and compare.
 fn verify(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
-    common::cli::each_input_file(ctx, &cli.files, |ctx, rec, path| {
+    filter::cli::each_input_file(ctx, &cli.files, |ctx, rec, path| {
         verify_record(cli, ctx, rec, &path)?;
-        if let Some(sig) = common::signal::pending() {
+        if let Some(sig) = system::signal::pending() {
             return Err(Interrupted(sig).into());
         }
         Ok(())
@@ -967,7 +967,7 @@ fn write_report_to(p: &Path, line: &[u8]) -> io::Result<()> {
         set_blocking(&f)?;
         return f.write_all(line);
     }
-    let mut f = common::atomic::AtomicFile::create(p, true)?;
+    let mut f = system::atomic::AtomicFile::create(p, true)?;
     f.write_all(line)?;
     f.commit().map(drop)
 }

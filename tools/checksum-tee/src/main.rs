@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    common::cli::main::<checksum_tee::Cli>()
+    filter::cli::main::<checksum_tee::Cli>()
 }

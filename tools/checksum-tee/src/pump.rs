@@ -4,20 +4,20 @@
 
 use crate::caches::CacheTemp;
 use bytes::BytesMut;
-use common::atomic::AtomicFile;
-use common::hash::{Algorithm, MultiHasher};
-use common::record::ErrorKind;
+use filter::record::ErrorKind;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use system::atomic::AtomicFile;
+use system::hash::{Algorithm, MultiHasher};
 
 /// Bytes read per chunk: large reads keep syscalls and channel traffic
 /// negligible next to hashing (measured: 1 MiB beat 256 KiB here); a few
 /// chunks in flight bound memory.
 pub const CHUNK: usize = 1 << 20;
 
-/// What the stream should have been ([`common::hash::Expected`]).
-pub use common::hash::Expected;
+/// What the stream should have been ([`system::hash::Expected`]).
+pub use system::hash::Expected;
 
 /// `Some(true)` all match, `Some(false)` some do not (listed), `None`
 /// nothing was expected: never a silent "verified".
@@ -148,7 +148,7 @@ impl Sink {
     /// unless `force`.
     pub fn create(path: &Path, force: bool) -> io::Result<Sink> {
         // A run killed before its rename left its temp behind: gone now.
-        common::atomic::remove_stale_temps(path);
+        system::atomic::remove_stale_temps(path);
         Ok(Sink {
             file: SinkFile::Atomic(AtomicFile::create(path, force)?),
             path: path.to_owned(),
@@ -227,9 +227,9 @@ fn fill(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) => {
-                // A signal-stopped read (EINTR, or common::files' refusal of
+                // A signal-stopped read (EINTR, or system::files' refusal of
                 // kind interrupted) ends the chunk; the caller sees the signal.
-                if common::signal::pending().is_some() {
+                if system::signal::pending().is_some() {
                     break;
                 }
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -264,7 +264,7 @@ pub fn pump(
     let mut overrun = false;
     let mut files_stopped = false;
     loop {
-        if let Some(s) = common::signal::pending() {
+        if let Some(s) = system::signal::pending() {
             signal = Some(s);
             break;
         }
@@ -277,9 +277,9 @@ pub fn pump(
             }
         };
         if n == 0 {
-            eof = common::signal::pending().is_none();
+            eof = system::signal::pending().is_none();
             if !eof {
-                signal = common::signal::pending();
+                signal = system::signal::pending();
             }
             break;
         }

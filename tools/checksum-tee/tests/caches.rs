@@ -17,7 +17,7 @@ const HELLO_MD5: &str = "5d41402abc4b2a76b9719d911017c592";
 /// `--expect md5:.. --expect-size N` for `bytes`: a cache fill commits only
 /// what was verified against a digest and a size.
 fn verified_by(bytes: &[u8]) -> Vec<String> {
-    let mut h = common::hash::MultiHasher::new(&[common::hash::Algorithm::Md5]);
+    let mut h = system::hash::MultiHasher::new(&[system::hash::Algorithm::Md5]);
     h.update(&bytes::Bytes::copy_from_slice(bytes));
     let md5 = h.finish().remove(0).1;
     vec![

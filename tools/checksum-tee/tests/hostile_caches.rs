@@ -24,14 +24,14 @@ const NAME: &str = "0d5e6b61602d758984b3bf038267614d6016eb2a";
 const HOOK: &str = "IMAGE_TOOLS_TEST_HOOK_CHECKSUM_TEE_BEFORE_COMMIT";
 
 fn sha256(bytes: &[u8]) -> String {
-    let mut h = common::hash::MultiHasher::new(&[common::hash::Algorithm::Sha256]);
+    let mut h = system::hash::MultiHasher::new(&[system::hash::Algorithm::Sha256]);
     h.update(&bytes::Bytes::copy_from_slice(bytes));
     h.finish().remove(0).1
 }
 
 /// `--expect md5:.. --expect-size N` for `bytes`.
 fn verified_by(bytes: &[u8]) -> Vec<String> {
-    let mut h = common::hash::MultiHasher::new(&[common::hash::Algorithm::Md5]);
+    let mut h = system::hash::MultiHasher::new(&[system::hash::Algorithm::Md5]);
     h.update(&bytes::Bytes::copy_from_slice(bytes));
     let md5 = h.finish().remove(0).1;
     vec![

@@ -5,14 +5,14 @@
 
 use anyhow::Context;
 use clap::Parser;
-use common::cli::{Ctx, SharedArgs, Tool};
-use common::glance::{Glance, HttpError, UnsafeName, safe_file_name};
-use common::hash::{Algorithm, Expected, Mismatch, MultiHasher};
-use common::{ErrorKind, Record};
+use filter::cli::{Ctx, SharedArgs, Tool};
+use filter::{ErrorKind, Record};
+use openstack::glance::{Glance, HttpError, UnsafeName, safe_file_name};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use system::hash::{Algorithm, Expected, Mismatch, MultiHasher};
 
 /// The facet of the raw image.
 pub const IMAGE: &str = "image";
@@ -58,7 +58,7 @@ the glance-replicator dump layout, data streamed, hashed and verified.",
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub endpoint: common::glance::EndpointArgs,
+    pub endpoint: openstack::glance::EndpointArgs,
     /// Also write DIR/<id> (metadata), DIR/<id>.img (data of active and
     /// deactivated images) and DIR/<id>.members (of shared images)
     #[arg(long, value_name = "DIR")]
@@ -106,16 +106,17 @@ impl Tool for Cli {
     }
 
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
-        let Some(glance) = self.endpoint.connect(ctx)? else {
-            return Ok(());
+        let glance = match self.endpoint.connect()? {
+            Ok(g) => g,
+            Err(u) => return Ok(ctx.fail_on(&u.endpoint, &u.error)?),
         };
-        common::signal::install();
+        system::signal::install();
         if let Some(d) = &self.dir {
             // The io::Error stays in the chain: it gives the fatal record's kind.
             std::fs::create_dir_all(d).with_context(|| format!("--dir {}", d.display()))?;
             // A run killed mid-write left temporaries: gone now (a killed
             // download's .part stays, to be resumed).
-            common::atomic::remove_stale_temps_in(d);
+            system::atomic::remove_stale_temps_in(d);
         }
         let mut seen = 0u64;
         let (mut count, mut bytes) = (0u64, 0u64);
@@ -127,8 +128,7 @@ impl Tool for Cli {
                 let page = match glance.get_json(&path, &[200]) {
                     Ok(p) => p,
                     Err(e) => {
-                        let err = common::glance::error_facet(ctx, &e);
-                        ctx.fail(Record::from_path(glance.base()), err)?;
+                        ctx.fail_on(glance.base(), &e)?;
                         break 'passes;
                     }
                 };
@@ -147,8 +147,8 @@ impl Tool for Cli {
                         bytes += img.get("size").and_then(Value::as_u64).unwrap_or(0);
                     }
                     self.emit_image(ctx, &glance, img)?;
-                    if let Some(sig) = common::signal::pending() {
-                        return Err(common::cli::Interrupted(sig).into());
+                    if let Some(sig) = system::signal::pending() {
+                        return Err(filter::cli::Interrupted(sig).into());
                     }
                 }
                 next = page.get("next").and_then(Value::as_str).map(str::to_owned);
@@ -376,7 +376,7 @@ fn write_members(
         path: path.clone(),
         source,
     };
-    let mut f = common::atomic::AtomicFile::create(&path, true).map_err(io)?;
+    let mut f = system::atomic::AtomicFile::create(&path, true).map_err(io)?;
     let mut line = m.to_string().into_bytes();
     line.push(b'\n');
     f.file().write_all(&line).map_err(io)?;
@@ -424,9 +424,9 @@ pub enum DumpError {
 
 impl DumpError {
     /// The error facet (with the HTTP details of a failed call).
-    pub fn facet(&self, ctx: &Ctx) -> common::ErrorFacet {
+    pub fn facet(&self, ctx: &Ctx) -> filter::ErrorFacet {
         match self {
-            DumpError::Http(h) => common::glance::error_facet(ctx, h),
+            DumpError::Http(h) => filter::ErrorFacet::classified(ctx.tool(), h),
             _ => ctx.error(self.kind(), self.to_string()),
         }
     }
@@ -447,7 +447,7 @@ fn hash_existing(
     path: &Path,
     algs: &[Algorithm],
 ) -> std::io::Result<(u64, Vec<(Algorithm, String)>)> {
-    let d = common::hash::hash_file(path, algs)?;
+    let d = system::hash::hash_file(path, algs)?;
     Ok((d.bytes, d.digests))
 }
 
@@ -470,7 +470,7 @@ fn dump_one(
     let meta_path = dir.join(id);
     let mut facet = Map::new();
     // Metadata: one JSON line, replaced atomically.
-    let mut meta = common::atomic::AtomicFile::create(&meta_path, true).map_err(io(&meta_path))?;
+    let mut meta = system::atomic::AtomicFile::create(&meta_path, true).map_err(io(&meta_path))?;
     let mut line = serde_json::to_vec(img).map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
     line.push(b'\n');
     meta.file().write_all(&line).map_err(io(&meta_path))?;
@@ -573,7 +573,7 @@ fn dump_one(
     let got = if size.is_some_and(|s| from == s && s > 0) {
         Ok(0)
     } else {
-        let mut meter = common::progress::Progress::new(id, size, progress);
+        let mut meter = system::progress::Progress::new(id, size, progress);
         glance.download(&path, from, &mut |chunk| {
             meter.add(chunk.len() as u64);
             out.write_all(chunk)?;
@@ -602,7 +602,7 @@ fn dump_one(
         });
     }
     std::fs::rename(&part, &data).map_err(io(&data))?;
-    common::atomic::sync_dir(dir).map_err(io(dir))?;
+    system::atomic::sync_dir(dir).map_err(io(dir))?;
     facet.insert(
         "action".into(),
         (if from > 0 { "resumed" } else { "downloaded" }).into(),

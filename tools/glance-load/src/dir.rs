@@ -10,11 +10,11 @@
 //! in [`Listed`]); it is opened once, later, and that handle is checked
 //! against the listing, then probed, hashed and uploaded.
 
-use common::tree::{Dir, Kind, Status};
-use common::{ErrorKind, Record};
+use filter::{ErrorKind, Record};
 use serde_json::{Map, Value};
 use std::io::Read;
 use std::path::Path;
+use system::tree::{Dir, Kind, Status};
 
 /// The largest metadata file read (a v2 image with many properties is a
 /// few KiB).
@@ -150,7 +150,7 @@ fn listed_data(dir: &Dir, name: &str) -> Result<Option<Status>, DirError> {
     let refuse = |kind, why: String| {
         Err(DirError::Io {
             name: name.to_owned(),
-            source: common::files::refusal(kind, why),
+            source: system::files::refusal(kind, why),
         })
     };
     match st.kind {

@@ -17,9 +17,9 @@ pub use plan::LoadError;
 
 use anyhow::Context;
 use clap::Parser;
-use common::cli::{Ctx, SharedArgs, Tool};
-use common::glance::EndpointArgs;
-use common::{ErrorKind, Record};
+use filter::cli::{Ctx, SharedArgs, Tool};
+use filter::{ErrorKind, Record};
+use openstack::glance::EndpointArgs;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -150,7 +150,7 @@ impl Tool for Cli {
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
         let source_args = self.source_url.as_ref().map(|u| EndpointArgs {
             url: Some(u.clone()),
-            auth: common::glance::AuthArgs {
+            auth: openstack::glance::AuthArgs {
                 token: self.source_token.clone(),
                 token_file: self.source_token_file.clone(),
                 headers: self.source_headers.clone(),
@@ -172,17 +172,16 @@ impl Tool for Cli {
             }
             None => (None, None),
         };
-        let Some(target) = self.endpoint.connect(ctx)? else {
-            return Ok(());
+        let target = match self.endpoint.connect()? {
+            Ok(g) => g,
+            Err(u) => return Ok(ctx.fail_on(&u.endpoint, &u.error)?),
         };
-        let source = match &source_args {
-            Some(s) => match s.connect(ctx)? {
-                Some(g) => Some(g),
-                None => return Ok(()),
-            },
+        let source = match source_args.as_ref().map(|s| s.connect()).transpose()? {
+            Some(Ok(g)) => Some(g),
+            Some(Err(u)) => return Ok(ctx.fail_on(&u.endpoint, &u.error)?),
             None => None,
         };
-        common::signal::install();
+        system::signal::install();
         let opts = plan::Options {
             dry_run: self.dry_run,
             strict: self.strict,
@@ -219,9 +218,9 @@ impl Tool for Cli {
             }
             other => Output::Input(other),
         };
-        common::jobs::ordered(usize::from(self.jobs), inputs, &work, &mut |o| emit(ctx, o))?;
-        match common::signal::pending() {
-            Some(sig) => Err(common::cli::Interrupted(sig).into()),
+        system::jobs::ordered(usize::from(self.jobs), inputs, &work, &mut |o| emit(ctx, o))?;
+        match system::signal::pending() {
+            Some(sig) => Err(filter::cli::Interrupted(sig).into()),
             None => Ok(()),
         }
     }
@@ -231,7 +230,7 @@ impl Tool for Cli {
 enum Input {
     /// A record to load, with its data file as the dump directory listed
     /// it (None for a record from stdin).
-    Work(Record, Option<(String, common::tree::Status)>),
+    Work(Record, Option<(String, system::tree::Status)>),
     /// A record passed through (it already carries an error).
     Pass(Record),
     /// An input that could not be read as a record.
@@ -245,7 +244,7 @@ enum Output {
 }
 
 fn stdin_inputs() -> impl Iterator<Item = anyhow::Result<Input>> {
-    let mut reader = common::jsonl::RecordReader::new(std::io::stdin().lock());
+    let mut reader = filter::jsonl::RecordReader::new(std::io::stdin().lock());
     std::iter::from_fn(move || match reader.next_record() {
         Err(e) => Some(Err(e.into())),
         Ok(None) => None,
@@ -273,7 +272,7 @@ fn emit(ctx: &mut Ctx, o: Output) -> anyhow::Result<()> {
         Output::Done(mut rec, Ok(facet)) => {
             let action = facet.get("action").and_then(Value::as_str).unwrap_or("");
             if plan::DIFFERS.contains(&action) {
-                ctx.merge(common::status::Status::No);
+                ctx.merge(filter::status::Status::No);
             }
             rec.set(FACET, Value::Object(facet));
             ctx.emit(&rec)?;
@@ -281,7 +280,7 @@ fn emit(ctx: &mut Ctx, o: Output) -> anyhow::Result<()> {
         Output::Done(mut rec, Err(e)) => {
             rec.set(FACET, serde_json::json!({"action": "failed"}));
             let err = match &e {
-                LoadError::Http(h) => common::glance::error_facet(ctx, h),
+                LoadError::Http(h) => filter::ErrorFacet::classified(ctx.tool(), h),
                 _ => ctx.error(e.kind(), e.to_string()),
             };
             ctx.fail(rec, err)?;

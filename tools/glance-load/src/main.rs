@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    common::cli::main::<glance_load::Cli>()
+    filter::cli::main::<glance_load::Cli>()
 }

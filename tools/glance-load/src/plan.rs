@@ -1,16 +1,16 @@
 //! Per image: read the target's state, plan, act (crate docs), or compare.
 
 use crate::stream::Verified;
-use common::glance::{Glance, HttpError, safe_file_name};
-use common::hash::Expected;
-use common::tree::{Dir, Status};
-use common::{ErrorKind, Record};
+use filter::{ErrorKind, Record};
+use openstack::glance::{Glance, HttpError, safe_file_name};
 use serde_json::{Map, Value, json};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use system::hash::Expected;
+use system::tree::{Dir, Status};
 
 /// Actions that make the exit status 1.
 pub const DIFFERS: &[&str] = &["conflict", "spoiled", "missing", "data_mismatch", "diff"];
@@ -357,11 +357,11 @@ impl Loader<'_> {
             source,
         };
         // Listed and judged; nothing of the data file is opened yet.
-        common::hook::point("glance-load.before_upload");
+        system::hook::point("glance-load.before_upload");
         let file = match (self.dir, listed) {
             (Some(dir), Some((name, st))) => {
                 let f = dir.open_file(name).map_err(io_err)?;
-                common::tree::check_same(&f, st).map_err(io_err)?;
+                system::tree::check_same(&f, st).map_err(io_err)?;
                 f
             }
             _ => open_regular(&p).map_err(io_err)?,
@@ -771,8 +771,8 @@ impl Loader<'_> {
                 } => {
                     // The bytes sent are the handle's; its file must not
                     // have changed in place since it was judged.
-                    common::hook::point("glance-load.before_send");
-                    common::tree::check_same(file, status).map_err(|source| LoadError::Io {
+                    system::hook::point("glance-load.before_send");
+                    system::tree::check_same(file, status).map_err(|source| LoadError::Io {
                         path: fpath.clone(),
                         source,
                     })?;
@@ -838,8 +838,8 @@ impl Loader<'_> {
     }
 
     /// A progress meter for one upload: on a terminal, one image at a time.
-    fn meter(&self, id: &str, size: u64) -> common::progress::Progress {
-        common::progress::Progress::new(id, Some(size), self.opts.progress)
+    fn meter(&self, id: &str, size: u64) -> system::progress::Progress {
+        system::progress::Progress::new(id, Some(size), self.opts.progress)
     }
 
     /// The target's image once Glance is done with a cut upload: not
@@ -1031,10 +1031,10 @@ fn qemu_format(disk_format: &str) -> Option<&'static str> {
 /// links followed as for a named file), which must be a regular file; the
 /// open never blocks.
 fn open_regular(path: &Path) -> io::Result<File> {
-    let input = common::files::open_input(path, common::files::Accept::Regular)?;
+    let input = system::files::open_input(path, system::files::Accept::Regular)?;
     let file = input.into_file();
     if !file.metadata()?.file_type().is_file() {
-        return Err(common::files::refusal(
+        return Err(system::files::refusal(
             ErrorKind::NotRegular,
             "is not a regular file",
         ));
@@ -1054,13 +1054,13 @@ fn format_check(path: &Path, file: &File, img: &Map<String, Value>) -> Result<()
     };
     let src = file
         .try_clone()
-        .and_then(common::formats::FileSource::from_file)
+        .and_then(formats::FileSource::from_file)
         .map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
             source,
         })?;
     // An image our probe cannot read is left for Glance to judge.
-    let Ok(p) = common::formats::probe(&src, "", None) else {
+    let Ok(p) = formats::probe(&src, "", None) else {
         return Ok(());
     };
     let found = p

@@ -6,8 +6,8 @@
 //! active image, and the id stays usable for a retry.
 
 use bytes::Bytes;
-use common::hash::{Expected, Mismatch, MultiHasher};
 use std::io::{self, Read};
+use system::hash::{Expected, Mismatch, MultiHasher};
 
 /// Reads exactly `size` bytes of `inner`, verified (module docs).
 pub struct Verified<R> {
@@ -19,7 +19,7 @@ pub struct Verified<R> {
     want: Expected,
     /// Why the data was refused, once it was.
     failed: Option<String>,
-    progress: Option<common::progress::Progress>,
+    progress: Option<system::progress::Progress>,
 }
 
 impl<R: Read> Verified<R> {
@@ -38,7 +38,7 @@ impl<R: Read> Verified<R> {
     }
 
     /// Show progress on stderr (when it is a terminal).
-    pub fn with_progress(mut self, p: common::progress::Progress) -> Self {
+    pub fn with_progress(mut self, p: system::progress::Progress) -> Self {
         self.progress = Some(p);
         self
     }
@@ -90,7 +90,7 @@ impl<R: Read> Verified<R> {
 
 impl<R: Read> Read for Verified<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        common::signal::check()?;
+        system::signal::check()?;
         if self.left == 0 {
             // An empty image, or the end: nothing more may come.
             self.check()?;
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
 
     fn md5(data: &[u8]) -> Expected {
-        let mut h = MultiHasher::new(&[common::hash::Algorithm::Md5]);
+        let mut h = MultiHasher::new(&[system::hash::Algorithm::Md5]);
         h.update(&Bytes::copy_from_slice(data));
         Expected {
             size: None,

@@ -10,7 +10,6 @@
 //! files live outside the dump directory and are hashed before and after.
 #![cfg(test)]
 
-use common::hash::{Algorithm, MultiHasher};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use system::hash::{Algorithm, MultiHasher};
 
 const A: &str = "4fe257e0-c119-408e-9053-0be3f4940d6a";
 const B: &str = "4fe257e0-c119-408e-9053-0be3f4940d6b";

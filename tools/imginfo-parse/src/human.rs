@@ -13,9 +13,9 @@
 //! no such weakness and is what to use where names are not trusted.
 
 use crate::info::snake;
-use common::size::{SizeError, parse_human_size};
-use common::text::{base64, decode};
 use serde_json::{Map, Number, Value};
+use system::size::{SizeError, parse_human_size};
+use system::text::{base64, decode};
 
 /// One input line: its number (from 1) and bytes without the line end.
 #[derive(Debug, Clone)]

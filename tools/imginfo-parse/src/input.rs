@@ -8,8 +8,8 @@
 //! JSON Lines always do, so one bad line never swallows the rest.
 
 use crate::human::Line;
-use common::ErrorKind;
-use common::jsonl::MAX_LINE;
+use filter::ErrorKind;
+use filter::jsonl::MAX_LINE;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};

@@ -14,12 +14,10 @@ pub mod source;
 
 use anyhow::Context;
 use clap::Parser;
-use common::cli::{Ctx, SharedArgs, Tool};
-use common::exec::ExecError;
-use common::files::{self, Accept};
-use common::formats::{self, FormatError};
-use common::status::Status;
-use common::{ErrorKind, Record};
+use filter::cli::{Ctx, SharedArgs, Tool};
+use filter::status::Status;
+use filter::{ErrorKind, Record};
+use formats::{self, FormatError};
 use human::HumanImage;
 use info::{Source, finish};
 use input::{Doc, DocReader, InputMode};
@@ -28,6 +26,8 @@ use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
+use system::exec::ExecError;
+use system::files::{self, Accept};
 
 /// The facet this tool owns.
 pub const FACET: &str = "info";
@@ -213,14 +213,14 @@ pub struct Cli {
     pub summary: bool,
 
     #[command(flatten)]
-    pub auth: common::glance::AuthArgs,
+    pub auth: openstack::glance::AuthArgs,
 
     #[command(flatten)]
     pub shared: SharedArgs,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
-    common::size::parse_size(s).map_err(|e| e.to_string())
+    system::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 impl Tool for Cli {
@@ -248,7 +248,7 @@ struct Runner<'a> {
     /// the next member of its `--backing-chain`.
     pending: Option<(HumanImage, Option<u64>)>,
     /// `--from-glance`: the Glance, and the audit's counts.
-    glance: Option<common::glance::Glance>,
+    glance: Option<openstack::glance::Glance>,
     audit: remote::Audit,
     /// `--qemu -f`: what native detection found, for the next image.
     detection: Option<Map<String, Value>>,
@@ -277,7 +277,7 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     let stdin_docs = cli.files.is_empty() && cli.urls.is_empty();
     let only = |given: bool, flag: &str, needs: &str| {
         if given {
-            Err(common::cli::usage(format!(
+            Err(filter::cli::usage(format!(
                 "{flag} does nothing without {needs}"
             )))
         } else {
@@ -325,9 +325,9 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     // The native probe reads qemu's formats only; a name it does not know
     // would give a record without a format. (qemu-img judges its own -f.)
     if let Some(f) = cli.format.as_deref().filter(|_| !cli.qemu) {
-        let known = common::formats::known_formats();
+        let known = formats::known_formats();
         if !known.contains(&f) {
-            return Err(common::cli::usage(match f {
+            return Err(filter::cli::usage(match f {
                 "iso" | "mbr" | "gpt" | "partition" => format!(
                     "-f {f}: not a qemu format: qemu reads that layout as raw (-f raw; with \
                      --check, --expect-format iso checks an ISO)"
@@ -362,8 +362,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         Some(url) => {
             let g = cli.auth.client(Some(url), "--from-glance", true, timeout)?;
             if let Err(e) = g.check_v2() {
-                let err = common::glance::error_facet(ctx, &e);
-                ctx.fail(Record::from_path(g.base()), err)?;
+                ctx.fail_on(g.base(), &e)?;
                 return Ok(());
             }
             Some(g)
@@ -399,7 +398,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     if !cli.files.is_empty() {
         for f in &cli.files {
-            r.path_record(files::record_for(f), f.clone())?;
+            r.path_record(filter::record::record_for(f), f.clone())?;
         }
         return Ok(());
     }
@@ -427,7 +426,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
 
 /// `--from-glance`: every record's image probed through `g`, `--jobs` at a
 /// time, in input order; other documents as usual; the summary last.
-fn from_glance(mut r: Runner<'_>, g: &common::glance::Glance) -> anyhow::Result<()> {
+fn from_glance(mut r: Runner<'_>, g: &openstack::glance::Glance) -> anyhow::Result<()> {
     let cli = r.cli;
     let policy = r.policy.clone();
     let opts = remote_options(cli);
@@ -439,7 +438,7 @@ fn from_glance(mut r: Runner<'_>, g: &common::glance::Glance) -> anyhow::Result<
     let mut docs = DocReader::new(io::stdin().lock(), cli.input.unwrap_or(InputMode::Auto));
     let inputs = std::iter::from_fn(|| docs.next_doc().context("reading stdin").transpose());
     let work = |doc: Doc| job.doc(doc);
-    common::jobs::ordered(
+    system::jobs::ordered(
         usize::from(cli.jobs.unwrap_or(4)),
         inputs,
         &work,
@@ -497,7 +496,7 @@ impl Runner<'_> {
                     // are not acceptable either.
                     if self.cli.check {
                         let msg = rec
-                            .get(common::record::ERROR)
+                            .get(filter::record::ERROR)
                             .and_then(|e| e.get("message"))
                             .and_then(Value::as_str)
                             .unwrap_or("upstream error")
@@ -510,7 +509,7 @@ impl Runner<'_> {
                 if rec.path().is_some() {
                     // On stdin, `-` cannot name the image: stdin carries
                     // the records.
-                    return match common::cli::record_input_path(&rec, true) {
+                    return match filter::cli::record_input_path(&rec, true) {
                         Ok(p) => self.path_record(rec, p),
                         Err(why) => {
                             let e = self.ctx.error(ErrorKind::BadRecord, why);
@@ -530,7 +529,7 @@ impl Runner<'_> {
                         ErrorKind::BadRecord,
                         format!(
                             "expected a JSON object or array, found {}",
-                            common::jsonl::json_type(&other)
+                            filter::jsonl::json_type(&other)
                         ),
                     )
                     .at_line(line);
@@ -703,7 +702,7 @@ impl Runner<'_> {
     }
 
     /// Emit an error record (with a failed verdict under --check).
-    fn fail(&mut self, mut rec: Record, e: common::ErrorFacet) -> io::Result<()> {
+    fn fail(&mut self, mut rec: Record, e: filter::ErrorFacet) -> io::Result<()> {
         let oslo = self.oslo.take();
         if self.cli.check {
             let mut verdict = match rec.get(FACET) {
@@ -945,7 +944,7 @@ fn member_record(item: &Value) -> Record {
 
 /// The protocol node qemu lists under every image read from a file.
 fn file_child(path: &str, src: &source::FileBytes) -> Value {
-    use common::formats::Source as _;
+    use formats::Source as _;
     let mut info = Map::new();
     info.insert("filename".into(), path.into());
     info.insert("format".into(), "file".into());
@@ -966,7 +965,7 @@ fn file_child(path: &str, src: &source::FileBytes) -> Value {
     Value::Array(vec![Value::Object(child)])
 }
 
-fn exec_error(ctx: &Ctx, err: &ExecError) -> common::ErrorFacet {
+fn exec_error(ctx: &Ctx, err: &ExecError) -> filter::ErrorFacet {
     let kind = match err {
         ExecError::NotFound { .. } => {
             return ctx.error(

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    common::cli::main::<imginfo_parse::Cli>()
+    filter::cli::main::<imginfo_parse::Cli>()
 }

@@ -33,7 +33,7 @@
 //! non-ASCII byte), `not_read` (a stream whose end was not read, or a read
 //! error: no verdict is guessed).
 
-use common::formats::Source;
+use formats::Source;
 use serde_json::{Value, json};
 
 /// oslo's `detect_file_format` reads 4096 bytes at a time.
@@ -643,7 +643,7 @@ impl Inspector {
         Ok(match self.kind {
             Kind::Qcow2 => self.region_complete("header") && self.qcow2_version.is_some(),
             Kind::Qed => self.region_complete("header") && header.starts_with(b"QED\0"),
-            Kind::Vhd => header.starts_with(&common::formats::vhd::FOOTER_COOKIE),
+            Kind::Vhd => header.starts_with(&formats::vhd::FOOTER_COOKIE),
             Kind::Vhdx => self.data("ident").starts_with(b"vhdxfile"),
             Kind::Vmdk => return self.vmdk_format_match(),
             Kind::Vdi => {

@@ -1,9 +1,9 @@
 //! Running `qemu-img info --output=json` through common's executor.
 
-use common::exec::{Exec, ExecError};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
+use system::exec::{Exec, ExecError};
 
 /// How to call qemu-img.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 //! `encrypted` (which qemu omits when false) is always present.
 
 use crate::info::snake;
-use common::text::rfc3339_utc;
 use serde_json::{Map, Value};
+use system::text::rfc3339_utc;
 
 /// Whether a JSON object is qemu-img's description of an image rather than
 /// one of our records.

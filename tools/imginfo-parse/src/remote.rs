@@ -1,16 +1,16 @@
 //! Images over HTTP: `--url`, and `--from-glance` (each Glance record's
 //! data through `/v2/images/{id}/file`), probed by bounded Range requests
-//! (common::http_source). The work of one image is a pure function of the
+//! (openstack::http_source). The work of one image is a pure function of the
 //! record, so `--jobs` can run it on worker threads; the runner applies
 //! the outcomes in input order.
 
 use crate::info::{Source, finish};
 use crate::input::Doc;
 use crate::{CHECK, FACET, NAME, check};
-use common::formats::{self, FormatError};
-use common::glance::Glance;
-use common::http_source::{Budget, HttpSource, OpenError};
-use common::{ErrorFacet, ErrorKind, Record};
+use filter::{ErrorFacet, ErrorKind, Record};
+use formats::{self, FormatError};
+use openstack::glance::Glance;
+use openstack::http_source::{Budget, HttpSource, OpenError};
 use serde_json::Value;
 
 /// What a `--from-glance` run saw, for its summary record.
@@ -150,7 +150,7 @@ impl Job<'_> {
             Doc::Json {
                 value: Value::Object(m),
                 ..
-            } if m.contains_key("image") && !m.contains_key(common::record::ERROR) => {
+            } if m.contains_key("image") && !m.contains_key(filter::record::ERROR) => {
                 Item::Probed(Box::new(self.glance_record(Record::from_map(m))))
             }
             other => Item::Other(other),
@@ -247,7 +247,7 @@ impl Job<'_> {
             Err(OpenError::Http(e)) => {
                 delta.errors += 1;
                 let mut o = self.outcome(rec, delta);
-                o.error = Some(common::glance::http_error_facet(NAME, &e));
+                o.error = Some(filter::ErrorFacet::classified(NAME, &e));
                 return o;
             }
         };

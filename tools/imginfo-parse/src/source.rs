@@ -10,10 +10,10 @@
 //! the bound): the record then says what was not read, and `--check` fails
 //! closed.
 
-use common::files::{Input, InputKind};
-use common::formats::Source;
+use formats::Source;
 use std::cell::Cell;
 use std::io::{self, Read};
+use system::files::{Input, InputKind};
 
 /// The most a stream is read: every header the native probe knows lives in
 /// the first few MiB of an image, and a stream this size is held in memory.
@@ -24,7 +24,7 @@ pub const STREAM_BOUND: usize = 16 << 20;
 pub const UNKNOWN_LEN: u64 = 1 << 60;
 
 /// A regular file or a block device, read at offsets.
-pub type FileBytes = common::formats::FileSource;
+pub type FileBytes = formats::FileSource;
 
 /// The first bytes of a stream, and whether they are all of it.
 #[derive(Debug)]
@@ -192,7 +192,7 @@ mod tests {
     fn the_probe_never_judges_an_unread_end() {
         // 1 MiB of zeros, cut: raw, but the VHD footer's place was not read.
         let s = StreamBytes::from_prefix(vec![0; 1 << 20], false);
-        let p = common::formats::probe(&s, "-", None).unwrap();
+        let p = formats::probe(&s, "-", None).unwrap();
         assert_eq!(p.info["format"], "raw");
         assert!(s.any_missed());
         assert!(s.missed().is_none());
@@ -210,8 +210,8 @@ mod tests {
             for cut in [0, 1, 512, 4096, 65536, 1 << 20] {
                 if cut < data.len() {
                     let s = StreamBytes::from_prefix(data[..cut].to_vec(), false);
-                    let _ = common::formats::probe(&s, "-", None);
-                    let _ = common::formats::probe(&s, "-", Some("qcow2"));
+                    let _ = formats::probe(&s, "-", None);
+                    let _ = formats::probe(&s, "-", Some("qcow2"));
                     n += 1;
                 }
             }

@@ -92,7 +92,7 @@ fn backing_file_flags_name_the_danger() {
 
 /// Every file the process opened, from strace.
 fn opened_files(dir: &Path, args: &[&str]) -> Option<Vec<String>> {
-    if common::exec::which(std::ffi::OsStr::new("strace")).is_none() {
+    if system::exec::which(std::ffi::OsStr::new("strace")).is_none() {
         assert!(std::env::var_os("CI").is_none(), "strace is required in CI");
         eprintln!("skipping: strace is not installed");
         return None;

@@ -160,7 +160,7 @@ fn non_utf8_names_round_trip_through_records() {
     assert_eq!(out.status.code(), Some(0));
     let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rec["path"], "disk-\u{fffd}.raw");
-    assert_eq!(rec["path_bytes"], common::text::base64(b"disk-\xff.raw"));
+    assert_eq!(rec["path_bytes"], system::text::base64(b"disk-\xff.raw"));
     assert_eq!(rec["info"]["filename_bytes"], rec["path_bytes"]);
     assert_eq!(rec["info"]["virtual_size"], 4096);
     // As another tool writes it (cachewalk nova): path_bytes wins over the

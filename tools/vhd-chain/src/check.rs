@@ -2,7 +2,7 @@
 //! before XenServer imports a VHD (notes/vhd.md section 3.5), as findings
 //! with stable rule names instead of the first error message.
 //!
-//! Why raw bytes and not only `common::formats::probe`: the probe opens a
+//! Why raw bytes and not only `formats::probe`: the probe opens a
 //! file the way qemu does and *refuses* what qemu refuses (a bad footer
 //! checksum at offset 0 is an error, a bad end footer makes a fixed disk
 //! "not a VHD"), while a checker must report those as findings and go on.
@@ -17,7 +17,7 @@
 //! When the end footer is missing (a truncated file), the copy at 0 drives
 //! the remaining checks. Neither copy carrying the footer cookie (or
 //! `v_poison`) is [`CheckError::NotAVhd`]. Footers, header, locators, BAT
-//! and batmap are read through `common::formats::vhd`, and blktap's
+//! and batmap are read through `formats::vhd`, and blktap's
 //! hidden-flag quirk is its rule ([`Footer::checksum_accepted`],
 //! [`Footer::same_as`]).
 //!
@@ -54,9 +54,9 @@
 
 use crate::input::RegularSource;
 use crate::raw::all_zero;
-use common::ErrorKind;
-use common::formats::Source;
-use common::formats::vhd::{
+use filter::ErrorKind;
+use formats::Source;
+use formats::vhd::{
     self, BatmapHeader, DiskType, DynamicHeader, FEATURE_RESERVED, FEATURE_TEMPORARY,
     FOOTER_COOKIE_NAME, FOOTER_LEN, FORMAT_VERSION, Footer, FooterChecksum, Geometry,
     HEADER_COOKIE_NAME, HEADER_LEN, LOCATOR_CODES, NO_OFFSET, ParentLocator, SECTOR, TAP_VERSION,

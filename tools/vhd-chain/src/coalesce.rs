@@ -39,8 +39,8 @@ use crate::patch::{self, Edit, Mode, PatchError};
 use crate::raw::aligned;
 use crate::read::{Chain, ReadError};
 use crate::resize::{self, ResizeError};
-use common::ErrorKind;
-use common::formats::vhd::{self, SECTOR, UNALLOCATED, padded};
+use filter::ErrorKind;
+use formats::vhd::{self, SECTOR, UNALLOCATED, padded};
 use serde::Serialize;
 use std::fs::File;
 use std::io;
@@ -162,9 +162,9 @@ fn named_parent(child: &Path, l: &Layout) -> Result<PathBuf, CoalesceError> {
         // A FIFO, device or directory: never opened (it could block).
         Ok(m) if !m.file_type().is_symlink() => Err(CoalesceError::Resize(ResizeError::Io {
             path: p,
-            source: common::files::refusal(
+            source: system::files::refusal(
                 ErrorKind::NotRegular,
-                format!("is a {}, not a regular file", common::files::describe(&m)),
+                format!("is a {}, not a regular file", system::files::describe(&m)),
             ),
         })),
         Ok(_) => Err(bad(format!(
@@ -240,7 +240,7 @@ impl<'a> Editor<'a> {
             patch::crash_point(self.writes);
         }
         self.writes += 1;
-        common::signal::check()?;
+        system::signal::check()?;
         self.f.write_all_at(data, off)
     }
 
@@ -457,7 +457,7 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
         if seen.contains(&t.status.id) {
             return Err(CoalesceError::Resize(ResizeError::Io {
                 path: parent.to_path_buf(),
-                source: common::files::refusal(
+                source: system::files::refusal(
                     ErrorKind::SameFile,
                     format!(
                         "{} is the same file as another member of the chain; refusing to write over it",

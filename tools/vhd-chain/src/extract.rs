@@ -25,7 +25,7 @@
 //! and every file this call created is removed before the error is returned,
 //! so a refused archive leaves `dir` as it was.
 
-use common::formats::vhd;
+use formats::vhd;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -34,7 +34,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use common::ErrorKind;
+use filter::ErrorKind;
 use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 
@@ -365,7 +365,7 @@ pub const SPACE_RESERVE_MIN: u64 = 64 << 20;
 /// 5% of that free space or [`SPACE_RESERVE_MIN`], whichever is larger.
 /// None when the free space cannot be read.
 pub fn space_bound(dir: &Path) -> Option<u64> {
-    let free = common::files::available_bytes(dir).ok()?;
+    let free = system::files::available_bytes(dir).ok()?;
     Some(free.saturating_sub((free / 20).max(SPACE_RESERVE_MIN)))
 }
 
@@ -644,7 +644,7 @@ fn run<R: Read>(
     }
     drain_trailer(archive.into_inner(), &state)?;
     if let Some(dir) = dir {
-        common::atomic::sync_dir(dir).map_err(|source| ExtractError::Dir {
+        system::atomic::sync_dir(dir).map_err(|source| ExtractError::Dir {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -952,7 +952,7 @@ fn copy_member<R: Read, W: Write>(
         if let Some(s) = sniff.as_deref_mut() {
             s.feed(&buf[..n]);
         }
-        common::signal::check()
+        system::signal::check()
             .and_then(|()| out.write_all(&buf[..n]))
             .map_err(|source| {
                 CopyError::Done(ExtractError::Write {

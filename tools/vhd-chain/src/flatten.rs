@@ -32,13 +32,13 @@
 
 use crate::read::{self, ReadError};
 use crate::write::{BLOCK_SIZE, DynamicWriter, random_uuid};
-use common::ErrorKind;
-use common::atomic::AtomicFile;
-use common::files::FileId;
+use filter::ErrorKind;
 use serde::Serialize;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use system::atomic::AtomicFile;
+use system::files::FileId;
 
 /// Blocks (of 2 MiB) written between two starts of writeback.
 const WRITEBACK_BLOCKS: u64 = 16;
@@ -150,12 +150,12 @@ fn parse_scratch_name(name: &std::ffi::OsStr, outname: &std::ffi::OsStr) -> Opti
 
 /// Remove the leftovers of crashed flattens to `outname` in `parent`:
 /// scratch directories (here) and temporary files
-/// ([`common::atomic::remove_stale_temps`]) whose pid is not a running
+/// ([`system::atomic::remove_stale_temps`]) whose pid is not a running
 /// process (never our own). Best effort: an entry that cannot be removed
 /// is left alone. Nothing is done without `/proc` (no way to tell a live
 /// pid from a dead one). Returns how many were removed.
 fn remove_stale(parent: &Path, outname: &std::ffi::OsStr) -> u64 {
-    let mut removed = common::atomic::remove_stale_temps(&parent.join(outname));
+    let mut removed = system::atomic::remove_stale_temps(&parent.join(outname));
     let Ok(entries) = std::fs::read_dir(parent) else {
         return removed;
     };
@@ -165,7 +165,7 @@ fn remove_stale(parent: &Path, outname: &std::ffi::OsStr) -> u64 {
         let Some(pid) = parse_scratch_name(&name, outname) else {
             continue;
         };
-        if pid == me || common::atomic::pid_alive(pid) != Some(false) {
+        if pid == me || system::atomic::pid_alive(pid) != Some(false) {
             continue;
         }
         // Directly in `parent` (read_dir's entries are), never followed.
@@ -181,7 +181,7 @@ fn remove_stale(parent: &Path, outname: &std::ffi::OsStr) -> u64 {
 /// The identities of what `source` names: the tarball (stdin's file for
 /// `-`), or a chain directory's members.
 fn input_ids(source: &Path) -> Vec<FileId> {
-    if common::files::is_dash(source) {
+    if system::files::is_dash(source) {
         return FileId::of_stdio(0).into_iter().collect();
     }
     let mut files = vec![source.to_path_buf()];
@@ -210,11 +210,11 @@ impl Verifier {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<(u64, u64, usize)>>();
         let handle = std::thread::spawn(move || {
             let mut digest = crate::write::BlockDigest::default();
-            let mut buf = vec![0u8; (common::formats::vhd::SECTOR + BLOCK_SIZE) as usize];
+            let mut buf = vec![0u8; (formats::vhd::SECTOR + BLOCK_SIZE) as usize];
             for batch in rx {
                 for (index, off, valid) in batch {
                     file.read_exact_at(&mut buf, off)?;
-                    let (bitmap, data) = buf.split_at(common::formats::vhd::SECTOR as usize);
+                    let (bitmap, data) = buf.split_at(formats::vhd::SECTOR as usize);
                     if bitmap.iter().any(|b| *b != 0xff) {
                         return Err(io::Error::other(format!(
                             "block {index}: its bitmap reads back wrong"
@@ -299,7 +299,7 @@ pub fn flatten_with(
         source,
     };
     if !opts.replacing {
-        common::files::check_output(output, overwrite, &input_ids(source)).map_err(out_err)?;
+        system::files::check_output(output, overwrite, &input_ids(source)).map_err(out_err)?;
     }
     let mut atomic = AtomicFile::create(output, overwrite).map_err(out_err)?;
     let stale_removed = match (output.parent(), output.file_name()) {
@@ -351,19 +351,14 @@ pub fn flatten_with(
     // The verifier reads each block back from the file as soon as it is
     // written, on its own thread, while the rest is still being copied.
     let verifier = Verifier::start(&temp).map_err(out_err)?;
-    let mut writer = DynamicWriter::new(
-        atomic.file(),
-        size,
-        uuid,
-        common::formats::vhd::timestamp_now(),
-    )
-    .map_err(out_err)?;
+    let mut writer = DynamicWriter::new(atomic.file(), size, uuid, formats::vhd::timestamp_now())
+        .map_err(out_err)?;
     // Holes (no member holds a block there) cost neither reads nor writes.
     // Writeback is started every WRITEBACK_BLOCKS blocks written, so the
     // disk works while we do and the final fsync has little left.
     let mut kicked = 0;
     let copied = chain.for_each_piece(BLOCK_SIZE, |_, data, len| {
-        common::signal::check().map_err(out_err)?;
+        system::signal::check().map_err(out_err)?;
         match data {
             Some(d) => writer.write_all(d).map_err(out_err)?,
             None => writer.write_hole(len).map_err(out_err)?,
@@ -371,7 +366,7 @@ pub fn flatten_with(
         verifier.send(writer.take_placed());
         if writer.allocated() >= kicked + WRITEBACK_BLOCKS {
             kicked = writer.allocated();
-            common::atomic::start_writeback(writer.get_ref());
+            system::atomic::start_writeback(writer.get_ref());
         }
         Ok::<(), FlattenError>(())
     });

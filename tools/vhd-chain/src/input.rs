@@ -3,7 +3,7 @@
 //! One rule, by construction:
 //! - A file **named on the command line and only read** (info, check
 //!   FILE, cat FILE, a set-parent PARENT) is opened through the shared
-//!   input layer ([`common::files::open_input`]): the operator's link is
+//!   input layer ([`system::files::open_input`]): the operator's link is
 //!   followed, as qemu-img does; it must be a regular file or a block
 //!   device (a FIFO, socket, character device or directory is refused,
 //!   `not_regular`, and nothing ever blocks in `open()`). Only a tarball,
@@ -16,12 +16,12 @@
 //!   named directly: a link there is refused (`symlink`), because
 //!   rewriting a link's target outside its directory is the attack.
 
-use common::ErrorKind;
-use common::files::{Accept, Input, open_input, refusal};
+use filter::ErrorKind;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use system::files::{Accept, Input, open_input, refusal};
 
 /// Open a file that must be regular, or a block device (a volume, read
 /// at offsets like a file); `-` is stdin, when it is one.
@@ -44,7 +44,7 @@ pub fn open_tarball(path: &Path) -> io::Result<Input> {
 
 /// The refusal for a link where none is followed.
 pub fn symlink_refusal() -> io::Error {
-    common::tree::symlink_refusal("a file vhd-chain changes, or a chain member,")
+    system::tree::symlink_refusal("a file vhd-chain changes, or a chain member,")
 }
 
 /// Open the regular file `path` (for reading, and writing when `write`)
@@ -68,7 +68,7 @@ pub fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
     if !md.is_file() {
         return Err(refusal(
             ErrorKind::NotRegular,
-            format!("is a {}, not a regular file", common::files::describe(&md)),
+            format!("is a {}, not a regular file", system::files::describe(&md)),
         ));
     }
     // O_NONBLOCK stays: it changes nothing for a regular file.
@@ -80,4 +80,4 @@ pub fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
 /// operator's link, a block device's length from its end) or from a
 /// handle already opened and judged (`RegularSource::from_file`, a chain
 /// member).
-pub type RegularSource = common::formats::FileSource;
+pub type RegularSource = formats::FileSource;

@@ -33,12 +33,12 @@
 //! the original bytes; then `END!` and the XXH3-128 of everything before
 //! it (16 bytes).
 
-use common::atomic::AtomicFile;
-use common::files::FileId;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use system::atomic::AtomicFile;
+use system::files::FileId;
 
 const MAGIC: &[u8; 16] = b"VHD-CHAIN-UNDO-1";
 const TRAILER: &[u8; 4] = b"END!";
@@ -84,12 +84,12 @@ pub enum JournalError {
 
 impl JournalError {
     /// The record's `error.kind`.
-    pub fn kind(&self) -> common::ErrorKind {
+    pub fn kind(&self) -> filter::ErrorKind {
         match self {
-            JournalError::Io { source, .. } => common::ErrorKind::from_io(source),
-            JournalError::Occupied { .. } => common::ErrorKind::AlreadyExists,
-            JournalError::IsTarget { .. } => common::ErrorKind::SameFile,
-            JournalError::TooLarge { .. } => common::ErrorKind::LimitExceeded,
+            JournalError::Io { source, .. } => filter::ErrorKind::from_io(source),
+            JournalError::Occupied { .. } => filter::ErrorKind::AlreadyExists,
+            JournalError::IsTarget { .. } => filter::ErrorKind::SameFile,
+            JournalError::TooLarge { .. } => filter::ErrorKind::LimitExceeded,
         }
     }
 }
@@ -161,7 +161,7 @@ impl Journal {
             });
         }
         // A crashed earlier begin's temporary file is garbage.
-        common::atomic::remove_stale_temps(path);
+        system::atomic::remove_stale_temps(path);
         let mut out = AtomicFile::create(path, false).map_err(|e| occupied_or_io(path, e))?;
         let written = (|| -> io::Result<()> {
             // It holds the image's bytes: readable by the owner only.
@@ -225,8 +225,8 @@ fn occupied(path: &Path, why: &str) -> JournalError {
 /// An error creating the journal: something appeared under its name
 /// (kind `already_exists`), or another I/O error.
 fn occupied_or_io(path: &Path, e: io::Error) -> JournalError {
-    match common::ErrorKind::from_io(&e) {
-        common::ErrorKind::AlreadyExists | common::ErrorKind::NotRegular => {
+    match filter::ErrorKind::from_io(&e) {
+        filter::ErrorKind::AlreadyExists | filter::ErrorKind::NotRegular => {
             occupied(path, "a file appeared there while the journal was written")
         }
         _ => io_at(path)(e),
@@ -255,7 +255,7 @@ fn inspect(path: &Path, target: Option<FileId>) -> Result<Option<Metadata>, Jour
             path,
             &format!(
                 "a {} is there, not a vhd-chain journal",
-                common::files::describe(&md)
+                system::files::describe(&md)
             ),
         ));
     }
@@ -270,7 +270,7 @@ fn remove_if_same(path: &Path, id: FileId) -> Result<(), JournalError> {
         return Err(occupied(path, "it was replaced while being applied"));
     }
     std::fs::remove_file(path).map_err(io_at(path))?;
-    common::atomic::sync_dir(parent_dir(path)).map_err(io_at(path))
+    system::atomic::sync_dir(parent_dir(path)).map_err(io_at(path))
 }
 
 /// What [`rollback`] did.
@@ -491,7 +491,7 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap()[..10], [2; 10]);
     }
 
-    fn kind(e: &JournalError) -> common::ErrorKind {
+    fn kind(e: &JournalError) -> filter::ErrorKind {
         e.kind()
     }
 
@@ -509,7 +509,7 @@ mod tests {
         for content in [&full[..0], &full[..10], &full[..full.len() / 2], &bad[..]] {
             std::fs::write(&jp, content).unwrap();
             let e = rollback(&jp, &p).unwrap_err();
-            assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+            assert_eq!(kind(&e), filter::ErrorKind::AlreadyExists, "{e}");
             assert_eq!(std::fs::read(&jp).unwrap(), content);
         }
         // Another file (a new inode) with the same name.
@@ -517,7 +517,7 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, [9; 4096]).unwrap();
         let e = rollback(&jp, &p).unwrap_err();
-        assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(kind(&e), filter::ErrorKind::AlreadyExists, "{e}");
         assert_eq!(std::fs::read(&jp).unwrap(), full);
         assert_eq!(std::fs::read(&p).unwrap(), vec![9; 4096]);
         // The image itself, by its name or a hard link.
@@ -525,19 +525,19 @@ mod tests {
         std::fs::hard_link(&p, &link).unwrap();
         for j in [&p, &link] {
             let e = rollback(j, &p).unwrap_err();
-            assert_eq!(kind(&e), common::ErrorKind::SameFile, "{e}");
+            assert_eq!(kind(&e), filter::ErrorKind::SameFile, "{e}");
             let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
             let e = Journal::begin(j, &p, &f, &[(0, 10)]).unwrap_err();
-            assert_eq!(kind(&e), common::ErrorKind::SameFile, "{e}");
+            assert_eq!(kind(&e), filter::ErrorKind::SameFile, "{e}");
         }
         assert_eq!(std::fs::read(&p).unwrap(), vec![9; 4096]);
         // A symlink, even to a journal, and a directory.
         let sl = t.path().join("sl");
         std::os::unix::fs::symlink(&jp, &sl).unwrap();
         let e = rollback(&sl, &p).unwrap_err();
-        assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(kind(&e), filter::ErrorKind::AlreadyExists, "{e}");
         let e = rollback(t.path(), &p).unwrap_err();
-        assert_eq!(kind(&e), common::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(kind(&e), filter::ErrorKind::AlreadyExists, "{e}");
         assert!(jp.exists() && sl.exists());
     }
 }

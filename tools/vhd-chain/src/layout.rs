@@ -5,7 +5,7 @@
 //! also accepts the footer copy at 0, a file to be changed must have a
 //! good end footer: the change rewrites it.
 
-use common::formats::vhd::{
+use formats::vhd::{
     self, BatmapHeader, DynamicHeader, FOOTER_LEN, Footer, HEADER_LEN, SECTOR, UNALLOCATED, padded,
 };
 use std::fs::File;
@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 /// The disk type.
-pub use common::formats::vhd::DiskType as Kind;
+pub use formats::vhd::DiskType as Kind;
 
 /// Bytes of a footer.
 pub const FOOTER: u64 = FOOTER_LEN as u64;

@@ -22,9 +22,9 @@ pub mod resize;
 pub mod write;
 
 use clap::{Parser, Subcommand};
-use common::cli::{Ctx, SharedArgs, Tool};
-use common::formats::{FormatError, Reader, vhd};
-use common::{ErrorKind, Record};
+use filter::cli::{Ctx, SharedArgs, Tool};
+use filter::{ErrorKind, Record};
+use formats::{FormatError, Reader, vhd};
 use serde_json::{Map, Value};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -268,7 +268,7 @@ pub enum Command {
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
-    common::size::parse_size(s).map_err(|e| e.to_string())
+    system::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 impl Tool for Cli {
@@ -288,11 +288,11 @@ impl Tool for Cli {
         // in-place change rolled back from its journal), say so in an
         // `interrupted` error record, and exit 128+N.
         if command.writes() {
-            common::signal::install();
+            system::signal::install();
         }
         let result = Cli::dispatch(command, ctx);
-        match common::signal::pending() {
-            Some(sig) if result.is_ok() => Err(common::cli::Interrupted(sig).into()),
+        match system::signal::pending() {
+            Some(sig) if result.is_ok() => Err(filter::cli::Interrupted(sig).into()),
             _ => result,
         }
     }
@@ -303,8 +303,8 @@ impl Command {
     /// stream can be read or written: usage errors (exit 2, kind
     /// `usage`), never silently ignored.
     fn check_usage(&self) -> anyhow::Result<()> {
-        use common::cli::usage;
-        use common::files::is_dash;
+        use filter::cli::usage;
+        use system::files::is_dash;
         match self {
             Command::Extract { dir, .. } if is_dash(dir) => Err(usage(
                 "extract: DIR is a directory to write members into; `-` (stdout) cannot hold them",
@@ -434,10 +434,10 @@ impl Cli {
                 };
                 match source {
                     Some(src) => {
-                        let rec = common::files::record_for(&src);
+                        let rec = filter::record::record_for(&src);
                         flatten_one(ctx, rec, &src, &how, false)
                     }
-                    None => common::cli::each_input_file(ctx, &[], |ctx, rec, p| {
+                    None => filter::cli::each_input_file(ctx, &[], |ctx, rec, p| {
                         flatten_one(ctx, rec, &p, &how, true)
                     }),
                 }
@@ -462,7 +462,7 @@ impl Cli {
                 } else {
                     patch::Mode::Copy
                 };
-                let rec = common::files::record_for(&file);
+                let rec = filter::record::record_for(&file);
                 match resize::resize(&file, size, mode) {
                     Ok(done) => facet_record(ctx, rec, "resize", &done),
                     Err(err) => {
@@ -483,7 +483,7 @@ impl Cli {
                 Ok(chain) => relink_records(ctx, &dir, relink::fix_dir(&chain, force)),
                 Err((kind, msg)) => {
                     let e = ctx.error(kind, msg);
-                    fail_rec(ctx, common::files::record_for(&dir), e)?;
+                    fail_rec(ctx, filter::record::record_for(&dir), e)?;
                     Ok(())
                 }
             },
@@ -551,7 +551,7 @@ fn info_record(ctx: &mut Ctx, mut rec: Record, path: &Path) -> io::Result<()> {
 }
 
 fn info(ctx: &mut Ctx, files: &[PathBuf]) -> anyhow::Result<()> {
-    common::cli::each_input_file(ctx, files, |ctx, rec, p| Ok(info_record(ctx, rec, &p)?))
+    filter::cli::each_input_file(ctx, files, |ctx, rec, p| Ok(info_record(ctx, rec, &p)?))
 }
 
 fn extract_cmd(
@@ -563,7 +563,7 @@ fn extract_cmd(
     match extract::extract_vhds(tarball, dir, limits) {
         Ok(members) => {
             for m in members {
-                let mut rec = common::files::record_for(&m.path);
+                let mut rec = filter::record::record_for(&m.path);
                 let mut f = Map::new();
                 f.insert("step".into(), "extract".into());
                 f.insert("member".into(), m.name.into());
@@ -580,13 +580,13 @@ fn extract_cmd(
             }
         }
         Err(err) => {
-            let mut rec = common::files::record_for(tarball);
+            let mut rec = filter::record::record_for(tarball);
             let mut e = ctx.error(err.kind(), err.to_string());
             if let Some(m) = err.member() {
                 e = e.with("member", m);
             }
             fail_rec(ctx, rec.clone(), e)?;
-            rec.remove(common::record::PATH);
+            rec.remove(filter::record::PATH);
         }
     }
     Ok(())
@@ -610,9 +610,9 @@ fn check_cmd(
         match r {
             Ok(report) => {
                 if !report.valid {
-                    ctx.merge(common::Status::No);
+                    ctx.merge(filter::Status::No);
                 }
-                let mut rec = common::files::record_for(path);
+                let mut rec = filter::record::record_for(path);
                 let mut f = match serde_json::to_value(&report)? {
                     Value::Object(m) => m,
                     _ => Map::new(),
@@ -623,7 +623,7 @@ fn check_cmd(
             }
             Err(err) => {
                 let e = ctx.error(err.kind(), err.to_string());
-                fail_rec(ctx, common::files::record_for(path), e)?;
+                fail_rec(ctx, filter::record::record_for(path), e)?;
             }
         }
         Ok(())
@@ -647,7 +647,7 @@ fn check_cmd(
                 }
                 Err((kind, msg)) => {
                     let e = ctx.error(kind, msg);
-                    fail_rec(ctx, common::files::record_for(dir), e)?;
+                    fail_rec(ctx, filter::record::record_for(dir), e)?;
                 }
             }
         }
@@ -694,8 +694,8 @@ fn cat_cmd(ctx: &mut Ctx, source: &Path) -> anyhow::Result<()> {
 
 /// Emit `rec` with the error `e`; a message that begins with the record's
 /// own path has it removed, since [`Ctx::fail`] names it already.
-fn fail_rec(ctx: &mut Ctx, rec: Record, mut e: common::record::ErrorFacet) -> io::Result<()> {
-    if let Ok(Some(p)) = common::files::path_of(&rec) {
+fn fail_rec(ctx: &mut Ctx, rec: Record, mut e: filter::record::ErrorFacet) -> io::Result<()> {
+    if let Ok(Some(p)) = filter::record::path_of(&rec) {
         e.message = without_path(&e.message, &p);
     }
     ctx.fail(rec, e)
@@ -715,7 +715,7 @@ fn without_path(msg: &str, path: &Path) -> String {
 /// An error record for `path`.
 fn fail_path(ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: &str) -> anyhow::Result<()> {
     let e = ctx.error(kind, msg);
-    fail_rec(ctx, common::files::record_for(path), e)?;
+    fail_rec(ctx, filter::record::record_for(path), e)?;
     Ok(())
 }
 
@@ -854,7 +854,7 @@ fn flatten_one(
             if how.replace {
                 facet.insert("status".into(), "replaced".into());
             } else if !piped {
-                rec = common::files::record_for(&output);
+                rec = filter::record::record_for(&output);
             }
             rec.set(FACET, Value::Object(facet));
             ctx.emit(&rec)?;
@@ -911,7 +911,7 @@ fn coalesce_cmd(
 ) -> anyhow::Result<()> {
     let fail = |ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: String| -> anyhow::Result<()> {
         let e = ctx.error(kind, msg);
-        fail_rec(ctx, common::files::record_for(path), e)?;
+        fail_rec(ctx, filter::record::record_for(path), e)?;
         Ok(())
     };
     let journal_of = |parent: &Path| {
@@ -931,7 +931,7 @@ fn coalesce_cmd(
             let j = journal_of(&p);
             coalesce::coalesce(child, Some(&p), mode_for(in_place, &j))
         });
-        let rec = common::files::record_for(child);
+        let rec = filter::record::record_for(child);
         return match result {
             Ok(done) => facet_record(ctx, rec, "coalesce", &done),
             Err(e) => fail(ctx, child, e.kind(), e.to_string()),
@@ -966,7 +966,7 @@ fn coalesce_cmd(
     for k in 0..members.len().saturating_sub(1) {
         if k > 0 {
             // Between two steps: a test swaps the directory here.
-            common::hook::point("vhd-chain.coalesce.next_step");
+            system::hook::point("vhd-chain.coalesce.next_step");
         }
         let j = journal_of(&members[k + 1]);
         let opened: Result<Vec<member::Target>, member::Failure> = (k..members.len())
@@ -981,7 +981,7 @@ fn coalesce_cmd(
                 if let Some((_, r)) = rolled_back.iter().find(|(p, _)| *p == members[k + 1]) {
                     done.journal = *r;
                 }
-                let rec = common::files::record_for(&members[k]);
+                let rec = filter::record::record_for(&members[k]);
                 facet_record(ctx, rec, "coalesce", &done)?;
             }
             Err(e) => return fail(ctx, &members[k], e.kind(), e.to_string()),
@@ -989,7 +989,7 @@ fn coalesce_cmd(
     }
     // Cinder's coalesce_chain returns the base: so does the last record.
     if let Some(base) = members.last() {
-        let mut rec = common::files::record_for(base);
+        let mut rec = filter::record::record_for(base);
         let facts = dir
             .open_target(members.len() - 1, false)
             .and_then(|t| vhd_facts_of(base, t.file));
@@ -1031,7 +1031,7 @@ fn relink_records(
     match result {
         Ok(done) => {
             for r in done {
-                let mut rec = common::files::record_for(&r.child);
+                let mut rec = filter::record::record_for(&r.child);
                 let mut f = match serde_json::to_value(&r)? {
                     Value::Object(m) => m,
                     _ => Map::new(),
@@ -1043,7 +1043,7 @@ fn relink_records(
         }
         Err(err) => {
             let e = ctx.error(err.kind(), err.to_string());
-            fail_rec(ctx, common::files::record_for(target), e)?;
+            fail_rec(ctx, filter::record::record_for(target), e)?;
         }
     }
     Ok(())
@@ -1132,7 +1132,7 @@ pub fn ignored_members(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
-    let dir_rec = || common::files::record_for(dir);
+    let dir_rec = || filter::record::record_for(dir);
     let members = match member::ChainDir::open(dir) {
         Ok(c) => c,
         Err((kind, msg)) => {
@@ -1165,7 +1165,7 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
             Ok(f) => facts.push(f),
             Err((kind, msg)) => {
                 let e = ctx.error(kind, msg);
-                fail_rec(ctx, common::files::record_for(p), e)?;
+                fail_rec(ctx, filter::record::record_for(p), e)?;
                 return Ok(());
             }
         }
@@ -1199,7 +1199,7 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
         };
         if let Some((kind, msg)) = problem {
             let e = ctx.error(kind, msg);
-            fail_rec(ctx, common::files::record_for(&chain[i]), e)?;
+            fail_rec(ctx, filter::record::record_for(&chain[i]), e)?;
             return Ok(());
         }
     }
@@ -1218,7 +1218,7 @@ fn discover_cmd(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<()> {
                 f.get("parent_uuid").is_some() && f.get("parent_uuid") == parent.get("uuid");
             f.insert("parent_uuid_matches".into(), matches.into());
         }
-        let mut rec = common::files::record_for(p);
+        let mut rec = filter::record::record_for(p);
         rec.set(FACET, Value::Object(f));
         ctx.emit(&rec)?;
     }

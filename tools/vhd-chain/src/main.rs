@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    common::cli::main::<vhd_chain::Cli>()
+    filter::cli::main::<vhd_chain::Cli>()
 }

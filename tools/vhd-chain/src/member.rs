@@ -8,14 +8,14 @@
 //! A member is judged from the handle opened here, and that handle is the
 //! one read (and, for `fix`, copied); where a name must be used again (a
 //! rename into place), its identity is compared with the judged handle
-//! first ([`common::tree::check_same`]) and another file there is refused
+//! first ([`system::tree::check_same`]) and another file there is refused
 //! (`changed`).
 
-use common::ErrorKind;
-use common::tree::{Dir, Status};
+use filter::ErrorKind;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use system::tree::{Dir, Status};
 
 /// An error as the subcommands report it: kind and message (the message
 /// names the file).
@@ -185,12 +185,12 @@ impl Target {
     /// meanwhile is `changed`: writing the judged one would change what
     /// no name reaches).
     pub fn unchanged(&self) -> std::io::Result<()> {
-        common::tree::check_same(&self.file, &self.status)?;
+        system::tree::check_same(&self.file, &self.status)?;
         let now = self.dir.status(&self.name)?;
-        if now.kind == common::tree::Kind::File && now.same_as(&self.status) {
+        if now.kind == system::tree::Kind::File && now.same_as(&self.status) {
             Ok(())
         } else {
-            Err(common::tree::changed(now.kind))
+            Err(system::tree::changed(now.kind))
         }
     }
 }
@@ -213,7 +213,7 @@ impl ChainDir {
 /// directory, never through a link in its last component.
 pub fn dir_and_name(path: &Path) -> std::io::Result<(Dir, OsString)> {
     let name = path.file_name().ok_or_else(|| {
-        common::files::refusal(ErrorKind::Refused, "names no file (it ends in .. or /)")
+        system::files::refusal(ErrorKind::Refused, "names no file (it ends in .. or /)")
     })?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -21,12 +21,12 @@
 
 use crate::journal::{self, Journal, JournalError, Rollback};
 use crate::member::Target;
-use common::ErrorKind;
-use common::atomic::AtomicFile;
+use filter::ErrorKind;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use system::atomic::AtomicFile;
 
 /// How to change the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +155,7 @@ pub fn apply_with(
 ) -> Result<(), PatchError> {
     // Between judging the file and the first write: a test swaps or
     // changes it here.
-    common::hook::point("vhd-chain.before_write");
+    system::hook::point("vhd-chain.before_write");
     // The handle judged is the one copied or written; it must still be
     // what was judged (size, mtime), or nothing is written.
     target.unchanged().map_err(|_| PatchError::Changed {
@@ -189,7 +189,7 @@ fn apply_copy(
     // whatever the path names now).
     let temp_at = target.dir.pinned_path(&target.name).map_err(io_at(path))?;
     // A crashed earlier run's copy is garbage now.
-    common::atomic::remove_stale_temps(&temp_at);
+    system::atomic::remove_stale_temps(&temp_at);
     let mut out = AtomicFile::create(&temp_at, true).map_err(io_at(path))?;
     let perm = target.file.metadata().map_err(io_at(path))?.permissions();
     let perm = std::fs::Permissions::from_mode(perm.mode() & 0o7777);
@@ -201,7 +201,7 @@ fn apply_copy(
     if copied != target.status.size {
         return Err(changed());
     }
-    common::signal::check()
+    system::signal::check()
         .and_then(|()| work(out.file()))
         .map_err(io_at(path))?;
     verify(path, out.file()).map_err(|why| PatchError::Verify {
@@ -231,7 +231,7 @@ fn write_edit_with(f: &File, edit: &Edit, crash_after: Option<usize>) -> io::Res
             let _ = f.sync_data();
             std::process::abort();
         }
-        common::signal::check()?;
+        system::signal::check()?;
         f.write_all_at(data, *off)?;
     }
     f.set_len(edit.new_len)
@@ -257,7 +257,7 @@ fn apply_in_place(
     let j = Journal::begin(journal, path, f, &ranges)?;
     let done = (|| -> io::Result<()> {
         for &off in poison {
-            f.write_all_at(&common::formats::vhd::POISON_COOKIE, off)?;
+            f.write_all_at(&formats::vhd::POISON_COOKIE, off)?;
         }
         f.sync_data()?;
         work(f)

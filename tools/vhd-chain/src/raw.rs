@@ -1,5 +1,5 @@
 //! Placement helpers for the writers (the format itself, fields,
-//! checksums and sizes, is `common::formats::vhd`).
+//! checksums and sizes, is `formats::vhd`).
 
 /// The first sector at or after `s` whose next sector starts on a 4 KiB
 /// boundary: a block's bitmap goes there so that its data is aligned.

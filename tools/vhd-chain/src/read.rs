@@ -49,8 +49,8 @@
 //! runs that no image holds without reading anything, and keeps one sector
 //! bitmap per image: memory does not grow with the disk.
 
-use common::ErrorKind;
-use common::formats::vhd::{
+use filter::ErrorKind;
+use formats::vhd::{
     self, DiskType, DynamicHeader, FOOTER_COOKIE_NAME, FOOTER_LEN, Footer, HEADER_COOKIE_NAME,
     HEADER_LEN, SECTOR, UNALLOCATED, VhdError,
 };
@@ -607,7 +607,7 @@ impl Chain {
         let mut buf = vec![0u8; usize::try_from(per * SECTOR).unwrap_or(PIECE)];
         let mut s = start / SECTOR;
         while s < total {
-            common::signal::check().map_err(|source| ReadError::Output { what: "", source })?;
+            system::signal::check().map_err(|source| ReadError::Output { what: "", source })?;
             let n = per.min(total - s);
             let len = n * SECTOR;
             if self.is_hole(s, n) {

@@ -38,21 +38,21 @@
 //!   ASCII fails on them); names that are not UTF-8 are refused.
 
 use crate::member::ChainDir;
-use common::ErrorKind;
-use common::atomic::AtomicFile;
-use common::files::FileId;
-use common::formats::vhd::{
+use filter::ErrorKind;
+use formats::vhd::{
     self, DiskType, FOOTER_LEN, HEADER_COOKIE_NAME, HEADER_LEN, PARENT_NAME_LEN, ParentLocator,
     SECTOR, uuid_string,
 };
-use common::formats::{FormatError, Reader};
-use common::tree::{Dir, Status, check_same};
+use formats::{FormatError, Reader};
 use serde::Serialize;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use system::atomic::AtomicFile;
+use system::files::FileId;
+use system::tree::{Dir, Status, check_same};
 
 const FOOTER: u64 = FOOTER_LEN as u64;
 /// Largest locator data area we write (vhd-util's paths are < 1 KiB).
@@ -395,7 +395,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RelinkError + '_ {
 /// differencing disks, strict checksums: what `vhd-chain info` reports).
 fn qemu_open(path: &Path, file: &File) -> Result<vhd::QemuOpen, RelinkError> {
     // A second handle on the very file judged (the caller keeps its own).
-    let src = common::formats::FileSource::from_file(file.try_clone().map_err(io_err(path))?)
+    let src = formats::FileSource::from_file(file.try_clone().map_err(io_err(path))?)
         .map_err(io_err(path))?;
     match vhd::open_qemu(&Reader::new(&src, "vpc")) {
         Ok(Some(o)) => Ok(o),
@@ -651,7 +651,7 @@ impl Plan<'_> {
             path: child.clone(),
         };
         // Between judging the child and writing: a test swaps it here.
-        common::hook::point("vhd-chain.before_write");
+        system::hook::point("vhd-chain.before_write");
         // The copy is made in the child's own directory (the pinned
         // handle, whatever its path names now) and renamed over the name.
         let target = self.dir.pinned_path(&self.name).map_err(io_err(child))?;

@@ -24,7 +24,7 @@
 //! the header and both footers.
 
 use crate::raw::{aligned, all_zero};
-use common::formats::vhd::{
+use formats::vhd::{
     self, BatmapHeader, DiskType, DynamicHeader, FEATURE_RESERVED, FOOTER_LEN, FORMAT_VERSION,
     Footer, Geometry, NO_OFFSET, SECTOR, TAP_CREATOR, TAP_VERSION, UNALLOCATED,
 };

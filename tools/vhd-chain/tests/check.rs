@@ -6,7 +6,7 @@
 mod support;
 use support::have_qemu;
 
-use common::ErrorKind;
+use filter::ErrorKind;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! create nothing outside it.
 #![cfg(test)]
 
-use common::ErrorKind;
+use filter::ErrorKind;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;

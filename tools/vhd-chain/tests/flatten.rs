@@ -12,7 +12,7 @@ use support::{
 };
 use test_support::run_ok as run;
 
-use common::ErrorKind;
+use filter::ErrorKind;
 use std::fs::{self, File};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ fn assert_good_output(p: &Path, size: u64) {
     assert_eq!(u64::from_be_bytes(end[48..56].try_into().unwrap()), size);
     assert_eq!(
         be32(end, 56),
-        common::formats::vhd::Geometry::for_size(size).packed(),
+        formats::vhd::Geometry::for_size(size).packed(),
         "vhd_chs geometry"
     );
     assert_ne!(&end[68..84], &[0u8; 16], "a UUID");

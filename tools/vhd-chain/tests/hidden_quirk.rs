@@ -7,7 +7,7 @@
 
 mod support;
 
-use common::formats::vhd::{Footer, FooterChecksum};
+use formats::vhd::{Footer, FooterChecksum};
 use std::path::{Path, PathBuf};
 use support::{Spec, build_vhd, fix_sum, model_runs};
 use vhd_chain::check::{Options, check_file};

@@ -10,7 +10,7 @@ use support::{
     be32, convert, exact_bitmaps, fix_sum, have_qemu, make_child, model, qemu_write as write,
 };
 
-use common::ErrorKind;
+use filter::ErrorKind;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,8 +9,8 @@
 mod support;
 use support::have_qemu;
 
-use common::ErrorKind;
-use common::formats::{FileSource, probe};
+use filter::ErrorKind;
+use formats::{FileSource, probe};
 use serde_json::Value;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
@@ -278,7 +278,7 @@ fn caller_supplied_parent_mtime() {
     std::os::unix::fs::symlink(&child, &link).unwrap();
     let before = fs::read(&child).unwrap();
     let e = relink::set_parent(&link, &parent, false).unwrap_err();
-    assert_eq!(e.kind(), common::ErrorKind::Symlink, "{e}");
+    assert_eq!(e.kind(), filter::ErrorKind::Symlink, "{e}");
     assert!(
         fs::symlink_metadata(&link)
             .unwrap()

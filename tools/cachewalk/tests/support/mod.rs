@@ -16,7 +16,7 @@ pub fn have_qemu() -> bool {
 
 /// Nova's fingerprint of an image id.
 pub fn fp(id: &str) -> String {
-    common::hash::sha1_hex(id)
+    system::hash::sha1_hex(id)
 }
 
 /// Set the mtime of `p` (not following a symlink) to `NOW - age`.

@@ -62,7 +62,7 @@ pub fn run_file(path: &Path) -> Run {
 /// qemu-img, when installed. CI installs it, so there a missing qemu-img
 /// fails the test instead of skipping it.
 pub fn qemu_img() -> Option<PathBuf> {
-    let found = common::exec::which(std::ffi::OsStr::new("qemu-img"));
+    let found = system::exec::which(std::ffi::OsStr::new("qemu-img"));
     test_support::require("qemu-img (qemu-utils)", found.is_some());
     found
 }

@@ -4,7 +4,7 @@
 //! overwritten, extreme integers planted in header fields, and truncation.
 #![cfg(test)]
 
-use common::formats::{probe, score};
+use formats::{probe, score};
 use proptest::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 fn seeds() -> &'static Vec<Vec<u8>> {
     static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     SEEDS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hostile/images");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hostile/images");
         let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -130,7 +130,7 @@ proptest! {
     #[test]
     fn forced_formats_never_panic(
         seed in 0usize..64,
-        fmt in prop::sample::select(common::formats::known_formats()),
+        fmt in prop::sample::select(formats::known_formats()),
         cut in 0usize..70000,
     ) {
         let seeds = seeds();

@@ -110,18 +110,18 @@ impl FileSource {
     /// for the file asked about (as qemu-img does); nothing else is ever
     /// opened.
     pub fn open(path: &std::path::Path) -> io::Result<Self> {
-        Self::from_input(crate::files::open_input(
+        Self::from_input(system::files::open_input(
             path,
-            crate::files::Accept::Regular,
+            system::files::Accept::Regular,
         )?)
     }
 
     /// An opened input that is read at offsets (not a stream).
-    pub fn from_input(input: crate::files::Input) -> io::Result<Self> {
+    pub fn from_input(input: system::files::Input) -> io::Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let Some(len) = input.len() else {
-            return Err(crate::files::refusal(
-                crate::ErrorKind::NotRegular,
+            return Err(system::files::refusal(
+                system::kind::ErrorKind::NotRegular,
                 "is a stream, not a file that can be read at offsets",
             ));
         };
@@ -143,13 +143,13 @@ impl FileSource {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let md = file.metadata()?;
         if !md.file_type().is_file() && !md.file_type().is_block_device() {
-            return Err(crate::files::refusal(
-                crate::ErrorKind::NotRegular,
+            return Err(system::files::refusal(
+                system::kind::ErrorKind::NotRegular,
                 "is not a regular file or block device",
             ));
         }
         Ok(FileSource {
-            len: crate::files::volume_len(&file)?,
+            len: system::files::volume_len(&file)?,
             allocated: md.blocks().saturating_mul(512),
             file,
         })
@@ -171,8 +171,8 @@ impl Source for FileSource {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if let Some(sig) = crate::signal::pending() {
-                        return Err(crate::files::stopped(sig));
+                    if let Some(sig) = system::signal::pending() {
+                        return Err(system::files::stopped(sig));
                     }
                 }
                 Err(e) => return Err(e),

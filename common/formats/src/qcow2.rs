@@ -111,7 +111,7 @@ pub(crate) fn put_str(m: &mut Map<String, Value>, key: &str, b: &[u8]) {
         }
         Err(_) => {
             m.insert(key.into(), String::from_utf8_lossy(b).into_owned().into());
-            m.insert(format!("{key}_bytes"), crate::text::base64(b).into());
+            m.insert(format!("{key}_bytes"), system::text::base64(b).into());
         }
     }
 }
@@ -130,7 +130,7 @@ pub(crate) fn put_backing(m: &mut Map<String, Value>, name: &str, b: &[u8]) {
         raw.extend_from_slice(b);
         m.insert(
             "full_backing_filename_bytes".into(),
-            crate::text::base64(&raw).into(),
+            system::text::base64(&raw).into(),
         );
     }
     m.insert("full_backing_filename".into(), full.into());
@@ -893,7 +893,7 @@ pub(crate) mod tests {
         assert_eq!(s[0]["icount"], 99);
         assert!(s[1].get("icount").is_none());
         assert_eq!(s[1]["name"], "n\u{fffd}x");
-        assert_eq!(s[1]["name_bytes"], crate::text::base64(b"n\xffx"));
+        assert_eq!(s[1]["name_bytes"], system::text::base64(b"n\xffx"));
         let h = &i["header"];
         assert_eq!(h["version"], 3);
         assert_eq!(h["incompatible_features"], 1);
@@ -962,8 +962,8 @@ pub(crate) mod tests {
     #[test]
     fn luks_and_aes_encryption() {
         let mut v = v3();
-        v.resize(8 * CS + crate::formats::luks::tests::header().len(), 0);
-        let lh = crate::formats::luks::tests::header();
+        v.resize(8 * CS + crate::luks::tests::header().len(), 0);
+        let lh = crate::luks::tests::header();
         v[8 * CS..8 * CS + lh.len()].copy_from_slice(&lh);
         put32(&mut v, 32, 2);
         let mut c = vec![0u8; 16];

@@ -78,7 +78,7 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
                 String::from_utf8_lossy(id).into_owned().into(),
             );
             if std::str::from_utf8(id).is_err() {
-                info.insert("volume_id_bytes".into(), crate::text::base64(id).into());
+                info.insert("volume_id_bytes".into(), system::text::base64(id).into());
             }
             let blocks = u64::from(super::bytes::le32(p, 80));
             let bsize = u64::from(super::bytes::le16(p, 128));

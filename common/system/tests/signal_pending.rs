@@ -4,7 +4,7 @@
 //! feeding stopped short under load).
 #![cfg(test)]
 
-use common::signal::{exit_code, install, pending};
+use system::signal::{exit_code, install, pending};
 
 #[test]
 #[allow(unsafe_code)]

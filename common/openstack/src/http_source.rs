@@ -4,8 +4,8 @@
 //! whole cloud. The probe reads a few KiB at the start, and where a header
 //! points (a VHD footer at the end, a VMDK descriptor, qcow2 extensions).
 
-use crate::formats::Source;
 use crate::glance::{Glance, HttpError};
+use formats::Source;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;

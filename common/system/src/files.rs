@@ -17,19 +17,19 @@
 //!   caller may overwrite, and refuses an output that is the same file
 //!   (device and inode) as one of the run's inputs. `crate::atomic`
 //!   applies it to every file it creates.
-//! - **Names** are bytes: [`path_of`] and [`set_path`] carry a non-UTF-8
-//!   name in a record as `path` (lossy, for people) plus `path_bytes`
-//!   (base64, exact), and read it back.
+//! - **Names** are bytes: [`name_fields`] gives a non-UTF-8 name as text
+//!   (lossy, for people) plus its exact bytes in base64, the form records
+//!   carry (`path` and `path_bytes`).
 
-use crate::record::{ErrorKind, Record};
-use std::ffi::{OsStr, OsString};
+use crate::kind::ErrorKind;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A refusal or stop whose [`ErrorKind`] is fixed, carried inside an
 /// `io::Error` (as its inner error) so [`ErrorKind::from_io`] finds it
@@ -419,51 +419,6 @@ pub fn available_bytes(dir: &Path) -> io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-/// The key holding the exact bytes of a non-UTF-8 `path` (base64).
-pub const PATH_BYTES: &str = "path_bytes";
-
-/// The local file a record names: `path_bytes` (base64 of the exact
-/// bytes) when present, else `path`. A malformed `path_bytes` is an error,
-/// never a fallback to the lossy `path`.
-pub fn path_of(rec: &Record) -> Result<Option<PathBuf>, String> {
-    if let Some(v) = rec.get(PATH_BYTES) {
-        let s = v
-            .as_str()
-            .ok_or_else(|| format!("`{PATH_BYTES}` is not a string"))?;
-        let bytes =
-            crate::text::base64_decode(s).ok_or_else(|| format!("`{PATH_BYTES}` is not base64"))?;
-        return Ok(Some(PathBuf::from(OsString::from_vec(bytes))));
-    }
-    match rec.get(crate::record::PATH) {
-        None => Ok(None),
-        Some(v) => v
-            .as_str()
-            .map(|s| Some(PathBuf::from(s)))
-            .ok_or_else(|| "`path` is not a string".to_owned()),
-    }
-}
-
-/// Set `path` (and `path_bytes` when the name is not UTF-8; removed when
-/// it is) on a record.
-pub fn set_path(rec: &mut Record, path: &Path) {
-    let (text, exact) = name_fields(path.as_os_str());
-    rec.set(crate::record::PATH, text);
-    match exact {
-        Some(b) => rec.set(PATH_BYTES, b),
-        None => {
-            rec.remove(PATH_BYTES);
-        }
-    }
-}
-
-/// The record a file argument stands for: `{"path": ARG}` (plus
-/// `path_bytes` for a non-UTF-8 name).
-pub fn record_for(path: &Path) -> Record {
-    let mut r = Record::new();
-    set_path(&mut r, path);
-    r
-}
-
 /// A name as JSON: the text (lossy where needed) and, when lossy, the
 /// exact bytes in base64 (the DESIGN's `*_bytes` form).
 pub fn name_fields(name: &OsStr) -> (String, Option<String>) {
@@ -597,21 +552,6 @@ mod tests {
                 ErrorKind::NotRegular
             );
         }
-    }
-
-    #[test]
-    fn byte_names_round_trip_through_records() {
-        let p = PathBuf::from(OsString::from_vec(b"a\xffb.img".to_vec()));
-        let r = record_for(&p);
-        assert_eq!(r.get("path").unwrap(), "a\u{fffd}b.img");
-        assert!(r.get(PATH_BYTES).is_some());
-        assert_eq!(path_of(&r).unwrap().unwrap(), p);
-        let r = record_for(Path::new("plain.img"));
-        assert!(r.get(PATH_BYTES).is_none());
-        assert_eq!(path_of(&r).unwrap().unwrap(), Path::new("plain.img"));
-        let mut bad = Record::from_path("x");
-        bad.set(PATH_BYTES, "%%%");
-        assert!(path_of(&bad).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
+use system::kind::{Classified, ErrorKind};
 
 /// The most bytes of a JSON response read (an image list page of 1000
 /// images is a few MiB).
@@ -72,18 +73,18 @@ impl HttpError {
     /// 409 already exists (the replicator's "already present"), 415 a
     /// format Glance refused; any other status (400, 5xx) and an answer
     /// that is not the API's are server errors.
-    pub fn kind(&self) -> crate::ErrorKind {
+    pub fn kind(&self) -> ErrorKind {
         match self {
             HttpError::Status {
                 status: 401 | 403, ..
-            } => crate::ErrorKind::PermissionDenied,
-            HttpError::Status { status: 404, .. } => crate::ErrorKind::NotFound,
-            HttpError::Status { status: 409, .. } => crate::ErrorKind::AlreadyExists,
-            HttpError::Status { status: 415, .. } => crate::ErrorKind::FormatMismatch,
-            HttpError::Status { .. } | HttpError::Protocol { .. } => crate::ErrorKind::ServerError,
-            HttpError::Transport { .. } => crate::ErrorKind::Io,
-            HttpError::Timeout { .. } => crate::ErrorKind::Timeout,
-            HttpError::Local { source, .. } => crate::ErrorKind::from_io(source),
+            } => ErrorKind::PermissionDenied,
+            HttpError::Status { status: 404, .. } => ErrorKind::NotFound,
+            HttpError::Status { status: 409, .. } => ErrorKind::AlreadyExists,
+            HttpError::Status { status: 415, .. } => ErrorKind::FormatMismatch,
+            HttpError::Status { .. } | HttpError::Protocol { .. } => ErrorKind::ServerError,
+            HttpError::Transport { .. } => ErrorKind::Io,
+            HttpError::Timeout { .. } => ErrorKind::Timeout,
+            HttpError::Local { source, .. } => ErrorKind::from_io(source),
         }
     }
 
@@ -111,7 +112,7 @@ impl HttpError {
     }
 }
 
-pub use crate::files::{UnsafeName, safe_file_name};
+pub use system::files::{UnsafeName, safe_file_name};
 
 /// The few HTML entities webob's error pages use, decoded (`&amp;` last,
 /// so `&amp;lt;` stays `&lt;`).
@@ -124,31 +125,43 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// The error facet for `e`: its kind and message, and when the server
-/// answered, `http_status`, Glance's `server_message` and `request_id`.
-pub fn error_facet(ctx: &crate::cli::Ctx, e: &HttpError) -> crate::record::ErrorFacet {
-    http_error_facet(ctx.tool(), e)
+/// The record layer builds an error facet from these: the kind, the
+/// message and, when the server answered, `http_status`, Glance's
+/// `server_message` and `request_id`.
+impl Classified for HttpError {
+    fn kind(&self) -> ErrorKind {
+        HttpError::kind(self)
+    }
+
+    fn details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let mut d = Vec::new();
+        if let HttpError::Status {
+            status,
+            message,
+            request_id,
+            ..
+        } = self
+        {
+            d.push(("http_status", (*status).into()));
+            if let Some(m) = message {
+                d.push(("server_message", m.as_str().into()));
+            }
+            if let Some(r) = request_id {
+                d.push(("request_id", r.as_str().into()));
+            }
+        }
+        d
+    }
 }
 
-/// [`error_facet`] for `tool` without a `Ctx` (on a worker thread).
-pub fn http_error_facet(tool: &str, e: &HttpError) -> crate::record::ErrorFacet {
-    let mut err = crate::record::ErrorFacet::new(tool, e.kind(), e.to_string());
-    if let HttpError::Status {
-        status,
-        message,
-        request_id,
-        ..
-    } = e
-    {
-        err = err.with("http_status", *status);
-        if let Some(m) = message {
-            err = err.with("server_message", m.as_str());
-        }
-        if let Some(r) = request_id {
-            err = err.with("request_id", r.as_str());
-        }
-    }
-    err
+/// An endpoint that does not answer as Glance's Images v2 API.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Unreachable {
+    /// The endpoint's base URL (the record's `path`).
+    pub endpoint: String,
+    /// Why.
+    pub error: HttpError,
 }
 
 /// The headers every request carries: `X-Auth-Token` from `token`, and
@@ -219,18 +232,19 @@ pub struct EndpointArgs {
 }
 
 impl EndpointArgs {
-    /// The endpoint, checked to offer the Images v2 API. `Ok(None)` after
-    /// an error record for the endpoint was written (no v2, unreachable);
-    /// `Err` for bad usage (no URL, not http(s), a malformed header, an
+    /// The endpoint, checked to offer the Images v2 API: `Ok(Err(_))` when
+    /// it does not (unreachable, no v2), for the caller to record; `Err`
+    /// for bad usage (no URL, not http(s), a malformed header, an
     /// unreadable token file or CA file).
-    pub fn connect(&self, ctx: &mut crate::cli::Ctx) -> anyhow::Result<Option<Glance>> {
+    pub fn connect(&self) -> anyhow::Result<Result<Glance, Unreachable>> {
         let glance = self.glance("--url URL (or $OS_IMAGE_URL)")?;
-        if let Err(e) = glance.check_v2() {
-            let err = error_facet(ctx, &e);
-            ctx.fail(crate::Record::from_path(glance.base()), err)?;
-            return Ok(None);
-        }
-        Ok(Some(glance))
+        Ok(match glance.check_v2() {
+            Ok(_) => Ok(glance),
+            Err(error) => Err(Unreachable {
+                endpoint: glance.base().to_owned(),
+                error,
+            }),
+        })
     }
 
     /// The client for these flags, not yet checked; `what` names the URL
@@ -265,7 +279,7 @@ impl AuthArgs {
                     .with_context(|| format!("--token-file {}", f.display()))?;
                 let t = t.trim().to_owned();
                 if t.is_empty() {
-                    return Err(crate::cli::usage(format!(
+                    return Err(system::kind::usage(format!(
                         "--token-file {}: the file is empty",
                         f.display()
                     )));
@@ -280,14 +294,14 @@ impl AuthArgs {
             _ => None,
         };
         if url.is_none() && login.is_none() {
-            return Err(crate::cli::usage(format!(
+            return Err(system::kind::usage(format!(
                 "{what} is required (or $OS_AUTH_URL and a login to find it)"
             )));
         }
         if let Some(url) = url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(crate::cli::usage(format!(
+            return Err(system::kind::usage(format!(
                 "{url:?}: the endpoint must be an http:// or https:// URL"
             )));
         }
@@ -305,7 +319,7 @@ impl AuthArgs {
         }
         let url = url.unwrap_or_default();
         let headers =
-            request_headers(token.as_deref(), &self.headers).map_err(crate::cli::usage)?;
+            request_headers(token.as_deref(), &self.headers).map_err(system::kind::usage)?;
         Ok(Glance::new(&url, headers, timeout, roots))
     }
 }
@@ -318,11 +332,16 @@ fn read_cacert(f: &std::path::Path) -> anyhow::Result<ureq::tls::RootCerts> {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
-            Err(e) => return Err(crate::cli::usage(format!("--cacert {}: {e}", f.display()))),
+            Err(e) => {
+                return Err(system::kind::usage(format!(
+                    "--cacert {}: {e}",
+                    f.display()
+                )));
+            }
         }
     }
     if certs.is_empty() {
-        return Err(crate::cli::usage(format!(
+        return Err(system::kind::usage(format!(
             "--cacert {}: no PEM certificate in the file",
             f.display()
         )));
@@ -340,7 +359,7 @@ struct Checked<R> {
 
 impl<R: Read> Read for Checked<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        crate::signal::check()?;
+        system::signal::check()?;
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         Ok(n)
@@ -786,7 +805,7 @@ impl Glance {
         let mut r = resp.body_mut().with_config().limit(u64::MAX).reader();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            crate::signal::check().map_err(|e| self.failed_io(path, e))?;
+            system::signal::check().map_err(|e| self.failed_io(path, e))?;
             let k = r.read(&mut buf).map_err(|e| io(e, n))?;
             if k == 0 {
                 return Ok(n);
@@ -858,7 +877,7 @@ mod tests {
             e.to_string(),
             "GET /v2/images/x: HTTP 404: No image found (request req-1)"
         );
-        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        assert_eq!(e.kind(), ErrorKind::NotFound);
         // A whole URL (imginfo-parse --url asks for ""): the URL, never
         // `GET : HTTP 404`.
         let whole = Glance::new(

@@ -98,6 +98,13 @@ impl Ctx {
         self.out.write_batch(recs)
     }
 
+    /// [`Ctx::fail`] for the file (or endpoint) `path` with an error that
+    /// classifies itself (an HTTP error from the client layer).
+    pub fn fail_on(&mut self, path: &str, e: &dyn crate::record::Classified) -> io::Result<()> {
+        let err = ErrorFacet::classified(self.tool(), e);
+        self.fail(Record::from_path(path), err)
+    }
+
     /// Attach `err` to `rec`, emit it, say so on stderr, and remember that
     /// the run failed (exit 2).
     pub fn fail(&mut self, mut rec: Record, err: ErrorFacet) -> io::Result<()> {
@@ -112,10 +119,10 @@ impl Ctx {
         self.emit(&rec)?;
         // Stopped by a signal: this record says so; the run ends here.
         if err.kind == crate::ErrorKind::Interrupted
-            && let Some(sig) = crate::signal::pending()
+            && let Some(sig) = system::signal::pending()
         {
             self.stopped_reported = true;
-            return Err(crate::files::stopped(sig));
+            return Err(system::files::stopped(sig));
         }
         Ok(())
     }
@@ -153,7 +160,7 @@ pub fn each_stdin_record(
 ) -> anyhow::Result<()> {
     // A signal ends a read blocked on stdin (std's line reader would retry).
     let stdin =
-        io::BufReader::with_capacity(64 * 1024, crate::files::Stoppable(io::stdin().lock()));
+        io::BufReader::with_capacity(64 * 1024, system::files::Stoppable(io::stdin().lock()));
     let mut reader = crate::jsonl::RecordReader::new(stdin);
     while let Some(item) = reader.next_record()? {
         match item {
@@ -168,11 +175,11 @@ pub fn each_stdin_record(
     Ok(())
 }
 
-/// The file a record names ([`crate::files::path_of`]). A record read
+/// The file a record names ([`crate::record::path_of`]). A record read
 /// from stdin cannot name `-`: stdin carries the records.
 pub fn record_input_path(rec: &Record, from_stdin: bool) -> Result<PathBuf, String> {
-    match crate::files::path_of(rec)? {
-        Some(p) if from_stdin && crate::files::is_dash(&p) => {
+    match crate::record::path_of(rec)? {
+        Some(p) if from_stdin && system::files::is_dash(&p) => {
             Err("`-` names stdin, which carries the records".to_owned())
         }
         Some(p) => Ok(p),
@@ -201,7 +208,7 @@ pub fn each_input_file(
         });
     }
     for p in files {
-        f(ctx, crate::files::record_for(p), p.clone())?;
+        f(ctx, crate::record::record_for(p), p.clone())?;
     }
     Ok(())
 }
@@ -227,7 +234,7 @@ fn visible(message: &str) -> String {
 }
 
 /// The line a tool prints when the watchdog ends it after a signal.
-pub(crate) fn warn_stopped(sig: i32) {
+fn warn_stopped(sig: i32) {
     let name = std::env::args_os()
         .next()
         .map(|a| {
@@ -299,7 +306,7 @@ fn generate<T: Tool>(what: Generate, out: &mut dyn Write) -> io::Result<()> {
 /// - stdout closed by the reader (`| head -1`): quiet 0.
 pub fn main<T: Tool>() -> ExitCode {
     // Every tool stops within a second of SIGINT/SIGTERM, wherever it is.
-    crate::signal::install_with_watchdog();
+    system::signal::install_with_watchdog(warn_stopped);
     let matches = match command::<T>().try_get_matches() {
         Ok(m) => m,
         Err(e) => return clap_failure::<T>(&e),
@@ -334,16 +341,10 @@ fn emit_fatal(tool: &str, kind: crate::ErrorKind, message: &str) {
     let _ = w.write(&rec);
 }
 
-/// A usage error found by the tool itself (a flag that does nothing in
-/// this mode): exit 2, kind `usage`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// `Err(UsageError)` as an `anyhow::Error`.
-pub fn usage(message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(UsageError(message.into()))
-}
+// A usage error found by the tool itself (a flag that does nothing in
+// this mode): exit 2, kind `usage`. Defined below the records so the
+// client layers can raise it too.
+pub use system::kind::{UsageError, usage};
 
 /// The kind of a fatal error: the first classified cause in its chain.
 pub fn fatal_kind(e: &anyhow::Error) -> crate::ErrorKind {
@@ -351,7 +352,7 @@ pub fn fatal_kind(e: &anyhow::Error) -> crate::ErrorKind {
         if c.downcast_ref::<UsageError>().is_some() {
             return crate::ErrorKind::Usage;
         }
-        if let Some(r) = c.downcast_ref::<crate::files::Refusal>() {
+        if let Some(r) = c.downcast_ref::<system::files::Refusal>() {
             return r.kind;
         }
         if let Some(io) = c.downcast_ref::<io::Error>() {
@@ -381,7 +382,7 @@ fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
     let result = cli.run(&mut ctx);
     // A tool stopped by a signal exits 128+N however it wound down (a
     // per-record `interrupted` error, a stopped read, a clean return).
-    let signalled = crate::signal::pending().or_else(|| match &result {
+    let signalled = system::signal::pending().or_else(|| match &result {
         Err(e) => e.downcast_ref::<Interrupted>().map(|i| i.0),
         Ok(()) => None,
     });
@@ -400,7 +401,7 @@ fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
                 ));
                 let _ = ctx.emit(&rec);
             }
-            ExitCode::from(crate::signal::exit_code(sig))
+            ExitCode::from(system::signal::exit_code(sig))
         }
         Ok(()) => ctx.status().into(),
         Err(e) => {

@@ -14,8 +14,8 @@
 //! is followed, [`ErrorKind::Changed`] for a file whose identity is not the
 //! one listed), so records say why.
 
-use crate::ErrorKind;
 use crate::files::{FileId, refusal};
+use crate::kind::ErrorKind;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

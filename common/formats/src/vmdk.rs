@@ -500,7 +500,7 @@ fn put_name(m: &mut Map<String, Value>, key: &str, raw: &[u8]) {
         }
         Err(_) => {
             m.insert(key.into(), String::from_utf8_lossy(raw).into_owned().into());
-            m.insert(format!("{key}_bytes"), crate::text::base64(raw).into());
+            m.insert(format!("{key}_bytes"), system::text::base64(raw).into());
         }
     }
 }
@@ -1118,7 +1118,7 @@ mod tests {
         let h = &p.info["header"];
         assert_eq!(
             h["parent_filename_hint_bytes"],
-            crate::text::base64(b"p\xffX.vmdk")
+            system::text::base64(b"p\xffX.vmdk")
         );
         assert!(
             p.info["backing_filename"]

@@ -1,8 +1,8 @@
 //! Development aid: print what the native probe says about each FILE, one
-//! JSON line per file (`cargo run -p image-tools-common --example probe -- FILE...`).
+//! JSON line per file (`cargo run -p image-tools-formats --example probe -- FILE...`).
 #![allow(clippy::print_stderr)]
 
-use common::formats::{FileSource, probe};
+use formats::{FileSource, probe};
 use std::io::Write;
 
 fn main() {

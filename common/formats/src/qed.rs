@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn random_mutations_never_panic() {
-        use crate::formats::qcow2::tests::mutate;
+        use crate::qcow2::tests::mutate;
         let base = image(b"base.raw", 5);
         let mut st = 0x2545_f491_4f6c_dd1d;
         for _ in 0..5000 {

@@ -1,13 +1,13 @@
-//! `common::lock` against the real thing: Python's `fcntl.lockf`, which is
+//! `system::lock` against the real thing: Python's `fcntl.lockf`, which is
 //! what fasteners (and so Nova) uses. POSIX record locks only exclude across
 //! processes, so every test here runs a second process. Needs `python3`.
 #![cfg(test)]
 
-use common::lock::{LockError, NovaLock};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use system::lock::{LockError, NovaLock};
 
 /// Lock like fasteners (append mode, blocking `lockf`), say so, hold until
 /// stdin closes.

@@ -175,13 +175,13 @@ mod tests {
         assert_eq!(p.info["backing_filename"], "b\u{fffd}.raw");
         assert_eq!(
             p.info["backing_filename_bytes"],
-            crate::text::base64(b"b\xff.raw")
+            system::text::base64(b"b\xff.raw")
         );
         let p = parse(&r, "d/x").unwrap().unwrap();
         assert_eq!(p.info["full_backing_filename"], "d/b\u{fffd}.raw");
         assert_eq!(
             p.info["full_backing_filename_bytes"],
-            crate::text::base64(b"d/b\xff.raw")
+            system::text::base64(b"d/b\xff.raw")
         );
     }
 
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn random_mutations_never_panic() {
-        use crate::formats::qcow2::tests::mutate;
+        use crate::qcow2::tests::mutate;
         let base = image(b"base.raw");
         let mut st = 0x2545_f491_4f6c_dd1d;
         for _ in 0..5000 {

@@ -45,17 +45,18 @@ pub fn install() {
 /// signal has been pending for [`GRACE`] without the tool having stopped
 /// (a blocking call that no poll reaches, a child that does not die), it
 /// removes the temporary files still registered and exits 128+N itself.
-/// Every tool runs under it (`crate::cli::main`).
-pub fn install_with_watchdog() {
+/// `last_words` says why on stderr before it exits. Every tool runs under
+/// it (the filter layer's `cli::main`).
+pub fn install_with_watchdog(last_words: fn(i32)) {
     install();
     let spawned = std::thread::Builder::new()
         .name("signal-watchdog".into())
-        .spawn(|| {
+        .spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_millis(25));
                 if let Some(sig) = pending() {
                     std::thread::sleep(GRACE);
-                    give_up(sig);
+                    give_up(sig, last_words);
                 }
             }
         });
@@ -64,13 +65,13 @@ pub fn install_with_watchdog() {
 }
 
 #[allow(unsafe_code)]
-fn give_up(sig: i32) -> ! {
+fn give_up(sig: i32, last_words: fn(i32)) -> ! {
     if let Ok(temps) = TEMPS.lock() {
         for t in temps.iter() {
             let _ = std::fs::remove_file(t);
         }
     }
-    crate::cli::warn_stopped(sig);
+    last_words(sig);
     // SAFETY: _exit ends the process at once; no Rust state is used after.
     unsafe { libc::_exit(i32::from(exit_code(sig))) }
 }
