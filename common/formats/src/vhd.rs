@@ -1109,6 +1109,9 @@ fn utf16(b: &[u8], big_endian: bool) -> String {
 // qemu's open (`vpc`): a policy over the layer
 // ---------------------------------------------------------------------
 
+/// Largest BAT a reader holds in memory (16 Mi entries; a 2040 GiB disk
+/// with 2 MiB blocks needs 1 Mi): the bound every VHD policy shares.
+pub const MAX_BAT_BYTES: u64 = 64 << 20;
 /// qemu's VHD_MAX_SECTORS: 2040 GiB.
 const MAX_SECTORS: u64 = 0xff00_0000;
 /// qemu refuses more BAT entries than `INT_MAX / 4`.

@@ -134,7 +134,7 @@ impl Login {
             auth["scope"] = s.clone();
         }
         let body = json!({"auth": auth}).to_string();
-        let agent = crate::glance::agent(timeout, roots);
+        let agent = crate::http::agent(timeout, roots);
         let mut resp = agent
             .post(&url)
             .header("Content-Type", "application/json")

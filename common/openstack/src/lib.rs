@@ -5,6 +5,8 @@
 //! the tools do, at the edge. Only the tools that talk to Glance link it
 //! (and so TLS).
 
+pub mod args;
 pub mod glance;
+pub mod http;
 pub mod http_source;
 pub mod keystone;

@@ -23,7 +23,6 @@
 
 use crate::kind::ErrorKind;
 use std::ffi::OsStr;
-use std::fmt;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -31,49 +30,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// A refusal or stop whose [`ErrorKind`] is fixed, carried inside an
-/// `io::Error` (as its inner error) so [`ErrorKind::from_io`] finds it
-/// wherever the error travels.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// The kind the record will carry.
-    pub kind: ErrorKind,
-    /// For people: what was refused and why (never the path: the caller's
-    /// record names it).
-    pub message: String,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Refusal {}
-
-/// An `io::Error` carrying a [`Refusal`] of `kind`.
-pub fn refusal(kind: ErrorKind, message: impl Into<String>) -> io::Error {
-    let io_kind = match kind {
-        ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
-        ErrorKind::NotFound => io::ErrorKind::NotFound,
-        ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
-        ErrorKind::Interrupted => io::ErrorKind::Other, // never retried by std loops
-        _ => io::ErrorKind::InvalidInput,
-    };
-    io::Error::new(
-        io_kind,
-        Refusal {
-            kind,
-            message: message.into(),
-        },
-    )
-}
-
-/// The [`Refusal`] inside an `io::Error`, if it carries one.
-pub fn refusal_of(e: &io::Error) -> Option<&Refusal> {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<Refusal>())
-}
+// Refusals are error kinds carried in an `io::Error`: defined with the
+// kinds, named here where the file rules raise them.
+pub use crate::kind::{Refusal, refusal, refusal_of};
 
 /// What a mode can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
+use std::io;
 
 /// The fixed, documented `error.kind` codes. Scripts select on them
 /// (`select(.error.kind == "qemu_img_failed")`), so they never change;
@@ -190,7 +191,7 @@ impl ErrorKind {
 
     /// The kind for an I/O error on a named file.
     pub fn from_io(e: &std::io::Error) -> ErrorKind {
-        if let Some(r) = crate::files::refusal_of(e) {
+        if let Some(r) = refusal_of(e) {
             return r.kind;
         }
         match e.kind() {
@@ -221,6 +222,50 @@ impl Serialize for ErrorKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
+}
+
+/// A refusal or stop whose [`ErrorKind`] is fixed, carried inside an
+/// `io::Error` (as its inner error) so [`ErrorKind::from_io`] finds it
+/// wherever the error travels.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The kind the record will carry.
+    pub kind: ErrorKind,
+    /// For people: what was refused and why (never the path: the caller's
+    /// record names it).
+    pub message: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// An `io::Error` carrying a [`Refusal`] of `kind`.
+pub fn refusal(kind: ErrorKind, message: impl Into<String>) -> io::Error {
+    let io_kind = match kind {
+        ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+        ErrorKind::NotFound => io::ErrorKind::NotFound,
+        ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+        ErrorKind::Interrupted => io::ErrorKind::Other, // never retried by std loops
+        _ => io::ErrorKind::InvalidInput,
+    };
+    io::Error::new(
+        io_kind,
+        Refusal {
+            kind,
+            message: message.into(),
+        },
+    )
+}
+
+/// The [`Refusal`] inside an `io::Error`, if it carries one.
+pub fn refusal_of(e: &io::Error) -> Option<&Refusal> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Refusal>())
 }
 
 /// A command line that makes no sense: exit status 2, kind `usage`.

@@ -8,13 +8,12 @@
 //! `format_confusion`; a qcow2 with a data file, or whose backing file is
 //! outside `_base`, is flagged too.
 
-use crate::nova::normalize;
 use formats::{FileSource, FormatError, probe};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Cache sidecars, not images.
 const SIDECARS: &[&str] = &[".info", ".sha1"];
@@ -247,4 +246,20 @@ fn broken_format(e: &FormatError) -> String {
         | FormatError::TooLarge { format, .. } => (*format).to_owned(),
         FormatError::Io(_) => "unknown".to_owned(),
     }
+}
+
+/// `p` with `.` and `..` resolved lexically (never through the
+/// filesystem, so symlinks are not followed).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }

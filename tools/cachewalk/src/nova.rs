@@ -53,7 +53,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use system::files::FileId;
 use system::tree::{Dir, Kind, Status};
 
@@ -216,22 +216,6 @@ struct Reference {
 
 fn lossy(b: &OsStr) -> String {
     String::from_utf8_lossy(b.as_bytes()).into_owned()
-}
-
-/// `p` with `.` and `..` resolved lexically (never through the
-/// filesystem, so symlinks are not followed).
-pub(crate) fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// Probe the open image `file` (named `label` in messages).

@@ -17,7 +17,7 @@
 //! redirect the commit. Nothing is ever written, renamed or removed through
 //! a link, and a link under the final name is never replaced.
 
-use crate::pump::Fault;
+use crate::fault::Fault;
 use filter::ErrorKind;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

@@ -3,6 +3,7 @@
 //! files (sink), and re-verification of files named by records.
 
 pub mod caches;
+pub mod fault;
 pub mod pump;
 
 use anyhow::{Context, bail};

@@ -4,7 +4,6 @@
 
 use crate::caches::CacheTemp;
 use bytes::BytesMut;
-use filter::record::ErrorKind;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,49 +36,7 @@ pub fn verdict(expected: &Expected, out: &Outcome) -> (Option<bool>, Vec<String>
     (Some(mismatch.is_empty()), mismatch)
 }
 
-/// A failure's text, with the `error.kind` its record reports (a full
-/// disk is `no_space`, not just `io`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fault {
-    /// The record's error kind.
-    pub kind: ErrorKind,
-    /// What happened.
-    pub message: String,
-}
-
-impl Fault {
-    /// An I/O failure, after what was being done.
-    pub fn io(what: impl fmt::Display, e: &io::Error) -> Fault {
-        Fault {
-            kind: ErrorKind::from_io(e),
-            message: format!("{what}: {e}"),
-        }
-    }
-}
-
-impl From<String> for Fault {
-    fn from(message: String) -> Fault {
-        Fault {
-            kind: ErrorKind::Io,
-            message,
-        }
-    }
-}
-
-impl From<&io::Error> for Fault {
-    fn from(e: &io::Error) -> Fault {
-        Fault {
-            kind: ErrorKind::from_io(e),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+pub use crate::fault::Fault;
 
 /// Why the pass did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,7 +58,7 @@ the glance-replicator dump layout, data streamed, hashed and verified.",
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub endpoint: openstack::glance::EndpointArgs,
+    pub endpoint: openstack::args::EndpointArgs,
     /// Also write DIR/<id> (metadata), DIR/<id>.img (data of active and
     /// deactivated images) and DIR/<id>.members (of shared images)
     #[arg(long, value_name = "DIR")]

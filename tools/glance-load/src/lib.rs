@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use filter::cli::{Ctx, SharedArgs, Tool};
 use filter::{ErrorKind, Record};
-use openstack::glance::EndpointArgs;
+use openstack::args::EndpointArgs;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -150,7 +150,7 @@ impl Tool for Cli {
     fn run(self, ctx: &mut Ctx) -> anyhow::Result<()> {
         let source_args = self.source_url.as_ref().map(|u| EndpointArgs {
             url: Some(u.clone()),
-            auth: openstack::glance::AuthArgs {
+            auth: openstack::args::AuthArgs {
                 token: self.source_token.clone(),
                 token_file: self.source_token_file.clone(),
                 headers: self.source_headers.clone(),

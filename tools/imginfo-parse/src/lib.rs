@@ -213,7 +213,7 @@ pub struct Cli {
     pub summary: bool,
 
     #[command(flatten)]
-    pub auth: openstack::glance::AuthArgs,
+    pub auth: openstack::args::AuthArgs,
 
     #[command(flatten)]
     pub shared: SharedArgs,

@@ -188,7 +188,7 @@ impl Layout {
         }
         let bitmap_bytes = vhd::bitmap_bytes(block);
         let block_bytes = bitmap_bytes + block;
-        if entries * 4 > crate::read::MAX_BAT_BYTES
+        if entries * 4 > formats::vhd::MAX_BAT_BYTES
             || table_off < FOOTER
             || table_off
                 .checked_add(padded(entries * 4))

@@ -59,9 +59,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Largest BAT we read into memory (16 Mi entries; a 2040 GiB disk with
-/// 2 MiB blocks needs 1 Mi).
-pub const MAX_BAT_BYTES: u64 = 64 << 20;
+pub use formats::vhd::MAX_BAT_BYTES;
 /// Largest single read or write.
 pub const PIECE: usize = 1 << 20;
 

@@ -320,7 +320,7 @@ pub(crate) fn plan(path: &Path, file: &File, size: u64) -> Result<Planned, Resiz
 
     // A bigger BAT (and batmap after it).
     done.method = "bat_grown";
-    if new_entries * 4 > crate::read::MAX_BAT_BYTES {
+    if new_entries * 4 > formats::vhd::MAX_BAT_BYTES {
         return Err(refuse(format!(
             "{new_entries} BAT entries is more than this tool writes"
         )));

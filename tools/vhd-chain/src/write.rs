@@ -158,7 +158,7 @@ impl<W: Write + Seek> DynamicWriter<W> {
         let entries = u32::try_from(blocks)
             .ok()
             // No bigger a BAT than the reader (which verifies) accepts.
-            .filter(|&b| u64::from(b) * 4 <= crate::read::MAX_BAT_BYTES)
+            .filter(|&b| u64::from(b) * 4 <= formats::vhd::MAX_BAT_BYTES)
             .ok_or_else(|| invalid(format!("virtual size {size} needs too many blocks")))?;
         let bat_bytes = (u64::from(entries) * 4).div_ceil(SECTOR) * SECTOR;
         let batmap_offset = TABLE_OFFSET + bat_bytes;
