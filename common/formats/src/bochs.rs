@@ -39,12 +39,27 @@ const HEADER: usize = 512;
 const MAX_CATALOG: u32 = 0x10_0000;
 const MAX_EXTENT: u32 = 0x80_0000;
 
+/// `block/bochs.c`: the magic, type `Redolog` and subtype `Growing` (each
+/// a C string in its field) and version 1 or 2.
+pub fn probe_score(buf: &[u8], _name: &str) -> u8 {
+    let v = le32(buf, 64);
+    if super::bytes::c_str_eq(buf, 0, MAGIC)
+        && super::bytes::c_str_eq(buf, 32, TYPE)
+        && super::bytes::c_str_eq(buf, 48, SUBTYPE)
+        && (v == VERSION_2 || v == VERSION_1)
+    {
+        100
+    } else {
+        0
+    }
+}
+
 /// Parse the bochs header, if the bytes are bochs.
 pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     // qemu probes and opens with zeros past the end of the file.
     let mut h = r.read_upto(0, HEADER)?;
     h.resize(HEADER, 0);
-    if super::score::bochs(&h, "") == 0 {
+    if probe_score(&h, "") == 0 {
         return Ok(None);
     }
     let version = le32(&h, 64);

@@ -427,6 +427,11 @@ pub mod bytes {
             u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
         })
     }
+
+    /// `strcmp(field, s) == 0` for a field at `o`: the bytes of `s` then NUL.
+    pub fn c_str_eq(buf: &[u8], o: usize, s: &[u8]) -> bool {
+        buf.get(o..o + s.len()) == Some(s) && buf.get(o + s.len()) == Some(&0)
+    }
 }
 
 /// The path qemu reports as `full-backing-filename`: a relative backing

@@ -50,7 +50,7 @@ pub const ORDER: &[(&str, ScoreFn)] = &[
     ("qcow2", qcow2),
     ("qcow", qcow),
     ("luks", luks),
-    ("bochs", bochs),
+    ("bochs", super::bochs::probe_score),
     ("dmg", dmg),
     ("cloop", cloop),
 ];
@@ -81,11 +81,6 @@ pub fn pick(head: &[u8], len: u64, name: &str) -> Option<Pick> {
         }
     }
     best
-}
-
-/// `strcmp(field, s) == 0` for a field at `o`: the bytes of `s` then NUL.
-fn c_str_eq(buf: &[u8], o: usize, s: &[u8]) -> bool {
-    buf.get(o..o + s.len()) == Some(s) && buf.get(o + s.len()) == Some(&0)
 }
 
 /// `block/parallels.c`: either magic and version 2.
@@ -156,21 +151,6 @@ pub fn qcow(buf: &[u8], _name: &str) -> u8 {
 /// version 1.
 pub fn luks(buf: &[u8], _name: &str) -> u8 {
     if buf.starts_with(b"LUKS\xba\xbe") && be16(buf, 6) == 1 {
-        100
-    } else {
-        0
-    }
-}
-
-/// `block/bochs.c`: the magic, type `Redolog` and subtype `Growing` (each
-/// a C string in its field) and version 1 or 2.
-pub fn bochs(buf: &[u8], _name: &str) -> u8 {
-    let v = le32(buf, 64);
-    if c_str_eq(buf, 0, super::bochs::MAGIC)
-        && c_str_eq(buf, 32, super::bochs::TYPE)
-        && c_str_eq(buf, 48, super::bochs::SUBTYPE)
-        && (v == super::bochs::VERSION_2 || v == super::bochs::VERSION_1)
-    {
         100
     } else {
         0
