@@ -140,6 +140,43 @@ pub fn record_for(path: &Path) -> Record {
     r
 }
 
+/// A record of one file and one facet, serialized straight from the types
+/// (for a tool that emits many at once, [`crate::cli::Ctx::emit_batch`]):
+/// `{"path": NAME, "path_bytes"?: EXACT, KEY: FACET}`.
+#[derive(Debug)]
+pub struct FileRecord<'a, T> {
+    path: String,
+    path_bytes: Option<String>,
+    key: &'static str,
+    facet: &'a T,
+}
+
+impl<'a, T: Serialize> FileRecord<'a, T> {
+    /// The record of `path` with `facet` under `key`.
+    pub fn new(path: &Path, key: &'static str, facet: &'a T) -> Self {
+        let (path, path_bytes) = system::files::name_fields(path.as_os_str());
+        FileRecord {
+            path,
+            path_bytes,
+            key,
+            facet,
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for FileRecord<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry(PATH, &self.path)?;
+        if let Some(b) = &self.path_bytes {
+            m.serialize_entry(PATH_BYTES, b)?;
+        }
+        m.serialize_entry(self.key, self.facet)?;
+        m.end()
+    }
+}
+
 /// The `error` facet: `{tool, kind, message, line?, detail?}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorFacet {

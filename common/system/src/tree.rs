@@ -16,7 +16,7 @@
 
 use crate::files::{FileId, refusal};
 use crate::kind::ErrorKind;
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -375,10 +375,7 @@ impl Dir {
         dest: &Dir,
         to: impl AsRef<OsStr>,
     ) -> io::Result<()> {
-        let from = component(from.as_ref())?;
-        let to = component(to.as_ref())?;
-        rustix::fs::renameat(&self.fd, from, &dest.fd, to)?;
-        Ok(())
+        self.rename_with(from.as_ref(), dest, to.as_ref(), RenameFlags::empty())
     }
 
     /// Rename as [`Dir::rename`], refused (`already_exists`) when `to`
@@ -389,15 +386,19 @@ impl Dir {
         dest: &Dir,
         to: impl AsRef<OsStr>,
     ) -> io::Result<()> {
-        let from = component(from.as_ref())?;
-        let to = component(to.as_ref())?;
-        rustix::fs::renameat_with(
-            &self.fd,
-            from,
-            &dest.fd,
-            to,
-            rustix::fs::RenameFlags::NOREPLACE,
-        )?;
+        self.rename_with(from.as_ref(), dest, to.as_ref(), RenameFlags::NOREPLACE)
+    }
+
+    fn rename_with(
+        &self,
+        from: &OsStr,
+        dest: &Dir,
+        to: &OsStr,
+        flags: RenameFlags,
+    ) -> io::Result<()> {
+        let from = component(from)?;
+        let to = component(to)?;
+        rustix::fs::renameat_with(&self.fd, from, &dest.fd, to, flags)?;
         Ok(())
     }
 
@@ -428,13 +429,7 @@ impl Dir {
             }
         };
         crate::hook::point("tree.before_replace");
-        match rustix::fs::renameat_with(
-            &self.fd,
-            temp,
-            &self.fd,
-            name,
-            rustix::fs::RenameFlags::EXCHANGE,
-        ) {
+        match rustix::fs::renameat_with(&self.fd, temp, &self.fd, name, RenameFlags::EXCHANGE) {
             Ok(()) => {
                 let old = self.status(temp)?;
                 if old.kind != Kind::File || !old.same_as(expected) {
@@ -443,7 +438,7 @@ impl Dir {
                         temp,
                         &self.fd,
                         name,
-                        rustix::fs::RenameFlags::EXCHANGE,
+                        RenameFlags::EXCHANGE,
                     )?;
                     return Err(mismatch(&old));
                 }

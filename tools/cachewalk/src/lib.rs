@@ -14,6 +14,7 @@ pub mod verify;
 
 use clap::{Parser, Subcommand};
 use filter::cli::{Ctx, SharedArgs, Tool};
+use filter::record::FileRecord;
 use filter::status::Status;
 use filter::{ErrorKind, Record};
 use serde_json::Value;
@@ -737,23 +738,9 @@ fn audit_cmd(
             return Ok(());
         }
     };
-    #[derive(serde::Serialize)]
-    struct Out<'a> {
-        path: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        path_bytes: Option<String>,
-        audit: &'a audit::Finding,
-    }
-    let recs: Vec<Out> = findings
+    let recs: Vec<_> = findings
         .iter()
-        .map(|f| {
-            let (path, path_bytes) = system::files::name_fields(f.path.as_os_str());
-            Out {
-                path,
-                path_bytes,
-                audit: f,
-            }
-        })
+        .map(|f| FileRecord::new(&f.path, "audit", f))
         .collect();
     ctx.emit_batch(&recs)?;
     if findings.iter().any(|f| f.verdict == "unsafe") {
@@ -778,30 +765,14 @@ fn nova_cmd(
             return Ok(());
         }
     };
-    /// A record as written: the path and the facet, serialized once.
-    #[derive(serde::Serialize)]
-    struct Out<'a> {
-        path: String,
-        /// The exact name (base64) when it is not UTF-8.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        path_bytes: Option<String>,
-        cache: &'a nova::Entry,
-    }
     let dangling = entries.iter().any(|e| e.record == "dangling_reference");
     let corrupt = entries.iter().any(|e| e.verdict == "corrupt");
     let malformed = entries
         .iter()
         .any(|e| e.reasons.iter().any(|r| r == "sidecar_malformed"));
-    let recs: Vec<Out> = entries
+    let recs: Vec<_> = entries
         .iter()
-        .map(|e| {
-            let (path, path_bytes) = system::files::name_fields(e.path.as_os_str());
-            Out {
-                path,
-                path_bytes,
-                cache: e,
-            }
-        })
+        .map(|e| FileRecord::new(&e.path, "cache", e))
         .collect();
     ctx.emit_batch(&recs)?;
     if dangling {

@@ -1353,14 +1353,8 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
                 continue;
             };
             let text = lossy(&name);
-            let mut e = new_entry(root, &path, &format!("locks/{text}"), &name, &st, opts.now);
-            e.class = "lock".into();
-            e.file_type = if st.kind == Kind::File {
-                "file"
-            } else {
-                "other"
-            };
-            e.nova_class = NovaClass::Ignored;
+            let rel = format!("locks/{text}");
+            let mut e = side_entry(root, &path, &rel, &name, &st, opts.now, "lock");
             let base_file = text.strip_prefix("nova-").filter(|b| present.contains(*b));
             match (text.strip_prefix("nova-"), base_file) {
                 (Some(_), Some(b)) => {
@@ -1380,21 +1374,17 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         }
     }
     if let Ok(Some(st)) = root_dir.status_if_exists("compute_nodes") {
-        let mut e = new_entry(
+        let path = root.join("compute_nodes");
+        let name = OsStr::new("compute_nodes");
+        let mut e = side_entry(
             root,
-            &root.join("compute_nodes"),
+            &path,
             "compute_nodes",
-            OsStr::new("compute_nodes"),
+            name,
             &st,
             opts.now,
+            "registry",
         );
-        e.class = "registry".into();
-        e.file_type = if st.kind == Kind::File {
-            "file"
-        } else {
-            "other"
-        };
-        e.nova_class = NovaClass::Ignored;
         e.contents = nodes;
         e.verdict = "keep_in_use";
         e.reasons = vec!["nova_registry".into()];
@@ -1443,6 +1433,28 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
     }
     entries.extend(dangling);
     Ok(entries)
+}
+
+/// The entry of a file Nova keeps beside its base files (a lock, the
+/// registry): `class`, never a base file to Nova.
+fn side_entry(
+    root: &Path,
+    path: &Path,
+    rel: &str,
+    name: &OsStr,
+    st: &Status,
+    now: i64,
+    class: &str,
+) -> Entry {
+    let mut e = new_entry(root, path, rel, name, st, now);
+    e.class = class.into();
+    e.file_type = if st.kind == Kind::File {
+        "file"
+    } else {
+        "other"
+    };
+    e.nova_class = NovaClass::Ignored;
+    e
 }
 
 fn new_entry(root: &Path, path: &Path, rel: &str, name: &OsStr, st: &Status, now: i64) -> Entry {

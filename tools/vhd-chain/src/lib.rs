@@ -612,14 +612,7 @@ fn check_cmd(
                 if !report.valid {
                     ctx.merge(filter::Status::No);
                 }
-                let mut rec = filter::record::record_for(path);
-                let mut f = match serde_json::to_value(&report)? {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                };
-                f.insert("step".into(), "check".into());
-                rec.set(FACET, Value::Object(f));
-                ctx.emit(&rec)?;
+                emit_step(ctx, path, "check", &report)?;
             }
             Err(err) => {
                 let e = ctx.error(err.kind(), err.to_string());
@@ -1006,19 +999,51 @@ fn coalesce_cmd(
     Ok(())
 }
 
-/// Emit `rec` with the `vhd` facet set to `value`'s fields plus `step`.
+/// Where a facet's `step` key stands among `value`'s fields (where each
+/// subcommand has always put it: scripts and golden outputs see the order).
+#[derive(Clone, Copy)]
+enum StepAt {
+    First,
+    Last,
+}
+
+/// The `vhd` facet: `value`'s fields plus `step`.
+fn step_facet<T: serde::Serialize>(step: &str, value: &T, at: StepAt) -> anyhow::Result<Value> {
+    let mut f = Map::new();
+    if let StepAt::First = at {
+        f.insert("step".into(), step.into());
+    }
+    if let Value::Object(m) = serde_json::to_value(value)? {
+        f.extend(m);
+    }
+    if let StepAt::Last = at {
+        f.insert("step".into(), step.into());
+    }
+    Ok(Value::Object(f))
+}
+
+/// Emit the record of `path` with the `vhd` facet set to `value`'s fields
+/// then `step` (the order `check` and `relink` records have).
+fn emit_step<T: serde::Serialize>(
+    ctx: &mut Ctx,
+    path: &Path,
+    step: &str,
+    value: &T,
+) -> anyhow::Result<()> {
+    let mut rec = filter::record::record_for(path);
+    rec.set(FACET, step_facet(step, value, StepAt::Last)?);
+    ctx.emit(&rec)?;
+    Ok(())
+}
+
+/// Emit `rec` with the `vhd` facet set to `step` then `value`'s fields.
 fn facet_record<T: serde::Serialize>(
     ctx: &mut Ctx,
     mut rec: Record,
     step: &str,
     value: &T,
 ) -> anyhow::Result<()> {
-    let mut f = Map::new();
-    f.insert("step".into(), step.into());
-    if let Value::Object(m) = serde_json::to_value(value)? {
-        f.extend(m);
-    }
-    rec.set(FACET, Value::Object(f));
+    rec.set(FACET, step_facet(step, value, StepAt::First)?);
     ctx.emit(&rec)?;
     Ok(())
 }
@@ -1031,14 +1056,7 @@ fn relink_records(
     match result {
         Ok(done) => {
             for r in done {
-                let mut rec = filter::record::record_for(&r.child);
-                let mut f = match serde_json::to_value(&r)? {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                };
-                f.insert("step".into(), "relink".into());
-                rec.set(FACET, Value::Object(f));
-                ctx.emit(&rec)?;
+                emit_step(ctx, &r.child, "relink", &r)?;
             }
         }
         Err(err) => {
