@@ -304,36 +304,30 @@ fn render_subcommands(cmd: &Command, out: &mut Vec<u8>) -> io::Result<()> {
         });
         let man = clap_mangen::Man::new(sub);
         out.extend_from_slice(format!(".SS {name}\n").as_bytes());
-        for (render, heading) in [
-            (
-                clap_mangen::Man::render_synopsis_section as fn(&_, &mut dyn Write) -> _,
-                ".SH SYNOPSIS",
-            ),
-            (
-                clap_mangen::Man::render_description_section,
-                ".SH DESCRIPTION",
-            ),
-            (clap_mangen::Man::render_options_section, ".SH OPTIONS"),
-        ] {
-            let mut part = Vec::new();
-            render(&man, &mut part)?;
-            if heading != ".SH SYNOPSIS" {
-                out.extend_from_slice(b".PP\n");
-            }
-            // The section's own heading goes (this is a subsection), and
-            // the page's preamble, already at its top.
-            for line in part.split_inclusive(|&b| b == b'\n') {
-                let l = line.trim_ascii_end();
-                if l != heading.as_bytes()
-                    && !l.ends_with(b".ds Aq \\(aq")
-                    && !l.ends_with(b".ds Aq '")
-                {
-                    out.extend_from_slice(line);
-                }
-            }
-        }
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        subsection_body(out, &mut part, ".SH SYNOPSIS");
+        out.extend_from_slice(b".PP\n");
+        man.render_description_section(&mut part)?;
+        subsection_body(out, &mut part, ".SH DESCRIPTION");
+        out.extend_from_slice(b".PP\n");
+        man.render_options_section(&mut part)?;
+        subsection_body(out, &mut part, ".SH OPTIONS");
     }
     Ok(())
+}
+
+/// Append a section clap_mangen rendered, less its heading (it is a
+/// subsection here) and the page preamble (already at the page's top);
+/// `part` is emptied.
+fn subsection_body(out: &mut Vec<u8>, part: &mut Vec<u8>, heading: &str) {
+    for line in part.split_inclusive(|&b| b == b'\n') {
+        let l = line.trim_ascii_end();
+        if l != heading.as_bytes() && !l.ends_with(b".ds Aq \\(aq") && !l.ends_with(b".ds Aq '") {
+            out.extend_from_slice(line);
+        }
+    }
+    part.clear();
 }
 
 fn generate<T: Tool>(what: Generate, out: &mut dyn Write) -> io::Result<()> {
