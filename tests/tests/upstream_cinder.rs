@@ -4,7 +4,7 @@
 //! backing-file rule and `check_image_format`, in the order
 //! `fetch_to_volume_format` runs them), driven in-process by
 //! `tests/upstream/cinder_image.py`, against `imginfo-parse --check
-//! --expect-format DISK_FORMAT [--volume-size-gb N]` on the same files.
+//! --expect-format DISK_FORMAT [--volume-size NG]` on the same files.
 //!
 //! Cases: every committed image and every image the installed qemu-img
 //! writes ([`pipeline_tests::corpus`]), each claimed as three Glance disk
@@ -138,7 +138,7 @@ fn ours(cases: &[Case], qemu: bool) -> BTreeMap<String, Value> {
             cmd.arg("--qemu");
         }
         if let Some(n) = size {
-            cmd.args(["--volume-size-gb", &n.to_string()]);
+            cmd.args(["--volume-size", &format!("{n}G")]);
         }
         cmd.arg("--");
         for c in &group {

@@ -214,8 +214,8 @@ fn glance_cache_matches_glance_33() {
             Command::new(tool("cachewalk").unwrap())
                 .arg("glance")
                 .arg(sc["dir"].as_str().unwrap())
-                .args(["--driver", sc["driver"].as_str().unwrap()])
-                .args(["--max-size", &sc["max_size"].to_string()])
+                .args(["--cache-driver", sc["driver"].as_str().unwrap()])
+                .args(["--cache-max-size", &sc["max_size"].to_string()])
                 .args(["--stall-time", &sc["stall_time"].to_string()])
                 .args(["--now", &sc["now"].to_string()]),
         );

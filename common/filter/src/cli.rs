@@ -273,15 +273,68 @@ pub fn man_page<T: Tool>() -> io::Result<Vec<u8>> {
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
-    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
-        man.render_subcommands_section(&mut out)?;
-    }
+    render_subcommands(&cmd, &mut out)?;
     out.extend_from_slice(T::MAN_EXTRA.as_bytes());
     if !T::MAN_EXTRA.is_empty() && !T::MAN_EXTRA.ends_with('\n') {
         out.push(b'\n');
     }
     man.render_version_section(&mut out)?;
     Ok(out)
+}
+
+/// SUBCOMMANDS: each visible subcommand's synopsis, description and
+/// options, rendered from clap so the one page cannot drift from the
+/// parser. (clap_mangen's own section only names `tool-sub(1)` pages,
+/// which are not shipped.) The global flags and `--help` are under OPTIONS
+/// once.
+fn render_subcommands(cmd: &Command, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut cmd = cmd.clone();
+    // Gives each subcommand its bin name (`vhd-chain info`) and the globals.
+    cmd.build();
+    let subs: Vec<Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .cloned()
+        .collect();
+    if subs.is_empty() {
+        return Ok(());
+    }
+    out.extend_from_slice(b".SH SUBCOMMANDS\n");
+    for sub in subs {
+        let name = sub.get_name().replace('-', "\\-");
+        let sub = sub.mut_args(|a| {
+            if a.is_global_set() || a.get_id() == "help" {
+                a.hide(true)
+            } else {
+                a
+            }
+        });
+        let man = clap_mangen::Man::new(sub);
+        out.extend_from_slice(format!(".SS {name}\n").as_bytes());
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        subsection_body(out, &mut part, ".SH SYNOPSIS");
+        out.extend_from_slice(b".PP\n");
+        man.render_description_section(&mut part)?;
+        subsection_body(out, &mut part, ".SH DESCRIPTION");
+        out.extend_from_slice(b".PP\n");
+        man.render_options_section(&mut part)?;
+        subsection_body(out, &mut part, ".SH OPTIONS");
+    }
+    Ok(())
+}
+
+/// Append a section clap_mangen rendered, less its heading (it is a
+/// subsection here) and the page preamble (already at the page's top);
+/// `part` is emptied.
+fn subsection_body(out: &mut Vec<u8>, part: &mut Vec<u8>, heading: &str) {
+    for line in part.split_inclusive(|&b| b == b'\n') {
+        let l = line.trim_ascii_end();
+        if l != heading.as_bytes() && !l.ends_with(b".ds Aq \\(aq") && !l.ends_with(b".ds Aq '") {
+            out.extend_from_slice(line);
+        }
+    }
+    part.clear();
 }
 
 fn generate<T: Tool>(what: Generate, out: &mut dyn Write) -> io::Result<()> {
@@ -456,6 +509,62 @@ mod tests {
         let status = page.find("EXIT STATUS").unwrap();
         assert!(page.find("OPTIONS").unwrap() < status);
         assert!(page.contains(VERSION));
+    }
+
+    #[derive(Debug, clap::Parser)]
+    #[command(about = "A tool with subcommands")]
+    struct Multi {
+        #[command(subcommand)]
+        command: Option<Sub>,
+        #[command(flatten)]
+        shared: SharedArgs,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        /// Walk it
+        Walk {
+            /// How far
+            #[arg(long, value_name = "N")]
+            max_count: Option<u64>,
+            /// Old name
+            #[arg(long = "new-name", alias = "old-name")]
+            renamed: bool,
+        },
+        /// Set the parent
+        SetParent {
+            /// The child
+            child: String,
+        },
+    }
+
+    impl Tool for Multi {
+        const NAME: &'static str = "multi";
+        fn shared(&self) -> &SharedArgs {
+            &self.shared
+        }
+        fn run(self, _ctx: &mut Ctx) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn man_page_documents_every_subcommand_in_place() {
+        let page = String::from_utf8(man_page::<Multi>().unwrap()).unwrap();
+        assert!(page.contains(".SH SUBCOMMANDS\n.SS walk\n"), "{page}");
+        assert!(page.contains(".SS set\\-parent\n"), "{page}");
+        assert!(page.contains("\\fBmulti walk\\fR"), "{page}");
+        assert!(
+            page.contains("\\fB\\-\\-max\\-count\\fR \\fI<N>\\fR\nHow far"),
+            "{page}"
+        );
+        assert!(page.contains("\\-\\-new\\-name"), "{page}");
+        // No pointer to a page that is not shipped, no hidden alias, and
+        // the globals once.
+        assert!(!page.contains("(1)"), "{page}");
+        assert!(!page.contains("old\\-name"), "{page}");
+        assert_eq!(page.matches("\\-\\-quiet").count(), 2, "{page}");
+        assert_eq!(page.matches(".SH OPTIONS").count(), 1, "{page}");
     }
 
     #[test]

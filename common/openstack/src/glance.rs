@@ -248,7 +248,7 @@ impl Glance {
     }
 
     /// What a message names for a request of `path`: the path, or the
-    /// whole URL when that is what was asked for (imginfo-parse --url asks
+    /// whole URL when that is what was asked for (imginfo-parse --image-url asks
     /// for ""), never an empty name (`GET : HTTP 404`).
     fn what(&self, path: &str) -> String {
         if path.is_empty() {
@@ -642,7 +642,7 @@ mod tests {
             "GET /v2/images/x: HTTP 404: No image found (request req-1)"
         );
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        // A whole URL (imginfo-parse --url asks for ""): the URL, never
+        // A whole URL (imginfo-parse --image-url asks for ""): the URL, never
         // `GET : HTTP 404`.
         let whole = Glance::new(
             &format!("{url}/v2/images/y/file"),

@@ -3,7 +3,7 @@
 //! `invalid/` and `queue/`; the metadata of the sqlite driver (`cache.db`,
 //! opened read-only with a busy timeout, never written) or of the xattr
 //! driver (`user.hits`, atime); orphans both ways; where Glance's pruner
-//! would rank each image and what it would prune for `--max-size`; which
+//! would rank each image and what it would prune for `--cache-max-size`; which
 //! downloads are stalled. And `--queue ID`: a `queue/ID` marker for the
 //! prefetcher, as `glance-cache-manage queue-image` makes it.
 
@@ -111,7 +111,7 @@ pub struct Entry {
     /// 1 for the entry Glance's pruner deletes first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune_rank: Option<u64>,
-    /// Whether pruning to `--max-size` deletes it.
+    /// Whether pruning to `--cache-max-size` deletes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_prune: Option<bool>,
     /// An `incomplete/` file older than `--stall-time`.
@@ -126,7 +126,7 @@ pub struct Entry {
     /// deleted or deactivated there is worth knowing about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_status: Option<String>,
-    /// The prune target the verdict was judged by (`--max-size`):
+    /// The prune target the verdict was judged by (`--cache-max-size`):
     /// `remove` re-derives the verdict with it.
     pub max_size: u64,
     /// The stall time the verdict was judged by (`--stall-time`).

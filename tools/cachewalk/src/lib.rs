@@ -39,7 +39,7 @@ Examples:
   cachewalk nova /var/lib/nova/instances --instances inv.jsonl \\
     | jq -c 'select(.cache.verdict == \"candidate\")' > plan.jsonl
   cachewalk remove --dry-run < plan.jsonl && cachewalk remove < plan.jsonl
-  cachewalk remove --glance-cache /var/lib/glance/image-cache --image ID
+  cachewalk remove --glance-cache /var/lib/glance/image-cache --image-id ID
   cachewalk nova /var/lib/nova/instances --instances inv.jsonl \\
     | jq -c 'select(.cache.nova_in_use == false and .cache.in_use == \"yes\")'
 
@@ -162,8 +162,12 @@ pub enum Command {
         /// Glance's image_cache_dir
         #[arg(value_name = "CACHE_DIR")]
         root: PathBuf,
-        /// The prune target (Glance's image_cache_max_size)
-        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, default_value = "10G")]
+        /// The prune target (Glance's image_cache_max_size; reported as
+        /// cache.max_size)
+        // Not --max-size: a run's own limits are --max-bytes/--max-count;
+        // this is the cache's setting, named like --cache-driver.
+        #[arg(long = "cache-max-size", alias = "max-size", value_name = "SIZE",
+              value_parser = parse_size_arg, default_value = "10G")]
         max_size: u64,
         /// Age after which an incomplete download is stalled (Glance's
         /// image_cache_stall_time)
@@ -171,7 +175,8 @@ pub enum Command {
         stall_time: u64,
         /// The metadata driver (default: cache.db means sqlite, user.hits
         /// xattrs mean xattr)
-        #[arg(long, value_name = "DRIVER")]
+        // checksum-tee's name for the same setting (was --driver).
+        #[arg(long = "cache-driver", alias = "driver", value_name = "DRIVER")]
         driver: Option<glance::Driver>,
         /// The time to judge ages by (default: now)
         #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
@@ -216,7 +221,7 @@ pub enum Command {
         #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
         now: Option<i64>,
         /// Instead of records on stdin: delete cached images of this Glance
-        /// cache (--image or --all), as glance-cache-manage
+        /// cache (--image-id or --all), as glance-cache-manage
         /// delete-cached-image and delete-all-cached-images do: the file
         /// and its cache.db row; an image being written (incomplete/ID) is
         /// skipped_busy, exit 75
@@ -228,8 +233,11 @@ pub enum Command {
         )]
         glance_cache: Option<PathBuf>,
         /// With --glance-cache: the images to delete
+        // checksum-tee's name for an image id; --images is a file (was
+        // --image).
         #[arg(
-            long,
+            long = "image-id",
+            alias = "image",
             value_name = "IMAGE_ID",
             num_args = 1..,
             requires = "glance_cache",
@@ -242,7 +250,12 @@ pub enum Command {
         all: bool,
         /// With --glance-cache: the metadata driver (default: detected as
         /// by `cachewalk glance`)
-        #[arg(long, value_name = "DRIVER", requires = "glance_cache")]
+        #[arg(
+            long = "cache-driver",
+            alias = "driver",
+            value_name = "DRIVER",
+            requires = "glance_cache"
+        )]
         driver: Option<glance::Driver>,
         /// The inventory the walk was given (`cachewalk nova --instances`):
         /// an instance disk that cannot be read then keeps only the base
@@ -383,7 +396,7 @@ impl Tool for Cli {
                         glance_delete_cmd(ctx, remover, &root, &image, driver)
                     }
                     Some(_) => Err(filter::cli::usage(
-                        "--glance-cache needs --image ID... or --all",
+                        "--glance-cache needs --image-id ID... or --all",
                     )),
                     None => remove_cmd(ctx, remover),
                 }
@@ -595,7 +608,7 @@ fn apply_outcome(
     }
 }
 
-/// `remove --glance-cache DIR --image ID... | --all`: each image as a
+/// `remove --glance-cache DIR --image-id ID... | --all`: each image as a
 /// record (its walk entry as the `cache` facet) with the action taken.
 fn glance_delete_cmd(
     ctx: &mut Ctx,

@@ -101,7 +101,7 @@ fn prune_ranks_by_last_access_and_stops_under_max_size() {
     }
     let rows: Vec<(&str, f64, i64)> = rows;
     cache_db(root, &rows);
-    let (m, s) = walk(root, &["--max-size", "5K"]);
+    let (m, s) = walk(root, &["--cache-max-size", "5K"]);
     assert_eq!(s["driver"], "sqlite");
     assert_eq!(s["size"], 10 * 1024);
     assert_eq!(s["would_prune_count"], 5);
@@ -115,9 +115,9 @@ fn prune_ranks_by_last_access_and_stops_under_max_size() {
         assert_eq!(e["verdict"], if x >= 5 { "would_prune" } else { "keep" });
     }
     // Under the limit nothing goes; test_prune_to_zero: max 0 takes all.
-    let (_, s) = walk(root, &["--max-size", "10K"]);
+    let (_, s) = walk(root, &["--cache-max-size", "10K"]);
     assert_eq!(s["would_prune_count"], 0);
-    let (_, s) = walk(root, &["--max-size", "0"]);
+    let (_, s) = walk(root, &["--cache-max-size", "0"]);
     assert_eq!(s["would_prune_count"], 10);
 }
 
@@ -138,7 +138,7 @@ fn orphan_files_and_rows() {
             ("gone", (NOW - 20) as f64, 1),
         ],
     );
-    let (m, s) = walk(root, &["--max-size", "1K"]);
+    let (m, s) = walk(root, &["--cache-max-size", "1K"]);
     assert_eq!(m["no-row"]["verdict"], "orphan_file");
     assert_eq!(m["no-row"]["db_row"], false);
     assert!(m["no-row"]["prune_rank"].is_null());
@@ -251,7 +251,7 @@ fn the_xattr_driver() {
             .unwrap();
         assert!(st.success());
     }
-    let (m, s) = walk(root, &["--max-size", "1K"]);
+    let (m, s) = walk(root, &["--cache-max-size", "1K"]);
     assert_eq!(s["driver"], "xattr");
     assert_eq!(m["a"]["hits"], 4);
     assert_eq!(m["a"]["prune_rank"], 1);
@@ -334,7 +334,7 @@ fn remove_prunes_cleans_and_drops_orphans() {
     let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
         .arg("glance")
         .arg(root)
-        .args(["--now", &NOW.to_string(), "--max-size", "2K"])
+        .args(["--now", &NOW.to_string(), "--cache-max-size", "2K"])
         .output()
         .unwrap();
     let plan: String = String::from_utf8_lossy(&out.stdout)
@@ -357,7 +357,7 @@ fn remove_prunes_cleans_and_drops_orphans() {
         c.wait_with_output().unwrap()
     };
     let out = remove(&plan);
-    // Once the orphan file is gone the cache is within --max-size: the
+    // Once the orphan file is gone the cache is within --cache-max-size: the
     // pruner would no longer pick "old", and remove, judging it again,
     // refuses it (exit 2).
     assert_eq!(
@@ -419,9 +419,9 @@ fn remove_prunes_cleans_and_drops_orphans() {
         .args([
             "--now",
             &NOW.to_string(),
-            "--max-size",
+            "--cache-max-size",
             "0",
-            "--driver",
+            "--cache-driver",
             "centralized-db",
         ])
         .output()
@@ -456,7 +456,7 @@ fn a_failed_removal_is_reported_and_the_run_goes_on() {
     let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
         .arg("glance")
         .arg(root)
-        .args(["--now", &NOW.to_string(), "--max-size", "0"])
+        .args(["--now", &NOW.to_string(), "--cache-max-size", "0"])
         .output()
         .unwrap();
     let plan: String = String::from_utf8_lossy(&out.stdout)
@@ -535,7 +535,7 @@ fn remove_judges_each_glance_verdict_again_and_refuses_an_edited_one() {
         root,
         &[("lru", (NOW - 500) as f64, 1), ("mru", (NOW - 5) as f64, 1)],
     );
-    let (m, _) = walk(root, &["--max-size", "1K"]);
+    let (m, _) = walk(root, &["--cache-max-size", "1K"]);
     assert_eq!(m["lru"]["verdict"], "would_prune");
     assert_eq!(m["mru"]["verdict"], "keep");
     let script = format!(
@@ -585,7 +585,7 @@ fn remove_judges_each_glance_verdict_again_and_refuses_an_edited_one() {
     assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "['mru']");
 
     // A record without the limit it was judged by is not acted on.
-    let (m, _) = walk(root, &["--max-size", "0"]);
+    let (m, _) = walk(root, &["--cache-max-size", "0"]);
     let mut rec = serde_json::json!({"path": root.join("mru"), "cache": m["mru"].clone()});
     rec["cache"].as_object_mut().unwrap().remove("max_size");
     let mut c = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
@@ -681,11 +681,11 @@ fn delete_named_and_all_cached_images() {
     assert_eq!(line.trim(), "open");
 
     // Named: a goes, file and row; --dry-run first changes nothing.
-    let (code, r) = delete_cached(root, &["--image", "a", "--dry-run"]);
+    let (code, r) = delete_cached(root, &["--image-id", "a", "--dry-run"]);
     assert_eq!(code, Some(0));
     assert_eq!(r["a"]["cache"]["action"], "would_delete");
     assert!(root.join("a").exists());
-    let (code, r) = delete_cached(root, &["--image", "a", "nothing-here"]);
+    let (code, r) = delete_cached(root, &["--image-id", "a", "nothing-here"]);
     assert_eq!(code, Some(0));
     assert_eq!(r["a"]["cache"]["action"], "deleted");
     assert_eq!(
@@ -698,7 +698,7 @@ fn delete_named_and_all_cached_images() {
     assert_eq!(rows(root), "['b', 'c', 'row-only']");
 
     // Named, being written: refused as busy, nothing touched.
-    let (code, r) = delete_cached(root, &["--image", "w"]);
+    let (code, r) = delete_cached(root, &["--image-id", "w"]);
     assert_eq!(code, Some(75));
     assert_eq!(r["w"]["cache"]["action"], "skipped_busy");
     assert_eq!(r["w"]["error"]["kind"], "busy");
@@ -748,15 +748,15 @@ fn delete_named_and_all_cached_images() {
     for args in [
         vec![],
         vec!["--all", "--now", "0"],
-        vec!["--image", "../d"],
-        vec!["--image", "d", "--all"],
+        vec!["--image-id", "../d"],
+        vec!["--image-id", "d", "--all"],
     ] {
         let (code, r) = delete_cached(root, &args);
         assert_eq!(code, Some(2), "{args:?}");
         assert_eq!(r["-"]["error"]["kind"], "usage", "{args:?}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_cachewalk"))
-        .args(["remove", "--image", "d"])
+        .args(["remove", "--image-id", "d"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -778,7 +778,7 @@ fn delete_cached_images_of_an_xattr_cache() {
             return;
         }
     }
-    let (code, r) = delete_cached(root, &["--image", "x"]);
+    let (code, r) = delete_cached(root, &["--image-id", "x"]);
     assert_eq!(code, Some(0));
     assert_eq!(r["x"]["cache"]["driver"], "xattr");
     assert_eq!(r["x"]["cache"]["action"], "deleted");
@@ -790,7 +790,7 @@ fn delete_cached_images_of_an_xattr_cache() {
     assert!(!root.join("y").exists());
     // Without evidence of a driver (no cache.db, no xattrs): refused.
     fs::write(root.join("z"), b"data").unwrap();
-    let (code, r) = delete_cached(root, &["--image", "z"]);
+    let (code, r) = delete_cached(root, &["--image-id", "z"]);
     assert_eq!(code, Some(2));
     assert_eq!(r["z"]["cache"]["action"], "refused_centralized_db");
     assert_eq!(r["z"]["error"]["kind"], "refused");

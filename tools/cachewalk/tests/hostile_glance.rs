@@ -141,7 +141,7 @@ fn linked_subdirectories_are_refused_never_listed_or_deleted_through() {
         fs::remove_dir_all(s.root.join(sub)).unwrap();
         symlink(&s.decoy, s.root.join(sub)).unwrap();
         let before = snapshot(&s.decoy);
-        let out = walk(&s.root, &["--max-size", "0"]);
+        let out = walk(&s.root, &["--cache-max-size", "0"]);
         assert_eq!(out.status.code(), Some(2), "{sub}");
         let recs = records(&out);
         assert!(
@@ -209,9 +209,9 @@ fn a_linked_cache_db_is_refused_and_nothing_is_created_at_its_target() {
             "remove",
             "--glance-cache",
             s.root.to_str().unwrap(),
-            "--image",
+            "--image-id",
             "img-a",
-            "--driver",
+            "--cache-driver",
             "sqlite",
         ],
         "",
@@ -311,7 +311,7 @@ fn links_inside_the_cache_are_kept_findings() {
     symlink(s.decoy.join("part"), s.root.join("incomplete/link")).unwrap();
     symlink(s.decoy.join("img-a"), s.root.join("img-b")).unwrap();
     let before = snapshot(&s.decoy);
-    let out = walk(&s.root, &["--max-size", "0"]);
+    let out = walk(&s.root, &["--cache-max-size", "0"]);
     let recs = records(&out);
     for name in ["invalid/link", "incomplete/link", "img-b"] {
         let r = recs.iter().find(|r| rel(r) == name).unwrap();
@@ -348,7 +348,7 @@ fn links_inside_the_cache_are_kept_findings() {
 fn a_file_swapped_after_the_judgement_is_left_alone() {
     let s = scene();
     // A root image the pruner deletes, and an invalid download.
-    let out = walk(&s.root, &["--max-size", "0"]);
+    let out = walk(&s.root, &["--cache-max-size", "0"]);
     let recs = records(&out);
     let img = recs.iter().find(|r| rel(r) == "img-a").unwrap();
     assert_eq!(img["cache"]["verdict"], "would_prune");

@@ -136,9 +136,9 @@ pub struct Cli {
     #[arg(long)]
     pub best_effort_cache: bool,
 
-    /// Fill the Glance image cache DIR (image_cache_dir) with image
+    /// Fill the Glance image cache CACHE_DIR (image_cache_dir) with image
     /// --image-id: incomplete/ID, then ID, or invalid/ID on any failure
-    #[arg(long, value_name = "DIR", requires = "image_id", conflicts_with_all = ["outputs", "verify", "nova_base"])]
+    #[arg(long, value_name = "CACHE_DIR", requires = "image_id", conflicts_with_all = ["outputs", "verify", "nova_base"])]
     pub glance_cache: Option<PathBuf>,
 
     /// With --glance-cache: the cache's metadata driver
@@ -185,7 +185,7 @@ pub struct Cli {
     /// With --nova-base: how long to wait for Nova's lock
     #[arg(
         long,
-        value_name = "SECS",
+        value_name = "SECONDS",
         default_value_t = 30,
         requires = "nova_base"
     )]

@@ -81,7 +81,9 @@ pub struct Cli {
     #[arg(long)]
     pub summary: bool,
     /// Stop after N images
-    #[arg(long, value_name = "N")]
+    // One name for a count limit in every tool (was --limit, which
+    // Glance's API uses for the page size).
+    #[arg(long = "max-count", alias = "limit", value_name = "N")]
     pub limit: Option<u64>,
     /// Images per list request (at most 1000)
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]

@@ -97,7 +97,7 @@ fn dump_a_real_glance() {
     assert_eq!(s["images"], 3);
     assert_eq!(s["active_images"], 2);
     assert_eq!(s["active_bytes"], 6_000_000);
-    let (_, recs) = dump(&url, &["--limit", "1"], true);
+    let (_, recs) = dump(&url, &["--max-count", "1"], true);
     assert_eq!(names(&recs), ["a-queued"]);
     let (_, recs) = dump(&url, &["--filter", "name=b-active"], true);
     assert_eq!(names(&recs), ["b-active"]);

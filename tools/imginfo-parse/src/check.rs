@@ -23,7 +23,7 @@ pub struct Policy {
     pub require_format: Option<String>,
     /// `--max-virtual-size`, bytes.
     pub max_virtual_size: Option<u64>,
-    /// `--volume-size-gb`: the volume it must fit, GiB (Cinder rounds the
+    /// `--volume-size`: the volume it must fit, GiB (Cinder rounds the
     /// image's size up to whole GiB).
     pub volume_size_gb: Option<u64>,
     /// `--allow-multi`: extra formats a file may match besides its own

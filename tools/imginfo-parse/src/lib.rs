@@ -101,7 +101,7 @@ pub struct Cli {
     #[arg(long)]
     pub qemu: bool,
 
-    /// How to read stdin (without FILEs or --url): auto (from the first
+    /// How to read stdin (without FILEs or --image-url): auto (from the first
     /// document; the default), json, or human
     #[arg(long, value_enum, value_name = "KIND")]
     pub input: Option<InputMode>,
@@ -134,9 +134,17 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, requires = "check")]
     pub max_virtual_size: Option<u64>,
 
-    /// With --check: the image must fit a volume of N GiB (its virtual size
-    /// rounded up to whole GiB, as Cinder does)
-    #[arg(long, value_name = "N", requires = "check")]
+    /// With --check: the image must fit a volume of SIZE, a whole number
+    /// of GiB (e.g. 20G): its virtual size rounded up to whole GiB, as
+    /// Cinder does, is at most that
+    #[arg(long, value_name = "SIZE", value_parser = parse_volume_size,
+          requires = "check", conflicts_with = "volume_size_gb")]
+    pub volume_size: Option<u64>,
+
+    /// The old spelling of --volume-size: N GiB as a bare number
+    // Hidden, not an alias: a bare number here is GiB, in --volume-size
+    // bytes (every SIZE flag takes the same syntax).
+    #[arg(long, value_name = "N", requires = "check", hide = true)]
     pub volume_size_gb: Option<u64>,
 
     /// With --check: other formats a file may also match, e.g. iso,vpc
@@ -177,13 +185,13 @@ pub struct Cli {
     pub qemu_img: OsString,
 
     /// With --qemu: kill qemu-img after this many seconds of wall-clock
-    /// time; with --url or --from-glance: the HTTP timeout (default 60)
-    #[arg(long, value_name = "SECS")]
+    /// time; with --image-url or --from-glance: the HTTP timeout (default 60)
+    #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
     /// With --qemu: CPU-time limit for qemu-img, seconds (0: none; default
     /// 30)
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECONDS")]
     pub cpu_limit: Option<u64>,
 
     /// With --qemu: address-space limit for qemu-img (e.g. 1G; 0: none;
@@ -193,7 +201,10 @@ pub struct Cli {
 
     /// Probe an image over HTTP(S) with Range requests, reading only its
     /// headers (repeatable)
-    #[arg(long = "url", value_name = "URL", conflicts_with_all = ["files", "qemu"])]
+    // Not --url: that is the Glance endpoint in glance-dump and
+    // glance-load (here --from-glance). Was --url.
+    #[arg(long = "image-url", alias = "url", value_name = "URL",
+          conflicts_with_all = ["files", "qemu"])]
     pub urls: Vec<String>,
 
     /// Probe the data of the Glance image records on stdin (glance-dump
@@ -221,6 +232,27 @@ pub struct Cli {
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     system::size::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// `--volume-size`: a SIZE that is whole GiB (Cinder's volumes are), as
+/// GiB.
+fn parse_volume_size(s: &str) -> Result<u64, String> {
+    const GIB: u64 = 1 << 30;
+    let bytes = parse_size_arg(s)?;
+    if bytes % GIB != 0 {
+        return Err(format!(
+            "{s:?} is not a whole number of GiB (a volume's size is; e.g. 20G)"
+        ));
+    }
+    Ok(bytes / GIB)
+}
+
+impl Cli {
+    /// The volume the image must fit, GiB: `--volume-size`, or its old
+    /// spelling `--volume-size-gb` (clap lets only one be given).
+    pub fn volume_size_gib(&self) -> Option<u64> {
+        self.volume_size.or(self.volume_size_gb)
+    }
 }
 
 impl Tool for Cli {
@@ -301,12 +333,12 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     only(
         !cli.qemu && !http && cli.timeout.is_some(),
         "--timeout",
-        "--qemu, --url or --from-glance",
+        "--qemu, --image-url or --from-glance",
     )?;
     only(
         !stdin_docs && cli.input.is_some(),
         "--input",
-        "documents on stdin (no FILE, no --url)",
+        "documents on stdin (no FILE, no --image-url)",
     )?;
     for (given, flag) in [
         (cli.vmdk_create_types.is_some(), "--vmdk-create-types"),
@@ -320,7 +352,7 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
         (!a.headers.is_empty(), "--header"),
         (a.cacert.is_some(), "--cacert"),
     ] {
-        only(!http && given, flag, "--url or --from-glance")?;
+        only(!http && given, flag, "--image-url or --from-glance")?;
     }
     // The native probe reads qemu's formats only; a name it does not know
     // would give a record without a format. (qemu-img judges its own -f.)
@@ -348,7 +380,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         expect_format: cli.expect_format.clone(),
         require_format: cli.require_format.clone(),
         max_virtual_size: cli.max_virtual_size,
-        volume_size_gb: cli.volume_size_gb,
+        volume_size_gb: cli.volume_size_gib(),
         allow_multi: cli.allow_multi.clone(),
         vmdk_create_types: list_or(
             cli.vmdk_create_types.as_deref(),
@@ -381,7 +413,7 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
     };
     if !cli.urls.is_empty() {
         for url in &cli.urls {
-            let g = cli.auth.client(Some(url), "--url", true, timeout)?;
+            let g = cli.auth.client(Some(url), "--image-url", true, timeout)?;
             let opts = remote_options(&cli);
             let job = remote::Job {
                 opts: &opts,

@@ -1,4 +1,4 @@
-//! Images over HTTP: `--url`, and `--from-glance` (each Glance record's
+//! Images over HTTP: `--image-url`, and `--from-glance` (each Glance record's
 //! data through `/v2/images/{id}/file`), probed by bounded Range requests
 //! (openstack::http_source). The work of one image is a pure function of the
 //! record, so `--jobs` can run it on worker threads; the runner applies
@@ -220,7 +220,7 @@ impl Job<'_> {
         o
     }
 
-    /// An image over HTTP (`--url`, or a Glance record's data): probed by
+    /// An image over HTTP (`--image-url`, or a Glance record's data): probed by
     /// Range requests; `rec` gets `url`, `info`, `probe` and (with
     /// --check) the verdict, judged against the claimed format (the
     /// record's disk_format unless --expect-format).

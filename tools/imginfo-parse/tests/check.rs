@@ -45,7 +45,7 @@ fn failed_checks(rec: &Value) -> Vec<String> {
 fn hostile_corpus_verdicts_natively() {
     let exp = expectations();
     assert!(exp.len() >= 25);
-    let mut args = vec!["-q", "--check", "--volume-size-gb", "1"];
+    let mut args = vec!["-q", "--check", "--volume-size", "1G"];
     args.extend(exp.iter().map(|(f, _)| f.as_str()));
     let r = run_in(Some(&hostile()), &args, &[], b"");
     assert_eq!(r.records.len(), exp.len());
@@ -231,7 +231,7 @@ fn cinder_fetch_to_raw_rules() {
     let p = d.path();
     let verdict = |args: &[&str], stdin: &[u8]| run_in(Some(p), args, &[], stdin);
     // fetch_to_raw: a good image fits, converts, and is raw afterwards.
-    let r = verdict(&["--check", "--volume-size-gb", "1", "img.qcow2"], b"");
+    let r = verdict(&["--check", "--volume-size", "1G", "img.qcow2"], b"");
     assert_eq!(r.code, 0);
     sh(
         p,
@@ -252,7 +252,7 @@ fn cinder_fetch_to_raw_rules() {
         (1, vec!["backing_file".to_string()])
     );
     // test_fetch_to_raw_on_error_image_size: 64 MiB into a 0 GiB volume.
-    let r = verdict(&["--check", "--volume-size-gb", "0", "img.qcow2"], b"");
+    let r = verdict(&["--check", "--volume-size", "0", "img.qcow2"], b"");
     assert_eq!(failed_checks(&r.records[0]), ["virtual_size"]);
     // test_fetch_to_raw_no_qemu_img: only --qemu needs it, and says so.
     let r = run_in(

@@ -33,7 +33,7 @@ fn help_and_version_exit_zero_usage_errors_exit_two() {
     assert_eq!(bad.records[0]["error"]["kind"], "usage");
     // --backing-chain only makes sense with --qemu; check options need --check.
     assert_eq!(run(&["--backing-chain", "x"], b"").code, 2);
-    assert_eq!(run(&["--volume-size-gb", "1", "x"], b"").code, 2);
+    assert_eq!(run(&["--volume-size", "1G", "x"], b"").code, 2);
     // A missing file is an error record, and the stream goes on.
     let f = run(&["disk.img"], b"");
     assert_eq!(f.code, 2);

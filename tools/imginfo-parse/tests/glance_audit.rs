@@ -189,7 +189,7 @@ fn the_audit_flags_exactly_the_planted_images() {
     // The same verdict for one image by its URL.
     let d = hostile[0].clone();
     let url = format!("{}/v2/images/{d}/file", g.url);
-    let mut args = vec!["--check", "--url", url.as_str()];
+    let mut args = vec!["--check", "--image-url", url.as_str()];
     args.extend(auth.iter().map(String::as_str));
     let (code, one) = run_tool(glance_server::bin("imginfo-parse"), &args, "");
     assert_eq!(code, 1);

@@ -46,7 +46,7 @@ fn a_server_without_range_gets_not_probed() {
             .output()
             .unwrap()
     };
-    let out = run(&["--check", "--url", &url]);
+    let out = run(&["--check", "--image-url", &url]);
     // The pipeline the check guards: nothing uploaded.
     let guarded = Command::new("bash")
         .args([
@@ -57,7 +57,7 @@ fn a_server_without_range_gets_not_probed() {
         .arg(&url)
         .output()
         .unwrap();
-    let plain = run(&["--url", &url]);
+    let plain = run(&["--image-url", &url]);
     let _ = server.kill();
     let _ = server.wait();
     let rec: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -137,7 +137,7 @@ fn native_probe_agrees_with_qemu_img() {
         let mut native_args: Vec<&str> = args.clone();
         native_args.insert(0, "-q");
         native_args.insert(1, "--check");
-        native_args.insert(2, "--volume-size-gb=1");
+        native_args.insert(2, "--volume-size=1G");
         let mut qemu_args = native_args.clone();
         qemu_args.insert(0, "--qemu");
         let n = run_in(Some(&images), &native_args, &[], b"");

@@ -110,7 +110,7 @@ fn the_hostile_corpus_piped_gets_the_verdicts_of_its_files() {
         .collect();
     files.sort();
     assert!(files.len() >= 25);
-    let args = ["-q", "--check", "--volume-size-gb", "1"];
+    let args = ["-q", "--check", "--volume-size", "1G"];
     for f in files {
         let as_file = run(&[&args[..], &[f.to_str().unwrap()]].concat(), b"");
         let bytes = std::fs::read(&f).unwrap();

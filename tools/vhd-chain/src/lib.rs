@@ -119,7 +119,8 @@ pub enum Command {
         #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
         max_bytes: Option<u64>,
         /// The most members to accept
-        #[arg(long, value_name = "N")]
+        // One name for a count limit in every tool (was --max-members).
+        #[arg(long = "max-count", alias = "max-members", value_name = "N")]
         max_members: Option<usize>,
     },
     /// Find the chain in DIR: 0.vhd (leaf), 1.vhd, ... up to the first
@@ -144,7 +145,9 @@ pub enum Command {
         #[arg(long)]
         data: bool,
         /// Do not check timestamps against the clock
-        #[arg(long)]
+        // Skipping a check is --no-X-check in every tool (was
+        // --ignore-timestamps, vhd-util check's -i).
+        #[arg(long = "no-timestamp-check", alias = "ignore-timestamps")]
         ignore_timestamps: bool,
     },
     /// Write the virtual disk of the chain in DIR (or of one VHD) to
@@ -189,7 +192,7 @@ pub enum Command {
     },
     /// Make PARENT the parent of the differencing disk CHILD (vhd-util
     /// modify -p), on a copy renamed into place; refuses when CHILD's
-    /// recorded parent UUID is not PARENT's, unless --force
+    /// recorded parent UUID is not PARENT's, unless --no-uuid-check
     SetParent {
         /// The differencing VHD to change
         #[arg(value_name = "CHILD")]
@@ -198,7 +201,8 @@ pub enum Command {
         #[arg(value_name = "PARENT")]
         parent: PathBuf,
         /// Link even when the UUIDs disagree (the old UUID is recorded)
-        #[arg(long)]
+        // --force replaces an output file everywhere else (was --force).
+        #[arg(long = "no-uuid-check", alias = "force")]
         force: bool,
     },
     /// Grow the virtual disk of FILE to SIZE bytes (vhd-util resize), on a
@@ -261,8 +265,9 @@ pub enum Command {
         /// The directory holding N.vhd files
         #[arg(value_name = "DIR")]
         dir: PathBuf,
-        /// Link even when the UUIDs disagree
-        #[arg(long)]
+        /// Link even when the UUIDs disagree (the old UUIDs are recorded)
+        // As set-parent's (was --force).
+        #[arg(long = "no-uuid-check", alias = "force")]
         force: bool,
     },
 }

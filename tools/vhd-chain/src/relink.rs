@@ -114,7 +114,7 @@ pub enum RelinkError {
     },
     /// The child's parent UUID is not the new parent's UUID.
     #[error(
-        "{child}: its parent UUID is {old}, but {parent} has UUID {new}; refusing to relink (force to override)"
+        "{child}: its parent UUID is {old}, but {parent} has UUID {new}; refusing to relink (--no-uuid-check to override)"
     )]
     UuidMismatch {
         /// The child.

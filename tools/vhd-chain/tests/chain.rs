@@ -208,7 +208,7 @@ fn fix_links_the_discovered_chain_and_set_parent_guards_uuids() {
         (2, Some("refused"))
     );
     // ...unless forced, and then the old UUID is on record.
-    let (code, recs) = run(p, &["set-parent", "--force", "0.vhd", "other.vhd"]);
+    let (code, recs) = run(p, &["set-parent", "--no-uuid-check", "0.vhd", "other.vhd"]);
     assert_eq!(code, 0);
     assert_eq!(recs[0]["vhd"]["forced"], true);
     assert_ne!(

@@ -121,7 +121,10 @@ fn dir_commands(dir: &Path, out: &Path) -> Vec<(&'static str, Vec<std::ffi::OsSt
             v(&[os("flatten"), os("--dry-run"), &d]),
         ),
         ("fix", v(&[os("fix"), &d])),
-        ("fix --force", v(&[os("fix"), os("--force"), &d])),
+        (
+            "fix --no-uuid-check",
+            v(&[os("fix"), os("--no-uuid-check"), &d]),
+        ),
         ("coalesce --chain", v(&[os("coalesce"), os("--chain"), &d])),
         (
             "coalesce --chain --in-place",
@@ -201,10 +204,10 @@ fn files_changed_are_never_reached_through_a_link_named_directly() {
             vec![os("set-parent"), link.as_os_str(), parent.as_os_str()],
         ),
         (
-            "set-parent --force LINK",
+            "set-parent --no-uuid-check LINK",
             vec![
                 os("set-parent"),
-                os("--force"),
+                os("--no-uuid-check"),
                 link.as_os_str(),
                 parent.as_os_str(),
             ],
