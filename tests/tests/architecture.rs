@@ -88,7 +88,16 @@ fn no_library_crate_can_write_records() {
 /// Product source of a module: without comments and the tests module.
 fn product_text(path: &Path) -> String {
     let s = std::fs::read_to_string(path).unwrap();
-    let s = match s.find("#[cfg(test)]\nmod tests") {
+    // The tests module ends each file (`mod tests`, or `pub(crate) mod
+    // tests` when another module's tests share its helpers).
+    let tail = [
+        "#[cfg(test)]\nmod tests",
+        "#[cfg(test)]\npub(crate) mod tests",
+    ]
+    .iter()
+    .filter_map(|t| s.find(t))
+    .min();
+    let s = match tail {
         Some(i) => &s[..i],
         None => &s[..],
     };

@@ -432,6 +432,48 @@ pub mod bytes {
     pub fn c_str_eq(buf: &[u8], o: usize, s: &[u8]) -> bool {
         buf.get(o..o + s.len()) == Some(s) && buf.get(o + s.len()) == Some(&0)
     }
+
+    /// The bytes of a C string: everything before the first NUL.
+    pub fn cstr(b: &[u8]) -> &[u8] {
+        match b.iter().position(|&c| c == 0) {
+            Some(n) => &b[..n],
+            None => b,
+        }
+    }
+}
+
+/// Insert `key` as a (lossy) string; when the bytes are not UTF-8, also
+/// insert `<key>_bytes` with their standard base64.
+pub(crate) fn put_str(m: &mut Map<String, Value>, key: &str, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => {
+            m.insert(key.into(), s.into());
+        }
+        Err(_) => {
+            m.insert(key.into(), String::from_utf8_lossy(b).into_owned().into());
+            m.insert(format!("{key}_bytes"), system::text::base64(b).into());
+        }
+    }
+}
+
+/// Insert `backing_filename` and qemu's resolved `full_backing_filename`
+/// for the backing name `b` of image `name`, each with a `_bytes` twin
+/// (base64) when `b` is not UTF-8.
+pub(crate) fn put_backing(m: &mut Map<String, Value>, name: &str, b: &[u8]) {
+    put_str(m, "backing_filename", b);
+    let lossy = String::from_utf8_lossy(b);
+    let full = full_backing_filename(name, &lossy);
+    if std::str::from_utf8(b).is_err()
+        && let Some(prefix) = full.strip_suffix(lossy.as_ref())
+    {
+        let mut raw = prefix.as_bytes().to_vec();
+        raw.extend_from_slice(b);
+        m.insert(
+            "full_backing_filename_bytes".into(),
+            system::text::base64(&raw).into(),
+        );
+    }
+    m.insert("full_backing_filename".into(), full.into());
 }
 
 /// The path qemu reports as `full-backing-filename`: a relative backing

@@ -33,7 +33,8 @@
 //! - `payload_offset_sectors`: the raw payload offset field;
 //! - `cipher_name`, `cipher_mode_spec`, `hash_spec`: the raw header strings.
 
-use super::qcow2::{cstr, put_str};
+use super::bytes::cstr;
+use super::put_str;
 use super::{FormatError, Parsed, Reader, bytes};
 use serde_json::{Map, Value};
 

@@ -26,7 +26,9 @@
 //! - `cluster_bits`, `l2_bits`, `mtime`, `l1_table_offset`, `l1_size`
 //!   (entries), `backing_file_offset`, `backing_file_size`.
 
-use super::qcow2::{cstr, put_backing, read_exact};
+use super::bytes::cstr;
+use super::put_backing;
+use super::qcow2::read_exact;
 use super::{FormatError, Parsed, Reader, bytes::be32, bytes::be64};
 use serde_json::{Map, Value};
 

@@ -53,8 +53,9 @@
 //! - `luks`: with LUKS encryption and a crypto header extension, the
 //!   `header` facts of [`super::luks`] for the embedded LUKS header.
 
+use super::bytes::{be16, be32, be64, cstr};
 use super::luks;
-use super::{FormatError, Parsed, Reader, bytes::be16, bytes::be32, bytes::be64};
+use super::{FormatError, Parsed, Reader, put_backing, put_str};
 use serde_json::{Map, Value};
 
 const MAGIC: &[u8; 4] = b"QFI\xfb";
@@ -93,48 +94,6 @@ const BME_MAX_TABLE_SIZE: u32 = 0x0800_0000;
 const BME_MAX_PHYS_SIZE: u64 = 0x2000_0000;
 const BME_TABLE_RESERVED_MASK: u64 = 0xff00_0000_0000_01fe;
 const BME_TABLE_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
-
-/// The bytes of a C string: everything before the first NUL.
-pub(crate) fn cstr(b: &[u8]) -> &[u8] {
-    match b.iter().position(|&c| c == 0) {
-        Some(n) => &b[..n],
-        None => b,
-    }
-}
-
-/// Insert `key` as a (lossy) string; when the bytes are not UTF-8, also
-/// insert `<key>_bytes` with their standard base64.
-pub(crate) fn put_str(m: &mut Map<String, Value>, key: &str, b: &[u8]) {
-    match std::str::from_utf8(b) {
-        Ok(s) => {
-            m.insert(key.into(), s.into());
-        }
-        Err(_) => {
-            m.insert(key.into(), String::from_utf8_lossy(b).into_owned().into());
-            m.insert(format!("{key}_bytes"), system::text::base64(b).into());
-        }
-    }
-}
-
-/// Insert `backing_filename` and qemu's resolved `full_backing_filename`
-/// for the backing name `b` of image `name`, each with a `_bytes` twin
-/// (base64) when `b` is not UTF-8.
-pub(crate) fn put_backing(m: &mut Map<String, Value>, name: &str, b: &[u8]) {
-    put_str(m, "backing_filename", b);
-    let lossy = String::from_utf8_lossy(b);
-    let full = super::full_backing_filename(name, &lossy);
-    if std::str::from_utf8(b).is_err()
-        && let Some(prefix) = full.strip_suffix(lossy.as_ref())
-    {
-        let mut raw = prefix.as_bytes().to_vec();
-        raw.extend_from_slice(b);
-        m.insert(
-            "full_backing_filename_bytes".into(),
-            system::text::base64(&raw).into(),
-        );
-    }
-    m.insert("full_backing_filename".into(), full.into());
-}
 
 /// `len` bytes at `off`, all inside the file (lengths come from headers,
 /// so they are checked before any allocation).

@@ -26,7 +26,9 @@
 //! - `cluster_size`, `table_size`, `header_size`, `l1_table_offset`,
 //!   `image_size`, `backing_filename_offset`, `backing_filename_size`.
 
-use super::qcow2::{cstr, put_backing, read_exact};
+use super::bytes::cstr;
+use super::put_backing;
+use super::qcow2::read_exact;
 use super::{FormatError, Parsed, Reader, bytes::le32, bytes::le64};
 use serde_json::{Map, Value};
 

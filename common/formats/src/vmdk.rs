@@ -100,7 +100,7 @@
 //!   header; always true when parsing succeeded, as a disagreement is an
 //!   error).
 
-use super::bytes::{le16, le32, le64};
+use super::bytes::{cstr, le16, le32, le64};
 use super::{FormatError, Parsed, Reader};
 use serde_json::{Map, Value, json};
 
@@ -173,14 +173,6 @@ pub(crate) fn probe_text(buf: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// The bytes before the first NUL (a C string).
-fn cstr(b: &[u8]) -> &[u8] {
-    match b.iter().position(|&c| c == 0) {
-        Some(n) => &b[..n],
-        None => b,
-    }
 }
 
 /// `strstr`.
