@@ -244,7 +244,15 @@ fn from_file(file: File, accept: Accept) -> io::Result<Input> {
     }
     let what = describe(&md);
     if ft.is_dir() {
-        return Err(refusal(ErrorKind::NotRegular, "is a directory"));
+        // `IsADirectory`, so a caller tells it from the other refusals by
+        // kind, never by the message.
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            Refusal {
+                kind: ErrorKind::NotRegular,
+                message: "is a directory".into(),
+            },
+        ));
     }
     if ft.is_block_device() {
         // A volume (Cinder's LVM, XenServer's LVHD): read at offsets like a

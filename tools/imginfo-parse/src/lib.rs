@@ -850,7 +850,7 @@ impl Runner<'_> {
             Err(err) => {
                 let kind = ErrorKind::from_io(&err);
                 let mut message = err.to_string();
-                if kind == ErrorKind::NotRegular && !message.contains("directory") {
+                if kind == ErrorKind::NotRegular && err.kind() != std::io::ErrorKind::IsADirectory {
                     message.push_str(" (qemu-img cannot be given a stream safely; probe it natively, without --qemu)");
                 }
                 let e = self.ctx.error(kind, message);
