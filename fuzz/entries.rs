@@ -166,7 +166,7 @@ pub fn partition(data: &[u8]) {
 /// then the info finished and `--check`ed.
 pub fn probe(data: &[u8]) {
     if let Ok(p) = formats::probe(&Mem(data), IMAGE_NAME, None) {
-        finish_and_check(p.info, info::Source::Native);
+        finish_and_check(p.to_info(), info::Source::Native);
     }
 }
 

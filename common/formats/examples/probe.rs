@@ -19,7 +19,7 @@ fn main() {
         match FileSource::open(std::path::Path::new(&a)) {
             Ok(src) => match probe(&src, &a, forced.as_deref()) {
                 Ok(p) => {
-                    let line = serde_json::Value::Object(p.info).to_string();
+                    let line = serde_json::Value::Object(p.to_info()).to_string();
                     // A closed pipe ends the listing quietly.
                     if writeln!(std::io::stdout().lock(), "{line}").is_err() {
                         return;

@@ -23,7 +23,7 @@
 
 use super::bytes::{le32, le64};
 use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 /// The magic field's text.
 pub const MAGIC: &[u8] = b"Bochs Virtual HD Image";
@@ -52,6 +52,30 @@ pub fn probe_score(buf: &[u8], _name: &str) -> u8 {
     } else {
         0
     }
+}
+
+/// What a Bochs image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// Bochs header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// Header version.
+    pub version: u32,
+    /// Header size.
+    pub header_size: u32,
+    /// Catalog entries.
+    pub catalog_entries: u32,
+    /// Bitmap size.
+    pub bitmap_size: u32,
+    /// Extent size in bytes.
+    pub extent_size: u32,
+    /// Disk size in bytes.
+    pub disk_size: u64,
 }
 
 /// Parse the bochs header, if the bytes are bochs.
@@ -89,22 +113,24 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         )));
     }
 
-    let mut hd = Map::new();
-    hd.insert("version".into(), version.into());
-    hd.insert("header_size".into(), le32(&h, 68).into());
-    hd.insert("catalog_entries".into(), catalog.into());
-    hd.insert("bitmap_size".into(), le32(&h, 76).into());
-    hd.insert("extent_size".into(), extent.into());
-    hd.insert("disk_size".into(), disk.into());
-    let mut info = Map::new();
-    info.insert("format".into(), "bochs".into());
-    info.insert("virtual_size".into(), (sectors * 512).into());
-    info.insert("encrypted".into(), false.into());
-    info.insert("header".into(), Value::Object(hd));
+    let header = Header {
+        version,
+        header_size: le32(&h, 68),
+        catalog_entries: catalog,
+        bitmap_size: le32(&h, 76),
+        extent_size: extent,
+        disk_size: disk,
+    };
     Ok(Some(Parsed {
-        kind: "bochs",
+        kind: super::Format::Bochs,
         qemu_probes: true,
-        info,
+        virtual_size: sectors * 512,
+        cluster_size: None,
+        encrypted: false,
+        dirty_flag: None,
+        backing: None,
+        data_file: None,
+        details: super::Details::Bochs(Details { header }),
     }))
 }
 
@@ -139,15 +165,15 @@ mod tests {
     #[test]
     fn both_versions_decode() {
         let p = parse_buf(&image(VERSION_2, 1 << 20)).unwrap().unwrap();
-        assert_eq!(p.info["format"], "bochs");
-        assert_eq!(p.info["virtual_size"], 1 << 20);
-        assert!(p.info.get("dirty_flag").is_none());
-        assert_eq!(p.info["header"]["extent_size"], 4096);
+        assert_eq!(p.info()["format"], "bochs");
+        assert_eq!(p.info()["virtual_size"], 1 << 20);
+        assert!(p.info().get("dirty_flag").is_none());
+        assert_eq!(p.info()["header"]["extent_size"], 4096);
         let p = parse_buf(&image(VERSION_1, (1 << 20) - 1))
             .unwrap()
             .unwrap();
         // rounded down to whole sectors, as qemu does
-        assert_eq!(p.info["virtual_size"], (1 << 20) - 512);
+        assert_eq!(p.info()["virtual_size"], (1 << 20) - 512);
     }
 
     #[test]

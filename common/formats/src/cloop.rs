@@ -24,7 +24,7 @@
 
 use super::bytes::{be32, be64};
 use super::{FormatError, MAX_READ, Parsed, Reader};
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 /// The shell-script prefix qemu probes for.
 pub const MAGIC: &[u8] =
@@ -32,6 +32,24 @@ pub const MAGIC: &[u8] =
 const MAX_BLOCK_SIZE: u32 = 64 << 20;
 const MAX_OFFSETS_BYTES: u64 = 512 << 20;
 const OFFSETS_AT: u64 = 136;
+
+/// What a cloop image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// cloop header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// Block size.
+    pub block_size: u32,
+    /// Blocks.
+    pub blocks: u32,
+    /// Where the compressed data ends.
+    pub data_end: u64,
+}
 
 /// Parse the cloop header, if the bytes are cloop.
 pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -61,19 +79,21 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     // qemu: n_blocks * sectors_per_block, both uint32_t.
     let sectors = blocks.wrapping_mul(block_size / 512);
 
-    let mut hd = Map::new();
-    hd.insert("block_size".into(), block_size.into());
-    hd.insert("blocks".into(), blocks.into());
-    hd.insert("data_end".into(), data_end.into());
-    let mut info = Map::new();
-    info.insert("format".into(), "cloop".into());
-    info.insert("virtual_size".into(), (u64::from(sectors) * 512).into());
-    info.insert("encrypted".into(), false.into());
-    info.insert("header".into(), Value::Object(hd));
+    let header = Header {
+        block_size,
+        blocks,
+        data_end,
+    };
     Ok(Some(Parsed {
-        kind: "cloop",
+        kind: super::Format::Cloop,
         qemu_probes: true,
-        info,
+        virtual_size: u64::from(sectors) * 512,
+        cluster_size: None,
+        encrypted: false,
+        dirty_flag: None,
+        backing: None,
+        data_file: None,
+        details: super::Details::Cloop(Details { header }),
     }))
 }
 
@@ -144,10 +164,10 @@ mod tests {
     #[test]
     fn valid_header_decodes() {
         let p = parse_buf(&image(4)).unwrap().unwrap();
-        assert_eq!(p.info["format"], "cloop");
-        assert_eq!(p.info["virtual_size"], 4 * 65536);
-        assert_eq!(p.info["header"]["blocks"], 4);
-        assert!(p.info.get("dirty_flag").is_none());
+        assert_eq!(p.info()["format"], "cloop");
+        assert_eq!(p.info()["virtual_size"], 4 * 65536);
+        assert_eq!(p.info()["header"]["blocks"], 4);
+        assert!(p.info().get("dirty_flag").is_none());
     }
 
     #[test]
@@ -159,11 +179,11 @@ mod tests {
         // all past the end (zeros, which never go backwards).
         v[132..136].copy_from_slice(&(1u32 << 23).to_be_bytes());
         let p = parse_buf(&v).unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 0);
+        assert_eq!(p.info()["virtual_size"], 0);
         // (2^15 + 1) * 2^17 sectors wraps to 2^17 sectors: 64 MiB.
         v[132..136].copy_from_slice(&((1u32 << 15) + 1).to_be_bytes());
         let p = parse_buf(&v).unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 64u64 << 20);
+        assert_eq!(p.info()["virtual_size"], 64u64 << 20);
     }
 
     #[test]

@@ -41,7 +41,7 @@
 
 use super::bytes::{be32, be64};
 use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 const TRAILER: usize = 512;
 const MAX_XML: u64 = 16 << 20;
@@ -62,6 +62,44 @@ fn find_koly(r: &Reader) -> Result<Option<u64>, FormatError> {
     Ok(w.windows(4)
         .position(|x| x == b"koly")
         .map(|i| start + i as u64))
+}
+
+/// What a UDIF image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// UDIF header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// Whether the name ends in `.dmg` (qemu probes by name).
+    pub named_dmg: bool,
+    /// Where the trailer is.
+    pub trailer_offset: u64,
+    /// Trailer version.
+    pub version: u32,
+    /// Trailer header size.
+    pub header_size: u32,
+    /// Flags.
+    pub flags: u32,
+    /// Data fork offset.
+    pub data_fork_offset: u64,
+    /// Data fork length.
+    pub data_fork_length: u64,
+    /// Resource fork offset.
+    pub resource_fork_offset: u64,
+    /// Resource fork length.
+    pub resource_fork_length: u64,
+    /// Property list offset.
+    pub xml_offset: u64,
+    /// Property list length.
+    pub xml_length: u64,
+    /// Image variant.
+    pub image_variant: u32,
+    /// Sector count.
+    pub sector_count: u64,
 }
 
 /// Parse the dmg trailer, if the file is dmg to qemu (see the module
@@ -117,29 +155,31 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
         };
     }
 
-    let mut hd = Map::new();
-    hd.insert("named_dmg".into(), by_name.into());
-    hd.insert("trailer_offset".into(), at.into());
-    hd.insert("version".into(), be32(&t, 4).into());
-    hd.insert("header_size".into(), be32(&t, 8).into());
-    hd.insert("flags".into(), be32(&t, 12).into());
-    hd.insert("data_fork_offset".into(), data_fork.into());
-    hd.insert("data_fork_length".into(), be64(&t, 0x20).into());
-    hd.insert("resource_fork_offset".into(), rsrc.0.into());
-    hd.insert("resource_fork_length".into(), rsrc.1.into());
-    hd.insert("xml_offset".into(), xml.0.into());
-    hd.insert("xml_length".into(), xml.1.into());
-    hd.insert("image_variant".into(), be32(&t, 0x1e8).into());
-    hd.insert("sector_count".into(), sectors.into());
-    let mut info = Map::new();
-    info.insert("format".into(), "dmg".into());
-    info.insert("virtual_size".into(), (sectors * 512).into());
-    info.insert("encrypted".into(), false.into());
-    info.insert("header".into(), Value::Object(hd));
+    let header = Header {
+        named_dmg: by_name,
+        trailer_offset: at,
+        version: be32(&t, 4),
+        header_size: be32(&t, 8),
+        flags: be32(&t, 12),
+        data_fork_offset: data_fork,
+        data_fork_length: be64(&t, 0x20),
+        resource_fork_offset: rsrc.0,
+        resource_fork_length: rsrc.1,
+        xml_offset: xml.0,
+        xml_length: xml.1,
+        image_variant: be32(&t, 0x1e8),
+        sector_count: sectors,
+    };
     Ok(Some(Parsed {
-        kind: "dmg",
+        kind: super::Format::Dmg,
         qemu_probes: by_name,
-        info,
+        virtual_size: sectors * 512,
+        cluster_size: None,
+        encrypted: false,
+        dirty_flag: None,
+        backing: None,
+        data_file: None,
+        details: super::Details::Dmg(Details { header }),
     }))
 }
 
@@ -170,8 +210,8 @@ mod tests {
         let img = image(700, 2048);
         let p = parse_as(&img, "d/x.dmg").unwrap().unwrap();
         assert!(p.qemu_probes);
-        assert_eq!(p.info["virtual_size"], 1 << 20);
-        assert_eq!(p.info["header"]["trailer_offset"], 700);
+        assert_eq!(p.info()["virtual_size"], 1 << 20);
+        assert_eq!(p.info()["header"]["trailer_offset"], 700);
         let p = parse_as(&img, "d/x.img").unwrap().unwrap();
         assert!(!p.qemu_probes);
     }
@@ -191,8 +231,8 @@ mod tests {
         // 3 bytes more: the trailer ends 3 bytes into a padded sector.
         let img = image(703, 8);
         let p = parse_as(&img, "x.dmg").unwrap().unwrap();
-        assert_eq!(p.info["header"]["trailer_offset"], 703);
-        assert_eq!(p.info["virtual_size"], 4096);
+        assert_eq!(p.info()["header"]["trailer_offset"], 703);
+        assert_eq!(p.info()["virtual_size"], 4096);
     }
 
     #[test]

@@ -22,12 +22,31 @@
 //!   `EL TORITO SPECIFICATION` is present (a bootable CD);
 //! - `joliet`: a supplementary descriptor with a Joliet escape sequence.
 
-use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value};
+use super::{FormatError, Parsed, Reader, text};
+use serde::Serialize;
 
 const START: u64 = 32 * 1024;
 const BLOCK: u64 = 2048;
 const MAX_DESCRIPTORS: u64 = 64;
+
+/// An ISO 9660 / UDF layout (module docs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Iso {
+    /// `iso9660` or `udf`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The primary volume's id (lossy text), or null without one.
+    pub volume_id: Option<String>,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_id_bytes: Option<String>,
+    /// The primary volume's size in bytes, or null without one.
+    pub volume_space_size: Option<u64>,
+    /// Whether an El Torito boot record is present.
+    pub el_torito: bool,
+    /// Whether a Joliet descriptor is present.
+    pub joliet: bool,
+}
 
 /// Parse the ISO 9660 / UDF descriptors, if the bytes are an ISO.
 pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -63,38 +82,37 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     if !any {
         return Ok(None);
     }
-    let mut info = Map::new();
-    info.insert("type".into(), if udf { "udf" } else { "iso9660" }.into());
-    match &pvd {
-        Some(p) => {
-            let raw = p.get(40..72).unwrap_or(&[]);
-            let end = raw
-                .iter()
-                .rposition(|&c| c != b' ' && c != 0)
-                .map_or(0, |i| i + 1);
-            let id = &raw[..end];
-            info.insert(
-                "volume_id".into(),
-                String::from_utf8_lossy(id).into_owned().into(),
-            );
-            if std::str::from_utf8(id).is_err() {
-                info.insert("volume_id_bytes".into(), system::text::base64(id).into());
-            }
-            let blocks = u64::from(super::bytes::le32(p, 80));
-            let bsize = u64::from(super::bytes::le16(p, 128));
-            info.insert("volume_space_size".into(), (blocks * bsize).into());
-        }
-        None => {
-            info.insert("volume_id".into(), Value::Null);
-            info.insert("volume_space_size".into(), Value::Null);
-        }
+    let (mut volume_id, mut volume_id_bytes, mut volume_space_size) = (None, None, None);
+    if let Some(p) = &pvd {
+        let raw = p.get(40..72).unwrap_or(&[]);
+        let end = raw
+            .iter()
+            .rposition(|&c| c != b' ' && c != 0)
+            .map_or(0, |i| i + 1);
+        let (id, id_bytes) = text(&raw[..end]);
+        (volume_id, volume_id_bytes) = (Some(id), id_bytes);
+        let blocks = u64::from(super::bytes::le32(p, 80));
+        let bsize = u64::from(super::bytes::le16(p, 128));
+        volume_space_size = Some(blocks * bsize);
     }
-    info.insert("el_torito".into(), el_torito.into());
-    info.insert("joliet".into(), joliet.into());
+    let iso = Iso {
+        kind: if udf { "udf" } else { "iso9660" },
+        volume_id,
+        volume_id_bytes,
+        volume_space_size,
+        el_torito,
+        joliet,
+    };
     Ok(Some(Parsed {
-        kind: "iso",
+        kind: super::Format::Iso,
         qemu_probes: false,
-        info,
+        virtual_size: 0,
+        cluster_size: None,
+        encrypted: false,
+        dirty_flag: None,
+        backing: None,
+        data_file: None,
+        details: super::Details::Iso(iso),
     }))
 }
 
@@ -140,18 +158,18 @@ mod tests {
     #[test]
     fn pvd() {
         let p = run(&iso(false, true)).unwrap();
-        assert_eq!(p.info["type"], "iso9660");
-        assert_eq!(p.info["volume_id"], "MY_VOLUME");
-        assert_eq!(p.info["volume_space_size"], 184 * 2048);
-        assert_eq!(p.info["el_torito"], true);
+        assert_eq!(p.info()["type"], "iso9660");
+        assert_eq!(p.info()["volume_id"], "MY_VOLUME");
+        assert_eq!(p.info()["volume_space_size"], 184 * 2048);
+        assert_eq!(p.info()["el_torito"], true);
         assert!(!p.qemu_probes);
     }
 
     #[test]
     fn udf_bridge() {
         let p = run(&iso(true, false)).unwrap();
-        assert_eq!(p.info["type"], "udf");
-        assert_eq!(p.info["el_torito"], false);
+        assert_eq!(p.info()["type"], "udf");
+        assert_eq!(p.info()["el_torito"], false);
     }
 
     #[test]

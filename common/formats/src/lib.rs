@@ -8,9 +8,12 @@
 //! files, data files and VMDK extents are reported by name only.
 //!
 //! Each format module has `parse(&Reader, name) -> Result<Option<Parsed>>`:
-//! `Ok(None)` when the bytes are not that format, `Ok(Some)` with the info
-//! fields in qemu's JSON shape (snake_case keys), and `Err` when the magic
-//! matches but the header is broken or hostile.
+//! `Ok(None)` when the bytes are not that format, `Ok(Some)` with the
+//! facts typed (the common ones in [`Parsed`], the format's own in its
+//! `Details` struct), and `Err` when the magic matches but the header is
+//! broken or hostile. Nothing here builds JSON: the types serialize to
+//! qemu's JSON shape (snake_case keys, in qemu's order) where a record is
+//! written ([`Probe::to_info`]).
 //!
 //! Behind the parsers, [`score`] restates qemu's own probe functions: when
 //! qemu's probing would not read the file as raw, the answer is never raw.
@@ -35,6 +38,7 @@ pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::cell::Cell;
 use std::io;
@@ -375,21 +379,304 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a probe can find: a qemu driver name, or a layout qemu reads as
+/// raw (`iso`, `gpt`, `mbr`: never a probe's [`Probe::format`], only in
+/// [`Probe::detected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// No header qemu probes: the bytes are the disk.
+    Raw,
+    /// QEMU copy-on-write v2/v3.
+    Qcow2,
+    /// QEMU copy-on-write v1.
+    Qcow,
+    /// QEMU enhanced disk.
+    Qed,
+    /// LUKS1 encrypted volume.
+    Luks,
+    /// VMware disk (sparse, stream-optimized or a descriptor).
+    Vmdk,
+    /// VHD (qemu calls it `vpc`).
+    Vpc,
+    /// Hyper-V VHDX.
+    Vhdx,
+    /// VirtualBox disk.
+    Vdi,
+    /// Parallels/Virtuozzo (`ploop`).
+    Parallels,
+    /// Bochs growing disk.
+    Bochs,
+    /// Apple disk image (UDIF).
+    Dmg,
+    /// Compressed loop (cloop).
+    Cloop,
+    /// ISO 9660 / UDF, a layout qemu reads as raw.
+    Iso,
+    /// A GPT partition table, a layout qemu reads as raw.
+    Gpt,
+    /// An MBR partition table, a layout qemu reads as raw.
+    Mbr,
+}
+
+impl Format {
+    /// The name qemu (and every record) uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Qcow => "qcow",
+            Format::Qed => "qed",
+            Format::Luks => "luks",
+            Format::Vmdk => "vmdk",
+            Format::Vpc => "vpc",
+            Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
+            Format::Parallels => "parallels",
+            Format::Bochs => "bochs",
+            Format::Dmg => "dmg",
+            Format::Cloop => "cloop",
+            Format::Iso => "iso",
+            Format::Gpt => "gpt",
+            Format::Mbr => "mbr",
+        }
+    }
+
+    /// Whether this is a layout qemu reads as raw (`iso`, `gpt`, `mbr`).
+    pub fn is_layout(self) -> bool {
+        matches!(self, Format::Iso | Format::Gpt | Format::Mbr)
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Format {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Format {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for Format {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A string from a header as qemu prints it: the (lossy) text, and, when
+/// the bytes are not UTF-8, their standard base64 for the `<key>_bytes`
+/// twin.
+pub(crate) fn text(b: &[u8]) -> (String, Option<String>) {
+    system::text::with_bytes(b)
+}
+
+/// A backing file as a header names it (nothing is opened).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backing {
+    /// The name's exact bytes (not always UTF-8).
+    pub name: Vec<u8>,
+    /// The backing format recorded with it (qemu-img's `-F`), if any.
+    pub format: Option<Vec<u8>>,
+    /// qemu's `full-backing-filename` (see [`full_backing_filename`]).
+    full: String,
+    /// Its exact bytes, where it is printed (a non-UTF-8 name).
+    full_bytes: Option<Vec<u8>>,
+}
+
+impl Backing {
+    /// The backing name `name` of image `image`, resolved as qemu does;
+    /// a non-UTF-8 name also gets its resolved bytes.
+    pub(crate) fn new(image: &str, name: &[u8]) -> Self {
+        let lossy = String::from_utf8_lossy(name);
+        let full = full_backing_filename(image, &lossy);
+        let full_bytes = match std::str::from_utf8(name) {
+            Ok(_) => None,
+            Err(_) => full.strip_suffix(lossy.as_ref()).map(|prefix| {
+                let mut raw = prefix.as_bytes().to_vec();
+                raw.extend_from_slice(name);
+                raw
+            }),
+        };
+        Backing {
+            name: name.to_vec(),
+            format: None,
+            full,
+            full_bytes,
+        }
+    }
+
+    /// Without the resolved name's bytes: VMDK's parent hint has always
+    /// been reported so.
+    pub(crate) fn without_full_bytes(mut self) -> Self {
+        self.full_bytes = None;
+        self
+    }
+
+    /// With the backing format `f`.
+    pub(crate) fn with_format(mut self, f: &[u8]) -> Self {
+        self.format = Some(f.to_vec());
+        self
+    }
+
+    /// The name as text (invalid UTF-8 replaced).
+    pub fn name_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.name)
+    }
+
+    /// The backing format as text, if recorded.
+    pub fn format_lossy(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.format.as_deref().map(String::from_utf8_lossy)
+    }
+
+    /// qemu's `full-backing-filename`.
+    pub fn full(&self) -> &str {
+        &self.full
+    }
+}
+
+impl Serialize for Backing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        let (name, name_bytes) = text(&self.name);
+        m.serialize_entry("backing_filename", &name)?;
+        if let Some(b) = &name_bytes {
+            m.serialize_entry("backing_filename_bytes", b)?;
+        }
+        if let Some(b) = &self.full_bytes {
+            m.serialize_entry("full_backing_filename_bytes", &system::text::base64(b))?;
+        }
+        m.serialize_entry("full_backing_filename", &self.full)?;
+        if let Some(f) = &self.format {
+            let (f, f_bytes) = text(f);
+            m.serialize_entry("backing_filename_format", &f)?;
+            if let Some(b) = &f_bytes {
+                m.serialize_entry("backing_filename_format_bytes", b)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// qemu's `format-specific`: the driver's name and its own data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FormatSpecific<T> {
+    /// The driver (`qcow2`, `luks`, `vmdk`).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// What that driver reports.
+    pub data: T,
+}
+
+/// The facts one format reports beyond the common ones, in qemu's JSON
+/// shape (snake_case keys, in the order they are written).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+// The big headers are boxed: a probe moves its Details around.
+pub enum Details {
+    /// Raw bytes: nothing beyond the common fields.
+    Raw,
+    /// LUKS1.
+    Luks(Box<luks::Details>),
+    /// qcow2.
+    Qcow2(Box<qcow2::Details>),
+    /// qcow (v1).
+    Qcow(qcow::Details),
+    /// QED.
+    Qed(qed::Details),
+    /// VHD.
+    Vpc(Box<vhd::Details>),
+    /// VHDX.
+    Vhdx(Box<vhdx::Details>),
+    /// VMDK.
+    Vmdk(Box<vmdk::Details>),
+    /// VDI.
+    Vdi(vdi::Details),
+    /// Parallels.
+    Parallels(parallels::Details),
+    /// Bochs.
+    Bochs(bochs::Details),
+    /// UDIF (dmg).
+    Dmg(dmg::Details),
+    /// cloop.
+    Cloop(cloop::Details),
+    /// An ISO 9660/UDF layout (never a probe's format).
+    Iso(iso::Iso),
+    /// A partition table (never a probe's format).
+    Partition(partition::Table),
+}
+
 /// One format found in the bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
-    /// What was found: a qemu driver name (`qcow2`, `vpc`, ...) or `iso`,
-    /// `gpt`, `mbr` for layouts qemu reads as raw.
-    pub kind: &'static str,
+    /// What was found: a qemu driver or a layout qemu reads as raw.
+    pub kind: Format,
     /// Whether qemu-img, probing without `-f`, picks this driver (a fixed
     /// VHD has no header at offset 0, so qemu does not; nor for ISO/GPT/MBR).
     pub qemu_probes: bool,
-    /// The fields in qemu's JSON shape, snake_case: `format`,
-    /// `virtual_size`, `cluster_size`, `encrypted`, `dirty_flag`, backing
-    /// fields, `snapshots`, `format_specific`; plus `header` with facts
-    /// qemu does not print (used by the acceptance checks). For `iso`,
-    /// `gpt` and `mbr`: the details of the layout.
-    pub info: Map<String, Value>,
+    /// The disk's size as qemu reports it (0 for a layout).
+    pub virtual_size: u64,
+    /// qemu's `cluster-size`, where the format has one (an `int` in
+    /// qemu: VHD's 2 GiB blocks print negative).
+    pub cluster_size: Option<i64>,
+    /// Whether the data is encrypted.
+    pub encrypted: bool,
+    /// qemu's `dirty-flag`, where the format reports one.
+    pub dirty_flag: Option<bool>,
+    /// The backing file the header names.
+    pub backing: Option<Backing>,
+    /// The external data file the header names (qcow2).
+    pub data_file: Option<Vec<u8>>,
+    /// Everything else: qemu's `snapshots` and `format_specific`, plus `header` with facts qemu does not print
+    /// (used by the acceptance checks); for a layout, its details.
+    pub details: Details,
+}
+
+impl Parsed {
+    /// The fields as qemu's JSON (what the probe prints for this format;
+    /// for a layout, its details alone): for tests.
+    #[cfg(test)]
+    pub(crate) fn info(&self) -> Map<String, Value> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            format: Format,
+            virtual_size: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cluster_size: Option<i64>,
+            encrypted: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            dirty_flag: Option<bool>,
+            #[serde(flatten)]
+            backing: &'a Option<Backing>,
+            #[serde(flatten)]
+            details: &'a Details,
+        }
+        let v = if self.kind.is_layout() {
+            serde_json::to_value(&self.details)
+        } else {
+            serde_json::to_value(View {
+                format: self.kind,
+                virtual_size: self.virtual_size,
+                cluster_size: self.cluster_size,
+                encrypted: self.encrypted,
+                dirty_flag: self.dirty_flag,
+                backing: &self.backing,
+                details: &self.details,
+            })
+        };
+        match v {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        }
+    }
 }
 
 /// Big-endian and little-endian integers from a header (callers have
@@ -442,40 +729,6 @@ pub mod bytes {
     }
 }
 
-/// Insert `key` as a (lossy) string; when the bytes are not UTF-8, also
-/// insert `<key>_bytes` with their standard base64.
-pub(crate) fn put_str(m: &mut Map<String, Value>, key: &str, b: &[u8]) {
-    match std::str::from_utf8(b) {
-        Ok(s) => {
-            m.insert(key.into(), s.into());
-        }
-        Err(_) => {
-            m.insert(key.into(), String::from_utf8_lossy(b).into_owned().into());
-            m.insert(format!("{key}_bytes"), system::text::base64(b).into());
-        }
-    }
-}
-
-/// Insert `backing_filename` and qemu's resolved `full_backing_filename`
-/// for the backing name `b` of image `name`, each with a `_bytes` twin
-/// (base64) when `b` is not UTF-8.
-pub(crate) fn put_backing(m: &mut Map<String, Value>, name: &str, b: &[u8]) {
-    put_str(m, "backing_filename", b);
-    let lossy = String::from_utf8_lossy(b);
-    let full = full_backing_filename(name, &lossy);
-    if std::str::from_utf8(b).is_err()
-        && let Some(prefix) = full.strip_suffix(lossy.as_ref())
-    {
-        let mut raw = prefix.as_bytes().to_vec();
-        raw.extend_from_slice(b);
-        m.insert(
-            "full_backing_filename_bytes".into(),
-            system::text::base64(&raw).into(),
-        );
-    }
-    m.insert("full_backing_filename".into(), full.into());
-}
-
 /// The path qemu reports as `full-backing-filename`: a relative backing
 /// name is taken relative to the image's directory; absolute names,
 /// protocol names (`http://`, `nbd:`) and `json:` are kept as they are.
@@ -525,23 +778,77 @@ pub fn known_formats() -> Vec<&'static str> {
     v
 }
 
-/// What probing found.
-#[derive(Debug, Clone, PartialEq)]
+/// What probing found: the facts every caller needs, typed, and the
+/// format's own [`Details`]. Serialized, it is qemu's `info` in JSON
+/// (snake_case keys), as the records print it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Probe {
-    /// The info fields (qemu JSON shape, snake_case), including
-    /// `detected_formats` and, where found, `iso` and `partition_table`.
-    pub info: Map<String, Value>,
+    /// The format qemu reads the image as (`raw` when it probes none).
+    pub format: Format,
+    /// The disk's size in bytes, as qemu reports it.
+    pub virtual_size: u64,
+    /// qemu's `cluster-size`, where the format has one (an `int` in
+    /// qemu: VHD's 2 GiB blocks print negative).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<i64>,
+    /// Whether the data is encrypted.
+    pub encrypted: bool,
+    /// qemu's `dirty-flag`, where the format reports one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirty_flag: Option<bool>,
+    /// The backing file the header names, if any.
+    #[serde(flatten)]
+    pub backing: Option<Backing>,
+    /// The external data file the header names (qcow2), if any; printed
+    /// inside `format_specific`.
+    #[serde(skip)]
+    pub data_file: Option<Vec<u8>>,
+    /// The format's own facts.
+    #[serde(flatten)]
+    pub details: Details,
+    /// An ISO 9660/UDF layout found in the bytes too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iso: Option<iso::Iso>,
+    /// A partition table found in the bytes too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_table: Option<partition::Table>,
+    /// Every format the bytes match (`raw` first when qemu probes none);
+    /// more than one is a polyglot.
+    #[serde(rename = "detected_formats")]
+    pub detected: Vec<Format>,
+    /// The name the image was probed under.
+    pub filename: String,
+    /// Bytes allocated on the host, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_size: Option<u64>,
 }
 
-fn raw_info(len: u64) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("format".into(), "raw".into());
-    // qemu sees whole 512-byte sectors: a 7-byte file is 512 bytes to it.
-    let size = len.div_ceil(512).saturating_mul(512);
-    m.insert("virtual_size".into(), size.into());
-    m.insert("encrypted".into(), false.into());
-    m.insert("dirty_flag".into(), false.into());
-    m
+impl Probe {
+    /// The probe as qemu's `info` JSON object (the record's shape).
+    pub fn to_info(&self) -> Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            // Serializing these types to a Value cannot fail (string keys,
+            // no non-finite floats).
+            _ => Map::new(),
+        }
+    }
+}
+
+/// Raw: whole 512-byte sectors, nothing encrypted, nothing dirty.
+fn raw(len: u64) -> Parsed {
+    Parsed {
+        kind: Format::Raw,
+        qemu_probes: true,
+        // qemu sees whole 512-byte sectors: a 7-byte file is 512 bytes to it.
+        virtual_size: len.div_ceil(512).saturating_mul(512),
+        cluster_size: None,
+        encrypted: false,
+        dirty_flag: Some(false),
+        backing: None,
+        data_file: None,
+        details: Details::Raw,
+    }
 }
 
 /// Probe `src` (named `name`, as given by the user) the way `qemu-img info`
@@ -616,12 +923,12 @@ cannot be read: not raw",
             None
         }
     };
-    let mut detected: Vec<Value> = found.iter().map(|p| Value::from(p.kind)).collect();
+    let mut detected: Vec<Format> = found.iter().map(|p| p.kind).collect();
     if forced.is_none() && !found.iter().any(|p| p.qemu_probes) {
-        detected.insert(0, "raw".into());
+        detected.insert(0, Format::Raw);
     }
-    // The winner's fields become the info; layouts qemu reads as raw are
-    // attached as details. Moved, not copied.
+    // The winner gives the facts; layouts qemu reads as raw are attached
+    // as details. Moved, not copied.
     let winner = match forced {
         Some("raw") => None,
         Some(f) if found.is_empty() => {
@@ -634,30 +941,39 @@ cannot be read: not raw",
                 },
             });
         }
+        // A layout forced (`iso`, `partition`: no qemu format) is read as
+        // raw, with the layout attached.
+        Some(_) if found[0].kind.is_layout() => None,
         Some(_) => Some(0),
         None => picked.or_else(|| found.iter().position(|p| p.qemu_probes)),
     };
-    let mut info = match winner {
-        Some(i) => std::mem::take(&mut found[i].info),
-        None => raw_info(src.len()),
+    let top = match winner {
+        Some(i) => found.swap_remove(i),
+        None => raw(src.len()),
     };
+    let (mut iso, mut partition_table) = (None, None);
     for p in found {
-        match p.kind {
-            "iso" => {
-                info.insert("iso".into(), Value::Object(p.info));
-            }
-            "gpt" | "mbr" => {
-                info.insert("partition_table".into(), Value::Object(p.info));
-            }
+        match (p.kind, p.details) {
+            (_, Details::Iso(i)) => iso = Some(i),
+            (_, Details::Partition(t)) => partition_table = Some(t),
             _ => {}
         }
     }
-    info.insert("detected_formats".into(), Value::Array(detected));
-    info.insert("filename".into(), name.into());
-    if let Some(a) = src.allocated() {
-        info.insert("actual_size".into(), a.into());
-    }
-    Ok(Probe { info })
+    Ok(Probe {
+        format: top.kind,
+        virtual_size: top.virtual_size,
+        cluster_size: top.cluster_size,
+        encrypted: top.encrypted,
+        dirty_flag: top.dirty_flag,
+        backing: top.backing,
+        data_file: top.data_file,
+        details: top.details,
+        iso,
+        partition_table,
+        detected,
+        filename: name.to_owned(),
+        actual_size: src.allocated(),
+    })
 }
 
 #[cfg(test)]
@@ -724,8 +1040,8 @@ mod tests {
         ] {
             let data = vec![0u8; len];
             let p = probe(&data, "x", None).unwrap();
-            assert_eq!(p.info["format"], "raw");
-            assert_eq!(p.info["virtual_size"], size);
+            assert_eq!(p.format, Format::Raw);
+            assert_eq!(p.virtual_size, size);
         }
     }
 }

@@ -34,9 +34,8 @@
 //! - `cipher_name`, `cipher_mode_spec`, `hash_spec`: the raw header strings.
 
 use super::bytes::cstr;
-use super::put_str;
-use super::{FormatError, Parsed, Reader, bytes};
-use serde_json::{Map, Value};
+use super::{FormatError, FormatSpecific, Parsed, Reader, bytes, text};
+use serde::Serialize;
 
 /// LUKS magic.
 pub(crate) const MAGIC: &[u8; 6] = b"LUKS\xba\xbe";
@@ -52,12 +51,91 @@ const SLOT_DISABLED: u32 = 0x0000_DEAD;
 
 /// A parsed, checked LUKS header.
 pub(crate) struct LuksHeader {
-    /// qemu's `QCryptoBlockInfoLUKS`, snake_case.
-    pub(crate) info: Map<String, Value>,
+    /// qemu's `QCryptoBlockInfoLUKS`.
+    pub(crate) info: Info,
     /// Facts for `header`.
-    pub(crate) header: Map<String, Value>,
+    pub(crate) header: Header,
     /// Payload offset in bytes.
     pub(crate) payload_offset: u64,
+}
+
+/// qemu's `QCryptoBlockInfoLUKS`, snake_case.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Info {
+    /// Cipher algorithm, qemu's name (`aes-256`).
+    pub cipher_alg: &'static str,
+    /// Cipher mode (`xts`).
+    pub cipher_mode: &'static str,
+    /// IV generator (`plain64`, `essiv`).
+    pub ivgen_alg: &'static str,
+    /// ESSIV's hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ivgen_hash_alg: Option<&'static str>,
+    /// Key-derivation hash.
+    pub hash_alg: &'static str,
+    /// Where the payload starts, in bytes.
+    pub payload_offset: u64,
+    /// Master-key PBKDF2 iterations.
+    pub master_key_iters: u32,
+    /// The volume UUID (lossy text).
+    pub uuid: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid_bytes: Option<String>,
+    /// Always false: the header is in the image.
+    pub detached_header: bool,
+    /// The eight key slots.
+    pub slots: Vec<Slot>,
+}
+
+/// One LUKS key slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Slot {
+    /// Whether the slot holds a key.
+    pub active: bool,
+    /// Where its key material starts, in bytes.
+    pub key_offset: u64,
+    /// PBKDF2 iterations (active slots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iters: Option<u32>,
+    /// Anti-forensic stripes (active slots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripes: Option<u32>,
+}
+
+/// LUKS header facts qemu does not print.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// LUKS version (1).
+    pub version: u16,
+    /// Master-key length.
+    pub key_bytes: u32,
+    /// Payload offset in sectors.
+    pub payload_offset_sectors: u32,
+    /// The cipher name as stored.
+    pub cipher_name: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher_name_bytes: Option<String>,
+    /// The cipher mode as stored (`xts-plain64`).
+    pub cipher_mode_spec: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher_mode_spec_bytes: Option<String>,
+    /// The hash as stored.
+    pub hash_spec: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_spec_bytes: Option<String>,
+}
+
+/// What a LUKS image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// qemu's `format-specific` (`type: luks`).
+    pub format_specific: FormatSpecific<Info>,
+    /// Header facts.
+    pub header: Header,
 }
 
 /// Key length in bytes of each qemu cipher algorithm, by LUKS name.
@@ -255,42 +333,46 @@ pub(crate) fn parse_header(r: &Reader, h: &[u8]) -> Result<LuksHeader, FormatErr
     }
 
     let payload_offset = u64::from(payload_sectors) * SECTOR;
-    let mut info = Map::new();
-    info.insert("cipher_alg".into(), alg.into());
-    info.insert("cipher_mode".into(), mode.into());
-    info.insert("ivgen_alg".into(), ivgen.into());
-    if ivgen == "essiv"
-        && let Some((hn, _)) = iv_hash
-    {
-        info.insert("ivgen_hash_alg".into(), hn.into());
-    }
-    info.insert("hash_alg".into(), hash.into());
-    info.insert("payload_offset".into(), payload_offset.into());
-    info.insert("master_key_iters".into(), mk_iters.into());
-    put_str(&mut info, "uuid", cstr(field(168, 40)));
-    info.insert("detached_header".into(), false.into());
-    let mut slots = Vec::with_capacity(NUM_SLOTS);
-    for i in 0..NUM_SLOTS {
-        let (active, iters, start, stripes) = slot(i);
-        let mut s = Map::new();
-        let on = active == SLOT_ENABLED;
-        s.insert("active".into(), on.into());
-        s.insert("key_offset".into(), (u64::from(start) * SECTOR).into());
-        if on {
-            s.insert("iters".into(), iters.into());
-            s.insert("stripes".into(), stripes.into());
-        }
-        slots.push(Value::Object(s));
-    }
-    info.insert("slots".into(), Value::Array(slots));
-
-    let mut header = Map::new();
-    header.insert("version".into(), version.into());
-    header.insert("key_bytes".into(), key_bytes.into());
-    header.insert("payload_offset_sectors".into(), payload_sectors.into());
-    put_str(&mut header, "cipher_name", cstr(name_f));
-    put_str(&mut header, "cipher_mode_spec", mode_spec);
-    put_str(&mut header, "hash_spec", cstr(hash_f));
+    let slots = (0..NUM_SLOTS)
+        .map(|i| {
+            let (active, iters, start, stripes) = slot(i);
+            let on = active == SLOT_ENABLED;
+            Slot {
+                active: on,
+                key_offset: u64::from(start) * SECTOR,
+                iters: on.then_some(iters),
+                stripes: on.then_some(stripes),
+            }
+        })
+        .collect();
+    let (uuid, uuid_bytes) = text(cstr(field(168, 40)));
+    let info = Info {
+        cipher_alg: alg,
+        cipher_mode: mode,
+        ivgen_alg: ivgen,
+        ivgen_hash_alg: iv_hash.filter(|_| ivgen == "essiv").map(|(hn, _)| hn),
+        hash_alg: hash,
+        payload_offset,
+        master_key_iters: mk_iters,
+        uuid,
+        uuid_bytes,
+        detached_header: false,
+        slots,
+    };
+    let (cipher_name, cipher_name_bytes) = text(cstr(name_f));
+    let (cipher_mode_spec, cipher_mode_spec_bytes) = text(mode_spec);
+    let (hash_spec, hash_spec_bytes) = text(cstr(hash_f));
+    let header = Header {
+        version,
+        key_bytes,
+        payload_offset_sectors: payload_sectors,
+        cipher_name,
+        cipher_name_bytes,
+        cipher_mode_spec,
+        cipher_mode_spec_bytes,
+        hash_spec,
+        hash_spec_bytes,
+    };
     Ok(LuksHeader {
         info,
         header,
@@ -317,20 +399,22 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         )));
     }
     let virtual_size = (r.len() - l.payload_offset).div_ceil(SECTOR) * SECTOR;
-    let mut info = Map::new();
-    info.insert("format".into(), "luks".into());
-    info.insert("virtual_size".into(), virtual_size.into());
-    info.insert("encrypted".into(), true.into());
-    info.insert("dirty_flag".into(), false.into());
-    let mut fs = Map::new();
-    fs.insert("type".into(), "luks".into());
-    fs.insert("data".into(), Value::Object(l.info));
-    info.insert("format_specific".into(), Value::Object(fs));
-    info.insert("header".into(), Value::Object(l.header));
     Ok(Some(Parsed {
-        kind: "luks",
+        kind: super::Format::Luks,
         qemu_probes: true,
-        info,
+        virtual_size,
+        cluster_size: None,
+        encrypted: true,
+        dirty_flag: Some(false),
+        backing: None,
+        data_file: None,
+        details: super::Details::Luks(Box::new(Details {
+            format_specific: FormatSpecific {
+                kind: "luks",
+                data: l.info,
+            },
+            header: l.header,
+        })),
     }))
 }
 
@@ -373,10 +457,10 @@ pub(crate) mod tests {
         let img = image(4040 * 512 + 1000);
         let r = Reader::new(&img, "luks");
         let p = parse(&r, "x.luks").unwrap().unwrap();
-        assert_eq!(p.info["format"], "luks");
-        assert_eq!(p.info["virtual_size"], 1024);
-        assert_eq!(p.info["encrypted"], true);
-        let d = &p.info["format_specific"]["data"];
+        assert_eq!(p.info()["format"], "luks");
+        assert_eq!(p.info()["virtual_size"], 1024);
+        assert_eq!(p.info()["encrypted"], true);
+        let d = &p.info()["format_specific"]["data"];
         assert_eq!(d["cipher_alg"], "aes-256");
         assert_eq!(d["cipher_mode"], "xts");
         assert_eq!(d["ivgen_alg"], "plain64");
@@ -392,7 +476,7 @@ pub(crate) mod tests {
         assert_eq!(d["slots"][0]["key_offset"], 4096);
         assert_eq!(d["slots"][1]["active"], false);
         assert!(d["slots"][1].get("iters").is_none());
-        assert_eq!(p.info["header"]["key_bytes"], 64);
+        assert_eq!(p.info()["header"]["key_bytes"], 64);
     }
 
     #[test]
@@ -403,11 +487,11 @@ pub(crate) mod tests {
         img[108..112].copy_from_slice(&32u32.to_be_bytes());
         let r = Reader::new(&img, "luks");
         let p = parse(&r, "x").unwrap().unwrap();
-        let d = &p.info["format_specific"]["data"];
+        let d = &p.info()["format_specific"]["data"];
         assert_eq!(d["cipher_mode"], "cbc");
         assert_eq!(d["ivgen_alg"], "essiv");
         assert_eq!(d["ivgen_hash_alg"], "sha256");
-        assert_eq!(p.info["virtual_size"], 0);
+        assert_eq!(p.info()["virtual_size"], 0);
     }
 
     #[test]

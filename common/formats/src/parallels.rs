@@ -27,7 +27,7 @@
 
 use super::bytes::{le32, le64};
 use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 const MAGIC_OLD: &[u8; 16] = b"WithoutFreeSpace";
 const MAGIC_NEW: &[u8; 16] = b"WithouFreSpacExt";
@@ -37,6 +37,42 @@ const EXT_MAGIC: u64 = 0xab23_4cef_23dc_ea87;
 const MAX_SECTORS: u64 = ((1u64 << 63) - (1 << 30)) / 512;
 /// The largest header + BAT qemu reads in one request (rounded to 4 KiB).
 const MAX_HEADER: u64 = 0x7fff_f000;
+
+/// What a Parallels image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// Parallels header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// The magic (text).
+    pub magic: String,
+    /// Always 2.
+    pub version: u32,
+    /// Heads.
+    pub heads: u32,
+    /// Cylinders.
+    pub cylinders: u32,
+    /// Sectors per track (the cluster, in sectors).
+    pub tracks: u32,
+    /// Cluster size in bytes.
+    pub cluster_size: u64,
+    /// Catalog entries.
+    pub bat_entries: u32,
+    /// The stored sector count.
+    pub nb_sectors: u64,
+    /// Whether the in-use magic is set.
+    pub inuse: bool,
+    /// Data offset.
+    pub data_off: u32,
+    /// Flags.
+    pub flags: u32,
+    /// Format extension offset (sectors).
+    pub ext_off: u64,
+}
 
 /// Parse the Parallels header, if the bytes are Parallels.
 pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -82,32 +118,30 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         }
     }
 
-    let mut hd = Map::new();
-    hd.insert(
-        "magic".into(),
-        String::from_utf8_lossy(magic).into_owned().into(),
-    );
-    hd.insert("version".into(), 2.into());
-    hd.insert("heads".into(), le32(&h, 20).into());
-    hd.insert("cylinders".into(), le32(&h, 24).into());
-    hd.insert("tracks".into(), tracks.into());
-    hd.insert("cluster_size".into(), (u64::from(tracks) * 512).into());
-    hd.insert("bat_entries".into(), bat.into());
-    hd.insert("nb_sectors".into(), stored.into());
-    hd.insert("inuse".into(), (le32(&h, 44) == INUSE_MAGIC).into());
-    hd.insert("data_off".into(), le32(&h, 48).into());
-    hd.insert("flags".into(), le32(&h, 52).into());
-    hd.insert("ext_off".into(), ext_off.into());
-
-    let mut info = Map::new();
-    info.insert("format".into(), "parallels".into());
-    info.insert("virtual_size".into(), (total_sectors * 512).into());
-    info.insert("encrypted".into(), false.into());
-    info.insert("header".into(), Value::Object(hd));
+    let header = Header {
+        magic: String::from_utf8_lossy(magic).into_owned(),
+        version: 2,
+        heads: le32(&h, 20),
+        cylinders: le32(&h, 24),
+        tracks,
+        cluster_size: u64::from(tracks) * 512,
+        bat_entries: bat,
+        nb_sectors: stored,
+        inuse: le32(&h, 44) == INUSE_MAGIC,
+        data_off: le32(&h, 48),
+        flags: le32(&h, 52),
+        ext_off,
+    };
     Ok(Some(Parsed {
-        kind: "parallels",
+        kind: super::Format::Parallels,
         qemu_probes: true,
-        info,
+        virtual_size: total_sectors * 512,
+        cluster_size: None,
+        encrypted: false,
+        dirty_flag: None,
+        backing: None,
+        data_file: None,
+        details: super::Details::Parallels(Details { header }),
     }))
 }
 
@@ -135,19 +169,19 @@ mod tests {
     #[test]
     fn valid_headers() {
         let p = parse_buf(&image(MAGIC_NEW, 131_072)).unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 64u64 << 20);
-        assert!(p.info.get("dirty_flag").is_none());
-        assert!(p.info.get("cluster_size").is_none());
-        assert_eq!(p.info["header"]["cluster_size"], 1 << 20);
+        assert_eq!(p.info()["virtual_size"], 64u64 << 20);
+        assert!(p.info().get("dirty_flag").is_none());
+        assert!(p.info().get("cluster_size").is_none());
+        assert_eq!(p.info()["header"]["cluster_size"], 1 << 20);
         // the old magic only counts the low 32 bits
         let p = parse_buf(&image(MAGIC_OLD, (1 << 33) + 128))
             .unwrap()
             .unwrap();
-        assert_eq!(p.info["virtual_size"], 65536);
+        assert_eq!(p.info()["virtual_size"], 65536);
         let mut img = image(MAGIC_NEW, 8);
         img[44..48].copy_from_slice(&INUSE_MAGIC.to_le_bytes());
         let p = parse_buf(&img).unwrap().unwrap();
-        assert_eq!(p.info["header"]["inuse"], true);
+        assert_eq!(p.info()["header"]["inuse"], true);
     }
 
     #[test]

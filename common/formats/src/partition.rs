@@ -38,7 +38,91 @@
 
 use super::bytes::{le16, le32, le64};
 use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+
+/// A partition table (module docs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Table {
+    /// GPT (behind a protective MBR).
+    Gpt(Gpt),
+    /// MBR.
+    Mbr(Mbr),
+}
+
+/// A GPT's facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gpt {
+    /// Always `gpt`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The sector size it was found at.
+    pub sector_size: u64,
+    /// Disk GUID.
+    pub disk_guid: String,
+    /// Whether the header CRC holds.
+    pub header_crc_ok: bool,
+    /// Whether the entries could be read.
+    pub entries_read: bool,
+    /// Whether their CRC holds.
+    pub entries_crc_ok: bool,
+    /// The used entries.
+    pub partitions: Vec<GptPartition>,
+    /// Whether every partition ends within the file.
+    pub partitions_within_file: bool,
+    /// Whether the MBR also lists other partitions.
+    pub hybrid_mbr: bool,
+    /// Whether the protective MBR is the standard one.
+    pub protective_mbr_ok: bool,
+}
+
+/// A used GPT entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GptPartition {
+    /// 1-based entry number.
+    pub number: usize,
+    /// Type GUID.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Partition GUID.
+    pub guid: String,
+    /// First LBA.
+    pub start_lba: u64,
+    /// Length in sectors (saturating).
+    pub sectors: u64,
+    /// Name (UTF-16LE).
+    pub name: String,
+}
+
+/// An MBR's facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mbr {
+    /// Always `mbr`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Whether every partition ends within the file.
+    pub partitions_within_file: bool,
+    /// The used entries.
+    pub partitions: Vec<MbrPartition>,
+    /// The disk signature (`0x` and 8 hex digits).
+    pub disk_signature: String,
+}
+
+/// A used MBR entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MbrPartition {
+    /// 1-based entry number.
+    pub number: usize,
+    /// Type byte (`0x` and 2 hex digits).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// First LBA.
+    pub start_lba: u32,
+    /// Length in sectors.
+    pub sectors: u32,
+    /// Whether the boot flag is set.
+    pub bootable: bool,
+}
 
 /// Parse the partition table, if the bytes have one.
 pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -70,74 +154,75 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         if ptype == 0xEE && protective.is_none() {
             protective = Some((i, start));
         }
-        parts.push(json!({
-            "number": i + 1,
-            "type": format!("0x{ptype:02x}"),
-            "start_lba": start,
-            "sectors": le32(e, 12),
-            "bootable": boot == 0x80,
-        }));
+        parts.push(MbrPartition {
+            number: i + 1,
+            kind: format!("0x{ptype:02x}"),
+            start_lba: start,
+            sectors: le32(e, 12),
+            bootable: boot == 0x80,
+        });
     }
     if parts.is_empty() {
         return Ok(None);
     }
     if let Some((idx, start)) = protective {
         for ss in [512u64, 4096] {
-            if let Some(mut info) = gpt(r, ss) {
-                let fits = info.get("entries_read") == Some(&Value::Bool(true))
-                    && within_file(r.len(), ss, info.get("partitions"));
-                info.insert("partitions_within_file".into(), fits.into());
-                info.insert("hybrid_mbr".into(), (parts.len() > 1).into());
-                info.insert(
-                    "protective_mbr_ok".into(),
-                    (parts.len() == 1 && idx == 0 && start == 1).into(),
-                );
-                return Ok(Some(Parsed {
-                    kind: "gpt",
-                    qemu_probes: false,
-                    info,
-                }));
+            if let Some(mut g) = gpt(r, ss) {
+                g.partitions_within_file = g.entries_read
+                    && within_file(
+                        r.len(),
+                        ss,
+                        g.partitions.iter().map(|p| (p.start_lba, p.sectors)),
+                    );
+                g.hybrid_mbr = parts.len() > 1;
+                g.protective_mbr_ok = parts.len() == 1 && idx == 0 && start == 1;
+                return Ok(Some(layout(super::Format::Gpt, Table::Gpt(g))));
             }
         }
     }
-    let mut info = Map::new();
-    info.insert("type".into(), "mbr".into());
-    let parts = Value::Array(parts);
-    info.insert(
-        "partitions_within_file".into(),
-        within_file(r.len(), 512, Some(&parts)).into(),
-    );
-    info.insert("partitions".into(), parts);
-    info.insert(
-        "disk_signature".into(),
-        format!("0x{:08x}", le32(&s0, 440)).into(),
-    );
-    Ok(Some(Parsed {
+    let mbr = Mbr {
         kind: "mbr",
-        qemu_probes: false,
-        info,
-    }))
+        partitions_within_file: within_file(
+            r.len(),
+            512,
+            parts
+                .iter()
+                .map(|p| (u64::from(p.start_lba), u64::from(p.sectors))),
+        ),
+        partitions: parts,
+        disk_signature: format!("0x{:08x}", le32(&s0, 440)),
+    };
+    Ok(Some(layout(super::Format::Mbr, Table::Mbr(mbr))))
 }
 
-/// Whether every partition in `parts` (the info's list) ends within a file
-/// of `len` bytes, for sectors of `ss` bytes; overflow is "no".
-fn within_file(len: u64, ss: u64, parts: Option<&Value>) -> bool {
-    let Some(parts) = parts.and_then(Value::as_array) else {
-        return false;
-    };
-    parts.iter().all(|p| {
-        let start = p.get("start_lba").and_then(Value::as_u64);
-        let n = p.get("sectors").and_then(Value::as_u64);
+/// A partition table found: a layout qemu reads as raw.
+fn layout(kind: super::Format, table: Table) -> Parsed {
+    Parsed {
+        kind,
+        qemu_probes: false,
+        virtual_size: 0,
+        cluster_size: None,
+        encrypted: false,
+        dirty_flag: None,
+        backing: None,
+        data_file: None,
+        details: super::Details::Partition(table),
+    }
+}
+
+/// Whether every partition (`(start, sectors)`) ends within a file of
+/// `len` bytes, for sectors of `ss` bytes; overflow is "no".
+fn within_file(len: u64, ss: u64, mut parts: impl Iterator<Item = (u64, u64)>) -> bool {
+    parts.all(|(start, n)| {
         start
-            .zip(n)
-            .and_then(|(s, n)| s.checked_add(n))
+            .checked_add(n)
             .and_then(|end| end.checked_mul(ss))
             .is_some_and(|end| end <= len)
     })
 }
 
 /// The GPT at LBA 1 for sector size `ss`, if there is one.
-fn gpt(r: &Reader, ss: u64) -> Option<Map<String, Value>> {
+fn gpt(r: &Reader, ss: u64) -> Option<Gpt> {
     let h = r.read(ss, ss as usize).ok()?;
     if h.get(..8) != Some(b"EFI PART".as_slice()) {
         return None;
@@ -151,11 +236,7 @@ fn gpt(r: &Reader, ss: u64) -> Option<Map<String, Value>> {
     let entries_lba = le64(&h, 72);
     let num = u64::from(le32(&h, 80));
     let esz = u64::from(le32(&h, 84));
-    let mut info = Map::new();
-    info.insert("type".into(), "gpt".into());
-    info.insert("sector_size".into(), ss.into());
-    info.insert("disk_guid".into(), guid(h.get(56..72)?).into());
-    info.insert("header_crc_ok".into(), header_crc_ok.into());
+    let disk_guid = guid(h.get(56..72)?);
     let total = num.checked_mul(esz);
     let off = entries_lba.checked_mul(ss);
     let readable = esz >= 128
@@ -167,14 +248,6 @@ fn gpt(r: &Reader, ss: u64) -> Option<Map<String, Value>> {
         _ => None,
     };
     let mut parts = Vec::new();
-    info.insert("entries_read".into(), entries.is_some().into());
-    info.insert(
-        "entries_crc_ok".into(),
-        entries
-            .as_ref()
-            .is_some_and(|e| crc32(e) == le32(&h, 88))
-            .into(),
-    );
     if let Some(e) = &entries {
         for (i, ent) in e.chunks(esz as usize).enumerate() {
             let t = ent.get(..16).unwrap_or(&[]);
@@ -195,18 +268,29 @@ fn gpt(r: &Reader, ss: u64) -> Option<Map<String, Value>> {
                 .map(|k| le16(ent, 56 + 2 * k))
                 .take_while(|&u| u != 0)
                 .collect();
-            parts.push(json!({
-                "number": i + 1,
-                "type": guid(t),
-                "guid": guid(ent.get(16..32).unwrap_or(&[])),
-                "start_lba": first,
-                "sectors": sectors,
-                "name": String::from_utf16_lossy(&units),
-            }));
+            parts.push(GptPartition {
+                number: i + 1,
+                kind: guid(t),
+                guid: guid(ent.get(16..32).unwrap_or(&[])),
+                start_lba: first,
+                sectors,
+                name: String::from_utf16_lossy(&units),
+            });
         }
     }
-    info.insert("partitions".into(), Value::Array(parts));
-    Some(info)
+    Some(Gpt {
+        kind: "gpt",
+        sector_size: ss,
+        disk_guid,
+        header_crc_ok,
+        entries_read: entries.is_some(),
+        entries_crc_ok: entries.as_ref().is_some_and(|e| crc32(e) == le32(&h, 88)),
+        partitions: parts,
+        // Set by the caller, which knows the MBR.
+        partitions_within_file: false,
+        hybrid_mbr: false,
+        protective_mbr_ok: false,
+    })
 }
 
 /// A mixed-endian GUID as text.
@@ -294,33 +378,33 @@ mod tests {
     fn mbr() {
         let p = run(&disk(false)).unwrap();
         assert_eq!(p.kind, "mbr");
-        let parts = p.info["partitions"].as_array().unwrap();
+        let parts = p.info()["partitions"].as_array().unwrap().clone();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0]["type"], "0x83");
         assert_eq!(parts[0]["bootable"], true);
         assert_eq!(parts[1]["start_lba"], 6144);
         // This disk's partitions lie past its 64 sectors.
-        assert_eq!(p.info["partitions_within_file"], false);
+        assert_eq!(p.info()["partitions_within_file"], false);
         let mut b = disk(false);
         b.resize(6244 * 512, 0);
-        assert_eq!(run(&b).unwrap().info["partitions_within_file"], true);
+        assert_eq!(run(&b).unwrap().info()["partitions_within_file"], true);
         b.truncate(6244 * 512 - 1);
-        assert_eq!(run(&b).unwrap().info["partitions_within_file"], false);
+        assert_eq!(run(&b).unwrap().info()["partitions_within_file"], false);
         // Start + sectors overflowing u32 or u64 arithmetic is "no".
         let mut b = disk(false);
         mbr_entry(&mut b, 2, 0, 0x83, u32::MAX, u32::MAX);
-        assert_eq!(run(&b).unwrap().info["partitions_within_file"], false);
+        assert_eq!(run(&b).unwrap().info()["partitions_within_file"], false);
     }
 
     #[test]
     fn gpt_table() {
         let p = run(&disk(true)).unwrap();
         assert_eq!(p.kind, "gpt");
-        assert_eq!(p.info["header_crc_ok"], true);
-        assert_eq!(p.info["entries_crc_ok"], true);
-        assert_eq!(p.info["protective_mbr_ok"], true);
-        assert_eq!(p.info["partitions_within_file"], true);
-        let parts = p.info["partitions"].as_array().unwrap();
+        assert_eq!(p.info()["header_crc_ok"], true);
+        assert_eq!(p.info()["entries_crc_ok"], true);
+        assert_eq!(p.info()["protective_mbr_ok"], true);
+        assert_eq!(p.info()["partitions_within_file"], true);
+        let parts = p.info()["partitions"].as_array().unwrap().clone();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
         assert_eq!(parts[0]["sectors"], 7);
@@ -328,15 +412,15 @@ mod tests {
         // A corrupted header CRC is reported, not fatal.
         let mut b = disk(true);
         b[512 + 40] ^= 1;
-        assert_eq!(run(&b).unwrap().info["header_crc_ok"], false);
+        assert_eq!(run(&b).unwrap().info()["header_crc_ok"], false);
         // Hostile entry counts: not read.
         let mut b = disk(true);
         b[512 + 80..512 + 84].copy_from_slice(&u32::MAX.to_le_bytes());
         let p = run(&b).unwrap();
-        assert_eq!(p.info["entries_read"], false);
-        assert_eq!(p.info["partitions"], json!([]));
+        assert_eq!(p.info()["entries_read"], false);
+        assert_eq!(p.info()["partitions"], serde_json::json!([]));
         // Unread entries: where the partitions lie is not known.
-        assert_eq!(p.info["partitions_within_file"], false);
+        assert_eq!(p.info()["partitions_within_file"], false);
     }
 
     #[test]
@@ -349,10 +433,10 @@ mod tests {
         b[8192..8192 + 128 * 128].copy_from_slice(&d[1024..1024 + 128 * 128]);
         let p = run(&b).unwrap();
         assert_eq!(p.kind, "gpt");
-        assert_eq!(p.info["sector_size"], 4096);
-        assert_eq!(p.info["header_crc_ok"], true);
-        assert_eq!(p.info["entries_crc_ok"], true);
-        assert_eq!(p.info["partitions"][0]["name"], "EFI");
+        assert_eq!(p.info()["sector_size"], 4096);
+        assert_eq!(p.info()["header_crc_ok"], true);
+        assert_eq!(p.info()["entries_crc_ok"], true);
+        assert_eq!(p.info()["partitions"][0]["name"], "EFI");
     }
 
     #[test]

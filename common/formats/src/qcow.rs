@@ -27,13 +27,42 @@
 //!   (entries), `backing_file_offset`, `backing_file_size`.
 
 use super::bytes::cstr;
-use super::put_backing;
 use super::qcow2::read_exact;
-use super::{FormatError, Parsed, Reader, bytes::be32, bytes::be64};
-use serde_json::{Map, Value};
+use super::{Backing, FormatError, Parsed, Reader, bytes::be32, bytes::be64};
+use serde::Serialize;
 
 const MAGIC: &[u8; 4] = b"QFI\xfb";
 const HEADER_LEN: usize = 48;
+
+/// What a qcow image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// qcow (v1) header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// Always 1.
+    pub version: u32,
+    /// 0 none, 1 AES.
+    pub crypt_method: u32,
+    /// log2 of the cluster size.
+    pub cluster_bits: u32,
+    /// log2 of the L2 table entries.
+    pub l2_bits: u32,
+    /// Modification time.
+    pub mtime: u32,
+    /// L1 table offset.
+    pub l1_table_offset: u64,
+    /// L1 entries.
+    pub l1_size: u64,
+    /// Where the backing name is.
+    pub backing_file_offset: u64,
+    /// Its length.
+    pub backing_file_size: u32,
+}
 
 /// Parse the qcow header, if the bytes are qcow.
 pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -98,30 +127,28 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
         }
     }
 
-    let mut info = Map::new();
-    info.insert("format".into(), "qcow".into());
-    info.insert("virtual_size".into(), (total_sectors * 512).into());
-    info.insert("cluster_size".into(), (1u64 << cluster_bits).into());
-    info.insert("encrypted".into(), (crypt_method != 0).into());
-    info.insert("dirty_flag".into(), false.into());
-    if let Some(b) = &backing {
-        put_backing(&mut info, name, b);
-    }
-    let mut hd = Map::new();
-    hd.insert("version".into(), 1.into());
-    hd.insert("crypt_method".into(), crypt_method.into());
-    hd.insert("cluster_bits".into(), cluster_bits.into());
-    hd.insert("l2_bits".into(), l2_bits.into());
-    hd.insert("mtime".into(), mtime.into());
-    hd.insert("l1_table_offset".into(), l1_offset.into());
-    hd.insert("l1_size".into(), l1_size.into());
-    hd.insert("backing_file_offset".into(), backing_offset.into());
-    hd.insert("backing_file_size".into(), backing_size.into());
-    info.insert("header".into(), Value::Object(hd));
     Ok(Some(Parsed {
-        kind: "qcow",
+        kind: super::Format::Qcow,
         qemu_probes: true,
-        info,
+        virtual_size: total_sectors * 512,
+        cluster_size: Some(1i64 << cluster_bits),
+        encrypted: crypt_method != 0,
+        dirty_flag: Some(false),
+        backing: backing.map(|b| Backing::new(name, &b)),
+        data_file: None,
+        details: super::Details::Qcow(Details {
+            header: Header {
+                version: 1,
+                crypt_method,
+                cluster_bits,
+                l2_bits,
+                mtime,
+                l1_table_offset: l1_offset,
+                l1_size,
+                backing_file_offset: backing_offset,
+                backing_file_size: backing_size,
+            },
+        }),
     }))
 }
 
@@ -153,18 +180,18 @@ mod tests {
         let r = Reader::new(&img, "qcow");
         let p = parse(&r, "dir/x.qcow").unwrap().unwrap();
         assert_eq!(p.kind, "qcow");
-        assert_eq!(p.info["format"], "qcow");
-        assert_eq!(p.info["virtual_size"], 64u64 << 20);
-        assert_eq!(p.info["cluster_size"], 4096);
-        assert_eq!(p.info["encrypted"], false);
-        assert_eq!(p.info["dirty_flag"], false);
-        assert_eq!(p.info["backing_filename"], "base.raw");
-        assert_eq!(p.info["full_backing_filename"], "dir/base.raw");
-        assert!(p.info.get("backing_filename_format").is_none());
-        assert_eq!(p.info["header"]["version"], 1);
-        assert_eq!(p.info["header"]["crypt_method"], 0);
-        assert_eq!(p.info["header"]["mtime"], 7);
-        assert_eq!(p.info["header"]["l1_size"], 32);
+        assert_eq!(p.info()["format"], "qcow");
+        assert_eq!(p.info()["virtual_size"], 64u64 << 20);
+        assert_eq!(p.info()["cluster_size"], 4096);
+        assert_eq!(p.info()["encrypted"], false);
+        assert_eq!(p.info()["dirty_flag"], false);
+        assert_eq!(p.info()["backing_filename"], "base.raw");
+        assert_eq!(p.info()["full_backing_filename"], "dir/base.raw");
+        assert!(p.info().get("backing_filename_format").is_none());
+        assert_eq!(p.info()["header"]["version"], 1);
+        assert_eq!(p.info()["header"]["crypt_method"], 0);
+        assert_eq!(p.info()["header"]["mtime"], 7);
+        assert_eq!(p.info()["header"]["l1_size"], 32);
     }
 
     #[test]
@@ -173,16 +200,16 @@ mod tests {
         img[36..40].copy_from_slice(&1u32.to_be_bytes());
         let r = Reader::new(&img, "qcow");
         let p = parse(&r, "x").unwrap().unwrap();
-        assert_eq!(p.info["encrypted"], true);
-        assert_eq!(p.info["backing_filename"], "b\u{fffd}.raw");
+        assert_eq!(p.info()["encrypted"], true);
+        assert_eq!(p.info()["backing_filename"], "b\u{fffd}.raw");
         assert_eq!(
-            p.info["backing_filename_bytes"],
+            p.info()["backing_filename_bytes"],
             system::text::base64(b"b\xff.raw")
         );
         let p = parse(&r, "d/x").unwrap().unwrap();
-        assert_eq!(p.info["full_backing_filename"], "d/b\u{fffd}.raw");
+        assert_eq!(p.info()["full_backing_filename"], "d/b\u{fffd}.raw");
         assert_eq!(
-            p.info["full_backing_filename_bytes"],
+            p.info()["full_backing_filename_bytes"],
             system::text::base64(b"d/b\xff.raw")
         );
     }

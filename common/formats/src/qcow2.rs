@@ -55,8 +55,8 @@
 
 use super::bytes::{be16, be32, be64, cstr};
 use super::luks;
-use super::{FormatError, Parsed, Reader, put_backing, put_str};
-use serde_json::{Map, Value};
+use super::{Backing, FormatError, FormatSpecific, Parsed, Reader, text};
+use serde::Serialize;
 
 const MAGIC: &[u8; 4] = b"QFI\xfb";
 const MIN_CLUSTER_BITS: u32 = 9;
@@ -131,6 +131,188 @@ fn validate_table(
         return Err(r.invalid(format!("{what} offset invalid")));
     }
     Ok(())
+}
+
+/// What a qcow2 image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Internal snapshots (none: not printed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<Snapshot>,
+    /// qemu's `format-specific` (`type: qcow2`).
+    pub format_specific: FormatSpecific<Data>,
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// An internal snapshot, as `qemu-img info` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Its id (lossy text, at most 127 bytes).
+    pub id: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_bytes: Option<String>,
+    /// Its name (lossy text, at most 255 bytes).
+    pub name: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<String>,
+    /// VM state size; QAPI prints int64, so values >= 2^63 are negative.
+    pub vm_state_size: i64,
+    /// Creation time, seconds.
+    pub date_sec: u32,
+    /// Creation time, nanoseconds.
+    pub date_nsec: u32,
+    /// Guest clock, seconds.
+    pub vm_clock_sec: u64,
+    /// Guest clock, nanoseconds.
+    pub vm_clock_nsec: u64,
+    /// Instruction count, where recorded (int64 as QAPI prints it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icount: Option<i64>,
+}
+
+/// qemu's `ImageInfoSpecificQCow2`, snake_case.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Data {
+    /// `0.10` (v2) or `1.1` (v3).
+    pub compat: &'static str,
+    /// `zlib` or `zstd`.
+    pub compression_type: &'static str,
+    /// Refcount width in bits.
+    pub refcount_bits: u64,
+    /// v3 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lazy_refcounts: Option<bool>,
+    /// v3 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<bool>,
+    /// v3 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extended_l2: Option<bool>,
+    /// Persistent dirty bitmaps (v3; none: not printed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bitmaps: Vec<Bitmap>,
+    /// The external data file's name (v3; lossy text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file: Option<String>,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file_bytes: Option<String>,
+    /// With a data file (v3): whether it is raw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file_raw: Option<bool>,
+    /// The encryption, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<Encrypt>,
+}
+
+/// qcow2 encryption: `aes` (legacy) or `luks` with its header's facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Encrypt {
+    /// `aes` or `luks`.
+    pub format: &'static str,
+    /// For `luks`: qemu's LUKS facts.
+    #[serde(flatten)]
+    pub luks: Option<luks::Info>,
+}
+
+/// A persistent dirty bitmap.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bitmap {
+    /// Its name (lossy text).
+    pub name: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<String>,
+    /// Bytes per bit.
+    pub granularity: u64,
+    /// `in-use`, `auto`.
+    pub flags: Vec<&'static str>,
+}
+
+/// qcow2 header facts qemu does not print (for the acceptance checks).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// 2 or 3.
+    pub version: u32,
+    /// Incompatible feature bits.
+    pub incompatible_features: u64,
+    /// Compatible feature bits.
+    pub compatible_features: u64,
+    /// Autoclear feature bits.
+    pub autoclear_features: u64,
+    /// Incompatible bits qemu does not know.
+    pub unknown_incompatible_features: u64,
+    /// 0 none, 1 AES, 2 LUKS.
+    pub crypt_method: u32,
+    /// Header length in bytes.
+    pub header_length: u32,
+    /// log2 of the cluster size.
+    pub cluster_bits: u32,
+    /// log2 of the refcount width.
+    pub refcount_order: u32,
+    /// Compression type byte.
+    pub compression_type: u8,
+    /// Where the backing name is.
+    pub backing_file_offset: u64,
+    /// Its length.
+    pub backing_file_size: u32,
+    /// Active L1 entries.
+    pub l1_size: u32,
+    /// Active L1 offset.
+    pub l1_table_offset: u64,
+    /// Refcount table offset.
+    pub refcount_table_offset: u64,
+    /// Refcount table clusters.
+    pub refcount_table_clusters: u32,
+    /// Snapshot count.
+    pub nb_snapshots: u32,
+    /// Snapshot table offset.
+    pub snapshots_offset: u64,
+    /// Whether the external data file bit is set.
+    pub has_data_file: bool,
+    /// Bitmaps in the bitmaps extension (0 without one).
+    pub nb_bitmaps: u32,
+    /// With bitmaps: the directory's offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitmap_directory_offset: Option<u64>,
+    /// With bitmaps: the directory's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitmap_directory_size: Option<u64>,
+    /// Every header extension, in order.
+    pub extensions: Vec<Extension>,
+    /// The feature-name table, if present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_names: Option<Vec<FeatureName>>,
+    /// The embedded LUKS header's facts (LUKS encryption).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub luks: Option<luks::Header>,
+}
+
+/// A header extension's magic and length.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Extension {
+    /// Its magic.
+    pub magic: u32,
+    /// Its length in bytes.
+    pub length: u32,
+}
+
+/// An entry of the feature-name table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureName {
+    /// 0 incompatible, 1 compatible, 2 autoclear.
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// The bit.
+    pub bit: u8,
+    /// Its name (lossy text).
+    pub name: String,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<String>,
 }
 
 struct Bitmaps {
@@ -290,9 +472,9 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
     // Header extensions.
     let mut backing_format: Option<Vec<u8>> = None;
     let mut data_file: Option<Vec<u8>> = None;
-    let mut feature_names: Option<Vec<Value>> = None;
-    let mut encrypt: Option<Map<String, Value>> = None;
-    let mut luks_header: Option<Map<String, Value>> = None;
+    let mut feature_names: Option<Vec<FeatureName>> = None;
+    let mut encrypt: Option<Encrypt> = None;
+    let mut luks_header: Option<luks::Header> = None;
     let mut bitmaps: Option<Bitmaps> = None;
     let mut extensions = Vec::new();
     let mut off = u64::from(header_length);
@@ -307,10 +489,7 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
         if magic == EXT_END {
             break;
         }
-        let mut e = Map::new();
-        e.insert("magic".into(), magic.into());
-        e.insert("length".into(), len.into());
-        extensions.push(Value::Object(e));
+        extensions.push(Extension { magic, length: len });
         let len64 = u64::from(len);
         match magic {
             EXT_BACKING_FORMAT => {
@@ -322,14 +501,18 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
             }
             EXT_FEATURE_TABLE => {
                 let b = read_exact(r, off, len64, "feature name table")?;
-                let mut names = Vec::new();
-                for ent in b.chunks_exact(48) {
-                    let mut m = Map::new();
-                    m.insert("type".into(), ent[0].into());
-                    m.insert("bit".into(), ent[1].into());
-                    put_str(&mut m, "name", cstr(&ent[2..]));
-                    names.push(Value::Object(m));
-                }
+                let names = b
+                    .chunks_exact(48)
+                    .map(|ent| {
+                        let (name, name_bytes) = text(cstr(&ent[2..]));
+                        FeatureName {
+                            kind: ent[0],
+                            bit: ent[1],
+                            name,
+                            name_bytes,
+                        }
+                    })
+                    .collect();
                 feature_names = Some(names);
             }
             EXT_CRYPTO_HEADER => {
@@ -355,10 +538,10 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
                 }
                 let lh = read_exact(r, c_off, luks::HEADER_LEN as u64, "LUKS header")?;
                 let l = luks::parse_header(r, &lh)?;
-                let mut m = Map::new();
-                m.insert("format".into(), "luks".into());
-                m.extend(l.info);
-                encrypt = Some(m);
+                encrypt = Some(Encrypt {
+                    format: "luks",
+                    luks: Some(l.info),
+                });
                 luks_header = Some(l.header);
             }
             EXT_BITMAPS => {
@@ -412,9 +595,10 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
         return Err(r.invalid("missing CRYPTO header for crypt method 2"));
     }
     if crypt_method == 1 {
-        let mut m = Map::new();
-        m.insert("format".into(), "aes".into());
-        encrypt = Some(m);
+        encrypt = Some(Encrypt {
+            format: "aes",
+            luks: None,
+        });
     }
 
     // Backing file name.
@@ -438,102 +622,85 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
     };
 
     // Assemble qemu's info.
-    let mut info = Map::new();
-    info.insert("format".into(), "qcow2".into());
-    info.insert("virtual_size".into(), virtual_size.into());
-    info.insert("cluster_size".into(), cluster_size.into());
-    info.insert("encrypted".into(), (crypt_method != 0).into());
-    info.insert("dirty_flag".into(), (incompat & INCOMPAT_DIRTY != 0).into());
-    if let Some(b) = &backing {
-        put_backing(&mut info, name, b);
-        if let Some(f) = backing_format.as_ref().filter(|f| !f.is_empty()) {
-            put_str(&mut info, "backing_filename_format", f);
+    let v3 = version == 3;
+    let (data_file_text, data_file_bytes) = match data_file.as_deref().filter(|_| v3) {
+        Some(d) => {
+            let (t, b) = text(d);
+            (Some(t), b)
         }
-    }
-    if !snapshots.is_empty() {
-        info.insert("snapshots".into(), Value::Array(snapshots));
-    }
-    let mut data = Map::new();
-    data.insert(
-        "compat".into(),
-        (if version == 2 { "0.10" } else { "1.1" }).into(),
-    );
-    data.insert("compression_type".into(), compression.into());
-    data.insert("refcount_bits".into(), (1u64 << refcount_order).into());
-    if version == 3 {
-        data.insert(
-            "lazy_refcounts".into(),
-            (compat & COMPAT_LAZY_REFCOUNTS != 0).into(),
-        );
-        data.insert("corrupt".into(), (incompat & INCOMPAT_CORRUPT != 0).into());
-        data.insert("extended_l2".into(), extended_l2.into());
-        if !bitmap_list.is_empty() {
-            data.insert("bitmaps".into(), Value::Array(bitmap_list));
+        None => (None, None),
+    };
+    let data = Data {
+        compat: if version == 2 { "0.10" } else { "1.1" },
+        compression_type: compression,
+        refcount_bits: 1u64 << refcount_order,
+        lazy_refcounts: v3.then_some(compat & COMPAT_LAZY_REFCOUNTS != 0),
+        corrupt: v3.then_some(incompat & INCOMPAT_CORRUPT != 0),
+        extended_l2: v3.then_some(extended_l2),
+        bitmaps: if v3 { bitmap_list } else { Vec::new() },
+        data_file: data_file_text,
+        data_file_bytes,
+        data_file_raw: (v3 && has_data_file).then_some(data_file_raw),
+        encrypt,
+    };
+    let header = Header {
+        version,
+        incompatible_features: incompat,
+        compatible_features: compat,
+        autoclear_features: autoclear,
+        unknown_incompatible_features: unknown_incompat,
+        crypt_method,
+        header_length,
+        cluster_bits,
+        refcount_order,
+        compression_type,
+        backing_file_offset: backing_offset,
+        backing_file_size: backing_size,
+        l1_size,
+        l1_table_offset: l1_offset,
+        refcount_table_offset: reftable_offset,
+        refcount_table_clusters: reftable_clusters,
+        nb_snapshots,
+        snapshots_offset,
+        has_data_file,
+        nb_bitmaps: bitmaps.as_ref().map_or(0, |b| b.nb),
+        bitmap_directory_offset: bitmaps.as_ref().map(|b| b.dir_offset),
+        bitmap_directory_size: bitmaps.as_ref().map(|b| b.dir_size),
+        extensions,
+        feature_names,
+        luks: luks_header,
+    };
+    let backing = backing.map(|b| {
+        let bk = Backing::new(name, &b);
+        match backing_format.as_ref().filter(|f| !f.is_empty()) {
+            Some(f) => bk.with_format(f),
+            None => bk,
         }
-        if let Some(d) = &data_file {
-            put_str(&mut data, "data_file", d);
-        }
-        if has_data_file {
-            data.insert("data_file_raw".into(), data_file_raw.into());
-        }
-    }
-    if let Some(e) = encrypt {
-        data.insert("encrypt".into(), Value::Object(e));
-    }
-    let mut fs = Map::new();
-    fs.insert("type".into(), "qcow2".into());
-    fs.insert("data".into(), Value::Object(data));
-    info.insert("format_specific".into(), Value::Object(fs));
-
-    let mut hd = Map::new();
-    hd.insert("version".into(), version.into());
-    hd.insert("incompatible_features".into(), incompat.into());
-    hd.insert("compatible_features".into(), compat.into());
-    hd.insert("autoclear_features".into(), autoclear.into());
-    hd.insert(
-        "unknown_incompatible_features".into(),
-        unknown_incompat.into(),
-    );
-    hd.insert("crypt_method".into(), crypt_method.into());
-    hd.insert("header_length".into(), header_length.into());
-    hd.insert("cluster_bits".into(), cluster_bits.into());
-    hd.insert("refcount_order".into(), refcount_order.into());
-    hd.insert("compression_type".into(), compression_type.into());
-    hd.insert("backing_file_offset".into(), backing_offset.into());
-    hd.insert("backing_file_size".into(), backing_size.into());
-    hd.insert("l1_size".into(), l1_size.into());
-    hd.insert("l1_table_offset".into(), l1_offset.into());
-    hd.insert("refcount_table_offset".into(), reftable_offset.into());
-    hd.insert("refcount_table_clusters".into(), reftable_clusters.into());
-    hd.insert("nb_snapshots".into(), nb_snapshots.into());
-    hd.insert("snapshots_offset".into(), snapshots_offset.into());
-    hd.insert("has_data_file".into(), has_data_file.into());
-    hd.insert(
-        "nb_bitmaps".into(),
-        bitmaps.as_ref().map_or(0, |b| b.nb).into(),
-    );
-    if let Some(b) = &bitmaps {
-        hd.insert("bitmap_directory_offset".into(), b.dir_offset.into());
-        hd.insert("bitmap_directory_size".into(), b.dir_size.into());
-    }
-    hd.insert("extensions".into(), Value::Array(extensions));
-    if let Some(f) = feature_names {
-        hd.insert("feature_names".into(), Value::Array(f));
-    }
-    if let Some(l) = luks_header {
-        hd.insert("luks".into(), Value::Object(l));
-    }
-    info.insert("header".into(), Value::Object(hd));
+    });
     Ok(Some(Parsed {
-        kind: "qcow2",
+        kind: super::Format::Qcow2,
         qemu_probes: true,
-        info,
+        virtual_size,
+        cluster_size: Some(1i64 << cluster_bits),
+        encrypted: crypt_method != 0,
+        dirty_flag: Some(incompat & INCOMPAT_DIRTY != 0),
+        backing,
+        // The data file is named only in a v3 header (as qemu reports it).
+        data_file: data_file.filter(|_| v3),
+        details: super::Details::Qcow2(Box::new(Details {
+            snapshots,
+            format_specific: FormatSpecific {
+                kind: "qcow2",
+                data,
+            },
+            header,
+        })),
     }))
 }
 
 /// The snapshot table, as `qcow2_read_snapshots()` reads it and
 /// `qemu-img info` prints it.
-fn read_snapshots(r: &Reader, table: u64, nb: u32) -> Result<Vec<Value>, FormatError> {
+fn read_snapshots(r: &Reader, table: u64, nb: u32) -> Result<Vec<Snapshot>, FormatError> {
     let mut out = Vec::new();
     let mut off = table;
     let mut table_length: u64 = 0;
@@ -579,19 +746,21 @@ fn read_snapshots(r: &Reader, table: u64, nb: u32) -> Result<Vec<Value>, FormatE
         // qemu copies id and name into char[128] and char[256].
         let id = cstr(&id);
         let nm = cstr(&nm);
-        let mut s = Map::new();
-        put_str(&mut s, "id", &id[..id.len().min(127)]);
-        put_str(&mut s, "name", &nm[..nm.len().min(255)]);
-        // QAPI prints these as int64, so values >= 2^63 come out negative.
-        s.insert("vm_state_size".into(), (vm_state_size as i64).into());
-        s.insert("date_sec".into(), date_sec.into());
-        s.insert("date_nsec".into(), date_nsec.into());
-        s.insert("vm_clock_sec".into(), (vm_clock / 1_000_000_000).into());
-        s.insert("vm_clock_nsec".into(), (vm_clock % 1_000_000_000).into());
-        if icount != u64::MAX {
-            s.insert("icount".into(), (icount as i64).into());
-        }
-        out.push(Value::Object(s));
+        let (id, id_bytes) = text(&id[..id.len().min(127)]);
+        let (name, name_bytes) = text(&nm[..nm.len().min(255)]);
+        out.push(Snapshot {
+            id,
+            id_bytes,
+            name,
+            name_bytes,
+            // QAPI prints these as int64, so values >= 2^63 come out negative.
+            vm_state_size: vm_state_size as i64,
+            date_sec,
+            date_nsec,
+            vm_clock_sec: vm_clock / 1_000_000_000,
+            vm_clock_nsec: vm_clock % 1_000_000_000,
+            icount: (icount != u64::MAX).then_some(icount as i64),
+        });
     }
     Ok(out)
 }
@@ -602,7 +771,7 @@ fn read_bitmaps(
     b: &Bitmaps,
     cluster_size: u64,
     len: u64,
-) -> Result<Vec<Value>, FormatError> {
+) -> Result<Vec<Bitmap>, FormatError> {
     if b.dir_size == 0 {
         return Err(r.invalid("requested bitmap directory size is zero"));
     }
@@ -682,18 +851,20 @@ fn read_bitmaps(
         if !dup {
             seen.push(name.clone());
         }
-        let mut m = Map::new();
-        put_str(&mut m, "name", &name);
-        m.insert("granularity".into(), (1u64 << gran).into());
         let mut fl = Vec::new();
         if in_use {
-            fl.push(Value::from("in-use"));
+            fl.push("in-use");
         }
         if flags & BME_FLAG_AUTO != 0 {
-            fl.push(Value::from("auto"));
+            fl.push("auto");
         }
-        m.insert("flags".into(), Value::Array(fl));
-        out.push(Value::Object(m));
+        let (name, name_bytes) = text(&name);
+        out.push(Bitmap {
+            name,
+            name_bytes,
+            granularity: 1u64 << gran,
+            flags: fl,
+        });
         pos += entry as usize;
     }
     if count != b.nb {
@@ -816,7 +987,7 @@ pub(crate) mod tests {
     #[test]
     fn v3_every_field_decodes() {
         let p = parse_buf(&v3()).unwrap().unwrap();
-        let i = &p.info;
+        let i = &p.info();
         assert_eq!(p.kind, "qcow2");
         assert!(p.qemu_probes);
         assert_eq!(i["format"], "qcow2");
@@ -877,16 +1048,16 @@ pub(crate) mod tests {
         // v3 fields so only the snapshot table remains.
         v[72..3000].fill(0);
         let p = parse_buf(&v).unwrap().unwrap();
-        let d = &p.info["format_specific"]["data"];
+        let d = &p.info()["format_specific"]["data"];
         assert_eq!(d["compat"], "0.10");
         assert_eq!(d["refcount_bits"], 16);
         assert_eq!(d["compression_type"], "zlib");
         assert!(d.get("lazy_refcounts").is_none());
         assert!(d.get("corrupt").is_none());
-        assert_eq!(p.info["dirty_flag"], false);
-        assert!(p.info.get("backing_filename_format").is_none());
-        assert_eq!(p.info["snapshots"].as_array().map(Vec::len), Some(2));
-        assert_eq!(p.info["header"]["header_length"], 72);
+        assert_eq!(p.info()["dirty_flag"], false);
+        assert!(p.info().get("backing_filename_format").is_none());
+        assert_eq!(p.info()["snapshots"].as_array().map(Vec::len), Some(2));
+        assert_eq!(p.info()["header"]["header_length"], 72);
     }
 
     #[test]
@@ -898,22 +1069,22 @@ pub(crate) mod tests {
         v[112..1000].fill(0);
         ext(&mut v, &mut off, EXT_DATA_FILE, b"img.data");
         let p = parse_buf(&v).unwrap().unwrap();
-        let d = &p.info["format_specific"]["data"];
+        let d = &p.info()["format_specific"]["data"];
         assert_eq!(d["data_file"], "img.data");
         assert_eq!(d["data_file_raw"], true);
-        assert_eq!(p.info["header"]["has_data_file"], true);
+        assert_eq!(p.info()["header"]["has_data_file"], true);
         assert!(d.get("bitmaps").is_none());
         // Bit set without the extension: qemu-img info still opens it.
         let mut w = v.clone();
         w[112..1000].fill(0);
         let p = parse_buf(&w).unwrap().unwrap();
-        let d = &p.info["format_specific"]["data"];
+        let d = &p.info()["format_specific"]["data"];
         assert!(d.get("data_file").is_none());
         assert_eq!(d["data_file_raw"], true);
         // Extension without the bit: the name is shown, data_file_raw not.
         put64(&mut v, 72, 0);
         let p = parse_buf(&v).unwrap().unwrap();
-        let d = &p.info["format_specific"]["data"];
+        let d = &p.info()["format_specific"]["data"];
         assert_eq!(d["data_file"], "img.data");
         assert!(d.get("data_file_raw").is_none());
     }
@@ -932,12 +1103,12 @@ pub(crate) mod tests {
         v[112..1000].fill(0);
         ext(&mut v, &mut off, EXT_CRYPTO_HEADER, &c);
         let p = parse_buf(&v).unwrap().unwrap();
-        assert_eq!(p.info["encrypted"], true);
-        let e = &p.info["format_specific"]["data"]["encrypt"];
+        assert_eq!(p.info()["encrypted"], true);
+        let e = &p.info()["format_specific"]["data"]["encrypt"];
         assert_eq!(e["format"], "luks");
         assert_eq!(e["cipher_alg"], "aes-256");
         assert_eq!(e["slots"][0]["active"], true);
-        assert_eq!(p.info["header"]["crypt_method"], 2);
+        assert_eq!(p.info()["header"]["crypt_method"], 2);
         // LUKS without the crypto extension is refused, as by qemu-img.
         let mut w = v.clone();
         w[112..1000].fill(0);
@@ -946,7 +1117,7 @@ pub(crate) mod tests {
         put32(&mut w, 32, 1);
         let p = parse_buf(&w).unwrap().unwrap();
         assert_eq!(
-            p.info["format_specific"]["data"]["encrypt"]["format"],
+            p.info()["format_specific"]["data"]["encrypt"]["format"],
             "aes"
         );
         // The crypto extension with AES is refused.
@@ -960,7 +1131,7 @@ pub(crate) mod tests {
         put64(&mut v, 72, 1 << 40 | 1 << 5);
         let p = parse_buf(&v).unwrap().unwrap();
         assert_eq!(
-            p.info["header"]["unknown_incompatible_features"],
+            p.info()["header"]["unknown_incompatible_features"],
             1u64 << 40 | 1 << 5
         );
     }
@@ -975,10 +1146,10 @@ pub(crate) mod tests {
         put32(&mut v, 96, 6);
         let p = parse_buf(&v).unwrap().unwrap();
         assert_eq!(
-            p.info["format_specific"]["data"]["compression_type"],
+            p.info()["format_specific"]["data"]["compression_type"],
             "zstd"
         );
-        assert_eq!(p.info["format_specific"]["data"]["refcount_bits"], 64);
+        assert_eq!(p.info()["format_specific"]["data"]["refcount_bits"], 64);
     }
 
     #[test]

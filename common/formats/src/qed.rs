@@ -27,10 +27,9 @@
 //!   `image_size`, `backing_filename_offset`, `backing_filename_size`.
 
 use super::bytes::cstr;
-use super::put_backing;
 use super::qcow2::read_exact;
-use super::{FormatError, Parsed, Reader, bytes::le32, bytes::le64};
-use serde_json::{Map, Value};
+use super::{Backing, FormatError, Parsed, Reader, bytes::le32, bytes::le64};
+use serde::Serialize;
 
 const MAGIC: &[u8; 4] = b"QED\0";
 const F_BACKING_FILE: u64 = 1;
@@ -42,6 +41,38 @@ const MAX_CLUSTER_SIZE: u32 = 64 << 20;
 const MAX_TABLE_SIZE: u32 = 16;
 /// `sizeof(bs->backing_file)` in qemu.
 const BACKING_NAME_BUF: u64 = 4096;
+
+/// What a QED image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// QED header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// Feature bits.
+    pub features: u64,
+    /// Compatible feature bits.
+    pub compat_features: u64,
+    /// Autoclear feature bits.
+    pub autoclear_features: u64,
+    /// Cluster size in bytes.
+    pub cluster_size: u32,
+    /// Table size in clusters.
+    pub table_size: u32,
+    /// Header size in clusters.
+    pub header_size: u32,
+    /// L1 table offset.
+    pub l1_table_offset: u64,
+    /// Virtual size.
+    pub image_size: u64,
+    /// Where the backing name is.
+    pub backing_filename_offset: u32,
+    /// Its length.
+    pub backing_filename_size: u32,
+}
 
 /// Parse the qed header, if the bytes are qed.
 pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -114,34 +145,37 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
         }
     }
 
-    let mut info = Map::new();
-    info.insert("format".into(), "qed".into());
-    info.insert("virtual_size".into(), image_size.into());
-    info.insert("cluster_size".into(), cluster_size.into());
-    info.insert("encrypted".into(), false.into());
-    info.insert("dirty_flag".into(), (features & F_NEED_CHECK != 0).into());
-    if let Some(b) = &backing {
-        put_backing(&mut info, name, b);
+    let backing = backing.map(|b| {
+        let bk = Backing::new(name, &b);
         if features & F_BACKING_FORMAT_NO_PROBE != 0 {
-            info.insert("backing_filename_format".into(), "raw".into());
+            bk.with_format(b"raw")
+        } else {
+            bk
         }
-    }
-    let mut hd = Map::new();
-    hd.insert("features".into(), features.into());
-    hd.insert("compat_features".into(), compat.into());
-    hd.insert("autoclear_features".into(), autoclear.into());
-    hd.insert("cluster_size".into(), cluster_size.into());
-    hd.insert("table_size".into(), table_size.into());
-    hd.insert("header_size".into(), header_size.into());
-    hd.insert("l1_table_offset".into(), l1_offset.into());
-    hd.insert("image_size".into(), image_size.into());
-    hd.insert("backing_filename_offset".into(), backing_offset.into());
-    hd.insert("backing_filename_size".into(), backing_size.into());
-    info.insert("header".into(), Value::Object(hd));
+    });
     Ok(Some(Parsed {
-        kind: "qed",
+        kind: super::Format::Qed,
         qemu_probes: true,
-        info,
+        virtual_size: image_size,
+        cluster_size: Some(i64::from(cluster_size)),
+        encrypted: false,
+        dirty_flag: Some(features & F_NEED_CHECK != 0),
+        backing,
+        data_file: None,
+        details: super::Details::Qed(Details {
+            header: Header {
+                features,
+                compat_features: compat,
+                autoclear_features: autoclear,
+                cluster_size,
+                table_size,
+                header_size,
+                l1_table_offset: l1_offset,
+                image_size,
+                backing_filename_offset: backing_offset,
+                backing_filename_size: backing_size,
+            },
+        }),
     }))
 }
 
@@ -171,16 +205,16 @@ mod tests {
         let img = image(b"base.raw", 5);
         let r = Reader::new(&img, "qed");
         let p = parse(&r, "d/x.qed").unwrap().unwrap();
-        assert_eq!(p.info["format"], "qed");
-        assert_eq!(p.info["virtual_size"], 64u64 << 20);
-        assert_eq!(p.info["cluster_size"], 65536);
-        assert_eq!(p.info["encrypted"], false);
-        assert_eq!(p.info["dirty_flag"], false);
-        assert_eq!(p.info["backing_filename"], "base.raw");
-        assert_eq!(p.info["full_backing_filename"], "d/base.raw");
-        assert_eq!(p.info["backing_filename_format"], "raw");
-        assert_eq!(p.info["header"]["features"], 5);
-        assert_eq!(p.info["header"]["autoclear_features"], 8);
+        assert_eq!(p.info()["format"], "qed");
+        assert_eq!(p.info()["virtual_size"], 64u64 << 20);
+        assert_eq!(p.info()["cluster_size"], 65536);
+        assert_eq!(p.info()["encrypted"], false);
+        assert_eq!(p.info()["dirty_flag"], false);
+        assert_eq!(p.info()["backing_filename"], "base.raw");
+        assert_eq!(p.info()["full_backing_filename"], "d/base.raw");
+        assert_eq!(p.info()["backing_filename_format"], "raw");
+        assert_eq!(p.info()["header"]["features"], 5);
+        assert_eq!(p.info()["header"]["autoclear_features"], 8);
     }
 
     #[test]
@@ -188,12 +222,12 @@ mod tests {
         let img = image(b"base.raw", 2);
         let r = Reader::new(&img, "qed");
         let p = parse(&r, "x").unwrap().unwrap();
-        assert_eq!(p.info["dirty_flag"], true);
-        assert!(p.info.get("backing_filename").is_none());
+        assert_eq!(p.info()["dirty_flag"], true);
+        assert!(p.info().get("backing_filename").is_none());
         let img = image(b"base.raw", 1);
         let r = Reader::new(&img, "qed");
         let p = parse(&r, "x").unwrap().unwrap();
-        assert!(p.info.get("backing_filename_format").is_none());
+        assert!(p.info().get("backing_filename_format").is_none());
     }
 
     #[test]

@@ -32,7 +32,7 @@
 
 use super::bytes::{le32, le64};
 use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 const SIGNATURE: u32 = 0xbeda_107f;
 const VERSION_1_1: u32 = 0x0001_0001;
@@ -62,6 +62,52 @@ fn image_type(t: u32) -> &'static str {
         4 => "diff",
         _ => "unknown",
     }
+}
+
+/// What a VDI image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header facts qemu does not print.
+    pub header: Header,
+}
+
+/// VDI header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// The pre-header text.
+    pub text: String,
+    /// `major.minor`.
+    pub version: String,
+    /// Header size.
+    pub header_size: u32,
+    /// Image type name.
+    pub image_type: &'static str,
+    /// Image type code.
+    pub image_type_code: u32,
+    /// Image flags.
+    pub image_flags: u32,
+    /// Block size.
+    pub block_size: u32,
+    /// Extra bytes per block.
+    pub block_extra: u32,
+    /// Blocks.
+    pub blocks_in_image: u32,
+    /// Blocks allocated.
+    pub blocks_allocated: u32,
+    /// Block map offset.
+    pub offset_bmap: u32,
+    /// Data offset.
+    pub offset_data: u32,
+    /// Sector size.
+    pub sector_size: u32,
+    /// Disk size field.
+    pub disk_size: u64,
+    /// Whether the block map is inside the file.
+    pub bmap_in_file: bool,
+    /// Image UUID.
+    pub uuid_image: String,
+    /// Last snapshot UUID.
+    pub uuid_last_snap: String,
 }
 
 /// Parse the VDI header, if the bytes are VDI.
@@ -128,45 +174,35 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         .take_while(|c| *c != '\0' && *c != '\n')
         .collect();
     let itype = le32(&h, 0x4c);
-    let mut hd = Map::new();
-    hd.insert("text".into(), text.into());
-    hd.insert(
-        "version".into(),
-        format!("{}.{}", version >> 16, version & 0xffff).into(),
-    );
-    hd.insert("header_size".into(), le32(&h, 0x48).into());
-    hd.insert("image_type".into(), image_type(itype).into());
-    hd.insert("image_type_code".into(), itype.into());
-    hd.insert("image_flags".into(), le32(&h, 0x50).into());
-    hd.insert("block_size".into(), block_size.into());
-    hd.insert("block_extra".into(), le32(&h, 0x17c).into());
-    hd.insert("blocks_in_image".into(), blocks.into());
-    hd.insert("blocks_allocated".into(), le32(&h, 0x184).into());
-    hd.insert("offset_bmap".into(), offset_bmap.into());
-    hd.insert("offset_data".into(), offset_data.into());
-    hd.insert("sector_size".into(), sector_size.into());
-    hd.insert("disk_size".into(), stored_size.into());
-    hd.insert("bmap_in_file".into(), bmap_in_file.into());
-    hd.insert(
-        "uuid_image".into(),
-        vbox_uuid(h.get(0x188..).unwrap_or(&[])).into(),
-    );
-    hd.insert(
-        "uuid_last_snap".into(),
-        vbox_uuid(h.get(0x198..).unwrap_or(&[])).into(),
-    );
-
-    let mut info = Map::new();
-    info.insert("format".into(), "vdi".into());
-    info.insert("virtual_size".into(), disk_size.into());
-    info.insert("cluster_size".into(), block_size.into());
-    info.insert("encrypted".into(), false.into());
-    info.insert("dirty_flag".into(), false.into());
-    info.insert("header".into(), Value::Object(hd));
+    let header = Header {
+        text,
+        version: format!("{}.{}", version >> 16, version & 0xffff),
+        header_size: le32(&h, 0x48),
+        image_type: image_type(itype),
+        image_type_code: itype,
+        image_flags: le32(&h, 0x50),
+        block_size,
+        block_extra: le32(&h, 0x17c),
+        blocks_in_image: blocks,
+        blocks_allocated: le32(&h, 0x184),
+        offset_bmap,
+        offset_data,
+        sector_size,
+        disk_size: stored_size,
+        bmap_in_file,
+        uuid_image: vbox_uuid(h.get(0x188..).unwrap_or(&[])),
+        uuid_last_snap: vbox_uuid(h.get(0x198..).unwrap_or(&[])),
+    };
     Ok(Some(Parsed {
-        kind: "vdi",
+        kind: super::Format::Vdi,
         qemu_probes: true,
-        info,
+        virtual_size: disk_size,
+        cluster_size: Some(i64::from(block_size)),
+        encrypted: false,
+        dirty_flag: Some(false),
+        backing: None,
+        data_file: None,
+        details: super::Details::Vdi(Details { header }),
     }))
 }
 
@@ -203,17 +239,17 @@ mod tests {
     #[test]
     fn valid_header() {
         let p = parse_buf(&image(64 << 20)).unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 64u64 << 20);
-        assert_eq!(p.info["cluster_size"], 1 << 20);
-        assert_eq!(p.info["header"]["image_type"], "dynamic");
-        assert_eq!(p.info["header"]["version"], "1.1");
+        assert_eq!(p.info()["virtual_size"], 64u64 << 20);
+        assert_eq!(p.info()["cluster_size"], 1 << 20);
+        assert_eq!(p.info()["header"]["image_type"], "dynamic");
+        assert_eq!(p.info()["header"]["version"], "1.1");
         assert_eq!(
-            p.info["header"]["uuid_image"],
+            p.info()["header"]["uuid_image"],
             "04030201-0605-0807-090a-0b0c0d0e0f10"
         );
         // odd sizes round up to a sector
         let p = parse_buf(&image(1000)).unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 1024);
+        assert_eq!(p.info()["virtual_size"], 1024);
     }
 
     #[test]
@@ -249,7 +285,7 @@ mod tests {
         let mut img = image(1 << 20);
         p32(&mut img, 0x154, 0xffff_fe00);
         let p = parse_buf(&img).unwrap().unwrap();
-        assert_eq!(p.info["header"]["bmap_in_file"], false);
+        assert_eq!(p.info()["header"]["bmap_in_file"], false);
     }
 
     #[test]

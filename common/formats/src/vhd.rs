@@ -95,7 +95,7 @@
 
 use super::bytes::{be32, be64};
 use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
 // ---------------------------------------------------------------------
 // The format
@@ -1301,6 +1301,118 @@ fn disk_type_name(code: u32) -> &'static str {
     DiskType::from_code(code).map_or("unknown", DiskType::name)
 }
 
+/// What a VHD reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Footer and header facts (module docs).
+    pub header: Header,
+}
+
+/// The footer (and dynamic header) facts, as reported (module docs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// `start` or `end`.
+    pub footer_source: &'static str,
+    /// `dynamic` or `fixed`: how qemu opens it.
+    pub opened_as: &'static str,
+    /// The disk type's name (`unknown` for other codes).
+    pub disk_type: &'static str,
+    /// The disk type field.
+    pub disk_type_code: u32,
+    /// Creator application (four bytes as text).
+    pub creator_app: String,
+    /// `major.minor`.
+    pub creator_version: String,
+    /// Creator host OS (four bytes as text).
+    pub creator_os: String,
+    /// Original size field.
+    pub original_size: u64,
+    /// Current size field.
+    pub current_size: u64,
+    /// CHS geometry.
+    pub geometry: GeometryFacts,
+    /// `chs` or `current_size`: where qemu takes the size from.
+    pub size_source: &'static str,
+    /// Always true (a footer whose checksum fails is not opened).
+    pub footer_checksum_ok: bool,
+    /// The UUID.
+    pub uuid: String,
+    /// The timestamp field.
+    pub timestamp: u32,
+    /// Saved-state flag.
+    pub saved_state: bool,
+    /// blktap's hidden flag.
+    pub hidden: bool,
+    /// Footer at the start: whether the end copy is valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_footer_ok: Option<bool>,
+    /// Footer at the start: whether the end copy equals it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_footer_matches: Option<bool>,
+    /// The dynamic header's facts (dynamic and differencing disks).
+    #[serde(flatten)]
+    pub dynamic: Option<DynamicFacts>,
+}
+
+/// CHS geometry as reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GeometryFacts {
+    /// Cylinders.
+    pub cylinders: u16,
+    /// Heads.
+    pub heads: u8,
+    /// Sectors per track.
+    pub sectors: u8,
+}
+
+/// Dynamic-header facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DynamicFacts {
+    /// Where it is.
+    pub dynamic_header_offset: u64,
+    /// Whether its checksum holds (qemu does not check).
+    pub dynamic_header_checksum_ok: bool,
+    /// Block size.
+    pub block_size: u32,
+    /// BAT entries.
+    pub max_table_entries: u32,
+    /// BAT offset.
+    pub table_offset: u64,
+    /// BAT entries allocated.
+    pub allocated_blocks: u64,
+    /// A differencing disk's parent.
+    #[serde(flatten)]
+    pub parent: Option<ParentFacts>,
+}
+
+/// A differencing disk's parent, as its header names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParentFacts {
+    /// Parent UUID.
+    pub parent_uuid: String,
+    /// Parent timestamp.
+    pub parent_timestamp: u32,
+    /// Parent name (UTF-16BE, up to the first NUL).
+    pub parent_name: String,
+    /// The non-empty parent locators.
+    pub parent_locators: Vec<LocatorFacts>,
+}
+
+/// A parent locator entry and its decoded path.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocatorFacts {
+    /// Platform code (four bytes as text).
+    pub platform: String,
+    /// Data space field.
+    pub data_space: u32,
+    /// Payload bytes.
+    pub data_length: u32,
+    /// Payload offset.
+    pub data_offset: u64,
+    /// The decoded path; null when not inside the file or too large.
+    pub path: Option<String>,
+}
+
 /// Parse the VHD footer (and dynamic header), if the bytes are VHD: the
 /// [`open_qemu`] facts as `info` (module docs).
 pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -1311,111 +1423,98 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     let disk_type = footer.disk_type_code;
     let g = footer.geometry;
 
-    let mut h = Map::new();
-    h.insert(
-        "footer_source".into(),
-        if open.at_start { "start" } else { "end" }.into(),
-    );
-    h.insert(
-        "opened_as".into(),
-        if open.at_start { "dynamic" } else { "fixed" }.into(),
-    );
-    h.insert("disk_type".into(), disk_type_name(disk_type).into());
-    h.insert("disk_type_code".into(), disk_type.into());
-    h.insert("creator_app".into(), tag(&footer.creator_app).into());
-    h.insert(
-        "creator_version".into(),
-        format!(
-            "{}.{}",
-            footer.creator_version >> 16,
-            footer.creator_version & 0xffff
-        )
-        .into(),
-    );
-    h.insert("creator_os".into(), tag(&footer.creator_os).into());
-    h.insert("original_size".into(), footer.original_size.into());
-    h.insert("current_size".into(), footer.current_size.into());
-    h.insert(
-        "geometry".into(),
-        json!({"cylinders": g.cylinders, "heads": g.heads, "sectors": g.sectors}),
-    );
-    h.insert(
-        "size_source".into(),
-        if open.size_from_chs {
-            "chs"
-        } else {
-            "current_size"
-        }
-        .into(),
-    );
-    h.insert("footer_checksum_ok".into(), true.into());
-    h.insert("uuid".into(), uuid_string(&footer.uuid).into());
-    h.insert("timestamp".into(), footer.timestamp.into());
-    h.insert("saved_state".into(), (footer.saved_state != 0).into());
-    h.insert("hidden".into(), (footer.hidden != 0).into());
-    if let Some((ok, matches)) = open.end_footer {
-        h.insert("end_footer_ok".into(), ok.into());
-        h.insert("end_footer_matches".into(), matches.into());
-    }
-
     let mut cluster_size = 0u32;
+    let mut dynamic = None;
     if let Some(d) = &open.dynamic {
         let hdr = &d.header;
         cluster_size = hdr.block_size;
-        h.insert("dynamic_header_offset".into(), d.offset.into());
-        h.insert(
-            "dynamic_header_checksum_ok".into(),
-            hdr.checksum_valid().into(),
-        );
-        h.insert("block_size".into(), hdr.block_size.into());
-        h.insert("max_table_entries".into(), hdr.max_table_entries.into());
-        h.insert("table_offset".into(), hdr.table_offset.into());
-        h.insert("allocated_blocks".into(), d.allocated.into());
+        let mut parent = None;
         if footer.disk_type() == Some(DiskType::Differencing) {
-            h.insert("parent_uuid".into(), uuid_string(&hdr.parent_uuid).into());
-            h.insert("parent_timestamp".into(), hdr.parent_timestamp.into());
-            h.insert("parent_name".into(), hdr.parent_name_lossy().into());
             let mut locs = Vec::new();
             for l in hdr.locators.iter().filter(|l| !l.is_empty()) {
-                locs.push(json!({
-                    "platform": tag(&l.code),
-                    "data_space": l.data_space,
-                    "data_length": l.data_length,
-                    "data_offset": l.data_offset,
-                    "path": locator_path(r, l)?,
-                }));
+                locs.push(LocatorFacts {
+                    platform: tag(&l.code),
+                    data_space: l.data_space,
+                    data_length: l.data_length,
+                    data_offset: l.data_offset,
+                    path: locator_path(r, l)?,
+                });
             }
-            h.insert("parent_locators".into(), Value::Array(locs));
+            parent = Some(ParentFacts {
+                parent_uuid: uuid_string(&hdr.parent_uuid),
+                parent_timestamp: hdr.parent_timestamp,
+                parent_name: hdr.parent_name_lossy(),
+                parent_locators: locs,
+            });
         }
+        dynamic = Some(DynamicFacts {
+            dynamic_header_offset: d.offset,
+            dynamic_header_checksum_ok: hdr.checksum_valid(),
+            block_size: hdr.block_size,
+            max_table_entries: hdr.max_table_entries,
+            table_offset: hdr.table_offset,
+            allocated_blocks: d.allocated,
+            parent,
+        });
     }
-
-    let mut info = Map::new();
-    info.insert("format".into(), "vpc".into());
-    info.insert("virtual_size".into(), (open.total_sectors * 512).into());
-    // qemu's vpc_get_info: the block size unless the type field says
-    // fixed; qemu keeps it in an `int`, so 2 GiB prints as negative.
-    if disk_type != 2 && cluster_size != 0 {
-        info.insert("cluster_size".into(), (cluster_size as i32).into());
-    }
-    info.insert("encrypted".into(), false.into());
-    info.insert("dirty_flag".into(), false.into());
-    info.insert("header".into(), Value::Object(h));
+    let header = Header {
+        footer_source: if open.at_start { "start" } else { "end" },
+        opened_as: if open.at_start { "dynamic" } else { "fixed" },
+        disk_type: disk_type_name(disk_type),
+        disk_type_code: disk_type,
+        creator_app: tag(&footer.creator_app),
+        creator_version: format!(
+            "{}.{}",
+            footer.creator_version >> 16,
+            footer.creator_version & 0xffff
+        ),
+        creator_os: tag(&footer.creator_os),
+        original_size: footer.original_size,
+        current_size: footer.current_size,
+        geometry: GeometryFacts {
+            cylinders: g.cylinders,
+            heads: g.heads,
+            sectors: g.sectors,
+        },
+        size_source: if open.size_from_chs {
+            "chs"
+        } else {
+            "current_size"
+        },
+        footer_checksum_ok: true,
+        uuid: uuid_string(&footer.uuid),
+        timestamp: footer.timestamp,
+        saved_state: footer.saved_state != 0,
+        hidden: footer.hidden != 0,
+        end_footer_ok: open.end_footer.map(|(ok, _)| ok),
+        end_footer_matches: open.end_footer.map(|(_, m)| m),
+        dynamic,
+    };
     Ok(Some(Parsed {
-        kind: "vpc",
+        kind: super::Format::Vpc,
         qemu_probes: open.at_start,
-        info,
+        virtual_size: open.total_sectors * 512,
+        // qemu's vpc_get_info: the block size unless the type field says
+        // fixed; qemu keeps it in an `int`, so 2 GiB prints as negative.
+        cluster_size: (disk_type != 2 && cluster_size != 0)
+            .then_some(i64::from(cluster_size as i32)),
+        encrypted: false,
+        dirty_flag: Some(false),
+        backing: None,
+        data_file: None,
+        details: super::Details::Vpc(Box::new(Details { header })),
     }))
 }
 
 /// Decode a parent locator's payload, if it is small and inside the file.
-fn locator_path(r: &Reader, l: &ParentLocator) -> Result<Value, FormatError> {
+fn locator_path(r: &Reader, l: &ParentLocator) -> Result<Option<String>, FormatError> {
     let (off, len) = (l.data_offset, l.data_length);
     if len == 0 || len > MAX_LOCATOR || off.checked_add(u64::from(len)).is_none_or(|e| e > r.len())
     {
-        return Ok(Value::Null);
+        return Ok(None);
     }
     let data = r.read(off, len as usize)?;
-    Ok(l.decode_path(&data).map_or(Value::Null, Value::from))
+    Ok(l.decode_path(&data))
 }
 
 #[cfg(test)]
@@ -1483,7 +1582,7 @@ mod tests {
     const SIX_CHS: (u16, u8, u8) = (180, 4, 17);
 
     fn vsize(p: &Parsed) -> u64 {
-        p.info["virtual_size"].as_u64().unwrap()
+        p.info()["virtual_size"].as_u64().unwrap()
     }
 
     #[test]
@@ -1503,7 +1602,7 @@ mod tests {
             let p = parse_buf(&img).unwrap().unwrap();
             assert_eq!(vsize(&p), want, "creator {creator:?}");
             assert!(p.qemu_probes);
-            assert_eq!(p.info["cluster_size"], 2 << 20);
+            assert_eq!(p.info()["cluster_size"], 2 << 20);
         }
         // maximal geometry: current size even for qemu/vpc
         let img = dynamic(&footer(b"qemu", SIX_MIB, (65535, 16, 255), 3), 3, 2 << 20);
@@ -1517,7 +1616,7 @@ mod tests {
         fix_footer(&mut f);
         let p = parse_buf(&dynamic(&f, 3, 2 << 20)).unwrap().unwrap();
         assert_eq!(vsize(&p), SIX_MIB);
-        assert_eq!(p.info["header"]["original_size"], 1 << 20);
+        assert_eq!(p.info()["header"]["original_size"], 1 << 20);
     }
 
     #[test]
@@ -1527,8 +1626,8 @@ mod tests {
         // chs product 0 for creator qemu gives 0: use win to check size
         let p = parse_buf(&img).unwrap().unwrap();
         assert!(!p.qemu_probes);
-        assert_eq!(p.info["header"]["footer_source"], "end");
-        assert!(p.info.get("cluster_size").is_none());
+        assert_eq!(p.info()["header"]["footer_source"], "end");
+        assert!(p.info().get("cluster_size").is_none());
         let mut img = vec![0u8; 4096];
         img.extend_from_slice(&footer(b"win ", 4096, SIX_CHS, 2));
         assert_eq!(vsize(&parse_buf(&img).unwrap().unwrap()), 4096);
@@ -1575,16 +1674,16 @@ mod tests {
     fn cluster_size_is_a_c_int_and_absent_for_type_fixed() {
         let img = dynamic(&footer(b"win ", SIX_MIB, SIX_CHS, 3), 1, 1 << 31);
         let p = parse_buf(&img).unwrap().unwrap();
-        assert_eq!(p.info["cluster_size"], -2_147_483_648i64);
+        assert_eq!(p.info()["cluster_size"], -2_147_483_648i64);
         // cookie at 0 with type 2: opened as dynamic, no cluster size
         let mut f = footer(b"win ", SIX_MIB, SIX_CHS, 2);
         put64(&mut f, 16, 512);
         fix_footer(&mut f);
         let img = dynamic(&f, 3, 2 << 20);
         let p = parse_buf(&img).unwrap().unwrap();
-        assert!(p.info.get("cluster_size").is_none());
-        assert_eq!(p.info["header"]["opened_as"], "dynamic");
-        assert_eq!(p.info["header"]["disk_type"], "fixed");
+        assert!(p.info().get("cluster_size").is_none());
+        assert_eq!(p.info()["header"]["opened_as"], "dynamic");
+        assert_eq!(p.info()["header"]["disk_type"], "fixed");
     }
 
     #[test]
@@ -1653,8 +1752,8 @@ mod tests {
         img.extend(std::iter::repeat_n(0u8, 512 + (2 << 20)));
         img.extend_from_slice(&end);
         let p = parse_buf(&img).unwrap().unwrap();
-        assert_eq!(p.info["header"]["allocated_blocks"], 1);
-        assert_eq!(p.info["header"]["end_footer_ok"], true);
+        assert_eq!(p.info()["header"]["allocated_blocks"], 1);
+        assert_eq!(p.info()["header"]["end_footer_ok"], true);
     }
 
     #[test]
@@ -1687,8 +1786,8 @@ mod tests {
         put32(&mut img, e2 + 8, 17);
         put64(&mut img, e2 + 16, u64::MAX - 3);
         let p = parse_buf(&img).unwrap().unwrap();
-        assert!(p.info.get("backing_filename").is_none());
-        let hd = &p.info["header"];
+        assert!(p.info().get("backing_filename").is_none());
+        let hd = &p.info()["header"];
         assert_eq!(hd["disk_type"], "differencing");
         assert_eq!(hd["parent_name"], "base.vhd");
         assert_eq!(hd["parent_uuid"], uuid_string(&[0x22; 16]));

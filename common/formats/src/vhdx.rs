@@ -64,7 +64,7 @@ use super::{FormatError, MAX_READ, Parsed, Reader};
 // probe checksums about 140 KiB of headers, region tables and log, which
 // in software tables was most of its time.
 use crc32c::{crc32c, crc32c_append};
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 const HEADER1: u64 = 64 << 10;
 const HEADER2: u64 = 128 << 10;
@@ -193,6 +193,68 @@ impl Regions {
     }
 }
 
+/// What a VHDX image reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// Header, region and metadata facts (module docs).
+    pub header: Header,
+}
+
+/// VHDX facts qemu does not print.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// The file identifier's creator (UTF-16LE).
+    pub creator: String,
+    /// Whether each of the two headers is valid.
+    pub headers_valid: [bool; 2],
+    /// The header in use (1 or 2).
+    pub active_header: u8,
+    /// Its sequence number.
+    pub sequence_number: u64,
+    /// File write GUID.
+    pub file_write_guid: String,
+    /// Data write GUID.
+    pub data_write_guid: String,
+    /// Whether the log GUID is set.
+    pub log_guid_nonzero: bool,
+    /// Log offset.
+    pub log_offset: u64,
+    /// Log length.
+    pub log_length: u32,
+    /// Log version.
+    pub log_version: u16,
+    /// Whether each region table is valid.
+    pub region_table_ok: [bool; 2],
+    /// Whether the two region tables are identical.
+    pub region_tables_match: bool,
+    /// BAT region offset.
+    pub bat_offset: u64,
+    /// BAT region length.
+    pub bat_length: u32,
+    /// Metadata region offset.
+    pub metadata_offset: u64,
+    /// Metadata region length.
+    pub metadata_length: u32,
+    /// File parameter bit 0.
+    pub leave_blocks_allocated: bool,
+    /// File parameter bit 1.
+    pub has_parent: bool,
+    /// Block size.
+    pub block_size: u32,
+    /// Logical sector size.
+    pub logical_sector_size: u32,
+    /// Physical sector size.
+    pub physical_sector_size: u32,
+    /// Virtual disk size field.
+    pub virtual_disk_size: u64,
+    /// BAT entries.
+    pub bat_entries: u32,
+    /// Whether every BAT entry was checked.
+    pub bat_fully_checked: bool,
+    /// Blocks present in the entries checked.
+    pub present_blocks: u64,
+}
+
 /// Parse the VHDX headers, if the bytes are VHDX.
 pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     let id = r.read_upto(0, 8)?;
@@ -201,23 +263,21 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     }
     // qemu sees the file in whole sectors.
     let len = r.len().div_ceil(512) * 512;
-    let mut hd = Map::new();
     let creator = read_padded(r, 8, 512)?;
     let units: Vec<u16> = creator
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .take_while(|u| *u != 0)
         .collect();
-    hd.insert("creator".into(), String::from_utf16_lossy(&units).into());
+    let creator = String::from_utf16_lossy(&units);
 
     // Headers.
     let h1 = read_padded(r, HEADER1, HEADER_SIZE)?;
     let h2 = read_padded(r, HEADER2, HEADER_SIZE)?;
     let valid = |h: &[u8]| checksum_ok(h) && h.starts_with(b"head") && le16(h, 66) == 1;
     let (v1, v2) = (valid(&h1), valid(&h2));
-    hd.insert("headers_valid".into(), Value::from(vec![v1, v2]));
     let cur = match (v1, v2) {
-        (true, false) => 1,
+        (true, false) => 1u8,
         (false, true) => 2,
         (false, false) => return Err(r.invalid("no valid VHDX header found")),
         (true, true) => {
@@ -234,24 +294,10 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         }
     };
     let h = if cur == 1 { &h1 } else { &h2 };
-    hd.insert("active_header".into(), cur.into());
-    hd.insert("sequence_number".into(), le64(h, 8).into());
-    hd.insert(
-        "file_write_guid".into(),
-        guid_string(h.get(16..32).unwrap_or(&[])).into(),
-    );
-    hd.insert(
-        "data_write_guid".into(),
-        guid_string(h.get(32..48).unwrap_or(&[])).into(),
-    );
     let log_guid = h.get(48..64).unwrap_or(&[]).to_vec();
     let log_version = le16(h, 64);
     let log_length = le32(h, 68);
     let log_offset = le64(h, 72);
-    hd.insert("log_guid_nonzero".into(), (!is_zero(&log_guid)).into());
-    hd.insert("log_offset".into(), log_offset.into());
-    hd.insert("log_length".into(), log_length.into());
-    hd.insert("log_version".into(), log_version.into());
     let mut regions = Regions(Vec::new());
     // Not in qemu: nothing may overlap the 1 MiB header section.
     regions.add(0, MIB);
@@ -272,11 +318,8 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     let rt1 = read_padded(r, REGION1, BLOCK64K)?;
     let rt2 = read_padded(r, REGION2, BLOCK64K)?;
     let rt_ok = |t: &[u8]| checksum_ok(t) && t.starts_with(b"regi");
-    hd.insert(
-        "region_table_ok".into(),
-        Value::from(vec![rt_ok(&rt1), rt_ok(&rt2)]),
-    );
-    hd.insert("region_tables_match".into(), (rt1 == rt2).into());
+    let region_table_ok = [rt_ok(&rt1), rt_ok(&rt2)];
+    let region_tables_match = rt1 == rt2;
     if !checksum_ok(&rt1) {
         return Err(r.invalid("region table checksum mismatch"));
     }
@@ -313,10 +356,6 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat_rt, meta_rt) else {
         return Err(r.invalid("missing BAT or metadata region"));
     };
-    hd.insert("bat_offset".into(), bat_off.into());
-    hd.insert("bat_length".into(), bat_len.into());
-    hd.insert("metadata_offset".into(), meta_off.into());
-    hd.insert("metadata_length".into(), meta_len.into());
 
     // Metadata.
     let md = read_padded(r, meta_off, BLOCK64K)?;
@@ -365,18 +404,12 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     let params = item(META_FILE_PARAMETER, 8)?;
     let block_size = le32(&params, 0);
     let data_bits = le32(&params, 4);
-    hd.insert("leave_blocks_allocated".into(), (data_bits & 1 != 0).into());
-    hd.insert("has_parent".into(), (data_bits & 2 != 0).into());
     if data_bits & 2 != 0 {
         return Err(r.invalid("has-parent set without a parent locator"));
     }
     let vds = le64(&item(META_VIRTUAL_DISK_SIZE, 8)?, 0);
     let lss = le32(&item(META_LOGICAL_SECTOR_SIZE, 4)?, 0);
     let pss = le32(&item(META_PHYS_SECTOR_SIZE, 4)?, 0);
-    hd.insert("block_size".into(), block_size.into());
-    hd.insert("logical_sector_size".into(), lss.into());
-    hd.insert("physical_sector_size".into(), pss.into());
-    hd.insert("virtual_disk_size".into(), vds.into());
     if !(MIB..=256 * MIB).contains(&u64::from(block_size)) || !block_size.is_power_of_two() {
         return Err(r.invalid(format!("invalid block size {block_size}")));
     }
@@ -401,7 +434,6 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     let data_blocks = (vds.wrapping_add(u64::from(block_size) - 1) / u64::from(block_size)) as u32;
     let bat_entries =
         data_blocks.wrapping_add(data_blocks.wrapping_sub(1) >> chunk_ratio.trailing_zeros());
-    hd.insert("bat_entries".into(), bat_entries.into());
     if u64::from(bat_entries) > u64::from(bat_len) / 8 {
         return Err(r.invalid(format!(
             "BAT region of {bat_len} bytes too small for {bat_entries} entries"
@@ -414,10 +446,6 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     // 6 MiB of them (786432 entries: all of them below ~48 TiB at the
     // default block sizes) and say so in `bat_fully_checked`.
     let bat_bytes = (u64::from(bat_entries) * 8).min(MAX_BAT_CHECK);
-    hd.insert(
-        "bat_fully_checked".into(),
-        (u64::from(bat_entries) * 8 <= MAX_BAT_CHECK).into(),
-    );
     let mut payblocks = chunk_ratio;
     let mut present_blocks = 0u64;
     let mut done = 0u64;
@@ -453,19 +481,43 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         }
         done += n as u64;
     }
-    hd.insert("present_blocks".into(), present_blocks.into());
-
-    let mut info = Map::new();
-    info.insert("format".into(), "vhdx".into());
-    info.insert("virtual_size".into(), total_bytes.into());
-    info.insert("cluster_size".into(), block_size.into());
-    info.insert("encrypted".into(), false.into());
-    info.insert("dirty_flag".into(), false.into());
-    info.insert("header".into(), Value::Object(hd));
+    let header = Header {
+        creator,
+        headers_valid: [v1, v2],
+        active_header: cur,
+        sequence_number: le64(h, 8),
+        file_write_guid: guid_string(h.get(16..32).unwrap_or(&[])),
+        data_write_guid: guid_string(h.get(32..48).unwrap_or(&[])),
+        log_guid_nonzero: !is_zero(&log_guid),
+        log_offset,
+        log_length,
+        log_version,
+        region_table_ok,
+        region_tables_match,
+        bat_offset: bat_off,
+        bat_length: bat_len,
+        metadata_offset: meta_off,
+        metadata_length: meta_len,
+        leave_blocks_allocated: data_bits & 1 != 0,
+        has_parent: data_bits & 2 != 0,
+        block_size,
+        logical_sector_size: lss,
+        physical_sector_size: pss,
+        virtual_disk_size: vds,
+        bat_entries,
+        bat_fully_checked: u64::from(bat_entries) * 8 <= MAX_BAT_CHECK,
+        present_blocks,
+    };
     Ok(Some(Parsed {
-        kind: "vhdx",
+        kind: super::Format::Vhdx,
         qemu_probes: true,
-        info,
+        virtual_size: total_bytes,
+        cluster_size: Some(i64::from(block_size)),
+        encrypted: false,
+        dirty_flag: Some(false),
+        backing: None,
+        data_file: None,
+        details: super::Details::Vhdx(Box::new(Details { header })),
     }))
 }
 
@@ -594,9 +646,9 @@ mod tests {
     #[test]
     fn valid_image() {
         let p = parse_buf(&image(64 << 20, 8 << 20)).unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 64u64 << 20);
-        assert_eq!(p.info["cluster_size"], 8 << 20);
-        let h = &p.info["header"];
+        assert_eq!(p.info()["virtual_size"], 64u64 << 20);
+        assert_eq!(p.info()["cluster_size"], 8 << 20);
+        let h = &p.info()["header"];
         assert_eq!(h["active_header"], 2);
         assert_eq!(h["sequence_number"], 2);
         assert_eq!(h["region_table_ok"], serde_json::json!([true, true]));
@@ -610,7 +662,7 @@ mod tests {
         let mut img = image(64 << 20, 8 << 20);
         img[HEADER2 as usize + 100] ^= 1;
         let p = parse_buf(&img).unwrap().unwrap();
-        assert_eq!(p.info["header"]["active_header"], 1);
+        assert_eq!(p.info()["header"]["active_header"], 1);
         // both broken
         img[HEADER1 as usize + 100] ^= 1;
         assert!(parse_buf(&img).is_err());
@@ -631,7 +683,7 @@ mod tests {
         img[REGION2 as usize + 100] ^= 1;
         let p = parse_buf(&img).unwrap().unwrap();
         assert_eq!(
-            p.info["header"]["region_table_ok"],
+            p.info()["header"]["region_table_ok"],
             serde_json::json!([true, false])
         );
         let mut img = image(64 << 20, 8 << 20);
@@ -717,8 +769,8 @@ mod tests {
             t[40..44].copy_from_slice(&(8u32 << 20).to_le_bytes())
         });
         let p = parse_buf(&img).unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 800_000u64 << 20);
-        assert_eq!(p.info["header"]["bat_fully_checked"], false);
+        assert_eq!(p.info()["virtual_size"], 800_000u64 << 20);
+        assert_eq!(p.info()["header"]["bat_fully_checked"], false);
     }
 
     #[test]
@@ -729,7 +781,7 @@ mod tests {
         put_crc(&mut img[o..o + 4096]);
         // a non-zero log GUID with an empty log is fine
         let p = parse_buf(&img).unwrap().unwrap();
-        assert_eq!(p.info["header"]["log_guid_nonzero"], true);
+        assert_eq!(p.info()["header"]["log_guid_nonzero"], true);
         let l = 1 << 20;
         img[l..l + 4].copy_from_slice(b"loge");
         img[l + 8..l + 12].copy_from_slice(&4096u32.to_le_bytes());

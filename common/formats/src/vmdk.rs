@@ -101,8 +101,8 @@
 //!   error).
 
 use super::bytes::{cstr, le16, le32, le64};
-use super::{FormatError, Parsed, Reader};
-use serde_json::{Map, Value, json};
+use super::{Backing, FormatError, FormatSpecific, Parsed, Reader, text};
+use serde::Serialize;
 
 /// qemu's descriptor window for CID and the parent hint.
 const DESC_SIZE: usize = 20 * 512;
@@ -123,6 +123,219 @@ const DESC_TYPES: &[&[u8]] = &[
     b"twoGbMaxExtentSparse",
     b"twoGbMaxExtentFlat",
 ];
+
+/// What a VMDK reports beyond the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    /// qemu's `format-specific` (`type: vmdk`).
+    pub format_specific: FormatSpecific<Data>,
+    /// Header and descriptor facts qemu does not print.
+    pub header: Header,
+}
+
+/// qemu's `ImageInfoSpecificVmdk`, snake_case.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Data {
+    /// The descriptor's CID.
+    pub cid: u32,
+    /// The parent's CID (`0xffffffff`: none).
+    pub parent_cid: u32,
+    /// The create type qemu reads.
+    pub create_type: String,
+    /// The extents qemu opens (by name only).
+    pub extents: Vec<QemuExtent>,
+}
+
+/// An extent as qemu lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QemuExtent {
+    /// Its file name, resolved against the image's directory.
+    pub filename: String,
+    /// Its type (`FLAT`, `SPARSE`, ...; empty for the image itself).
+    pub format: String,
+    /// Its size in bytes.
+    pub virtual_size: u64,
+    /// A sparse extent's grain size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<u64>,
+    /// Present (true) for a compressed sparse extent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compressed: Option<bool>,
+}
+
+/// VMDK facts: where the descriptor came from and what it says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Header {
+    /// The container's own facts.
+    #[serde(flatten)]
+    pub source: Source,
+    /// The descriptor's facts.
+    #[serde(flatten)]
+    pub descriptor: DescriptorFacts,
+}
+
+/// The container the descriptor was read from, with its facts in the
+/// order they are written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Source {
+    /// A `KDMV` sparse header.
+    Sparse(SparseFacts),
+    /// A `COWD` (VMDK3) header.
+    Cowd(CowdFacts),
+    /// A plain-text descriptor file.
+    File(FileFacts),
+}
+
+/// A `KDMV` header's facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SparseFacts {
+    /// Always `embedded`.
+    pub descriptor_source: &'static str,
+    /// Header version.
+    pub version: u32,
+    /// Header flags.
+    pub flags: u32,
+    /// Capacity in sectors.
+    pub capacity_sectors: u64,
+    /// Grain size in sectors.
+    pub grain_sectors: u64,
+    /// Grain directory offset (sectors).
+    pub gd_offset: u64,
+    /// Embedded descriptor offset (sectors).
+    pub descriptor_offset: u64,
+    /// Embedded descriptor size (sectors).
+    pub descriptor_size: u64,
+    /// Compression and footer, in the order the reading found them.
+    #[serde(flatten)]
+    pub tail: SparseTail,
+}
+
+/// A sparse header's compression and footer facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum SparseTail {
+    /// Capacity 0: opened as the embedded descriptor.
+    AsDescriptor {
+        /// Whether the header says compressed.
+        compressed: bool,
+        /// Never read: null.
+        footer: Option<Footer>,
+    },
+    /// A sparse extent (streamOptimized with its footer, if any).
+    AsSparse {
+        /// The streamOptimized footer, if the header points to one.
+        footer: Option<Footer>,
+        /// Whether grains are compressed.
+        compressed: bool,
+    },
+}
+
+/// A streamOptimized footer's facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Footer {
+    /// Where it is.
+    pub offset: u64,
+    /// Its version.
+    pub version: u32,
+    /// Its flags.
+    pub flags: u32,
+    /// Its capacity in sectors.
+    pub capacity_sectors: u64,
+    /// Its grain size in sectors.
+    pub grain_sectors: u64,
+    /// Its grain directory offset.
+    pub gd_offset: u64,
+    /// Its descriptor offset.
+    pub descriptor_offset: u64,
+    /// Its descriptor size.
+    pub descriptor_size: u64,
+    /// Whether the marker's padding is zero.
+    pub marker_padding_zero: bool,
+    /// Whether it agrees with the header (always true when reported).
+    pub agrees: bool,
+}
+
+/// A `COWD` header's facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CowdFacts {
+    /// Always `embedded`.
+    pub descriptor_source: &'static str,
+    /// Header version.
+    pub version: u32,
+    /// Header flags.
+    pub flags: u32,
+    /// Capacity in sectors.
+    pub capacity_sectors: u64,
+    /// Grain size in sectors.
+    pub grain_sectors: u64,
+    /// Always false.
+    pub compressed: bool,
+    /// Always null.
+    pub footer: Option<Footer>,
+}
+
+/// A descriptor file's container facts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileFacts {
+    /// Always `file`.
+    pub descriptor_source: &'static str,
+    /// Always null.
+    pub compressed: Option<bool>,
+    /// Always null.
+    pub footer: Option<Footer>,
+    /// The descriptor's `version`, if a number.
+    pub version: Option<u64>,
+}
+
+/// What a line-based reading of the descriptor found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DescriptorFacts {
+    /// `createType` (lossy text), if present.
+    pub create_type: Option<String>,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_type_bytes: Option<String>,
+    /// qemu's CID.
+    pub cid: u32,
+    /// qemu's parent CID.
+    pub parent_cid: u32,
+    /// The parent hint (lossy text), if any.
+    pub parent_filename_hint: Option<String>,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_filename_hint_bytes: Option<String>,
+    /// Whether a parent is named (hint, or a parent CID).
+    pub has_parent: bool,
+    /// Every extent line.
+    pub extents: Vec<ExtentFact>,
+    /// Lines that are neither extents, `ddb`, nor `key=value`.
+    pub invalid_lines: u64,
+}
+
+/// An extent line of the descriptor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExtentFact {
+    /// `RW`, `RDONLY`, `NOACCESS`.
+    pub access: String,
+    /// Size in sectors, if a number.
+    pub size_sectors: Option<u64>,
+    /// Extent type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// File name (lossy text), if any.
+    pub filename: Option<String>,
+    /// Its bytes (base64) when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename_bytes: Option<String>,
+    /// Whether the name is absolute.
+    pub absolute: bool,
+    /// Whether it is a plain name (no `/`).
+    pub plain_sibling: bool,
+    /// Offset, if a number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
 
 /// Parse the vmdk header, if the bytes are vmdk.
 pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
@@ -465,7 +678,7 @@ fn read_cid(r: &Reader, w: &[u8], key: &[u8]) -> Result<u32, FormatError> {
 struct DescFacts {
     create_type: Option<Vec<u8>>,
     version: Option<u64>,
-    extents: Vec<Value>,
+    extents: Vec<ExtentFact>,
     invalid_lines: u64,
 }
 
@@ -485,18 +698,6 @@ fn unquote(b: &[u8]) -> &[u8] {
 }
 
 /// Insert `key` as a string, and `key_bytes` (base64) when not UTF-8.
-fn put_name(m: &mut Map<String, Value>, key: &str, raw: &[u8]) {
-    match std::str::from_utf8(raw) {
-        Ok(s) => {
-            m.insert(key.into(), s.into());
-        }
-        Err(_) => {
-            m.insert(key.into(), String::from_utf8_lossy(raw).into_owned().into());
-            m.insert(format!("{key}_bytes"), system::text::base64(raw).into());
-        }
-    }
-}
-
 fn desc_facts(desc: &[u8]) -> DescFacts {
     let mut f = DescFacts::default();
     for line in desc.split(|&c| c == b'\n') {
@@ -536,24 +737,13 @@ fn desc_facts(desc: &[u8]) -> DescFacts {
     f
 }
 
-fn extent_fact(t: &[u8], access: &[u8]) -> Value {
-    let mut m = Map::new();
-    m.insert(
-        "access".into(),
-        String::from_utf8_lossy(access).into_owned().into(),
-    );
+fn extent_fact(t: &[u8], access: &[u8]) -> ExtentFact {
     let rest = trim(&t[access.len()..]);
     let (size, rest) = split_word(rest);
-    let size_v = std::str::from_utf8(size)
+    let size_sectors = std::str::from_utf8(size)
         .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map_or(Value::Null, Value::from);
-    m.insert("size_sectors".into(), size_v);
+        .and_then(|s| s.parse::<u64>().ok());
     let (kind, rest) = split_word(rest);
-    m.insert(
-        "type".into(),
-        String::from_utf8_lossy(kind).into_owned().into(),
-    );
     let (fname, rest): (Option<&[u8]>, &[u8]) = if let Some(q) = rest.strip_prefix(b"\"") {
         match q.iter().position(|&c| c == b'"') {
             Some(n) => (Some(&q[..n]), trim(&q[n + 1..])),
@@ -563,29 +753,23 @@ fn extent_fact(t: &[u8], access: &[u8]) -> Value {
         let (w, r) = split_word(rest);
         ((!w.is_empty()).then_some(w), r)
     };
-    match fname {
-        Some(f) => {
-            put_name(&mut m, "filename", f);
-            m.insert("absolute".into(), f.starts_with(b"/").into());
-            m.insert(
-                "plain_sibling".into(),
-                (!f.is_empty() && !f.contains(&b'/')).into(),
-            );
-        }
-        None => {
-            m.insert("filename".into(), Value::Null);
-            m.insert("absolute".into(), false.into());
-            m.insert("plain_sibling".into(), false.into());
-        }
-    }
+    let (filename, filename_bytes) = match fname.map(text) {
+        Some((t, b)) => (Some(t), b),
+        None => (None, None),
+    };
     let (off, _) = split_word(rest);
-    if let Some(o) = std::str::from_utf8(off)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        m.insert("offset".into(), o.into());
+    ExtentFact {
+        access: String::from_utf8_lossy(access).into_owned(),
+        size_sectors,
+        kind: String::from_utf8_lossy(kind).into_owned(),
+        filename,
+        filename_bytes,
+        absolute: fname.is_some_and(|f| f.starts_with(b"/")),
+        plain_sibling: fname.is_some_and(|f| !f.is_empty() && !f.contains(&b'/')),
+        offset: std::str::from_utf8(off)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok()),
     }
-    Value::Object(m)
 }
 
 fn split_word(b: &[u8]) -> (&[u8], &[u8]) {
@@ -672,15 +856,19 @@ fn parse_sparse(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
     let len = r.len();
     let first = r.read(0, 512)?;
     let h0 = Hdr::read(&first);
-    let mut header = Map::new();
-    header.insert("descriptor_source".into(), "embedded".into());
-    header.insert("version".into(), h0.version.into());
-    header.insert("flags".into(), h0.flags.into());
-    header.insert("capacity_sectors".into(), h0.capacity.into());
-    header.insert("grain_sectors".into(), h0.granularity.into());
-    header.insert("gd_offset".into(), h0.gd_offset.into());
-    header.insert("descriptor_offset".into(), h0.desc_offset.into());
-    header.insert("descriptor_size".into(), h0.desc_size.into());
+    let facts = |tail: SparseTail| {
+        Source::Sparse(SparseFacts {
+            descriptor_source: "embedded",
+            version: h0.version,
+            flags: h0.flags,
+            capacity_sectors: h0.capacity,
+            grain_sectors: h0.granularity,
+            gd_offset: h0.gd_offset,
+            descriptor_offset: h0.desc_offset,
+            descriptor_size: h0.desc_size,
+            tail,
+        })
+    };
 
     // The embedded descriptor, as the header locates it: facts only. qemu
     // reads CID and the parent hint at 0x200 whatever the header says and
@@ -704,8 +892,10 @@ fn parse_sparse(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
         let take = usize::try_from(len.min(MAX_DESC as u64)).unwrap_or(MAX_DESC);
         let buf = r.read_upto(d_off, take)?;
         let opened = open_desc(r, cstr(&buf))?;
-        header.insert("compressed".into(), (h0.compress == 1).into());
-        header.insert("footer".into(), Value::Null);
+        let header = facts(SparseTail::AsDescriptor {
+            compressed: h0.compress == 1,
+            footer: None,
+        });
         return finish(
             r,
             name,
@@ -720,6 +910,7 @@ fn parse_sparse(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
 
     // streamOptimized footer.
     let mut h = h0;
+    let mut footer = None;
     if h0.gd_offset == GD_AT_END {
         let total = len.div_ceil(512).saturating_mul(512);
         if total < 1536 {
@@ -742,21 +933,18 @@ fn parse_sparse(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
             && fh.desc_offset == h0.desc_offset
             && fh.desc_size == h0.desc_size;
         let pad_zero = f.get(16..512).is_some_and(|p| p.iter().all(|&c| c == 0));
-        header.insert(
-            "footer".into(),
-            json!({
-                "offset": fo + 512,
-                "version": fh.version,
-                "flags": fh.flags,
-                "capacity_sectors": fh.capacity,
-                "grain_sectors": fh.granularity,
-                "gd_offset": fh.gd_offset,
-                "descriptor_offset": fh.desc_offset,
-                "descriptor_size": fh.desc_size,
-                "marker_padding_zero": pad_zero,
-                "agrees": agrees,
-            }),
-        );
+        footer = Some(Footer {
+            offset: fo + 512,
+            version: fh.version,
+            flags: fh.flags,
+            capacity_sectors: fh.capacity,
+            grain_sectors: fh.granularity,
+            gd_offset: fh.gd_offset,
+            descriptor_offset: fh.desc_offset,
+            descriptor_size: fh.desc_size,
+            marker_padding_zero: pad_zero,
+            agrees,
+        });
         if !agrees {
             return Err(r.invalid("footer disagrees with the header"));
         }
@@ -764,8 +952,6 @@ fn parse_sparse(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
             return Err(r.invalid("footer points to another footer"));
         }
         h = fh;
-    } else {
-        header.insert("footer".into(), Value::Null);
     }
 
     // qemu's checks in vmdk_open_vmdk4 / vmdk_add_extent.
@@ -808,7 +994,7 @@ fn parse_sparse(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
     }
 
     let compressed = h.compress == 1;
-    header.insert("compressed".into(), compressed.into());
+    let header = facts(SparseTail::AsSparse { footer, compressed });
     let create_type = if compressed {
         "streamOptimized"
     } else {
@@ -838,14 +1024,15 @@ fn parse_cowd(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
     let first = r.read(0, 512)?;
     let sectors = u64::from(le32(&first, 12));
     let granularity = u64::from(le32(&first, 16));
-    let mut header = Map::new();
-    header.insert("descriptor_source".into(), "embedded".into());
-    header.insert("version".into(), le32(&first, 4).into());
-    header.insert("flags".into(), le32(&first, 8).into());
-    header.insert("capacity_sectors".into(), sectors.into());
-    header.insert("grain_sectors".into(), granularity.into());
-    header.insert("compressed".into(), false.into());
-    header.insert("footer".into(), Value::Null);
+    let header = Source::Cowd(CowdFacts {
+        descriptor_source: "embedded",
+        version: le32(&first, 4),
+        flags: le32(&first, 8),
+        capacity_sectors: sectors,
+        grain_sectors: granularity,
+        compressed: false,
+        footer: None,
+    });
     if granularity > 0x20_0000 {
         return Err(r.invalid("invalid granularity, image may be corrupt"));
     }
@@ -880,10 +1067,13 @@ fn parse_file(r: &Reader, name: &str) -> Result<Parsed, FormatError> {
     let buf = r.read_upto(0, MAX_DESC)?;
     let desc = cstr(&buf);
     let opened = open_desc(r, desc)?;
-    let mut header = Map::new();
-    header.insert("descriptor_source".into(), "file".into());
-    header.insert("compressed".into(), Value::Null);
-    header.insert("footer".into(), Value::Null);
+    // The version comes from the descriptor (in `finish`).
+    let header = Source::File(FileFacts {
+        descriptor_source: "file",
+        compressed: None,
+        footer: None,
+        version: None,
+    });
     finish(
         r,
         name,
@@ -907,7 +1097,7 @@ fn finish(
     sparse: Option<(u64, bool)>,
     desc: &[u8],
     cid_off: u64,
-    mut header: Map<String, Value>,
+    mut source: Source,
 ) -> Result<Parsed, FormatError> {
     let q = qemu_desc_fields(r, cid_off)?;
     let facts = desc_facts(desc);
@@ -918,99 +1108,85 @@ fn finish(
         total = total
             .checked_add(e.sectors)
             .ok_or_else(|| r.invalid("extent sizes overflow"))?;
-        let mut m = Map::new();
-        let fname = if sparse.is_some() {
+        let filename = if sparse.is_some() {
             name.to_owned()
         } else {
             extent_path(name, &e.filename)
         };
-        m.insert("filename".into(), fname.into());
-        m.insert("format".into(), e.kind.clone().into());
-        m.insert(
-            "virtual_size".into(),
-            (e.sectors as u64).saturating_mul(512).into(),
-        );
-        if let Some((cs, compressed)) = sparse {
-            m.insert("cluster_size".into(), cs.into());
-            if compressed {
-                m.insert("compressed".into(), true.into());
-            }
-        }
-        list.push(Value::Object(m));
+        list.push(QemuExtent {
+            filename,
+            format: e.kind.clone(),
+            virtual_size: (e.sectors as u64).saturating_mul(512),
+            cluster_size: sparse.map(|(cs, _)| cs),
+            compressed: sparse.and_then(|(_, c)| c.then_some(true)),
+        });
     }
     if total as u64 > (i64::MAX as u64) / 512 {
         return Err(r.invalid("virtual size too large"));
     }
 
-    let mut info = Map::new();
-    info.insert("format".into(), "vmdk".into());
-    info.insert("virtual_size".into(), (total as u64 * 512).into());
-    if let Some((cs, _)) = sparse {
-        info.insert("cluster_size".into(), cs.into());
-    }
-    info.insert("encrypted".into(), false.into());
-    info.insert("dirty_flag".into(), false.into());
     let hint = q.hint.as_deref().filter(|h| !h.is_empty());
-    if let Some(h) = hint {
-        let s = String::from_utf8_lossy(h).into_owned();
-        info.insert(
-            "full_backing_filename".into(),
-            super::full_backing_filename(name, &s).into(),
-        );
-        put_name(&mut info, "backing_filename", h);
-        info.insert("backing_filename_format".into(), "vmdk".into());
+    // The parent hint has always been reported without the resolved
+    // name's bytes.
+    let backing = hint.map(|h| {
+        Backing::new(name, h)
+            .without_full_bytes()
+            .with_format(b"vmdk")
+    });
+    if let Source::File(f) = &mut source {
+        f.version = facts.version;
     }
-    info.insert(
-        "format_specific".into(),
-        json!({
-            "type": "vmdk",
-            "data": {
-                "cid": q.cid,
-                "parent_cid": q.parent_cid,
-                "create_type": create_type,
-                "extents": list,
-            }
-        }),
-    );
-
-    if !header.contains_key("version") {
-        header.insert(
-            "version".into(),
-            facts.version.map_or(Value::Null, Value::from),
-        );
-    }
-    match &facts.create_type {
-        Some(ct) => put_name(&mut header, "create_type", ct),
-        None => {
-            header.insert("create_type".into(), Value::Null);
-        }
-    }
-    header.insert("cid".into(), q.cid.into());
-    header.insert("parent_cid".into(), q.parent_cid.into());
-    match hint {
-        Some(h) => put_name(&mut header, "parent_filename_hint", h),
-        None => {
-            header.insert("parent_filename_hint".into(), Value::Null);
-        }
-    }
-    header.insert(
-        "has_parent".into(),
-        (hint.is_some() || q.parent_cid != NO_PARENT).into(),
-    );
-    header.insert("extents".into(), Value::Array(facts.extents));
-    header.insert("invalid_lines".into(), facts.invalid_lines.into());
-    info.insert("header".into(), Value::Object(header));
-
+    let (create_type_text, create_type_bytes) = match facts.create_type.as_deref().map(text) {
+        Some((t, b)) => (Some(t), b),
+        None => (None, None),
+    };
+    let (hint_text, hint_bytes) = match hint.map(text) {
+        Some((t, b)) => (Some(t), b),
+        None => (None, None),
+    };
+    let header = Header {
+        source,
+        descriptor: DescriptorFacts {
+            create_type: create_type_text,
+            create_type_bytes,
+            cid: q.cid,
+            parent_cid: q.parent_cid,
+            parent_filename_hint: hint_text,
+            parent_filename_hint_bytes: hint_bytes,
+            has_parent: hint.is_some() || q.parent_cid != NO_PARENT,
+            extents: facts.extents,
+            invalid_lines: facts.invalid_lines,
+        },
+    };
     Ok(Parsed {
-        kind: "vmdk",
+        kind: super::Format::Vmdk,
         qemu_probes: true,
-        info,
+        virtual_size: total as u64 * 512,
+        // The grain is at most 2^21 sectors (checked): it fits qemu's int.
+        cluster_size: sparse.map(|(cs, _)| i64::try_from(cs).unwrap_or(i64::MAX)),
+        encrypted: false,
+        dirty_flag: Some(false),
+        backing,
+        data_file: None,
+        details: super::Details::Vmdk(Box::new(Details {
+            format_specific: FormatSpecific {
+                kind: "vmdk",
+                data: Data {
+                    cid: q.cid,
+                    parent_cid: q.parent_cid,
+                    create_type,
+                    extents: list,
+                },
+            },
+            header,
+        })),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn desc_text(ct: &str, extra: &str, extents: &str) -> String {
         format!(
@@ -1057,7 +1233,7 @@ mod tests {
         let p = run(&sparse(131072, false, None), "img.vmdk")
             .unwrap()
             .unwrap();
-        let i = &p.info;
+        let i = &p.info();
         assert_eq!(i["virtual_size"], 67108864u64);
         assert_eq!(i["cluster_size"], 65536);
         let d = &i["format_specific"]["data"];
@@ -1085,16 +1261,16 @@ mod tests {
             .replace("parentCID=ffffffff", "parentCID=abcdef01");
         b[512..1024].copy_from_slice(d.as_bytes());
         let p = run(&b, "x/img.vmdk").unwrap().unwrap();
-        assert_eq!(p.info["backing_filename"], "dir/parent.vmdk");
-        assert_eq!(p.info["full_backing_filename"], "x/dir/parent.vmdk");
-        assert_eq!(p.info["backing_filename_format"], "vmdk");
+        assert_eq!(p.info()["backing_filename"], "dir/parent.vmdk");
+        assert_eq!(p.info()["full_backing_filename"], "x/dir/parent.vmdk");
+        assert_eq!(p.info()["backing_filename_format"], "vmdk");
         assert_eq!(
-            p.info["format_specific"]["data"]["parent_cid"],
+            p.info()["format_specific"]["data"]["parent_cid"],
             0xabcdef01u32
         );
-        assert_eq!(p.info["header"]["has_parent"], true);
+        assert_eq!(p.info()["header"]["has_parent"], true);
         assert_eq!(
-            p.info["format_specific"]["data"]["extents"][0]["filename"],
+            p.info()["format_specific"]["data"]["extents"][0]["filename"],
             "x/img.vmdk"
         );
     }
@@ -1107,13 +1283,13 @@ mod tests {
         b[pos + 1] = 0xff;
         b[pos + 2] = b'X';
         let p = run(&b, "img.vmdk").unwrap().unwrap();
-        let h = &p.info["header"];
+        let h = &p.info()["header"];
         assert_eq!(
             h["parent_filename_hint_bytes"],
             system::text::base64(b"p\xffX.vmdk")
         );
         assert!(
-            p.info["backing_filename"]
+            p.info()["backing_filename"]
                 .as_str()
                 .unwrap()
                 .contains('\u{fffd}')
@@ -1133,15 +1309,15 @@ mod tests {
         b.extend_from_slice(&[0u8; 512]);
         let p = run(&b, "s.vmdk").unwrap().unwrap();
         assert_eq!(
-            p.info["format_specific"]["data"]["create_type"],
+            p.info()["format_specific"]["data"]["create_type"],
             "streamOptimized"
         );
         assert_eq!(
-            p.info["format_specific"]["data"]["extents"][0]["compressed"],
+            p.info()["format_specific"]["data"]["extents"][0]["compressed"],
             true
         );
-        assert_eq!(p.info["header"]["footer"]["agrees"], true);
-        assert_eq!(p.info["header"]["footer"]["gd_offset"], 30);
+        assert_eq!(p.info()["header"]["footer"]["agrees"], true);
+        assert_eq!(p.info()["header"]["footer"]["gd_offset"], 30);
         // Disagreeing footer: descriptor size differs.
         let n = b.len();
         let mut bad = b.clone();
@@ -1167,7 +1343,7 @@ mod tests {
             "RW 4194304 SPARSE \"a b \\\"c.vmdk\"\nRW 2097152 SPARSE \"/abs/d.vmdk\"\nRDONLY 10 FLAT \"e.vmdk\" 5\nRW 7 ZERO",
         );
         let p = run(d.as_bytes(), "dir/desc.vmdk").unwrap().unwrap();
-        let i = &p.info;
+        let i = &p.info();
         assert_eq!(i["virtual_size"], (4194304u64 + 2097152) * 512);
         assert!(i.get("cluster_size").is_none());
         let e = &i["format_specific"]["data"]["extents"];
@@ -1195,13 +1371,13 @@ mod tests {
         let d = desc_text("monolithicFlat", "", "\nRW 100 FLAT \"f.vmdk\" 0");
         let p = run(d.as_bytes(), "m.vmdk").unwrap().unwrap();
         // qemu counts an extent preceded by a blank line twice.
-        assert_eq!(p.info["virtual_size"], 2 * 100 * 512);
+        assert_eq!(p.info()["virtual_size"], 2 * 100 * 512);
         assert_eq!(
-            p.info["format_specific"]["data"]["extents"][0]["format"],
+            p.info()["format_specific"]["data"]["extents"][0]["format"],
             "FLAT"
         );
         assert!(
-            p.info["format_specific"]["data"]["extents"][0]
+            p.info()["format_specific"]["data"]["extents"][0]
                 .get("cluster_size")
                 .is_none()
         );
@@ -1265,9 +1441,9 @@ mod tests {
         c[12..16].copy_from_slice(&2048u32.to_le_bytes());
         c[16..20].copy_from_slice(&16u32.to_le_bytes());
         let p = run(&c, "c.vmdk").unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 2048 * 512);
-        assert_eq!(p.info["cluster_size"], 16 * 512);
-        assert_eq!(p.info["format_specific"]["data"]["create_type"], "");
+        assert_eq!(p.info()["virtual_size"], 2048 * 512);
+        assert_eq!(p.info()["cluster_size"], 16 * 512);
+        assert_eq!(p.info()["format_specific"]["data"]["create_type"], "");
         c[512..1536].fill(0);
         assert!(run(&c, "c.vmdk").is_err());
     }
@@ -1334,12 +1510,12 @@ mod tests {
         b[512..512 + 20 * 512].fill(0);
         b[512..512 + d.len()].copy_from_slice(d.as_bytes());
         let p = run(&b, "x.vmdk").unwrap().unwrap();
-        assert_eq!(p.info["virtual_size"], 100 * 512);
+        assert_eq!(p.info()["virtual_size"], 100 * 512);
         assert_eq!(
-            p.info["format_specific"]["data"]["create_type"],
+            p.info()["format_specific"]["data"]["create_type"],
             "monolithicFlat"
         );
-        assert_eq!(p.info["header"]["descriptor_source"], "embedded");
+        assert_eq!(p.info()["header"]["descriptor_source"], "embedded");
     }
 
     #[test]

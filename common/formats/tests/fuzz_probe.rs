@@ -77,8 +77,9 @@ proptest! {
         }
         if let Some(c) = cut { data.truncate(c); }
         if let Ok(p) = probe(&data, "dir/x", None) {
-            prop_assert!(p.info.contains_key("format"));
-            prop_assert!(p.info["virtual_size"].is_u64());
+            let info = p.to_info();
+            prop_assert!(info.contains_key("format"));
+            prop_assert!(info["virtual_size"].is_u64());
         }
     }
 
@@ -119,7 +120,7 @@ proptest! {
         let name = if dmg_name { "dir/x.dmg" } else { "dir/x" };
         let pick = score::pick(&data, data.len() as u64, name);
         if let Ok(p) = probe(&data, name, None) {
-            let format = p.info["format"].as_str().unwrap_or("");
+            let format = p.format.as_str();
             match pick {
                 Some(q) => prop_assert_eq!(format, q.format),
                 None => prop_assert_eq!(format, "raw"),

@@ -203,7 +203,15 @@ fn from_file(file: File, accept: Accept) -> io::Result<Input> {
     }
     let what = describe(&md);
     if ft.is_dir() {
-        return Err(refusal(ErrorKind::NotRegular, "is a directory"));
+        // `IsADirectory`, so a caller tells it from the other refusals by
+        // kind, never by the message.
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            Refusal {
+                kind: ErrorKind::NotRegular,
+                message: "is a directory".into(),
+            },
+        ));
     }
     if ft.is_block_device() {
         // A volume (Cinder's LVM, XenServer's LVHD): read at offsets like a
@@ -381,9 +389,7 @@ pub fn available_bytes(dir: &Path) -> io::Result<u64> {
 /// A name as JSON: the text (lossy where needed) and, when lossy, the
 /// exact bytes in base64 (the DESIGN's `*_bytes` form).
 pub fn name_fields(name: &OsStr) -> (String, Option<String>) {
-    let d = crate::text::decode(name.as_bytes());
-    let exact = d.lossy.then(|| crate::text::base64(name.as_bytes()));
-    (d.text, exact)
+    crate::text::with_bytes(name.as_bytes())
 }
 
 /// Why an image id cannot be a file name.

@@ -82,6 +82,14 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     }
 }
 
+/// Bytes as JSON text: the text (lossy where needed) and, when lossy, the
+/// exact bytes in base64 (the DESIGN's `*_bytes` twin of a key).
+pub fn with_bytes(bytes: &[u8]) -> (String, Option<String>) {
+    let d = decode(bytes);
+    let exact = d.lossy.then(|| base64(bytes));
+    (d.text, exact)
+}
+
 /// Seconds (and nanoseconds) since the Unix epoch as an RFC 3339 UTC string:
 /// `2026-11-22T17:00:00Z`, with a fraction only when `nsec` is non-zero.
 /// Years outside 0..=9999 are clamped by returning `None`: RFC 3339 cannot

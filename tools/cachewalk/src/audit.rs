@@ -170,14 +170,7 @@ fn judge(
         .map_err(FormatError::Io)
         .and_then(|src| probe(&src, &path.to_string_lossy(), None))
     {
-        Ok(p) => (
-            p.info
-                .get("format")
-                .and_then(Value::as_str)
-                .unwrap_or("raw")
-                .to_owned(),
-            Some(p.info),
-        ),
+        Ok(p) => (p.format.as_str().to_owned(), Some(p)),
         // A header that carries a format's magic but does not parse is
         // that format's as far as a prober is concerned.
         Err(FormatError::Io(_)) => {
@@ -186,19 +179,14 @@ fn judge(
         }
         Err(e) => (broken_format(&e), None),
     };
-    let get = |k: &str| -> Option<String> {
-        info.as_ref()?
-            .get(k)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let backing_file = get("backing_filename");
+    let backing_file = info
+        .as_ref()
+        .and_then(|p| p.backing.as_ref())
+        .map(|b| b.name_lossy().into_owned());
     let data_file = info
         .as_ref()
-        .and_then(|i| i.get("format_specific"))
-        .and_then(|f| f.pointer("/data/data_file"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+        .and_then(|p| p.data_file.as_deref())
+        .map(|d| String::from_utf8_lossy(d).into_owned());
     let raw = |f: &str| f == "raw" || f == "unknown";
     if let Some(e) = &expected
         && (e == "raw" || e == "iso")

@@ -219,14 +219,12 @@ fn lossy(b: &OsStr) -> String {
 }
 
 /// Probe the open image `file` (named `label` in messages).
-fn probe_file(file: &File, label: &str) -> Result<serde_json::Map<String, Value>, String> {
+fn probe_file(file: &File, label: &str) -> Result<formats::Probe, String> {
     let src = file
         .try_clone()
         .and_then(formats::FileSource::from_file)
         .map_err(|e| e.to_string())?;
-    probe(&src, label, None)
-        .map(|p| p.info)
-        .map_err(|e| e.to_string())
+    probe(&src, label, None).map_err(|e| e.to_string())
 }
 
 /// What a header says about its backing file: the name's exact bytes
@@ -241,31 +239,21 @@ struct BackingName {
 type Backing = Result<Option<BackingName>, String>;
 
 fn backing_of(file: &File, label: &str) -> Backing {
-    let info = probe_file(file, label)?;
-    let name = match info.get("backing_filename_bytes").and_then(Value::as_str) {
-        Some(b) => system::text::base64_decode(b),
-        None => info
-            .get("backing_filename")
-            .and_then(Value::as_str)
-            .map(|s| s.as_bytes().to_vec()),
-    };
-    Ok(name.filter(|n| !n.is_empty()).map(|name| BackingName {
-        name,
-        format: info
-            .get("backing_filename_format")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-    }))
+    let p = probe_file(file, label)?;
+    Ok(p.backing
+        .filter(|b| !b.name.is_empty())
+        .map(|b| BackingName {
+            format: b.format_lossy().map(|f| f.into_owned()),
+            name: b.name,
+        }))
 }
 
 /// The format of the `_base` entry `name` from its header, read through
 /// the directory handle (a link is not followed: no format).
 fn format_of(base: &Dir, name: &OsStr) -> Option<String> {
     let f = base.open_file(name).ok()?;
-    let info = probe_file(&f, &lossy(name)).ok()?;
-    info.get("format")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    let p = probe_file(&f, &lossy(name)).ok()?;
+    Some(p.format.as_str().to_owned())
 }
 
 /// Open `name` in `dir` for reading as Nova and qemu do: a link is

@@ -668,12 +668,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
             .ok()
             .and_then(|f| formats::FileSource::from_file(f).ok())
             .and_then(|src| formats::probe(&src, "", None).ok())
-            .and_then(|p| {
-                p.info
-                    .get("format")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+            .map(|p| p.format.as_str().to_owned())
             .unwrap_or_else(|| "unknown".into());
         extra_fields.insert("format".into(), format.clone().into());
         if format != "raw" && !cli.allow_format.iter().any(|a| a == &format) {

@@ -1063,17 +1063,9 @@ fn format_check(path: &Path, file: &File, img: &Map<String, Value>) -> Result<()
     let Ok(p) = formats::probe(&src, "", None) else {
         return Ok(());
     };
-    let found = p
-        .info
-        .get("format")
-        .and_then(Value::as_str)
-        .unwrap_or("raw");
+    let found = p.format.as_str();
     let ok = match want {
-        "iso" => p
-            .info
-            .get("detected_formats")
-            .and_then(Value::as_array)
-            .is_some_and(|d| d.iter().any(|f| f == "iso")),
+        "iso" => p.detected.contains(&formats::Format::Iso),
         w => w == found,
     };
     if ok {

@@ -797,7 +797,7 @@ impl Runner<'_> {
         }
         match probed {
             Ok(p) => {
-                let mut info = p.info;
+                let mut info = p.to_info();
                 if let Some(b) = name_bytes {
                     info.insert("filename_bytes".into(), b.into());
                 }
@@ -808,8 +808,7 @@ impl Runner<'_> {
                     source::Opened::Stream(s) if !s.complete() => {
                         // Sizes read from the length are unknown; those
                         // from a header stand.
-                        let fmt = info.get("format").and_then(Value::as_str);
-                        if matches!(fmt, Some("raw" | "luks")) {
+                        if matches!(p.probe.format, formats::Format::Raw | formats::Format::Luks) {
                             info.insert("virtual_size".into(), Value::Null);
                         }
                     }
@@ -849,7 +848,7 @@ impl Runner<'_> {
         src: &dyn formats::Source,
         name: &str,
         claimed: Option<&str>,
-    ) -> Result<formats::Probe, FormatError> {
+    ) -> Result<remote::Probed, FormatError> {
         remote::probe_as(src, name, self.cli.format.as_deref(), claimed)
     }
 
@@ -882,7 +881,7 @@ impl Runner<'_> {
             Err(err) => {
                 let kind = ErrorKind::from_io(&err);
                 let mut message = err.to_string();
-                if kind == ErrorKind::NotRegular && !message.contains("directory") {
+                if kind == ErrorKind::NotRegular && err.kind() != std::io::ErrorKind::IsADirectory {
                     message.push_str(" (qemu-img cannot be given a stream safely; probe it natively, without --qemu)");
                 }
                 let e = self.ctx.error(kind, message);
@@ -907,11 +906,15 @@ impl Runner<'_> {
                 .map_err(|e| FormatError::Io(std::io::Error::new(e.kind(), e.to_string())))
                 .and_then(|src| formats::probe(src, &name, None));
             if let Ok(p) = found {
-                for k in ["format", "detected_formats", "iso", "partition_table"] {
-                    if let Some(v) = p.info.get(k) {
-                        let key = if k == "format" { "detected_format" } else { k };
-                        m.insert(key.into(), v.clone());
-                    }
+                m.insert("detected_format".into(), p.format.as_str().into());
+                let detected = p.detected.iter().map(|f| Value::from(f.as_str()));
+                m.insert("detected_formats".into(), detected.collect());
+                // The layouts, serialized here at the edge.
+                if let Some(Ok(iso)) = p.iso.as_ref().map(serde_json::to_value) {
+                    m.insert("iso".into(), iso);
+                }
+                if let Some(Ok(t)) = p.partition_table.as_ref().map(serde_json::to_value) {
+                    m.insert("partition_table".into(), t);
                 }
             }
             m

@@ -60,6 +60,33 @@ pub enum Item {
     Other(Doc),
 }
 
+/// A native probe as imginfo-parse reports it: the probe, and what a
+/// claim made of it.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    /// What the bytes were read as.
+    pub probe: formats::Probe,
+    /// With a claim that changed how the bytes were read: what qemu-img
+    /// would pick by probing.
+    pub detected_format: Option<formats::Format>,
+    /// The format forced (`-f`), if any.
+    pub claimed_format: Option<String>,
+}
+
+impl Probed {
+    /// The record's `info` (before [`finish`] orders it).
+    pub fn to_info(&self) -> serde_json::Map<String, Value> {
+        let mut info = self.probe.to_info();
+        if let Some(d) = self.detected_format {
+            info.insert("detected_format".into(), d.as_str().into());
+        }
+        if let Some(f) = &self.claimed_format {
+            info.insert("claimed_format".into(), f.as_str().into());
+        }
+        info
+    }
+}
+
 /// The native probe of `src`. Detection always runs: a claim picks how the
 /// bytes are read, never what they are found to be. Read as `forced`
 /// (`-f`, qemu-img's `-f`: the info gains `claimed_format`), else as
@@ -73,41 +100,39 @@ pub fn probe_as(
     name: &str,
     forced: Option<&str>,
     claimed: Option<&str>,
-) -> Result<formats::Probe, FormatError> {
+) -> Result<Probed, FormatError> {
     let auto = formats::probe(src, name, None)?;
-    let auto_format = auto.info.get("format").cloned().unwrap_or_default();
     let read_as = match (forced, claimed) {
         (Some(f), _) => Some(f.to_owned()),
         (None, Some(claimed)) => {
             let want = check::qemu_format_name(claimed);
-            let matches = auto
-                .info
-                .get("detected_formats")
-                .and_then(Value::as_array)
-                .is_some_and(|d| d.iter().any(|k| k == want.as_str()));
-            (matches && auto_format != want.as_str()).then_some(want)
+            let matches = auto.detected.iter().any(|k| *k == want.as_str());
+            (matches && auto.format != want.as_str()).then_some(want)
         }
         (None, None) => None,
     };
     let Some(read_as) = read_as else {
-        return Ok(auto);
+        return Ok(Probed {
+            probe: auto,
+            detected_format: None,
+            claimed_format: None,
+        });
     };
     let mut p = formats::probe(src, name, Some(&read_as))?;
-    if let Some(d) = auto.info.get("detected_formats") {
-        p.info.insert("detected_formats".into(), d.clone());
-    }
+    p.detected = auto.detected;
     // The layouts found beside it (a forced read runs one parser only):
     // --check needs them to tell an ISO's boot record from a polyglot.
-    for k in ["iso", "partition_table"] {
-        if let (None, Some(v)) = (p.info.get(k), auto.info.get(k)) {
-            p.info.insert(k.into(), v.clone());
-        }
+    if p.iso.is_none() {
+        p.iso = auto.iso;
     }
-    p.info.insert("detected_format".into(), auto_format);
-    if let Some(f) = forced {
-        p.info.insert("claimed_format".into(), f.into());
+    if p.partition_table.is_none() {
+        p.partition_table = auto.partition_table;
     }
-    Ok(p)
+    Ok(Probed {
+        probe: p,
+        detected_format: Some(auto.format),
+        claimed_format: forced.map(str::to_owned),
+    })
 }
 
 /// What a remote probe is asked, from the command line (built once, in
@@ -261,7 +286,10 @@ impl Job<'_> {
         match probed {
             Ok(p) => {
                 delta.probed += 1;
-                rec.set(FACET, Value::Object(finish(p.info, Some(Source::Native))));
+                rec.set(
+                    FACET,
+                    Value::Object(finish(p.to_info(), Some(Source::Native))),
+                );
                 let mut unacceptable = false;
                 if self.opts.check
                     && let Some(info) = rec.get(FACET)

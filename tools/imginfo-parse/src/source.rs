@@ -193,7 +193,7 @@ mod tests {
         // 1 MiB of zeros, cut: raw, but the VHD footer's place was not read.
         let s = StreamBytes::from_prefix(vec![0; 1 << 20], false);
         let p = formats::probe(&s, "-", None).unwrap();
-        assert_eq!(p.info["format"], "raw");
+        assert_eq!(p.format, formats::Format::Raw);
         assert!(s.any_missed());
         assert!(s.missed().is_none());
     }

@@ -532,13 +532,15 @@ fn facts_of(
                 "not a VHD (no valid footer)".to_string(),
             )
         })?;
-    let mut facts = match p.info.get("header") {
-        Some(Value::Object(h)) => h.clone(),
+    // The record is the footer/header facts, serialized here at the edge.
+    let mut facts = match &p.details {
+        formats::Details::Vpc(d) => match serde_json::to_value(&d.header) {
+            Ok(Value::Object(h)) => h,
+            _ => Map::new(),
+        },
         _ => Map::new(),
     };
-    if let Some(v) = p.info.get("virtual_size") {
-        facts.insert("virtual_size".into(), v.clone());
-    }
+    facts.insert("virtual_size".into(), p.virtual_size.into());
     Ok(facts)
 }
 

@@ -142,7 +142,7 @@ fn make_child(path: &Path, parent_uuid: [u8; 16], old_name: &str) -> u64 {
 fn header_facts(p: &Path) -> serde_json::Map<String, Value> {
     let src = FileSource::open(p).unwrap();
     let pr = probe(&src, &p.to_string_lossy(), Some("vpc")).unwrap();
-    pr.info["header"].as_object().unwrap().clone()
+    pr.to_info()["header"].as_object().unwrap().clone()
 }
 
 fn no_temp_files(dir: &Path) {
