@@ -55,7 +55,7 @@ def records(host, path):
                     "error": {
                         "kind": "bad_json",
                         "message": why,
-                        "path": os.path.basename(path),
+                        "file": os.path.basename(path),
                         "line": n,
                     },
                 }

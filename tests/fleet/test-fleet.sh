@@ -7,13 +7,14 @@
 #   clean:   compute-1 (an overlay on _base), compute-2 (the same, and
 #            Glance records that verify), compute-3 (two instances, a
 #            swap file whose name is not UTF-8)
-#   planted: compute-4 a raw disk carrying a qcow2 header (audit: unsafe),
+#   planted: compute-4 a raw disk and a _base file carrying a qcow2 header
+#            (audit: unsafe twice; --check: not acceptable),
 #            compute-5 a _base file that is not its Glance image (verify:
 #            mismatch, unsafe), compute-6 no instances path (cachewalk's
 #            error record), compute-7 unreachable (ssh to a closed port)
 #
 # The clean group alone must exit 0 with no unsafe record and no error; the
-# whole inventory must exit non-zero with 7 hosts, 2 unsafe records and 2
+# whole inventory must exit non-zero with 7 hosts, 4 unsafe records and 2
 # errors; every record of both streams has a host. The fleet line of the
 # whole run is printed last (counted from its stream with jq, and the same
 # as the one the playbook printed). Ansible's output goes to
@@ -62,6 +63,29 @@ print(json.dumps({"path": path, "image": {"id": iid, "disk_format": "raw", "size
 PY
 }
 
+# gather.py alone on what a broken host could send: a 16 MiB record, a
+# line that is not UTF-8, a truncated line, and a tool that exited 2 with
+# no output. The stream stays valid ASCII JSON, every bad line an error.
+g=$work/gather
+mkdir -p "$g/a" "$g/b"
+python3 - "$g" <<'PY'
+import json, sys
+d = sys.argv[1]
+with open(f"{d}/a/audit.jsonl", "wb") as f:
+    f.write(json.dumps({"path": "x" * (16 << 20), "audit": {"verdict": "ok"}}).encode() + b"\n")
+    f.write(b'{"path": "\xff"}\n{"audit":\n')
+open(f"{d}/b/audit.jsonl", "wb").close()
+json.dump({"a": {"status": {"cachewalk": 1}}, "b": {"status": {"cachewalk": 2}}}, open(f"{d}/status.json", "w"))
+PY
+set +e
+gline=$("$venv/bin/python" "$here/examples/fleet/gather.py" "$g" "$g/fleet.jsonl")
+grc=$?
+set -e
+[ "$grc" = 1 ] && [ "$gline" = "fleet: 2 hosts, 4 records, 0 unsafe, 3 errors" ] || fail "gather.py: exit $grc, $gline"
+jq -e -s 'map(.error.kind // "ok") == ["ok", "bad_json", "bad_json", "exit_status"]' "$g/fleet.jsonl" > /dev/null ||
+  fail "gather.py: not the records expected"
+! LC_ALL=C grep -q -P '[^\x00-\x7f]' "$g/fleet.jsonl" || fail "gather.py: a byte that is not ASCII"
+
 h=$work/hosts
 nova_host "$h/compute-1/instances" vm-1
 nova_host "$h/compute-2/instances" vm-1
@@ -78,6 +102,9 @@ mkdir -p "$h/compute-4/instances/vm-2"
 cp "$work/evil.qcow2" "$h/compute-4/instances/vm-2/disk"
 truncate -s 4M "$h/compute-4/instances/vm-2/disk"
 printf '{"%s": "raw"}\n' "$h/compute-4/instances/vm-2/disk" > "$h/compute-4/instances/vm-2/disk.info"
+# And the same bytes as a cached image (Nova converts to raw): the audit
+# and --check both refuse it.
+cp "$work/evil.qcow2" "$h/compute-4/instances/_base/$(printf evil | sha1sum | cut -d' ' -f1)"
 # Glance's record, then a byte of the cached copy changed.
 nova_host "$h/compute-5/instances" vm-1
 glance_records "$h/compute-5/instances" "$h/compute-5/glance.jsonl"
@@ -136,14 +163,17 @@ jq -e -s '[.[] | select(.host == "compute-3" and .path_bytes)] | length == 2' "$
 run all all
 [ "$rc" -ne 0 ] || fail "planted hosts: exit 0, expected non-zero"
 stream=$work/all/fleet-out/fleet.jsonl
-[[ $line == "fleet: 7 hosts, "*" records, 2 unsafe, 2 errors" ]] || fail "planted hosts: $line"
+[[ $line == "fleet: 7 hosts, "*" records, 4 unsafe, 2 errors" ]] || fail "planted hosts: $line"
 jq -e -s '
-  ([.[] | select(.audit.verdict? == "unsafe") | .host] == ["compute-4"]) and
+  ([.[] | select(.audit.verdict? == "unsafe") | .host] == ["compute-4", "compute-4"]) and
+  ([.[] | select(.check.acceptable? == false) | .host] == ["compute-4"]) and
   ([.[] | select(.checksums.verified? == false) | .host] == ["compute-5"]) and
   ([.[] | select(has("error")) | .host] == ["compute-6", "compute-7"]) and
   ([.[] | select(.host == "compute-7") | .error.kind] == ["host_failed"])' "$stream" > /dev/null ||
   fail "planted hosts: the unsafe records or errors are not the planted ones ($stream)"
 # The README's filter (examples/fleet/README.md), run where it says.
 shown=$(cd "$work/all" && jq -r 'select(.audit.verdict == "unsafe") | "\(.host) \(.audit.rel_path) \(.audit.flags | join(","))"' fleet-out/fleet.jsonl)
-[ "$shown" = "compute-4 vm-2/disk format_confusion,backing_outside_base" ] || fail "README filter: $shown"
+evil=_base/$(printf evil | sha1sum | cut -d' ' -f1)
+[ "$shown" = "compute-4 vm-2/disk format_confusion,backing_outside_base
+compute-4 $evil format_confusion,backing_outside_base" ] || fail "README filter: $shown"
 echo "$line"
