@@ -3,6 +3,7 @@
 #   make demo      build, then run imginfo-parse over the bundled samples
 #   make test      build, then run every test
 #   make check     fmt, clippy, tests, man page drift, staged install (what CI runs)
+#   make test-fleet  the Ansible fleet playbook (examples/fleet/) on 7 local hosts
 #   make fuzz      every parser's cargo-fuzz target for FUZZ_SECONDS each (nightly)
 #   make install   copy built binaries, man pages and completions (never compiles)
 #
@@ -28,7 +29,7 @@ OUT_DIR     := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 DEBUG_DIR   := $(TARGET_DIR)/debug
 COMP_DIR    := $(TARGET_DIR)/completions
 
-.PHONY: all build build-debug test test-glance test-upstream upstream-man faults fuzz check deb deb-check vendor-check fmt-check clippy man man-check \
+.PHONY: all build build-debug test test-glance test-upstream test-fleet upstream-man faults fuzz check deb deb-check vendor-check fmt-check clippy man man-check \
 	completions install uninstall install-check demo bench clean
 
 all: build man completions
@@ -72,6 +73,15 @@ test-upstream: build-debug
 	  $(CARGO) test $(CARGOFLAGS) -p pipeline-tests --test 'upstream_*'
 	@python3 tests/upstream/summary.py target/upstream-summary
 
+# examples/fleet/fleet.yml run by real ansible-core (pinned, from PyPI, in
+# a venv under target/) against 7 hosts on this machine, the .deb unpacked
+# per host (tests/fleet/test-fleet.sh); ends with the fleet line. About 35 s
+# once the .deb is built, plus a minute for the venv the first time.
+ANSIBLE_CORE ?= 2.17.7
+test-fleet: deb
+	@bash tests/upstream/ensure-pip-venv.sh target/fleet-venv ansible-core==$(ANSIBLE_CORE) ansible
+	@bash tests/fleet/test-fleet.sh "$(abspath $(TARGET_DIR))/image-tools.deb" target/fleet-venv
+
 # The fuzz campaign (fuzz/run.sh): each cargo-fuzz target for FUZZ_SECONDS
 # from fuzz/seeds/<target> and fuzz/regressions/<target>, growing a scratch
 # corpus in fuzz/corpus/<target>; fails on any crash, OOM or hang and says
@@ -88,7 +98,7 @@ fmt-check:
 clippy:
 	$(CARGO) clippy $(CARGOFLAGS) --workspace --all-targets -- -D warnings
 
-check: fmt-check clippy test man-check install-check deb-check vendor-check
+check: fmt-check clippy test man-check install-check deb-check vendor-check test-fleet
 
 # The README's offline build for packagers, run as written on a copy of
 # the tree: cargo vendor, then make --locked --offline with an empty

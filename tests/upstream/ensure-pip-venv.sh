@@ -7,7 +7,7 @@
 # tests/tests/upstream_nova.rs, Cinder for upstream_cinder.rs). Each gets
 # its own venv: they pin conflicting versions of the oslo libraries (and
 # both differ from Glance 33's, tests/glance-server/ensure-venv.sh).
-# tests/src/upstream.rs calls it. A fresh venv downloads ~150 wheels (no
+# tests/src/upstream.rs calls it; `make test-fleet` for ansible-core. A fresh venv downloads ~150 wheels (no
 # compiling): about a minute.
 #
 # Environment: UPSTREAM_PYTHON (default python3.11).
