@@ -121,17 +121,11 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         extent_size: extent,
         disk_size: disk,
     };
-    Ok(Some(Parsed {
-        kind: super::Format::Bochs,
-        qemu_probes: true,
-        virtual_size: sectors * 512,
-        cluster_size: None,
-        encrypted: false,
-        dirty_flag: None,
-        backing: None,
-        data_file: None,
-        details: super::Details::Bochs(Details { header }),
-    }))
+    Ok(Some(Parsed::new(
+        super::Format::Bochs,
+        sectors * 512,
+        super::Details::Bochs(Details { header }),
+    )))
 }
 
 #[cfg(test)]

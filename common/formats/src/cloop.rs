@@ -84,17 +84,11 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         blocks,
         data_end,
     };
-    Ok(Some(Parsed {
-        kind: super::Format::Cloop,
-        qemu_probes: true,
-        virtual_size: u64::from(sectors) * 512,
-        cluster_size: None,
-        encrypted: false,
-        dirty_flag: None,
-        backing: None,
-        data_file: None,
-        details: super::Details::Cloop(Details { header }),
-    }))
+    Ok(Some(Parsed::new(
+        super::Format::Cloop,
+        u64::from(sectors) * 512,
+        super::Details::Cloop(Details { header }),
+    )))
 }
 
 /// The offsets table as qemu checks it (never decreasing, no compressed

@@ -171,15 +171,12 @@ pub fn parse(r: &Reader, name: &str) -> Result<Option<Parsed>, FormatError> {
         sector_count: sectors,
     };
     Ok(Some(Parsed {
-        kind: super::Format::Dmg,
         qemu_probes: by_name,
-        virtual_size: sectors * 512,
-        cluster_size: None,
-        encrypted: false,
-        dirty_flag: None,
-        backing: None,
-        data_file: None,
-        details: super::Details::Dmg(Details { header }),
+        ..Parsed::new(
+            super::Format::Dmg,
+            sectors * 512,
+            super::Details::Dmg(Details { header }),
+        )
     }))
 }
 

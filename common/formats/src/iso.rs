@@ -103,17 +103,10 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         el_torito,
         joliet,
     };
-    Ok(Some(Parsed {
-        kind: super::Format::Iso,
-        qemu_probes: false,
-        virtual_size: 0,
-        cluster_size: None,
-        encrypted: false,
-        dirty_flag: None,
-        backing: None,
-        data_file: None,
-        details: super::Details::Iso(iso),
-    }))
+    Ok(Some(Parsed::layout(
+        super::Format::Iso,
+        super::Details::Iso(iso),
+    )))
 }
 
 #[cfg(test)]

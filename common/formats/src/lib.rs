@@ -641,6 +641,31 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// A disk of `kind` that qemu probes, of `virtual_size` bytes, with no
+    /// cluster size, encryption, dirty flag, backing or data file (set
+    /// those with struct update syntax).
+    pub fn new(kind: Format, virtual_size: u64, details: Details) -> Parsed {
+        Parsed {
+            kind,
+            qemu_probes: true,
+            virtual_size,
+            cluster_size: None,
+            encrypted: false,
+            dirty_flag: None,
+            backing: None,
+            data_file: None,
+            details,
+        }
+    }
+
+    /// A layout qemu reads as raw (ISO, GPT, MBR): no size of its own.
+    pub fn layout(kind: Format, details: Details) -> Parsed {
+        Parsed {
+            qemu_probes: false,
+            ..Parsed::new(kind, 0, details)
+        }
+    }
+
     /// The fields as qemu's JSON (what the probe prints for this format;
     /// for a layout, its details alone): for tests.
     #[cfg(test)]

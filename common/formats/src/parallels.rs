@@ -132,17 +132,11 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         flags: le32(&h, 52),
         ext_off,
     };
-    Ok(Some(Parsed {
-        kind: super::Format::Parallels,
-        qemu_probes: true,
-        virtual_size: total_sectors * 512,
-        cluster_size: None,
-        encrypted: false,
-        dirty_flag: None,
-        backing: None,
-        data_file: None,
-        details: super::Details::Parallels(Details { header }),
-    }))
+    Ok(Some(Parsed::new(
+        super::Format::Parallels,
+        total_sectors * 512,
+        super::Details::Parallels(Details { header }),
+    )))
 }
 
 #[cfg(test)]

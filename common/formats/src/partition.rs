@@ -197,17 +197,7 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
 
 /// A partition table found: a layout qemu reads as raw.
 fn layout(kind: super::Format, table: Table) -> Parsed {
-    Parsed {
-        kind,
-        qemu_probes: false,
-        virtual_size: 0,
-        cluster_size: None,
-        encrypted: false,
-        dirty_flag: None,
-        backing: None,
-        data_file: None,
-        details: super::Details::Partition(table),
-    }
+    Parsed::layout(kind, super::Details::Partition(table))
 }
 
 /// Whether every partition (`(start, sectors)`) ends within a file of

@@ -42,18 +42,6 @@ const DISK_SIZE_MAX: u64 = BLOCKS_MAX as u64 * BLOCK_SIZE as u64;
 /// qemu's BDRV_REQUEST_MAX_BYTES: the largest single read it makes.
 const REQUEST_MAX: u64 = 0x7fff_fe00;
 
-/// A VirtualBox UUID (first three fields little-endian) in RFC 4122 form.
-fn vbox_uuid(b: &[u8]) -> String {
-    let mut u = [0u8; 16];
-    if let Some(s) = b.get(..16) {
-        u.copy_from_slice(s);
-    }
-    u[..4].reverse();
-    u[4..6].reverse();
-    u[6..8].reverse();
-    super::vhd::uuid_string(&u)
-}
-
 fn image_type(t: u32) -> &'static str {
     match t {
         1 => "dynamic",
@@ -190,19 +178,17 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         sector_size,
         disk_size: stored_size,
         bmap_in_file,
-        uuid_image: vbox_uuid(h.get(0x188..).unwrap_or(&[])),
-        uuid_last_snap: vbox_uuid(h.get(0x198..).unwrap_or(&[])),
+        uuid_image: super::vhd::guid_string(h.get(0x188..).unwrap_or(&[])),
+        uuid_last_snap: super::vhd::guid_string(h.get(0x198..).unwrap_or(&[])),
     };
     Ok(Some(Parsed {
-        kind: super::Format::Vdi,
-        qemu_probes: true,
-        virtual_size: disk_size,
         cluster_size: Some(i64::from(block_size)),
-        encrypted: false,
         dirty_flag: Some(false),
-        backing: None,
-        data_file: None,
-        details: super::Details::Vdi(Details { header }),
+        ..Parsed::new(
+            super::Format::Vdi,
+            disk_size,
+            super::Details::Vdi(Details { header }),
+        )
     }))
 }
 

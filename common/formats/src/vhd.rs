@@ -190,6 +190,19 @@ pub fn uuid_string(b: &[u8]) -> String {
     s
 }
 
+/// A Microsoft GUID (as VHDX and VirtualBox store ids: the first three
+/// fields little-endian) as lower-case hyphenated hex.
+pub fn guid_string(b: &[u8]) -> String {
+    let mut u = [0u8; 16];
+    if let Some(s) = b.get(..16) {
+        u.copy_from_slice(s);
+    }
+    u[..4].reverse();
+    u[4..6].reverse();
+    u[6..8].reverse();
+    uuid_string(&u)
+}
+
 /// The inverse of [`uuid_string`] (hyphens anywhere are ignored).
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let hex: Vec<u8> = s.bytes().filter(|c| *c != b'-').collect();

@@ -81,65 +81,45 @@ const REQUEST_MAX: u64 = 0x7fff_fe00;
 /// qemu's BDRV_MAX_LENGTH.
 const MAX_LENGTH: u64 = (1u64 << 63) - (1 << 30);
 
-/// A Microsoft GUID (data1..3 little-endian) as its 16 stored bytes.
-const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> [u8; 16] {
-    let a = d1.to_le_bytes();
-    let b = d2.to_le_bytes();
-    let c = d3.to_le_bytes();
+/// A GUID from its text form in the VHDX specification
+/// (`2DC27766-F623-4200-9D64-115E9BFD4A08`), in the byte order files store
+/// it: the first three fields little-endian. Evaluated at compile time,
+/// where a malformed text fails the build.
+const fn guid(text: &str) -> [u8; 16] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            // Out of range: a compile error in the const that uses it.
+            _ => [0u8; 0][c as usize],
+        }
+    }
+    let t = text.as_bytes();
+    let mut hex = [0u8; 16];
+    let (mut i, mut n) = (0, 0);
+    while i < t.len() {
+        if t[i] != b'-' {
+            hex[n / 2] |= nibble(t[i]) << (4 * (1 - n % 2));
+            n += 1;
+        }
+        i += 1;
+    }
+    // Fields 1-3 are little-endian in the file.
     [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
-        d4[6], d4[7],
+        hex[3], hex[2], hex[1], hex[0], hex[5], hex[4], hex[7], hex[6], hex[8], hex[9], hex[10],
+        hex[11], hex[12], hex[13], hex[14], hex[15],
     ]
 }
 
-const BAT_GUID: [u8; 16] = guid(
-    0x2dc2_7766,
-    0xf623,
-    0x4200,
-    [0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08],
-);
-const METADATA_GUID: [u8; 16] = guid(
-    0x8b7c_a206,
-    0x4790,
-    0x4b9a,
-    [0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e],
-);
-const FILE_PARAM_GUID: [u8; 16] = guid(
-    0xcaa1_6737,
-    0xfa36,
-    0x4d43,
-    [0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b],
-);
-const VIRTUAL_SIZE_GUID: [u8; 16] = guid(
-    0x2fa5_4224,
-    0xcd1b,
-    0x4876,
-    [0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8],
-);
-const PAGE83_GUID: [u8; 16] = guid(
-    0xbeca_12ab,
-    0xb2e6,
-    0x4523,
-    [0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46],
-);
-const PHYS_SECTOR_GUID: [u8; 16] = guid(
-    0xcda3_48c7,
-    0x445d,
-    0x4471,
-    [0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5, 0x56],
-);
-const LOGICAL_SECTOR_GUID: [u8; 16] = guid(
-    0x8141_bf1d,
-    0xa96f,
-    0x4709,
-    [0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f],
-);
-const PARENT_LOCATOR_GUID: [u8; 16] = guid(
-    0xa8d3_5f2d,
-    0xb30b,
-    0x454d,
-    [0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c],
-);
+const BAT_GUID: [u8; 16] = guid("2DC27766-F623-4200-9D64-115E9BFD4A08");
+const METADATA_GUID: [u8; 16] = guid("8B7CA206-4790-4B9A-B8FE-575F050F886E");
+const FILE_PARAM_GUID: [u8; 16] = guid("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+const VIRTUAL_SIZE_GUID: [u8; 16] = guid("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
+const PAGE83_GUID: [u8; 16] = guid("BECA12AB-B2E6-4523-93EF-C309E000C746");
+const PHYS_SECTOR_GUID: [u8; 16] = guid("CDA348C7-445D-4471-9CC9-E9885251C556");
+const LOGICAL_SECTOR_GUID: [u8; 16] = guid("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
+const PARENT_LOCATOR_GUID: [u8; 16] = guid("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
 
 const META_FILE_PARAMETER: u32 = 0x01;
 const META_VIRTUAL_DISK_SIZE: u32 = 0x02;
@@ -162,18 +142,6 @@ fn read_padded(r: &Reader, offset: u64, len: usize) -> Result<Vec<u8>, FormatErr
     let mut v = r.read_upto(offset, len)?;
     v.resize(len, 0);
     Ok(v)
-}
-
-/// A Microsoft GUID in its usual text form.
-fn guid_string(b: &[u8]) -> String {
-    let mut u = [0u8; 16];
-    if let Some(s) = b.get(..16) {
-        u.copy_from_slice(s);
-    }
-    u[..4].reverse();
-    u[4..6].reverse();
-    u[6..8].reverse();
-    super::vhd::uuid_string(&u)
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -486,8 +454,8 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         headers_valid: [v1, v2],
         active_header: cur,
         sequence_number: le64(h, 8),
-        file_write_guid: guid_string(h.get(16..32).unwrap_or(&[])),
-        data_write_guid: guid_string(h.get(32..48).unwrap_or(&[])),
+        file_write_guid: super::vhd::guid_string(h.get(16..32).unwrap_or(&[])),
+        data_write_guid: super::vhd::guid_string(h.get(32..48).unwrap_or(&[])),
         log_guid_nonzero: !is_zero(&log_guid),
         log_offset,
         log_length,
@@ -509,15 +477,13 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         present_blocks,
     };
     Ok(Some(Parsed {
-        kind: super::Format::Vhdx,
-        qemu_probes: true,
-        virtual_size: total_bytes,
         cluster_size: Some(i64::from(block_size)),
-        encrypted: false,
         dirty_flag: Some(false),
-        backing: None,
-        data_file: None,
-        details: super::Details::Vhdx(Box::new(Details { header })),
+        ..Parsed::new(
+            super::Format::Vhdx,
+            total_bytes,
+            super::Details::Vhdx(Box::new(Details { header })),
+        )
     }))
 }
 
@@ -570,6 +536,21 @@ fn check_log(r: &Reader, offset: u64, length: u32, guid: &[u8]) -> Result<(), Fo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guids_read_as_the_specification_writes_them() {
+        assert_eq!(
+            BAT_GUID,
+            [
+                0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd,
+                0x4a, 0x08
+            ]
+        );
+        assert_eq!(
+            super::super::vhd::guid_string(&PARENT_LOCATOR_GUID),
+            "a8d35f2d-b30b-454d-abf7-d3d84834ab0c"
+        );
+    }
 
     fn put_crc(b: &mut [u8]) {
         b[4..8].fill(0);

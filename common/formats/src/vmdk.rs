@@ -428,10 +428,10 @@ impl<'a> Scan<'a> {
         }
         (self.p > st).then(|| &self.s[st..self.p])
     }
-    /// `%ld` (glibc: saturating).
-    fn long(&mut self) -> Option<i64> {
-        self.ws();
-        let neg = match self.peek() {
+    /// An optional `-` or `+` (scanf's numbers take either): whether it
+    /// was `-`.
+    fn sign(&mut self) -> bool {
+        match self.peek() {
             Some(b'-') => {
                 self.p += 1;
                 true
@@ -441,7 +441,12 @@ impl<'a> Scan<'a> {
                 false
             }
             _ => false,
-        };
+        }
+    }
+    /// `%ld` (glibc: saturating).
+    fn long(&mut self) -> Option<i64> {
+        self.ws();
+        let neg = self.sign();
         let st = self.p;
         let mut v: i128 = 0;
         while let Some(c) = self.peek().filter(u8::is_ascii_digit) {
@@ -457,17 +462,7 @@ impl<'a> Scan<'a> {
     /// `%x` stored into a `uint32_t` (glibc: `strtoul`, then truncation).
     fn hex32(&mut self) -> Option<u32> {
         self.ws();
-        let neg = match self.peek() {
-            Some(b'-') => {
-                self.p += 1;
-                true
-            }
-            Some(b'+') => {
-                self.p += 1;
-                false
-            }
-            _ => false,
-        };
+        let neg = self.sign();
         let rest = &self.s[self.p.min(self.s.len())..];
         if rest.len() >= 3
             && rest[0] == b'0'
