@@ -419,9 +419,19 @@ pub fn coalesce(
     parent: Option<&Path>,
     mode: Mode,
 ) -> Result<Coalesced, CoalesceError> {
+    coalesce_with(child, parent, mode, false)
+}
+
+/// [`coalesce`], showing the copy on a terminal when `progress`.
+pub fn coalesce_with(
+    child: &Path,
+    parent: Option<&Path>,
+    mode: Mode,
+    progress: bool,
+) -> Result<Coalesced, CoalesceError> {
     let journal = recover(&parent_of(child, parent)?, mode)?;
     let chain = open_members(&find_chain(child, parent)?, mode)?;
-    let mut done = coalesce_chain_step(&chain, mode)?;
+    let mut done = coalesce_chain_step(&chain, mode, progress)?;
     done.journal = journal;
     Ok(done)
 }
@@ -438,8 +448,13 @@ pub fn recover(parent: &Path, mode: Mode) -> Result<Rollback, CoalesceError> {
 /// opened once ([`open_members`], or from a chain directory's handle; the
 /// parent read-write when in place): they are judged, read and the parent
 /// changed through those handles only. A journal of an earlier in-place
-/// run must have been [`recover`]ed.
-pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, CoalesceError> {
+/// run must have been [`recover`]ed. `progress`: show the bytes merged on
+/// a terminal.
+pub fn coalesce_chain_step(
+    chain: &[Target],
+    mode: Mode,
+    progress: bool,
+) -> Result<Coalesced, CoalesceError> {
     let (child_t, parent_t) = match chain {
         [c, p, ..] => (c, p),
         _ => {
@@ -537,6 +552,8 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
 
     let mut allocated = 0;
     let in_place = matches!(mode, Mode::InPlace { .. });
+    let label = format!("coalescing {}", child.display());
+    let mut meter = system::progress::Progress::new(&label, Some(sectors * SECTOR), progress);
     let mut work = |f: &File| -> io::Result<()> {
         let layout = match &grow {
             Some(e) => {
@@ -557,6 +574,7 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
                 let b = &mut buf[..(k * SECTOR) as usize];
                 cf.read_exact_at(b, off + done * SECTOR)?;
                 ed.write(s + done, b)?;
+                meter.add(k * SECTOR);
                 done += k;
             }
         }
@@ -596,6 +614,7 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
         Ok(())
     };
     patch::apply_with(parent_t, mode, &ranges, &poison, &mut work, &verify)?;
+    drop(meter);
     Ok(Coalesced {
         child: child.to_path_buf(),
         parent: parent.to_path_buf(),
