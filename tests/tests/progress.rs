@@ -231,6 +231,24 @@ fn verify_and_vhd_extract_draw_too() {
     );
     assert_eq!(rest, "");
     assert_eq!(records(&r)[0]["vhd"]["member"], "0.vhd");
+
+    // flatten reads the same trickling tarball through the same meter.
+    let r = run(
+        d,
+        &tarball,
+        "pty",
+        "vhd-chain",
+        &["flatten", "-", "-o", "disk.vhd"],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let (drawn, rest) = split(&r.stderr);
+    assert!(
+        drawn.iter().any(|l| l.starts_with("extracting -: ")),
+        "{:?}",
+        r.stderr
+    );
+    assert_eq!(rest, "");
+    assert_eq!(records(&r)[0]["vhd"]["step"], "flatten");
 }
 
 #[test]
@@ -265,4 +283,71 @@ fn silent_with_stderr_a_pipe_or_with_q() {
         assert_eq!(r.code, 0);
         assert_eq!(r.stderr, "", "{how} -q={quiet}");
     }
+}
+
+/// A Glance that answers only its version document, on an ephemeral port
+/// printed first: enough for an audit of images with no data (queued),
+/// which are judged without reading a byte.
+const VERSIONS_ONLY: &str = r#"
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        body = json.dumps({"versions": [{"id": "v2.9", "status": "CURRENT"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+s = HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn the_glance_audit_counts_images() {
+    if !python() {
+        return;
+    }
+    use std::io::BufRead;
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(VERSIONS_ONLY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}", port.trim());
+    let t = tempfile::tempdir().unwrap();
+    let input: String = (0..40)
+        .map(|i| format!("{{\"image\":{{\"id\":\"img-{i}\",\"status\":\"queued\"}}}}\n"))
+        .collect();
+    let args = ["--check", "--from-glance", &url, "--token", "t"];
+    let r = run(t.path(), input.as_bytes(), "pty", "imginfo-parse", &args);
+    let quiet = {
+        let mut a = args.to_vec();
+        a.push("-q");
+        run(t.path(), input.as_bytes(), "pty", "imginfo-parse", &a)
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let (drawn, rest) = split(&r.stderr);
+    assert!(
+        drawn
+            .iter()
+            .any(|l| l.starts_with("auditing Glance: ") && l.contains(" images, ")),
+        "{:?}",
+        r.stderr
+    );
+    assert_eq!(rest, "");
+    assert_eq!(records(&r).len(), 40);
+    assert_eq!(quiet.code, 0);
+    assert_eq!(quiet.stderr, "");
+    assert_eq!(records(&quiet).len(), 40);
 }
