@@ -486,7 +486,12 @@ pub fn coalesce_chain_step(
     // The chain as it reads now (this also checks the links by UUID).
     let mut before = chain_of(chain)?;
     let child_size = before.virtual_size();
-    let want = before.digest(0, child_size)?;
+    // One meter over the whole step: the chain read before, the child's
+    // data merged, the merged chain read back (its total is learnt once
+    // the child's runs are known).
+    let label = format!("coalescing {}", child.display());
+    let mut meter = system::progress::Progress::new(&label, None, progress);
+    let want = before.digest_metered(0, child_size, &mut meter)?;
     drop(before);
     let (cf, cl) = (&child_t.file, layout(child_t)?);
     if cl.kind != Kind::Differencing {
@@ -523,6 +528,8 @@ pub fn coalesce_chain_step(
         source,
     })?;
     let sectors: u64 = runs.iter().map(|r| r.1).sum();
+    meter.set_total(Some(2 * child_size + sectors * SECTOR));
+    let meter = std::cell::RefCell::new(meter);
 
     // In place: journal the front metadata, the old end footer, whatever
     // growing rewrites, and every existing parent block the child touches.
@@ -552,8 +559,7 @@ pub fn coalesce_chain_step(
 
     let mut allocated = 0;
     let in_place = matches!(mode, Mode::InPlace { .. });
-    let label = format!("coalescing {}", child.display());
-    let mut meter = system::progress::Progress::new(&label, Some(sectors * SECTOR), progress);
+
     let mut work = |f: &File| -> io::Result<()> {
         let layout = match &grow {
             Some(e) => {
@@ -574,7 +580,7 @@ pub fn coalesce_chain_step(
                 let b = &mut buf[..(k * SECTOR) as usize];
                 cf.read_exact_at(b, off + done * SECTOR)?;
                 ed.write(s + done, b)?;
-                meter.add(k * SECTOR);
+                meter.borrow_mut().add(k * SECTOR);
                 done += k;
             }
         }
@@ -588,7 +594,9 @@ pub fn coalesce_chain_step(
             after.push((t.path.clone(), t.handle().map_err(|e| e.to_string())?));
         }
         let mut c = Chain::from_files(after).map_err(|e| e.to_string())?;
-        let got = c.digest(0, child_size).map_err(|e| e.to_string())?;
+        let got = c
+            .digest_metered(0, child_size, &mut meter.borrow_mut())
+            .map_err(|e| e.to_string())?;
         if got != want {
             return Err(format!(
                 "the merged chain reads {got}, child over parent read {want}"
