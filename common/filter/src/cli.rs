@@ -69,6 +69,9 @@ pub struct Ctx {
     out: RecordWriter<Box<dyn Write>>,
     status: Status,
     stopped_reported: bool,
+    /// Records go to the terminal a progress meter draws on: its line is
+    /// cleared before each.
+    tty: bool,
 }
 
 impl Ctx {
@@ -80,6 +83,7 @@ impl Ctx {
             out: RecordWriter::new(out),
             status: Status::Ok,
             stopped_reported: false,
+            tty: io::IsTerminal::is_terminal(&io::stdout()),
         }
     }
 
@@ -90,11 +94,17 @@ impl Ctx {
 
     /// Write one record.
     pub fn emit(&mut self, rec: &Record) -> io::Result<()> {
+        if self.tty {
+            system::progress::clear();
+        }
         self.out.write(rec)
     }
 
     /// Emit records computed all at once, in few large writes.
     pub fn emit_batch<T: serde::Serialize>(&mut self, recs: &[T]) -> io::Result<()> {
+        if self.tty {
+            system::progress::clear();
+        }
         self.out.write_batch(recs)
     }
 
@@ -216,6 +226,8 @@ pub fn each_input_file(
 /// Write `tool: message` to stderr, with control characters made visible
 /// so a hostile file name cannot forge lines or move the cursor.
 pub fn warn(tool: &str, message: &str) {
+    // A progress line on the terminal goes first, not the message's start.
+    system::progress::clear();
     let _ = writeln!(io::stderr().lock(), "{tool}: {}", visible(message));
 }
 

@@ -375,6 +375,14 @@ bytes (unsafe)",
         ))
     }
 
+    /// The progress meter of one pass over `label`'s bytes (on a terminal,
+    /// unless -q): of the size expected, or else of stdin's when it is a
+    /// file (in --verify, the caller passes the file's).
+    fn meter(&self, label: &str, total: Option<u64>) -> system::progress::Progress {
+        let total = total.or_else(|| if self.verify { None } else { stdin_len() });
+        system::progress::Progress::new(label, total, !self.shared.quiet)
+    }
+
     fn expected(&self) -> Expected {
         Expected {
             size: self.expect_size,
@@ -442,6 +450,8 @@ fn tee(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         cli.drain,
         false,
         cli.read_limit(),
+        // Tee sits inside a pipeline whose ends show their own progress.
+        &mut system::progress::Progress::off(),
     );
     let state = if out.complete() { "passed" } else { "aborted" };
     let mut rec = Record::new();
@@ -500,6 +510,13 @@ fn sink(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         cli.drain,
         cli.best_effort_cache,
         cli.read_limit(),
+        &mut cli.meter(
+            &cli.outputs
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            expected.size,
+        ),
     );
     // With --best-effort-cache a failed copy did not stop the stream; it
     // still failed.
@@ -604,6 +621,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
                     cli.drain,
                     true,
                     None,
+                    &mut cli.meter(&id, expected.size),
                 );
                 rec.set(FACET, Value::Object(facet(cli, &out, &expected, "refused")));
                 let pass_status = report_status(ctx, &mut rec, &out, &expected);
@@ -641,6 +659,7 @@ fn cache_fill(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         cli.drain,
         cli.best_effort_cache,
         cli.read_limit(),
+        &mut cli.meter(&id, expected.size),
     );
     let mut sinks = std::mem::take(&mut out.sinks);
     let Some(sink) = sinks.pop() else {
@@ -844,6 +863,7 @@ fn write_report(cli: &Cli, rec: &Record) -> anyhow::Result<()> {
         Some(p) => write_report_to(p, &line)
             .with_context(|| format!("cannot write the report to {}", p.display()))?,
         None => {
+            system::progress::clear();
             let _ = io::stderr().lock().write_all(&line);
         }
     }
@@ -881,6 +901,7 @@ fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record, path: &Path) -> anyh
         }
     };
     let noatime = file.kind() == files::InputKind::Regular && set_noatime(file.file());
+    let len = file.len();
     let out = pump::pump(
         file,
         None,
@@ -889,6 +910,7 @@ fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record, path: &Path) -> anyh
         false,
         false,
         expected.size,
+        &mut cli.meter(&path.display().to_string(), expected.size.or(len)),
     );
     let state = if out.complete() || out.overrun {
         "verified_in_place"
@@ -902,6 +924,14 @@ fn verify_record(cli: &Cli, ctx: &mut Ctx, mut rec: Record, path: &Path) -> anyh
     ctx.emit(&rec)?;
     ctx.merge(status);
     stop_on_signal(&out)
+}
+
+/// The length of stdin when it is a regular file.
+fn stdin_len() -> Option<u64> {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned().ok()?);
+    let md = f.metadata().ok()?;
+    md.is_file().then_some(md.len())
 }
 
 /// An I/O error's text without the OS's "(os error N)" suffix.

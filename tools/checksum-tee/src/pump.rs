@@ -203,7 +203,9 @@ fn fill(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// keep serving the downstream reader after an output file failed;
 /// `limit`: stop once more than this many bytes were read (with
 /// `best_effort` and a reader of the bytes, only the files stop: every
-/// byte still reaches the reader).
+/// byte still reaches the reader); `meter`: counts the bytes read (it
+/// draws only on a terminal).
+#[allow(clippy::too_many_arguments)]
 pub fn pump(
     mut input: impl Read,
     mut passthrough: Option<Box<dyn Write>>,
@@ -212,6 +214,7 @@ pub fn pump(
     drain: bool,
     best_effort: bool,
     limit: Option<u64>,
+    meter: &mut system::progress::Progress,
 ) -> Outcome {
     let mut hasher = MultiHasher::new(algorithms);
     let mut errors = Vec::new();
@@ -241,6 +244,7 @@ pub fn pump(
             break;
         }
         buf.truncate(n);
+        meter.add(n as u64);
         let chunk = buf.freeze();
         hasher.update(&chunk);
         if let Some(out) = passthrough.as_mut()

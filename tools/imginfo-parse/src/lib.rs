@@ -470,18 +470,25 @@ fn from_glance(mut r: Runner<'_>, g: &openstack::glance::Glance) -> anyhow::Resu
     let mut docs = DocReader::new(io::stdin().lock(), cli.input.unwrap_or(InputMode::Auto));
     let inputs = std::iter::from_fn(|| docs.next_doc().context("reading stdin").transpose());
     let work = |doc: Doc| job.doc(doc);
+    // The stream's length is not known: images done and the rate.
+    let mut meter =
+        system::progress::Progress::count("auditing Glance", "images", None, !cli.shared.quiet);
     system::jobs::ordered(
         usize::from(cli.jobs.unwrap_or(4)),
         inputs,
         &work,
         &mut |item| {
             match item {
-                remote::Item::Probed(o) => r.apply(*o)?,
+                remote::Item::Probed(o) => {
+                    r.apply(*o)?;
+                    meter.add(1);
+                }
                 remote::Item::Other(doc) => r.doc(doc)?,
             }
             Ok(())
         },
     )?;
+    drop(meter);
     r.flush_pending()?;
     if cli.summary {
         let mut rec = Record::new();

@@ -419,9 +419,19 @@ pub fn coalesce(
     parent: Option<&Path>,
     mode: Mode,
 ) -> Result<Coalesced, CoalesceError> {
+    coalesce_with(child, parent, mode, false)
+}
+
+/// [`coalesce`], showing the copy on a terminal when `progress`.
+pub fn coalesce_with(
+    child: &Path,
+    parent: Option<&Path>,
+    mode: Mode,
+    progress: bool,
+) -> Result<Coalesced, CoalesceError> {
     let journal = recover(&parent_of(child, parent)?, mode)?;
     let chain = open_members(&find_chain(child, parent)?, mode)?;
-    let mut done = coalesce_chain_step(&chain, mode)?;
+    let mut done = coalesce_chain_step(&chain, mode, progress)?;
     done.journal = journal;
     Ok(done)
 }
@@ -438,8 +448,13 @@ pub fn recover(parent: &Path, mode: Mode) -> Result<Rollback, CoalesceError> {
 /// opened once ([`open_members`], or from a chain directory's handle; the
 /// parent read-write when in place): they are judged, read and the parent
 /// changed through those handles only. A journal of an earlier in-place
-/// run must have been [`recover`]ed.
-pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, CoalesceError> {
+/// run must have been [`recover`]ed. `progress`: show the bytes merged on
+/// a terminal.
+pub fn coalesce_chain_step(
+    chain: &[Target],
+    mode: Mode,
+    progress: bool,
+) -> Result<Coalesced, CoalesceError> {
     let (child_t, parent_t) = match chain {
         [c, p, ..] => (c, p),
         _ => {
@@ -471,7 +486,12 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
     // The chain as it reads now (this also checks the links by UUID).
     let mut before = chain_of(chain)?;
     let child_size = before.virtual_size();
-    let want = before.digest(0, child_size)?;
+    // One meter over the whole step: the chain read before, the child's
+    // data merged, the merged chain read back (its total is learnt once
+    // the child's runs are known).
+    let label = format!("coalescing {}", child.display());
+    let mut meter = system::progress::Progress::new(&label, None, progress);
+    let want = before.digest_metered(0, child_size, &mut meter)?;
     drop(before);
     let (cf, cl) = (&child_t.file, layout(child_t)?);
     if cl.kind != Kind::Differencing {
@@ -508,6 +528,8 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
         source,
     })?;
     let sectors: u64 = runs.iter().map(|r| r.1).sum();
+    meter.set_total(Some(2 * child_size + sectors * SECTOR));
+    let meter = std::cell::RefCell::new(meter);
 
     // In place: journal the front metadata, the old end footer, whatever
     // growing rewrites, and every existing parent block the child touches.
@@ -537,6 +559,7 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
 
     let mut allocated = 0;
     let in_place = matches!(mode, Mode::InPlace { .. });
+
     let mut work = |f: &File| -> io::Result<()> {
         let layout = match &grow {
             Some(e) => {
@@ -557,6 +580,7 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
                 let b = &mut buf[..(k * SECTOR) as usize];
                 cf.read_exact_at(b, off + done * SECTOR)?;
                 ed.write(s + done, b)?;
+                meter.borrow_mut().add(k * SECTOR);
                 done += k;
             }
         }
@@ -570,7 +594,9 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
             after.push((t.path.clone(), t.handle().map_err(|e| e.to_string())?));
         }
         let mut c = Chain::from_files(after).map_err(|e| e.to_string())?;
-        let got = c.digest(0, child_size).map_err(|e| e.to_string())?;
+        let got = c
+            .digest_metered(0, child_size, &mut meter.borrow_mut())
+            .map_err(|e| e.to_string())?;
         if got != want {
             return Err(format!(
                 "the merged chain reads {got}, child over parent read {want}"
@@ -596,6 +622,7 @@ pub fn coalesce_chain_step(chain: &[Target], mode: Mode) -> Result<Coalesced, Co
         Ok(())
     };
     patch::apply_with(parent_t, mode, &ranges, &poison, &mut work, &verify)?;
+    drop(meter);
     Ok(Coalesced {
         child: child.to_path_buf(),
         parent: parent.to_path_buf(),

@@ -339,7 +339,7 @@ impl<R: Read> Read for Counted<R> {
 /// was; files already in `dir` are never replaced (a name collision is
 /// [`ExtractError::Exists`]).
 pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member>, ExtractError> {
-    extract_with(tarball, dir, limits, false)
+    extract_with(tarball, dir, limits, false, false)
 }
 
 /// [`extract`], and every member must be a VHD: whole 512-byte sectors
@@ -348,13 +348,29 @@ pub fn extract(tarball: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Member
 /// member that does not begin with a footer copy (its cookie, as every
 /// dynamic and differencing VHD does) can only be a fixed VHD, whose only
 /// footer is its last sector, checked as the member ends (within the byte
-/// bounds, like any member).
+/// bounds, like any member). `progress`: show the tarball's bytes read on
+/// a terminal.
 pub fn extract_vhds(
     tarball: &Path,
     dir: &Path,
     limits: &Limits,
+    progress: bool,
 ) -> Result<Vec<Member>, ExtractError> {
-    extract_with(tarball, dir, limits, true)
+    extract_with(tarball, dir, limits, true, progress)
+}
+
+/// A reader counting its bytes into a progress meter.
+struct Metered<R> {
+    inner: R,
+    meter: system::progress::Progress,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.meter.add(n as u64);
+        Ok(n)
+    }
 }
 
 /// The minimum free space extraction leaves on the target filesystem.
@@ -422,6 +438,7 @@ fn extract_with(
     dir: &Path,
     limits: &Limits,
     vhds: bool,
+    progress: bool,
 ) -> Result<Vec<Member>, ExtractError> {
     let meta = std::fs::metadata(dir).map_err(|source| ExtractError::Dir {
         path: dir.to_path_buf(),
@@ -439,6 +456,10 @@ fn extract_with(
     })?;
     let budget = Budget::new(limits, space_bound(dir), vhds);
     let mut created = Vec::new();
+    // The tarball's own bytes, of its size when it is a file.
+    let label = format!("extracting {}", tarball.display());
+    let meter = system::progress::Progress::new(&label, file.len(), progress);
+    let file = Metered { inner: file, meter };
     let result = run(file, tarball, Some(dir), &budget, &mut created);
     if result.is_err() {
         // Best effort: the original error is the one to report, and `dir`

@@ -285,6 +285,8 @@ pub struct Options {
     /// Bounds on the extraction of a tarball (the free space of the
     /// output's filesystem bounds it too).
     pub limits: crate::extract::Limits,
+    /// Show the extraction and the copy on a terminal (not `-q`).
+    pub progress: bool,
 }
 
 /// [`flatten`] with [`Options`].
@@ -332,7 +334,7 @@ pub fn flatten_with(
             source,
         })?;
         let guard = Scratch(path.clone());
-        crate::extract::extract_vhds(source, &path, &opts.limits)?;
+        crate::extract::extract_vhds(source, &path, &opts.limits, opts.progress)?;
         _scratch = Some(guard);
         path
     };
@@ -357,8 +359,11 @@ pub fn flatten_with(
     // Writeback is started every WRITEBACK_BLOCKS blocks written, so the
     // disk works while we do and the final fsync has little left.
     let mut kicked = 0;
+    let label = format!("flattening into {}", output.display());
+    let mut meter = system::progress::Progress::new(&label, Some(size), opts.progress);
     let copied = chain.for_each_piece(BLOCK_SIZE, |_, data, len| {
         system::signal::check().map_err(out_err)?;
+        meter.add(len);
         match data {
             Some(d) => writer.write_all(d).map_err(out_err)?,
             None => writer.write_hole(len).map_err(out_err)?,
@@ -379,6 +384,7 @@ pub fn flatten_with(
         verifier.send(placed);
         Ok((bat, written))
     });
+    drop(meter);
     // Always stop the verifier before leaving.
     let read_back = verifier.finish();
     let (bat, written) = finished?;

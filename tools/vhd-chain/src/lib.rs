@@ -295,7 +295,8 @@ impl Tool for Cli {
         if command.writes() {
             system::signal::install();
         }
-        let result = Cli::dispatch(command, ctx);
+        // Progress of long work on a terminal, unless -q.
+        let result = Cli::dispatch(command, ctx, !self.shared.quiet);
         match system::signal::pending() {
             Some(sig) if result.is_ok() => Err(filter::cli::Interrupted(sig).into()),
             _ => result,
@@ -391,7 +392,7 @@ impl Command {
 }
 
 impl Cli {
-    fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
+    fn dispatch(command: Command, ctx: &mut Ctx, progress: bool) -> anyhow::Result<()> {
         command.check_usage()?;
         match command {
             Command::Info { files } => info(ctx, &files),
@@ -408,7 +409,7 @@ impl Cli {
                 if let Some(m) = max_members {
                     limits.max_members = m;
                 }
-                extract_cmd(ctx, &tarball, &dir, &limits)
+                extract_cmd(ctx, &tarball, &dir, &limits, progress)
             }
             Command::Discover { dir } => discover_cmd(ctx, &dir),
             Command::Check {
@@ -436,6 +437,7 @@ impl Cli {
                     replace,
                     dry_run,
                     force,
+                    progress,
                 };
                 match source {
                     Some(src) => {
@@ -483,7 +485,15 @@ impl Cli {
                 chain,
                 in_place,
                 journal,
-            } => coalesce_cmd(ctx, &child, parent.as_deref(), chain, in_place, journal),
+            } => coalesce_cmd(
+                ctx,
+                &child,
+                parent.as_deref(),
+                chain,
+                in_place,
+                journal,
+                progress,
+            ),
             Command::Fix { dir, force } => match member::ChainDir::open(&dir) {
                 Ok(chain) => relink_records(ctx, &dir, relink::fix_dir(&chain, force)),
                 Err((kind, msg)) => {
@@ -566,8 +576,9 @@ fn extract_cmd(
     tarball: &Path,
     dir: &Path,
     limits: &extract::Limits,
+    progress: bool,
 ) -> anyhow::Result<()> {
-    match extract::extract_vhds(tarball, dir, limits) {
+    match extract::extract_vhds(tarball, dir, limits, progress) {
         Ok(members) => {
             for m in members {
                 let mut rec = filter::record::record_for(&m.path);
@@ -727,6 +738,7 @@ struct FlattenHow {
     replace: bool,
     dry_run: bool,
     force: bool,
+    progress: bool,
 }
 
 /// What a file is, by its first bytes: a tarball (gzip, or a tar header
@@ -845,6 +857,7 @@ fn flatten_one(
         overwrite: how.force,
         replacing: how.replace,
         limits: how.limits.clone(),
+        progress: how.progress,
     };
     match flatten::flatten_with(source, &output, &opts) {
         Ok(done) => {
@@ -908,6 +921,7 @@ fn coalesce_cmd(
     chain: bool,
     in_place: bool,
     journal: Option<PathBuf>,
+    progress: bool,
 ) -> anyhow::Result<()> {
     let fail = |ctx: &mut Ctx, path: &Path, kind: ErrorKind, msg: String| -> anyhow::Result<()> {
         let e = ctx.error(kind, msg);
@@ -929,7 +943,7 @@ fn coalesce_cmd(
     if !chain {
         let result = coalesce::parent_of(child, parent).and_then(|p| {
             let j = journal_of(&p);
-            coalesce::coalesce(child, Some(&p), mode_for(in_place, &j))
+            coalesce::coalesce_with(child, Some(&p), mode_for(in_place, &j), progress)
         });
         let rec = filter::record::record_for(child);
         return match result {
@@ -976,7 +990,7 @@ fn coalesce_cmd(
             Ok(o) => o,
             Err((kind, msg)) => return fail(ctx, &members[k], kind, msg),
         };
-        match coalesce::coalesce_chain_step(&opened, mode_for(in_place, &j)) {
+        match coalesce::coalesce_chain_step(&opened, mode_for(in_place, &j), progress) {
             Ok(mut done) => {
                 if let Some((_, r)) = rolled_back.iter().find(|(p, _)| *p == members[k + 1]) {
                     done.journal = *r;

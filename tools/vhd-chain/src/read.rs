@@ -624,9 +624,21 @@ impl Chain {
     /// end` of the virtual disk, in pieces of 2 MiB from `start`: equal
     /// digests over the same range mean equal content.
     pub fn digest(&mut self, start: u64, end: u64) -> Result<String, ReadError> {
+        self.digest_metered(start, end, &mut system::progress::Progress::off())
+    }
+
+    /// [`Chain::digest`], counting the bytes read (holes included) into
+    /// `meter`.
+    pub fn digest_metered(
+        &mut self,
+        start: u64,
+        end: u64,
+        meter: &mut system::progress::Progress,
+    ) -> Result<String, ReadError> {
         let mut d = crate::write::BlockDigest::default();
         let bs = crate::write::BLOCK_SIZE;
-        self.for_each_piece_in(start, end, bs, |off, data, _| {
+        self.for_each_piece_in(start, end, bs, |off, data, len| {
+            meter.add(len);
             if let Some(b) = data {
                 d.add((off - start) / bs, b);
             }
