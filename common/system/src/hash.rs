@@ -84,8 +84,8 @@ impl Algorithm {
             Algorithm::Sha1 => Box::new(sha1::Sha1::new()),
             Algorithm::Sha224 => Box::new(sha2::Sha224::new()),
             Algorithm::Sha256 => Box::new(sha2::Sha256::new()),
-            Algorithm::Sha384 => Box::new(sha2::Sha384::new()),
-            Algorithm::Sha512 => Box::new(sha2::Sha512::new()),
+            Algorithm::Sha384 => Box::new(Ring(ring::digest::Context::new(&ring::digest::SHA384))),
+            Algorithm::Sha512 => Box::new(Ring(ring::digest::Context::new(&ring::digest::SHA512))),
             Algorithm::Sha3_224 => Box::new(sha3::Sha3_224::new()),
             Algorithm::Sha3_256 => Box::new(sha3::Sha3_256::new()),
             Algorithm::Sha3_384 => Box::new(sha3::Sha3_384::new()),
@@ -157,6 +157,18 @@ impl Hasher for Md5 {
     }
     fn finish_hex(self: Box<Self>) -> String {
         hex(&md5::Digest::finalize(self.0))
+    }
+}
+
+/// SHA-384 and SHA-512 come from ring (see the workspace manifest).
+struct Ring(ring::digest::Context);
+
+impl Hasher for Ring {
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    fn finish_hex(self: Box<Self>) -> String {
+        hex(self.0.finish().as_ref())
     }
 }
 
@@ -518,40 +530,45 @@ mod tests {
         }
     }
 
-    /// The assembly MD5 against coreutils' md5sum (another implementation)
-    /// at every length around the 64-byte block and its padding edge,
-    /// fed in uneven pieces.
+    /// The assembly backends (MD5 from md-5, SHA-384/512 from ring)
+    /// against coreutils (other implementations) at every length around
+    /// the block and padding edges, fed in uneven pieces.
     #[test]
-    fn md5_agrees_with_md5sum_at_block_edges() {
+    fn assembly_digests_agree_with_coreutils_at_block_edges() {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let data: Vec<u8> = (0..(1usize << 20) + 131)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        let lens = (0..=200).chain([4095, 4096, 4097, data.len()]);
-        for len in lens {
-            let mut m = MultiHasher::new(&[Algorithm::Md5]);
+        let algs = [
+            (Algorithm::Md5, "md5sum"),
+            (Algorithm::Sha384, "sha384sum"),
+            (Algorithm::Sha512, "sha512sum"),
+        ];
+        for len in (0..=260).chain([4095, 4096, 4097, data.len()]) {
+            let mut m = MultiHasher::new(&algs.map(|(a, _)| a));
             for piece in data[..len].chunks(7 + len % 61) {
                 m.update(&Bytes::copy_from_slice(piece));
             }
-            let ours = m.finish().remove(0).1;
-            let Ok(mut child) = Command::new("md5sum")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-            else {
-                return; // no coreutils: nothing to compare with
-            };
-            if let Some(mut i) = child.stdin.take() {
-                i.write_all(&data[..len]).expect("write to md5sum");
+            for ((alg, ours), (_, tool)) in m.finish().into_iter().zip(algs) {
+                let Ok(mut child) = Command::new(tool)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                else {
+                    return; // no coreutils: nothing to compare with
+                };
+                if let Some(mut i) = child.stdin.take() {
+                    i.write_all(&data[..len]).expect("write to coreutils");
+                }
+                let out = child.wait_with_output().expect("coreutils");
+                let theirs = String::from_utf8_lossy(&out.stdout);
+                assert_eq!(
+                    Some(ours.as_str()),
+                    theirs.split(' ').next(),
+                    "{alg} of {len} bytes"
+                );
             }
-            let out = child.wait_with_output().expect("md5sum");
-            let theirs = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(
-                Some(ours.as_str()),
-                theirs.split(' ').next(),
-                "length {len}"
-            );
         }
     }
 
