@@ -171,6 +171,7 @@ fn launch(
     script: &str,
     venv: (&str, &str),
     extra: &[&str],
+    env: &[(&str, String)],
 ) -> Option<(String, tempfile::TempDir)> {
     if !have_python311(what) {
         return None;
@@ -181,6 +182,7 @@ fn launch(
         .arg(free_port().to_string())
         .args(extra)
         .env(venv.0, workspace().join("target").join(venv.1))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -195,11 +197,17 @@ fn launch(
 
 /// Start a Glance (module docs of [`launch`]).
 pub fn start() -> Option<Server> {
+    start_workers(1)
+}
+
+/// Start a Glance with `workers` uWSGI processes (concurrent reads).
+pub fn start_workers(workers: u32) -> Option<Server> {
     let (url, state) = launch(
         "Glance",
         "glance-server/start-glance.sh",
         ("GLANCE_VENV", "glance-venv"),
         &[],
+        &[("GLANCE_WORKERS", workers.to_string())],
     )?;
     Some(Server { url, state })
 }
@@ -407,6 +415,7 @@ pub fn start_keystone(glance_url: &str) -> Option<Keystone> {
         "keystone-server/start-keystone.sh",
         ("KEYSTONE_VENV", "keystone-venv"),
         &[glance_url],
+        &[],
     )?;
     Some(Keystone { url, state })
 }

@@ -10,7 +10,7 @@ use crate::{CHECK, FACET, NAME, check};
 use filter::{ErrorFacet, ErrorKind, Record};
 use formats::{self, FormatError};
 use openstack::glance::Glance;
-use openstack::http_source::{Budget, HttpSource, OpenError};
+use openstack::http_source::{Budget, GlanceObject, HttpSource, OpenError};
 use serde_json::Value;
 
 /// What a `--from-glance` run saw, for its summary record.
@@ -259,7 +259,14 @@ impl Job<'_> {
         });
         rec.set("url", url);
         let mut delta = Audit::default();
-        let src = match HttpSource::open(g, path, Budget::default()) {
+        // Glance's `size` picks the first range (a small image comes
+        // whole); the server's answer decides what is read.
+        let size = rec
+            .get("image")
+            .and_then(|i| i.get("size"))
+            .and_then(Value::as_u64);
+        let object = GlanceObject { glance: g, path };
+        let src = match HttpSource::open(&object, Budget::default(), size) {
             Ok(s) => s,
             Err(OpenError::NoRange) => {
                 return self.not_probed(
