@@ -21,8 +21,8 @@ use filter::{ErrorKind, Record};
 use formats::{self, FormatError};
 use human::HumanImage;
 use info::{Source, finish};
-use local::with_oslo;
 use input::{Doc, DocReader, InputMode};
+use local::with_oslo;
 use serde_json::{Map, Value};
 use std::ffi::OsString;
 use std::io;
@@ -437,6 +437,8 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         return from_glance(r, &g);
     }
     if !cli.files.is_empty() {
+        // Records in large writes, not one per image.
+        r.ctx.hold_output();
         let jobs = cli.jobs.map_or_else(default_jobs, usize::from);
         if cli.qemu || jobs == 1 || cli.files.len() == 1 {
             for f in &cli.files {
@@ -446,10 +448,19 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         return local_files(r, jobs);
     }
-    let stdin = io::stdin().lock();
+    let stdin = io::BufReader::with_capacity(64 << 10, io::stdin().lock());
     let mut docs = DocReader::new(stdin, cli.input.unwrap_or(InputMode::Auto));
     let mut any = false;
-    while let Some(doc) = docs.next_doc().context("reading stdin")? {
+    // Records in large writes, written out whenever the next document
+    // would wait for input.
+    r.ctx.hold_output();
+    loop {
+        if !docs.input_pending() {
+            r.ctx.flush()?;
+        }
+        let Some(doc) = docs.next_doc().context("reading stdin")? else {
+            break;
+        };
         any = true;
         r.doc(doc)?;
     }
@@ -673,10 +684,13 @@ impl Runner<'_> {
         match qjson::convert(m) {
             Ok(mut info) => {
                 if let Some(d) = depth {
-                    info.insert("backing_chain_depth".into(), d.into());
+                    info.push(("backing_chain_depth".into(), d.into()));
                 }
                 info.extend(detection.unwrap_or_default());
-                rec.set(FACET, Value::Object(finish(info, Some(Source::QemuJson))));
+                rec.set(
+                    FACET,
+                    Value::Object(info::finish_entries(info, Some(Source::QemuJson))),
+                );
                 self.emit_info(rec, None)
             }
             Err(msg) => {

@@ -103,10 +103,7 @@ impl Job<'_> {
                     }
                     source::Opened::Stream(_) => {}
                 }
-                rec.set(
-                    FACET,
-                    Value::Object(finish(info, Some(InfoSource::Native))),
-                );
+                rec.set(FACET, Value::Object(finish(info, Some(InfoSource::Native))));
                 let mut unacceptable = false;
                 if self.opts.check
                     && let Some(info) = rec.get(FACET)
