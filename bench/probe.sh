@@ -10,7 +10,7 @@
 # a slow format is not hidden by a crowd of fast ones. Prints the images of
 # each format, both times, the ratio; the native probe runs on every core
 # (its default --jobs) and, for information, on one (--jobs 1). Fastest of
-# three runs each, alternating, page cache warm for both.
+# five runs each, alternating, page cache warm for both.
 # Usage: sh bench/probe.sh BIN_DIR   (BENCH_PROBE_IMAGES=N, default 1100)
 set -eu
 bin=${1:?usage: probe.sh BIN_DIR}
@@ -72,13 +72,13 @@ while IFS="$(printf '\t')" read -r from to _; do
 done < "$work/plan.tsv"
 
 now_ns() { date +%s%N; }
-# Three rounds; in each, every side runs once (alternating); the fastest
+# Five rounds; in each, every side runs once (alternating); the fastest
 # of each side is kept, in ns.
 cd "$work/many"
 native() { "$ip" -q "$@" -- * > "$work/out" || true; }
 qemu() { for f in *; do qemu-img info --output=json "$f" > /dev/null 2>&1 || true; done; }
 best_native=; best_one=; best_qemu=
-for _ in 1 2 3; do
+for _ in 1 2 3 4 5; do
   for side in native one qemu; do
     t0=$(now_ns)
     case $side in
