@@ -220,6 +220,7 @@ demo: build
 
 bench: build
 	@sh bench/run.sh "$(abspath $(OUT_DIR))"
+	@sh bench/probe.sh "$(abspath $(OUT_DIR))"
 	@sh bench/checksum.sh "$(abspath $(OUT_DIR))"
 	@sh bench/vhd.sh "$(abspath $(OUT_DIR))"
 	@sh bench/cachewalk.sh "$(abspath $(OUT_DIR))"

@@ -206,7 +206,7 @@ fn qemu_json_object(m: Map<String, Value>) {
         return;
     }
     if let Ok(info) = imginfo_parse::qjson::convert(m) {
-        finish_and_check(info, info::Source::QemuJson);
+        finish_and_check(info.into_iter().collect(), info::Source::QemuJson);
     }
 }
 

@@ -72,6 +72,10 @@ pub struct Ctx {
     /// Records go to the terminal a progress meter draws on: its line is
     /// cleared before each.
     tty: bool,
+    /// Records are held and written in large pieces ([`Ctx::hold_output`]).
+    held: bool,
+    /// When held records were last written out.
+    flushed_at: std::time::Instant,
 }
 
 impl Ctx {
@@ -84,7 +88,39 @@ impl Ctx {
             status: Status::Ok,
             stopped_reported: false,
             tty: io::IsTerminal::is_terminal(&io::stdout()),
+            held: false,
+            flushed_at: std::time::Instant::now(),
         }
+    }
+
+    /// How long a held record may wait for the next one to be written.
+    const HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// Hold records and write them in large pieces rather than one write
+    /// per record: for a tool turning out many records a second. The tool
+    /// calls [`Ctx::flush`] before it waits for input, so a pipe still
+    /// sees each record as soon as nothing more can be done; a record is
+    /// also written out with the next one emitted after [`Ctx::HOLD`], and
+    /// everything is when the run ends. Not on a terminal: a person sees
+    /// each record as it comes.
+    pub fn hold_output(&mut self) {
+        self.held = !self.tty;
+    }
+
+    /// Write out the records held.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.flushed_at = std::time::Instant::now();
+        self.out.flush()
+    }
+
+    /// Stop holding records, and write out those held (at the end of a
+    /// run).
+    pub fn release(&mut self) -> io::Result<()> {
+        self.held = false;
+        if self.out.holds() {
+            return self.flush();
+        }
+        Ok(())
     }
 
     /// The tool's name, for error facets.
@@ -96,6 +132,13 @@ impl Ctx {
     pub fn emit(&mut self, rec: &Record) -> io::Result<()> {
         if self.tty {
             system::progress::clear();
+        }
+        if self.held {
+            self.out.append(rec)?;
+            if self.flushed_at.elapsed() >= Self::HOLD {
+                return self.flush();
+            }
+            return Ok(());
         }
         self.out.write(rec)
     }
@@ -123,6 +166,11 @@ impl Ctx {
             (None, Some(l)) => format!("line {l}: "),
             (None, None) => String::new(),
         };
+        // The records before it reach stdout before its message reaches
+        // stderr (the order a shared terminal or log shows).
+        if self.held {
+            self.flush()?;
+        }
         self.warn(&format!("{what}{}", err.message));
         rec.set_error(&err);
         self.status.merge(Status::Error);
@@ -444,7 +492,13 @@ fn run_matches<T: Tool>(matches: &ArgMatches) -> ExitCode {
         };
     }
     let mut ctx = Ctx::new(T::NAME, cli.shared().quiet, Box::new(io::stdout().lock()));
-    let result = cli.run(&mut ctx);
+    let mut result = cli.run(&mut ctx);
+    // Records held back are written before anything else is said.
+    if let Err(e) = ctx.release()
+        && result.is_ok()
+    {
+        result = Err(anyhow::Error::from(e).context("writing stdout"));
+    }
     // A tool stopped by a signal exits 128+N however it wound down (a
     // per-record `interrupted` error, a stopped read, a clean return).
     let signalled = system::signal::pending().or_else(|| match &result {

@@ -189,30 +189,53 @@ impl<W: Write> RecordWriter<W> {
         }
     }
 
-    /// Write one record (or any object) as one line and flush it.
+    /// Write one record (or any object) as one line and flush it (with
+    /// any lines held before it).
     pub fn write<T: Serialize + ?Sized>(&mut self, rec: &T) -> io::Result<()> {
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, rec).map_err(io::Error::other)?;
+        self.append(rec)?;
+        self.flush()
+    }
+
+    /// Add one record as one line, written out in 64 KiB pieces: nothing
+    /// reaches `out` for sure before [`RecordWriter::flush`].
+    pub fn append<T: Serialize + ?Sized>(&mut self, rec: &T) -> io::Result<()> {
+        let at = self.buf.len();
+        if let Err(e) = serde_json::to_writer(&mut self.buf, rec) {
+            // Never half a line.
+            self.buf.truncate(at);
+            return Err(io::Error::other(e));
+        }
         self.buf.push(b'\n');
-        self.out.write_all(&self.buf)?;
+        if self.buf.len() >= 64 * 1024 {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Write out the lines held, and flush `out`.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let r = self.out.write_all(&self.buf);
+            self.buf.clear();
+            r?;
+        }
         self.out.flush()
+    }
+
+    /// Whether lines are held, not yet written.
+    pub fn holds(&self) -> bool {
+        !self.buf.is_empty()
     }
 
     /// Write records produced all at once (a walk's result) in few large
     /// writes, flushing at the end: one syscall per 64 KiB instead of per
     /// record.
     pub fn write_batch<T: Serialize>(&mut self, recs: &[T]) -> io::Result<()> {
-        self.buf.clear();
         for rec in recs {
-            serde_json::to_writer(&mut self.buf, rec).map_err(io::Error::other)?;
-            self.buf.push(b'\n');
-            if self.buf.len() >= 64 * 1024 {
-                self.out.write_all(&self.buf)?;
-                self.buf.clear();
-            }
+            self.append(rec)?;
         }
-        self.out.write_all(&self.buf)?;
-        self.out.flush()
+        self.flush()
     }
 
     /// The underlying writer.
@@ -227,6 +250,22 @@ mod tests {
 
     fn read_all(input: &[u8]) -> Vec<Result<Record, BadLine>> {
         RecordReader::new(input).map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn appended_records_wait_for_a_flush_then_come_in_order() {
+        let mut w = RecordWriter::new(Vec::new());
+        w.append(&serde_json::json!({"a": 1})).unwrap();
+        w.append(&serde_json::json!({"b": 2})).unwrap();
+        assert!(w.holds());
+        w.write(&serde_json::json!({"c": 3})).unwrap();
+        assert!(!w.holds());
+        assert_eq!(w.into_inner(), b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        // Past 64 KiB they go out without a flush.
+        let mut w = RecordWriter::new(Vec::new());
+        let big = "x".repeat(70_000);
+        w.append(&big).unwrap();
+        assert!(!w.holds());
     }
 
     #[test]

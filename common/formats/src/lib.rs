@@ -201,6 +201,11 @@ impl Cached<'_> {
     const BLOCK: u64 = 4 << 10;
     /// At most this many blocks (256 KiB) are kept; the oldest goes first.
     const KEEP: usize = 64;
+    /// Reads this large go to the source in one piece, uncached: a 64 KiB
+    /// VHDX region table is read once, and copying it through sixteen
+    /// cached blocks (sixteen reads, sixteen buffers) cost more than the
+    /// rest of the probe.
+    const DIRECT: usize = 16 << 10;
 
     /// Append up to `want` bytes from block `index` at `within` to `out`;
     /// loads the block on a miss. Returns the bytes appended (0 at the end
@@ -245,6 +250,9 @@ impl Source for Cached<'_> {
         Ok(v.len())
     }
     fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        if len >= Self::DIRECT {
+            return self.src.read_vec(offset, len);
+        }
         let mut out = Vec::with_capacity(len.min(MAX_READ));
         while out.len() < len {
             let at = offset.saturating_add(out.len() as u64);

@@ -282,13 +282,14 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         check_log(r, log_offset, log_length, &log_guid)?;
     }
 
-    // Region tables: only the first is used, as in qemu.
+    // Region tables: only the first is used, as in qemu. The second is
+    // only checksummed and compared, a piece at a time: a probe holds
+    // one 64 KiB table, not two.
     let rt1 = read_padded(r, REGION1, BLOCK64K)?;
-    let rt2 = read_padded(r, REGION2, BLOCK64K)?;
-    let rt_ok = |t: &[u8]| checksum_ok(t) && t.starts_with(b"regi");
-    let region_table_ok = [rt_ok(&rt1), rt_ok(&rt2)];
-    let region_tables_match = rt1 == rt2;
-    if !checksum_ok(&rt1) {
+    let rt1_crc = checksum_ok(&rt1);
+    let (rt2_crc, rt2_regi, region_tables_match) = second_region_table(r, &rt1)?;
+    let region_table_ok = [rt1_crc && rt1.starts_with(b"regi"), rt2_crc && rt2_regi];
+    if !rt1_crc {
         return Err(r.invalid("region table checksum mismatch"));
     }
     if !rt1.starts_with(b"regi") {
@@ -325,19 +326,21 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
         return Err(r.invalid("missing BAT or metadata region"));
     };
 
-    // Metadata.
-    let md = read_padded(r, meta_off, BLOCK64K)?;
-    if !md.starts_with(b"metadata") {
+    // Metadata: the table's header, then only the entries it counts (the
+    // table is 64 KiB, its entries usually a few hundred bytes).
+    let md_head = read_padded(r, meta_off, 32)?;
+    if !md_head.starts_with(b"metadata") {
         return Err(r.invalid("metadata table signature mismatch"));
     }
-    let md_count = usize::from(le16(&md, 10));
+    let md_count = usize::from(le16(&md_head, 10));
     if md_count * 32 > BLOCK64K - 32 {
         return Err(r.invalid(format!("metadata table has {md_count} entries")));
     }
+    let md = read_padded(r, meta_off.saturating_add(32), md_count * 32)?;
     let mut present = 0u32;
     let mut item_off = [0u32; 6];
     for i in 0..md_count {
-        let e = md.get(32 + 32 * i..64 + 32 * i).unwrap_or(&[]);
+        let e = md.get(32 * i..32 + 32 * i).unwrap_or(&[]);
         let g = e.get(..16).unwrap_or(&[]);
         let bit = match g {
             x if x == FILE_PARAM_GUID => META_FILE_PARAMETER,
@@ -485,6 +488,31 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
             super::Details::Vhdx(Box::new(Details { header })),
         )
     }))
+}
+
+/// The second region table, read a piece at a time against the first:
+/// whether its CRC32C checks out, whether it starts with `regi`, and
+/// whether its bytes equal `rt1`'s (64 KiB, zero-padded like it).
+fn second_region_table(r: &Reader, rt1: &[u8]) -> Result<(bool, bool, bool), FormatError> {
+    const PIECE: usize = 16 << 10;
+    let mut crc = 0u32;
+    let (mut stored, mut regi, mut same) = (0u32, false, true);
+    let mut at = 0usize;
+    while at < BLOCK64K {
+        let piece = read_padded(r, REGION2 + at as u64, PIECE)?;
+        same &= rt1.get(at..at + PIECE) == Some(&piece[..]);
+        if at == 0 {
+            regi = piece.starts_with(b"regi");
+            stored = le32(&piece, 4);
+            // The checksum field counts as zero.
+            crc = crc32c_append(crc32c(piece.get(..4).unwrap_or(&[])), &[0; 4]);
+            crc = crc32c_append(crc, piece.get(8..).unwrap_or(&[]));
+        } else {
+            crc = crc32c_append(crc, &piece);
+        }
+        at += PIECE;
+    }
+    Ok((crc == stored, regi, same))
 }
 
 /// Refuse an image whose log holds a valid entry (qemu would need to

@@ -93,59 +93,126 @@ pub fn glance_disk_format(qemu_format: &str) -> Option<&'static str> {
 /// Put an info object's keys in the documented order; for the image itself
 /// (`source` given) add `source` and the derived `glance_disk_format`.
 /// Children are ordered the same way.
-pub fn finish(mut m: Map<String, Value>, source: Option<Source>) -> Map<String, Value> {
+pub fn finish(m: Map<String, Value>, source: Option<Source>) -> Map<String, Value> {
+    finish_entries(m.into_iter().collect(), source)
+}
+
+/// [`finish`] on an object's entries (in the order they came; a key given
+/// twice keeps its first place and its last value, as a map built from
+/// them would): the map is built once, already in order.
+pub fn finish_entries(
+    mut entries: Vec<(String, Value)>,
+    source: Option<Source>,
+) -> Map<String, Value> {
     if let Some(s) = source {
         // Only the image itself gets these; children are layers of it.
-        m.insert("source".into(), Value::String(s.as_str().into()));
-        if let Some(fmt) = m.get("format").and_then(Value::as_str) {
-            let g = glance_disk_format(fmt).map_or(Value::Null, |g| Value::String(g.into()));
-            m.insert("glance_disk_format".into(), g);
+        let fmt = entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "format")
+            .and_then(|(_, v)| v.as_str());
+        let g = fmt.map(|f| glance_disk_format(f).map_or(Value::Null, |g| Value::String(g.into())));
+        entries.push(("source".into(), Value::String(s.as_str().into())));
+        if let Some(g) = g {
+            entries.push(("glance_disk_format".into(), g));
         }
     }
-    if let Some(Value::Array(children)) = m.get_mut("children") {
-        for c in children.iter_mut() {
-            if let Some(Value::Object(ci)) = c.get_mut("info") {
-                let inner = std::mem::take(ci);
-                *ci = finish(inner, None);
+    for (k, v) in entries.iter_mut() {
+        finish_nested(k, v);
+    }
+    reorder(entries, ORDER)
+}
+
+/// Children and snapshots below an info key put in order too (those
+/// already in order are kept, not rebuilt).
+fn finish_nested(k: &str, v: &mut Value) {
+    match (k, v) {
+        ("children", Value::Array(children)) => {
+            for c in children.iter_mut() {
+                if let Some(Value::Object(ci)) = c.get_mut("info") {
+                    if in_order(ci, ORDER) {
+                        for (k, v) in ci.iter_mut() {
+                            finish_nested(k, v);
+                        }
+                    } else {
+                        let inner = std::mem::take(ci);
+                        *ci = finish(inner, None);
+                    }
+                }
             }
         }
-    }
-    if let Some(Value::Array(snaps)) = m.get_mut("snapshots") {
-        for s in snaps.iter_mut() {
-            if let Value::Object(sm) = s {
-                let inner = std::mem::take(sm);
-                *sm = reorder(inner, SNAPSHOT_ORDER);
+        ("snapshots", Value::Array(snaps)) => {
+            for s in snaps.iter_mut() {
+                if let Value::Object(sm) = s
+                    && !in_order(sm, SNAPSHOT_ORDER)
+                {
+                    let inner = std::mem::take(sm);
+                    *sm = reorder(inner.into_iter().collect(), SNAPSHOT_ORDER);
+                }
             }
         }
+        _ => {}
     }
-    reorder(m, ORDER)
+}
+
+/// Where key `k` goes: its place in `order`, then the others, then the
+/// markers.
+fn rank(k: &str, order: &[&str]) -> usize {
+    if let Some(i) = order.iter().position(|o| *o == k) {
+        i
+    } else if let Some(i) = TRAILER.iter().position(|t| *t == k) {
+        order.len() + 1 + i
+    } else {
+        order.len()
+    }
+}
+
+/// Whether a map's keys are in `order` already.
+fn in_order(m: &Map<String, Value>, order: &[&str]) -> bool {
+    m.keys().map(|k| rank(k, order)).is_sorted()
 }
 
 /// Known keys in `order`, then the others as they came, then the markers
-/// (one stable sort; the keys are moved, not copied).
-fn reorder(m: Map<String, Value>, order: &[&str]) -> Map<String, Value> {
-    let rank = |k: &str| -> usize {
-        if let Some(i) = order.iter().position(|o| *o == k) {
-            i
-        } else if let Some(i) = TRAILER.iter().position(|t| *t == k) {
-            order.len() + 1 + i
-        } else {
-            order.len()
-        }
-    };
-    let mut entries: Vec<(String, Value)> = m.into_iter().collect();
-    entries.sort_by_key(|(k, _)| rank(k));
-    entries.into_iter().collect()
+/// (one stable sort, each key ranked once; the keys are moved, not
+/// copied).
+fn reorder(entries: Vec<(String, Value)>, order: &[&str]) -> Map<String, Value> {
+    let mut ranked: Vec<(usize, (String, Value))> = entries
+        .into_iter()
+        .map(|e| (rank(&e.0, order), e))
+        .collect();
+    if !ranked.is_sorted_by_key(|(r, _)| *r) {
+        ranked.sort_by_key(|(r, _)| *r);
+    }
+    let mut m = Map::with_capacity(ranked.len());
+    for (_, (k, v)) in ranked {
+        m.insert(k, v);
+    }
+    m
 }
 
 /// `virtual-size` → `virtual_size`.
 pub fn snake(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '-' | ' ' => '_',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+    snake_owned(key.to_owned())
+}
+
+/// [`snake`] in place: ASCII bytes change, nothing else does (a key
+/// already in snake_case is not copied).
+pub fn snake_owned(key: String) -> String {
+    if !key
+        .bytes()
+        .any(|b| b == b'-' || b == b' ' || b.is_ascii_uppercase())
+    {
+        return key;
+    }
+    let mut b = key.into_bytes();
+    for c in b.iter_mut() {
+        match *c {
+            b'-' | b' ' => *c = b'_',
+            _ => c.make_ascii_lowercase(),
+        }
+    }
+    // ASCII for ASCII: still UTF-8.
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -97,6 +97,16 @@ pub struct DocReader<R> {
     eof: bool,
 }
 
+impl<R: Read> DocReader<io::BufReader<R>> {
+    /// Whether the next document may come without waiting for input: one
+    /// is ready, or a whole line is buffered. When not, a caller holding
+    /// output writes it out first, so a pipe sees every record before the
+    /// tool waits.
+    pub fn input_pending(&self) -> bool {
+        !self.out.is_empty() || memchr::memchr(b'\n', self.r.buffer()).is_some()
+    }
+}
+
 impl<R: BufRead> DocReader<R> {
     /// Read from `r` in the given mode.
     pub fn new(r: R, mode: InputMode) -> Self {
@@ -303,6 +313,14 @@ impl<R: BufRead> DocReader<R> {
                 }
             } else {
                 match b {
+                    b' ' | b'\t' | b',' | b':' | b'0'..=b'9' | b'a'..=b'z' => {
+                        // Jump to the next byte that matters.
+                        i += text[i..]
+                            .iter()
+                            .position(|&c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']'))
+                            .unwrap_or(text.len() - i);
+                        continue;
+                    }
                     b'"' => acc.in_str = true,
                     b'{' | b'[' => acc.depth += 1,
                     b'}' | b']' => {

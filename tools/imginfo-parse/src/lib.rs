@@ -6,6 +6,7 @@ pub mod check;
 pub mod human;
 pub mod info;
 pub mod input;
+pub mod local;
 pub mod oslo;
 pub mod qemu;
 pub mod qjson;
@@ -21,6 +22,7 @@ use formats::{self, FormatError};
 use human::HumanImage;
 use info::{Source, finish};
 use input::{Doc, DocReader, InputMode};
+use local::with_oslo;
 use serde_json::{Map, Value};
 use std::ffi::OsString;
 use std::io;
@@ -213,8 +215,10 @@ pub struct Cli {
     #[arg(long, value_name = "URL", conflicts_with_all = ["files", "qemu", "urls"])]
     pub from_glance: Option<String>,
 
-    /// With --from-glance, images probed at once (default 4)
-    #[arg(long, value_name = "N", requires = "from_glance",
+    /// FILEs read natively at once (default: one per core), or with
+    /// --from-glance, images probed at once (default 4); the records come
+    /// in input order either way
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
 
@@ -317,7 +321,11 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
         }
     };
     only(!glance && cli.summary, "--summary", "--from-glance")?;
-    only(!glance && cli.jobs.is_some(), "--jobs", "--from-glance")?;
+    only(
+        !glance && (cli.files.is_empty() || cli.qemu) && cli.jobs.is_some(),
+        "--jobs",
+        "--from-glance or FILEs read natively",
+    )?;
     only(
         !cli.qemu && cli.cpu_limit.is_some(),
         "--cpu-limit",
@@ -429,15 +437,30 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         return from_glance(r, &g);
     }
     if !cli.files.is_empty() {
-        for f in &cli.files {
-            r.path_record(filter::record::record_for(f), f.clone())?;
+        // Records in large writes, not one per image.
+        r.ctx.hold_output();
+        let jobs = cli.jobs.map_or_else(default_jobs, usize::from);
+        if cli.qemu || jobs == 1 || cli.files.len() == 1 {
+            for f in &cli.files {
+                r.path_record(filter::record::record_for(f), f.clone())?;
+            }
+            return Ok(());
         }
-        return Ok(());
+        return local_files(r, jobs);
     }
-    let stdin = io::stdin().lock();
+    let stdin = io::BufReader::with_capacity(64 << 10, io::stdin().lock());
     let mut docs = DocReader::new(stdin, cli.input.unwrap_or(InputMode::Auto));
     let mut any = false;
-    while let Some(doc) = docs.next_doc().context("reading stdin")? {
+    // Records in large writes, written out whenever the next document
+    // would wait for input.
+    r.ctx.hold_output();
+    loop {
+        if !docs.input_pending() {
+            r.ctx.flush()?;
+        }
+        let Some(doc) = docs.next_doc().context("reading stdin")? else {
+            break;
+        };
         any = true;
         r.doc(doc)?;
     }
@@ -454,6 +477,39 @@ fn run(cli: Cli, ctx: &mut Ctx) -> anyhow::Result<()> {
         r.fail(Record::new(), e)?;
     }
     Ok(())
+}
+
+/// `--jobs`' default for FILEs: one per core (at most the flag's 64).
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(64))
+}
+
+/// FILEs read natively on `jobs` threads, the records in input order (the
+/// same bytes, exit status and messages as one thread gives).
+fn local_files(mut r: Runner<'_>, jobs: usize) -> anyhow::Result<()> {
+    let cli = r.cli;
+    let policy = r.policy.clone();
+    let opts = remote_options(cli);
+    let job = local::Job {
+        opts: &opts,
+        policy: &policy,
+    };
+    // A few FILEs per hand-over: one image's probe takes tens of
+    // microseconds, about what passing it between threads costs.
+    let batch = (cli.files.len() / (jobs * 8)).clamp(1, 16);
+    let inputs = cli.files.chunks(batch).map(Ok);
+    let work = |files: &[PathBuf]| -> Vec<remote::Outcome> {
+        files
+            .iter()
+            .map(|f| job.native(filter::record::record_for(f), f))
+            .collect()
+    };
+    system::jobs::ordered(jobs, inputs, &work, &mut |outcomes| {
+        for o in outcomes {
+            r.apply_local(o)?;
+        }
+        Ok(())
+    })
 }
 
 /// `--from-glance`: every record's image probed through `g`, `--jobs` at a
@@ -628,10 +684,13 @@ impl Runner<'_> {
         match qjson::convert(m) {
             Ok(mut info) => {
                 if let Some(d) = depth {
-                    info.insert("backing_chain_depth".into(), d.into());
+                    info.push(("backing_chain_depth".into(), d.into()));
                 }
                 info.extend(detection.unwrap_or_default());
-                rec.set(FACET, Value::Object(finish(info, Some(Source::QemuJson))));
+                rec.set(
+                    FACET,
+                    Value::Object(info::finish_entries(info, Some(Source::QemuJson))),
+                );
                 self.emit_info(rec, None)
             }
             Err(msg) => {
@@ -763,100 +822,27 @@ impl Runner<'_> {
         }
     }
 
-    /// Read the image's headers ourselves: a regular file at offsets, a
-    /// stream (pipe, FIFO, `-`, a character device) for real up to its
-    /// probe bound.
-    fn native_record(&mut self, mut rec: Record, path: PathBuf) -> io::Result<()> {
-        let opened = files::open_input(&path, Accept::Streams).and_then(source::Opened::from_input);
-        let opened = match opened {
-            Ok(o) => o,
-            Err(err) => {
-                let e = self.ctx.error(ErrorKind::from_io(&err), err.to_string());
-                return self.fail(rec, e);
-            }
+    /// Read the image's headers ourselves (see [`local::Job::native`]).
+    fn native_record(&mut self, rec: Record, path: PathBuf) -> io::Result<()> {
+        let opts = remote_options(self.cli);
+        let job = local::Job {
+            opts: &opts,
+            policy: &self.policy,
         };
-        let (name, name_bytes) = files::name_fields(path.as_os_str());
-        let src = opened.source();
-        let probed = self.probe(src, &name, self.cli.expect_format.as_deref());
-        let stream = match &opened {
-            source::Opened::Stream(s) => Some(s),
-            source::Opened::File(_) => None,
-        };
-        let not_read = stream.and_then(|s| s.not_read());
-        if self.cli.check {
-            // oslo's verdict on the same bytes, never past what a stream
-            // gave (its unread end is `not_read`, not a guess).
-            self.oslo = Some(match &opened {
-                source::Opened::File(f) => oslo::verdict(f, None),
-                source::Opened::Stream(s) => {
-                    oslo::verdict(s, (!s.complete()).then(|| s.bytes_read()))
-                }
-            });
-        }
-        if let Some(s) = stream {
-            let mut probe = Map::new();
-            probe.insert("bytes_read".into(), s.bytes_read().into());
-            probe.insert("end_of_stream".into(), s.complete().into());
-            if let Some(why) = &not_read {
-                probe.insert("not_read".into(), why.as_str().into());
-            }
-            rec.set("probe", Value::Object(probe));
-        }
-        match probed {
-            Ok(p) => {
-                let mut info = p.to_info();
-                if let Some(b) = name_bytes {
-                    info.insert("filename_bytes".into(), b.into());
-                }
-                match &opened {
-                    source::Opened::File(f) => {
-                        info.insert("children".into(), file_child(&name, f));
-                    }
-                    source::Opened::Stream(s) if !s.complete() => {
-                        // Sizes read from the length are unknown; those
-                        // from a header stand.
-                        if matches!(p.probe.format, formats::Format::Raw | formats::Format::Luks) {
-                            info.insert("virtual_size".into(), Value::Null);
-                        }
-                    }
-                    source::Opened::Stream(_) => {}
-                }
-                rec.set(FACET, Value::Object(finish(info, Some(Source::Native))));
-                self.emit_info(rec, not_read.as_deref())
-            }
-            Err(err) => {
-                // A probe that wanted bytes the stream did not give failed
-                // for want of them, whatever the parser made of it.
-                let missed = stream.is_some_and(|s| s.missed().is_some());
-                let kind = match &err {
-                    _ if missed => ErrorKind::LimitExceeded,
-                    FormatError::Io(e) => ErrorKind::from_io(e),
-                    _ => ErrorKind::BadImage,
-                };
-                // Not "truncated": the bytes were not read, not absent.
-                let message = match (stream.and_then(|s| s.missed()), &not_read) {
-                    (Some(at), _) => format!(
-                        "the probe needs bytes at offset {at}, past the {} bytes read from the stream \
-(its probe bound): not read, so not judged",
-                        stream.map_or(0, |s| s.bytes_read())
-                    ),
-                    (None, Some(why)) => format!("{err}; {why}"),
-                    (None, None) => err.to_string(),
-                };
-                let e = self.ctx.error(kind, message);
-                self.fail(rec, e)
-            }
-        }
+        let o = job.native(rec, &path);
+        self.apply_local(o)
     }
 
-    /// The native probe of `src` (see [`remote::probe_as`]).
-    fn probe(
-        &self,
-        src: &dyn formats::Source,
-        name: &str,
-        claimed: Option<&str>,
-    ) -> Result<remote::Probed, FormatError> {
-        remote::probe_as(src, name, self.cli.format.as_deref(), claimed)
+    /// Apply a local image's outcome, in input order: its verdict is in
+    /// the record already (oslo's beside ours).
+    fn apply_local(&mut self, o: remote::Outcome) -> io::Result<()> {
+        if o.unacceptable {
+            self.ctx.merge(Status::No);
+        }
+        match o.error {
+            Some(e) => self.ctx.fail(o.rec, e),
+            None => self.ctx.emit(&o.rec),
+        }
     }
 
     /// Apply what probing one image over HTTP came to, in input order.
@@ -967,14 +953,6 @@ fn remote_options(cli: &Cli) -> remote::Options {
     }
 }
 
-/// Add oslo's verdict (`check.oslo`) to a `check` facet: information
-/// beside ours, it changes neither `acceptable` nor the exit status.
-fn with_oslo(verdict: &mut Value, oslo: Option<Value>) {
-    if let (Some(m), Some(o)) = (verdict.as_object_mut(), oslo) {
-        m.insert("oslo".into(), o);
-    }
-}
-
 /// The record of a backing-chain member below the top: its `path` when
 /// qemu names a plain local file.
 fn member_record(item: &Value) -> Record {
@@ -982,29 +960,6 @@ fn member_record(item: &Value) -> Record {
         Some(f) if qemu::is_local_path(f) => Record::from_path(f),
         _ => Record::new(),
     }
-}
-
-/// The protocol node qemu lists under every image read from a file.
-fn file_child(path: &str, src: &source::FileBytes) -> Value {
-    use formats::Source as _;
-    let mut info = Map::new();
-    info.insert("filename".into(), path.into());
-    info.insert("format".into(), "file".into());
-    info.insert("virtual_size".into(), src.len().into());
-    if let Some(a) = src.allocated() {
-        info.insert("actual_size".into(), a.into());
-    }
-    info.insert("encrypted".into(), false.into());
-    info.insert("dirty_flag".into(), false.into());
-    info.insert(
-        "format_specific".into(),
-        serde_json::json!({"type": "file", "data": {}}),
-    );
-    info.insert("children".into(), Value::Array(Vec::new()));
-    let mut child = Map::new();
-    child.insert("name".into(), "file".into());
-    child.insert("info".into(), Value::Object(info));
-    Value::Array(vec![Value::Object(child)])
 }
 
 fn exec_error(ctx: &Ctx, err: &ExecError) -> filter::ErrorFacet {

@@ -4,7 +4,7 @@
 //! nine-key whitelist; the few fields scripts rely on are type-checked, and
 //! `encrypted` (which qemu omits when false) is always present.
 
-use crate::info::snake;
+use crate::info::{finish_entries, snake_owned};
 use serde_json::{Map, Value};
 use system::text::rfc3339_utc;
 
@@ -14,12 +14,14 @@ pub fn looks_like_qemu_info(m: &Map<String, Value>) -> bool {
     m.contains_key("format") && (m.contains_key("virtual-size") || m.contains_key("filename"))
 }
 
-/// Convert one image object. Errors name the field at fault.
-pub fn convert(m: Map<String, Value>) -> Result<Map<String, Value>, String> {
+/// Convert one image object to the entries of its `info` facet, in
+/// qemu's order (for [`crate::info::finish_entries`]; its children come
+/// finished). Errors name the field at fault.
+pub fn convert(m: Map<String, Value>) -> Result<Vec<(String, Value)>, String> {
     convert_at(m, "")
 }
 
-fn convert_at(m: Map<String, Value>, at: &str) -> Result<Map<String, Value>, String> {
+fn convert_at(m: Map<String, Value>, at: &str) -> Result<Vec<(String, Value)>, String> {
     match m.get("format") {
         Some(Value::String(_)) => {}
         Some(_) => return Err(format!("{at}format is not a string")),
@@ -46,18 +48,20 @@ fn convert_at(m: Map<String, Value>, at: &str) -> Result<Map<String, Value>, Str
             return Err(format!("{at}{k} is not a string"));
         }
     }
-    let mut out = Map::with_capacity(m.len() + 2);
+    let mut out = Vec::with_capacity(m.len() + 4);
+    let mut encrypted = false;
     for (k, v) in m {
-        let key = snake(&k);
+        let key = snake_owned(k);
         let value = match key.as_str() {
             "snapshots" => snapshots(v, at)?,
             "children" => children(v, at)?,
             _ => snake_keys(v),
         };
-        out.insert(key, value);
+        encrypted |= key == "encrypted";
+        out.push((key, value));
     }
-    if !out.contains_key("encrypted") {
-        out.insert("encrypted".into(), Value::Bool(false));
+    if !encrypted {
+        out.push(("encrypted".into(), Value::Bool(false)));
     }
     Ok(out)
 }
@@ -73,7 +77,7 @@ fn snapshots(v: Value, at: &str) -> Result<Value, String> {
         };
         let mut snap: Map<String, Value> = s
             .into_iter()
-            .map(|(k, v)| (snake(&k), snake_keys(v)))
+            .map(|(k, v)| (snake_owned(k), snake_keys(v)))
             .collect();
         let sec = snap.get("date_sec").and_then(Value::as_i64);
         let nsec = snap.get("date_nsec").and_then(Value::as_u64).unwrap_or(0);
@@ -102,7 +106,7 @@ fn children(v: Value, at: &str) -> Result<Value, String> {
         else {
             return Err(format!("{at}children[{i}] lacks name or info"));
         };
-        let info = convert_at(info, &format!("{at}children[{i}].info."))?;
+        let info = finish_entries(convert_at(info, &format!("{at}children[{i}].info."))?, None);
         let mut child = Map::new();
         child.insert("name".into(), Value::String(name));
         child.insert("info".into(), Value::Object(info));
@@ -112,13 +116,28 @@ fn children(v: Value, at: &str) -> Result<Value, String> {
 }
 
 /// Snake-case every object key below `v`; values are kept as they are.
+/// An object whose keys need no change is kept (only its values are
+/// visited), not rebuilt.
 pub fn snake_keys(v: Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (snake(&k), snake_keys(v)))
-                .collect(),
-        ),
+        Value::Object(mut m) => {
+            let plain = m.keys().all(|k| {
+                !k.bytes()
+                    .any(|b| b == b'-' || b == b' ' || b.is_ascii_uppercase())
+            });
+            if plain {
+                for v in m.values_mut() {
+                    *v = snake_keys(std::mem::take(v));
+                }
+                Value::Object(m)
+            } else {
+                Value::Object(
+                    m.into_iter()
+                        .map(|(k, v)| (snake_owned(k), snake_keys(v)))
+                        .collect(),
+                )
+            }
+        }
         Value::Array(a) => Value::Array(a.into_iter().map(snake_keys).collect()),
         other => other,
     }
@@ -142,7 +161,7 @@ mod tests {
             "some-new-key": {"inner-key": 1},
             "snapshots": [{"id": "1", "name": "s", "date-sec": 1763830800, "date-nsec": 5000, "vm-state-size": 0}]
         }));
-        let out = convert(m).unwrap();
+        let out: Map<String, Value> = convert(m).unwrap().into_iter().collect();
         assert_eq!(out["format_specific"]["data"]["data_file"], "x");
         assert_eq!(out["some_new_key"]["inner_key"], 1);
         assert_eq!(out["encrypted"], false);
@@ -169,6 +188,7 @@ mod tests {
     fn big_sizes_are_exact() {
         let m =
             obj(json!({"filename": "a", "format": "qcow2", "virtual-size": 18014398509481984u64}));
-        assert_eq!(convert(m).unwrap()["virtual_size"].as_u64(), Some(1 << 54));
+        let out: Map<String, Value> = convert(m).unwrap().into_iter().collect();
+        assert_eq!(out["virtual_size"].as_u64(), Some(1 << 54));
     }
 }

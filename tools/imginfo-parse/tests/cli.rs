@@ -86,7 +86,7 @@ fn empty_input_is_no_records_but_never_a_pass() {
 fn flags_that_do_nothing_in_a_mode_are_usage_errors() {
     for args in [
         &["--summary", "x.img"][..],
-        &["--jobs", "2", "x.img"],
+        &["--jobs", "2"],
         &["--cpu-limit", "3", "x.img"],
         &["--memory-limit", "1G", "x.img"],
         &["--timeout", "3", "x.img"],
@@ -530,4 +530,89 @@ fn failing_and_hanging_qemu_img() {
     );
     assert_eq!(r.records[0]["error"]["kind"], "timeout");
     assert!(t.elapsed().as_secs() < 10);
+}
+
+#[test]
+fn files_on_several_threads_give_the_same_bytes_as_on_one() {
+    // Mixed images (every kind the hostile corpus has: clean, refused,
+    // broken headers), with missing files and a directory between them:
+    // records, messages and exit status are those of one thread.
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hostile/images");
+    let mut names: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "expect.tsv")
+        .collect();
+    names.sort();
+    assert!(names.len() > 20, "{names:?}");
+    let mut files = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        files.push(n.clone());
+        if i % 7 == 3 {
+            files.push(format!("missing-{i}.img"));
+        }
+        if i == 11 {
+            files.push(".".to_owned());
+        }
+    }
+    for extra in [
+        &[][..],
+        &["--check"],
+        &["--check", "--expect-format", "qcow2"],
+    ] {
+        let one: Vec<&str> = extra
+            .iter()
+            .copied()
+            .chain(["--jobs", "1"])
+            .chain(files.iter().map(String::as_str))
+            .collect();
+        let base = run_in(Some(&images), &one, &[], b"");
+        assert_eq!(base.records.len(), files.len(), "{}", base.stdout);
+        assert_eq!(base.code, 2, "{extra:?}");
+        for jobs in ["2", "4", "16"] {
+            let many: Vec<&str> = one
+                .iter()
+                .map(|a| if *a == "1" { jobs } else { a })
+                .collect();
+            let r = run_in(Some(&images), &many, &[], b"");
+            assert_eq!(r.stdout, base.stdout, "{extra:?} --jobs {jobs}");
+            assert_eq!(r.stderr, base.stderr, "{extra:?} --jobs {jobs}");
+            assert_eq!(r.code, base.code, "{extra:?} --jobs {jobs}");
+        }
+        // The default (one per core) too.
+        let default: Vec<&str> = extra
+            .iter()
+            .copied()
+            .chain(files.iter().map(String::as_str))
+            .collect();
+        let r = run_in(Some(&images), &default, &[], b"");
+        assert_eq!((r.stdout, r.code), (base.stdout.clone(), base.code));
+    }
+}
+
+#[test]
+fn a_pipe_gets_each_record_before_the_tool_waits_for_more_input() {
+    // Records are written in large pieces, but never held while stdin has
+    // nothing more: each document's record comes back before the next
+    // document is sent (the test would hang, not pass, if it were held).
+    use std::io::BufRead;
+    let one = std::fs::read(corpus().join("10.0.2/qcow2-v3.json")).unwrap();
+    let mut child = Command::new(BIN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..3 {
+        stdin.write_all(&one).unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let rec: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(rec["info"]["format"], "qcow2", "{line}");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
 }
