@@ -215,7 +215,11 @@ struct Reference {
 }
 
 fn lossy(b: &OsStr) -> String {
-    String::from_utf8_lossy(b.as_bytes()).into_owned()
+    // Names are UTF-8 almost always: the fast check first.
+    match b.to_str() {
+        Some(s) => s.to_owned(),
+        None => String::from_utf8_lossy(b.as_bytes()).into_owned(),
+    }
 }
 
 /// Probe the open image `file`, whose status `st` its own handle gave
@@ -494,6 +498,15 @@ impl DiskCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key_of(st), v.clone());
         v
+    }
+
+    /// [`DiskCache::header`] for the last reader of a file (the `_base`
+    /// listing): what was read is not kept.
+    fn header_once(&self, file: File, st: &Status, label: &str) -> Header {
+        match self.cached(st) {
+            Some(v) => v,
+            None => header_of(probe_opened(file, st, label)),
+        }
     }
 }
 
@@ -1244,9 +1257,12 @@ pub fn walk(root: &Path, opts: &Options) -> Result<Vec<Entry>, WalkError> {
         });
         // Nova's view depends on os.listdir's (readdir) order, and its
         // os.path.exists / isfile follow links.
+        // (Nothing to mark without used images or backing files.)
+        let nova_used = !nova_fps.is_empty() || !nova_backing.is_empty();
         let listing: Vec<(String, bool, bool)> = files
             .iter()
             .zip(&listed)
+            .filter(|_| nova_used)
             .map(|(f, (n, _))| match f.as_ref().and_then(|f| f.followed) {
                 Some((is_file, _)) => (lossy(n), true, is_file),
                 None => (lossy(n), false, false),
@@ -1431,7 +1447,7 @@ fn base_file(base: &Dir, name: &OsStr, hint: Option<Kind>, cache: &DiskCache) ->
     let (st, format) = match hint {
         Some(Kind::File) | None => match base.open_if_file(name) {
             Ok((Some(f), st)) if image => {
-                let h = cache.header(f, &st, &base.join(name).to_string_lossy());
+                let h = cache.header_once(f, &st, &base.join(name).to_string_lossy());
                 (st, h.ok().map(|(format, _)| format))
             }
             Ok((_, st)) => (st, None),
@@ -1841,58 +1857,154 @@ pub(crate) fn nova_marks(
     used_fps: &[String],
     backing: &HashSet<String>,
 ) -> HashMap<String, Mark> {
-    let mut unexplained: Vec<&str> = listing
-        .iter()
-        .filter(|(n, _, file)| {
-            *file
-                && matches!(
-                    names::nova_class(n),
-                    NovaClass::Original | NovaClass::Resized
-                )
-        })
-        .map(|(n, _, _)| n.as_str())
-        .collect();
+    let mut marks: HashMap<String, Mark> = HashMap::new();
+    if used_fps.is_empty() && backing.is_empty() {
+        return marks;
+    }
+    // Nova's list, with removals as flags and a count of what is left
+    // (the same steps without shifting a list of every name for each
+    // image: linear in names and used images, not their product).
+    let mut list = Unexplained::new(
+        listing
+            .iter()
+            .filter(|(n, _, file)| {
+                *file
+                    && matches!(
+                        names::nova_class(n),
+                        NovaClass::Original | NovaClass::Resized
+                    )
+            })
+            .map(|(n, _, _)| n.as_str())
+            .collect(),
+    );
     let exists: HashSet<&str> = listing
         .iter()
         .filter(|(_, e, _)| *e)
         .map(|(n, _, _)| n.as_str())
         .collect();
-    let mut marks: HashMap<String, Mark> = HashMap::new();
-    let strike = |list: &mut Vec<&str>, name: &str| {
-        if let Some(i) = list.iter().position(|n| *n == name) {
-            list.remove(i);
+    // `<fp>_<digits>` names by `<fp>`, in list order.
+    let mut resized: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in list.names.iter().enumerate() {
+        if let Some((fp, _)) = n.rsplit_once('_')
+            && is_resized_of(n, fp)
+        {
+            resized.entry(fp).or_default().push(i);
         }
-    };
+    }
     for fp in used_fps {
         for cand in [fp.clone(), format!("{fp}_sm")] {
             if exists.contains(cand.as_str()) {
-                strike(&mut unexplained, &cand);
+                list.strike(&cand);
                 marks.insert(cand, Mark::ImageInUse);
             }
         }
-        let mut i = 0;
-        while i < unexplained.len() {
-            if is_resized_of(unexplained[i], fp) {
-                let hit = unexplained.remove(i).to_owned();
-                if let Some(next) = unexplained.get(i).filter(|n| is_resized_of(n, fp)) {
-                    marks
-                        .entry((*next).to_owned())
-                        .or_insert_with(|| Mark::Skipped(hit.clone()));
-                }
-                marks.insert(hit, Mark::ImageInUse);
+        // Python's iterator moves on after each removal, so the entry
+        // right after a match is skipped: a match there is left alone.
+        let hits: Vec<usize> = resized
+            .get(fp.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| list.alive(i))
+            .collect();
+        let mut k = 0;
+        while k < hits.len() {
+            let hit = list.names[hits[k]];
+            list.remove(hits[k]);
+            if let Some(&next) = hits.get(k + 1)
+                && list.left_between(hits[k], next) == 0
+            {
+                marks
+                    .entry(list.names[next].to_owned())
+                    .or_insert_with(|| Mark::Skipped(hit.to_owned()));
+                k += 1;
             }
-            i += 1;
+            marks.insert(hit.to_owned(), Mark::ImageInUse);
+            k += 1;
         }
     }
     // A skip matters only for what is still unexplained.
-    marks.retain(|n, m| !matches!(m, Mark::Skipped(_)) || unexplained.contains(&n.as_str()));
+    marks.retain(|n, m| !matches!(m, Mark::Skipped(_)) || list.contains(n));
     for b in backing {
-        if unexplained.contains(&b.as_str()) {
-            strike(&mut unexplained, b);
+        if list.contains(b) {
+            list.strike(b);
             marks.insert(b.clone(), Mark::BackingFile);
         }
     }
     marks
+}
+
+/// Nova's `unexplained_images` list: names in list order, each struck
+/// off at most once, with how many are left before each position (a
+/// Fenwick tree) to tell whether two entries are next to each other.
+struct Unexplained<'a> {
+    names: Vec<&'a str>,
+    at: HashMap<&'a str, usize>,
+    left: Vec<bool>,
+    tree: Vec<i64>,
+}
+
+impl<'a> Unexplained<'a> {
+    fn new(names: Vec<&'a str>) -> Self {
+        let mut at = HashMap::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            // `list.remove(name)` strikes the first of equal names.
+            at.entry(*n).or_insert(i);
+        }
+        let mut u = Unexplained {
+            left: vec![true; names.len()],
+            tree: vec![0; names.len() + 1],
+            at,
+            names,
+        };
+        for i in 0..u.names.len() {
+            u.add(i, 1);
+        }
+        u
+    }
+
+    fn add(&mut self, i: usize, d: i64) {
+        let mut j = i + 1;
+        while j < self.tree.len() {
+            self.tree[j] += d;
+            j += j & j.wrapping_neg();
+        }
+    }
+
+    /// Entries left in `0..i`.
+    fn before(&self, i: usize) -> i64 {
+        let (mut j, mut sum) = (i, 0);
+        while j > 0 {
+            sum += self.tree[j];
+            j -= j & j.wrapping_neg();
+        }
+        sum
+    }
+
+    /// Entries left strictly between positions `a < b`.
+    fn left_between(&self, a: usize, b: usize) -> i64 {
+        self.before(b) - self.before(a + 1)
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.left[i]
+    }
+
+    fn remove(&mut self, i: usize) {
+        if std::mem::replace(&mut self.left[i], false) {
+            self.add(i, -1);
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.at.get(name).is_some_and(|&i| self.left[i])
+    }
+
+    fn strike(&mut self, name: &str) {
+        if let Some(&i) = self.at.get(name) {
+            self.remove(i);
+        }
+    }
 }
 
 /// Nova's view of `e` (section 1.3-1.6, today's code, [`nova_marks`]).
@@ -2068,5 +2180,127 @@ mod nova_marks_tests {
         assert!(is_resized_of(&format!("{h1}_12\n"), h1));
         assert!(!is_resized_of(&format!("{h1}_sm"), h1));
         assert!(!is_resized_of(&format!("{h1}_"), h1));
+    }
+
+    /// The list-shifting model of Nova's loop, step by step (the reference
+    /// the indexed version is checked against).
+    fn nova_marks_by_list(
+        listing: &[(String, bool, bool)],
+        used_fps: &[String],
+        backing: &HashSet<String>,
+    ) -> HashMap<String, Mark> {
+        let mut unexplained: Vec<&str> = listing
+            .iter()
+            .filter(|(n, _, file)| {
+                *file
+                    && matches!(
+                        names::nova_class(n),
+                        NovaClass::Original | NovaClass::Resized
+                    )
+            })
+            .map(|(n, _, _)| n.as_str())
+            .collect();
+        let exists: HashSet<&str> = listing
+            .iter()
+            .filter(|(_, e, _)| *e)
+            .map(|(n, _, _)| n.as_str())
+            .collect();
+        let mut marks: HashMap<String, Mark> = HashMap::new();
+        let strike = |list: &mut Vec<&str>, name: &str| {
+            if let Some(i) = list.iter().position(|n| *n == name) {
+                list.remove(i);
+            }
+        };
+        for fp in used_fps {
+            for cand in [fp.clone(), format!("{fp}_sm")] {
+                if exists.contains(cand.as_str()) {
+                    strike(&mut unexplained, &cand);
+                    marks.insert(cand, Mark::ImageInUse);
+                }
+            }
+            let mut i = 0;
+            while i < unexplained.len() {
+                if is_resized_of(unexplained[i], fp) {
+                    let hit = unexplained.remove(i).to_owned();
+                    if let Some(next) = unexplained.get(i).filter(|n| is_resized_of(n, fp)) {
+                        marks
+                            .entry((*next).to_owned())
+                            .or_insert_with(|| Mark::Skipped(hit.clone()));
+                    }
+                    marks.insert(hit, Mark::ImageInUse);
+                }
+                i += 1;
+            }
+        }
+        // A skip matters only for what is still unexplained.
+        marks.retain(|n, m| !matches!(m, Mark::Skipped(_)) || unexplained.contains(&n.as_str()));
+        for b in backing {
+            if unexplained.contains(&b.as_str()) {
+                strike(&mut unexplained, b);
+                marks.insert(b.clone(), Mark::BackingFile);
+            }
+        }
+        marks
+    }
+
+    /// Names around two fingerprints, with gaps, in every order a seed
+    /// gives: the indexed model marks exactly what the list model marks.
+    #[test]
+    fn indexed_marks_are_the_list_models() {
+        let fps: Vec<String> = ["a", "b"]
+            .iter()
+            .map(|i| system::hash::sha1_hex(i))
+            .collect();
+        let pool: Vec<String> = fps
+            .iter()
+            .flat_map(|fp| {
+                [
+                    fp.clone(),
+                    format!("{fp}_sm"),
+                    // Nova's resized bucket: longer than 42 characters.
+                    format!("{fp}_11"),
+                    format!("{fp}_22"),
+                    format!("{fp}_33"),
+                    format!("{fp}_4"),
+                    format!("{fp}_10\n"),
+                    format!("{fp}_x"),
+                ]
+            })
+            .chain(["swap_1".to_owned(), "z".repeat(40)])
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut skipped = 0;
+        for _ in 0..2000 {
+            let mut names = pool.clone();
+            for i in (1..names.len()).rev() {
+                names.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            names.truncate(4 + (next() % names.len() as u64) as usize % (names.len() - 3));
+            let listing: Vec<(String, bool, bool)> = names
+                .iter()
+                .map(|n| (n.clone(), next() % 8 != 0, next() % 6 != 0))
+                .collect();
+            let used: Vec<String> = fps.iter().filter(|_| next() % 4 != 0).cloned().collect();
+            let backing: HashSet<String> =
+                names.iter().filter(|_| next() % 5 == 0).cloned().collect();
+            let want = nova_marks_by_list(&listing, &used, &backing);
+            skipped += want
+                .values()
+                .filter(|m| matches!(m, Mark::Skipped(_)))
+                .count();
+            assert_eq!(
+                nova_marks(&listing, &used, &backing),
+                want,
+                "{listing:?} {used:?} {backing:?}"
+            );
+        }
+        // The case that matters was met, many times.
+        assert!(skipped > 100, "{skipped} skips");
     }
 }
