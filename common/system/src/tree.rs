@@ -673,7 +673,7 @@ mod tests {
         symlink(t.path().join("f"), t.path().join("l")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &t.path().join("p"),
+            t.path().join("p"),
             rustix::fs::FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,

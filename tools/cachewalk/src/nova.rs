@@ -1543,7 +1543,7 @@ impl Judge<'_> {
         } = f;
         let st = *st;
         let path = base_path.join(name);
-        let text = lossy(&name);
+        let text = lossy(name);
         let file_type = match st.kind {
             Kind::Symlink => "symlink",
             Kind::File => "file",
