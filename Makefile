@@ -224,6 +224,7 @@ bench: build
 	@sh bench/checksum.sh "$(abspath $(OUT_DIR))"
 	@sh bench/vhd.sh "$(abspath $(OUT_DIR))"
 	@sh bench/cachewalk.sh "$(abspath $(OUT_DIR))"
+	@sh bench/cachewalk-scale.sh "$(abspath $(OUT_DIR))"
 	@sh bench/glance.sh "$(abspath $(OUT_DIR))"
 	@sh bench/audit.sh "$(abspath $(OUT_DIR))"
 

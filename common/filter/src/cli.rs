@@ -151,6 +151,18 @@ impl Ctx {
         self.out.write_batch(recs)
     }
 
+    /// [`Ctx::emit_batch`], serialized on `jobs` threads (written in order).
+    pub fn emit_batch_on<T: serde::Serialize + Sync>(
+        &mut self,
+        recs: &[T],
+        jobs: usize,
+    ) -> io::Result<()> {
+        if self.tty {
+            system::progress::clear();
+        }
+        self.out.write_batch_on(recs, jobs)
+    }
+
     /// [`Ctx::fail`] for the file (or endpoint) `path` with an error that
     /// classifies itself (an HTTP error from the client layer).
     pub fn fail_on(&mut self, path: &str, e: &dyn crate::record::Classified) -> io::Result<()> {

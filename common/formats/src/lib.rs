@@ -160,6 +160,26 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    /// A regular file the caller opened and `fstat`ed itself (as
+    /// `system::tree::Dir::open_if_file` does), with the length and
+    /// allocation that status of this very handle gives: no second stat
+    /// per file. Anything but a regular file is `not_regular`.
+    pub fn from_status(file: std::fs::File, st: &system::tree::Status) -> io::Result<Self> {
+        if st.kind != system::tree::Kind::File {
+            return Err(system::files::refusal(
+                system::kind::ErrorKind::NotRegular,
+                "is not a regular file",
+            ));
+        }
+        Ok(FileSource {
+            len: st.size,
+            allocated: st.allocated,
+            file,
+        })
+    }
+}
+
 impl Source for FileSource {
     fn len(&self) -> u64 {
         self.len

@@ -376,12 +376,12 @@ pub(crate) fn probe_text(buf: &[u8]) -> bool {
                 p += 1;
             }
             _ => {
-                let rest = &buf[p..];
-                return [b'1', b'2', b'3'].iter().any(|v| {
-                    let lf = [b"version=".as_slice(), &[*v], b"\n"].concat();
-                    let crlf = [b"version=".as_slice(), &[*v], b"\r\n"].concat();
-                    rest.starts_with(&lf) || rest.starts_with(&crlf)
-                });
+                // `version=1`, `2` or `3`, then LF or CRLF (matched in
+                // place: every file probed comes here).
+                return matches!(
+                    buf[p..].strip_prefix(b"version="),
+                    Some([b'1' | b'2' | b'3', b'\n', ..] | [b'1' | b'2' | b'3', b'\r', b'\n', ..])
+                );
             }
         }
     }
@@ -1376,6 +1376,28 @@ mod tests {
                 .get("cluster_size")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn text_probe_is_qemus() {
+        for (text, want) in [
+            (&b"version=1\n"[..], true),
+            (b"version=3\r\nCID=1", true),
+            (b"# c\n   \r\nversion=2\n", true),
+            (b"version=4\n", false),
+            (b"version=1", false),
+            (b"version=1\r", false),
+            (b"version=12\n", false),
+            (b"\nversion=1\n", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                probe_text(text),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     #[test]

@@ -272,6 +272,59 @@ impl Dir {
         Ok(out)
     }
 
+    /// The names in this directory (not `.` and `..`), in readdir order,
+    /// each with what the directory entry says it is (`None` where the
+    /// filesystem does not say): a hint that saves an `lstat` per name,
+    /// never a verdict (the entry can change before it is used).
+    pub fn entries(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                rustix::fs::FileType::RegularFile => Some(Kind::File),
+                rustix::fs::FileType::Directory => Some(Kind::Dir),
+                rustix::fs::FileType::Symlink => Some(Kind::Symlink),
+                rustix::fs::FileType::Unknown => None,
+                _ => Some(Kind::Special),
+            };
+            out.push((OsStr::from_bytes(name).to_os_string(), kind));
+        }
+        Ok(out)
+    }
+
+    /// Open `name` for reading at offsets if it is a regular file, in one
+    /// `openat` (never following a link, never blocking, never taking a
+    /// terminal) and one `fstat` of the handle opened: the status is that
+    /// of the very file the handle reads. Anything else comes back with
+    /// its status and no handle (a link: its own `lstat`). The handle
+    /// keeps `O_NONBLOCK`, which reads of a regular file ignore. For
+    /// entries listed as regular files (a special file swapped in
+    /// meanwhile is opened without blocking and closed at once, as
+    /// [`Dir::open_file`] does).
+    pub fn open_if_file(&self, name: impl AsRef<OsStr>) -> io::Result<(Option<File>, Status)> {
+        let name = component(name.as_ref())?;
+        let fd = match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // A link (ELOOP), or a socket (ENXIO): its own status.
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO) => {
+                return Ok((None, self.status(name)?));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let file = File::from(fd);
+        let st = Status::of_file(&file)?;
+        Ok(((st.kind == Kind::File).then_some(file), st))
+    }
+
     /// The status of `name`, not following it.
     pub fn status(&self, name: impl AsRef<OsStr>) -> io::Result<Status> {
         let name = component(name.as_ref())?;
@@ -484,6 +537,22 @@ pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// Open the directory `path` as the kernel resolves it for a program
+/// that reads a path written in a file (qemu, a backing file's
+/// directory): relative to the open directory `at` (an absolute one as
+/// it is), every link on the way followed, as an `O_PATH` handle through
+/// which nothing can be read. For matching such a path by identity; the
+/// trees this module walks are never opened this way.
+pub fn open_dir_path_at(at: BorrowedFd<'_>, path: &OsStr) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        at,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
 /// The error for a file whose identity is not the one listed.
 pub fn changed(now: Kind) -> io::Error {
     refusal(
@@ -593,6 +662,56 @@ mod tests {
         assert_eq!(
             kind(&check_same(&f, &listed).unwrap_err()),
             ErrorKind::Changed
+        );
+    }
+
+    #[test]
+    fn open_if_file_opens_only_regular_files_and_never_follows() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"data").unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        symlink(t.path().join("f"), t.path().join("l")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            t.path().join("p"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let d = Dir::open(t.path()).unwrap();
+        let listed = d.entries().unwrap();
+        assert_eq!(listed.len(), 4);
+        let kinds: Vec<(&str, Option<Kind>)> = listed
+            .iter()
+            .map(|(n, k)| (n.to_str().unwrap(), *k))
+            .collect();
+        // tmpfs and ext4 give the type; a filesystem that does not says None.
+        for (name, k) in kinds {
+            let want = match name {
+                "f" => Kind::File,
+                "d" => Kind::Dir,
+                "l" => Kind::Symlink,
+                _ => Kind::Special,
+            };
+            assert!(k.is_none() || k == Some(want), "{name}: {k:?}");
+        }
+        let (f, st) = d.open_if_file("f").unwrap();
+        assert!(f.is_some());
+        assert_eq!((st.kind, st.size), (Kind::File, 4));
+        assert_eq!(st, d.status("f").unwrap());
+        for (name, kind) in [("l", Kind::Symlink), ("d", Kind::Dir), ("p", Kind::Special)] {
+            let (f, st) = d.open_if_file(name).unwrap();
+            assert!(f.is_none(), "{name}");
+            assert_eq!(st.kind, kind, "{name}");
+        }
+        assert_eq!(
+            d.open_if_file("gone").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(&d.open_if_file("../f").unwrap_err()),
+            ErrorKind::Refused
         );
     }
 

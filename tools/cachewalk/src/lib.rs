@@ -787,7 +787,12 @@ fn nova_cmd(
         .iter()
         .map(|e| FileRecord::new(&e.path, "cache", e))
         .collect();
-    ctx.emit_batch(&recs)?;
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    ctx.emit_batch_on(&recs, jobs)?;
+    // The run ends here: a large cache's records (hundreds of thousands of
+    // small strings) are left to the process's exit, not freed one by one.
+    std::mem::forget(recs);
+    std::mem::forget(entries);
     if dangling {
         ctx.warn("dangling references: instance disks name backing files that are missing");
     }

@@ -41,6 +41,25 @@ pub enum Class {
     Unknown,
 }
 
+impl Class {
+    /// The name records use (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Original => "original",
+            Class::ResizedLegacy => "resized_legacy",
+            Class::SmallLegacy => "small_legacy",
+            Class::Swap => "swap",
+            Class::Ephemeral => "ephemeral",
+            Class::EphemeralLegacy => "ephemeral_legacy",
+            Class::KernelRawId => "kernel_raw_id",
+            Class::PartialDownload => "partial_download",
+            Class::ChecksumSidecar => "checksum_sidecar",
+            Class::InfoSidecar => "info_sidecar",
+            Class::Unknown => "unknown",
+        }
+    }
+}
+
 /// Nova's bucket for a name (rules in the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,25 +111,24 @@ fn is_uuid(s: &str) -> bool {
 /// Nova's bucket for `name` (module docs), by character count as Python
 /// counts `len()` of a str.
 pub fn nova_class(name: &str) -> NovaClass {
-    let chars: Vec<char> = name.chars().collect();
-    if chars.len() == 40 {
+    // Counted without collecting: every name of a large cache comes here.
+    let len = name.chars().count();
+    if len == 40 {
         return NovaClass::Original;
     }
-    if chars.len() > 42 && chars[40] == '_' {
+    if len > 42 && name.chars().nth(40) == Some('_') {
         return NovaClass::Resized;
     }
-    let parts: Vec<&str> = name.split('_').collect();
-    if parts.len() == 2 && parts[0] == "swap" && digits(parts[1]) {
-        return NovaClass::Swap;
+    let mut parts = name.split('_');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("swap"), Some(size), None, None) if digits(size) => NovaClass::Swap,
+        (Some("ephemeral"), Some(size), Some(label), None)
+            if digits(size) && label.chars().count() == 7 =>
+        {
+            NovaClass::Ephemeral
+        }
+        _ => NovaClass::Ignored,
     }
-    if parts.len() == 3
-        && parts[0] == "ephemeral"
-        && digits(parts[1])
-        && parts[2].chars().count() == 7
-    {
-        return NovaClass::Ephemeral;
-    }
-    NovaClass::Ignored
 }
 
 /// Classify a `_base` entry name.
@@ -260,6 +278,34 @@ mod tests {
             (C::Unknown, N::Resized)
         );
         assert_eq!(c("notes.txt"), (C::Unknown, N::Ignored));
+        // Python counts characters, not bytes; extra parts are no swap.
+        assert_eq!(nova_class(&"é".repeat(40)), N::Original);
+        assert_eq!(nova_class(&format!("{}_ab", "é".repeat(40))), N::Resized);
+        assert_eq!(nova_class(&format!("{}_a", "é".repeat(40))), N::Ignored);
+        assert_eq!(nova_class("swap_1_2"), N::Ignored);
+        assert_eq!(nova_class("swap_"), N::Ignored);
+        assert_eq!(nova_class("ephemeral_1_abcdefg_x"), N::Ignored);
+        assert_eq!(nova_class("ephemeral_1_abcdéfg"), N::Ephemeral);
+    }
+
+    #[test]
+    fn class_names_are_the_serialized_ones() {
+        use Class as C;
+        for c in [
+            C::Original,
+            C::ResizedLegacy,
+            C::SmallLegacy,
+            C::Swap,
+            C::Ephemeral,
+            C::EphemeralLegacy,
+            C::KernelRawId,
+            C::PartialDownload,
+            C::ChecksumSidecar,
+            C::InfoSidecar,
+            C::Unknown,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
     }
 
     #[test]
