@@ -10,7 +10,7 @@
 use crate::human::Line;
 use filter::ErrorKind;
 use filter::jsonl::MAX_LINE;
-use serde_json::Value;
+use crate::qjson::{self, Node};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 
@@ -41,10 +41,11 @@ pub enum InputMode {
 /// One unit of input.
 #[derive(Debug)]
 pub enum Doc {
-    /// A JSON value and the line it started on.
+    /// A JSON document (its structure found, not yet parsed: see
+    /// [`parse_json`]) and the line it started on.
     Json {
-        /// The value.
-        value: Value,
+        /// The document's text.
+        text: Vec<u8>,
         /// First line.
         line: u64,
     },
@@ -65,6 +66,24 @@ pub enum Doc {
         /// chain members with one).
         blank_before: bool,
     },
+}
+
+/// A JSON document that is not valid JSON: the line at fault and what is
+/// wrong.
+#[derive(Debug)]
+pub struct BadJson {
+    /// The line (of the input) the problem is on.
+    pub line: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parse the text of a [`Doc::Json`] that started on `line`.
+pub fn parse_json(text: &[u8], line: u64) -> Result<Node<'_>, BadJson> {
+    qjson::parse(text).map_err(|e| BadJson {
+        line: line + (e.line() as u64).saturating_sub(1),
+        message: format!("invalid JSON: {e}"),
+    })
 }
 
 #[derive(Default)]
@@ -364,18 +383,10 @@ impl<R: BufRead> DocReader<R> {
 
     fn complete_json(&mut self) {
         let acc = std::mem::take(&mut self.json);
-        let doc = match serde_json::from_slice::<Value>(&acc.buf) {
-            Ok(value) => Doc::Json {
-                value,
-                line: acc.start,
-            },
-            Err(e) => Doc::Bad {
-                line: acc.start + (e.line() as u64).saturating_sub(1),
-                kind: ErrorKind::BadJson,
-                message: format!("invalid JSON: {e}"),
-            },
-        };
-        self.out.push_back(doc);
+        self.out.push_back(Doc::Json {
+            text: acc.buf,
+            line: acc.start,
+        });
     }
 
     fn finish(&mut self) {
@@ -411,9 +422,15 @@ mod tests {
             InputMode::Auto,
         );
         assert_eq!(d.len(), 4, "{d:?}");
-        assert!(matches!(&d[0], Doc::Json { line: 1, value } if value["a"] == "}{"));
-        assert!(matches!(&d[1], Doc::Json { line: 6, value } if value.is_array()));
-        assert!(matches!(&d[3], Doc::Json { line: 9, value } if value["d"] == 2));
+        let value = |i: usize, want: u64| match &d[i] {
+            Doc::Json { line, text } if *line == want => {
+                parse_json(text, *line).unwrap().into_value()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(value(0, 1)["a"], "}{");
+        assert!(value(1, 6).is_array());
+        assert_eq!(value(3, 9)["d"], 2);
     }
 
     #[test]
@@ -448,6 +465,12 @@ mod tests {
         assert!(matches!(d[1], Doc::Bad { line: 1, .. }));
         let d = docs(b"{\"a\":", InputMode::Auto);
         assert!(matches!(d[0], Doc::Bad { line: 1, .. }));
+        // Parsed later: the line at fault within a document.
+        let d = docs(b"{\n\"a\": 1,\n\"b\": x\n}\n", InputMode::Auto);
+        let Doc::Json { text, line } = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert_eq!(parse_json(text, *line).unwrap_err().line, 3);
     }
 
     #[test]
