@@ -8,9 +8,9 @@
 //! JSON Lines always do, so one bad line never swallows the rest.
 
 use crate::human::Line;
+use crate::qjson::{self, Node};
 use filter::ErrorKind;
 use filter::jsonl::MAX_LINE;
-use crate::qjson::{self, Node};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 
