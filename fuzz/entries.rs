@@ -208,7 +208,10 @@ fn qemu_json_object(m: qjson::Obj<'_>) {
         // (what --check judges).
         let info = qjson::finish(info, Some(info::Source::QemuJson));
         let rec = filter::Record::new();
-        let _ = serde_json::to_vec(&qjson::WithInfo { rec: &rec, info: &info });
+        let _ = serde_json::to_vec(&qjson::WithInfo {
+            rec: &rec,
+            info: &info,
+        });
         if let Value::Object(m) = Node::Obj(info).into_value() {
             finish_and_check(m, info::Source::QemuJson);
         }

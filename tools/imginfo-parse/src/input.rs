@@ -1,4 +1,4 @@
-//! Splitting stdin into documents: JSON values (one-line records, or
+//! Splitting stdin into documents: the text of JSON values (one-line records, or
 //! qemu-img's pretty-printed objects and arrays, possibly concatenated) and
 //! blocks of human `qemu-img info` text, one per image.
 //!
