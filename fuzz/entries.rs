@@ -17,6 +17,7 @@ use formats::{self, Source};
 use imginfo_parse::check::{self, Policy};
 use imginfo_parse::info::{self, finish};
 use imginfo_parse::input::{Doc, DocReader, InputMode};
+use imginfo_parse::qjson::{self, Node};
 use serde_json::{Map, Value};
 use std::io;
 use std::path::Path;
@@ -176,21 +177,18 @@ fn imginfo_stdin(data: &[u8], mode: InputMode) {
     // Reading from memory never fails; an error ends the input as it would.
     while let Ok(Some(doc)) = docs.next_doc() {
         match doc {
-            Doc::Json {
-                value: Value::Object(m),
-                ..
-            } => qemu_json_object(m),
-            Doc::Json {
-                value: Value::Array(items),
-                ..
-            } => {
-                for item in items {
-                    if let Value::Object(m) = item {
-                        qemu_json_object(m);
+            Doc::Json { text, line } => match imginfo_parse::input::parse_json(&text, line) {
+                Ok(Node::Obj(m)) => qemu_json_object(m),
+                Ok(Node::Arr(items)) => {
+                    for item in items {
+                        if let Node::Obj(m) = item {
+                            qemu_json_object(m);
+                        }
                     }
                 }
-            }
-            Doc::Json { .. } | Doc::Bad { .. } => {}
+                Ok(_) | Err(_) => {}
+            },
+            Doc::Bad { .. } => {}
             Doc::Human { lines, .. } => {
                 let img = imginfo_parse::human::parse_block(&lines);
                 let _ = img.has_backing();
@@ -201,12 +199,22 @@ fn imginfo_stdin(data: &[u8], mode: InputMode) {
 }
 
 /// One object of `qemu-img info --output=json` (or `--backing-chain`).
-fn qemu_json_object(m: Map<String, Value>) {
-    if !imginfo_parse::qjson::looks_like_qemu_info(&m) {
+fn qemu_json_object(m: qjson::Obj<'_>) {
+    if !qjson::looks_like_qemu_info(&m) {
         return;
     }
-    if let Ok(info) = imginfo_parse::qjson::convert(m) {
-        finish_and_check(info.into_iter().collect(), info::Source::QemuJson);
+    if let Ok(info) = qjson::convert(m) {
+        // Written as the tool writes it without --check, and as a map
+        // (what --check judges).
+        let info = qjson::finish(info, Some(info::Source::QemuJson));
+        let rec = filter::Record::new();
+        let _ = serde_json::to_vec(&qjson::WithInfo {
+            rec: &rec,
+            info: &info,
+        });
+        if let Value::Object(m) = Node::Obj(info).into_value() {
+            finish_and_check(m, info::Source::QemuJson);
+        }
     }
 }
 

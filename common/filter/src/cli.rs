@@ -128,8 +128,8 @@ impl Ctx {
         self.tool
     }
 
-    /// Write one record.
-    pub fn emit(&mut self, rec: &Record) -> io::Result<()> {
+    /// Write one record (a [`Record`], or anything serialized as one).
+    pub fn emit<T: serde::Serialize + ?Sized>(&mut self, rec: &T) -> io::Result<()> {
         if self.tty {
             system::progress::clear();
         }

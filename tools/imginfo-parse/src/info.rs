@@ -27,7 +27,7 @@ impl Source {
 
 /// Keys of an info object in the order they are written; anything else
 /// qemu reports follows them, then our own markers.
-const ORDER: &[&str] = &[
+pub(crate) const ORDER: &[&str] = &[
     "source",
     "filename",
     "filename_bytes",
@@ -56,7 +56,7 @@ const ORDER: &[&str] = &[
 ];
 
 /// Keys of a snapshot in the order they are written.
-const SNAPSHOT_ORDER: &[&str] = &[
+pub(crate) const SNAPSHOT_ORDER: &[&str] = &[
     "id",
     "id_bytes",
     "name",
@@ -157,7 +157,7 @@ fn finish_nested(k: &str, v: &mut Value) {
 
 /// Where key `k` goes: its place in `order`, then the others, then the
 /// markers.
-fn rank(k: &str, order: &[&str]) -> usize {
+pub(crate) fn rank(k: &str, order: &[&str]) -> usize {
     if let Some(i) = order.iter().position(|o| *o == k) {
         i
     } else if let Some(i) = TRAILER.iter().position(|t| *t == k) {

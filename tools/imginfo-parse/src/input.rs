@@ -1,4 +1,4 @@
-//! Splitting stdin into documents: JSON values (one-line records, or
+//! Splitting stdin into documents: the text of JSON values (one-line records, or
 //! qemu-img's pretty-printed objects and arrays, possibly concatenated) and
 //! blocks of human `qemu-img info` text, one per image.
 //!
@@ -8,9 +8,9 @@
 //! JSON Lines always do, so one bad line never swallows the rest.
 
 use crate::human::Line;
+use crate::qjson::{self, Node};
 use filter::ErrorKind;
 use filter::jsonl::MAX_LINE;
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 
@@ -41,10 +41,11 @@ pub enum InputMode {
 /// One unit of input.
 #[derive(Debug)]
 pub enum Doc {
-    /// A JSON value and the line it started on.
+    /// A JSON document (its structure found, not yet parsed: see
+    /// [`parse_json`]) and the line it started on.
     Json {
-        /// The value.
-        value: Value,
+        /// The document's text.
+        text: Vec<u8>,
         /// First line.
         line: u64,
     },
@@ -65,6 +66,91 @@ pub enum Doc {
         /// chain members with one).
         blank_before: bool,
     },
+}
+
+/// A JSON document that is not valid JSON: the line at fault and what is
+/// wrong.
+#[derive(Debug)]
+pub struct BadJson {
+    /// The line (of the input) the problem is on.
+    pub line: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parse the text of a [`Doc::Json`] that started on `line`.
+pub fn parse_json(text: &[u8], line: u64) -> Result<Node<'_>, BadJson> {
+    qjson::parse(text).map_err(|e| BadJson {
+        line: line + (e.line() as u64).saturating_sub(1),
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+/// Bytes that matter to [`scan`] outside strings, and inside them.
+const STRUCTURE: [bool; 256] = byte_set(b"\"{}[]");
+const IN_STRING: [bool; 256] = byte_set(b"\"\\");
+
+const fn byte_set(bytes: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        t[bytes[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// Scan `text` inside a document (`acc` says where the scan stands): the
+/// index of the bracket that closes it, or `None` with `acc` updated.
+/// This is every byte of JSON input: the state is kept in locals, and the
+/// bytes that change nothing are skipped by table.
+fn scan(acc: &mut JsonAcc, text: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_str, mut esc) = (acc.depth, acc.in_str, acc.esc);
+    let n = text.len();
+    let mut i = 0;
+    let mut found = None;
+    while i < n {
+        if in_str {
+            if esc {
+                esc = false;
+                i += 1;
+                continue;
+            }
+            while i < n && !IN_STRING[usize::from(text[i])] {
+                i += 1;
+            }
+            if i == n {
+                break;
+            }
+            if text[i] == b'\\' {
+                esc = true;
+            } else {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        while i < n && !STRUCTURE[usize::from(text[i])] {
+            i += 1;
+        }
+        if i == n {
+            break;
+        }
+        match text[i] {
+            b'"' => in_str = true,
+            b'{' | b'[' => depth += 1,
+            _ => {
+                depth -= 1;
+                if depth == 0 {
+                    found = Some(i);
+                    break;
+                }
+            }
+        }
+        i += 1;
+    }
+    (acc.depth, acc.in_str, acc.esc) = (depth, in_str, esc);
+    found
 }
 
 #[derive(Default)]
@@ -136,9 +222,7 @@ impl<R: BufRead> DocReader<R> {
                 return Ok(None);
             }
             self.buf.clear();
-            let n = (&mut self.r)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut self.buf)?;
+            let n = self.read_line()?;
             if n == 0 {
                 self.eof = true;
                 self.finish();
@@ -164,6 +248,34 @@ impl<R: BufRead> DocReader<R> {
             let text = std::mem::take(&mut self.buf);
             self.handle_line(&text);
             self.buf = text;
+        }
+    }
+
+    /// The next line into `buf`, with its newline, at most [`MAX_LINE`]
+    /// bytes: `read_until` of a `take`, but with the memchr crate's
+    /// search (this is every byte of input).
+    fn read_line(&mut self) -> io::Result<usize> {
+        let mut n = 0;
+        loop {
+            let avail = match self.r.fill_buf() {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let avail = &avail[..avail.len().min(MAX_LINE - n)];
+            if avail.is_empty() {
+                return Ok(n);
+            }
+            let (used, done) = match memchr::memchr(b'\n', avail) {
+                Some(j) => (j + 1, true),
+                None => (avail.len(), false),
+            };
+            self.buf.extend_from_slice(&avail[..used]);
+            self.r.consume(used);
+            n += used;
+            if done || n == MAX_LINE {
+                return Ok(n);
+            }
         }
     }
 
@@ -272,14 +384,13 @@ impl<R: BufRead> DocReader<R> {
             });
             self.json = JsonAcc::default();
         }
-        // Scan the line byte by byte for the document structure, but copy
-        // it into the document buffer a slice at a time.
+        // Scan the line for the document structure, but copy it into the
+        // document buffer a slice at a time.
         let mut i = 0;
         let mut from = 0; // start of the part of `text` not yet copied
         while i < text.len() {
-            let b = text[i];
-            let acc = &mut self.json;
-            if acc.buf.is_empty() {
+            if self.json.buf.is_empty() {
+                let b = text[i];
                 if b.is_ascii_whitespace() {
                     i += 1;
                     continue;
@@ -292,6 +403,7 @@ impl<R: BufRead> DocReader<R> {
                     });
                     return;
                 }
+                let acc = &mut self.json;
                 acc.start = no;
                 acc.buf.push(b);
                 acc.depth = 1;
@@ -299,42 +411,16 @@ impl<R: BufRead> DocReader<R> {
                 from = i;
                 continue;
             }
-            if acc.in_str {
-                if acc.esc {
-                    acc.esc = false;
-                } else if b == b'\\' {
-                    acc.esc = true;
-                } else if b == b'"' {
-                    acc.in_str = false;
-                } else {
-                    // Jump to the next quote or backslash.
-                    i += memchr::memchr2(b'"', b'\\', &text[i..]).unwrap_or(text.len() - i);
-                    continue;
+            match scan(&mut self.json, &text[i..]) {
+                Some(end) => {
+                    i += end;
+                    self.json.buf.extend_from_slice(&text[from..=i]);
+                    self.complete_json();
+                    i += 1;
+                    from = i;
                 }
-            } else {
-                match b {
-                    b' ' | b'\t' | b',' | b':' | b'0'..=b'9' | b'a'..=b'z' => {
-                        // Jump to the next byte that matters.
-                        i += text[i..]
-                            .iter()
-                            .position(|&c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']'))
-                            .unwrap_or(text.len() - i);
-                        continue;
-                    }
-                    b'"' => acc.in_str = true,
-                    b'{' | b'[' => acc.depth += 1,
-                    b'}' | b']' => {
-                        acc.depth -= 1;
-                        if acc.depth == 0 {
-                            acc.buf.extend_from_slice(&text[from..=i]);
-                            self.complete_json();
-                            from = i + 1;
-                        }
-                    }
-                    _ => {}
-                }
+                None => break,
             }
-            i += 1;
         }
         if self.json.buf.is_empty() {
             return;
@@ -364,18 +450,10 @@ impl<R: BufRead> DocReader<R> {
 
     fn complete_json(&mut self) {
         let acc = std::mem::take(&mut self.json);
-        let doc = match serde_json::from_slice::<Value>(&acc.buf) {
-            Ok(value) => Doc::Json {
-                value,
-                line: acc.start,
-            },
-            Err(e) => Doc::Bad {
-                line: acc.start + (e.line() as u64).saturating_sub(1),
-                kind: ErrorKind::BadJson,
-                message: format!("invalid JSON: {e}"),
-            },
-        };
-        self.out.push_back(doc);
+        self.out.push_back(Doc::Json {
+            text: acc.buf,
+            line: acc.start,
+        });
     }
 
     fn finish(&mut self) {
@@ -394,6 +472,7 @@ impl<R: BufRead> DocReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn docs(input: &[u8], mode: InputMode) -> Vec<Doc> {
         let mut r = DocReader::new(input, mode);
@@ -411,9 +490,52 @@ mod tests {
             InputMode::Auto,
         );
         assert_eq!(d.len(), 4, "{d:?}");
-        assert!(matches!(&d[0], Doc::Json { line: 1, value } if value["a"] == "}{"));
-        assert!(matches!(&d[1], Doc::Json { line: 6, value } if value.is_array()));
-        assert!(matches!(&d[3], Doc::Json { line: 9, value } if value["d"] == 2));
+        let value = |i: usize, want: u64| match &d[i] {
+            Doc::Json { line, text } if *line == want => {
+                parse_json(text, *line).unwrap().into_value()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(value(0, 1)["a"], "}{");
+        assert!(value(1, 6).is_array());
+        assert_eq!(value(3, 9)["d"], 2);
+    }
+
+    #[test]
+    fn escapes_and_brackets_in_strings_through_a_small_buffer() {
+        // A 7-byte read buffer: lines and documents cross every boundary.
+        let input: &[u8] = b"{\"a\": \"x\\\"}{[\", \"b\": \"\\\\\",\n  \"c\": [1, {\"d\": \"]\"}]}\n[{\"e\": \"\\u005d\"}]\n";
+        let mut r = DocReader::new(io::BufReader::with_capacity(7, input), InputMode::Auto);
+        let mut values = Vec::new();
+        while let Some(d) = r.next_doc().unwrap() {
+            let Doc::Json { text, line } = d else {
+                panic!("{d:?}")
+            };
+            values.push((line, parse_json(&text, line).unwrap().into_value()));
+        }
+        assert_eq!(values.len(), 2, "{values:?}");
+        assert_eq!(values[0].1["a"], "x\"}{[");
+        assert_eq!(values[0].1["b"], "\\");
+        assert_eq!(values[0].1["c"][1]["d"], "]");
+        assert_eq!((values[1].0, &values[1].1[0]["e"]), (3, &Value::from("]")));
+    }
+
+    #[test]
+    fn an_overlong_line_is_refused_and_the_next_read() {
+        let mut input = b"{\"a\": \"".to_vec();
+        input.resize(MAX_LINE + 100, b'x');
+        input.extend_from_slice(b"\"}\n{\"b\": 1}\n");
+        let d = docs(&input, InputMode::Auto);
+        assert_eq!(d.len(), 2);
+        assert!(matches!(
+            d[0],
+            Doc::Bad {
+                line: 1,
+                kind: ErrorKind::TooLarge,
+                ..
+            }
+        ));
+        assert!(matches!(d[1], Doc::Json { line: 2, .. }));
     }
 
     #[test]
@@ -448,6 +570,12 @@ mod tests {
         assert!(matches!(d[1], Doc::Bad { line: 1, .. }));
         let d = docs(b"{\"a\":", InputMode::Auto);
         assert!(matches!(d[0], Doc::Bad { line: 1, .. }));
+        // Parsed later: the line at fault within a document.
+        let d = docs(b"{\n\"a\": 1,\n\"b\": x\n}\n", InputMode::Auto);
+        let Doc::Json { text, line } = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert_eq!(parse_json(text, *line).unwrap_err().line, 3);
     }
 
     #[test]

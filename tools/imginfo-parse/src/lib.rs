@@ -23,6 +23,7 @@ use human::HumanImage;
 use info::{Source, finish};
 use input::{Doc, DocReader, InputMode};
 use local::with_oslo;
+use qjson::Node;
 use serde_json::{Map, Value};
 use std::ffi::OsString;
 use std::io;
@@ -564,7 +565,16 @@ impl Runner<'_> {
             other => {
                 self.flush_pending()?;
                 match other {
-                    Doc::Json { value, line } => self.json(value, line),
+                    Doc::Json { text, line } => match input::parse_json(&text, line) {
+                        Ok(node) => self.json(node, line),
+                        Err(bad) => {
+                            let e = self
+                                .ctx
+                                .error(ErrorKind::BadJson, bad.message)
+                                .at_line(bad.line);
+                            self.fail(Record::new(), e)
+                        }
+                    },
                     Doc::Bad {
                         line,
                         kind,
@@ -579,13 +589,13 @@ impl Runner<'_> {
         }
     }
 
-    fn json(&mut self, value: Value, line: u64) -> io::Result<()> {
+    fn json(&mut self, value: Node<'_>, line: u64) -> io::Result<()> {
         match value {
-            Value::Object(m) if qjson::looks_like_qemu_info(&m) => {
+            Node::Obj(m) if qjson::looks_like_qemu_info(&m) => {
                 self.qemu_object(Record::new(), m, None, line)
             }
-            Value::Object(m) => {
-                let mut rec = Record::from_map(m);
+            Node::Obj(m) => {
+                let mut rec = Record::from_map(qjson::into_map(m));
                 if rec.has_error() {
                     // Upstream failures pass through; with --check they
                     // are not acceptable either.
@@ -616,7 +626,7 @@ impl Runner<'_> {
                 let e = self.ctx.error(ErrorKind::BadRecord, msg).at_line(line);
                 self.fail(rec, e)
             }
-            Value::Array(items) => self.chain(Record::new(), items, line),
+            Node::Arr(items) => self.chain(Record::new(), items, line),
             other => {
                 let e = self
                     .ctx
@@ -624,7 +634,7 @@ impl Runner<'_> {
                         ErrorKind::BadRecord,
                         format!(
                             "expected a JSON object or array, found {}",
-                            filter::jsonl::json_type(&other)
+                            other.json_type()
                         ),
                     )
                     .at_line(line);
@@ -635,7 +645,7 @@ impl Runner<'_> {
 
     /// A `--backing-chain` array: one record per image, with its depth.
     /// `base` is the record the top image belongs to.
-    fn chain(&mut self, base: Record, items: Vec<Value>, line: u64) -> io::Result<()> {
+    fn chain(&mut self, base: Record, items: Vec<Node<'_>>, line: u64) -> io::Result<()> {
         if items.is_empty() {
             let e = self
                 .ctx
@@ -650,7 +660,7 @@ impl Runner<'_> {
                 member_record(&item)
             };
             match item {
-                Value::Object(m) if qjson::looks_like_qemu_info(&m) => {
+                Node::Obj(m) if qjson::looks_like_qemu_info(&m) => {
                     self.qemu_object(rec, m, Some(depth as u64), line)?
                 }
                 _ => {
@@ -671,7 +681,7 @@ impl Runner<'_> {
     fn qemu_object(
         &mut self,
         mut rec: Record,
-        m: Map<String, Value>,
+        m: qjson::Obj<'_>,
         depth: Option<u64>,
         line: u64,
     ) -> io::Result<()> {
@@ -684,14 +694,22 @@ impl Runner<'_> {
         match qjson::convert(m) {
             Ok(mut info) => {
                 if let Some(d) = depth {
-                    info.push(("backing_chain_depth".into(), d.into()));
+                    info.push(("backing_chain_depth".into(), Node::U64(d)));
                 }
-                info.extend(detection.unwrap_or_default());
-                rec.set(
-                    FACET,
-                    Value::Object(info::finish_entries(info, Some(Source::QemuJson))),
-                );
-                self.emit_info(rec, None)
+                let detection = detection.unwrap_or_default().into_iter();
+                info.extend(detection.map(|(k, v)| (k.into(), Node::Value(v))));
+                let info = qjson::finish(info, Some(Source::QemuJson));
+                if self.cli.check || rec.get(FACET).is_some() {
+                    rec.set(FACET, Node::Obj(info).into_value());
+                    return self.emit_info(rec, None);
+                }
+                // Nothing to judge: the info is written as it is, never
+                // built as a map.
+                self.oslo = None;
+                self.ctx.emit(&qjson::WithInfo {
+                    rec: &rec,
+                    info: &info,
+                })
             }
             Err(msg) => {
                 let e = self
@@ -929,9 +947,9 @@ impl Runner<'_> {
                 return self.fail(rec, e);
             }
         };
-        match serde_json::from_slice::<Value>(&out) {
-            Ok(Value::Object(m)) => self.qemu_object(rec, m, None, 0),
-            Ok(Value::Array(items)) => self.chain(rec, items, 0),
+        match qjson::parse(&out) {
+            Ok(Node::Obj(m)) => self.qemu_object(rec, m, None, 0),
+            Ok(Node::Arr(items)) => self.chain(rec, items, 0),
             Ok(_) | Err(_) => {
                 self.detection = None;
                 let e = self.ctx.error(
@@ -955,8 +973,8 @@ fn remote_options(cli: &Cli) -> remote::Options {
 
 /// The record of a backing-chain member below the top: its `path` when
 /// qemu names a plain local file.
-fn member_record(item: &Value) -> Record {
-    match item.get("filename").and_then(Value::as_str) {
+fn member_record(item: &Node<'_>) -> Record {
+    match item.get("filename").and_then(Node::as_str) {
         Some(f) if qemu::is_local_path(f) => Record::from_path(f),
         _ => Record::new(),
     }

@@ -171,15 +171,15 @@ impl Job<'_> {
     /// A document of stdin: a Glance record is probed, anything else goes
     /// back to the runner.
     pub fn doc(&self, doc: Doc) -> Item {
-        match doc {
-            Doc::Json {
-                value: Value::Object(m),
-                ..
-            } if m.contains_key("image") && !m.contains_key(filter::record::ERROR) => {
-                Item::Probed(Box::new(self.glance_record(Record::from_map(m))))
-            }
-            other => Item::Other(other),
+        if let Doc::Json { text, line } = &doc
+            && let Ok(crate::qjson::Node::Obj(m)) = crate::input::parse_json(text, *line)
+            && m.iter().any(|(k, _)| k == "image")
+            && !m.iter().any(|(k, _)| k == filter::record::ERROR)
+        {
+            let m = crate::qjson::into_map(m);
+            return Item::Probed(Box::new(self.glance_record(Record::from_map(m))));
         }
+        Item::Other(doc)
     }
 
     /// A glance-dump record: its data probed through Glance, or said why
