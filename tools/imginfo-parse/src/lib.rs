@@ -499,18 +499,45 @@ fn local_files(mut r: Runner<'_>, jobs: usize) -> anyhow::Result<()> {
     // microseconds, about what passing it between threads costs.
     let batch = (cli.files.len() / (jobs * 8)).clamp(1, 16);
     let inputs = cli.files.chunks(batch).map(Ok);
-    let work = |files: &[PathBuf]| -> Vec<remote::Outcome> {
+    // A record that needs nothing more from the runner is also turned
+    // into text on the worker: serializing is a large share of the work,
+    // and the runner's thread would otherwise do it all.
+    let work = |files: &[PathBuf]| -> Vec<Ready> {
         files
             .iter()
-            .map(|f| job.native(filter::record::record_for(f), f))
+            .map(|f| {
+                let o = job.native(filter::record::record_for(f), f);
+                if o.error.is_some() {
+                    return Ready::Outcome(Box::new(o));
+                }
+                match serde_json::value::to_raw_value(&o.rec) {
+                    Ok(text) => Ready::Text(text, o.unacceptable),
+                    Err(_) => Ready::Outcome(Box::new(o)),
+                }
+            })
             .collect()
     };
-    system::jobs::ordered(jobs, inputs, &work, &mut |outcomes| {
-        for o in outcomes {
-            r.apply_local(o)?;
+    system::jobs::ordered(jobs, inputs, &work, &mut |ready| {
+        for o in ready {
+            match o {
+                Ready::Outcome(o) => r.apply_local(*o)?,
+                Ready::Text(text, unacceptable) => {
+                    if unacceptable {
+                        r.ctx.merge(Status::No);
+                    }
+                    r.ctx.emit(&*text)?;
+                }
+            }
         }
         Ok(())
     })
+}
+
+/// One FILE's result from a worker: its record as text already, or the
+/// outcome for the runner (errors go through it: messages and kinds).
+enum Ready {
+    Text(Box<serde_json::value::RawValue>, bool),
+    Outcome(Box<remote::Outcome>),
 }
 
 /// `--from-glance`: every record's image probed through `g`, `--jobs` at a
