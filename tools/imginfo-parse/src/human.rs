@@ -280,7 +280,7 @@ fn parse_node(lines: &[Line], base: usize, node: &mut Node, path: &str) {
             continue;
         };
         let key_text = String::from_utf8_lossy(key).into_owned();
-        let k = snake(&key_text);
+        let k = snake(key_text.as_str().into()).into_owned();
         let v = value.unwrap_or(b"");
         let no = line.no;
         match k.as_str() {
@@ -399,7 +399,7 @@ fn parse_tree(lines: &[Line], base: usize, node: &mut Node) -> Value {
             }
         } else {
             match split_kv(body) {
-                Some((k, v)) => (Some(snake(&String::from_utf8_lossy(k))), v),
+                Some((k, v)) => (Some(snake(String::from_utf8_lossy(k)).into_owned()), v),
                 None => {
                     node.ambiguous.push(format!(
                         "line {}: not a format-specific line: {:?}",

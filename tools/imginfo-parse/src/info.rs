@@ -2,6 +2,7 @@
 //! JSON key names in snake_case, whichever source it came from.
 
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Where an `info` facet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,37 +91,82 @@ pub fn glance_disk_format(qemu_format: &str) -> Option<&'static str> {
     })
 }
 
+/// A value of an info object, as ordering needs it: both the maps built
+/// from human text and native probes (`serde_json::Value`) and the typed
+/// nodes of qemu's JSON go through the one ordering below.
+pub(crate) trait InfoValue {
+    /// The text of a string value.
+    fn text(&self) -> Option<&str>;
+    /// A string value.
+    fn string(s: &'static str) -> Self;
+    /// `null`.
+    fn null() -> Self;
+}
+
+/// A key of an info object: owned (maps) or borrowed from the document
+/// (nodes).
+pub(crate) trait InfoKey: AsRef<str> {
+    /// One of our own keys.
+    fn fixed(k: &'static str) -> Self;
+}
+
+impl InfoKey for String {
+    fn fixed(k: &'static str) -> Self {
+        k.to_owned()
+    }
+}
+
+impl InfoKey for Cow<'_, str> {
+    fn fixed(k: &'static str) -> Self {
+        Cow::Borrowed(k)
+    }
+}
+
+impl InfoValue for Value {
+    fn text(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn string(s: &'static str) -> Self {
+        Value::String(s.into())
+    }
+    fn null() -> Self {
+        Value::Null
+    }
+}
+
 /// Put an info object's keys in the documented order; for the image itself
 /// (`source` given) add `source` and the derived `glance_disk_format`.
 /// Children are ordered the same way.
 pub fn finish(m: Map<String, Value>, source: Option<Source>) -> Map<String, Value> {
-    finish_entries(m.into_iter().collect(), source)
-}
-
-/// [`finish`] on an object's entries (in the order they came; a key given
-/// twice keeps its first place and its last value, as a map built from
-/// them would): the map is built once, already in order.
-pub fn finish_entries(
-    mut entries: Vec<(String, Value)>,
-    source: Option<Source>,
-) -> Map<String, Value> {
-    if let Some(s) = source {
-        // Only the image itself gets these; children are layers of it.
-        let fmt = entries
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "format")
-            .and_then(|(_, v)| v.as_str());
-        let g = fmt.map(|f| glance_disk_format(f).map_or(Value::Null, |g| Value::String(g.into())));
-        entries.push(("source".into(), Value::String(s.as_str().into())));
-        if let Some(g) = g {
-            entries.push(("glance_disk_format".into(), g));
-        }
-    }
+    let mut entries: Vec<(String, Value)> = m.into_iter().collect();
     for (k, v) in entries.iter_mut() {
         finish_nested(k, v);
     }
-    reorder(entries, ORDER)
+    finish_entries(entries, source).into_iter().collect()
+}
+
+/// [`finish`] on an object's entries, in the order they came (children
+/// already finished): a key given twice keeps its first place and its
+/// last value, as a map built from them would.
+pub(crate) fn finish_entries<K, V>(mut entries: Vec<(K, V)>, source: Option<Source>) -> Vec<(K, V)>
+where
+    K: InfoKey,
+    V: InfoValue,
+{
+    if let Some(s) = source {
+        // Only the image itself gets these; children are layers of it.
+        let g = entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == "format")
+            .and_then(|(_, v)| v.text())
+            .map(|f| glance_disk_format(f).map_or_else(V::null, V::string));
+        entries.push((K::fixed("source"), V::string(s.as_str())));
+        if let Some(g) = g {
+            entries.push((K::fixed("glance_disk_format"), g));
+        }
+    }
+    order(entries, ORDER)
 }
 
 /// Children and snapshots below an info key put in order too (those
@@ -147,7 +193,9 @@ fn finish_nested(k: &str, v: &mut Value) {
                     && !in_order(sm, SNAPSHOT_ORDER)
                 {
                     let inner = std::mem::take(sm);
-                    *sm = reorder(inner.into_iter().collect(), SNAPSHOT_ORDER);
+                    *sm = order(inner.into_iter().collect(), SNAPSHOT_ORDER)
+                        .into_iter()
+                        .collect();
                 }
             }
         }
@@ -173,46 +221,112 @@ fn in_order(m: &Map<String, Value>, order: &[&str]) -> bool {
 }
 
 /// Known keys in `order`, then the others as they came, then the markers
-/// (one stable sort, each key ranked once; the keys are moved, not
-/// copied).
-fn reorder(entries: Vec<(String, Value)>, order: &[&str]) -> Map<String, Value> {
-    let mut ranked: Vec<(usize, (String, Value))> = entries
+/// (one stable sort, each key ranked once; entries are moved, not
+/// copied); a key given twice merges as in a map.
+pub(crate) fn order<K: AsRef<str>, V>(entries: Vec<(K, V)>, order: &[&str]) -> Vec<(K, V)> {
+    let mut ranked: Vec<(usize, (K, V))> = entries
         .into_iter()
-        .map(|e| (rank(&e.0, order), e))
+        .map(|e| (rank(e.0.as_ref(), order), e))
         .collect();
     if !ranked.is_sorted_by_key(|(r, _)| *r) {
         ranked.sort_by_key(|(r, _)| *r);
     }
-    let mut m = Map::with_capacity(ranked.len());
-    for (_, (k, v)) in ranked {
-        m.insert(k, v);
+    let mut out: Vec<(K, V)> = ranked.into_iter().map(|(_, e)| e).collect();
+    dedup(&mut out);
+    out
+}
+
+/// A key given twice keeps its first place and its last value, as in a
+/// map built from the entries.
+pub(crate) fn dedup<K: AsRef<str>, V>(o: &mut Vec<(K, V)>) {
+    let n = o.len();
+    if n < 2 {
+        return;
     }
-    m
+    let key = |i: usize| o[i].0.as_ref();
+    if n <= 16 && !(1..n).any(|i| (0..i).any(|j| key(j) == key(i))) {
+        return;
+    }
+    // Indices by key (stable: equal keys in input order): a group's
+    // first index takes the group's last value.
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| key(a).cmp(key(b)));
+    let mut keep = vec![true; n];
+    let mut g = 0;
+    while g < n {
+        let mut e = g + 1;
+        while e < n && o[idx[e]].0.as_ref() == o[idx[g]].0.as_ref() {
+            e += 1;
+        }
+        if e - g > 1 {
+            let (first, last) = (idx[g], idx[e - 1]);
+            o.swap(first, last);
+            // The first place's key is the same text either way.
+            for &i in &idx[g + 1..e] {
+                keep[i] = false;
+            }
+        }
+        g = e;
+    }
+    let mut i = 0;
+    o.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
 }
 
-/// `virtual-size` → `virtual_size`.
-pub fn snake(key: &str) -> String {
-    snake_owned(key.to_owned())
-}
-
-/// [`snake`] in place: ASCII bytes change, nothing else does (a key
-/// already in snake_case is not copied).
-pub fn snake_owned(key: String) -> String {
+/// `virtual-size` → `virtual_size` (ASCII bytes change, nothing else; a
+/// key already in snake_case is kept as it is, and qemu's own keys are
+/// not allocated).
+pub fn snake(key: Cow<'_, str>) -> Cow<'_, str> {
     if !key
         .bytes()
         .any(|b| b == b'-' || b == b' ' || b.is_ascii_uppercase())
     {
         return key;
     }
-    let mut b = key.into_bytes();
-    for c in b.iter_mut() {
-        match *c {
-            b'-' | b' ' => *c = b'_',
-            _ => c.make_ascii_lowercase(),
-        }
+    if let Some(k) = qemu_key(&key) {
+        return Cow::Borrowed(k);
     }
-    // ASCII for ASCII: still UTF-8.
-    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    // ASCII for ASCII: no byte of another character changes.
+    Cow::Owned(
+        key.chars()
+            .map(|c| match c {
+                '-' | ' ' => '_',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect(),
+    )
+}
+
+/// qemu's own keys with a `-`, snake-cased: most keys of a document,
+/// kept without an allocation each.
+fn qemu_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "virtual-size" => "virtual_size",
+        "actual-size" => "actual_size",
+        "dirty-flag" => "dirty_flag",
+        "format-specific" => "format_specific",
+        "cluster-size" => "cluster_size",
+        "refcount-bits" => "refcount_bits",
+        "compression-type" => "compression_type",
+        "lazy-refcounts" => "lazy_refcounts",
+        "extended-l2" => "extended_l2",
+        "full-backing-filename" => "full_backing_filename",
+        "backing-filename" => "backing_filename",
+        "backing-filename-format" => "backing_filename_format",
+        "key-offset" => "key_offset",
+        "parent-cid" => "parent_cid",
+        "create-type" => "create_type",
+        "vm-state-size" => "vm_state_size",
+        "vm-clock-sec" => "vm_clock_sec",
+        "vm-clock-nsec" => "vm_clock_nsec",
+        "date-sec" => "date_sec",
+        "date-nsec" => "date_nsec",
+        "data-file" => "data_file",
+        "data-file-raw" => "data_file_raw",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -249,6 +363,10 @@ mod tests {
         assert_eq!(glance_disk_format("parallels"), Some("ploop"));
         assert_eq!(glance_disk_format("vpc"), Some("vhd"));
         assert_eq!(glance_disk_format("qed"), None);
-        assert_eq!(snake("Full-Backing filename"), "full_backing_filename");
+        assert_eq!(
+            snake("Full-Backing filename".into()),
+            "full_backing_filename"
+        );
+        assert_eq!(snake("virtual-size".into()), "virtual_size");
     }
 }

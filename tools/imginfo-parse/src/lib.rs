@@ -725,7 +725,7 @@ impl Runner<'_> {
                 }
                 let detection = detection.unwrap_or_default().into_iter();
                 info.extend(detection.map(|(k, v)| (k.into(), Node::Value(v))));
-                let info = qjson::finish(info, Some(Source::QemuJson));
+                let info = info::finish_entries(info, Some(Source::QemuJson));
                 if self.cli.check || rec.get(FACET).is_some() {
                     rec.set(FACET, Node::Obj(info).into_value());
                     return self.emit_info(rec, None);

@@ -9,7 +9,9 @@
 //! they can, numbers keep qemu's digits. The finished info is written as it
 //! is; a `Value` is built only where one is needed (`--check`, records).
 
-use crate::info::{ORDER, SNAPSHOT_ORDER, Source, glance_disk_format, rank};
+#[cfg(test)]
+use crate::info::Source;
+use crate::info::{InfoValue, SNAPSHOT_ORDER, dedup, finish_entries, order, snake};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Number, Value};
@@ -126,6 +128,18 @@ pub fn into_map(o: Obj<'_>) -> Map<String, Value> {
         m.insert(k.into_owned(), v.into_value());
     }
     m
+}
+
+impl InfoValue for Node<'_> {
+    fn text(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn string(s: &'static str) -> Self {
+        Node::Str(Cow::Borrowed(s))
+    }
+    fn null() -> Self {
+        Node::Null
+    }
 }
 
 fn get<'o, 'a>(o: &'o Obj<'a>, key: &str) -> Option<&'o Node<'a>> {
@@ -256,44 +270,6 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
-/// A key given twice keeps its first place and its last value, as in a
-/// map built from the entries.
-fn dedup<V>(o: &mut Vec<(Cow<'_, str>, V)>) {
-    let n = o.len();
-    if n < 2 {
-        return;
-    }
-    if n <= 16 && !(1..n).any(|i| o[..i].iter().any(|(k, _)| *k == o[i].0)) {
-        return;
-    }
-    // Indices by key (stable: equal keys in input order): a group's
-    // first index takes the group's last value.
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.sort_by(|&a, &b| o[a].0.cmp(&o[b].0));
-    let mut keep = vec![true; n];
-    let mut g = 0;
-    while g < n {
-        let mut e = g + 1;
-        while e < n && o[idx[e]].0 == o[idx[g]].0 {
-            e += 1;
-        }
-        if e - g > 1 {
-            let (first, last) = (idx[g], idx[e - 1]);
-            o.swap(first, last);
-            // The first place's key is the same text either way.
-            for &i in &idx[g + 1..e] {
-                keep[i] = false;
-            }
-        }
-        g = e;
-    }
-    let mut i = 0;
-    o.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
-}
-
 /// Whether a JSON object is qemu-img's description of an image rather than
 /// one of our records.
 pub fn looks_like_qemu_info(m: &Obj<'_>) -> bool {
@@ -375,7 +351,7 @@ fn snapshots<'a>(v: Node<'a>, at: &str) -> Result<Node<'a>, String> {
                 None => snap.push(("date".into(), date)),
             }
         }
-        out.push(Node::Obj(reorder(snap, SNAPSHOT_ORDER)));
+        out.push(Node::Obj(order(snap, SNAPSHOT_ORDER)));
     }
     Ok(Node::Arr(out))
 }
@@ -400,7 +376,7 @@ fn children<'a>(v: Node<'a>, at: &str) -> Result<Node<'a>, String> {
         let (Some(Node::Str(name)), Some(Node::Obj(info))) = (name, info) else {
             return Err(format!("{at}children[{i}] lacks name or info"));
         };
-        let info = finish(convert_at(info, &format!("{at}children[{i}].info."))?, None);
+        let info = finish_entries(convert_at(info, &format!("{at}children[{i}].info."))?, None);
         out.push(Node::Obj(vec![
             ("name".into(), Node::Str(name)),
             ("info".into(), Node::Obj(info)),
@@ -433,95 +409,6 @@ fn snake_obj(o: Obj<'_>) -> Obj<'_> {
     if changed {
         dedup(&mut out);
     }
-    out
-}
-
-/// `virtual-size` → `virtual_size` (ASCII bytes change, nothing else; a
-/// key already in snake_case is kept as it is).
-fn snake(key: Cow<'_, str>) -> Cow<'_, str> {
-    if !key
-        .bytes()
-        .any(|b| b == b'-' || b == b' ' || b.is_ascii_uppercase())
-    {
-        return key;
-    }
-    if let Some(k) = qemu_key(&key) {
-        return Cow::Borrowed(k);
-    }
-    // ASCII for ASCII: no byte of another character changes.
-    Cow::Owned(
-        key.chars()
-            .map(|c| match c {
-                '-' | ' ' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect(),
-    )
-}
-
-/// qemu's own keys with a `-`, snake-cased: most keys of a document,
-/// kept without an allocation each.
-fn qemu_key(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "virtual-size" => "virtual_size",
-        "actual-size" => "actual_size",
-        "dirty-flag" => "dirty_flag",
-        "format-specific" => "format_specific",
-        "cluster-size" => "cluster_size",
-        "refcount-bits" => "refcount_bits",
-        "compression-type" => "compression_type",
-        "lazy-refcounts" => "lazy_refcounts",
-        "extended-l2" => "extended_l2",
-        "full-backing-filename" => "full_backing_filename",
-        "backing-filename" => "backing_filename",
-        "backing-filename-format" => "backing_filename_format",
-        "key-offset" => "key_offset",
-        "parent-cid" => "parent_cid",
-        "create-type" => "create_type",
-        "vm-state-size" => "vm_state_size",
-        "vm-clock-sec" => "vm_clock_sec",
-        "vm-clock-nsec" => "vm_clock_nsec",
-        "date-sec" => "date_sec",
-        "date-nsec" => "date_nsec",
-        "data-file" => "data_file",
-        "data-file-raw" => "data_file_raw",
-        _ => return None,
-    })
-}
-
-/// Put an info object's entries in the documented order; for the image
-/// itself (`source` given) add `source` and the derived
-/// `glance_disk_format` (as [`crate::info::finish_entries`] does for
-/// maps).
-pub fn finish(mut entries: Obj<'_>, source: Option<Source>) -> Obj<'_> {
-    if let Some(s) = source {
-        // Only the image itself gets these; children are layers of it.
-        let fmt = entries
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "format")
-            .and_then(|(_, v)| v.as_str());
-        let g = fmt.map(|f| glance_disk_format(f).map_or(Node::Null, |g| Node::Str(g.into())));
-        entries.push(("source".into(), Node::Str(s.as_str().into())));
-        if let Some(g) = g {
-            entries.push(("glance_disk_format".into(), g));
-        }
-    }
-    reorder(entries, ORDER)
-}
-
-/// Known keys in `order`, then the others as they came, then the markers
-/// (one stable sort); a key given twice merges as in a map.
-fn reorder<'a>(entries: Obj<'a>, order: &[&str]) -> Obj<'a> {
-    let mut ranked: Vec<(usize, (Cow<'a, str>, Node<'a>))> = entries
-        .into_iter()
-        .map(|e| (rank(&e.0, order), e))
-        .collect();
-    if !ranked.is_sorted_by_key(|(r, _)| *r) {
-        ranked.sort_by_key(|(r, _)| *r);
-    }
-    let mut out: Obj<'a> = ranked.into_iter().map(|(_, e)| e).collect();
-    dedup(&mut out);
     out
 }
 
@@ -610,7 +497,7 @@ mod tests {
             r#"{"filename": "a", "format": "qcow2", "virtual-size": 18014398509481984,
                 "x": [1.50, -0, 1e400, 184467440737095516160, -9223372036854775809]}"#,
         );
-        let info = finish(convert(m).unwrap(), Some(Source::QemuJson));
+        let info = finish_entries(convert(m).unwrap(), Some(Source::QemuJson));
         let text = serde_json::to_string(&InfoObj(&info)).unwrap();
         assert!(
             text.contains(r#""virtual_size":18014398509481984"#),
@@ -633,7 +520,7 @@ mod tests {
             r#"{"format": "raw", "virtual-size": 1, "a-b": 1, "z": 0, "a_b": 2, "format": "qcow2",
                 "d": {"k-1": 1, "k_1": 2}}"#,
         );
-        let info = finish(convert(m).unwrap(), Some(Source::QemuJson));
+        let info = finish_entries(convert(m).unwrap(), Some(Source::QemuJson));
         let text = serde_json::to_string(&InfoObj(&info)).unwrap();
         assert_eq!(
             text,
