@@ -69,11 +69,12 @@ trap 'exit 143' TERM
 awk -v n="$n" 'BEGIN { split("1 4 8 16 32 64 128", c, " "); cap = 10 * 1024
   for (i = 1; i <= n; i++) {
     if (i % 40 == 20) { print "qcow2 0"; continue }
+    if (i % 40 == 10) { print "vhdx v"; continue }
     s = (i % 25 == 0) ? 256 : c[(i - 1) % 7 + 1]
     if (t + s > cap) s = 1
     if (t + s > cap) exit 1
     t += s; print "raw " s } }' > "$work/plan" || { echo "audit-bench: $n images do not fit in 10 GiB" >&2; exit 2; }
-mib=$(awk '{ t += $2 } END { print t }' "$work/plan")
+mib=$(awk '{ t += ($1 == "vhdx") ? 8 : $2 } END { print t }' "$work/plan")
 # The store is not sparse: it, the sources and one competitor download.
 need=$(( (mib + 2 * 256 + 1024) * 1024 ))
 avail=$(df -Pk "$work" | awk 'NR == 2 { print $4 }')
@@ -96,6 +97,9 @@ mkdir "$work/src"
 openssl enc -aes-128-ctr -pass pass:x -nosalt < /dev/zero 2>/dev/null | head -c $((256 << 20)) > "$work/src/256"
 for s in 1 4 8 16 32 64 128; do head -c $((s << 20)) "$work/src/256" > "$work/src/$s"; done
 qemu-img create -q -f qcow2 "$work/src/0" 1G
+# A VHDX as qemu-img makes it (8 MiB): its metadata and BAT lie where its
+# region table says, 2 and 3 MiB in.
+qemu-img create -q -f vhdx "$work/src/v" 10G
 i=0; t0=$(date +%s)
 while read -r fmt s; do
   i=$((i + 1))
@@ -107,6 +111,7 @@ while read -r fmt s; do
 done < "$work/plan"
 rm -rf "$work/src"
 nq=$(grep -c '^qcow2' "$work/plan" || true)
+nv=$(grep -c '^vhdx' "$work/plan" || true)
 
 # Each side is one `sh -c` (in the namespace, when shaped: one
 # `ip netns exec` each). $1 the Glance, $2 the tools' directory, $3 the
@@ -172,27 +177,37 @@ measure() {
   [ "$(jq -c 'select(.image) | [.image.id, .info.format]' "$work/audit.jsonl")" = \
     "$(jq -c 'select(.image) | [.image.id, .info.format]' "$work/audit1.jsonl")" ] ||
     fail "[$label] --jobs $workers and --jobs 1 differ"
-  reqs=$(jq -r -s '[.[] | .probe.requests // empty] | group_by(.) | map("\(length) x \(.[0])") | join(", ")' "$work/audit.jsonl")
+  jq -e -s --argjson v "$nv" '[.[] | select(.info.format == "vhdx" and .check.acceptable)] | length == $v' "$work/audit.jsonl" >/dev/null ||
+    fail "[$label] the audit did not find the $nv VHDX images"
+  # Requests per image, by format: "raw: 190 x 2, 5 x 1; vhdx: 5 x 4".
+  reqs=$(jq -r -s '[.[] | select(.probe.requests) | {f: .info.format, q: .probe.requests}] | group_by(.f)
+    | map("\(.[0].f): " + (group_by(.q) | map("\(length) x \(.[0].q)") | join(", "))) | join("; ")' "$work/audit.jsonl")
   [ "$(echo "$sum" | jq .requests)" = "$q_a" ] ||
     echo "audit-bench: [$label] note: the audit counted $(echo "$sum" | jq .requests) requests, uWSGI logged $q_a" >&2
   r_t=$(ratio "$t_c" "$t_a")
   pct=$(awk -v a="$b_a" -v c="$b_c" 'BEGIN { printf "%.3f", 100 * a / c }')
-  echo "audit-bench: [$label] $n images ($nq qcow2), $stored bytes stored, Glance 33 (uWSGI, $workers processes, 1 thread), fastest of $rounds, $(nproc 2>/dev/null || echo '?') CPUs, load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+  echo "audit-bench: [$label] $n images ($nq qcow2, $nv VHDX), $stored bytes stored, Glance 33 (uWSGI, $workers processes, 1 thread), fastest of $rounds, $(nproc 2>/dev/null || echo '?') CPUs, load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
   [ -z "$2" ] || echo "  link: $2"
   row "audit: glance-dump | imginfo-parse --check (jobs $workers)" "$t_a" "$b_a" "$q_a"
   row "  of which glance-dump --metaonly --no-members" "$t_l" "$b_l" "$q_l"
   row "audit with --jobs 1" "$t_a1" "$b_a1" "$q_a1"
   row "competitor: curl -o file; qemu-img info; rm" "$t_c" "$b_c" "$q_c"
-  printf '  %-52s %9sx   goal >= 50    %s\n' "time: competitor / audit" "$r_t" \
-    "$(awk -v r="$r_t" 'BEGIN { print (r >= 50) ? "met" : "MISSED" }')"
+  # The goal is for a link (the download side pays for every byte); on
+  # loopback bytes are nearly free and the ratio is information only.
+  if [ "$label" = shaped ]; then
+    printf '  %-52s %9sx   goal >= 50    %s\n' "time: competitor / audit" "$r_t" \
+      "$(awk -v r="$r_t" 'BEGIN { print (r >= 50) ? "met" : "MISSED" }')"
+  else
+    printf '  %-52s %9sx   (no goal on loopback: the goal is for the shaped link)\n' "time: competitor / audit" "$r_t"
+  fi
   printf '  %-52s %9sx   (%s %% of the bytes; goal < 1 %%: %s)\n' "bytes: competitor / audit" "$(ratio "$b_c" "$b_a")" "$pct" \
     "$(awk -v p="$pct" 'BEGIN { print (p < 1) ? "met" : "MISSED" }')"
   printf '  %-52s %9sx\n' "requests: competitor / audit" "$(ratio "$q_c" "$q_a")"
   printf '  %-52s %9sx   (%s workers)\n' "scaling: audit --jobs 1 / --jobs $workers" "$(ratio "$t_a1" "$t_a")" "$workers"
   printf '  %-52s %9s ms\n' "audit per image" "$(per "$t_a")" "competitor per image" "$(per "$t_c")"
-  printf '  %-52s %s\n' "audit Range requests per image" "$reqs"
+  printf '  %-52s %s\n' "audit Range requests per image, by format" "$reqs"
   printf '  %-52s %9s ms\n' "one 64 KiB Range request (curl, fastest of 5)" "$(awk -v l="$lat" 'BEGIN { printf "%.2f", l * 1000 }')"
-  echo "  correctness: the audit (jobs $workers and 1, same records in the same order) found every image acceptable, $nq of them qcow2"
+  echo "  correctness: the audit (jobs $workers and 1, same records in the same order) found every image acceptable, $nq of them qcow2, $nv VHDX"
 }
 
 measure loopback ""

@@ -206,7 +206,7 @@ fn qemu_json_object(m: qjson::Obj<'_>) {
     if let Ok(info) = qjson::convert(m) {
         // Written as the tool writes it without --check, and as a map
         // (what --check judges).
-        let info = qjson::finish(info, Some(info::Source::QemuJson));
+        let info = info::finish_entries(info, Some(info::Source::QemuJson));
         let rec = filter::Record::new();
         let _ = serde_json::to_vec(&qjson::WithInfo {
             rec: &rec,

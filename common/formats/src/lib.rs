@@ -473,6 +473,44 @@ impl Format {
     pub fn is_layout(self) -> bool {
         matches!(self, Format::Iso | Format::Gpt | Format::Mbr)
     }
+
+    /// Every format, in declaration order.
+    pub const ALL: [Format; 16] = [
+        Format::Raw,
+        Format::Qcow2,
+        Format::Qcow,
+        Format::Qed,
+        Format::Luks,
+        Format::Vmdk,
+        Format::Vpc,
+        Format::Vhdx,
+        Format::Vdi,
+        Format::Parallels,
+        Format::Bochs,
+        Format::Dmg,
+        Format::Cloop,
+        Format::Iso,
+        Format::Gpt,
+        Format::Mbr,
+    ];
+
+    /// The format qemu (or a record) names `name`.
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// How far from the start this format keeps structures at fixed
+    /// offsets: what a probe reads before the header says where else to
+    /// look. VHDX's identifier, two headers and two region tables reach
+    /// 320 KiB; every other format's fixed part lies in the first 64 KiB.
+    /// A remote reader fetches this much at once when it is told the
+    /// format to expect (a hint only: the bytes decide what they are).
+    pub fn fixed_head(self) -> u64 {
+        match self {
+            Format::Vhdx => vhdx::FIXED_HEAD,
+            _ => 64 << 10,
+        }
+    }
 }
 
 impl std::fmt::Display for Format {
@@ -1032,6 +1070,17 @@ cannot be read: not raw",
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_format_by_its_name_and_its_fixed_head() {
+        for f in Format::ALL {
+            assert_eq!(Format::from_name(f.as_str()), Some(f));
+            assert!(f.fixed_head() >= 64 << 10);
+        }
+        assert_eq!(Format::from_name("vhd"), None, "Glance's name, not qemu's");
+        // The second region table ends the fixed part of a VHDX.
+        assert_eq!(Format::Vhdx.fixed_head(), 320 << 10);
+    }
 
     #[test]
     fn reader_bounds() {

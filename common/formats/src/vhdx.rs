@@ -72,6 +72,8 @@ const HEADER_SIZE: usize = 4096;
 const REGION1: u64 = 192 << 10;
 const REGION2: u64 = 256 << 10;
 const BLOCK64K: usize = 64 << 10;
+/// The end of the structures at fixed offsets (the second region table).
+pub const FIXED_HEAD: u64 = REGION2 + BLOCK64K as u64;
 const MIB: u64 = 1 << 20;
 const MAX_LOG_SCAN: u64 = 64 << 20;
 /// The most BAT bytes we check (the read budget is 8 MiB in all).

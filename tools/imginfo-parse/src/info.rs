@@ -94,7 +94,7 @@ pub fn glance_disk_format(qemu_format: &str) -> Option<&'static str> {
 /// A value of an info object, as ordering needs it: both the maps built
 /// from human text and native probes (`serde_json::Value`) and the typed
 /// nodes of qemu's JSON go through the one ordering below.
-pub(crate) trait InfoValue {
+pub trait InfoValue {
     /// The text of a string value.
     fn text(&self) -> Option<&str>;
     /// A string value.
@@ -105,7 +105,7 @@ pub(crate) trait InfoValue {
 
 /// A key of an info object: owned (maps) or borrowed from the document
 /// (nodes).
-pub(crate) trait InfoKey: AsRef<str> {
+pub trait InfoKey: AsRef<str> {
     /// One of our own keys.
     fn fixed(k: &'static str) -> Self;
 }
@@ -148,7 +148,7 @@ pub fn finish(m: Map<String, Value>, source: Option<Source>) -> Map<String, Valu
 /// [`finish`] on an object's entries, in the order they came (children
 /// already finished): a key given twice keeps its first place and its
 /// last value, as a map built from them would.
-pub(crate) fn finish_entries<K, V>(mut entries: Vec<(K, V)>, source: Option<Source>) -> Vec<(K, V)>
+pub fn finish_entries<K, V>(mut entries: Vec<(K, V)>, source: Option<Source>) -> Vec<(K, V)>
 where
     K: InfoKey,
     V: InfoValue,

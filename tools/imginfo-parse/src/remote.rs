@@ -265,8 +265,18 @@ impl Job<'_> {
             .get("image")
             .and_then(|i| i.get("size"))
             .and_then(Value::as_u64);
+        // The format expected (forced, else claimed) picks how much of the
+        // head comes first: VHDX's fixed structures in one request.
+        let head = self
+            .opts
+            .format
+            .as_deref()
+            .map(str::to_owned)
+            .or_else(|| claimed.as_deref().map(check::qemu_format_name))
+            .and_then(|f| formats::Format::from_name(&f))
+            .map(formats::Format::fixed_head);
         let object = GlanceObject { glance: g, path };
-        let src = match HttpSource::open(&object, Budget::default(), size) {
+        let src = match HttpSource::open(&object, Budget::default(), size, head) {
             Ok(s) => s,
             Err(OpenError::NoRange) => {
                 return self.not_probed(
