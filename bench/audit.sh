@@ -179,7 +179,7 @@ measure() {
     fail "[$label] --jobs $workers and --jobs 1 differ"
   jq -e -s --argjson v "$nv" '[.[] | select(.info.format == "vhdx" and .check.acceptable)] | length == $v' "$work/audit.jsonl" >/dev/null ||
     fail "[$label] the audit did not find the $nv VHDX images"
-  # Requests per image, by format: "raw: 190 x 2, 5 x 1; vhdx: 5 x 4".
+  # Requests per image, by format: "raw: 190 x 2, 5 x 1; vhdx: 5 x 3".
   reqs=$(jq -r -s '[.[] | select(.probe.requests) | {f: .info.format, q: .probe.requests}] | group_by(.f)
     | map("\(.[0].f): " + (group_by(.q) | map("\(length) x \(.[0].q)") | join(", "))) | join("; ")' "$work/audit.jsonl")
   [ "$(echo "$sum" | jq .requests)" = "$q_a" ] ||

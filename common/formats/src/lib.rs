@@ -70,6 +70,11 @@ pub trait Source {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Where the parser expects to read next, once a header has pointed
+    /// there (VHDX: its metadata and BAT). A hint only: a remote source
+    /// may fetch nearby ranges in one request; the reads still decide what
+    /// is read and what is found.
+    fn will_read(&self, _ranges: &[std::ops::Range<u64>]) {}
 }
 
 impl Source for [u8] {
@@ -287,6 +292,9 @@ impl Source for Cached<'_> {
     fn allocated(&self) -> Option<u64> {
         self.src.allocated()
     }
+    fn will_read(&self, ranges: &[std::ops::Range<u64>]) {
+        self.src.will_read(ranges);
+    }
 }
 
 /// Why a header could not be read.
@@ -380,6 +388,11 @@ impl<'a> Reader<'a> {
             return Err(self.truncated(format!("{len} bytes at offset {offset}")));
         }
         Ok(v)
+    }
+
+    /// Tell the source where this parser will read next ([`Source::will_read`]).
+    pub fn will_read(&self, ranges: &[std::ops::Range<u64>]) {
+        self.src.will_read(ranges);
     }
 
     /// Up to `len` bytes at `offset` (fewer at the end of the file).

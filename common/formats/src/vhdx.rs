@@ -72,6 +72,12 @@ const HEADER_SIZE: usize = 4096;
 const REGION1: u64 = 192 << 10;
 const REGION2: u64 = 256 << 10;
 const BLOCK64K: usize = 64 << 10;
+/// How much of the metadata region a probe is expected to read: the table
+/// and the items after it.
+const HINT_METADATA: u64 = 68 << 10;
+/// How much of the BAT: its first entries (32 KiB covers 4,096 blocks,
+/// 128 GiB at qemu's default 32 MiB blocks).
+const HINT_BAT: u64 = 32 << 10;
 /// The end of the structures at fixed offsets (the second region table).
 pub const FIXED_HEAD: u64 = REGION2 + BLOCK64K as u64;
 const MIB: u64 = 1 << 20;
@@ -327,6 +333,13 @@ pub fn parse(r: &Reader, _name: &str) -> Result<Option<Parsed>, FormatError> {
     let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat_rt, meta_rt) else {
         return Err(r.invalid("missing BAT or metadata region"));
     };
+    // Read next: the metadata table and its items (qemu puts them 64 KiB
+    // in), then the BAT's first entries; a remote source fetches both in
+    // one request where they lie close.
+    r.will_read(&[
+        meta_off..meta_off.saturating_add(u64::from(meta_len).min(HINT_METADATA)),
+        bat_off..bat_off.saturating_add(u64::from(bat_len).min(HINT_BAT)),
+    ]);
 
     // Metadata: the table's header, then only the entries it counts (the
     // table is 64 KiB, its entries usually a few hundred bytes).
