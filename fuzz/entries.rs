@@ -192,7 +192,13 @@ fn imginfo_stdin(data: &[u8], mode: InputMode) {
             Doc::Human { lines, .. } => {
                 let img = imginfo_parse::human::parse_block(&lines);
                 let _ = img.has_backing();
-                finish_and_check(img.info, info::Source::QemuHuman);
+                finish_and_check(img.info.clone().into_map(), info::Source::QemuHuman);
+                // As the tool writes it without --check.
+                let info = info::finish_fields(img.info.0, Some(info::Source::QemuHuman));
+                let _ = serde_json::to_vec(&info::WithInfo {
+                    rec: &filter::Record::new(),
+                    info: &info,
+                });
             }
         }
     }
@@ -208,7 +214,7 @@ fn qemu_json_object(m: qjson::Obj<'_>) {
         // (what --check judges).
         let info = info::finish_entries(info, Some(info::Source::QemuJson));
         let rec = filter::Record::new();
-        let _ = serde_json::to_vec(&qjson::WithInfo {
+        let _ = serde_json::to_vec(&info::WithInfo {
             rec: &rec,
             info: &info,
         });

@@ -14,6 +14,7 @@
 
 use crate::info::snake;
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
 use system::size::{SizeError, parse_human_size};
 use system::text::{base64, decode};
 
@@ -26,11 +27,69 @@ pub struct Line {
     pub text: Vec<u8>,
 }
 
+/// An object's fields in the order they were read: a handful of keys,
+/// mostly our own constants, found by a scan. No key is hashed and no map
+/// is built unless a record needs one (`--check`, an error record).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Fields(pub Vec<(Cow<'static, str>, Value)>);
+
+impl Fields {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Set `key`, as a map would: a key already set keeps its place and
+    /// takes the new value.
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, v: Value) {
+        let key = key.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, old)) => *old = v,
+            None => self.0.push((key, v)),
+        }
+    }
+
+    /// Set `key` unless it is set.
+    fn or_insert(&mut self, key: &'static str, v: Value) {
+        if !self.contains_key(key) {
+            self.0.push((key.into(), v));
+        }
+    }
+
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields as a JSON object.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v))
+            .collect()
+    }
+}
+
+impl std::ops::Index<&str> for Fields {
+    type Output = Value;
+    /// The value of `key`, `null` when it is not set (as a JSON value
+    /// indexes).
+    fn index(&self, key: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
 /// One image parsed from human text.
 #[derive(Debug, Default)]
 pub struct HumanImage {
-    /// The info fields (not yet ordered; see [`crate::info::finish`]).
-    pub info: Map<String, Value>,
+    /// The info fields (not yet ordered; see [`crate::info::finish_fields`]).
+    pub info: Fields,
     /// Why the text cannot be trusted, if it cannot.
     pub ambiguous: Vec<String>,
     /// Values that could not be parsed (`inf`, a malformed size).
@@ -111,26 +170,27 @@ pub fn parse_block(lines: &[Line]) -> HumanImage {
 
 #[derive(Default)]
 struct Node {
-    map: Map<String, Value>,
-    approximate: Map<String, Value>,
+    map: Fields,
+    approximate: Fields,
     ambiguous: Vec<String>,
     errors: Vec<String>,
     non_utf8: bool,
 }
 
 impl Node {
-    fn set_unique(&mut self, key: &str, v: Value, line: u64, what: &str) {
-        if self.map.contains_key(key) {
+    fn set_unique(&mut self, key: impl Into<Cow<'static, str>>, v: Value, line: u64, what: &str) {
+        let key = key.into();
+        if self.map.contains_key(&key) {
             self.ambiguous.push(format!(
                 "line {line}: `{what}` given twice (a forged line?)"
             ));
             return;
         }
-        self.map.insert(key.into(), v);
+        self.map.insert(key, v);
     }
 
     /// Set a string field, keeping non-UTF-8 bytes as `<key>_bytes`.
-    fn set_text(&mut self, key: &str, bytes: &[u8], line: u64, what: &str) {
+    fn set_text(&mut self, key: &'static str, bytes: &[u8], line: u64, what: &str) {
         if self.map.contains_key(key) {
             self.ambiguous.push(format!(
                 "line {line}: `{what}` given twice (a forged line?)"
@@ -138,7 +198,7 @@ impl Node {
             return;
         }
         let d = decode(bytes);
-        self.map.insert(key.into(), Value::String(d.text));
+        self.map.insert(key, Value::String(d.text));
         if d.lossy {
             self.map
                 .insert(format!("{key}_bytes"), Value::String(base64(bytes)));
@@ -146,7 +206,7 @@ impl Node {
         }
     }
 
-    fn set_size(&mut self, key: &str, text: &[u8], line: u64, what: &str) {
+    fn set_size(&mut self, key: &'static str, text: &[u8], line: u64, what: &str) {
         let t = String::from_utf8_lossy(text);
         let t = t.trim();
         if t == "unavailable" {
@@ -156,7 +216,7 @@ impl Node {
         match parse_human_size(t) {
             Ok(h) => {
                 if !h.exact {
-                    self.approximate.insert(key.into(), Value::String(t.into()));
+                    self.approximate.insert(key, Value::String(t.into()));
                 }
                 self.set_unique(key, Value::Number(h.bytes.into()), line, what);
             }
@@ -240,7 +300,7 @@ fn parse_node(lines: &[Line], base: usize, node: &mut Node, path: &str) {
             let mut fs = Map::new();
             fs.insert("type".into(), ty);
             fs.insert("data".into(), data);
-            node.map.insert("format_specific".into(), Value::Object(fs));
+            node.map.insert("format_specific", Value::Object(fs));
             i = j;
             continue;
         }
@@ -265,7 +325,7 @@ fn parse_node(lines: &[Line], base: usize, node: &mut Node, path: &str) {
             node.non_utf8 |= child.non_utf8;
             let mut c = Map::new();
             c.insert("name".into(), Value::String(name));
-            c.insert("info".into(), Value::Object(child.map));
+            c.insert("info".into(), Value::Object(child.map.into_map()));
             children.push(Value::Object(c));
             i = j;
             continue;
@@ -279,11 +339,11 @@ fn parse_node(lines: &[Line], base: usize, node: &mut Node, path: &str) {
             i += 1;
             continue;
         };
-        let key_text = String::from_utf8_lossy(key).into_owned();
-        let k = snake(key_text.as_str().into()).into_owned();
+        let key_text = String::from_utf8_lossy(key);
+        let k = snake(key_text.clone());
         let v = value.unwrap_or(b"");
         let no = line.no;
-        match k.as_str() {
+        match k.as_ref() {
             "image" | "filename" => node.set_text("filename", v, no, &key_text),
             "file_format" | "protocol_type" => {
                 let f = String::from_utf8_lossy(v).trim().to_ascii_lowercase();
@@ -307,7 +367,7 @@ fn parse_node(lines: &[Line], base: usize, node: &mut Node, path: &str) {
                 // `Block limits:`): kept under its snake_case name.
                 let j = nested_end(lines, i, base);
                 let data = parse_tree(&lines[i + 1..j], base + 4, node);
-                node.set_unique(&k, data, no, &key_text);
+                node.set_unique(k.into_owned(), data, no, &key_text);
                 i = j;
                 continue;
             }
@@ -317,19 +377,17 @@ fn parse_node(lines: &[Line], base: usize, node: &mut Node, path: &str) {
         }
         i += 1;
     }
-    node.map.entry("encrypted").or_insert(Value::Bool(false));
-    node.map.entry("dirty_flag").or_insert(Value::Bool(false));
+    node.map.or_insert("encrypted", Value::Bool(false));
+    node.map.or_insert("dirty_flag", Value::Bool(false));
     if !children.is_empty() {
-        node.map.insert("children".into(), Value::Array(children));
+        node.map.insert("children", Value::Array(children));
     }
     if !node.approximate.is_empty() {
-        node.map.insert(
-            "approximate".into(),
-            Value::Object(std::mem::take(&mut node.approximate)),
-        );
+        let a = std::mem::take(&mut node.approximate).into_map();
+        node.map.insert("approximate", Value::Object(a));
     }
     if node.non_utf8 && path.is_empty() {
-        node.map.insert("non_utf8".into(), Value::Bool(true));
+        node.map.insert("non_utf8", Value::Bool(true));
     }
 }
 
@@ -600,23 +658,22 @@ fn parse_row(t: &[u8], no: u64, node: &mut Node) -> Option<Value> {
     snap.set_text("id", id, no, "ID");
     snap.set_text("name", tag, no, "TAG");
     snap.map
-        .insert("vm_state_size".into(), Value::Number(size.bytes.into()));
+        .insert("vm_state_size", Value::Number(size.bytes.into()));
+    snap.map.insert("date_local", Value::String(date_local));
     snap.map
-        .insert("date_local".into(), Value::String(date_local));
+        .insert("vm_clock_sec", Value::Number(clock_s.into()));
     snap.map
-        .insert("vm_clock_sec".into(), Value::Number(clock_s.into()));
-    snap.map
-        .insert("vm_clock_nsec".into(), Value::Number(clock_ns.into()));
+        .insert("vm_clock_nsec", Value::Number(clock_ns.into()));
     if let Some(ic) = icount {
-        snap.map.insert("icount".into(), ic);
+        snap.map.insert("icount", ic);
     }
     if !size.exact {
         let mut a = Map::new();
         a.insert("vm_state_size".into(), Value::String(size_text));
-        snap.map.insert("approximate".into(), Value::Object(a));
+        snap.map.insert("approximate", Value::Object(a));
     }
     node.non_utf8 |= snap.non_utf8;
-    Some(Value::Object(snap.map))
+    Some(Value::Object(snap.map.into_map()))
 }
 
 /// The table after `Snapshot list:`: a header line starting `ID`, then rows
@@ -647,7 +704,7 @@ fn parse_snapshots(lines: &[Line], mut i: usize, base: usize, node: &mut Node) -
     if node.map.contains_key("snapshots") {
         node.ambiguous.push("a second snapshot table".to_string());
     } else {
-        node.map.insert("snapshots".into(), Value::Array(rows));
+        node.map.insert("snapshots", Value::Array(rows));
     }
     i
 }

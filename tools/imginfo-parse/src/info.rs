@@ -138,11 +138,57 @@ impl InfoValue for Value {
 /// (`source` given) add `source` and the derived `glance_disk_format`.
 /// Children are ordered the same way.
 pub fn finish(m: Map<String, Value>, source: Option<Source>) -> Map<String, Value> {
-    let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+    finish_fields(m.into_iter().collect(), source)
+        .into_iter()
+        .collect()
+}
+
+/// [`finish`] on fields in the order they were read, left as fields (the
+/// human text's: no map is built to be written).
+pub fn finish_fields<K: InfoKey>(
+    mut entries: Vec<(K, Value)>,
+    source: Option<Source>,
+) -> Vec<(K, Value)> {
     for (k, v) in entries.iter_mut() {
-        finish_nested(k, v);
+        finish_nested(k.as_ref(), v);
     }
-    finish_entries(entries, source).into_iter().collect()
+    finish_entries(entries, source)
+}
+
+/// A record with `info` set to a finished info object's entries, written
+/// as they are (the record has no `info` of its own): the map is never
+/// built.
+pub struct WithInfo<'r, K, V> {
+    /// The record's other keys.
+    pub rec: &'r filter::Record,
+    /// The facet's entries, in order, each key once.
+    pub info: &'r [(K, V)],
+}
+
+impl<K: AsRef<str>, V: serde::Serialize> serde::Serialize for WithInfo<'_, K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let m = self.rec.as_map();
+        let mut map = s.serialize_map(Some(m.len() + 1))?;
+        for (k, v) in m {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry(crate::FACET, &Entries(self.info))?;
+        map.end()
+    }
+}
+
+struct Entries<'r, K, V>(&'r [(K, V)]);
+
+impl<K: AsRef<str>, V: serde::Serialize> serde::Serialize for Entries<'_, K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k.as_ref(), v)?;
+        }
+        map.end()
+    }
 }
 
 /// [`finish`] on an object's entries, in the order they came (children
@@ -299,8 +345,8 @@ pub fn snake(key: Cow<'_, str>) -> Cow<'_, str> {
     )
 }
 
-/// qemu's own keys with a `-`, snake-cased: most keys of a document,
-/// kept without an allocation each.
+/// qemu's own keys with a `-` (JSON) or a space (human text),
+/// snake-cased: most keys of a document, kept without an allocation each.
 fn qemu_key(key: &str) -> Option<&'static str> {
     Some(match key {
         "virtual-size" => "virtual_size",
@@ -325,6 +371,15 @@ fn qemu_key(key: &str) -> Option<&'static str> {
         "date-nsec" => "date_nsec",
         "data-file" => "data_file",
         "data-file-raw" => "data_file_raw",
+        // The human text's.
+        "file format" => "file_format",
+        "virtual size" => "virtual_size",
+        "disk size" => "disk_size",
+        "cleanly shut down" => "cleanly_shut_down",
+        "backing file" => "backing_file",
+        "backing file format" => "backing_file_format",
+        "protocol type" => "protocol_type",
+        "file length" => "file_length",
         _ => return None,
     })
 }

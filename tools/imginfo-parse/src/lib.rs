@@ -20,7 +20,7 @@ use filter::status::Status;
 use filter::{ErrorKind, Record};
 use formats::{self, FormatError};
 use human::HumanImage;
-use info::{Source, finish};
+use info::Source;
 use input::{Doc, DocReader, InputMode};
 use local::with_oslo;
 use qjson::Node;
@@ -733,7 +733,7 @@ impl Runner<'_> {
                 // Nothing to judge: the info is written as it is, never
                 // built as a map.
                 self.oslo = None;
-                self.ctx.emit(&qjson::WithInfo {
+                self.ctx.emit(&info::WithInfo {
                     rec: &rec,
                     info: &info,
                 })
@@ -794,12 +794,23 @@ impl Runner<'_> {
         }
         let mut info = img.info;
         if let Some(d) = depth {
-            info.insert("backing_chain_depth".into(), d.into());
+            info.insert("backing_chain_depth", d.into());
         }
         if !img.ambiguous.is_empty() {
-            info.insert("ambiguous".into(), Value::Bool(true));
+            info.insert("ambiguous", Value::Bool(true));
         }
-        rec.set(FACET, Value::Object(finish(info, Some(Source::QemuHuman))));
+        let info = info::finish_fields(info.0, Some(Source::QemuHuman));
+        if !self.cli.check && img.ambiguous.is_empty() && img.errors.is_empty() {
+            // Nothing to judge: the info is written as it is, never
+            // built as a map.
+            self.oslo = None;
+            return self.ctx.emit(&info::WithInfo {
+                rec: &rec,
+                info: &info,
+            });
+        }
+        let map = info.into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+        rec.set(FACET, Value::Object(map));
         if !img.ambiguous.is_empty() {
             let e = self
                 .ctx

@@ -412,39 +412,6 @@ fn snake_obj(o: Obj<'_>) -> Obj<'_> {
     out
 }
 
-/// A record with `info` set to a finished info object, written as it is
-/// (the record has no `info` of its own).
-pub struct WithInfo<'r, 'a> {
-    /// The record's other keys.
-    pub rec: &'r filter::Record,
-    /// The facet.
-    pub info: &'r Obj<'a>,
-}
-
-impl Serialize for WithInfo<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let m = self.rec.as_map();
-        let mut map = s.serialize_map(Some(m.len() + 1))?;
-        for (k, v) in m {
-            map.serialize_entry(k, v)?;
-        }
-        map.serialize_entry(crate::FACET, &InfoObj(self.info))?;
-        map.end()
-    }
-}
-
-struct InfoObj<'r, 'a>(&'r Obj<'a>);
-
-impl Serialize for InfoObj<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k.as_ref(), v)?;
-        }
-        map.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,7 +465,7 @@ mod tests {
                 "x": [1.50, -0, 1e400, 184467440737095516160, -9223372036854775809]}"#,
         );
         let info = finish_entries(convert(m).unwrap(), Some(Source::QemuJson));
-        let text = serde_json::to_string(&InfoObj(&info)).unwrap();
+        let text = serde_json::to_string(&Node::Obj(info.clone())).unwrap();
         assert!(
             text.contains(r#""virtual_size":18014398509481984"#),
             "{text}"
@@ -521,7 +488,7 @@ mod tests {
                 "d": {"k-1": 1, "k_1": 2}}"#,
         );
         let info = finish_entries(convert(m).unwrap(), Some(Source::QemuJson));
-        let text = serde_json::to_string(&InfoObj(&info)).unwrap();
+        let text = serde_json::to_string(&Node::Obj(info.clone())).unwrap();
         assert_eq!(
             text,
             r#"{"source":"qemu_json","format":"qcow2","glance_disk_format":"qcow2","virtual_size":1,"encrypted":false,"a_b":2,"z":0,"d":{"k_1":2}}"#
