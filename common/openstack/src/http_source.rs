@@ -490,6 +490,90 @@ mod tests {
         out
     }
 
+    /// A VHDX as qemu-img makes it (1 GiB virtual), or None where qemu-img
+    /// is missing (never in CI).
+    fn qemu_vhdx() -> Option<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.vhdx");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "vhdx"])
+            .arg(&f)
+            .arg("1G")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            made || std::env::var_os("CI").is_none(),
+            "qemu-img create failed"
+        );
+        made.then(|| std::fs::read(&f).unwrap())
+    }
+
+    /// qemu-img's VHDX with its BAT and its metadata moved to every pair of
+    /// MiB-aligned places in an 8 MiB object (both region tables rewritten,
+    /// their CRC32C with them): the probe over ranges says what the local
+    /// probe says, in three requests when the two lie within 1 MiB of each
+    /// other (one request brings both) and four when they do not.
+    #[test]
+    fn vhdx_metadata_and_bat_anywhere_probe_alike() {
+        const MIB: usize = 1 << 20;
+        const RT: [usize; 2] = [192 << 10, 256 << 10];
+        let Some(base) = qemu_vhdx() else {
+            return;
+        };
+        let le64 = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let le32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        // The table's two entries: (entry offset, region offset, length).
+        let entries: Vec<(usize, usize, usize)> = (0..le32(&base, RT[0] + 8) as usize)
+            .map(|i| {
+                let e = RT[0] + 16 + 32 * i;
+                (
+                    e,
+                    le64(&base, e + 16) as usize,
+                    le32(&base, e + 24) as usize,
+                )
+            })
+            .collect();
+        assert_eq!(entries.len(), 2);
+        let is_meta = |&(_, off, _): &(usize, usize, usize)| base[off..].starts_with(b"metadata");
+        let meta = *entries.iter().find(|e| is_meta(e)).unwrap();
+        let bat = *entries.iter().find(|e| !is_meta(e)).unwrap();
+        let mut tried = 0;
+        // The header section and qemu's log take the first 2 MiB.
+        for b in 2..8 {
+            for m in 2..8 {
+                if b == m {
+                    continue;
+                }
+                let mut img = base[..2 * MIB].to_vec();
+                img.resize(8 * MIB, 0);
+                for ((e, from, len), to) in [(bat, b * MIB), (meta, m * MIB)] {
+                    img[to..to + len].copy_from_slice(&base[from..from + len]);
+                    img[e + 16..e + 24].copy_from_slice(&(to as u64).to_le_bytes());
+                }
+                img[RT[0] + 4..RT[0] + 8].fill(0);
+                let crc = crc32c::crc32c(&img[RT[0]..RT[0] + (64 << 10)]);
+                img[RT[0] + 4..RT[0] + 8].copy_from_slice(&crc.to_le_bytes());
+                let table = img[RT[0]..RT[0] + (64 << 10)].to_vec();
+                img[RT[1]..RT[1] + (64 << 10)].copy_from_slice(&table);
+                let local = verdict(&img);
+                assert!(local.contains(r#""format":"vhdx""#), "{b} {m}: {local}");
+                let mem = Mem::new(img);
+                let head = Some(formats::Format::Vhdx.fixed_head());
+                let s = HttpSource::open(&mem, Budget::default(), None, head).unwrap();
+                assert_eq!(verdict(&s), local, "BAT at {b} MiB, metadata at {m} MiB");
+                let want = if b.abs_diff(m) == 1 { 3 } else { 4 };
+                assert_eq!(
+                    s.requests(),
+                    want,
+                    "BAT at {b} MiB, metadata at {m} MiB: {:?}",
+                    mem.asked.borrow()
+                );
+                tried += 1;
+            }
+        }
+        assert_eq!(tried, 6 * 5);
+    }
+
     /// A VMDK text descriptor (read whole by the probe).
     fn is_descriptor(data: &[u8]) -> bool {
         data.starts_with(b"# Disk DescriptorFile")
