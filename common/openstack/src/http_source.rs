@@ -8,9 +8,9 @@
 //! the ranges are planned to need as few requests as possible: the first
 //! asks for the first 64 KiB (the whole object when its size, known from
 //! the record, is at most 256 KiB; 320 KiB for an image expected to be
-//! VHDX, whose fixed structures reach that far); a read near the end (a VHD footer,
-//! a DMG trailer, a streamOptimized VMDK footer) fetches the last 16 KiB
-//! in one request; any other miss fetches 256 KiB from there, and with it
+//! VHDX, whose fixed structures reach that far); a read near the end (a
+//! VHD footer, a DMG trailer, a streamOptimized VMDK footer) fetches the
+//! last 16 KiB in one request; any other miss fetches 256 KiB from there, and with it
 //! whatever else the parser announced it will read nearby (VHDX's metadata
 //! and BAT). Servers (Glance among them) answer one range per request, so
 //! an image whose header and end both matter takes two.
