@@ -809,8 +809,7 @@ impl Runner<'_> {
                 info: &info,
             });
         }
-        let map = info.into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
-        rec.set(FACET, Value::Object(map));
+        rec.set(FACET, Value::Object(human::Fields(info).into_map()));
         if !img.ambiguous.is_empty() {
             let e = self
                 .ctx

@@ -8,6 +8,8 @@
 //! in.
 #![cfg(test)]
 
+mod support;
+
 use glance_server::{auth_flags, bytes_of, create, dump_text, have_bins, run_tool, upload};
 use serde_json::Value;
 use std::path::Path;
@@ -58,24 +60,14 @@ fn at_most_two_ranges_per_image_and_records_in_input_order() {
     // 3 MiB, where its region table says): its fixed head (320 KiB, asked
     // at once for an image Glance calls vhdx), the end, and the metadata
     // and BAT in one request.
-    let vhdx = t.path().join("v.vhdx");
-    let made = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "vhdx"])
-        .arg(&vhdx)
-        .arg("10G")
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        made || std::env::var_os("CI").is_none(),
-        "qemu-img create failed"
-    );
+    let vhdx = support::qemu_images(&["-f vhdx v.vhdx 10G"]);
     let mut kinds: Vec<(&str, Vec<u8>, u64)> = vec![
         ("raw", bytes_of(7, 20 * 16384 + 100), 2),
         ("raw", bytes_of(8, 1 << 20), 2),
         ("qcow2", qcow2, 1),
     ];
-    if made {
-        kinds.push(("vhdx", std::fs::read(&vhdx).unwrap(), 3));
+    if let Some(d) = &vhdx {
+        kinds.push(("vhdx", std::fs::read(d.path().join("v.vhdx")).unwrap(), 3));
     }
     let mut want = std::collections::BTreeMap::new();
     for i in 0..12 {
